@@ -1,0 +1,261 @@
+//! `POST /fhir` with a `batch` or `transaction` Bundle.
+//!
+//! Transaction: every entry is checked, ids are assigned to creates, `urn:uuid:` fullUrls are
+//! rewritten wherever a `reference` names them, and the entries go to the committer as one
+//! atomic commit, in the FHIR processing order (DELETE, POST, PUT); any failure refuses the
+//! whole Bundle and nothing is stored. Batch: each entry is its own commit and gets its own
+//! response or OperationOutcome. GET entries are answered in a batch, refused in a transaction
+//! (their answers would not be isolated from its writes).
+
+use std::collections::{HashMap, HashSet};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::extract::FhirBody;
+use super::outcome::{fhir_response, ApiError};
+use super::rest::{check_body_type, guard_subscription, parse_etag, with_live_status};
+use super::Shared;
+use crate::fhir::instant::format_millis;
+use crate::fhir::outcome::operation_outcome;
+use crate::fhir::types::{is_resource_type, is_valid_id};
+use crate::fhir::{Issue, IssueType};
+use crate::ingest::{WriteEntry, WriteMethod, WriteResult};
+
+/// One parsed entry.
+struct Planned {
+    index: usize,
+    write: WriteEntry,
+    full_url: Option<String>,
+}
+
+fn entry_error(index: usize, code: IssueType, msg: impl Into<String>) -> Issue {
+    Issue::at(code, format!("Bundle.entry[{index}]"), msg)
+}
+
+/// Parses `request.url` (`Type`, `Type/id`, absolute on our base) into (type, id).
+fn parse_url(base: &str, url: &str) -> Option<(String, Option<String>)> {
+    let rel = url.strip_prefix(base).map(|r| r.trim_start_matches('/')).unwrap_or(url);
+    let rel = rel.split('?').next().unwrap_or(rel);
+    let mut parts = rel.split('/');
+    let ty = parts.next()?.to_string();
+    let id = parts.next().map(str::to_string);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((ty, id))
+}
+
+fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Planned>, Issue> {
+    let request = entry.get("request").ok_or_else(|| entry_error(index, IssueType::Required, "entry.request is required in a batch or transaction"))?;
+    let method = request.get("method").and_then(Value::as_str).unwrap_or("");
+    let url = request.get("url").and_then(Value::as_str).ok_or_else(|| entry_error(index, IssueType::Required, "entry.request.url is required"))?;
+    if request.get("ifNoneExist").is_some() || request.get("ifNoneMatch").is_some() || url.contains('?') && method != "GET" {
+        return Err(entry_error(index, IssueType::NotSupported, "conditional interactions need the search engine and are not supported yet"));
+    }
+    let (ty, id) = parse_url(&state.base_url, url).ok_or_else(|| entry_error(index, IssueType::Value, format!("cannot interpret request.url '{url}'")))?;
+    if !is_resource_type(&ty) {
+        return Err(entry_error(index, IssueType::NotFound, format!("'{ty}' is not an R5 resource type")));
+    }
+    if let Some(id) = &id {
+        if !is_valid_id(id) {
+            return Err(entry_error(index, IssueType::Value, format!("'{id}' is not a valid id")));
+        }
+    }
+    let if_match = match request.get("ifMatch").and_then(Value::as_str) {
+        Some(raw) => Some(parse_etag(raw).map_err(|_| entry_error(index, IssueType::Value, format!("ifMatch '{raw}' is not an ETag")))?),
+        None => None,
+    };
+    let resource = entry.get("resource").cloned();
+    let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_string);
+    let write = match (method, id) {
+        ("GET", _) => return Ok(None),
+        ("POST", None) => {
+            let r = resource.ok_or_else(|| entry_error(index, IssueType::Required, "a POST entry needs a resource"))?;
+            check_body_type(&r, &ty).map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
+            WriteEntry { method: WriteMethod::Create, resource_type: ty, id: uuid::Uuid::new_v4().to_string(), resource: Some(r), if_match }
+        }
+        ("PUT", Some(id)) => {
+            let r = resource.ok_or_else(|| entry_error(index, IssueType::Required, "a PUT entry needs a resource"))?;
+            check_body_type(&r, &ty).map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
+            if r.get("id").and_then(Value::as_str).is_some_and(|rid| rid != id) {
+                return Err(entry_error(index, IssueType::Invalid, "resource id does not match request.url"));
+            }
+            WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(r), if_match }
+        }
+        ("DELETE", Some(id)) => WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match },
+        _ => return Err(entry_error(index, IssueType::NotSupported, format!("{method} {url} is not supported in a Bundle (use POST Type, PUT Type/id, DELETE Type/id, GET)"))),
+    };
+    Ok(Some(Planned { index, write, full_url }))
+}
+
+/// Rewrites every `"reference": "urn:uuid:..."` that names an entry of this Bundle.
+fn rewrite_references(value: &mut Value, map: &HashMap<String, String>) {
+    match value {
+        Value::Object(obj) => {
+            for (k, v) in obj.iter_mut() {
+                if k == "reference" {
+                    if let Some(target) = v.as_str().and_then(|s| map.get(s)) {
+                        *v = json!(target);
+                        continue;
+                    }
+                }
+                rewrite_references(v, map);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite_references(v, map)),
+        _ => {}
+    }
+}
+
+fn response_entry(state: &Shared, r: &WriteResult) -> Value {
+    let rec = &r.record;
+    let status = if !r.changed || rec.deleted {
+        "204 No Content"
+    } else if r.created {
+        "201 Created"
+    } else {
+        "200 OK"
+    };
+    let mut entry = json!({
+        "response": {
+            "status": status,
+            "location": format!("{}/{}/_history/{}", rec.resource_type, rec.id, rec.version_id),
+            "etag": format!("W/\"{}\"", rec.version_id),
+            "lastModified": format_millis(rec.last_updated),
+        }
+    });
+    if let (Some(res), Some(obj)) = (rec.resource.clone(), entry.as_object_mut()) {
+        obj.insert("fullUrl".into(), json!(format!("{}/{}/{}", state.base_url, rec.resource_type, rec.id)));
+        obj.insert("resource".into(), with_live_status(state, res));
+    }
+    entry
+}
+
+async fn read_entry(state: &Shared, entry: &Value) -> Value {
+    let url = entry.pointer("/request/url").and_then(Value::as_str).unwrap_or("");
+    let failed = |status: &str, code: IssueType, msg: String| json!({ "response": { "status": status, "outcome": operation_outcome(&[Issue::new(code, msg)]) } });
+    match parse_url(&state.base_url, url) {
+        Some((ty, Some(id))) if is_resource_type(&ty) && is_valid_id(&id) => match state.store.latest(&ty, &id) {
+            Ok(Some(rec)) if !rec.deleted => {
+                let mut e = response_entry(state, &WriteResult { record: rec, created: false, changed: true });
+                if let Some(r) = e.pointer_mut("/response/status") {
+                    *r = json!("200 OK");
+                }
+                e
+            }
+            Ok(Some(_)) => failed("410 Gone", IssueType::Deleted, format!("{ty}/{id} was deleted")),
+            Ok(None) => failed("404 Not Found", IssueType::NotFound, format!("{ty}/{id} not found")),
+            Err(_) => failed("500 Internal Server Error", IssueType::Exception, "store failure".into()),
+        },
+        _ => failed("400 Bad Request", IssueType::NotSupported, format!("GET {url}: only reads (Type/id) are supported in a batch")),
+    }
+}
+
+pub(super) async fn batch_or_transaction(State(state): State<Shared>, FhirBody(bundle): FhirBody) -> Result<Response, ApiError> {
+    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Invalid, "POST to the base URL takes a batch or transaction Bundle"));
+    }
+    let kind = bundle.get("type").and_then(Value::as_str).unwrap_or("");
+    let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+    if entries.len() > state.max_bundle_entries {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, IssueType::TooCostly, format!("{} entries; this server accepts at most {}", entries.len(), state.max_bundle_entries)));
+    }
+    match kind {
+        "transaction" => transaction(&state, entries).await,
+        "batch" => batch(&state, entries).await,
+        other => Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Value, format!("Bundle.type '{other}' cannot be processed here; use batch or transaction (or $ingest for history and notification Bundles)"))),
+    }
+}
+
+async fn transaction(state: &Shared, entries: Vec<Value>) -> Result<Response, ApiError> {
+    let mut issues = Vec::new();
+    let mut planned = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        match plan_entry(state, index, entry) {
+            Ok(Some(p)) => planned.push(p),
+            Ok(None) => issues.push(entry_error(index, IssueType::NotSupported, "GET entries are not supported inside a transaction; use a batch")),
+            Err(issue) => issues.push(issue),
+        }
+    }
+    let mut seen = HashSet::new();
+    for p in &planned {
+        if !seen.insert((p.write.resource_type.clone(), p.write.id.clone())) {
+            issues.push(entry_error(p.index, IssueType::Invalid, format!("{}/{} appears more than once in the transaction", p.write.resource_type, p.write.id)));
+        }
+    }
+    if !issues.is_empty() {
+        return Err(ApiError::issues(StatusCode::BAD_REQUEST, issues));
+    }
+    let map: HashMap<String, String> = planned
+        .iter()
+        .filter_map(|p| p.full_url.as_ref().filter(|u| u.starts_with("urn:uuid:") || u.starts_with("urn:oid:")).map(|u| (u.clone(), format!("{}/{}", p.write.resource_type, p.write.id))))
+        .collect();
+    for p in &mut planned {
+        if let Some(r) = p.write.resource.as_mut() {
+            rewrite_references(r, &map);
+        }
+        if let Some(r) = &p.write.resource {
+            guard_subscription(state, &p.write.resource_type, r).await.map_err(|mut e| {
+                for i in &mut e.issues {
+                    i.diagnostics = format!("entry {}: {}", p.index, i.diagnostics);
+                }
+                e
+            })?;
+        }
+    }
+    // FHIR transaction processing order: DELETE, then POST, then PUT.
+    let rank = |m: WriteMethod| match m {
+        WriteMethod::Delete => 0,
+        WriteMethod::Create => 1,
+        WriteMethod::Update => 2,
+    };
+    let mut order: Vec<usize> = (0..planned.len()).collect();
+    order.sort_by_key(|&i| planned.get(i).map_or(3, |p| rank(p.write.method)));
+    let writes: Vec<WriteEntry> = order.iter().filter_map(|&i| planned.get(i).map(|p| p.write.clone())).collect();
+    let results = state.ingest.write_all(writes, true).await.map_err(|e| match e {
+        crate::ingest::IngestError::Entry { index, source } => {
+            let original = order.get(index).and_then(|&i| planned.get(i)).map_or(index, |p| p.index);
+            ApiError::from(crate::ingest::IngestError::Entry { index: original, source })
+        }
+        other => ApiError::from(other),
+    })?;
+    let mut out = vec![Value::Null; planned.len()];
+    for (pos, result) in order.iter().zip(results.iter()) {
+        if let Some(slot) = out.get_mut(*pos) {
+            *slot = response_entry(state, result);
+        }
+    }
+    Ok(fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "transaction-response", "entry": out })))
+}
+
+async fn batch(state: &Shared, entries: Vec<Value>) -> Result<Response, ApiError> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let failed = |e: ApiError| {
+            let status = format!("{} {}", e.status.as_u16(), e.status.canonical_reason().unwrap_or(""));
+            json!({ "response": { "status": status.trim_end(), "outcome": operation_outcome(&e.issues) } })
+        };
+        let response = match plan_entry(state, index, entry) {
+            Ok(None) => read_entry(state, entry).await,
+            Err(issue) => failed(ApiError::issues(StatusCode::BAD_REQUEST, vec![issue])),
+            Ok(Some(p)) => {
+                let guarded = match &p.write.resource {
+                    Some(r) => guard_subscription(state, &p.write.resource_type, r).await,
+                    None => Ok(()),
+                };
+                match guarded {
+                    Err(e) => failed(e),
+                    Ok(()) => match state.ingest.write(p.write).await {
+                        Ok(r) => response_entry(state, &r),
+                        Err(e) => failed(ApiError::from(e)),
+                    },
+                }
+            }
+        };
+        out.push(response);
+    }
+    Ok(fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "batch-response", "entry": out })))
+}

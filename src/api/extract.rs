@@ -1,0 +1,55 @@
+//! Request bodies: `FhirBody` takes the raw bytes (size-limited by the router), checks the
+//! media type, and parses a JSON object, answering every failure with an OperationOutcome.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use serde_json::Value;
+
+use super::outcome::ApiError;
+use crate::fhir::IssueType;
+
+/// A parsed JSON object body.
+pub struct FhirBody(pub Value);
+
+fn media_type_ok(ct: Option<&str>) -> bool {
+    match ct {
+        None => true,
+        Some(ct) => {
+            let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            matches!(mime.as_str(), "application/fhir+json" | "application/json" | "application/json+fhir")
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for FhirBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        if !media_type_ok(ct.as_deref()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                IssueType::NotSupported,
+                format!("content type '{}' is not supported; send application/fhir+json", ct.unwrap_or_default()),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, IssueType::TooCostly, "request body is larger than this server accepts (server.max_body_bytes)")
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        if bytes.is_empty() {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, "the request body is empty; expected a FHIR resource in JSON"));
+        }
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, format!("body is not valid JSON: {e}"))
+        })?;
+        if !value.is_object() {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, "body must be a JSON object (a FHIR resource)"));
+        }
+        Ok(FhirBody(value))
+    }
+}

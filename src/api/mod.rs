@@ -1,0 +1,97 @@
+//! The HTTP API (axum): FHIR REST at `/fhir`, operations, health. Handlers parse and check the
+//! request, then hand writes to `ingest` and read from `store`; none writes the store itself.
+//!
+//! - `rest`: create, read, vread, update, delete, history, search.
+//! - `bundle`: batch and transaction Bundles at `POST /fhir`.
+//! - `status`: `$status` (instance and type level).
+//! - `sidecar`: `POST /fhir/$ingest`, changes fed by another FHIR server.
+//! - `capability`: `GET /fhir/metadata`.
+//! - `outcome`, `extract`: errors as OperationOutcomes, request bodies.
+
+mod bundle;
+mod capability;
+mod extract;
+pub mod outcome;
+mod rest;
+mod sidecar;
+mod status;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tracing::Instrument;
+
+use crate::channels::guard::AddressPolicy;
+use crate::fhir::IssueType;
+use crate::ingest::Ingest;
+use crate::store::Store;
+use outcome::ApiError;
+
+/// What handlers share.
+pub struct AppState {
+    pub store: Store,
+    pub ingest: Ingest,
+    pub base_url: String,
+    pub policy: AddressPolicy,
+    pub max_bundle_entries: usize,
+    /// Set once the registry is loaded and delivery started.
+    pub ready: AtomicBool,
+}
+
+pub type Shared = Arc<AppState>;
+
+pub fn router(state: Shared, max_body_bytes: usize) -> Router {
+    let fhir = Router::new()
+        .route("/", post(bundle::batch_or_transaction))
+        .route("/metadata", get(capability::metadata))
+        .route("/$ingest", post(sidecar::ingest))
+        .route("/Subscription/$status", get(status::type_level).post(status::type_level_post))
+        .route("/Subscription/{id}/$status", get(status::instance).post(status::instance))
+        .route("/{type}", get(rest::search).post(rest::create))
+        .route("/{type}/_search", post(rest::search_post))
+        .route("/{type}/{id}", get(rest::read).put(rest::update).delete(rest::delete))
+        .route("/{type}/{id}/_history", get(rest::history))
+        .route("/{type}/{id}/_history/{vid}", get(rest::vread))
+        .fallback(unknown_route);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/fhir", fhir)
+        .fallback(unknown_route)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<Shared>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+    }
+}
+
+async fn unknown_route(req: Request) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, IssueType::NotFound, format!("no FHIR interaction at {} {}", req.method(), req.uri().path()))
+}
+
+/// One span per request, named by its matched route; logs the outcome at `debug`.
+async fn request_span(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::debug_span!("http.request", request_id = %request_id, method = %req.method(), route = %route, http.status = tracing::field::Empty);
+    async move {
+        let started = std::time::Instant::now();
+        let resp = next.run(req).await;
+        tracing::Span::current().record("http.status", resp.status().as_u16());
+        tracing::debug!(micros = started.elapsed().as_micros() as u64, "request done");
+        resp
+    }
+    .instrument(span)
+    .await
+}

@@ -1,0 +1,105 @@
+//! The one place errors become HTTP responses: status codes and `OperationOutcome` issues.
+//!
+//! | case | status | issue code |
+//! |---|---|---|
+//! | unparsable body, wrong `resourceType`, bad id, bad search parameter | 400 | `structure`, `invalid`, `value` |
+//! | valid FHIR refused by a rule (unknown topic, unsupported channel or filter) | 422 | `business-rule`, `not-supported` |
+//! | unknown type or id | 404 | `not-found` |
+//! | deleted resource | 410 | `deleted` |
+//! | `If-Match` mismatch / conflicting state | 412 / 409 | `conflict` |
+//! | body too large / wrong media type | 413 / 415 | `too-costly` / `not-supported` |
+//! | write path stopped or store unavailable | 503 + `Retry-After` | `transient` |
+//! | anything else | 500 | `exception`, a generic text and the request id |
+//!
+//! `IntoResponse` builds the response only; internal causes are logged here at `error` with
+//! their source chain (never sent to the caller).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::fhir::outcome::operation_outcome;
+use crate::fhir::{Issue, IssueType};
+use crate::ingest::IngestError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub issues: Vec<Issue>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: IssueType, diagnostics: impl Into<String>) -> Self {
+        ApiError { status, issues: vec![Issue::new(code, diagnostics)] }
+    }
+
+    pub fn issues(status: StatusCode, issues: Vec<Issue>) -> Self {
+        ApiError { status, issues }
+    }
+
+    pub fn bad_request(diagnostics: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, IssueType::Invalid, diagnostics)
+    }
+
+    pub fn not_found(diagnostics: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, IssueType::NotFound, diagnostics)
+    }
+
+    /// Logs the cause with its chain and answers a detail-free 500.
+    pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut chain = err.to_string();
+        let mut src = err.source();
+        while let Some(s) = src {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            src = s.source();
+        }
+        tracing::error!(error = %chain, "internal error");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, IssueType::Exception, "internal server error; see the server log for this request")
+    }
+}
+
+pub fn fhir_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+json; charset=utf-8"));
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = fhir_response(self.status, &operation_outcome(&self.issues));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> Self {
+        match err {
+            IngestError::Invalid(issues) => ApiError::issues(StatusCode::BAD_REQUEST, issues),
+            IngestError::Rejected(issues) => ApiError::issues(StatusCode::UNPROCESSABLE_ENTITY, issues),
+            IngestError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            IngestError::VersionMismatch { expected, actual } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                IssueType::Conflict,
+                format!("If-Match version {expected} does not match the current version {actual}"),
+            ),
+            IngestError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, IssueType::Conflict, what),
+            IngestError::Entry { index, source } => {
+                let mut inner = ApiError::from(*source);
+                for issue in &mut inner.issues {
+                    issue.diagnostics = format!("entry {index}: {}", issue.diagnostics);
+                    if issue.expression.is_none() {
+                        issue.expression = Some(format!("Bundle.entry[{index}]"));
+                    }
+                }
+                inner
+            }
+            IngestError::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient, "the write path is not available (shutting down or storage failure); retry"),
+            IngestError::Store(e) => ApiError::internal(&e),
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! FHIR REST interactions on `/fhir/{type}[/{id}[/_history[/{vid}]]]`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::extract::FhirBody;
+use super::outcome::{fhir_response, ApiError};
+use super::Shared;
+use crate::channels::guard::check_endpoint;
+use crate::fhir::instant::format_millis;
+use crate::fhir::types::{is_resource_type, is_valid_id};
+use crate::fhir::{Issue, IssueType};
+use crate::ingest::{WriteEntry, WriteMethod, WriteResult};
+use crate::store::VersionRecord;
+
+pub(super) fn check_type(ty: &str) -> Result<(), ApiError> {
+    if is_resource_type(ty) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!("'{ty}' is not an R5 resource type supported here")))
+    }
+}
+
+pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("'{id}' is not a valid FHIR id ([A-Za-z0-9-.]{{1,64}})")))
+    }
+}
+
+/// `If-Match: W/"3"` (or `"3"`) to versionId `3`.
+pub(super) fn parse_etag(raw: &str) -> Result<String, ApiError> {
+    let t = raw.trim();
+    let t = t.strip_prefix("W/").unwrap_or(t);
+    let t = t.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(t);
+    if t.is_empty() || t.contains('"') || t.contains(',') {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Value, format!("If-Match '{raw}' is not an ETag like W/\"3\"")));
+    }
+    Ok(t.to_string())
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v.to_str().map_err(|_| ApiError::bad_request("If-Match is not text")).and_then(parse_etag).map(Some),
+    }
+}
+
+/// Checks body against the URL: resourceType must equal the path type.
+pub(super) fn check_body_type(body: &Value, ty: &str) -> Result<(), ApiError> {
+    match body.get("resourceType").and_then(Value::as_str) {
+        Some(t) if t == ty => Ok(()),
+        Some(t) => Err(ApiError::issues(
+            StatusCode::BAD_REQUEST,
+            vec![Issue::at(IssueType::Invalid, "resourceType", format!("body is a {t} but the URL names {ty}"))],
+        )),
+        None => Err(ApiError::issues(StatusCode::BAD_REQUEST, vec![Issue::at(IssueType::Required, "resourceType", "resourceType is missing")])),
+    }
+}
+
+/// Creation- and update-time endpoint check for Subscriptions (the connect-time guard repeats it).
+pub(super) async fn guard_subscription(state: &Shared, ty: &str, body: &Value) -> Result<(), ApiError> {
+    if ty != "Subscription" {
+        return Ok(());
+    }
+    let Some(url) = body.get("endpoint").and_then(Value::as_str).and_then(|s| url::Url::parse(s).ok()) else {
+        return Ok(()); // absence or syntax is reported by validation with the rest
+    };
+    check_endpoint(&url, &state.policy)
+        .await
+        .map_err(|e| ApiError::issues(StatusCode::UNPROCESSABLE_ENTITY, vec![Issue::at(IssueType::BusinessRule, "Subscription.endpoint", e.to_string())]))
+}
+
+/// Current status of a Subscription overlaid on its stored body: the server owns `status`.
+pub(super) fn with_live_status(state: &Shared, mut resource: Value) -> Value {
+    if resource.get("resourceType").and_then(Value::as_str) == Some("Subscription") {
+        if let Some(id) = resource.get("id").and_then(Value::as_str).map(str::to_string) {
+            if let Ok(Some(s)) = state.store.sub_state(&id) {
+                if let Some(obj) = resource.as_object_mut() {
+                    obj.insert("status".into(), json!(s.status.code()));
+                }
+            }
+        }
+    }
+    resource
+}
+
+fn version_headers(resp: &mut Response, rec: &VersionRecord) {
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", rec.version_id)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    let lm = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(rec.last_updated) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc2822).ok());
+    if let Some(Ok(v)) = lm.map(|s| HeaderValue::from_str(&s.replace("+0000", "GMT"))) {
+        resp.headers_mut().insert(header::LAST_MODIFIED, v);
+    }
+}
+
+fn written(state: &Shared, result: &WriteResult, minimal: bool) -> Response {
+    let rec = &result.record;
+    let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
+    let body = rec.resource.clone().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
+    let mut resp = if minimal { status.into_response() } else { fhir_response(status, &body) };
+    version_headers(&mut resp, rec);
+    if result.created {
+        if let Ok(v) = HeaderValue::from_str(&format!("{}/{}/{}/_history/{}", state.base_url, rec.resource_type, rec.id, rec.version_id)) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+    }
+    resp
+}
+
+fn prefers_minimal(headers: &HeaderMap) -> bool {
+    headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|p| p.contains("return=minimal"))
+}
+
+pub(super) async fn create(State(state): State<Shared>, Path(ty): Path<String>, headers: HeaderMap, FhirBody(body): FhirBody) -> Result<Response, ApiError> {
+    check_type(&ty)?;
+    check_body_type(&body, &ty)?;
+    if headers.contains_key("if-none-exist") {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, IssueType::NotSupported, "conditional create (If-None-Exist) needs the search engine and is not supported yet"));
+    }
+    guard_subscription(&state, &ty, &body).await?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let result = state.ingest.write(WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None }).await?;
+    Ok(written(&state, &result, prefers_minimal(&headers)))
+}
+
+pub(super) async fn update(State(state): State<Shared>, Path((ty, id)): Path<(String, String)>, headers: HeaderMap, FhirBody(body): FhirBody) -> Result<Response, ApiError> {
+    check_type(&ty)?;
+    check_id(&id)?;
+    check_body_type(&body, &ty)?;
+    match body.get("id").and_then(Value::as_str) {
+        Some(body_id) if body_id == id => {}
+        Some(body_id) => {
+            return Err(ApiError::issues(StatusCode::BAD_REQUEST, vec![Issue::at(IssueType::Invalid, "id", format!("body id '{body_id}' does not match the URL id '{id}'"))]));
+        }
+        None => return Err(ApiError::issues(StatusCode::BAD_REQUEST, vec![Issue::at(IssueType::Required, "id", "an update must carry the resource id in the body")])),
+    }
+    let if_match = if_match(&headers)?;
+    guard_subscription(&state, &ty, &body).await?;
+    let result = state.ingest.write(WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match }).await?;
+    Ok(written(&state, &result, prefers_minimal(&headers)))
+}
+
+pub(super) async fn delete(State(state): State<Shared>, Path((ty, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
+    check_type(&ty)?;
+    check_id(&id)?;
+    let if_match = if_match(&headers)?;
+    let result = state.ingest.write(WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match }).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if result.changed {
+        version_headers(&mut resp, &result.record);
+    }
+    Ok(resp)
+}
+
+fn store_err(e: crate::store::StoreError) -> ApiError {
+    ApiError::internal(&e)
+}
+
+pub(super) async fn read(State(state): State<Shared>, Path((ty, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    check_type(&ty)?;
+    check_id(&id)?;
+    let rec = state.store.latest(&ty, &id).map_err(store_err)?.ok_or_else(|| ApiError::not_found(format!("{ty}/{id} not found")))?;
+    let Some(resource) = rec.resource.clone().filter(|_| !rec.deleted) else {
+        return Err(ApiError::new(StatusCode::GONE, IssueType::Deleted, format!("{ty}/{id} was deleted (version {})", rec.version_id)));
+    };
+    let mut resp = fhir_response(StatusCode::OK, &with_live_status(&state, resource));
+    version_headers(&mut resp, &rec);
+    Ok(resp)
+}
+
+pub(super) async fn vread(State(state): State<Shared>, Path((ty, id, vid)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+    check_type(&ty)?;
+    check_id(&id)?;
+    let versions = state.store.history(&ty, &id, usize::MAX).map_err(store_err)?;
+    let rec = versions.into_iter().find(|v| v.version_id == vid).ok_or_else(|| ApiError::not_found(format!("{ty}/{id} has no version {vid}")))?;
+    let Some(resource) = rec.resource.clone() else {
+        return Err(ApiError::new(StatusCode::GONE, IssueType::Deleted, format!("version {vid} of {ty}/{id} is a deletion")));
+    };
+    let mut resp = fhir_response(StatusCode::OK, &resource);
+    version_headers(&mut resp, &rec);
+    Ok(resp)
+}
+
+pub(super) fn history_entry(base: &str, rec: &VersionRecord) -> Value {
+    let url = format!("{base}/{}/{}", rec.resource_type, rec.id);
+    let mut entry = json!({
+        "fullUrl": url,
+        "request": { "method": rec.method, "url": if rec.method == "POST" { rec.resource_type.clone() } else { format!("{}/{}", rec.resource_type, rec.id) } },
+        "response": {
+            "status": match rec.method.as_str() { "POST" => "201", "DELETE" => "204", _ => "200" },
+            "etag": format!("W/\"{}\"", rec.version_id),
+            "lastModified": format_millis(rec.last_updated),
+        },
+    });
+    if let (Some(r), Some(obj)) = (&rec.resource, entry.as_object_mut()) {
+        obj.insert("resource".into(), r.clone());
+    }
+    entry
+}
+
+pub(super) async fn history(State(state): State<Shared>, Path((ty, id)): Path<(String, String)>, Query(q): Query<BTreeMap<String, String>>) -> Result<Response, ApiError> {
+    check_type(&ty)?;
+    check_id(&id)?;
+    let count = match q.get("_count") {
+        Some(c) => c.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::bad_request("_count must be 1..1000"))?,
+        None => 100,
+    };
+    let versions = state.store.history(&ty, &id, count).map_err(store_err)?;
+    if versions.is_empty() {
+        return Err(ApiError::not_found(format!("{ty}/{id} not found")));
+    }
+    let entries: Vec<Value> = versions.iter().map(|v| history_entry(&state.base_url, v)).collect();
+    Ok(fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "history", "entry": entries })))
+}
+
+/// Parameters search understands today (full search: issue #5).
+fn supported_param(ty: &str, name: &str) -> bool {
+    matches!(name, "_id" | "_count" | "_after" | "_format")
+        || (ty == "SubscriptionTopic" && matches!(name, "url" | "status" | "version"))
+        || (ty == "Subscription" && matches!(name, "status" | "topic"))
+}
+
+fn matches_param(state: &Shared, ty: &str, id: &str, resource: &Value, name: &str, value: &str) -> bool {
+    let any = |f: &dyn Fn(&str) -> bool| value.split(',').any(f);
+    match name {
+        "_id" => any(&|v| v == id),
+        "url" | "version" | "topic" => any(&|v| resource.get(name).and_then(Value::as_str) == Some(v)),
+        "status" if ty == "Subscription" => {
+            let live = state.store.sub_state(id).ok().flatten().map(|s| s.status.code().to_string());
+            any(&|v| live.as_deref() == Some(v))
+        }
+        "status" => any(&|v| resource.get("status").and_then(Value::as_str) == Some(v)),
+        _ => true,
+    }
+}
+
+pub(super) async fn search(State(state): State<Shared>, Path(ty): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    run_search(&state, &ty, raw.as_deref().unwrap_or(""))
+}
+
+pub(super) async fn search_post(State(state): State<Shared>, Path(ty): Path<String>, RawQuery(raw): RawQuery, body: String) -> Result<Response, ApiError> {
+    let mut q = raw.unwrap_or_default();
+    if !body.is_empty() {
+        if !q.is_empty() {
+            q.push('&');
+        }
+        q.push_str(&body);
+    }
+    run_search(&state, &ty, &q)
+}
+
+fn run_search(state: &Shared, ty: &str, raw: &str) -> Result<Response, ApiError> {
+    check_type(ty)?;
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect();
+    let mut issues = Vec::new();
+    for (name, _) in &params {
+        if !supported_param(ty, name) {
+            issues.push(Issue::at(IssueType::NotSupported, name.clone(), format!("search parameter '{name}' is not supported on {ty} yet")));
+        }
+    }
+    if !issues.is_empty() {
+        return Err(ApiError::issues(StatusCode::BAD_REQUEST, issues));
+    }
+    let count = match params.iter().find(|(k, _)| k == "_count") {
+        Some((_, c)) => c.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::bad_request("_count must be 1..1000"))?,
+        None => 50,
+    };
+    let mut after = params.iter().find(|(k, _)| k == "_after").map(|(_, v)| v.clone());
+    let filters: Vec<&(String, String)> = params.iter().filter(|(k, _)| !k.starts_with('_') || k == "_id").collect();
+    let mut hits = Vec::new();
+    let mut more = false;
+    'scan: loop {
+        let page = state.store.list_current(ty, after.as_deref(), 512).map_err(store_err)?;
+        let Some((last_id, _)) = page.last() else { break };
+        let next_after = last_id.clone();
+        for (id, cur) in page {
+            if cur.deleted {
+                continue;
+            }
+            let Some(rec) = state.store.version(ty, &id, cur.seq).map_err(store_err)? else { continue };
+            let Some(resource) = rec.resource else { continue };
+            if filters.iter().all(|(k, v)| matches_param(state, ty, &id, &resource, k, v)) {
+                if hits.len() == count {
+                    more = true;
+                    break 'scan;
+                }
+                hits.push((id, resource));
+            }
+        }
+        after = Some(next_after);
+    }
+    let base_query: String = params.iter().filter(|(k, _)| k != "_after").map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>())).collect::<Vec<_>>().join("&");
+    let mut links = vec![json!({ "relation": "self", "url": format!("{}/{ty}?{}", state.base_url, raw) })];
+    if more {
+        if let Some((last, _)) = hits.last() {
+            let sep = if base_query.is_empty() { "" } else { "&" };
+            links.push(json!({ "relation": "next", "url": format!("{}/{ty}?{base_query}{sep}_after={last}", state.base_url) }));
+        }
+    }
+    let entries: Vec<Value> = hits
+        .into_iter()
+        .map(|(id, r)| json!({ "fullUrl": format!("{}/{ty}/{id}", state.base_url), "resource": with_live_status(state, r), "search": { "mode": "match" } }))
+        .collect();
+    let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset", "link": links, "entry": entries });
+    let first_page = !params.iter().any(|(k, _)| k == "_after");
+    if !more && first_page {
+        if let Some(obj) = bundle.as_object_mut() {
+            let n = obj.get("entry").and_then(Value::as_array).map_or(0, Vec::len);
+            obj.insert("total".into(), json!(n));
+        }
+    }
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}

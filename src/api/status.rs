@@ -1,0 +1,107 @@
+//! `$status` (R5 `OperationDefinition/Subscription-status`): a `searchset` Bundle with one
+//! `query-status` SubscriptionStatus per subscription. Instance level:
+//! `GET|POST /fhir/Subscription/{id}/$status`. Type level: `GET|POST /fhir/Subscription/$status`
+//! with `id` and `status` (each repeatable and comma-separable, OR within a parameter, AND
+//! between them; none = all subscriptions). Reading status changes nothing.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::outcome::{fhir_response, ApiError};
+use super::rest::check_id;
+use super::Shared;
+use crate::fhir::subscription::ContentLevel;
+use crate::fhir::IssueType;
+use crate::notify::{subscription_status, NotificationType, StatusContext};
+use crate::store::{StoreError, SubStatus};
+
+fn status_entry(state: &Shared, id: &str) -> Result<Option<Value>, StoreError> {
+    let Some(rec) = state.store.latest("Subscription", id)? else { return Ok(None) };
+    let (Some(resource), false) = (rec.resource.as_ref(), rec.deleted) else { return Ok(None) };
+    let Some(sub_state) = state.store.sub_state(id)? else { return Ok(None) };
+    let topic = resource.get("topic").and_then(Value::as_str).unwrap_or_default();
+    let topic_url = topic.split('|').next().unwrap_or(topic);
+    let content = resource.get("content").and_then(Value::as_str).and_then(ContentLevel::from_code).unwrap_or(ContentLevel::IdOnly);
+    let identifier = resource.get("identifier").and_then(Value::as_array).and_then(|a| a.first());
+    let ctx = StatusContext {
+        base_url: &state.base_url,
+        subscription_id: id,
+        identifier,
+        topic_url,
+        status: sub_state.status,
+        events_since_start: sub_state.events_since_start,
+        error: sub_state.error.as_ref(),
+        // $status is asked by an authenticated client about its own subscription: the topic is
+        // always shown here, whatever the notification content level.
+        content: if content == ContentLevel::Empty { ContentLevel::IdOnly } else { content },
+    };
+    let status = subscription_status(&ctx, NotificationType::QueryStatus, &[]);
+    let full_url = format!("urn:uuid:{}", status.get("id").and_then(Value::as_str).unwrap_or_default());
+    Ok(Some(json!({ "fullUrl": full_url, "resource": status, "search": { "mode": "match" } })))
+}
+
+fn searchset(entries: Vec<Value>) -> Response {
+    fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries }))
+}
+
+pub(super) async fn instance(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    check_id(&id)?;
+    let entry = status_entry(&state, &id).map_err(|e| ApiError::internal(&e))?.ok_or_else(|| ApiError::not_found(format!("Subscription/{id} not found")))?;
+    Ok(searchset(vec![entry]))
+}
+
+fn collect_params(pairs: &[(String, String)], name: &str) -> Vec<String> {
+    pairs.iter().filter(|(k, _)| k == name).flat_map(|(_, v)| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>()).collect()
+}
+
+fn type_level_run(state: &Shared, pairs: Vec<(String, String)>) -> Result<Response, ApiError> {
+    for (k, _) in &pairs {
+        if k != "id" && k != "status" {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::NotSupported, format!("$status takes 'id' and 'status', not '{k}'")));
+        }
+    }
+    let ids = collect_params(&pairs, "id");
+    let statuses = collect_params(&pairs, "status");
+    for s in &statuses {
+        if SubStatus::from_code(s).is_none() {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Value, format!("'{s}' is not a subscription status")));
+        }
+    }
+    let candidates: Vec<String> = if ids.is_empty() {
+        state.store.list_current("Subscription", None, usize::MAX).map_err(|e| ApiError::internal(&e))?.into_iter().filter(|(_, c)| !c.deleted).map(|(id, _)| id).collect()
+    } else {
+        ids
+    };
+    let mut entries = Vec::new();
+    for id in candidates {
+        if let Some(entry) = status_entry(state, &id).map_err(|e| ApiError::internal(&e))? {
+            let code = entry.pointer("/resource/status").and_then(Value::as_str).unwrap_or("");
+            if statuses.is_empty() || statuses.iter().any(|s| s == code) {
+                entries.push(entry);
+            }
+        }
+    }
+    Ok(searchset(entries))
+}
+
+pub(super) async fn type_level(State(state): State<Shared>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect();
+    type_level_run(&state, pairs)
+}
+
+/// POST takes a `Parameters` resource (or form data).
+pub(super) async fn type_level_post(State(state): State<Shared>, RawQuery(raw): RawQuery, body: String) -> Result<Response, ApiError> {
+    let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect();
+    if let Ok(params) = serde_json::from_str::<Value>(&body) {
+        for p in params.get("parameter").and_then(Value::as_array).into_iter().flatten() {
+            let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+            let value = ["valueString", "valueCode", "valueId"].iter().find_map(|k| p.get(*k).and_then(Value::as_str)).unwrap_or_default();
+            pairs.push((name.to_string(), value.to_string()));
+        }
+    } else if !body.trim().is_empty() {
+        pairs.extend(url::form_urlencoded::parse(body.as_bytes()).into_owned());
+    }
+    type_level_run(&state, pairs)
+}

@@ -1,0 +1,284 @@
+//! One subscription's delivery loop.
+//!
+//! The lane reacts to the durable state the committer publishes (`LaneView`) and to its own
+//! timers (retry, heartbeat, `end`). Per R5 and Herald's ordering invariant, at most one
+//! request is in flight per subscription and event n+1 is never sent before n was accepted or
+//! dead-lettered. The lane keeps a local cursor that runs ahead of the published state (its
+//! own acks are not republished), merged with every publication.
+//!
+//! - `requested`: send a handshake once per status generation; 2xx makes the subscription
+//!   `active`, anything else `error` (R5: no retry of handshakes).
+//! - `active`: deliver pending events in batches of `maxCount`; on failure, retry per the
+//!   schedule; when exhausted, dead-letter the batch and ask for `error`.
+//! - `error`, `off`, `entered-in-error`: send nothing; events keep accumulating.
+//! - `heartbeatPeriod`: when active, never stay silent longer than the period.
+//! - `end`: once past, ask for `off`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{field, Instrument};
+
+use super::rest_hook::Attempt;
+use super::retry::{classify, Verdict};
+use super::LaneContext;
+use crate::fhir::instant::{now_millis, Millis};
+use crate::ingest::{LaneCommand, LaneView};
+use crate::notify::{notification_bundle, EventWithVersion, NotificationType, StatusContext};
+use crate::store::{EventRecord, StoredError, SubState, SubStatus, VersionRecord};
+
+/// The lane's view of its own progress; ahead of the published state between publications.
+struct Cursor {
+    through: u64,
+    attempts: u32,
+    next_attempt_at: Option<Millis>,
+    first_failure_at: Option<Millis>,
+}
+
+impl Cursor {
+    fn merge(&mut self, state: &SubState) {
+        if state.delivered_through > self.through {
+            self.through = state.delivered_through;
+            self.attempts = state.attempts;
+            self.next_attempt_at = state.next_attempt_at;
+            self.first_failure_at = state.first_failure_at;
+        }
+    }
+}
+
+fn instant_in(ms: Millis) -> Instant {
+    Instant::now() + Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0))
+}
+
+fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Receiver<LaneView>) {
+    let span = tracing::info_span!("channels.lane", subscription.id = %sub);
+    async move {
+        let first = rx.borrow().state.clone();
+        let mut cursor = Cursor {
+            through: first.delivered_through,
+            attempts: first.attempts,
+            next_attempt_at: first.next_attempt_at,
+            first_failure_at: first.first_failure_at,
+        };
+        let mut handshaken: Option<u64> = None;
+        let mut ended: Option<u64> = None;
+        // After a dead letter the lane pauses until the committer's `error` (or a client's new
+        // generation) arrives.
+        let mut paused: Option<u64> = None;
+        let mut last_sent = Instant::now();
+        loop {
+            let view = rx.borrow_and_update().clone();
+            cursor.merge(&view.state);
+            let spec = &view.entry.spec;
+            let state = &view.state;
+            let now = now_millis();
+            let mut wake: Option<Instant> = None;
+
+            if let Some(end) = spec.end {
+                if end <= now && !matches!(state.status, SubStatus::Off | SubStatus::EnteredInError) {
+                    if ended != Some(state.generation) {
+                        ended = Some(state.generation);
+                        tracing::info!("subscription end reached; turning it off");
+                        ctx.ingest.lane(LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Off, error: None }).await;
+                    }
+                } else if end > now {
+                    wake = earliest(wake, instant_in(end - now));
+                }
+            }
+
+            match state.status {
+                SubStatus::Requested if handshaken != Some(state.generation) && ended != Some(state.generation) => {
+                    handshaken = Some(state.generation);
+                    let result = send_control(&ctx, &view, NotificationType::Handshake).await;
+                    let (status, error) = match result {
+                        Ok(()) => {
+                            last_sent = Instant::now();
+                            (SubStatus::Active, None)
+                        }
+                        Err(err) => {
+                            tracing::warn!(reason = %err.text, "handshake failed; subscription goes to error");
+                            (SubStatus::Error, Some(err))
+                        }
+                    };
+                    ctx.ingest.lane(LaneCommand::Status { sub: sub.clone(), generation: state.generation, status, error }).await;
+                    continue;
+                }
+                SubStatus::Active if paused != Some(state.generation) => {
+                    if cursor.through < state.events_since_start {
+                        match cursor.next_attempt_at {
+                            Some(at) if at > now => wake = earliest(wake, instant_in(at - now)),
+                            _ => {
+                                if deliver_next(&ctx, &sub, &view, &mut cursor, &mut paused).await {
+                                    last_sent = Instant::now();
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(period) = spec.heartbeat_period_secs {
+                        let due = last_sent + Duration::from_secs(period);
+                        if due <= Instant::now() {
+                            if let Err(err) = send_control(&ctx, &view, NotificationType::Heartbeat).await {
+                                tracing::warn!(reason = %err.text, "heartbeat not accepted");
+                            }
+                            last_sent = Instant::now();
+                            continue;
+                        }
+                        wake = earliest(wake, due);
+                    }
+                }
+                _ => {}
+            }
+
+            let sleep = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return },
+                _ = sleep => {}
+                _ = ctx.shutdown.cancelled() => return,
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn status_context<'a>(ctx: &'a LaneContext, view: &'a LaneView, status: SubStatus) -> StatusContext<'a> {
+    StatusContext {
+        base_url: &ctx.base_url,
+        subscription_id: &view.entry.spec.id,
+        identifier: view.entry.spec.identifier.as_ref(),
+        topic_url: &view.entry.topic_url,
+        status,
+        events_since_start: view.state.events_since_start,
+        error: view.state.error.as_ref(),
+        content: view.entry.spec.content,
+    }
+}
+
+fn timeout_of(ctx: &LaneContext, view: &LaneView) -> Duration {
+    view.entry.spec.timeout_secs.map_or(ctx.config.default_timeout, Duration::from_secs)
+}
+
+/// Sends a bundle; `Ok` on a 2xx.
+async fn post(ctx: &LaneContext, view: &LaneView, body: Vec<u8>, kind: NotificationType, first_event: Option<u64>, attempt: u32) -> (Verdict, Attempt) {
+    let spec = &view.entry.spec;
+    let span = tracing::info_span!(
+        "channels.deliver",
+        channel = spec.channel.code(),
+        kind = kind.code(),
+        event.number = first_event,
+        attempt,
+        http.status = field::Empty,
+        outcome = field::Empty,
+        millis = field::Empty,
+    );
+    async {
+        let _permit = ctx.permits.acquire().await;
+        let (attempt, took) = ctx.client.post(&spec.endpoint, &spec.headers, &spec.content_type, body, timeout_of(ctx, view)).await;
+        let verdict = classify(&attempt);
+        let current = tracing::Span::current();
+        if let Attempt::Answered { status, .. } = &attempt {
+            current.record("http.status", status);
+        }
+        current.record("millis", took.as_millis() as u64);
+        current.record("outcome", if verdict == Verdict::Delivered { "delivered" } else { "failed" });
+        tracing::debug!("attempt finished");
+        (verdict, attempt)
+    }
+    .instrument(span)
+    .await
+}
+
+/// Handshake or heartbeat: not numbered, not retried.
+async fn send_control(ctx: &LaneContext, view: &LaneView, kind: NotificationType) -> Result<(), StoredError> {
+    let status = match kind {
+        NotificationType::Handshake => SubStatus::Requested,
+        _ => view.state.status,
+    };
+    let bundle = notification_bundle(&status_context(ctx, view, status), kind, &[], now_millis());
+    let body = serde_json::to_vec(&bundle).unwrap_or_default();
+    match post(ctx, view, body, kind, None, 1).await.0 {
+        Verdict::Delivered => Ok(()),
+        Verdict::Retry { code, reason, .. } => Err(StoredError { code: code.to_string(), text: format!("{} failed: {reason}", kind.code()), at: now_millis() }),
+    }
+}
+
+fn load_versions(ctx: &LaneContext, events: &[EventRecord]) -> Vec<Option<VersionRecord>> {
+    events
+        .iter()
+        .map(|e| match ctx.store.version(&e.focus_type, &e.focus_id, e.focus_seq) {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::error!(event.number = e.number, error = %err, "could not read the event's resource version; sending without it");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Delivers the next batch; returns true when something was accepted.
+async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mut Cursor, paused: &mut Option<u64>) -> bool {
+    let spec = &view.entry.spec;
+    let state = &view.state;
+    let pending = state.events_since_start.saturating_sub(cursor.through);
+    let max = usize::try_from(spec.max_count.min(pending)).unwrap_or(1).max(1);
+    let events = match ctx.outbox.claim(sub, cursor.through, max) {
+        Ok(events) => events,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
+            cursor.next_attempt_at = Some(now_millis() + 1000);
+            return false;
+        }
+    };
+    let Some(last) = events.last().map(|e| e.number) else {
+        tracing::error!(through = cursor.through, events = state.events_since_start, "outbox has no records for pending events; skipping to the counter");
+        cursor.through = state.events_since_start;
+        ctx.ingest.lane(LaneCommand::Delivered { sub: sub.to_string(), through: cursor.through, at: now_millis() }).await;
+        return false;
+    };
+    let versions = load_versions(ctx, &events);
+    let with_versions: Vec<EventWithVersion<'_>> = events.iter().zip(&versions).map(|(event, v)| EventWithVersion { event, version: v.as_ref() }).collect();
+    let bundle = notification_bundle(&status_context(ctx, view, state.status), NotificationType::EventNotification, &with_versions, now_millis());
+    let body = serde_json::to_vec(&bundle).unwrap_or_default();
+    let attempt_no = cursor.attempts + 1;
+    let first = events.first().map(|e| e.number);
+    let (verdict, _) = post(ctx, view, body, NotificationType::EventNotification, first, attempt_no).await;
+    let now = now_millis();
+    match verdict {
+        Verdict::Delivered => {
+            cursor.through = last;
+            cursor.attempts = 0;
+            cursor.next_attempt_at = None;
+            cursor.first_failure_at = None;
+            ctx.ingest.lane(LaneCommand::Delivered { sub: sub.to_string(), through: last, at: now }).await;
+            true
+        }
+        Verdict::Retry { code, reason, retry_after } => {
+            let first_failure = *cursor.first_failure_at.get_or_insert(now);
+            cursor.attempts = attempt_no;
+            if ctx.config.retry.exhausted(attempt_no, first_failure, now) {
+                tracing::error!(events = %format!("{}..={last}", first.unwrap_or(last)), attempts = attempt_no, reason = %reason, "giving up; events dead-lettered, subscription goes to error");
+                let error = StoredError { code: code.to_string(), text: format!("delivery of events through {last} failed {attempt_no} times: {reason}"), at: now };
+                cursor.through = last;
+                cursor.attempts = 0;
+                cursor.next_attempt_at = None;
+                cursor.first_failure_at = None;
+                *paused = Some(state.generation);
+                ctx.ingest.lane(LaneCommand::Dead { sub: sub.to_string(), generation: state.generation, through: last, attempts: attempt_no, error }).await;
+            } else {
+                let delay = ctx.config.retry.delay(attempt_no, retry_after);
+                let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                tracing::warn!(attempts = attempt_no, retry_in_ms = delay.as_millis() as u64, reason = %reason, "delivery failed; retry scheduled");
+                cursor.next_attempt_at = Some(at);
+                ctx.ingest.lane(LaneCommand::Retry { sub: sub.to_string(), attempts: attempt_no, next_attempt_at: at, first_failure_at: first_failure }).await;
+            }
+            false
+        }
+    }
+}

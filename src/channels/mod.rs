@@ -1,0 +1,106 @@
+//! Channels: delivery. The `Dispatcher` keeps one lane (a task) per subscription; the committer
+//! publishes each subscription's durable state to its lane, and the lane pulls events from the
+//! outbox, sends them on the subscription's channel and reports the result back to the
+//! committer. Only this stage opens outbound connections, and only through the guarded client.
+//!
+//! - `lane`: one subscription's delivery loop (handshake, events in order, retries, heartbeats, end).
+//! - `rest_hook`: the HTTP POST itself.
+//! - `retry`: the one classifier of outcomes and the backoff schedule.
+//! - `guard`: which addresses delivery may connect to (SSRF defence).
+
+pub mod guard;
+mod lane;
+pub mod rest_hook;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ingest::{Ingest, LaneSink, LaneView};
+use crate::outbox::{Outbox, SledOutbox};
+use crate::store::Store;
+
+pub use retry::RetryPolicy;
+
+/// Delivery settings.
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    /// Per-attempt timeout when the subscription sets none.
+    pub default_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// Outbound requests in flight at once, across all subscriptions.
+    pub max_concurrent: usize,
+}
+
+/// What every lane shares.
+pub(crate) struct LaneContext {
+    pub store: Store,
+    pub outbox: Arc<dyn Outbox>,
+    pub ingest: Ingest,
+    pub client: rest_hook::RestHookClient,
+    pub config: DeliveryConfig,
+    pub base_url: String,
+    pub shutdown: CancellationToken,
+    pub permits: Semaphore,
+}
+
+/// One lane per subscription, created on first publish, stopped on removal.
+pub struct Dispatcher {
+    lanes: Mutex<HashMap<String, watch::Sender<LaneView>>>,
+    ctx: Arc<LaneContext>,
+    tracker: TaskTracker,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        ingest: Ingest,
+        client: rest_hook::RestHookClient,
+        config: DeliveryConfig,
+        base_url: String,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Self {
+        let permits = Semaphore::new(config.max_concurrent.max(1));
+        Dispatcher {
+            lanes: Mutex::new(HashMap::new()),
+            ctx: Arc::new(LaneContext { outbox: Arc::new(SledOutbox::new(store.clone())), store, ingest, client, config, base_url, shutdown, permits }),
+            tracker,
+        }
+    }
+
+    pub fn lane_count(&self) -> usize {
+        self.lanes.lock().map(|l| l.len()).unwrap_or(0)
+    }
+}
+
+impl LaneSink for Dispatcher {
+    fn publish(&self, sub: &str, view: Option<LaneView>) {
+        // A poisoned lock means a lane registry update panicked; keep serving with its data.
+        let mut lanes = match self.lanes.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match view {
+            None => {
+                // Dropping the sender ends the lane.
+                lanes.remove(sub);
+            }
+            Some(view) => match lanes.get(sub) {
+                Some(tx) if !tx.is_closed() => {
+                    tx.send_replace(view);
+                }
+                _ => {
+                    let (tx, rx) = watch::channel(view);
+                    lanes.insert(sub.to_string(), tx);
+                    self.tracker.spawn(lane::run(self.ctx.clone(), sub.to_string(), rx));
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Configuration: embedded defaults (`config/default.toml`), then the file given with
+//! `--config` or `HERALD_CONFIG`, then `HERALD_*` variables (`__` separates sections:
+//! `HERALD_DELIVERY__DEFAULT_TIMEOUT=5s`), then command-line flags. Parsed once into typed
+//! values and checked; a bad value stops startup naming its key.
+//!
+//! The loader takes the environment as an argument so tests never touch process env.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The defaults, compiled in so the binary runs with no file present.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub ingest: IngestConfig,
+    pub delivery: DeliverySettings,
+    pub subscriptions: SubscriptionSettings,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Public base URL of the FHIR endpoint; empty = `http://{listen}/fhir`.
+    pub base_url: String,
+    pub max_body_bytes: usize,
+    pub max_bundle_entries: usize,
+    pub shutdown_grace: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub queue_depth: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    pub allow_private_endpoints: bool,
+    pub allow_private_networks: Vec<IpNet>,
+    pub default_timeout: String,
+    pub initial_interval: String,
+    pub multiplier: f64,
+    pub max_interval: String,
+    pub randomization_factor: f64,
+    pub max_attempts: u32,
+    pub max_age: String,
+    pub max_concurrent: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionSettings {
+    pub max_timeout: String,
+    pub max_heartbeat_period: String,
+    pub max_count: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter, e.g. `info` or `herald=debug,tower=warn`.
+    pub level: String,
+}
+
+/// Command-line overrides (the last layer).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub allow_private_endpoints: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("configuration key {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// Durations are written `10s`, `500ms`, `5m`, `24h`.
+pub fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime_parse(text).ok_or_else(|| ConfigError::Invalid { key, message: format!("'{text}' is not a duration like 10s, 500ms, 5m") })
+}
+
+fn humantime_parse(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (num, unit) = text.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+impl Config {
+    /// Loads the layers. `env` is the process environment (or a test's).
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let file = file.map(Path::to_path_buf).or_else(|| env.iter().find(|(k, _)| k == "HERALD_CONFIG").map(|(_, v)| PathBuf::from(v)));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid { key: "--config", message: format!("{} does not exist", path.display()) });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix("HERALD_") else { continue };
+            if rest == "CONFIG" || rest.is_empty() {
+                continue;
+            }
+            let path = rest.to_ascii_lowercase().replace("__", ".");
+            let parsed: figment::value::Value = value.parse().unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+            figment = figment.merge(Serialized::default(&path, parsed));
+        }
+        let mut cfg: Config = figment.extract().map_err(|e| ConfigError::Figment(Box::new(e)))?;
+        if let Some(listen) = overrides.listen {
+            cfg.server.listen = listen;
+        }
+        if let Some(dir) = &overrides.data_dir {
+            cfg.store.data_dir = dir.clone();
+        }
+        if overrides.allow_private_endpoints {
+            cfg.delivery.allow_private_endpoints = true;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field and value checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, text) in [
+            ("server.shutdown_grace", &self.server.shutdown_grace),
+            ("delivery.default_timeout", &self.delivery.default_timeout),
+            ("delivery.initial_interval", &self.delivery.initial_interval),
+            ("delivery.max_interval", &self.delivery.max_interval),
+            ("delivery.max_age", &self.delivery.max_age),
+            ("subscriptions.max_timeout", &self.subscriptions.max_timeout),
+            ("subscriptions.max_heartbeat_period", &self.subscriptions.max_heartbeat_period),
+        ] {
+            parse_duration(key, text)?;
+        }
+        if !(1.0..=10.0).contains(&self.delivery.multiplier) {
+            return Err(ConfigError::Invalid { key: "delivery.multiplier", message: "must be between 1 and 10".into() });
+        }
+        if !(0.0..=1.0).contains(&self.delivery.randomization_factor) {
+            return Err(ConfigError::Invalid { key: "delivery.randomization_factor", message: "must be between 0 and 1".into() });
+        }
+        if self.delivery.max_attempts == 0 {
+            return Err(ConfigError::Invalid { key: "delivery.max_attempts", message: "must be at least 1".into() });
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid { key: "server.max_body_bytes", message: "must be at least 1024".into() });
+        }
+        if !self.server.base_url.is_empty() && url::Url::parse(&self.server.base_url).is_err() {
+            return Err(ConfigError::Invalid { key: "server.base_url", message: "must be an absolute URL".into() });
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::Invalid { key: "log.format", message: "must be text or json".into() });
+        }
+        Ok(())
+    }
+
+    /// The FHIR base URL notifications and references use.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        if self.server.base_url.is_empty() {
+            format!("http://{bound}/fhir")
+        } else {
+            self.server.base_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    pub fn duration(&self, key: &'static str) -> Duration {
+        let text = match key {
+            "server.shutdown_grace" => &self.server.shutdown_grace,
+            "delivery.default_timeout" => &self.delivery.default_timeout,
+            "delivery.initial_interval" => &self.delivery.initial_interval,
+            "delivery.max_interval" => &self.delivery.max_interval,
+            "delivery.max_age" => &self.delivery.max_age,
+            "subscriptions.max_timeout" => &self.subscriptions.max_timeout,
+            "subscriptions.max_heartbeat_period" => &self.subscriptions.max_heartbeat_period,
+            _ => return Duration::ZERO,
+        };
+        // Validated in `validate`.
+        humantime_parse(text).unwrap_or(Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn embedded_defaults_load() {
+        let cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.store.data_dir, PathBuf::from("./data"));
+        assert!(!cfg.delivery.allow_private_endpoints);
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("h.toml");
+        std::fs::write(&file, "[delivery]\nmax_attempts = 3\ndefault_timeout = \"2s\"\n").unwrap();
+        let cfg = Config::load(
+            Some(&file),
+            env(&[("HERALD_DELIVERY__MAX_ATTEMPTS", "7"), ("HERALD_SERVER__LISTEN", "127.0.0.1:9999"), ("OTHER", "x")]),
+            &Overrides { data_dir: Some("/tmp/x".into()), ..Overrides::default() },
+        )
+        .unwrap();
+        assert_eq!(cfg.delivery.max_attempts, 7);
+        assert_eq!(cfg.duration("delivery.default_timeout"), Duration::from_secs(2));
+        assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:9999");
+        assert_eq!(cfg.store.data_dir, PathBuf::from("/tmp/x"));
+        let cfg = Config::load(None, env(&[("HERALD_SERVER__LISTEN", "127.0.0.1:9999")]), &Overrides { listen: Some("127.0.0.1:1".parse().unwrap()), ..Default::default() }).unwrap();
+        assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:1");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = Config::load(None, env(&[("HERALD_DELIVERY__DEFAULT_TIMEOUT", "soon")]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("delivery.default_timeout"), "{err}");
+        let err = Config::load(None, env(&[("HERALD_DELIVERY__NOPE", "1")]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let cfg = Config::load(None, env(&[("HERALD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "[\"127.0.0.0/8\"]")]), &Overrides::default()).unwrap();
+        assert_eq!(cfg.delivery.allow_private_networks.len(), 1);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(humantime_parse("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(humantime_parse("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(humantime_parse("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(humantime_parse("5"), None);
+        assert_eq!(humantime_parse("-1s"), None);
+    }
+}

@@ -1,0 +1,316 @@
+//! The registry of SearchParameters: the official R5 set, looked up by type and code or by
+//! url, each parameter compiling its expression per base type on first use.
+//!
+//! In: the compact definitions file written by `tools/gen_search_params.py` (embedded with
+//! `include_str!`). Out: [`SearchParams`] and [`SearchParam`], whose `values` hand a
+//! resource's selected JSON nodes to `token` and `reference` matching. A broken embedded file
+//! is a [`SearchError`], never a panic. Compiled paths are cached for the life of the set.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use super::branches::split_union;
+use super::path::CompiledPath;
+use super::{types, SearchError};
+
+/// The official R5 definitions, one compact object per parameter.
+const R5_DEFINITIONS: &str = include_str!("search-parameters-r5.json");
+
+/// SearchParameter.type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParamType {
+    Number,
+    Date,
+    String,
+    Token,
+    Reference,
+    Composite,
+    Quantity,
+    Uri,
+    Special,
+}
+
+impl ParamType {
+    /// The FHIR code (`token`, `reference`, ...).
+    pub fn code(self) -> &'static str {
+        match self {
+            ParamType::Number => "number",
+            ParamType::Date => "date",
+            ParamType::String => "string",
+            ParamType::Token => "token",
+            ParamType::Reference => "reference",
+            ParamType::Composite => "composite",
+            ParamType::Quantity => "quantity",
+            ParamType::Uri => "uri",
+            ParamType::Special => "special",
+        }
+    }
+
+    /// Parse a FHIR code; `None` for anything outside the R5 value set.
+    pub fn from_code(code: &str) -> Option<ParamType> {
+        Some(match code {
+            "number" => ParamType::Number,
+            "date" => ParamType::Date,
+            "string" => ParamType::String,
+            "token" => ParamType::Token,
+            "reference" => ParamType::Reference,
+            "composite" => ParamType::Composite,
+            "quantity" => ParamType::Quantity,
+            "uri" => ParamType::Uri,
+            "special" => ParamType::Special,
+            _ => return None,
+        })
+    }
+}
+
+/// SearchParameter.component of a composite parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParamComponent {
+    /// Canonical url of the component's own SearchParameter.
+    pub definition: String,
+    /// FHIRPath relative to each item the composite's expression selects.
+    pub expression: String,
+}
+
+/// One SearchParameter definition.
+#[derive(Debug)]
+pub struct SearchParam {
+    pub url: String,
+    pub code: String,
+    pub base: Vec<String>,
+    pub kind: ParamType,
+    pub expression: Option<String>,
+    pub targets: Vec<String>,
+    pub components: Vec<SearchParamComponent>,
+    /// One lazily compiled path per `base` entry, in the same order. A `Resource` or
+    /// `DomainResource` entry serves every type that reaches the parameter through it.
+    paths: Vec<OnceLock<Result<CompiledPath, SearchError>>>,
+}
+
+impl SearchParam {
+    /// Whether this parameter applies to resources of `resource_type`: its base names the
+    /// type, or `Resource`, or `DomainResource` and the type is not Bundle, Binary or
+    /// Parameters.
+    pub fn applies_to(&self, resource_type: &str) -> bool {
+        self.slot(resource_type).is_some()
+    }
+
+    /// Index into `base`/`paths` of the entry that covers `resource_type`.
+    fn slot(&self, resource_type: &str) -> Option<usize> {
+        let position = |name: &str| self.base.iter().position(|b| b == name);
+        position(resource_type)
+            .or_else(|| {
+                types::is_domain_resource(resource_type)
+                    .then(|| position("DomainResource"))
+                    .flatten()
+            })
+            .or_else(|| {
+                types::is_resource_type(resource_type)
+                    .then(|| position("Resource"))
+                    .flatten()
+            })
+    }
+
+    /// The part of this parameter's expression that applies to `resource_type`, compiled
+    /// once and cached.
+    ///
+    /// A union is cut into its branches and only those rooted at the type, at `Resource` or
+    /// `DomainResource`, or at the context itself are kept; a type with no branch gets
+    /// [`CompiledPath::empty`]. Errors: the parameter does not apply to the type, has no
+    /// expression, or the kept text does not compile.
+    pub fn path_for(&self, resource_type: &str) -> Result<&CompiledPath, SearchError> {
+        let index = self
+            .slot(resource_type)
+            .ok_or_else(|| SearchError::NotApplicable {
+                url: self.url.clone(),
+                resource_type: resource_type.to_owned(),
+            })?;
+        let (Some(cell), Some(key)) = (self.paths.get(index), self.base.get(index)) else {
+            return Err(SearchError::NotApplicable {
+                url: self.url.clone(),
+                resource_type: resource_type.to_owned(),
+            });
+        };
+        cell.get_or_init(|| self.compile(key))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Compile the branches for the base entry `key` (a type, `Resource` or `DomainResource`).
+    fn compile(&self, key: &str) -> Result<CompiledPath, SearchError> {
+        let expression = self
+            .expression
+            .as_deref()
+            .ok_or_else(|| SearchError::NoExpression {
+                url: self.url.clone(),
+            })?;
+        let branches = split_union(expression);
+        let subset = if branches.len() > 1 {
+            let is_domain = types::is_domain_resource(key);
+            let kept: Vec<&str> = branches
+                .iter()
+                .filter(|b| b.applies_to(key, is_domain))
+                .map(|b| b.text)
+                .collect();
+            if kept.is_empty() {
+                return Ok(CompiledPath::empty());
+            }
+            kept.join(" | ")
+        } else {
+            // One branch: a type mismatch already selects nothing at evaluation time.
+            expression.to_owned()
+        };
+        CompiledPath::parse(&subset).map_err(|source| SearchError::Path {
+            url: self.url.clone(),
+            resource_type: key.to_owned(),
+            expression: subset,
+            source,
+        })
+    }
+
+    /// The JSON nodes this parameter selects in `resource`, which must be a `resource_type`.
+    pub fn values<'a>(
+        &self,
+        resource_type: &str,
+        resource: &'a Value,
+    ) -> Result<Vec<&'a Value>, SearchError> {
+        let found = resource.get("resourceType").and_then(Value::as_str);
+        if found != Some(resource_type) {
+            return Err(SearchError::ResourceType {
+                expected: resource_type.to_owned(),
+                found: found.unwrap_or("(none)").to_owned(),
+            });
+        }
+        self.path_for(resource_type)?
+            .evaluate(resource)
+            .map_err(|source| SearchError::Evaluation {
+                url: self.url.clone(),
+                resource_type: resource_type.to_owned(),
+                source,
+            })
+    }
+}
+
+/// A set of SearchParameters indexed by base type and code, and by url.
+#[derive(Debug)]
+pub struct SearchParams {
+    params: Vec<SearchParam>,
+    by_url: HashMap<String, usize>,
+    /// base type -> code -> index into `params`.
+    by_base: HashMap<String, HashMap<String, usize>>,
+}
+
+/// The on-disk shape of one parameter in the compact file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Definition {
+    url: String,
+    code: String,
+    base: Vec<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    expression: Option<String>,
+    target: Vec<String>,
+    #[serde(default)]
+    component: Vec<SearchParamComponent>,
+}
+
+impl SearchParams {
+    /// The official R5 set, parsed from the embedded file on first use and shared after.
+    pub fn r5() -> Result<&'static SearchParams, SearchError> {
+        static R5: OnceLock<Result<SearchParams, SearchError>> = OnceLock::new();
+        R5.get_or_init(|| SearchParams::from_compact_json(R5_DEFINITIONS))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Build a set from text in the compact format of `tools/gen_search_params.py`.
+    /// Errors on malformed JSON, an unknown type, or a duplicate url or (base, code).
+    pub fn from_compact_json(text: &str) -> Result<SearchParams, SearchError> {
+        let definitions: Vec<Definition> =
+            serde_json::from_str(text).map_err(|e| SearchError::Definitions(e.to_string()))?;
+        let mut set = SearchParams {
+            params: Vec::with_capacity(definitions.len()),
+            by_url: HashMap::with_capacity(definitions.len()),
+            by_base: HashMap::new(),
+        };
+        for definition in definitions {
+            let kind = ParamType::from_code(&definition.kind).ok_or_else(|| {
+                SearchError::Definitions(format!(
+                    "{}: unknown type {:?}",
+                    definition.url, definition.kind
+                ))
+            })?;
+            let index = set.params.len();
+            if set.by_url.insert(definition.url.clone(), index).is_some() {
+                return Err(SearchError::Definitions(format!(
+                    "duplicate url {}",
+                    definition.url
+                )));
+            }
+            for base in &definition.base {
+                let codes = set.by_base.entry(base.clone()).or_default();
+                if codes.insert(definition.code.clone(), index).is_some() {
+                    return Err(SearchError::Definitions(format!(
+                        "two parameters named {} on {base}",
+                        definition.code
+                    )));
+                }
+            }
+            set.params.push(SearchParam {
+                paths: definition.base.iter().map(|_| OnceLock::new()).collect(),
+                url: definition.url,
+                code: definition.code,
+                base: definition.base,
+                kind,
+                expression: definition.expression,
+                targets: definition.target,
+                components: definition.component,
+            });
+        }
+        Ok(set)
+    }
+
+    /// The parameter `code` that applies to `resource_type`: one defined on the type itself,
+    /// else on `DomainResource` (for DomainResource types), else on `Resource`.
+    pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParam> {
+        let lookup = |base: &str| {
+            self.by_base
+                .get(base)
+                .and_then(|codes| codes.get(code))
+                .and_then(|&i| self.params.get(i))
+        };
+        lookup(resource_type)
+            .or_else(|| {
+                types::is_domain_resource(resource_type)
+                    .then(|| lookup("DomainResource"))
+                    .flatten()
+            })
+            .or_else(|| {
+                types::is_resource_type(resource_type)
+                    .then(|| lookup("Resource"))
+                    .flatten()
+            })
+    }
+
+    /// The parameter with canonical url `url`.
+    pub fn by_url(&self, url: &str) -> Option<&SearchParam> {
+        self.by_url.get(url).and_then(|&i| self.params.get(i))
+    }
+
+    /// Every parameter, sorted by url for the R5 set.
+    pub fn iter(&self) -> impl Iterator<Item = &SearchParam> {
+        self.params.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+}

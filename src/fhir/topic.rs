@@ -1,0 +1,264 @@
+//! `TopicSpec`: the parts of an R5 `SubscriptionTopic` that drive matching and notification,
+//! parsed and validated from the stored JSON.
+//!
+//! Herald evaluates resource triggers by type and interaction. Triggers with `queryCriteria`
+//! or `fhirPathCriteria`, and `eventTrigger`s, are refused with `not-supported` until the search
+//! engine and FHIRPath land (issues #5, #4, #8): accepting them would silently fire on every
+//! change of the type, which is worse than saying no.
+
+use serde_json::Value;
+
+use super::outcome::{Issue, IssueType};
+use super::types::{is_resource_type, type_from_uri};
+
+/// `restful-interaction` codes allowed in `resourceTrigger.supportedInteraction`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Interaction {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Interaction {
+    pub fn code(self) -> &'static str {
+        match self {
+            Interaction::Create => "create",
+            Interaction::Update => "update",
+            Interaction::Delete => "delete",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code {
+            "create" => Some(Interaction::Create),
+            "update" => Some(Interaction::Update),
+            "delete" => Some(Interaction::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One `resourceTrigger`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceTrigger {
+    /// A concrete type name, or `Resource` for every type.
+    pub resource: String,
+    /// Empty means every interaction (R5: absent `supportedInteraction` = all).
+    pub interactions: Vec<Interaction>,
+}
+
+impl ResourceTrigger {
+    pub fn fires_on(&self, resource_type: &str, interaction: Interaction) -> bool {
+        (self.resource == "Resource" || self.resource == resource_type)
+            && (self.interactions.is_empty() || self.interactions.contains(&interaction))
+    }
+}
+
+/// One `canFilterBy` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanFilterBy {
+    pub resource: Option<String>,
+    pub filter_parameter: String,
+    pub filter_definition: Option<String>,
+    pub comparators: Vec<String>,
+    pub modifiers: Vec<String>,
+}
+
+/// One `notificationShape`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationShape {
+    pub resource: String,
+    pub include: Vec<String>,
+    pub rev_include: Vec<String>,
+}
+
+/// A validated topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub id: String,
+    pub url: String,
+    pub version: Option<String>,
+    pub status: String,
+    pub triggers: Vec<ResourceTrigger>,
+    pub can_filter_by: Vec<CanFilterBy>,
+    pub shapes: Vec<NotificationShape>,
+}
+
+impl TopicSpec {
+    /// The concrete types this topic can fire for (`Resource` expands to nothing here; callers
+    /// treat it as "any").
+    pub fn trigger_types(&self) -> impl Iterator<Item = &str> {
+        self.triggers.iter().map(|t| t.resource.as_str())
+    }
+
+    pub fn fires_on(&self, resource_type: &str, interaction: Interaction) -> bool {
+        self.triggers.iter().any(|t| t.fires_on(resource_type, interaction))
+    }
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn array_at<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn strings_at(v: &Value, key: &str, path: &str, issues: &mut Vec<Issue>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, item) in array_at(v, key).iter().enumerate() {
+        match item.as_str() {
+            Some(s) => out.push(s.to_string()),
+            None => issues.push(Issue::at(IssueType::Structure, format!("{path}.{key}[{i}]"), "expected a string")),
+        }
+    }
+    out
+}
+
+fn resource_type_at(uri: &str, path: &str, allow_any: bool, issues: &mut Vec<Issue>) -> Option<String> {
+    let name = type_from_uri(uri);
+    if (allow_any && name == "Resource") || is_resource_type(name) {
+        Some(name.to_string())
+    } else {
+        issues.push(Issue::at(
+            IssueType::Value,
+            path,
+            format!("'{uri}' is not an R5 resource type (nor its StructureDefinition URL)"),
+        ));
+        None
+    }
+}
+
+/// Parses and validates a SubscriptionTopic; returns every issue found.
+pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
+    let mut issues = Vec::new();
+    let url = match str_at(topic, "url") {
+        Some(u) if !u.trim().is_empty() => u.to_string(),
+        _ => {
+            issues.push(Issue::at(IssueType::Required, "SubscriptionTopic.url", "a topic needs its canonical url"));
+            String::new()
+        }
+    };
+    let status = match str_at(topic, "status") {
+        Some(s @ ("draft" | "active" | "retired" | "unknown")) => s.to_string(),
+        Some(other) => {
+            issues.push(Issue::at(
+                IssueType::Value,
+                "SubscriptionTopic.status",
+                format!("'{other}' is not a publication status (draft | active | retired | unknown)"),
+            ));
+            String::new()
+        }
+        None => {
+            issues.push(Issue::at(IssueType::Required, "SubscriptionTopic.status", "status is required"));
+            String::new()
+        }
+    };
+
+    if !array_at(topic, "eventTrigger").is_empty() {
+        issues.push(Issue::at(
+            IssueType::NotSupported,
+            "SubscriptionTopic.eventTrigger",
+            "Herald does not evaluate eventTrigger yet; the topic would never fire for it",
+        ));
+    }
+
+    let mut triggers = Vec::new();
+    let raw_triggers = array_at(topic, "resourceTrigger");
+    if raw_triggers.is_empty() && issues.iter().all(|i| i.code != IssueType::NotSupported) {
+        issues.push(Issue::at(
+            IssueType::Required,
+            "SubscriptionTopic.resourceTrigger",
+            "a topic needs at least one resourceTrigger",
+        ));
+    }
+    for (i, t) in raw_triggers.iter().enumerate() {
+        let path = format!("SubscriptionTopic.resourceTrigger[{i}]");
+        if t.get("queryCriteria").is_some() {
+            issues.push(Issue::at(
+                IssueType::NotSupported,
+                format!("{path}.queryCriteria"),
+                "Herald cannot evaluate queryCriteria yet; refusing rather than firing on every change",
+            ));
+        }
+        if t.get("fhirPathCriteria").is_some() {
+            issues.push(Issue::at(
+                IssueType::NotSupported,
+                format!("{path}.fhirPathCriteria"),
+                "Herald cannot evaluate fhirPathCriteria yet; refusing rather than firing on every change",
+            ));
+        }
+        let resource = match str_at(t, "resource") {
+            Some(uri) => resource_type_at(uri, &format!("{path}.resource"), true, &mut issues),
+            None => {
+                issues.push(Issue::at(IssueType::Required, format!("{path}.resource"), "resource is required"));
+                None
+            }
+        };
+        let mut interactions = Vec::new();
+        for (j, code) in strings_at(t, "supportedInteraction", &path, &mut issues).iter().enumerate() {
+            match Interaction::from_code(code) {
+                Some(x) if !interactions.contains(&x) => interactions.push(x),
+                Some(_) => {}
+                None => issues.push(Issue::at(
+                    IssueType::Value,
+                    format!("{path}.supportedInteraction[{j}]"),
+                    format!("'{code}' is not create, update or delete"),
+                )),
+            }
+        }
+        if let Some(resource) = resource {
+            triggers.push(ResourceTrigger { resource, interactions });
+        }
+    }
+
+    let mut can_filter_by = Vec::new();
+    for (i, f) in array_at(topic, "canFilterBy").iter().enumerate() {
+        let path = format!("SubscriptionTopic.canFilterBy[{i}]");
+        let resource = str_at(f, "resource").and_then(|uri| resource_type_at(uri, &format!("{path}.resource"), true, &mut issues));
+        let Some(filter_parameter) = str_at(f, "filterParameter").filter(|p| !p.is_empty()) else {
+            issues.push(Issue::at(IssueType::Required, format!("{path}.filterParameter"), "filterParameter is required"));
+            continue;
+        };
+        can_filter_by.push(CanFilterBy {
+            resource,
+            filter_parameter: filter_parameter.to_string(),
+            filter_definition: str_at(f, "filterDefinition").map(str::to_string),
+            comparators: strings_at(f, "comparator", &path, &mut issues),
+            modifiers: strings_at(f, "modifier", &path, &mut issues),
+        });
+    }
+
+    let mut shapes = Vec::new();
+    for (i, s) in array_at(topic, "notificationShape").iter().enumerate() {
+        let path = format!("SubscriptionTopic.notificationShape[{i}]");
+        let Some(resource) = str_at(s, "resource").and_then(|uri| resource_type_at(uri, &format!("{path}.resource"), true, &mut issues)) else {
+            if str_at(s, "resource").is_none() {
+                issues.push(Issue::at(IssueType::Required, format!("{path}.resource"), "resource is required"));
+            }
+            continue;
+        };
+        shapes.push(NotificationShape {
+            resource,
+            include: strings_at(s, "include", &path, &mut issues),
+            rev_include: strings_at(s, "revInclude", &path, &mut issues),
+        });
+    }
+
+    if issues.is_empty() {
+        Ok(TopicSpec {
+            id: id.to_string(),
+            url,
+            version: str_at(topic, "version").map(str::to_string),
+            status,
+            triggers,
+            can_filter_by,
+            shapes,
+        })
+    } else {
+        Err(issues)
+    }
+}
+
+#[cfg(test)]
+mod tests;

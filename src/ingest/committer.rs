@@ -1,0 +1,460 @@
+//! The committer task: the single writer. It drains its request queue in order; each request
+//! becomes one atomic commit (a transaction's entries share one), applied to the store and then
+//! handed to the flusher. Registry and subscription-state changes are planned on the side and
+//! merged only when the commit applies, so a refused transaction leaves no trace in memory
+//! either.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+use super::flusher::{self, FlushItem};
+use super::subscriptions::{self, RegistryOp};
+use super::{ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneCommand, LaneSink, LaneView, Request, WriteEntry, WriteMethod, WriteResult};
+use crate::fhir::instant::{format_millis, now_millis, Millis};
+use crate::fhir::subscription::SubscriptionLimits;
+use crate::fhir::topic::Interaction;
+use crate::fhir::types::{is_resource_type, is_valid_id};
+use crate::fhir::{Issue, IssueType};
+use crate::matching::{match_change, ResourceChange};
+use crate::outbox::{EventDraft, Outbox, SledOutbox};
+use crate::registry::Registry;
+use crate::store::records::FORMAT;
+use crate::store::{Commit, Store, SubState, SubStatus, VersionRecord};
+
+/// What the committer needs from configuration.
+#[derive(Clone, Debug)]
+pub struct CommitterConfig {
+    pub base_url: String,
+    pub limits: SubscriptionLimits,
+}
+
+/// Starts the committer and flusher on `tracker`; returns the handle to reach them. The
+/// registry and states are rebuilt from the store first, and every subscription's lane is
+/// published so that delivery resumes where it stopped.
+pub fn spawn(store: Store, cfg: CommitterConfig, queue: IngestQueue, sink: Arc<dyn LaneSink>, tracker: &TaskTracker) -> Result<(), IngestError> {
+    let rx = queue.0;
+    let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+    let committer = Committer::load(store.clone(), cfg, flush_tx)?;
+    for (id, entry) in committer.registry.subscriptions().map(|e| (e.spec.id.clone(), e.clone())) {
+        if let Some(state) = committer.states.get(&id) {
+            sink.publish(&id, Some(LaneView { entry, state: state.clone() }));
+        }
+    }
+    tracker.spawn(flusher::run(store, flush_rx, sink));
+    tracker.spawn(committer.run(rx));
+    Ok(())
+}
+
+pub(super) type CommitterRef = Committer;
+
+pub(super) struct Committer {
+    store: Store,
+    outbox: SledOutbox,
+    registry: Registry,
+    states: HashMap<String, SubState>,
+    cfg: CommitterConfig,
+    flush_tx: mpsc::UnboundedSender<FlushItem>,
+}
+
+/// Side effects of one commit, merged into the committer only if the commit applies.
+#[derive(Default)]
+pub(super) struct Plan {
+    pub commit: Commit,
+    pub states: HashMap<String, SubState>,
+    pub registry_ops: Vec<RegistryOp>,
+    /// Subscriptions whose lane must be republished.
+    pub touched: Vec<String>,
+    /// Subscriptions removed.
+    pub removed: Vec<String>,
+}
+
+impl Plan {
+    pub(super) fn touch(&mut self, sub: &str) {
+        if !self.touched.iter().any(|s| s == sub) {
+            self.touched.push(sub.to_string());
+        }
+    }
+}
+
+fn meta_stamp(resource: &mut Value, id: &str, version_id: &str, last_updated: Millis) {
+    if let Some(obj) = resource.as_object_mut() {
+        obj.insert("id".into(), json!(id));
+        let meta = obj.entry("meta").or_insert_with(|| json!({}));
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("versionId".into(), json!(version_id));
+            m.insert("lastUpdated".into(), json!(format_millis(last_updated)));
+        }
+    }
+}
+
+impl Committer {
+    fn load(store: Store, cfg: CommitterConfig, flush_tx: mpsc::UnboundedSender<FlushItem>) -> Result<Self, IngestError> {
+        let mut registry = Registry::new();
+        for (id, cur) in store.list_current("SubscriptionTopic", None, usize::MAX)? {
+            if cur.deleted {
+                continue;
+            }
+            let Some(rec) = store.version("SubscriptionTopic", &id, cur.seq)? else { continue };
+            let Some(resource) = rec.resource else { continue };
+            match crate::fhir::topic::parse_topic(&id, &resource) {
+                Ok(topic) => registry.put_topic(topic),
+                Err(issues) => tracing::error!(topic.id = %id, issues = issues.len(), "stored topic no longer valid; not loaded"),
+            }
+        }
+        let mut states: HashMap<String, SubState> = store.sub_states()?.into_iter().collect();
+        let mut loaded = 0usize;
+        for (id, cur) in store.list_current("Subscription", None, usize::MAX)? {
+            if cur.deleted {
+                continue;
+            }
+            let Some(rec) = store.version("Subscription", &id, cur.seq)? else { continue };
+            let Some(resource) = rec.resource else { continue };
+            // `end` is checked by the lane at run time, not here: a past end turns it off.
+            match subscriptions::parse_stored(&registry, &id, &resource, &cfg.limits) {
+                Ok(entry) => {
+                    states.entry(id.clone()).or_insert_with(|| SubState::new(SubStatus::Requested));
+                    registry.put_subscription(Arc::new(entry));
+                    loaded += 1;
+                }
+                Err(issues) => {
+                    let text = issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default();
+                    tracing::error!(subscription.id = %id, reason = %text, "stored subscription no longer binds; not loaded");
+                }
+            }
+        }
+        states.retain(|id, _| registry.subscription(id).is_some());
+        tracing::info!(topics = registry.topics().count(), subscriptions = loaded, "registry rebuilt from store");
+        Ok(Committer { outbox: SledOutbox::new(store.clone()), store, registry, states, cfg, flush_tx })
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(req) = rx.recv().await {
+            match req {
+                Request::Write { entries, atomic, reply } => self.handle_write(entries, atomic, reply),
+                Request::External { changes, reply } => self.handle_external(changes, reply),
+                Request::Lane(cmd) => self.handle_lane(cmd),
+            }
+        }
+        tracing::debug!("committer stopped");
+    }
+
+    fn state(&self, plan: &Plan, sub: &str) -> Option<SubState> {
+        plan.states.get(sub).or_else(|| self.states.get(sub)).cloned()
+    }
+
+    fn handle_write(&mut self, entries: Vec<WriteEntry>, atomic: bool, reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>>) {
+        let now = now_millis();
+        if atomic {
+            let mut plan = Plan::default();
+            let mut results = Vec::with_capacity(entries.len());
+            for (index, entry) in entries.iter().enumerate() {
+                match self.apply_entry(&mut plan, entry, now) {
+                    Ok(r) => results.push(r),
+                    Err(e) => {
+                        let _ = reply.send(Err(IngestError::Entry { index, source: Box::new(e) }));
+                        return;
+                    }
+                }
+            }
+            self.finish(plan, results, reply);
+        } else {
+            // Each entry its own commit; answered together once all are durable.
+            let mut results = Vec::with_capacity(entries.len());
+            for entry in &entries {
+                let mut plan = Plan::default();
+                match self.apply_entry(&mut plan, entry, now).and_then(|r| self.apply_plan(plan).map(|()| r)) {
+                    Ok(r) => results.push(r),
+                    Err(e) => {
+                        // Earlier entries are applied; they become durable with the next flush.
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                }
+            }
+            self.finish(Plan::default(), results, reply);
+        }
+    }
+
+    /// Applies a plan's commit and merges its side effects; returns the lane updates to publish.
+    fn apply_plan(&mut self, plan: Plan) -> Result<(), IngestError> {
+        let Plan { commit, states, registry_ops, touched, removed } = plan;
+        self.store.apply(commit)?;
+        for op in registry_ops {
+            op.apply(&mut self.registry);
+        }
+        self.states.extend(states);
+        for sub in &removed {
+            self.states.remove(sub);
+        }
+        let mut lanes: Vec<(String, Option<LaneView>)> = removed.into_iter().map(|s| (s, None)).collect();
+        for sub in touched {
+            if let (Some(entry), Some(state)) = (self.registry.subscription(&sub), self.states.get(&sub)) {
+                lanes.push((sub, Some(LaneView { entry: entry.clone(), state: state.clone() })));
+            }
+        }
+        if !lanes.is_empty() {
+            let _ = self.flush_tx.send(FlushItem { reply: None, lanes });
+        }
+        Ok(())
+    }
+
+    fn finish<T: Send + 'static>(&mut self, plan: Plan, value: T, reply: oneshot::Sender<Result<T, IngestError>>) {
+        if let Err(e) = self.apply_plan(plan) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let item = FlushItem {
+            reply: Some(Box::new(move |durable| {
+                let _ = reply.send(if durable { Ok(value) } else { Err(IngestError::Unavailable) });
+            })),
+            lanes: Vec::new(),
+        };
+        let _ = self.flush_tx.send(item);
+    }
+
+    /// Plans one entry into `plan`: the version write, registry effects, matched events.
+    fn apply_entry(&self, plan: &mut Plan, entry: &WriteEntry, now: Millis) -> Result<WriteResult, IngestError> {
+        let ty = entry.resource_type.as_str();
+        if !is_resource_type(ty) {
+            return Err(IngestError::NotFound(format!("resource type '{ty}'")));
+        }
+        if !is_valid_id(&entry.id) {
+            return Err(IngestError::Invalid(vec![Issue::new(IssueType::Value, format!("'{}' is not a valid FHIR id", entry.id))]));
+        }
+        if ty == "SubscriptionStatus" && entry.method != WriteMethod::Delete {
+            return Err(IngestError::Rejected(vec![Issue::new(
+                IssueType::BusinessRule,
+                "SubscriptionStatus resources are generated by the server in notifications and $status; they are not stored",
+            )]));
+        }
+        let prev = self.store.latest(ty, &entry.id)?;
+        let live_prev = prev.as_ref().filter(|p| !p.deleted);
+        if let Some(expected) = &entry.if_match {
+            let actual = live_prev.map(|p| p.version_id.clone()).unwrap_or_else(|| "none".into());
+            if live_prev.map(|p| &p.version_id) != Some(expected) {
+                return Err(IngestError::VersionMismatch { expected: expected.clone(), actual });
+            }
+        }
+        let seq = prev.as_ref().map_or(1, |p| p.seq + 1);
+        let version_id = seq.to_string();
+        let (interaction, resource, method) = match entry.method {
+            WriteMethod::Delete => {
+                let Some(p) = prev.as_ref() else {
+                    return Err(IngestError::NotFound(format!("{ty}/{}", entry.id)));
+                };
+                if p.deleted {
+                    return Ok(WriteResult { record: p.clone(), created: false, changed: false });
+                }
+                subscriptions::on_delete(self, plan, ty, &entry.id)?;
+                (Interaction::Delete, None, "DELETE")
+            }
+            WriteMethod::Create | WriteMethod::Update => {
+                if entry.method == WriteMethod::Create && prev.is_some() {
+                    return Err(IngestError::Conflict(format!("{ty}/{} already exists", entry.id)));
+                }
+                let mut resource = entry.resource.clone().unwrap_or_else(|| json!({ "resourceType": ty }));
+                meta_stamp(&mut resource, &entry.id, &version_id, now);
+                subscriptions::on_write(self, plan, ty, &entry.id, &mut resource)?;
+                let interaction = if live_prev.is_some() { Interaction::Update } else { Interaction::Create };
+                (interaction, Some(resource), if entry.method == WriteMethod::Create { "POST" } else { "PUT" })
+            }
+        };
+        let record = VersionRecord {
+            v: FORMAT,
+            resource_type: ty.to_string(),
+            id: entry.id.clone(),
+            seq,
+            version_id,
+            last_updated: now,
+            method: method.to_string(),
+            deleted: resource.is_none(),
+            resource,
+            full_url: None,
+        };
+        plan.commit.put_version(&record)?;
+        self.enqueue_matches(plan, &record, interaction, live_prev.and_then(|p| p.resource.as_ref()), now)?;
+        Ok(WriteResult { record, created: interaction == Interaction::Create, changed: true })
+    }
+
+    fn enqueue_matches(&self, plan: &mut Plan, record: &VersionRecord, interaction: Interaction, previous: Option<&Value>, now: Millis) -> Result<(), IngestError> {
+        let change = ResourceChange {
+            resource_type: &record.resource_type,
+            id: &record.id,
+            interaction,
+            previous,
+            current: record.resource.as_ref(),
+        };
+        let report = match_change(&change, &self.registry, &self.cfg.base_url, |sub| {
+            self.state(plan, sub).is_some_and(|s| s.status.counts_events())
+        });
+        for d in &report.diagnostics {
+            tracing::warn!(resource.type = %record.resource_type, diagnostic = %d, "matching.filter_error");
+        }
+        for m in report.matches {
+            let Some(mut lane) = self.state(plan, &m.subscription_id) else { continue };
+            let draft = EventDraft {
+                timestamp: now,
+                topic: &m.topic_url,
+                interaction: interaction.code(),
+                focus_type: &record.resource_type,
+                focus_id: &record.id,
+                focus_seq: record.seq,
+            };
+            self.outbox.enqueue(&mut plan.commit, &m.subscription_id, &mut lane, draft)?;
+            plan.states.insert(m.subscription_id.clone(), lane);
+            plan.touch(&m.subscription_id);
+        }
+        Ok(())
+    }
+
+    fn handle_external(&mut self, changes: Vec<ExternalChange>, reply: oneshot::Sender<Result<ExternalSummary, IngestError>>) {
+        let now = now_millis();
+        let mut summary = ExternalSummary::default();
+        for change in changes {
+            let mut plan = Plan::default();
+            let outcome = self.apply_external(&mut plan, &change, now);
+            match outcome {
+                Ok(None) => {
+                    let events = plan.touched.len();
+                    if let Err(e) = self.apply_plan(plan) {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                    summary.applied += 1;
+                    summary.events += events;
+                }
+                Ok(Some(reason)) => summary.skipped.push(format!("{}/{}: {reason}", change.resource_type, change.id)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        self.finish(Plan::default(), summary, reply);
+    }
+
+    /// Plans one side-car change; `Ok(Some(reason))` when it is skipped.
+    fn apply_external(&self, plan: &mut Plan, change: &ExternalChange, now: Millis) -> Result<Option<String>, IngestError> {
+        let ty = change.resource_type.as_str();
+        if !is_resource_type(ty) || !is_valid_id(&change.id) {
+            return Ok(Some("not a known resource type and valid id".into()));
+        }
+        if matches!(ty, "Subscription" | "SubscriptionTopic" | "SubscriptionStatus") {
+            return Ok(Some("subscription resources of another server are not mirrored".into()));
+        }
+        let prev = self.store.latest(ty, &change.id)?;
+        if let Some(vid) = &change.version_id {
+            if prev.as_ref().is_some_and(|p| &p.version_id == vid) || self.store.history(ty, &change.id, 10_000)?.iter().any(|v| &v.version_id == vid) {
+                return Ok(Some(format!("version {vid} already seen")));
+            }
+        }
+        let live_prev = prev.as_ref().filter(|p| !p.deleted);
+        if change.deleted && live_prev.is_none() {
+            return Ok(Some("delete of a resource not present".into()));
+        }
+        let seq = prev.as_ref().map_or(1, |p| p.seq + 1);
+        let interaction = match (change.deleted, live_prev.is_some()) {
+            (true, _) => Interaction::Delete,
+            (false, true) => Interaction::Update,
+            (false, false) => Interaction::Create,
+        };
+        let resource = if change.deleted {
+            None
+        } else {
+            let mut r = change.resource.clone().unwrap_or_else(|| json!({ "resourceType": ty }));
+            if let Some(obj) = r.as_object_mut() {
+                obj.insert("id".into(), json!(change.id));
+            }
+            Some(r)
+        };
+        let record = VersionRecord {
+            v: FORMAT,
+            resource_type: ty.to_string(),
+            id: change.id.clone(),
+            seq,
+            version_id: change.version_id.clone().unwrap_or_else(|| seq.to_string()),
+            last_updated: change.last_updated.unwrap_or(now),
+            method: match interaction {
+                Interaction::Create => "POST",
+                Interaction::Update => "PUT",
+                Interaction::Delete => "DELETE",
+            }
+            .to_string(),
+            deleted: change.deleted,
+            resource,
+            full_url: change.full_url.clone(),
+        };
+        plan.commit.put_version(&record)?;
+        self.enqueue_matches(plan, &record, interaction, live_prev.and_then(|p| p.resource.as_ref()), now)?;
+        Ok(None)
+    }
+
+    fn handle_lane(&mut self, cmd: LaneCommand) {
+        let sub = match &cmd {
+            LaneCommand::Delivered { sub, .. } | LaneCommand::Retry { sub, .. } | LaneCommand::Dead { sub, .. } | LaneCommand::Status { sub, .. } => sub.clone(),
+        };
+        let Some(mut lane) = self.states.get(&sub).cloned() else {
+            return; // deleted meanwhile
+        };
+        let mut plan = Plan::default();
+        let result = match cmd {
+            LaneCommand::Delivered { through, at, .. } => self.outbox.ack(&mut plan.commit, &sub, &mut lane, through, at),
+            LaneCommand::Retry { attempts, next_attempt_at, first_failure_at, .. } => {
+                self.outbox.nack(&mut plan.commit, &sub, &mut lane, attempts, next_attempt_at, first_failure_at)
+            }
+            LaneCommand::Dead { generation, through, attempts, error, .. } => {
+                let parked = self.outbox.park(&mut plan.commit, &sub, &mut lane, through, attempts, &error.text, error.at);
+                // R5 §2.2: delivery failure puts the subscription in error; it stays there
+                // (still counting events) until the client asks for a new handshake.
+                if lane.generation == generation && lane.status == SubStatus::Active {
+                    lane.status = SubStatus::Error;
+                    lane.error = Some(error);
+                }
+                plan.touch(&sub);
+                parked.and_then(|()| plan.commit.put_sub_state(&sub, &lane))
+            }
+            LaneCommand::Status { generation, status, error, .. } => {
+                if lane.generation == generation && lane.status != status {
+                    tracing::info!(subscription.id = %sub, from = lane.status.code(), to = status.code(), "subscription status changed");
+                    lane.status = status;
+                    lane.error = if status == SubStatus::Active { None } else { error };
+                    plan.touch(&sub);
+                    plan.commit.put_sub_state(&sub, &lane)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(subscription.id = %sub, error = %e, "could not record a delivery result");
+            return;
+        }
+        plan.states.insert(sub, lane);
+        if let Err(e) = self.apply_plan(plan) {
+            tracing::error!(error = %e, "could not apply a delivery result");
+        }
+    }
+
+    pub(super) fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(super) fn current_state(&self, plan: &Plan, sub: &str) -> Option<SubState> {
+        self.state(plan, sub)
+    }
+
+    pub(super) fn limits(&self) -> &SubscriptionLimits {
+        &self.cfg.limits
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+}

@@ -1,0 +1,51 @@
+//! Group commit. The committer applies each commit to the store and sends the flusher a
+//! `FlushItem`; the flusher takes everything queued, fsyncs once in a blocking thread, then
+//! answers every waiting client and publishes lane changes. While one flush runs, the committer
+//! keeps applying, so the next flush covers a larger group.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::{LaneSink, LaneView};
+use crate::store::Store;
+
+/// What to do once the commits sent so far are durable.
+pub(crate) struct FlushItem {
+    pub reply: Option<Box<dyn FnOnce(bool) + Send>>,
+    pub lanes: Vec<(String, Option<LaneView>)>,
+}
+
+pub(crate) async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<FlushItem>, sink: Arc<dyn LaneSink>) {
+    while let Some(first) = rx.recv().await {
+        let mut items = vec![first];
+        while let Ok(item) = rx.try_recv() {
+            items.push(item);
+        }
+        let started = Instant::now();
+        let flush_store = store.clone();
+        let ok = match tokio::task::spawn_blocking(move || flush_store.flush()).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "store flush failed; writes in this group are not acknowledged");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flush thread failed");
+                false
+            }
+        };
+        tracing::trace!(group = items.len(), micros = started.elapsed().as_micros() as u64, "ingest.flush");
+        for item in items {
+            if let Some(reply) = item.reply {
+                reply(ok);
+            }
+            if ok {
+                for (sub, view) in item.lanes {
+                    sink.publish(&sub, view);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Ingest: the write path. Every change Herald accepts (REST writes, transaction and batch
+//! entries, side-car feeds) and every delivery result passes through one committer task, which
+//! owns the registry and the subscription states and is the only writer to the store.
+//!
+//! For each write the committer, in one atomic `store::Commit`: reads the previous version,
+//! writes the new one, matches the change against the registry, and enqueues each match in the
+//! outbox with that subscription's next event number. It then hands the reply to the flusher,
+//! which fsyncs many commits at once (group commit) and only then answers the client and wakes
+//! the delivery lanes. So: **a write is acknowledged only after its resource version and all
+//! its events are durable**, and lanes never see an event that a crash could take back.
+//!
+//! - `committer`: the task, its request loop and the per-request apply logic.
+//! - `subscriptions`: what writing a Subscription or SubscriptionTopic does to the registry.
+//! - `flusher`: group commit.
+
+mod committer;
+mod flusher;
+mod subscriptions;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::fhir::instant::Millis;
+use crate::fhir::Issue;
+use crate::registry::SubEntry;
+use crate::store::{StoreError, StoredError, SubState, SubStatus, VersionRecord};
+
+pub use committer::{spawn, CommitterConfig};
+
+/// The committer's queue, created before the committer so that lanes can hold an `Ingest`
+/// handle while the committer is being started.
+pub struct IngestQueue(pub(crate) mpsc::Receiver<Request>);
+
+/// A handle and the queue it feeds; pass the queue to `spawn`.
+pub fn channel(depth: usize) -> (Ingest, IngestQueue) {
+    let (tx, rx) = mpsc::channel(depth.max(1));
+    (Ingest { tx }, IngestQueue(rx))
+}
+
+/// What a request does to one resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMethod {
+    /// POST: a new resource with a server-assigned id.
+    Create,
+    /// PUT: update, or create with the client's id.
+    Update,
+    Delete,
+}
+
+/// One resource write. `id` is always set (the API assigns ids for creates).
+#[derive(Clone, Debug)]
+pub struct WriteEntry {
+    pub method: WriteMethod,
+    pub resource_type: String,
+    pub id: String,
+    pub resource: Option<Value>,
+    /// `If-Match` as a versionId.
+    pub if_match: Option<String>,
+}
+
+/// The result of one applied entry.
+#[derive(Clone, Debug)]
+pub struct WriteResult {
+    pub record: VersionRecord,
+    /// A new resource (or a re-creation after delete).
+    pub created: bool,
+    /// False for a delete of something already deleted: nothing was written.
+    pub changed: bool,
+}
+
+/// A change reported by another FHIR server (side-car mode).
+#[derive(Clone, Debug)]
+pub struct ExternalChange {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: Option<String>,
+    pub deleted: bool,
+    pub resource: Option<Value>,
+    pub last_updated: Option<Millis>,
+    pub full_url: Option<String>,
+}
+
+/// Counts for a side-car feed.
+#[derive(Clone, Debug, Default)]
+pub struct ExternalSummary {
+    pub applied: usize,
+    pub skipped: Vec<String>,
+    pub events: usize,
+}
+
+/// Results reported by delivery lanes.
+#[derive(Clone, Debug)]
+pub enum LaneCommand {
+    Delivered { sub: String, through: u64, at: Millis },
+    Retry { sub: String, attempts: u32, next_attempt_at: Millis, first_failure_at: Millis },
+    Dead { sub: String, generation: u64, through: u64, attempts: u32, error: StoredError },
+    Status { sub: String, generation: u64, status: SubStatus, error: Option<StoredError> },
+}
+
+/// What a lane needs to know about its subscription, republished after each durable change.
+#[derive(Clone, Debug)]
+pub struct LaneView {
+    pub entry: Arc<SubEntry>,
+    pub state: SubState,
+}
+
+/// Where the committer publishes lane changes (implemented by `channels::Dispatcher`).
+pub trait LaneSink: Send + Sync + 'static {
+    /// `None`: the subscription is gone; stop its lane.
+    fn publish(&self, sub: &str, view: Option<LaneView>);
+}
+
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error("invalid resource")]
+    Invalid(Vec<Issue>),
+    #[error("refused by a business rule")]
+    Rejected(Vec<Issue>),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("version mismatch: If-Match {expected}, current {actual}")]
+    VersionMismatch { expected: String, actual: String },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("transaction entry {index} failed")]
+    Entry {
+        index: usize,
+        #[source]
+        source: Box<IngestError>,
+    },
+    #[error("store failure")]
+    Store(#[from] StoreError),
+    #[error("the write path is shut down")]
+    Unavailable,
+}
+
+pub(crate) enum Request {
+    Write { entries: Vec<WriteEntry>, atomic: bool, reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>> },
+    External { changes: Vec<ExternalChange>, reply: oneshot::Sender<Result<ExternalSummary, IngestError>> },
+    Lane(LaneCommand),
+}
+
+/// The handle the API and the lanes use to reach the committer. Cheap to clone; the bounded
+/// queue makes callers wait when the committer is behind (block, never drop).
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Ingest {
+    /// Applies one write; returns once it is durable.
+    pub async fn write(&self, entry: WriteEntry) -> Result<WriteResult, IngestError> {
+        let mut results = self.write_all(vec![entry], false).await?;
+        results.pop().ok_or(IngestError::Unavailable)
+    }
+
+    /// Applies entries; `atomic` makes them one all-or-nothing commit (a transaction),
+    /// otherwise they are one commit each and the first failure stops the rest.
+    pub async fn write_all(&self, entries: Vec<WriteEntry>, atomic: bool) -> Result<Vec<WriteResult>, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Write { entries, atomic, reply }).await.map_err(|_| IngestError::Unavailable)?;
+        rx.await.map_err(|_| IngestError::Unavailable)?
+    }
+
+    pub async fn external(&self, changes: Vec<ExternalChange>) -> Result<ExternalSummary, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::External { changes, reply }).await.map_err(|_| IngestError::Unavailable)?;
+        rx.await.map_err(|_| IngestError::Unavailable)?
+    }
+
+    /// Reports a delivery result; not awaited for durability (a lost ack means a redelivery).
+    pub async fn lane(&self, cmd: LaneCommand) {
+        if self.tx.send(Request::Lane(cmd)).await.is_err() {
+            tracing::debug!("lane command dropped: committer stopped");
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! What writing a SubscriptionTopic or Subscription does beyond storing it: validation, the
+//! registry change, and the subscription's server-side status.
+//!
+//! Status rules (R5 §2.1–2.2, digest items 7, 10–15):
+//! - create: `requested` (a handshake follows), or `off` if the client created it off;
+//! - update to `requested`, or to `active` from `error`/`off`: back to `requested`, errors
+//!   cleared, a new handshake; `off` and `entered-in-error` stop delivery; `error` is
+//!   server-owned, so a client writing it changes nothing;
+//! - an update that changes where or how notifications go (endpoint, parameters, content
+//!   type) while active re-handshakes, so the new endpoint proves it is listening.
+//! Every client-driven change bumps `generation`, which makes stale delivery results harmless.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::committer::Plan;
+use super::IngestError;
+use crate::fhir::instant::now_millis;
+use crate::fhir::subscription::{parse_subscription, RequestedStatus, SubscriptionLimits, SubscriptionSpec};
+use crate::fhir::topic::{parse_topic, TopicSpec};
+use crate::fhir::{Issue, IssueType};
+use crate::registry::{Registry, SubEntry};
+use crate::store::{SubState, SubStatus};
+
+type Committer = super::committer::CommitterRef;
+
+/// A registry change planned with a commit.
+pub(crate) enum RegistryOp {
+    PutTopic(TopicSpec),
+    RemoveTopic(String),
+    PutSub(Arc<SubEntry>),
+    RemoveSub(String),
+}
+
+impl RegistryOp {
+    pub fn apply(self, registry: &mut Registry) {
+        match self {
+            RegistryOp::PutTopic(t) => registry.put_topic(t),
+            RegistryOp::RemoveTopic(id) => registry.remove_topic(&id),
+            RegistryOp::PutSub(e) => registry.put_subscription(e),
+            RegistryOp::RemoveSub(id) => registry.remove_subscription(&id),
+        }
+    }
+}
+
+/// 422 when every issue is a rule or capability refusal, 400 when the resource is malformed.
+fn refusal(issues: Vec<Issue>) -> IngestError {
+    if issues.iter().all(|i| matches!(i.code, IssueType::NotSupported | IssueType::BusinessRule)) {
+        IngestError::Rejected(issues)
+    } else {
+        IngestError::Invalid(issues)
+    }
+}
+
+/// Parses and binds a stored subscription at start (its `end` may have passed since; the lane
+/// turns it off).
+pub(super) fn parse_stored(registry: &Registry, id: &str, resource: &Value, limits: &SubscriptionLimits) -> Result<SubEntry, Vec<Issue>> {
+    let spec = parse_subscription(id, resource, limits, i64::MIN)?;
+    registry.bind(spec)
+}
+
+fn delivery_changed(old: &SubscriptionSpec, new: &SubscriptionSpec) -> bool {
+    old.endpoint != new.endpoint || old.headers != new.headers || old.content_type != new.content_type || old.channel != new.channel
+}
+
+fn next_state(prev: Option<SubState>, old: Option<&SubscriptionSpec>, new: &SubscriptionSpec) -> SubState {
+    let Some(mut state) = prev else {
+        let status = match new.requested_status {
+            RequestedStatus::Off => SubStatus::Off,
+            _ => SubStatus::Requested,
+        };
+        return SubState::new(status);
+    };
+    let target = match (new.requested_status, state.status) {
+        (RequestedStatus::Off, _) => SubStatus::Off,
+        (RequestedStatus::EnteredInError, _) => SubStatus::EnteredInError,
+        (RequestedStatus::Requested, _) => SubStatus::Requested,
+        (RequestedStatus::Active, SubStatus::Active) => {
+            if old.is_some_and(|o| delivery_changed(o, new)) {
+                SubStatus::Requested
+            } else {
+                SubStatus::Active
+            }
+        }
+        (RequestedStatus::Active, _) => SubStatus::Requested,
+        (RequestedStatus::Error, current) => current,
+    };
+    let client_asked = target != state.status || new.requested_status == RequestedStatus::Requested;
+    if client_asked {
+        state.generation += 1;
+        state.status = target;
+        if target == SubStatus::Requested {
+            state.error = None;
+            state.attempts = 0;
+            state.next_attempt_at = None;
+            state.first_failure_at = None;
+        }
+    }
+    state
+}
+
+pub(super) fn on_write(c: &Committer, plan: &mut Plan, ty: &str, id: &str, resource: &mut Value) -> Result<(), IngestError> {
+    match ty {
+        "SubscriptionTopic" => {
+            let topic = parse_topic(id, resource).map_err(refusal)?;
+            plan.registry_ops.push(RegistryOp::PutTopic(topic));
+        }
+        "Subscription" => {
+            let spec = parse_subscription(id, resource, c.limits(), now_millis()).map_err(refusal)?;
+            let entry = c.registry().bind(spec).map_err(refusal)?;
+            let old = c.registry().subscription(id).map(|e| &e.spec);
+            let state = next_state(c.current_state(plan, id), old, &entry.spec);
+            if let Some(obj) = resource.as_object_mut() {
+                obj.insert("status".into(), json!(state.status.code()));
+                obj.entry("content").or_insert_with(|| json!(entry.spec.content.code()));
+                obj.entry("contentType").or_insert_with(|| json!(entry.spec.content_type));
+            }
+            plan.commit.put_sub_state(id, &state)?;
+            plan.states.insert(id.to_string(), state);
+            plan.registry_ops.push(RegistryOp::PutSub(Arc::new(entry)));
+            plan.touch(id);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+pub(super) fn on_delete(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> Result<(), IngestError> {
+    match ty {
+        "SubscriptionTopic" => {
+            let n = c.registry().subscriber_count(id);
+            if n > 0 {
+                return Err(IngestError::Conflict(format!("SubscriptionTopic/{id} still has {n} subscription(s); delete or move them first")));
+            }
+            plan.registry_ops.push(RegistryOp::RemoveTopic(id.to_string()));
+        }
+        "Subscription" => {
+            plan.commit.remove_sub_state(id);
+            plan.commit.remove_outbox(c.store(), id)?;
+            plan.registry_ops.push(RegistryOp::RemoveSub(id.to_string()));
+            plan.removed.push(id.to_string());
+        }
+        _ => {}
+    }
+    Ok(())
+}

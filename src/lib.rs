@@ -1,0 +1,134 @@
+//! Herald: a FHIR R5 topic-based subscription broker.
+//!
+//! A change enters through `api` (FHIR REST, transaction/batch Bundles, side-car `$ingest`),
+//! `ingest` commits it with its matched events in one atomic, flushed store commit, and only
+//! then answers; `channels` lanes pull the events from the `outbox` and deliver them, in order,
+//! per subscription:
+//!
+//! ```text
+//! api ─▶ ingest ─▶ matching ─▶ outbox (store) ─▶ channels ─▶ rest-hook endpoint
+//!          │  (registry: topics, subscriptions)        ▲
+//!          └──────────── notify (bundle shapes) ───────┘
+//! ```
+//!
+//! - `fhir`: shared vocabulary (types, ids, topics, subscriptions, search parameters); no IO.
+//! - `store`: the only code that names sled.
+//! - `registry`: topics and subscriptions bound for matching.
+//! - `ingest`: the single-writer committer and group-commit flusher.
+//! - `matching`, `notify`: pure stages.
+//! - `outbox`: per-subscription durable lanes.
+//! - `channels`: delivery lanes, rest-hook, retry policy, address guard.
+//! - `api`: axum routes. `config`: layered settings. `ops`: telemetry.
+
+pub mod api;
+pub mod channels;
+pub mod config;
+pub mod fhir;
+pub mod ingest;
+pub mod matching;
+pub mod notify;
+pub mod ops;
+pub mod outbox;
+pub mod registry;
+pub mod secret;
+pub mod store;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::channels::guard::AddressPolicy;
+use crate::channels::{DeliveryConfig, Dispatcher, RetryPolicy};
+use crate::config::Config;
+use crate::fhir::subscription::SubscriptionLimits;
+use crate::ingest::CommitterConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot open the store")]
+    Store(#[from] store::StoreError),
+    #[error("cannot start the write path")]
+    Ingest(#[from] ingest::IngestError),
+    #[error("cannot build the delivery client")]
+    Client(#[from] reqwest::Error),
+    #[error("cannot load search parameters")]
+    Search(#[from] fhir::search::SearchError),
+    #[error("server failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs Herald on `listener` until `shutdown` completes: stops accepting, lets open requests
+/// finish, stops delivery (in-flight attempts are retried after restart), flushes, returns.
+/// Crash safety never depends on this path.
+pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    let bound = listener.local_addr()?;
+    let base_url = cfg.base_url(bound);
+    fhir::search::SearchParams::r5()?;
+    let store = store::Store::open(&cfg.store.data_dir)?;
+    let policy = AddressPolicy { allow_all_private: cfg.delivery.allow_private_endpoints, allow_nets: cfg.delivery.allow_private_networks.clone() };
+    let delivery = DeliveryConfig {
+        default_timeout: cfg.duration("delivery.default_timeout"),
+        retry: RetryPolicy {
+            initial_interval: cfg.duration("delivery.initial_interval"),
+            multiplier: cfg.delivery.multiplier,
+            max_interval: cfg.duration("delivery.max_interval"),
+            randomization_factor: cfg.delivery.randomization_factor,
+            max_attempts: cfg.delivery.max_attempts,
+            max_age: cfg.duration("delivery.max_age"),
+        },
+        max_concurrent: cfg.delivery.max_concurrent,
+    };
+    let cancel = CancellationToken::new();
+    let lanes = TaskTracker::new();
+    let core = TaskTracker::new();
+    let (ingest, queue) = ingest::channel(cfg.ingest.queue_depth);
+    let client = channels::rest_hook::RestHookClient::new(policy.clone())?;
+    let dispatcher = Arc::new(Dispatcher::new(store.clone(), ingest.clone(), client, delivery, base_url.clone(), cancel.clone(), lanes.clone()));
+    let committer_cfg = CommitterConfig {
+        base_url: base_url.clone(),
+        limits: SubscriptionLimits {
+            max_timeout_secs: cfg.duration("subscriptions.max_timeout").as_secs(),
+            max_heartbeat_secs: cfg.duration("subscriptions.max_heartbeat_period").as_secs(),
+            max_count: cfg.subscriptions.max_count,
+        },
+    };
+    ingest::spawn(store.clone(), committer_cfg, queue, dispatcher.clone(), &core)?;
+    let state = Arc::new(api::AppState {
+        store: store.clone(),
+        ingest,
+        base_url: base_url.clone(),
+        policy,
+        max_bundle_entries: cfg.server.max_bundle_entries,
+        ready: AtomicBool::new(false),
+    });
+    let app = api::router(state.clone(), cfg.server.max_body_bytes);
+    state.ready.store(true, Ordering::Release);
+    tracing::info!(listen = %bound, base_url = %base_url, data_dir = %cfg.store.data_dir.display(), lanes = dispatcher.lane_count(), "Herald ready");
+    let stop = CancellationToken::new();
+    let stop_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        stop_signal.cancel();
+    });
+    axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await?;
+    tracing::info!("shutting down: delivery stopping, store flushing");
+    cancel.cancel();
+    lanes.close();
+    let grace = cfg.duration("server.shutdown_grace");
+    if tokio::time::timeout(grace, lanes.wait()).await.is_err() {
+        tracing::warn!("delivery lanes did not stop within the grace period");
+    }
+    drop(state);
+    drop(dispatcher);
+    let flush_store = store.clone();
+    match tokio::task::spawn_blocking(move || flush_store.flush()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+        Err(e) => tracing::error!(error = %e, "final flush thread failed"),
+    }
+    Ok(())
+}

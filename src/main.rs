@@ -1,0 +1,108 @@
+//! The `herald` binary: arguments -> configuration -> telemetry -> `herald::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use herald::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "FHIR R5 topic-based subscription broker")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the FHIR R5 API at http://ADDR/fhir (the default when no command is given).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// Address to listen on (overrides server.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Directory for the sled database (overrides store.data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Allow delivery to loopback, private and link-local addresses.
+    #[arg(long)]
+    allow_private_endpoints: bool,
+    /// Configuration file (TOML); see config/herald.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            eprintln!("cannot listen for ctrl-c: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => ServeArgs::default(),
+    };
+    let overrides = Overrides { listen: args.listen, data_dir: args.data_dir, allow_private_endpoints: args.allow_private_endpoints };
+    let cfg = match Config::load(args.config.as_deref(), std::env::vars(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    herald::ops::telemetry::init(&cfg.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("herald: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(listen = %cfg.server.listen, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        if cfg.delivery.allow_private_endpoints {
+            tracing::warn!("delivery to private and loopback addresses is allowed (--allow-private-endpoints)");
+        }
+        match herald::run(cfg, listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(": ");
+                    msg.push_str(&s.to_string());
+                    src = s.source();
+                }
+                tracing::error!(error = %msg, "Herald stopped");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,107 @@
+//! The outbox: durable, ordered per-subscription lanes of events.
+//!
+//! A lane is one subscription's events numbered 1, 2, 3, ... (`SubState.events_since_start` is
+//! the last number handed out) and a cursor, `delivered_through`: every event up to it was
+//! accepted by its endpoint or dead-lettered. Retry bookkeeping for the event after the cursor
+//! (`attempts`, `next_attempt_at`) lives in the same stored state, so a retry schedule survives
+//! a restart. Event records stay after delivery; they are what `$events` will read (issue #8).
+//!
+//! The five verbs are the `Outbox` trait: `enqueue` runs inside the write's commit (so an
+//! acknowledged write's events are exactly as durable as the write), `claim` reads the next
+//! events of a lane, and `ack`, `nack` and `park` move the cursor or the retry schedule. The
+//! sled implementation here is the only one; the trait is the seam a multi-node deployment
+//! can put another queue behind without touching matching or channels.
+
+use crate::fhir::instant::Millis;
+use crate::store::records::FORMAT;
+use crate::store::{Commit, DeadRecord, EventRecord, Store, StoreError, SubState};
+
+/// What a matched event records, before it has a number.
+pub struct EventDraft<'a> {
+    pub timestamp: Millis,
+    pub topic: &'a str,
+    pub interaction: &'a str,
+    pub focus_type: &'a str,
+    pub focus_id: &'a str,
+    pub focus_seq: u64,
+}
+
+pub trait Outbox: Send + Sync {
+    /// Appends an event to a lane in `commit`, giving it the lane's next number.
+    fn enqueue(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, draft: EventDraft<'_>) -> Result<EventRecord, StoreError>;
+    /// Up to `max` events after `after`, in number order.
+    fn claim(&self, sub: &str, after: u64, max: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// Every event up to `through` was accepted.
+    fn ack(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, through: u64, at: Millis) -> Result<(), StoreError>;
+    /// The next event failed; try again at `next_attempt_at`.
+    fn nack(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, attempts: u32, next_attempt_at: Millis, first_failure_at: Millis) -> Result<(), StoreError>;
+    /// Gives up on events up to `through`, keeping them as dead letters for operators.
+    fn park(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, through: u64, attempts: u32, reason: &str, at: Millis) -> Result<(), StoreError>;
+}
+
+/// The outbox in Herald's own store.
+pub struct SledOutbox {
+    store: Store,
+}
+
+impl SledOutbox {
+    pub fn new(store: Store) -> Self {
+        SledOutbox { store }
+    }
+}
+
+impl Outbox for SledOutbox {
+    fn enqueue(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, draft: EventDraft<'_>) -> Result<EventRecord, StoreError> {
+        // R5 event numbering: counts events, not deliveries, and is consumed at match time.
+        lane.events_since_start += 1;
+        let event = EventRecord {
+            v: FORMAT,
+            number: lane.events_since_start,
+            timestamp: draft.timestamp,
+            topic: draft.topic.to_string(),
+            interaction: draft.interaction.to_string(),
+            focus_type: draft.focus_type.to_string(),
+            focus_id: draft.focus_id.to_string(),
+            focus_seq: draft.focus_seq,
+        };
+        commit.put_event(sub, &event)?;
+        commit.put_sub_state(sub, lane)?;
+        Ok(event)
+    }
+
+    fn claim(&self, sub: &str, after: u64, max: usize) -> Result<Vec<EventRecord>, StoreError> {
+        self.store.events(sub, after.saturating_add(1), max)
+    }
+
+    fn ack(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, through: u64, at: Millis) -> Result<(), StoreError> {
+        if through > lane.delivered_through {
+            lane.delivered_through = through.min(lane.events_since_start);
+            lane.attempts = 0;
+            lane.next_attempt_at = None;
+            lane.first_failure_at = None;
+            lane.last_delivery_at = Some(at);
+            commit.put_sub_state(sub, lane)?;
+        }
+        Ok(())
+    }
+
+    fn nack(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, attempts: u32, next_attempt_at: Millis, first_failure_at: Millis) -> Result<(), StoreError> {
+        lane.attempts = attempts;
+        lane.next_attempt_at = Some(next_attempt_at);
+        lane.first_failure_at = Some(first_failure_at);
+        commit.put_sub_state(sub, lane)
+    }
+
+    fn park(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, through: u64, attempts: u32, reason: &str, at: Millis) -> Result<(), StoreError> {
+        let through = through.min(lane.events_since_start);
+        for number in lane.delivered_through.saturating_add(1)..=through {
+            commit.put_dead(sub, &DeadRecord { v: FORMAT, number, parked_at: at, attempts, reason: reason.to_string() })?;
+            lane.dead_count += 1;
+        }
+        lane.delivered_through = lane.delivered_through.max(through);
+        lane.attempts = 0;
+        lane.next_attempt_at = None;
+        lane.first_failure_at = None;
+        commit.put_sub_state(sub, lane)
+    }
+}

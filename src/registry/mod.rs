@@ -1,0 +1,125 @@
+//! The registry: the topics and subscriptions Herald knows, bound together and ready for
+//! matching.
+//!
+//! It is owned by the committer (the single writer), which changes it in the same step that
+//! stores a SubscriptionTopic or Subscription, so the matcher always sees exactly the
+//! subscriptions committed before the change it matches. Memory holds no truth: `load` rebuilds
+//! the registry from the stored resources at start.
+//!
+//! Binding a subscription checks what needs the topics: the topic exists and is usable, every
+//! filter is declared by the topic's `canFilterBy` and is one Herald can evaluate today
+//! (equality on token and reference SearchParameters; the full search engine is issue #5).
+
+mod bind;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::fhir::subscription::SubscriptionSpec;
+use crate::fhir::topic::TopicSpec;
+use crate::fhir::Issue;
+
+pub use bind::{bind_subscription, BoundFilter, FilterKind};
+
+/// A subscription bound to its topic, with its filters resolved to SearchParameters.
+#[derive(Debug)]
+pub struct SubEntry {
+    pub spec: SubscriptionSpec,
+    pub topic_id: String,
+    /// The topic's canonical url, as sent in `SubscriptionStatus.topic`.
+    pub topic_url: String,
+    pub filters: Vec<BoundFilter>,
+}
+
+/// Topics and subscriptions, indexed for matching.
+#[derive(Default)]
+pub struct Registry {
+    topics: HashMap<String, Arc<TopicSpec>>,
+    subs: HashMap<String, Arc<SubEntry>>,
+    topic_subs: HashMap<String, BTreeSet<String>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    pub fn topic(&self, id: &str) -> Option<&Arc<TopicSpec>> {
+        self.topics.get(id)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicSpec>> {
+        self.topics.values()
+    }
+
+    /// The topic a `Subscription.topic` canonical names: `url` or `url|version`. When several
+    /// stored topics share a url, an `active` one wins, then the greatest id, so the choice is
+    /// stable.
+    pub fn resolve_topic(&self, canonical: &str) -> Option<&Arc<TopicSpec>> {
+        let (url, version) = match canonical.split_once('|') {
+            Some((u, v)) => (u, Some(v)),
+            None => (canonical, None),
+        };
+        self.topics
+            .values()
+            .filter(|t| t.url == url && (version.is_none() || t.version.as_deref() == version))
+            .max_by(|a, b| (a.status == "active", &a.id).cmp(&(b.status == "active", &b.id)))
+    }
+
+    pub fn put_topic(&mut self, topic: TopicSpec) {
+        self.topics.insert(topic.id.clone(), Arc::new(topic));
+    }
+
+    /// Subscriptions bound to a topic (by topic resource id).
+    pub fn subscribers(&self, topic_id: &str) -> impl Iterator<Item = &Arc<SubEntry>> {
+        self.topic_subs
+            .get(topic_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.subs.get(id))
+    }
+
+    pub fn subscriber_count(&self, topic_id: &str) -> usize {
+        self.topic_subs.get(topic_id).map_or(0, BTreeSet::len)
+    }
+
+    pub fn remove_topic(&mut self, id: &str) {
+        self.topics.remove(id);
+        self.topic_subs.remove(id);
+    }
+
+    pub fn subscription(&self, id: &str) -> Option<&Arc<SubEntry>> {
+        self.subs.get(id)
+    }
+
+    pub fn subscriptions(&self) -> impl Iterator<Item = &Arc<SubEntry>> {
+        self.subs.values()
+    }
+
+    pub fn put_subscription(&mut self, entry: Arc<SubEntry>) {
+        let id = entry.spec.id.clone();
+        if let Some(old) = self.subs.get(&id) {
+            if let Some(set) = self.topic_subs.get_mut(&old.topic_id) {
+                set.remove(&id);
+            }
+        }
+        self.topic_subs.entry(entry.topic_id.clone()).or_default().insert(id.clone());
+        self.subs.insert(id, entry);
+    }
+
+    pub fn remove_subscription(&mut self, id: &str) {
+        if let Some(old) = self.subs.remove(id) {
+            if let Some(set) = self.topic_subs.get_mut(&old.topic_id) {
+                set.remove(id);
+            }
+        }
+    }
+
+    /// Binds a parsed subscription against the current topics.
+    pub fn bind(&self, spec: SubscriptionSpec) -> Result<SubEntry, Vec<Issue>> {
+        bind_subscription(self, spec)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,70 @@
+//! Key layout of the single `herald` tree. One prefix byte per namespace, then fields joined by
+//! NUL (ids and type names never contain NUL: ids are `[A-Za-z0-9\-.]{1,64}`), numbers as
+//! big-endian `u64` so that byte order is numeric order.
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `r` | type NUL id | `CurrentRecord`: latest version's seq, versionId, deleted |
+//! | `h` | type NUL id NUL seq | `VersionRecord`: one version of a resource |
+//! | `s` | subscription id | `SubState`: status, event counter, delivery cursor |
+//! | `e` | subscription id NUL event number | `EventRecord`: one matched event |
+//! | `d` | subscription id NUL event number | `DeadRecord`: an event that was given up on |
+
+fn join(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    key.push(prefix);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part);
+    }
+    key
+}
+
+pub fn current(resource_type: &str, id: &str) -> Vec<u8> {
+    join(b'r', &[resource_type.as_bytes(), id.as_bytes()])
+}
+
+pub fn current_type_prefix(resource_type: &str) -> Vec<u8> {
+    join(b'r', &[resource_type.as_bytes(), b""])
+}
+
+pub fn history(resource_type: &str, id: &str, seq: u64) -> Vec<u8> {
+    join(b'h', &[resource_type.as_bytes(), id.as_bytes(), &seq.to_be_bytes()])
+}
+
+pub fn history_prefix(resource_type: &str, id: &str) -> Vec<u8> {
+    join(b'h', &[resource_type.as_bytes(), id.as_bytes(), b""])
+}
+
+pub fn sub_state(sub: &str) -> Vec<u8> {
+    join(b's', &[sub.as_bytes()])
+}
+
+pub fn sub_state_prefix() -> Vec<u8> {
+    vec![b's']
+}
+
+pub fn event(sub: &str, number: u64) -> Vec<u8> {
+    join(b'e', &[sub.as_bytes(), &number.to_be_bytes()])
+}
+
+pub fn event_prefix(sub: &str) -> Vec<u8> {
+    join(b'e', &[sub.as_bytes(), b""])
+}
+
+pub fn dead(sub: &str, number: u64) -> Vec<u8> {
+    join(b'd', &[sub.as_bytes(), &number.to_be_bytes()])
+}
+
+pub fn dead_prefix(sub: &str) -> Vec<u8> {
+    join(b'd', &[sub.as_bytes(), b""])
+}
+
+/// A key for error messages: printable bytes kept, the rest hex-escaped.
+pub fn display(key: &[u8]) -> String {
+    key.iter()
+        .map(|&b| if b.is_ascii_graphic() { (b as char).to_string() } else { format!("\\x{b:02x}") })
+        .collect()
+}

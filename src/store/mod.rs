@@ -1,0 +1,244 @@
+//! The store: the only code that names sled.
+//!
+//! Everything Herald keeps lives in one sled tree, namespaced by a one-byte key prefix (see
+//! `keys`), so that one `Commit` (a sled `Batch`) is atomic across resources, history,
+//! subscription state and the outbox: sled recovers a batch whole or not at all. Durability is
+//! a separate step: `flush()` fsyncs everything applied so far. The write path (ingest) applies
+//! commits one at a time and flushes them in groups; nothing is acknowledged before the flush
+//! that covers it (see `ingest::committer`).
+//!
+//! Records are a file format: each carries a version tag and decodes through `records`, which
+//! returns an error for an unknown or damaged record instead of panicking.
+
+mod keys;
+pub mod records;
+
+use std::path::Path;
+
+use thiserror::Error;
+
+pub use records::{CurrentRecord, DeadRecord, EventRecord, StoredError, SubState, SubStatus, VersionRecord};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("storage engine failure")]
+    Engine(#[from] sled::Error),
+    #[error("undecodable record under key {key}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("could not encode a record")]
+    Encode(#[source] serde_json::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+/// A set of writes applied atomically by `Store::apply`.
+#[derive(Default)]
+pub struct Commit {
+    batch: sled::Batch,
+    writes: usize,
+}
+
+impl Commit {
+    pub fn new() -> Self {
+        Commit::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes == 0
+    }
+
+    fn put<T: serde::Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(StoreError::Encode)?;
+        self.batch.insert(key, bytes);
+        self.writes += 1;
+        Ok(())
+    }
+
+    fn remove(&mut self, key: Vec<u8>) {
+        self.batch.remove(key);
+        self.writes += 1;
+    }
+
+    /// Writes a resource version: its history entry and the current pointer.
+    pub fn put_version(&mut self, rec: &VersionRecord) -> Result<()> {
+        self.put(keys::history(&rec.resource_type, &rec.id, rec.seq), rec)?;
+        let current = CurrentRecord {
+            v: records::FORMAT,
+            seq: rec.seq,
+            version_id: rec.version_id.clone(),
+            deleted: rec.deleted,
+        };
+        self.put(keys::current(&rec.resource_type, &rec.id), &current)
+    }
+
+    pub fn put_sub_state(&mut self, sub: &str, state: &SubState) -> Result<()> {
+        self.put(keys::sub_state(sub), state)
+    }
+
+    pub fn remove_sub_state(&mut self, sub: &str) {
+        self.remove(keys::sub_state(sub));
+    }
+
+    pub fn put_event(&mut self, sub: &str, event: &EventRecord) -> Result<()> {
+        self.put(keys::event(sub, event.number), event)
+    }
+
+    pub fn put_dead(&mut self, sub: &str, dead: &DeadRecord) -> Result<()> {
+        self.put(keys::dead(sub, dead.number), dead)
+    }
+
+    /// Removes every event and dead letter of a subscription (on DELETE). Keys are listed by the
+    /// caller from a scan so that the removal is part of this atomic commit.
+    pub fn remove_outbox(&mut self, store: &Store, sub: &str) -> Result<()> {
+        for prefix in [keys::event_prefix(sub), keys::dead_prefix(sub)] {
+            for item in store.tree.scan_prefix(&prefix).keys() {
+                self.remove(item?.to_vec());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: keys::display(key), source })
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Store> {
+        // Background flushing stays on as a safety net; durability of acknowledged writes comes
+        // from the explicit group flush, never from this timer.
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(1000)).open()?;
+        let tree = db.open_tree("herald")?;
+        Ok(Store { db, tree })
+    }
+
+    /// Applies a commit atomically (not yet durable).
+    pub fn apply(&self, commit: Commit) -> Result<()> {
+        if commit.writes > 0 {
+            self.tree.apply_batch(commit.batch)?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable. Blocking: call from a blocking thread. (sled
+    /// 0.34's `flush_async` hangs with many concurrent callers; see PLATFORM.md.)
+    pub fn flush(&self) -> Result<usize> {
+        Ok(self.db.flush()?)
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.tree.get(key)? {
+            Some(bytes) => decode(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub fn current(&self, resource_type: &str, id: &str) -> Result<Option<CurrentRecord>> {
+        self.get(&keys::current(resource_type, id))
+    }
+
+    pub fn version(&self, resource_type: &str, id: &str, seq: u64) -> Result<Option<VersionRecord>> {
+        self.get(&keys::history(resource_type, id, seq))
+    }
+
+    /// The latest version record (possibly a deletion).
+    pub fn latest(&self, resource_type: &str, id: &str) -> Result<Option<VersionRecord>> {
+        match self.current(resource_type, id)? {
+            Some(cur) => self.version(resource_type, id, cur.seq),
+            None => Ok(None),
+        }
+    }
+
+    /// Versions of one resource, newest first, at most `limit`.
+    pub fn history(&self, resource_type: &str, id: &str, limit: usize) -> Result<Vec<VersionRecord>> {
+        let prefix = keys::history_prefix(resource_type, id);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix).rev().take(limit) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Current pointers of every resource of a type, in id order, starting after `after`.
+    pub fn list_current(&self, resource_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<(String, CurrentRecord)>> {
+        let prefix = keys::current_type_prefix(resource_type);
+        let mut out = Vec::new();
+        let start = match after {
+            Some(id) => {
+                let mut k = keys::current(resource_type, id);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        for item in self.tree.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let id = String::from_utf8_lossy(k.get(prefix.len()..).unwrap_or_default()).into_owned();
+            out.push((id, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    pub fn sub_state(&self, sub: &str) -> Result<Option<SubState>> {
+        self.get(&keys::sub_state(sub))
+    }
+
+    pub fn sub_states(&self) -> Result<Vec<(String, SubState)>> {
+        let prefix = keys::sub_state_prefix();
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let id = String::from_utf8_lossy(k.get(prefix.len()..).unwrap_or_default()).into_owned();
+            out.push((id, decode(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Events `from..` of a subscription, in number order, at most `limit`.
+    pub fn events(&self, sub: &str, from: u64, limit: usize) -> Result<Vec<EventRecord>> {
+        let prefix = keys::event_prefix(sub);
+        let mut out = Vec::new();
+        for item in self.tree.range(keys::event(sub, from)..) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    pub fn dead_letters(&self, sub: &str, limit: usize) -> Result<Vec<DeadRecord>> {
+        let prefix = keys::dead_prefix(sub);
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix).take(limit) {
+            let (k, v) = item?;
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

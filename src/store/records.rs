@@ -1,0 +1,172 @@
+//! Stored record types. Each carries `v` (format version, currently 1); decoding an unknown
+//! version fails with `StoreError::Corrupt` rather than guessing.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::fhir::instant::Millis;
+
+pub const FORMAT: u8 = 1;
+
+fn format_v1<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = u8::deserialize(d)?;
+    if v == FORMAT {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!("unknown record format {v}")))
+    }
+}
+
+/// Pointer to a resource's latest version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CurrentRecord {
+    #[serde(deserialize_with = "format_v1")]
+    pub v: u8,
+    pub seq: u64,
+    pub version_id: String,
+    pub deleted: bool,
+}
+
+/// One version of a resource.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionRecord {
+    #[serde(deserialize_with = "format_v1")]
+    pub v: u8,
+    pub resource_type: String,
+    pub id: String,
+    /// Herald's per-resource sequence (1, 2, ...); the history key.
+    pub seq: u64,
+    /// `meta.versionId`: equal to `seq` for resources written here, the upstream server's for
+    /// changes fed in by side-car ingest.
+    pub version_id: String,
+    pub last_updated: Millis,
+    /// `POST`, `PUT` or `DELETE`: how this version came to be.
+    pub method: String,
+    pub deleted: bool,
+    /// The resource, absent for a deletion.
+    pub resource: Option<Value>,
+    /// Where the resource lives when it is not here (side-car ingest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_url: Option<String>,
+}
+
+/// Server-side status of a subscription (`subscription-status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubStatus {
+    Requested,
+    Active,
+    Error,
+    Off,
+    EnteredInError,
+}
+
+impl SubStatus {
+    pub fn code(self) -> &'static str {
+        match self {
+            SubStatus::Requested => "requested",
+            SubStatus::Active => "active",
+            SubStatus::Error => "error",
+            SubStatus::Off => "off",
+            SubStatus::EnteredInError => "entered-in-error",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code {
+            "requested" => Some(SubStatus::Requested),
+            "active" => Some(SubStatus::Active),
+            "error" => Some(SubStatus::Error),
+            "off" => Some(SubStatus::Off),
+            "entered-in-error" => Some(SubStatus::EnteredInError),
+            _ => None,
+        }
+    }
+
+    /// R5: events keep being counted for `error` subscriptions; `requested` ones count too so
+    /// that nothing between creation and handshake is lost.
+    pub fn counts_events(self) -> bool {
+        matches!(self, SubStatus::Requested | SubStatus::Active | SubStatus::Error)
+    }
+}
+
+/// Why a subscription went to `error`, rendered as `SubscriptionStatus.error`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredError {
+    /// A `subscription-error` code: `no-response`, `error-response`, `dns-resolution-error`.
+    pub code: String,
+    pub text: String,
+    pub at: Millis,
+}
+
+/// A subscription's server-side state: one record, written by the committer only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubState {
+    #[serde(deserialize_with = "format_v1")]
+    pub v: u8,
+    pub status: SubStatus,
+    /// Bumped whenever a client changes the status; delivery results carry the generation they
+    /// were produced under so that a stale one cannot undo a newer client request.
+    pub generation: u64,
+    /// `eventsSinceSubscriptionStart`: the last event number assigned.
+    pub events_since_start: u64,
+    /// Every event up to here was accepted by the endpoint or dead-lettered.
+    pub delivered_through: u64,
+    /// Failed attempts at the event after `delivered_through`.
+    pub attempts: u32,
+    pub next_attempt_at: Option<Millis>,
+    pub first_failure_at: Option<Millis>,
+    pub error: Option<StoredError>,
+    pub dead_count: u64,
+    pub last_delivery_at: Option<Millis>,
+}
+
+impl SubState {
+    pub fn new(status: SubStatus) -> Self {
+        SubState {
+            v: FORMAT,
+            status,
+            generation: 0,
+            events_since_start: 0,
+            delivered_through: 0,
+            attempts: 0,
+            next_attempt_at: None,
+            first_failure_at: None,
+            error: None,
+            dead_count: 0,
+            last_delivery_at: None,
+        }
+    }
+
+    /// Events assigned but not yet delivered or dead-lettered.
+    pub fn pending(&self) -> u64 {
+        self.events_since_start.saturating_sub(self.delivered_through)
+    }
+}
+
+/// One event matched for one subscription.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    #[serde(deserialize_with = "format_v1")]
+    pub v: u8,
+    pub number: u64,
+    pub timestamp: Millis,
+    pub topic: String,
+    /// `create`, `update` or `delete`.
+    pub interaction: String,
+    pub focus_type: String,
+    pub focus_id: String,
+    /// The focus version this event saw: notifications render this version, not today's.
+    pub focus_seq: u64,
+}
+
+/// An event delivery gave up on, kept for operators.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadRecord {
+    #[serde(deserialize_with = "format_v1")]
+    pub v: u8,
+    pub number: u64,
+    pub parked_at: Millis,
+    pub attempts: u32,
+    pub reason: String,
+}
