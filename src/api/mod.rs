@@ -48,7 +48,6 @@ pub type Shared = Arc<AppState>;
 
 pub fn router(state: Shared, max_body_bytes: usize) -> Router {
     let fhir = Router::new()
-        .route("/", post(bundle::batch_or_transaction))
         .route("/metadata", get(capability::metadata))
         .route("/$ingest", post(sidecar::ingest))
         .route("/Subscription/$status", get(status::type_level).post(status::type_level_post))
@@ -61,6 +60,8 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .fallback(unknown_route);
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/fhir", post(bundle::batch_or_transaction))
+        .route("/fhir/", post(bundle::batch_or_transaction))
         .nest("/fhir", fhir)
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))

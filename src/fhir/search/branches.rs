@@ -28,7 +28,7 @@ impl Branch<'_> {
             || self.roots.iter().any(|root| {
                 *root == resource_type
                     || *root == "Resource"
-                    || (*root == "DomainResource" && (is_domain || resource_type == *root))
+                    || (*root == "DomainResource" && is_domain)
             })
     }
 }
@@ -113,7 +113,10 @@ fn top_level_bars(expr: &str) -> Option<Vec<usize>> {
     let mut word_start: Option<usize> = None;
     let mut before_word = ' ';
     let mut last_code = ' ';
-    for (i, c) in expr.char_indices().chain(std::iter::once((expr.len(), ' '))) {
+    for (i, c) in expr
+        .char_indices()
+        .chain(std::iter::once((expr.len(), ' ')))
+    {
         let code = scan.is_code(c);
         let word_char = code && (c.is_ascii_alphanumeric() || c == '_');
         if let (Some(start), false) = (word_start, word_char) {

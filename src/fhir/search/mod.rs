@@ -45,13 +45,13 @@ pub enum SearchError {
         resource_type: String,
         /// The branches kept for the type, which `source.position` points into.
         expression: String,
-        source: PathError,
+        source: Box<PathError>,
     },
     #[error("search parameter {url} on {resource_type}: {source}")]
     Evaluation {
         url: String,
         resource_type: String,
-        source: PathError,
+        source: Box<PathError>,
     },
     #[error("resource is a {found}, not a {expected}")]
     ResourceType { expected: String, found: String },

@@ -167,7 +167,7 @@ impl SearchParam {
             url: self.url.clone(),
             resource_type: key.to_owned(),
             expression: subset,
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -189,7 +189,7 @@ impl SearchParam {
             .map_err(|source| SearchError::Evaluation {
                 url: self.url.clone(),
                 resource_type: resource_type.to_owned(),
-                source,
+                source: Box::new(source),
             })
     }
 }

@@ -12,6 +12,7 @@
 //! engine can replace this file behind the same two types.
 
 mod eval;
+mod lex;
 mod parse;
 
 use serde_json::Value;
@@ -65,6 +66,8 @@ pub enum PathErrorKind {
     UnsupportedFunction(String),
     #[error("unsupported variable {0:?}")]
     UnsupportedVariable(String),
+    #[error("unknown type {0:?}")]
+    UnknownType(String),
     #[error("unsupported literal {0:?}")]
     UnsupportedLiteral(String),
     #[error("{function}() takes {expected}")]

@@ -47,9 +47,12 @@ pub(crate) fn parse_literal(text: &str) -> Option<Literal<'_>> {
     let fourth = segments.next();
 
     let (ty, id, version, tail_len) = match (third, fourth) {
-        (Some(id), Some(ty)) if second == "_history" && is_type(ty) && is_id(id) => {
-            (ty, id, Some(last), ty.len() + id.len() + second.len() + last.len() + 3)
-        }
+        (Some(id), Some(ty)) if second == "_history" && is_type(ty) && is_id(id) => (
+            ty,
+            id,
+            Some(last),
+            ty.len() + id.len() + second.len() + last.len() + 3,
+        ),
         _ => (second, last, None, second.len() + last.len() + 1),
     };
     if !is_type(ty) || !is_id(id) || !version.is_none_or(is_id) {
@@ -182,7 +185,8 @@ fn matches(value: Form<'_>, query: Form<'_>) -> bool {
     if query.canonical_version.is_some() && query.canonical_version != value.canonical_version {
         return false;
     }
-    let version_ok = |wanted: Option<&str>, found: Option<&str>| wanted.is_none() || wanted == found;
+    let version_ok =
+        |wanted: Option<&str>, found: Option<&str>| wanted.is_none() || wanted == found;
     match (query.target, value.target) {
         (Target::Id(id), Target::Local { id: found, .. }) => id == found,
         (

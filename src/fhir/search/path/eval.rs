@@ -129,7 +129,10 @@ impl<'a> Evaluator<'a> {
                 let left = to_bool(&left, lhs.pos)?;
                 let right = self.eval(rhs, input, this)?;
                 let right = to_bool(&right, rhs.pos)?;
-                logic(*op, left, right).map(Item::Bool).into_iter().collect()
+                logic(*op, left, right)
+                    .map(Item::Bool)
+                    .into_iter()
+                    .collect()
             }
             ExprKind::TypeOp {
                 test_only,
@@ -145,7 +148,10 @@ impl<'a> Evaluator<'a> {
                 } else {
                     // Lenient `as`: R5 expressions such as `suspectEntity.instance as
                     // Reference` meet repeating elements, so filter instead of failing.
-                    items.into_iter().filter(|item| is_type(*item, ty)).collect()
+                    items
+                        .into_iter()
+                        .filter(|item| is_type(*item, ty))
+                        .collect()
                 }
             }
         };

@@ -1,10 +1,12 @@
-//! Lexer and precedence-climbing parser for the FHIRPath subset.
+//! Precedence-climbing parser for the FHIRPath subset.
 //!
-//! In: expression text. Out: an [`Expr`] tree, or a [`PathError`] at the offending byte.
+//! In: expression text (lexed by `lex`). Out: an [`Expr`] tree, or a [`PathError`] at the offending byte.
 //! Size is checked before lexing; recursion is counted on every nested expression and every
 //! tree node records its height, so no input can overflow the stack here or in the evaluator.
 //! Operators and functions outside the subset are errors, reported where they appear.
 
+use super::super::types;
+use super::lex::{lex, Tok, Token};
 use super::{
     Call, Expr, ExprKind, Func, LogicOp, PathError, PathErrorKind, Step, SystemType, Term,
     TypeSpec, MAX_DEPTH, MAX_EXPRESSION_LEN,
@@ -29,172 +31,6 @@ pub(super) fn parse(source: &str) -> Result<Expr, PathError> {
             found: other.describe(),
         })),
     }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Ident(String),
-    /// A `backtick` identifier: never a keyword.
-    Quoted(String),
-    Str(String),
-    Num(String),
-    /// `$this`, `$index`, `$total` (name without the `$`).
-    Dollar(String),
-    /// `%resource` and friends (name without the `%`).
-    Percent(String),
-    Punct(&'static str),
-    Eof,
-}
-
-impl Tok {
-    fn describe(&self) -> String {
-        match self {
-            Tok::Ident(s) => format!("identifier {s:?}"),
-            Tok::Quoted(s) => format!("identifier `{s}`"),
-            Tok::Str(s) => format!("string '{s}'"),
-            Tok::Num(s) => format!("number {s}"),
-            Tok::Dollar(s) => format!("${s}"),
-            Tok::Percent(s) => format!("%{s}"),
-            Tok::Punct(p) => format!("{p:?}"),
-            Tok::Eof => "end of expression".to_owned(),
-        }
-    }
-}
-
-struct Token {
-    tok: Tok,
-    pos: usize,
-}
-
-/// Longest first, so `!=` wins over `!`.
-const PUNCTUATION: [&str; 22] = [
-    "!=", "!~", "<=", ">=", ".", ",", "(", ")", "[", "]", "{", "}", "|", "=", "~", "<", ">", "+",
-    "-", "*", "/", "&",
-];
-
-fn lex(source: &str) -> Result<Vec<Token>, PathError> {
-    let mut tokens = Vec::new();
-    let mut rest = source;
-    loop {
-        let trimmed = rest.trim_start();
-        let pos = source.len() - trimmed.len();
-        rest = trimmed;
-        if let Some(after) = rest.strip_prefix("//") {
-            rest = after.find('\n').and_then(|i| after.get(i..)).unwrap_or("");
-            continue;
-        }
-        if let Some(after) = rest.strip_prefix("/*") {
-            let end = after
-                .find("*/")
-                .ok_or_else(|| PathError::new(pos, PathErrorKind::Unterminated))?;
-            rest = after.get(end + 2..).unwrap_or("");
-            continue;
-        }
-        let Some(first) = rest.chars().next() else {
-            tokens.push(Token { tok: Tok::Eof, pos });
-            return Ok(tokens);
-        };
-        let (tok, len) = if first.is_ascii_alphabetic() || first == '_' {
-            let len = word_len(rest);
-            (Tok::Ident(rest.get(..len).unwrap_or("").to_owned()), len)
-        } else if first.is_ascii_digit() {
-            let len = number_len(rest);
-            (Tok::Num(rest.get(..len).unwrap_or("").to_owned()), len)
-        } else if first == '\'' || first == '`' {
-            let (text, len) = quoted(rest, first, pos)?;
-            let tok = if first == '\'' {
-                Tok::Str(text)
-            } else {
-                Tok::Quoted(text)
-            };
-            (tok, len)
-        } else if first == '$' || first == '%' {
-            let tail = rest.get(1..).unwrap_or("");
-            let (name, len) = if tail.starts_with('`') || tail.starts_with('\'') {
-                let quote = if tail.starts_with('`') { '`' } else { '\'' };
-                let (text, len) = quoted(tail, quote, pos + 1)?;
-                (text, len + 1)
-            } else {
-                let len = word_len(tail);
-                (tail.get(..len).unwrap_or("").to_owned(), len + 1)
-            };
-            if name.is_empty() {
-                return Err(PathError::new(pos, PathErrorKind::UnexpectedChar(first)));
-            }
-            let tok = if first == '$' {
-                Tok::Dollar(name)
-            } else {
-                Tok::Percent(name)
-            };
-            (tok, len)
-        } else if first == '@' {
-            let len = 1 + rest.get(1..).map_or(0, |t| {
-                t.find(|c: char| !(c.is_ascii_alphanumeric() || "-:.+TZ".contains(c)))
-                    .unwrap_or(t.len())
-            });
-            let text = rest.get(..len).unwrap_or("@").to_owned();
-            return Err(PathError::new(pos, PathErrorKind::UnsupportedLiteral(text)));
-        } else if let Some(p) = PUNCTUATION.iter().find(|p| rest.starts_with(**p)) {
-            (Tok::Punct(p), p.len())
-        } else {
-            return Err(PathError::new(pos, PathErrorKind::UnexpectedChar(first)));
-        };
-        tokens.push(Token { tok, pos });
-        rest = rest.get(len..).unwrap_or("");
-    }
-}
-
-fn word_len(s: &str) -> usize {
-    s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(s.len())
-}
-
-/// Digits, then an optional fraction only when a digit follows the dot (`entry[0].resource`
-/// must keep its dot).
-fn number_len(s: &str) -> usize {
-    let int = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let rest = s.get(int..).unwrap_or("");
-    match rest.strip_prefix('.') {
-        Some(frac) if frac.starts_with(|c: char| c.is_ascii_digit()) => {
-            int + 1 + frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len())
-        }
-        _ => int,
-    }
-}
-
-/// A `'string'` or `` `identifier` `` starting at the beginning of `s`: its unescaped text
-/// and its length in bytes, quotes included.
-fn quoted(s: &str, quote: char, pos: usize) -> Result<(String, usize), PathError> {
-    let mut out = String::new();
-    let mut chars = s.char_indices().skip(1);
-    while let Some((i, c)) = chars.next() {
-        if c == quote {
-            return Ok((out, i + c.len_utf8()));
-        }
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        let bad = || PathError::new(pos + i, PathErrorKind::BadEscape);
-        let (_, escaped) = chars.next().ok_or_else(bad)?;
-        match escaped {
-            '\'' | '"' | '`' | '\\' | '/' => out.push(escaped),
-            'f' => out.push('\u{c}'),
-            'n' => out.push('\n'),
-            'r' => out.push('\r'),
-            't' => out.push('\t'),
-            'u' => {
-                let mut code = 0u32;
-                for _ in 0..4 {
-                    let (_, h) = chars.next().ok_or_else(bad)?;
-                    code = code * 16 + h.to_digit(16).ok_or_else(bad)?;
-                }
-                out.push(char::from_u32(code).ok_or_else(bad)?);
-            }
-            _ => return Err(bad()),
-        }
-    }
-    Err(PathError::new(pos, PathErrorKind::Unterminated))
 }
 
 /// Binary operators with their FHIRPath precedence level (higher binds tighter).
@@ -250,7 +86,9 @@ impl Parser {
     }
 
     fn peek_at(&self, ahead: usize) -> &Tok {
-        self.tokens.get(self.at + ahead).map_or(&Tok::Eof, |t| &t.tok)
+        self.tokens
+            .get(self.at + ahead)
+            .map_or(&Tok::Eof, |t| &t.tok)
     }
 
     fn pos(&self) -> usize {
@@ -391,7 +229,11 @@ impl Parser {
                 _ => break,
             }
         }
-        node(ExprKind::Path { start, steps }, pos)
+        match start {
+            // Parentheses alone add no level, so they do not count against the tree height.
+            Term::Paren(inner) if steps.is_empty() => Ok(*inner),
+            start => node(ExprKind::Path { start, steps }, pos),
+        }
     }
 
     fn identifier(&mut self, expected: &'static str) -> Result<String, PathError> {
@@ -413,14 +255,17 @@ impl Parser {
             Tok::Ident(word) => match word.as_str() {
                 "true" => Ok(Term::Bool(true)),
                 "false" => Ok(Term::Bool(false)),
-                _ if *self.peek() == Tok::Punct("(") => Ok(Term::Call(self.call(word, pos, depth)?)),
+                _ if *self.peek() == Tok::Punct("(") => {
+                    Ok(Term::Call(self.call(word, pos, depth)?))
+                }
                 _ => Ok(Term::Identifier(word)),
             },
             Tok::Quoted(name) => Ok(Term::Identifier(name)),
             Tok::Str(text) => Ok(Term::Str(text)),
-            Tok::Num(text) => text.parse::<f64>().map(Term::Num).map_err(|_| {
-                PathError::new(pos, PathErrorKind::UnsupportedLiteral(text.clone()))
-            }),
+            Tok::Num(text) => text
+                .parse::<f64>()
+                .map(Term::Num)
+                .map_err(|_| PathError::new(pos, PathErrorKind::UnsupportedLiteral(text.clone()))),
             Tok::Dollar(name) if name == "this" => Ok(Term::This),
             Tok::Percent(name) => match name.as_str() {
                 "resource" | "rootResource" | "context" => Ok(Term::Root),
@@ -490,9 +335,19 @@ impl Parser {
             "is" => Func::Is(self.type_spec()?),
             "extension" => match self.bump() {
                 Tok::Str(url) => Func::Extension(url),
-                _ => return Err(PathError::new(pos, arguments("one string literal (the url)"))),
+                _ => {
+                    return Err(PathError::new(
+                        pos,
+                        arguments("one string literal (the url)"),
+                    ))
+                }
             },
-            _ => return Err(PathError::new(pos, PathErrorKind::UnsupportedFunction(name))),
+            _ => {
+                return Err(PathError::new(
+                    pos,
+                    PathErrorKind::UnsupportedFunction(name),
+                ))
+            }
         };
         if *self.peek() != Tok::Punct(")") {
             let expected = match func {
@@ -515,13 +370,21 @@ impl Parser {
         let qualified = matches!(first.as_str(), "FHIR" | "System")
             && *self.peek() == Tok::Punct(".")
             && matches!(self.peek_at(1), Tok::Ident(_) | Tok::Quoted(_));
-        if !qualified {
-            return Ok(TypeSpec::Fhir(first));
-        }
-        self.bump();
-        let name = self.identifier("a type name")?;
-        if first == "FHIR" {
-            return Ok(TypeSpec::Fhir(name));
+        let name = if qualified {
+            self.bump();
+            self.identifier("a type name")?
+        } else {
+            first.clone()
+        };
+        if !qualified || first == "FHIR" {
+            let known = types::is_data_type(&name)
+                || types::is_resource_type(&name)
+                || matches!(name.as_str(), "Resource" | "DomainResource");
+            return if known {
+                Ok(TypeSpec::Fhir(name))
+            } else {
+                Err(PathError::new(pos, PathErrorKind::UnknownType(name)))
+            };
         }
         let system = match name.as_str() {
             "Boolean" => SystemType::Boolean,
@@ -567,7 +430,10 @@ fn node(kind: ExprKind, pos: usize) -> Result<Expr, PathError> {
     };
     let depth = children + 1;
     if depth > MAX_DEPTH {
-        return Err(PathError::new(pos, PathErrorKind::TooDeep { max: MAX_DEPTH }));
+        return Err(PathError::new(
+            pos,
+            PathErrorKind::TooDeep { max: MAX_DEPTH },
+        ));
     }
     Ok(Expr { kind, pos, depth })
 }

@@ -1,0 +1,407 @@
+//! rest-hook delivery end to end: handshake, content shapes, headers, numbering, filters,
+//! ordering, retries, isolation, heartbeats, end, dead letters and re-activation.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{Receiver, TestServer};
+
+const TOPIC: &str = "http://example.org/topics/task-changed";
+const T: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn handshake_makes_subscription_active() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    let hs = rx.next_within(T).await;
+    assert_eq!(hs.body["type"], "subscription-notification");
+    assert_eq!(hs.kind(), "handshake");
+    assert_eq!(hs.status()["status"], "requested");
+    assert_eq!(hs.status()["eventsSinceSubscriptionStart"], "0");
+    assert_eq!(hs.subscription_id(), id);
+    assert_eq!(hs.body["entry"].as_array().unwrap().len(), 1);
+    assert!(hs.headers["content-type"].to_str().unwrap().starts_with("application/fhir+json"));
+    server.wait_status(&id, "active", T).await;
+    let (_, read) = server.get(&format!("Subscription/{id}")).await;
+    assert_eq!(read["status"], "active");
+}
+
+#[tokio::test]
+async fn failed_handshake_puts_subscription_in_error() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    rx.set_status(500);
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    let st = server.wait_status(&id, "error", T).await;
+    assert_eq!(st["error"][0]["coding"][0]["code"], "error-response");
+    assert_eq!(st["error"][0]["coding"][0]["system"], "http://terminology.hl7.org/CodeSystem/subscription-error");
+    // Not retried, not re-activated: events still count while in error.
+    server.create_task("requested", "Organization/lab").await;
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let st = server.status_of(&id).await;
+        if st["eventsSinceSubscriptionStart"] == "1" {
+            assert_eq!(st["status"], "error");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "event not counted in error: {st}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(rx.drain().await.is_empty(), "nothing is sent to an error subscription");
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_fails_handshake_with_no_response() {
+    let server = TestServer::start().await;
+    // Bind then drop: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &format!("http://127.0.0.1:{port}/hook"), json!({})).await;
+    let st = server.wait_status(&id, "error", T).await;
+    assert_eq!(st["error"][0]["coding"][0]["code"], "no-response");
+}
+
+#[tokio::test]
+async fn id_only_bundle_has_focus_and_request_without_resource() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({ "content": "id-only" })).await;
+    server.wait_status(&id, "active", T).await;
+    let task = server.create_task("requested", "Organization/lab").await;
+    let n = rx.next_of("event-notification", T).await;
+    let status = n.status();
+    assert_eq!(status["resourceType"], "SubscriptionStatus");
+    assert_eq!(status["status"], "active");
+    assert_eq!(status["eventsSinceSubscriptionStart"], "1");
+    assert_eq!(status["topic"], TOPIC);
+    let ev = &status["notificationEvent"][0];
+    assert_eq!(ev["eventNumber"], "1");
+    assert!(ev["timestamp"].is_string());
+    let focus = format!("{}/Task/{task}", server.base);
+    assert_eq!(ev["focus"]["reference"], focus.as_str());
+    assert!(n.body["entry"][0]["fullUrl"].as_str().unwrap().starts_with("urn:uuid:"));
+    let entries = n.body["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[1]["fullUrl"], focus.as_str());
+    assert!(entries[1].get("resource").is_none());
+    assert_eq!(entries[1]["request"]["method"], "POST");
+    assert_eq!(entries[1]["request"]["url"], "Task");
+    assert_eq!(entries[1]["response"]["status"], "201");
+}
+
+#[tokio::test]
+async fn empty_bundle_has_only_the_status_without_focus_or_topic() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({ "content": "empty" })).await;
+    let hs = rx.next_within(T).await;
+    assert!(hs.status().get("topic").is_none(), "no topic at empty, handshake included");
+    server.wait_status(&id, "active", T).await;
+    server.create_task("requested", "Organization/lab").await;
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.body["entry"].as_array().unwrap().len(), 1);
+    let ev = &n.status()["notificationEvent"][0];
+    assert_eq!(ev["eventNumber"], "1");
+    assert!(ev.get("focus").is_none());
+    assert!(ev.get("additionalContext").is_none());
+    assert!(n.status().get("topic").is_none());
+}
+
+#[tokio::test]
+async fn full_resource_bundle_carries_the_event_version() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({ "content": "full-resource" })).await;
+    server.wait_status(&id, "active", T).await;
+    let task = server.create_task("requested", "Organization/lab").await;
+    let (s, _) = server.put(&format!("Task/{task}"), &json!({ "resourceType": "Task", "id": task, "status": "accepted", "intent": "order" })).await;
+    assert_eq!(s, StatusCode::OK);
+    let got = rx.events(2, T).await;
+    let first = &got[0].body["entry"][1];
+    assert_eq!(first["resource"]["status"], "requested", "event 1 renders version 1, not today's");
+    assert_eq!(first["resource"]["meta"]["versionId"], "1");
+    assert_eq!(first["response"]["etag"], "W/\"1\"");
+    let second = &got[1].body["entry"][1];
+    assert_eq!(second["resource"]["status"], "accepted");
+    assert_eq!(second["request"]["method"], "PUT");
+    // Every focus resolves to an entry (Inferno's full-resource check).
+    for r in &got {
+        let focus = r.status()["notificationEvent"][0]["focus"]["reference"].as_str().unwrap().to_string();
+        assert!(r.body["entry"].as_array().unwrap().iter().any(|e| e["fullUrl"] == focus.as_str() && e.get("resource").is_some()));
+    }
+    // A delete has no resource to carry: request/response only.
+    server.delete(&format!("Task/{task}")).await;
+    let del = rx.next_of("event-notification", T).await;
+    assert_eq!(del.body["entry"][1]["request"]["method"], "DELETE");
+    assert!(del.body["entry"][1].get("resource").is_none());
+}
+
+#[tokio::test]
+async fn parameters_are_sent_as_headers_and_subscription_identifier_is_echoed() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server
+        .subscribe(TOPIC, &rx.url, json!({
+            "parameter": [{ "name": "Authorization", "value": "Bearer s3cr3t-token" }, { "name": "X-Tenant", "value": "north" }],
+            "identifier": [{ "system": "urn:example:subs", "value": "placer-1" }]
+        }))
+        .await;
+    let hs = rx.next_within(T).await;
+    assert_eq!(hs.headers["authorization"], "Bearer s3cr3t-token");
+    assert_eq!(hs.headers["x-tenant"], "north");
+    assert_eq!(hs.status()["subscription"]["identifier"]["value"], "placer-1");
+    server.wait_status(&id, "active", T).await;
+    server.create_task("requested", "Organization/lab").await;
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.headers["authorization"], "Bearer s3cr3t-token");
+}
+
+#[tokio::test]
+async fn filters_select_only_matching_resources() {
+    let server = TestServer::start().await;
+    let lab = Receiver::start().await;
+    let other = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let a = server.subscribe(TOPIC, &lab.url, json!({ "filterBy": [{ "filterParameter": "owner", "value": "Organization/lab-1" }] })).await;
+    let b = server
+        .subscribe(TOPIC, &other.url, json!({ "filterBy": [
+            { "filterParameter": "owner", "value": "Organization/lab-2" },
+            { "filterParameter": "status", "value": "accepted" }
+        ] }))
+        .await;
+    server.wait_status(&a, "active", T).await;
+    server.wait_status(&b, "active", T).await;
+    let t1 = server.create_task("requested", "Organization/lab-1").await;
+    server.create_task("requested", "Organization/lab-2").await; // status does not match b
+    let t3 = server.create_task("accepted", "Organization/lab-2").await;
+    let got = lab.next_of("event-notification", T).await;
+    assert!(got.status()["notificationEvent"][0]["focus"]["reference"].as_str().unwrap().ends_with(&format!("Task/{t1}")));
+    let got = other.next_of("event-notification", T).await;
+    assert!(got.status()["notificationEvent"][0]["focus"]["reference"].as_str().unwrap().ends_with(&format!("Task/{t3}")));
+    assert_eq!(got.event_numbers(), vec![1]);
+    assert_eq!(server.status_of(&a).await["eventsSinceSubscriptionStart"], "1");
+    assert_eq!(server.status_of(&b).await["eventsSinceSubscriptionStart"], "1");
+}
+
+#[tokio::test]
+async fn unknown_or_undeclared_filters_are_refused() {
+    let server = TestServer::start().await;
+    server.task_topic(TOPIC).await;
+    let sub = |filters: serde_json::Value| {
+        json!({
+            "resourceType": "Subscription", "status": "requested", "topic": TOPIC,
+            "channelType": { "code": "rest-hook" }, "endpoint": "http://127.0.0.1:9/hook",
+            "filterBy": filters
+        })
+    };
+    let (s, b) = server.post("Subscription", &sub(json!([{ "filterParameter": "focus", "value": "ServiceRequest/1" }]))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["issue"][0]["expression"][0], "Subscription.filterBy[0].filterParameter");
+    let (s, b) = server.post("Subscription", &sub(json!([{ "filterParameter": "status", "modifier": "not", "value": "done" }]))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+}
+
+#[tokio::test]
+async fn receipt_order_equals_event_order_under_concurrent_writers() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    server.wait_status(&id, "active", T).await;
+    let base = server.base.clone();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let base = base.clone();
+        writers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for i in 0..25 {
+                let r = client
+                    .post(format!("{base}/Task"))
+                    .json(&json!({ "resourceType": "Task", "status": "requested", "intent": "order", "description": format!("w{w}-{i}") }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let got = rx.events(200, Duration::from_secs(30)).await;
+    let numbers: Vec<u64> = got.iter().flat_map(|r| r.event_numbers()).collect();
+    assert_eq!(numbers, (1..=200).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn retries_after_500_keep_number_and_order() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    server.wait_status(&id, "active", T).await;
+    rx.next_of("handshake", T).await;
+    rx.set_status(503);
+    server.create_task("requested", "Organization/lab").await;
+    server.create_task("requested", "Organization/lab").await;
+    // Two refused attempts at event 1, then the endpoint recovers.
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), vec![1]);
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), vec![1]);
+    rx.set_status(200);
+    let mut seen = Vec::new();
+    while seen.last() != Some(&2) {
+        seen.extend(rx.next_of("event-notification", T).await.event_numbers());
+    }
+    // Event 2 only ever follows an accepted event 1.
+    let first_two = seen.iter().position(|&n| n == 2).unwrap();
+    assert!(seen[..first_two].iter().all(|&n| n == 1), "{seen:?}");
+    assert_eq!(server.status_of(&id).await["status"], "active");
+}
+
+#[tokio::test]
+async fn failing_endpoint_does_not_delay_a_healthy_one() {
+    let server = TestServer::start_with(|c| {
+        c.delivery.default_timeout = "5s".into();
+    })
+    .await;
+    // The slow endpoint accepts the connection and never answers.
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_url = format!("http://{}/hook", slow.local_addr().unwrap());
+    let _hold = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = slow.accept().await {
+            conns.push(c);
+        }
+    });
+    let healthy = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let stuck = server.subscribe(TOPIC, &slow_url, json!({ "timeout": 5 })).await;
+    let ok = server.subscribe(TOPIC, &healthy.url, json!({})).await;
+    server.wait_status(&ok, "active", T).await;
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    let got = healthy.events(5, T).await;
+    let elapsed = got.last().unwrap().at.duration_since(started);
+    assert!(elapsed < Duration::from_secs(5), "healthy lane waited on the stuck one: {elapsed:?}");
+    assert_eq!(server.status_of(&stuck).await["status"], "requested", "stuck handshake still in flight");
+}
+
+#[tokio::test]
+async fn heartbeats_only_when_requested() {
+    let server = TestServer::start().await;
+    let beating = Receiver::start().await;
+    let quiet = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let a = server.subscribe(TOPIC, &beating.url, json!({ "heartbeatPeriod": 1 })).await;
+    let b = server.subscribe(TOPIC, &quiet.url, json!({})).await;
+    server.wait_status(&a, "active", T).await;
+    server.wait_status(&b, "active", T).await;
+    let h1 = beating.next_of("heartbeat", T).await;
+    let h2 = beating.next_of("heartbeat", T).await;
+    assert_eq!(h1.status()["status"], "active");
+    assert_eq!(h1.status()["eventsSinceSubscriptionStart"], "0");
+    assert!(h2.at.duration_since(h1.at) >= Duration::from_millis(900));
+    let quiet_got: Vec<String> = quiet.drain().await.iter().map(|r| r.kind().to_string()).collect();
+    assert_eq!(quiet_got, vec!["handshake".to_string()], "no heartbeats without heartbeatPeriod");
+}
+
+#[tokio::test]
+async fn end_turns_subscription_off_and_stops_counting() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let end = herald::fhir::instant::format_millis(herald::fhir::instant::now_millis() + 1500);
+    let id = server.subscribe(TOPIC, &rx.url, json!({ "end": end })).await;
+    server.wait_status(&id, "active", T).await;
+    server.wait_status(&id, "off", T).await;
+    server.create_task("requested", "Organization/lab").await;
+    let st = server.status_of(&id).await;
+    assert_eq!(st["eventsSinceSubscriptionStart"], "0");
+    // A Subscription whose end has already passed is refused.
+    let (s, b) = server
+        .post("Subscription", &json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "channelType": { "code": "rest-hook" }, "endpoint": rx.url, "end": "2001-01-01T00:00:00Z" }))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+}
+
+#[tokio::test]
+async fn exhausted_retries_dead_letter_then_reset_delivers_the_rest() {
+    let server = TestServer::start_with(|c| c.delivery.max_attempts = 2).await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    server.wait_status(&id, "active", T).await;
+    rx.set_status(500);
+    server.create_task("requested", "Organization/lab").await;
+    let st = server.wait_status(&id, "error", T).await;
+    assert_eq!(st["error"][0]["coding"][0]["code"], "error-response");
+    // Still counting in error.
+    server.create_task("requested", "Organization/lab").await;
+    let deadline = std::time::Instant::now() + T;
+    while server.status_of(&id).await["eventsSinceSubscriptionStart"] != "2" {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rx.set_status(200);
+    rx.drain().await;
+    // The client asks for a new handshake: it comes with the current count, then event 2.
+    let (_, mut sub) = server.get(&format!("Subscription/{id}")).await;
+    sub["status"] = json!("requested");
+    let (s, b) = server.put(&format!("Subscription/{id}"), &sub).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let hs = rx.next_of("handshake", T).await;
+    assert_eq!(hs.status()["eventsSinceSubscriptionStart"], "2");
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.event_numbers(), vec![2], "event 1 is dead-lettered, event 2 follows");
+    let st = server.wait_status(&id, "active", T).await;
+    assert!(st.get("error").is_none());
+}
+
+#[tokio::test]
+async fn loopback_endpoints_are_refused_without_operator_allowlist() {
+    let server = TestServer::start_with(|c| c.delivery.allow_private_networks.clear()).await;
+    server.task_topic(TOPIC).await;
+    for endpoint in ["http://127.0.0.1:9/hook", "http://localhost:9/hook", "http://[::1]:9/hook", "http://169.254.169.254/latest"] {
+        let (s, b) = server
+            .post("Subscription", &json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "channelType": { "code": "rest-hook" }, "endpoint": endpoint }))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{endpoint}: {b}");
+        assert_eq!(b["issue"][0]["expression"][0], "Subscription.endpoint");
+    }
+}
+
+#[tokio::test]
+async fn max_count_batches_pending_events_in_order() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    rx.set_status(500);
+    let id = server.subscribe(TOPIC, &rx.url, json!({ "maxCount": 3 })).await;
+    server.wait_status(&id, "error", T).await;
+    for _ in 0..7 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    rx.set_status(200);
+    let (_, mut sub) = server.get(&format!("Subscription/{id}")).await;
+    sub["status"] = json!("requested");
+    server.put(&format!("Subscription/{id}"), &sub).await;
+    let got = rx.events(7, T).await;
+    let sizes: Vec<usize> = got.iter().map(|r| r.event_numbers().len()).collect();
+    assert!(sizes.iter().all(|&n| n <= 3), "{sizes:?}");
+    let numbers: Vec<u64> = got.iter().flat_map(|r| r.event_numbers()).collect();
+    assert_eq!(numbers, (1..=7).collect::<Vec<_>>());
+    let last = got.last().unwrap();
+    assert_eq!(last.status()["eventsSinceSubscriptionStart"], "7");
+}

@@ -1,0 +1,10 @@
+//! Test support: `TestServer` (Herald in-process on 127.0.0.1:0 over a temp sled dir) and
+//! `Receiver` (a real axum rest-hook endpoint whose answer the test can switch mid-run).
+
+#![allow(dead_code)]
+
+pub mod receiver;
+pub mod server;
+
+pub use receiver::Receiver;
+pub use server::TestServer;

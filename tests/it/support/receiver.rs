@@ -1,0 +1,135 @@
+//! A rest-hook endpoint: records every POST (headers, body, arrival time) into a channel and
+//! answers with the status the test sets (default 200).
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use serde_json::Value;
+use tokio::sync::{mpsc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn status(&self) -> &Value {
+        &self.body["entry"][0]["resource"]
+    }
+
+    pub fn kind(&self) -> &str {
+        self.status()["type"].as_str().unwrap_or("")
+    }
+
+    /// Event numbers carried, as integers.
+    pub fn event_numbers(&self) -> Vec<u64> {
+        self.status()["notificationEvent"]
+            .as_array()
+            .map(|a| a.iter().map(|e| e["eventNumber"].as_str().unwrap().parse().unwrap()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn subscription_id(&self) -> String {
+        self.status()["subscription"]["reference"].as_str().unwrap().rsplit('/').next().unwrap().to_string()
+    }
+}
+
+struct Shared {
+    tx: mpsc::UnboundedSender<Received>,
+    status: AtomicU16,
+}
+
+pub struct Receiver {
+    pub url: String,
+    rx: Mutex<mpsc::UnboundedReceiver<Received>>,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let status = shared.status.load(Ordering::SeqCst);
+    let _ = shared.tx.send(Received { headers, body, at: Instant::now() });
+    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let local = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared { tx, status: AtomicU16::new(200) });
+        let app = Router::new().route("/hook", post(hook)).with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { url: format!("http://{local}/hook"), rx: Mutex::new(rx), shared, task }
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// The next notification of any kind, or a failure naming the wait.
+    pub async fn next_within(&self, d: Duration) -> Received {
+        let mut rx = self.rx.lock().await;
+        match tokio::time::timeout(d, rx.recv()).await {
+            Ok(Some(r)) => r,
+            _ => panic!("no notification arrived within {d:?}"),
+        }
+    }
+
+    /// The next notification of `kind`, skipping others (heartbeats, say).
+    pub async fn next_of(&self, kind: &str, d: Duration) -> Received {
+        let deadline = Instant::now() + d;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = self.next_within(left).await;
+            if r.kind() == kind {
+                return r;
+            }
+        }
+    }
+
+    /// Event notifications until `n` events have arrived (in arrival order).
+    pub async fn events(&self, n: usize, d: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + d;
+        let mut out = Vec::new();
+        let mut count = 0;
+        while count < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let r = tokio::time::timeout(left, self.next_of("event-notification", left)).await.unwrap_or_else(|_| panic!("only {count} of {n} events arrived within {d:?}"));
+            count += r.event_numbers().len();
+            out.push(r);
+        }
+        out
+    }
+
+    /// Everything already received, without waiting.
+    pub async fn drain(&self) -> Vec<Received> {
+        let mut rx = self.rx.lock().await;
+        let mut out = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            out.push(r);
+        }
+        out
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,181 @@
+//! Herald in-process: `herald::run` on 127.0.0.1:0 over a fresh temp dir, with a shutdown the
+//! test owns. Delivery to 127.0.0.0/8 is allowed explicitly (the guard test runs without it)
+//! and retries are fast.
+
+use std::time::{Duration, Instant};
+
+use herald::config::{Config, Overrides};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut cfg = Config::load(None, Vec::<(String, String)>::new(), &Overrides::default()).unwrap();
+    cfg.store.data_dir = dir.to_path_buf();
+    cfg.delivery.allow_private_networks = vec!["127.0.0.0/8".parse().unwrap()];
+    cfg.delivery.initial_interval = "50ms".into();
+    cfg.delivery.max_interval = "200ms".into();
+    cfg.delivery.max_attempts = 5;
+    cfg.delivery.default_timeout = "2s".into();
+    cfg
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        adjust(&mut cfg);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            herald::run(cfg, listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let server = TestServer { base: format!("http://{addr}/fhir"), client: reqwest::Client::new(), stop: Some(stop), task: Some(task), dir };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&self) {
+        let url = self.base.replace("/fhir", "/healthz");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.client.get(&url).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("server not healthy within 10s");
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    async fn finish(resp: reqwest::Response) -> (StatusCode, Value) {
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        Self::finish(self.client.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        Self::finish(self.client.post(self.url(path)).header("content-type", "application/fhir+json").json(body).send().await.unwrap()).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        Self::finish(self.client.put(self.url(path)).header("content-type", "application/fhir+json").json(body).send().await.unwrap()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        Self::finish(self.client.delete(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// Creates a topic on Task create/update/delete with the usual Task filters.
+    pub async fn task_topic(&self, url: &str) {
+        let topic = json!({
+            "resourceType": "SubscriptionTopic",
+            "url": url,
+            "status": "active",
+            "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create", "update", "delete"] }],
+            "canFilterBy": [
+                { "resource": "Task", "filterParameter": "owner" },
+                { "resource": "Task", "filterParameter": "status" },
+                { "resource": "Task", "filterParameter": "requester" }
+            ],
+            "notificationShape": [{ "resource": "Task" }]
+        });
+        let (s, b) = self.post("SubscriptionTopic", &topic).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+
+    /// Creates a rest-hook subscription; `extra` is merged into the resource.
+    pub async fn subscribe(&self, topic: &str, endpoint: &str, extra: Value) -> String {
+        let mut sub = json!({
+            "resourceType": "Subscription",
+            "status": "requested",
+            "topic": topic,
+            "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
+            "endpoint": endpoint,
+            "content": "id-only",
+            "contentType": "application/fhir+json"
+        });
+        if let (Some(obj), Some(extra)) = (sub.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                obj.insert(k.clone(), v.clone());
+            }
+        }
+        let (s, b) = self.post("Subscription", &sub).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        assert_eq!(b["status"], "requested", "a new rest-hook subscription answers requested: {b}");
+        b["id"].as_str().unwrap().to_string()
+    }
+
+    /// The subscription's `query-status` SubscriptionStatus.
+    pub async fn status_of(&self, id: &str) -> Value {
+        let (s, b) = self.get(&format!("Subscription/{id}/$status")).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["entry"][0]["resource"].clone()
+    }
+
+    /// Polls `$status` until the subscription has `status`, or fails after `d`.
+    pub async fn wait_status(&self, id: &str, status: &str, d: Duration) -> Value {
+        let deadline = Instant::now() + d;
+        loop {
+            let st = self.status_of(id).await;
+            if st["status"] == status {
+                return st;
+            }
+            if Instant::now() > deadline {
+                panic!("subscription {id} did not reach {status} within {d:?}; last: {st}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Creates a Task; returns its id.
+    pub async fn create_task(&self, status: &str, owner: &str) -> String {
+        let (s, b) = self.post("Task", &json!({ "resourceType": "Task", "status": status, "intent": "order", "owner": { "reference": owner } })).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["id"].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
