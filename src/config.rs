@@ -122,7 +122,11 @@ fn humantime_parse(text: &str) -> Option<Duration> {
 
 impl Config {
     /// Loads the layers. `env` is the process environment (or a test's).
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULTS));
         let env: Vec<(String, String)> = env.into_iter().collect();
         let file = file.map(Path::to_path_buf).or_else(|| env.iter().find(|(k, _)| k == "HERALD_CONFIG").map(|(_, v)| PathBuf::from(v)));
@@ -245,7 +249,12 @@ mod tests {
         assert_eq!(cfg.duration("delivery.default_timeout"), Duration::from_secs(2));
         assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:9999");
         assert_eq!(cfg.store.data_dir, PathBuf::from("/tmp/x"));
-        let cfg = Config::load(None, env(&[("HERALD_SERVER__LISTEN", "127.0.0.1:9999")]), &Overrides { listen: Some("127.0.0.1:1".parse().unwrap()), ..Default::default() }).unwrap();
+        let cfg = Config::load(
+            None,
+            env(&[("HERALD_SERVER__LISTEN", "127.0.0.1:9999")]),
+            &Overrides { listen: Some("127.0.0.1:1".parse().unwrap()), ..Default::default() },
+        )
+        .unwrap();
         assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:1");
     }
 
@@ -255,7 +264,8 @@ mod tests {
         assert!(err.to_string().contains("delivery.default_timeout"), "{err}");
         let err = Config::load(None, env(&[("HERALD_DELIVERY__NOPE", "1")]), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
-        let cfg = Config::load(None, env(&[("HERALD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "[\"127.0.0.0/8\"]")]), &Overrides::default()).unwrap();
+        let cfg =
+            Config::load(None, env(&[("HERALD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "[\"127.0.0.0/8\"]")]), &Overrides::default()).unwrap();
         assert_eq!(cfg.delivery.allow_private_networks.len(), 1);
     }
 

@@ -69,7 +69,8 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     let base_url = cfg.base_url(bound);
     fhir::search::SearchParams::r5()?;
     let store = store::Store::open(&cfg.store.data_dir)?;
-    let policy = AddressPolicy { allow_all_private: cfg.delivery.allow_private_endpoints, allow_nets: cfg.delivery.allow_private_networks.clone() };
+    let policy =
+        AddressPolicy { allow_all_private: cfg.delivery.allow_private_endpoints, allow_nets: cfg.delivery.allow_private_networks.clone() };
     let delivery = DeliveryConfig {
         default_timeout: cfg.duration("delivery.default_timeout"),
         retry: RetryPolicy {
@@ -87,7 +88,8 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     let core = TaskTracker::new();
     let (ingest, queue) = ingest::channel(cfg.ingest.queue_depth);
     let client = channels::rest_hook::RestHookClient::new(policy.clone())?;
-    let dispatcher = Arc::new(Dispatcher::new(store.clone(), ingest.clone(), client, delivery, base_url.clone(), cancel.clone(), lanes.clone()));
+    let dispatcher =
+        Arc::new(Dispatcher::new(store.clone(), ingest.clone(), client, delivery, base_url.clone(), cancel.clone(), lanes.clone()));
     let committer_cfg = CommitterConfig {
         base_url: base_url.clone(),
         limits: SubscriptionLimits {

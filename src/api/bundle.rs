@@ -49,13 +49,23 @@ fn parse_url(base: &str, url: &str) -> Option<(String, Option<String>)> {
 }
 
 fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Planned>, Issue> {
-    let request = entry.get("request").ok_or_else(|| entry_error(index, IssueType::Required, "entry.request is required in a batch or transaction"))?;
+    let request = entry
+        .get("request")
+        .ok_or_else(|| entry_error(index, IssueType::Required, "entry.request is required in a batch or transaction"))?;
     let method = request.get("method").and_then(Value::as_str).unwrap_or("");
-    let url = request.get("url").and_then(Value::as_str).ok_or_else(|| entry_error(index, IssueType::Required, "entry.request.url is required"))?;
+    let url = request
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| entry_error(index, IssueType::Required, "entry.request.url is required"))?;
     if request.get("ifNoneExist").is_some() || request.get("ifNoneMatch").is_some() || url.contains('?') && method != "GET" {
-        return Err(entry_error(index, IssueType::NotSupported, "conditional interactions need the search engine and are not supported yet"));
+        return Err(entry_error(
+            index,
+            IssueType::NotSupported,
+            "conditional interactions need the search engine and are not supported yet",
+        ));
     }
-    let (ty, id) = parse_url(&state.base_url, url).ok_or_else(|| entry_error(index, IssueType::Value, format!("cannot interpret request.url '{url}'")))?;
+    let (ty, id) = parse_url(&state.base_url, url)
+        .ok_or_else(|| entry_error(index, IssueType::Value, format!("cannot interpret request.url '{url}'")))?;
     if !is_resource_type(&ty) {
         return Err(entry_error(index, IssueType::NotFound, format!("'{ty}' is not an R5 resource type")));
     }
@@ -74,19 +84,27 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
         ("GET", _) => return Ok(None),
         ("POST", None) => {
             let r = resource.ok_or_else(|| entry_error(index, IssueType::Required, "a POST entry needs a resource"))?;
-            check_body_type(&r, &ty).map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
+            check_body_type(&r, &ty)
+                .map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
             WriteEntry { method: WriteMethod::Create, resource_type: ty, id: uuid::Uuid::new_v4().to_string(), resource: Some(r), if_match }
         }
         ("PUT", Some(id)) => {
             let r = resource.ok_or_else(|| entry_error(index, IssueType::Required, "a PUT entry needs a resource"))?;
-            check_body_type(&r, &ty).map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
+            check_body_type(&r, &ty)
+                .map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
             if r.get("id").and_then(Value::as_str).is_some_and(|rid| rid != id) {
                 return Err(entry_error(index, IssueType::Invalid, "resource id does not match request.url"));
             }
             WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(r), if_match }
         }
         ("DELETE", Some(id)) => WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match },
-        _ => return Err(entry_error(index, IssueType::NotSupported, format!("{method} {url} is not supported in a Bundle (use POST Type, PUT Type/id, DELETE Type/id, GET)"))),
+        _ => {
+            return Err(entry_error(
+                index,
+                IssueType::NotSupported,
+                format!("{method} {url} is not supported in a Bundle (use POST Type, PUT Type/id, DELETE Type/id, GET)"),
+            ))
+        }
     };
     Ok(Some(Planned { index, write, full_url }))
 }
@@ -161,7 +179,11 @@ pub(super) async fn batch_or_transaction(State(state): State<Shared>, FhirBody(b
     let kind = bundle.get("type").and_then(Value::as_str).unwrap_or("");
     let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
     if entries.len() > state.max_bundle_entries {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, IssueType::TooCostly, format!("{} entries; this server accepts at most {}", entries.len(), state.max_bundle_entries)));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueType::TooCostly,
+            format!("{} entries; this server accepts at most {}", entries.len(), state.max_bundle_entries),
+        ));
     }
     match kind {
         "transaction" => transaction(&state, entries).await,
@@ -176,14 +198,20 @@ async fn transaction(state: &Shared, entries: Vec<Value>) -> Result<Response, Ap
     for (index, entry) in entries.iter().enumerate() {
         match plan_entry(state, index, entry) {
             Ok(Some(p)) => planned.push(p),
-            Ok(None) => issues.push(entry_error(index, IssueType::NotSupported, "GET entries are not supported inside a transaction; use a batch")),
+            Ok(None) => {
+                issues.push(entry_error(index, IssueType::NotSupported, "GET entries are not supported inside a transaction; use a batch"))
+            }
             Err(issue) => issues.push(issue),
         }
     }
     let mut seen = HashSet::new();
     for p in &planned {
         if !seen.insert((p.write.resource_type.clone(), p.write.id.clone())) {
-            issues.push(entry_error(p.index, IssueType::Invalid, format!("{}/{} appears more than once in the transaction", p.write.resource_type, p.write.id)));
+            issues.push(entry_error(
+                p.index,
+                IssueType::Invalid,
+                format!("{}/{} appears more than once in the transaction", p.write.resource_type, p.write.id),
+            ));
         }
     }
     if !issues.is_empty() {
@@ -191,7 +219,12 @@ async fn transaction(state: &Shared, entries: Vec<Value>) -> Result<Response, Ap
     }
     let map: HashMap<String, String> = planned
         .iter()
-        .filter_map(|p| p.full_url.as_ref().filter(|u| u.starts_with("urn:uuid:") || u.starts_with("urn:oid:")).map(|u| (u.clone(), format!("{}/{}", p.write.resource_type, p.write.id))))
+        .filter_map(|p| {
+            p.full_url
+                .as_ref()
+                .filter(|u| u.starts_with("urn:uuid:") || u.starts_with("urn:oid:"))
+                .map(|u| (u.clone(), format!("{}/{}", p.write.resource_type, p.write.id)))
+        })
         .collect();
     for p in &mut planned {
         if let Some(r) = p.write.resource.as_mut() {

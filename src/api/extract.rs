@@ -36,17 +36,24 @@ impl<S: Send + Sync> FromRequest<S> for FhirBody {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, IssueType::TooCostly, "request body is larger than this server accepts (server.max_body_bytes)")
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    IssueType::TooCostly,
+                    "request body is larger than this server accepts (server.max_body_bytes)",
+                )
             } else {
                 ApiError::bad_request(format!("could not read the request body: {rejection}"))
             }
         })?;
         if bytes.is_empty() {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, "the request body is empty; expected a FHIR resource in JSON"));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::Structure,
+                "the request body is empty; expected a FHIR resource in JSON",
+            ));
         }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, format!("body is not valid JSON: {e}"))
-        })?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, format!("body is not valid JSON: {e}")))?;
         if !value.is_object() {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, "body must be a JSON object (a FHIR resource)"));
         }

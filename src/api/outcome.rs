@@ -98,7 +98,11 @@ impl From<IngestError> for ApiError {
                 }
                 inner
             }
-            IngestError::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient, "the write path is not available (shutting down or storage failure); retry"),
+            IngestError::Unavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Transient,
+                "the write path is not available (shutting down or storage failure); retry",
+            ),
             IngestError::Store(e) => ApiError::internal(&e),
         }
     }

@@ -59,7 +59,9 @@ pub(super) fn check_body_type(body: &Value, ty: &str) -> Result<(), ApiError> {
             StatusCode::BAD_REQUEST,
             vec![Issue::at(IssueType::Invalid, "resourceType", format!("body is a {t} but the URL names {ty}"))],
         )),
-        None => Err(ApiError::issues(StatusCode::BAD_REQUEST, vec![Issue::at(IssueType::Required, "resourceType", "resourceType is missing")])),
+        None => {
+            Err(ApiError::issues(StatusCode::BAD_REQUEST, vec![Issue::at(IssueType::Required, "resourceType", "resourceType is missing")]))
+        }
     }
 }
 
@@ -71,9 +73,9 @@ pub(super) async fn guard_subscription(state: &Shared, ty: &str, body: &Value) -
     let Some(url) = body.get("endpoint").and_then(Value::as_str).and_then(|s| url::Url::parse(s).ok()) else {
         return Ok(()); // absence or syntax is reported by validation with the rest
     };
-    check_endpoint(&url, &state.policy)
-        .await
-        .map_err(|e| ApiError::issues(StatusCode::UNPROCESSABLE_ENTITY, vec![Issue::at(IssueType::BusinessRule, "Subscription.endpoint", e.to_string())]))
+    check_endpoint(&url, &state.policy).await.map_err(|e| {
+        ApiError::issues(StatusCode::UNPROCESSABLE_ENTITY, vec![Issue::at(IssueType::BusinessRule, "Subscription.endpoint", e.to_string())])
+    })
 }
 
 /// Current status of a Subscription overlaid on its stored body: the server owns `status`.
@@ -120,36 +122,64 @@ fn prefers_minimal(headers: &HeaderMap) -> bool {
     headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|p| p.contains("return=minimal"))
 }
 
-pub(super) async fn create(State(state): State<Shared>, Path(ty): Path<String>, headers: HeaderMap, FhirBody(body): FhirBody) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(state): State<Shared>,
+    Path(ty): Path<String>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_body_type(&body, &ty)?;
     if headers.contains_key("if-none-exist") {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, IssueType::NotSupported, "conditional create (If-None-Exist) needs the search engine and is not supported yet"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            IssueType::NotSupported,
+            "conditional create (If-None-Exist) needs the search engine and is not supported yet",
+        ));
     }
     guard_subscription(&state, &ty, &body).await?;
     let id = uuid::Uuid::new_v4().to_string();
-    let result = state.ingest.write(WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None }).await?;
+    let result =
+        state.ingest.write(WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None }).await?;
     Ok(written(&state, &result, prefers_minimal(&headers)))
 }
 
-pub(super) async fn update(State(state): State<Shared>, Path((ty, id)): Path<(String, String)>, headers: HeaderMap, FhirBody(body): FhirBody) -> Result<Response, ApiError> {
+pub(super) async fn update(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    FhirBody(body): FhirBody,
+) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
     check_body_type(&body, &ty)?;
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
         Some(body_id) => {
-            return Err(ApiError::issues(StatusCode::BAD_REQUEST, vec![Issue::at(IssueType::Invalid, "id", format!("body id '{body_id}' does not match the URL id '{id}'"))]));
+            return Err(ApiError::issues(
+                StatusCode::BAD_REQUEST,
+                vec![Issue::at(IssueType::Invalid, "id", format!("body id '{body_id}' does not match the URL id '{id}'"))],
+            ));
         }
-        None => return Err(ApiError::issues(StatusCode::BAD_REQUEST, vec![Issue::at(IssueType::Required, "id", "an update must carry the resource id in the body")])),
+        None => {
+            return Err(ApiError::issues(
+                StatusCode::BAD_REQUEST,
+                vec![Issue::at(IssueType::Required, "id", "an update must carry the resource id in the body")],
+            ))
+        }
     }
     let if_match = if_match(&headers)?;
     guard_subscription(&state, &ty, &body).await?;
-    let result = state.ingest.write(WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match }).await?;
+    let result =
+        state.ingest.write(WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match }).await?;
     Ok(written(&state, &result, prefers_minimal(&headers)))
 }
 
-pub(super) async fn delete(State(state): State<Shared>, Path((ty, id)): Path<(String, String)>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(super) async fn delete(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
     let if_match = if_match(&headers)?;
@@ -181,7 +211,8 @@ pub(super) async fn vread(State(state): State<Shared>, Path((ty, id, vid)): Path
     check_type(&ty)?;
     check_id(&id)?;
     let versions = state.store.history(&ty, &id, usize::MAX).map_err(store_err)?;
-    let rec = versions.into_iter().find(|v| v.version_id == vid).ok_or_else(|| ApiError::not_found(format!("{ty}/{id} has no version {vid}")))?;
+    let rec =
+        versions.into_iter().find(|v| v.version_id == vid).ok_or_else(|| ApiError::not_found(format!("{ty}/{id} has no version {vid}")))?;
     let Some(resource) = rec.resource.clone() else {
         return Err(ApiError::new(StatusCode::GONE, IssueType::Deleted, format!("version {vid} of {ty}/{id} is a deletion")));
     };
@@ -207,11 +238,17 @@ pub(super) fn history_entry(base: &str, rec: &VersionRecord) -> Value {
     entry
 }
 
-pub(super) async fn history(State(state): State<Shared>, Path((ty, id)): Path<(String, String)>, Query(q): Query<BTreeMap<String, String>>) -> Result<Response, ApiError> {
+pub(super) async fn history(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
     let count = match q.get("_count") {
-        Some(c) => c.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::bad_request("_count must be 1..1000"))?,
+        Some(c) => {
+            c.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::bad_request("_count must be 1..1000"))?
+        }
         None => 100,
     };
     let versions = state.store.history(&ty, &id, count).map_err(store_err)?;
@@ -247,7 +284,12 @@ pub(super) async fn search(State(state): State<Shared>, Path(ty): Path<String>, 
     run_search(&state, &ty, raw.as_deref().unwrap_or(""))
 }
 
-pub(super) async fn search_post(State(state): State<Shared>, Path(ty): Path<String>, RawQuery(raw): RawQuery, body: String) -> Result<Response, ApiError> {
+pub(super) async fn search_post(
+    State(state): State<Shared>,
+    Path(ty): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: String,
+) -> Result<Response, ApiError> {
     let mut q = raw.unwrap_or_default();
     if !body.is_empty() {
         if !q.is_empty() {
@@ -264,14 +306,20 @@ fn run_search(state: &Shared, ty: &str, raw: &str) -> Result<Response, ApiError>
     let mut issues = Vec::new();
     for (name, _) in &params {
         if !supported_param(ty, name) {
-            issues.push(Issue::at(IssueType::NotSupported, name.clone(), format!("search parameter '{name}' is not supported on {ty} yet")));
+            issues.push(Issue::at(
+                IssueType::NotSupported,
+                name.clone(),
+                format!("search parameter '{name}' is not supported on {ty} yet"),
+            ));
         }
     }
     if !issues.is_empty() {
         return Err(ApiError::issues(StatusCode::BAD_REQUEST, issues));
     }
     let count = match params.iter().find(|(k, _)| k == "_count") {
-        Some((_, c)) => c.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::bad_request("_count must be 1..1000"))?,
+        Some((_, c)) => {
+            c.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::bad_request("_count must be 1..1000"))?
+        }
         None => 50,
     };
     let mut after = params.iter().find(|(k, _)| k == "_after").map(|(_, v)| v.clone());
@@ -298,7 +346,12 @@ fn run_search(state: &Shared, ty: &str, raw: &str) -> Result<Response, ApiError>
         }
         after = Some(next_after);
     }
-    let base_query: String = params.iter().filter(|(k, _)| k != "_after").map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>())).collect::<Vec<_>>().join("&");
+    let base_query: String = params
+        .iter()
+        .filter(|(k, _)| k != "_after")
+        .map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
+        .collect::<Vec<_>>()
+        .join("&");
     let mut links = vec![json!({ "relation": "self", "url": format!("{}/{ty}?{}", state.base_url, raw) })];
     if more {
         if let Some((last, _)) = hits.last() {

@@ -79,14 +79,25 @@ pub(super) async fn ingest(State(state): State<Shared>, FhirBody(bundle): FhirBo
     let kind = bundle.get("type").and_then(Value::as_str).unwrap_or("");
     let entries = bundle.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
     if entries.len() > state.max_bundle_entries {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, IssueType::TooCostly, format!("{} entries; at most {} per Bundle", entries.len(), state.max_bundle_entries)));
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            IssueType::TooCostly,
+            format!("{} entries; at most {} per Bundle", entries.len(), state.max_bundle_entries),
+        ));
     }
     let first_type = entries.first().and_then(|e| e.pointer("/resource/resourceType")).and_then(Value::as_str);
-    let is_notification = kind == "subscription-notification" || (kind == "history" && matches!(first_type, Some("SubscriptionStatus" | "Parameters")));
+    let is_notification =
+        kind == "subscription-notification" || (kind == "history" && matches!(first_type, Some("SubscriptionStatus" | "Parameters")));
     let payload: Vec<&Value> = match (kind, is_notification) {
         (_, true) => entries.iter().skip(1).collect(),
         ("history", false) => entries.iter().rev().collect(),
-        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Value, format!("Bundle.type '{kind}' is not a history or subscription-notification Bundle"))),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::Value,
+                format!("Bundle.type '{kind}' is not a history or subscription-notification Bundle"),
+            ))
+        }
     };
     let mut changes = Vec::new();
     let mut unreadable = Vec::new();
@@ -97,7 +108,12 @@ pub(super) async fn ingest(State(state): State<Shared>, FhirBody(bundle): FhirBo
         }
     }
     let summary = state.ingest.external(changes).await?;
-    let mut issues = vec![Issue::info(format!("applied {} change(s), {} event(s) matched; skipped {}", summary.applied, summary.events, summary.skipped.len() + unreadable.len()))];
+    let mut issues = vec![Issue::info(format!(
+        "applied {} change(s), {} event(s) matched; skipped {}",
+        summary.applied,
+        summary.events,
+        summary.skipped.len() + unreadable.len()
+    ))];
     issues.extend(summary.skipped.iter().map(|s| Issue::info(format!("skipped {s}"))));
     issues.extend(unreadable.iter().map(|u| Issue::info(format!("skipped {u}: entry names no resource type and id"))));
     Ok(fhir_response(StatusCode::OK, &json!(operation_outcome(&issues))))

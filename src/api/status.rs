@@ -48,18 +48,28 @@ fn searchset(entries: Vec<Value>) -> Response {
 
 pub(super) async fn instance(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
     check_id(&id)?;
-    let entry = status_entry(&state, &id).map_err(|e| ApiError::internal(&e))?.ok_or_else(|| ApiError::not_found(format!("Subscription/{id} not found")))?;
+    let entry = status_entry(&state, &id)
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| ApiError::not_found(format!("Subscription/{id} not found")))?;
     Ok(searchset(vec![entry]))
 }
 
 fn collect_params(pairs: &[(String, String)], name: &str) -> Vec<String> {
-    pairs.iter().filter(|(k, _)| k == name).flat_map(|(_, v)| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>()).collect()
+    pairs
+        .iter()
+        .filter(|(k, _)| k == name)
+        .flat_map(|(_, v)| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect::<Vec<_>>())
+        .collect()
 }
 
 fn type_level_run(state: &Shared, pairs: Vec<(String, String)>) -> Result<Response, ApiError> {
     for (k, _) in &pairs {
         if k != "id" && k != "status" {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::NotSupported, format!("$status takes 'id' and 'status', not '{k}'")));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::NotSupported,
+                format!("$status takes 'id' and 'status', not '{k}'"),
+            ));
         }
     }
     let ids = collect_params(&pairs, "id");
@@ -70,7 +80,14 @@ fn type_level_run(state: &Shared, pairs: Vec<(String, String)>) -> Result<Respon
         }
     }
     let candidates: Vec<String> = if ids.is_empty() {
-        state.store.list_current("Subscription", None, usize::MAX).map_err(|e| ApiError::internal(&e))?.into_iter().filter(|(_, c)| !c.deleted).map(|(id, _)| id).collect()
+        state
+            .store
+            .list_current("Subscription", None, usize::MAX)
+            .map_err(|e| ApiError::internal(&e))?
+            .into_iter()
+            .filter(|(_, c)| !c.deleted)
+            .map(|(id, _)| id)
+            .collect()
     } else {
         ids
     };

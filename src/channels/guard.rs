@@ -49,7 +49,8 @@ fn v6_forbidden(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64 can reach IPv4 private space
-        || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0) // IPv4-compatible
+        || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0)
+    // IPv4-compatible
 }
 
 /// True for loopback, private, link-local, CGNAT, multicast, documentation, metadata and other
@@ -146,9 +147,23 @@ mod tests {
     fn non_global_addresses_are_forbidden_by_default() {
         let policy = AddressPolicy::default();
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
-            "224.0.0.1", "192.0.2.1", "198.18.0.1", "255.255.255.255", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1",
-            "64:ff9b::a00:1", "2001:db8::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "255.255.255.255",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::a00:1",
+            "2001:db8::1",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(!policy.permits(ip), "{ip} should be forbidden");

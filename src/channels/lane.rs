@@ -85,7 +85,14 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
                     if ended != Some(state.generation) {
                         ended = Some(state.generation);
                         tracing::info!("subscription end reached; turning it off");
-                        ctx.ingest.lane(LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Off, error: None }).await;
+                        ctx.ingest
+                            .lane(LaneCommand::Status {
+                                sub: sub.clone(),
+                                generation: state.generation,
+                                status: SubStatus::Off,
+                                error: None,
+                            })
+                            .await;
                     }
                 } else if end > now {
                     wake = earliest(wake, instant_in(end - now));
@@ -166,7 +173,14 @@ fn timeout_of(ctx: &LaneContext, view: &LaneView) -> Duration {
 }
 
 /// Sends a bundle; `Ok` on a 2xx.
-async fn post(ctx: &LaneContext, view: &LaneView, body: Vec<u8>, kind: NotificationType, first_event: Option<u64>, attempt: u32) -> (Verdict, Attempt) {
+async fn post(
+    ctx: &LaneContext,
+    view: &LaneView,
+    body: Vec<u8>,
+    kind: NotificationType,
+    first_event: Option<u64>,
+    attempt: u32,
+) -> (Verdict, Attempt) {
     let spec = &view.entry.spec;
     let span = tracing::info_span!(
         "channels.deliver",
@@ -205,7 +219,9 @@ async fn send_control(ctx: &LaneContext, view: &LaneView, kind: NotificationType
     let body = serde_json::to_vec(&bundle).unwrap_or_default();
     match post(ctx, view, body, kind, None, 1).await.0 {
         Verdict::Delivered => Ok(()),
-        Verdict::Retry { code, reason, .. } => Err(StoredError { code: code.to_string(), text: format!("{} failed: {reason}", kind.code()), at: now_millis() }),
+        Verdict::Retry { code, reason, .. } => {
+            Err(StoredError { code: code.to_string(), text: format!("{} failed: {reason}", kind.code()), at: now_millis() })
+        }
     }
 }
 
@@ -237,14 +253,20 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
         }
     };
     let Some(last) = events.last().map(|e| e.number) else {
-        tracing::error!(through = cursor.through, events = state.events_since_start, "outbox has no records for pending events; skipping to the counter");
+        tracing::error!(
+            through = cursor.through,
+            events = state.events_since_start,
+            "outbox has no records for pending events; skipping to the counter"
+        );
         cursor.through = state.events_since_start;
         ctx.ingest.lane(LaneCommand::Delivered { sub: sub.to_string(), through: cursor.through, at: now_millis() }).await;
         return false;
     };
     let versions = load_versions(ctx, &events);
-    let with_versions: Vec<EventWithVersion<'_>> = events.iter().zip(&versions).map(|(event, v)| EventWithVersion { event, version: v.as_ref() }).collect();
-    let bundle = notification_bundle(&status_context(ctx, view, state.status), NotificationType::EventNotification, &with_versions, now_millis());
+    let with_versions: Vec<EventWithVersion<'_>> =
+        events.iter().zip(&versions).map(|(event, v)| EventWithVersion { event, version: v.as_ref() }).collect();
+    let bundle =
+        notification_bundle(&status_context(ctx, view, state.status), NotificationType::EventNotification, &with_versions, now_millis());
     let body = serde_json::to_vec(&bundle).unwrap_or_default();
     let attempt_no = cursor.attempts + 1;
     let first = events.first().map(|e| e.number);
@@ -264,19 +286,38 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
             cursor.attempts = attempt_no;
             if ctx.config.retry.exhausted(attempt_no, first_failure, now) {
                 tracing::error!(events = %format!("{}..={last}", first.unwrap_or(last)), attempts = attempt_no, reason = %reason, "giving up; events dead-lettered, subscription goes to error");
-                let error = StoredError { code: code.to_string(), text: format!("delivery of events through {last} failed {attempt_no} times: {reason}"), at: now };
+                let error = StoredError {
+                    code: code.to_string(),
+                    text: format!("delivery of events through {last} failed {attempt_no} times: {reason}"),
+                    at: now,
+                };
                 cursor.through = last;
                 cursor.attempts = 0;
                 cursor.next_attempt_at = None;
                 cursor.first_failure_at = None;
                 *paused = Some(state.generation);
-                ctx.ingest.lane(LaneCommand::Dead { sub: sub.to_string(), generation: state.generation, through: last, attempts: attempt_no, error }).await;
+                ctx.ingest
+                    .lane(LaneCommand::Dead {
+                        sub: sub.to_string(),
+                        generation: state.generation,
+                        through: last,
+                        attempts: attempt_no,
+                        error,
+                    })
+                    .await;
             } else {
                 let delay = ctx.config.retry.delay(attempt_no, retry_after);
                 let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                 tracing::warn!(attempts = attempt_no, retry_in_ms = delay.as_millis() as u64, reason = %reason, "delivery failed; retry scheduled");
                 cursor.next_attempt_at = Some(at);
-                ctx.ingest.lane(LaneCommand::Retry { sub: sub.to_string(), attempts: attempt_no, next_attempt_at: at, first_failure_at: first_failure }).await;
+                ctx.ingest
+                    .lane(LaneCommand::Retry {
+                        sub: sub.to_string(),
+                        attempts: attempt_no,
+                        next_attempt_at: at,
+                        first_failure_at: first_failure,
+                    })
+                    .await;
             }
             false
         }

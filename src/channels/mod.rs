@@ -69,7 +69,16 @@ impl Dispatcher {
         let permits = Semaphore::new(config.max_concurrent.max(1));
         Dispatcher {
             lanes: Mutex::new(HashMap::new()),
-            ctx: Arc::new(LaneContext { outbox: Arc::new(SledOutbox::new(store.clone())), store, ingest, client, config, base_url, shutdown, permits }),
+            ctx: Arc::new(LaneContext {
+                outbox: Arc::new(SledOutbox::new(store.clone())),
+                store,
+                ingest,
+                client,
+                config,
+                base_url,
+                shutdown,
+                permits,
+            }),
             tracker,
         }
     }

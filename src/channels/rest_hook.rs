@@ -57,7 +57,14 @@ impl RestHookClient {
     }
 
     /// Sends one notification. Never panics, never logs secrets.
-    pub async fn post(&self, url: &Url, headers: &[ChannelHeader], content_type: &str, body: Vec<u8>, timeout: Duration) -> (Attempt, Duration) {
+    pub async fn post(
+        &self,
+        url: &Url,
+        headers: &[ChannelHeader],
+        content_type: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> (Attempt, Duration) {
         let started = Instant::now();
         if let Err(e) = check_literal(url, &self.policy) {
             return (Attempt::Failed { kind: FailureKind::Blocked, detail: e.to_string() }, started.elapsed());
@@ -106,7 +113,11 @@ fn classify_error(e: &reqwest::Error) -> Attempt {
         FailureKind::Blocked
     } else if e.is_timeout() {
         FailureKind::Timeout
-    } else if lower.contains("dns") || lower.contains("failed to lookup") || lower.contains("name or service not known") || lower.contains("no addresses") {
+    } else if lower.contains("dns")
+        || lower.contains("failed to lookup")
+        || lower.contains("name or service not known")
+        || lower.contains("no addresses")
+    {
         FailureKind::Dns
     } else if e.is_connect() {
         FailureKind::Connect

@@ -17,7 +17,11 @@ use crate::fhir::instant::Millis;
 pub enum Verdict {
     Delivered,
     /// Try again; `code` is the `subscription-error` code to report if we give up.
-    Retry { code: &'static str, reason: String, retry_after: Option<Duration> },
+    Retry {
+        code: &'static str,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// R5 §2.7: success for rest-hook is any 2xx. Everything else is retried on the schedule:
@@ -27,11 +31,9 @@ pub enum Verdict {
 pub fn classify(attempt: &Attempt) -> Verdict {
     match attempt {
         Attempt::Answered { status, .. } if (200..300).contains(status) => Verdict::Delivered,
-        Attempt::Answered { status, retry_after } => Verdict::Retry {
-            code: "error-response",
-            reason: format!("endpoint answered HTTP {status}"),
-            retry_after: *retry_after,
-        },
+        Attempt::Answered { status, retry_after } => {
+            Verdict::Retry { code: "error-response", reason: format!("endpoint answered HTTP {status}"), retry_after: *retry_after }
+        }
         Attempt::Failed { kind, detail } => {
             let (code, what) = match kind {
                 FailureKind::Dns => ("dns-resolution-error", "DNS resolution failed"),

@@ -18,8 +18,7 @@ fn millis_of(t: OffsetDateTime) -> Millis {
 
 /// Formats epoch milliseconds as a FHIR instant in UTC.
 pub fn format_millis(ms: Millis) -> String {
-    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
     let (h, mi, s, milli) = (t.hour(), t.minute(), t.second(), t.millisecond());
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")

@@ -59,21 +59,11 @@ impl Issue {
     }
 
     pub fn at(code: IssueType, expression: impl Into<String>, diagnostics: impl Into<String>) -> Self {
-        Issue {
-            code,
-            diagnostics: diagnostics.into(),
-            expression: Some(expression.into()),
-            informational: false,
-        }
+        Issue { code, diagnostics: diagnostics.into(), expression: Some(expression.into()), informational: false }
     }
 
     pub fn info(diagnostics: impl Into<String>) -> Self {
-        Issue {
-            code: IssueType::Informational,
-            diagnostics: diagnostics.into(),
-            expression: None,
-            informational: true,
-        }
+        Issue { code: IssueType::Informational, diagnostics: diagnostics.into(), expression: None, informational: true }
     }
 
     fn to_json(&self) -> Value {

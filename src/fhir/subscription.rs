@@ -221,7 +221,11 @@ pub fn parse_subscription(id: &str, sub: &Value, limits: &SubscriptionLimits, no
                     issues.push(Issue::at(
                         IssueType::NotSupported,
                         "Subscription.channelType",
-                        format!("unknown channel type {}|{}; supported: {CHANNEL_SYSTEM}|rest-hook", system.unwrap_or(""), code.unwrap_or("")),
+                        format!(
+                            "unknown channel type {}|{}; supported: {CHANNEL_SYSTEM}|rest-hook",
+                            system.unwrap_or(""),
+                            code.unwrap_or("")
+                        ),
                     ));
                     None
                 }
@@ -236,7 +240,11 @@ pub fn parse_subscription(id: &str, sub: &Value, limits: &SubscriptionLimits, no
     let endpoint = match str_at(sub, "endpoint") {
         Some(raw) => match Url::parse(raw) {
             Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                issues.push(Issue::at(IssueType::Value, "Subscription.endpoint", format!("rest-hook endpoints must be http or https, not '{}'", u.scheme())));
+                issues.push(Issue::at(
+                    IssueType::Value,
+                    "Subscription.endpoint",
+                    format!("rest-hook endpoints must be http or https, not '{}'", u.scheme()),
+                ));
                 None
             }
             Ok(u) if u.host_str().is_none() => {
@@ -289,12 +297,24 @@ pub fn parse_subscription(id: &str, sub: &Value, limits: &SubscriptionLimits, no
                 (Some(name), Some(value)) => {
                     let lower = name.to_ascii_lowercase();
                     if !is_header_token(name) {
-                        issues.push(Issue::at(IssueType::Value, format!("{path}.name"), format!("'{name}' is not a valid HTTP header name")));
+                        issues.push(Issue::at(
+                            IssueType::Value,
+                            format!("{path}.name"),
+                            format!("'{name}' is not a valid HTTP header name"),
+                        ));
                     } else if RESERVED_HEADERS.contains(&lower.as_str()) {
-                        issues.push(Issue::at(IssueType::BusinessRule, format!("{path}.name"), format!("header '{name}' is set by the server and cannot be overridden")));
+                        issues.push(Issue::at(
+                            IssueType::BusinessRule,
+                            format!("{path}.name"),
+                            format!("header '{name}' is set by the server and cannot be overridden"),
+                        ));
                     } else if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) || value.len() > 8192 {
                         // The value itself is never echoed: it may be a credential.
-                        issues.push(Issue::at(IssueType::Value, format!("{path}.value"), "header value contains line breaks or is longer than 8192 bytes"));
+                        issues.push(Issue::at(
+                            IssueType::Value,
+                            format!("{path}.value"),
+                            "header value contains line breaks or is longer than 8192 bytes",
+                        ));
                     } else {
                         headers.push(ChannelHeader { name: name.to_string(), value: Secret::new(value.to_string()) });
                     }

@@ -120,11 +120,7 @@ fn resource_type_at(uri: &str, path: &str, allow_any: bool, issues: &mut Vec<Iss
     if (allow_any && name == "Resource") || is_resource_type(name) {
         Some(name.to_string())
     } else {
-        issues.push(Issue::at(
-            IssueType::Value,
-            path,
-            format!("'{uri}' is not an R5 resource type (nor its StructureDefinition URL)"),
-        ));
+        issues.push(Issue::at(IssueType::Value, path, format!("'{uri}' is not an R5 resource type (nor its StructureDefinition URL)")));
         None
     }
 }
@@ -166,11 +162,7 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
     let mut triggers = Vec::new();
     let raw_triggers = array_at(topic, "resourceTrigger");
     if raw_triggers.is_empty() && issues.iter().all(|i| i.code != IssueType::NotSupported) {
-        issues.push(Issue::at(
-            IssueType::Required,
-            "SubscriptionTopic.resourceTrigger",
-            "a topic needs at least one resourceTrigger",
-        ));
+        issues.push(Issue::at(IssueType::Required, "SubscriptionTopic.resourceTrigger", "a topic needs at least one resourceTrigger"));
     }
     for (i, t) in raw_triggers.iter().enumerate() {
         let path = format!("SubscriptionTopic.resourceTrigger[{i}]");
@@ -232,7 +224,8 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
     let mut shapes = Vec::new();
     for (i, s) in array_at(topic, "notificationShape").iter().enumerate() {
         let path = format!("SubscriptionTopic.notificationShape[{i}]");
-        let Some(resource) = str_at(s, "resource").and_then(|uri| resource_type_at(uri, &format!("{path}.resource"), true, &mut issues)) else {
+        let Some(resource) = str_at(s, "resource").and_then(|uri| resource_type_at(uri, &format!("{path}.resource"), true, &mut issues))
+        else {
             if str_at(s, "resource").is_none() {
                 issues.push(Issue::at(IssueType::Required, format!("{path}.resource"), "resource is required"));
             }

@@ -13,7 +13,10 @@ use tokio_util::task::TaskTracker;
 
 use super::flusher::{self, FlushItem};
 use super::subscriptions::{self, RegistryOp};
-use super::{ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneCommand, LaneSink, LaneView, Request, WriteEntry, WriteMethod, WriteResult};
+use super::{
+    ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneCommand, LaneSink, LaneView, Request, WriteEntry, WriteMethod,
+    WriteResult,
+};
 use crate::fhir::instant::{format_millis, now_millis, Millis};
 use crate::fhir::subscription::SubscriptionLimits;
 use crate::fhir::topic::Interaction;
@@ -35,7 +38,13 @@ pub struct CommitterConfig {
 /// Starts the committer and flusher on `tracker`; returns the handle to reach them. The
 /// registry and states are rebuilt from the store first, and every subscription's lane is
 /// published so that delivery resumes where it stopped.
-pub fn spawn(store: Store, cfg: CommitterConfig, queue: IngestQueue, sink: Arc<dyn LaneSink>, tracker: &TaskTracker) -> Result<(), IngestError> {
+pub fn spawn(
+    store: Store,
+    cfg: CommitterConfig,
+    queue: IngestQueue,
+    sink: Arc<dyn LaneSink>,
+    tracker: &TaskTracker,
+) -> Result<(), IngestError> {
     let rx = queue.0;
     let (flush_tx, flush_rx) = mpsc::unbounded_channel();
     let committer = Committer::load(store.clone(), cfg, flush_tx)?;
@@ -283,7 +292,14 @@ impl Committer {
         Ok(WriteResult { record, created: interaction == Interaction::Create, changed: true })
     }
 
-    fn enqueue_matches(&self, plan: &mut Plan, record: &VersionRecord, interaction: Interaction, previous: Option<&Value>, now: Millis) -> Result<(), IngestError> {
+    fn enqueue_matches(
+        &self,
+        plan: &mut Plan,
+        record: &VersionRecord,
+        interaction: Interaction,
+        previous: Option<&Value>,
+        now: Millis,
+    ) -> Result<(), IngestError> {
         let change = ResourceChange {
             resource_type: &record.resource_type,
             id: &record.id,
@@ -351,7 +367,9 @@ impl Committer {
         }
         let prev = self.store.latest(ty, &change.id)?;
         if let Some(vid) = &change.version_id {
-            if prev.as_ref().is_some_and(|p| &p.version_id == vid) || self.store.history(ty, &change.id, 10_000)?.iter().any(|v| &v.version_id == vid) {
+            if prev.as_ref().is_some_and(|p| &p.version_id == vid)
+                || self.store.history(ty, &change.id, 10_000)?.iter().any(|v| &v.version_id == vid)
+            {
                 return Ok(Some(format!("version {vid} already seen")));
             }
         }
@@ -398,7 +416,10 @@ impl Committer {
 
     fn handle_lane(&mut self, cmd: LaneCommand) {
         let sub = match &cmd {
-            LaneCommand::Delivered { sub, .. } | LaneCommand::Retry { sub, .. } | LaneCommand::Dead { sub, .. } | LaneCommand::Status { sub, .. } => sub.clone(),
+            LaneCommand::Delivered { sub, .. }
+            | LaneCommand::Retry { sub, .. }
+            | LaneCommand::Dead { sub, .. }
+            | LaneCommand::Status { sub, .. } => sub.clone(),
         };
         let Some(mut lane) = self.states.get(&sub).cloned() else {
             return; // deleted meanwhile
@@ -410,7 +431,7 @@ impl Committer {
                 self.outbox.nack(&mut plan.commit, &sub, &mut lane, attempts, next_attempt_at, first_failure_at)
             }
             LaneCommand::Dead { generation, through, attempts, error, .. } => {
-                let parked = self.outbox.park(&mut plan.commit, &sub, &mut lane, through, attempts, &error.text, error.at);
+                let parked = self.outbox.park(&mut plan.commit, &sub, &mut lane, through, attempts, &error);
                 // R5 §2.2: delivery failure puts the subscription in error; it stays there
                 // (still counting events) until the client asks for a new handshake.
                 if lane.generation == generation && lane.status == SubStatus::Active {

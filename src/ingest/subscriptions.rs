@@ -8,6 +8,7 @@
 //!   server-owned, so a client writing it changes nothing;
 //! - an update that changes where or how notifications go (endpoint, parameters, content
 //!   type) while active re-handshakes, so the new endpoint proves it is listening.
+//!
 //! Every client-driven change bumps `generation`, which makes stale delivery results harmless.
 
 use std::sync::Arc;
@@ -131,7 +132,9 @@ pub(super) fn on_delete(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> R
         "SubscriptionTopic" => {
             let n = c.registry().subscriber_count(id);
             if n > 0 {
-                return Err(IngestError::Conflict(format!("SubscriptionTopic/{id} still has {n} subscription(s); delete or move them first")));
+                return Err(IngestError::Conflict(format!(
+                    "SubscriptionTopic/{id} still has {n} subscription(s); delete or move them first"
+                )));
             }
             plan.registry_ops.push(RegistryOp::RemoveTopic(id.to_string()));
         }

@@ -83,7 +83,8 @@ fn matches_filters(sub: &SubEntry, change: &ResourceChange<'_>, base_url: &str, 
                 FilterKind::Reference => reference_matches(&values, &filter.value, base_url),
             },
             Err(e) => {
-                diagnostics.push(format!("subscription {}: filter {} not evaluable on {}: {e}", sub.spec.id, param.code, change.resource_type));
+                diagnostics
+                    .push(format!("subscription {}: filter {} not evaluable on {}: {e}", sub.spec.id, param.code, change.resource_type));
                 false
             }
         }

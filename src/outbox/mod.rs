@@ -14,7 +14,7 @@
 
 use crate::fhir::instant::Millis;
 use crate::store::records::FORMAT;
-use crate::store::{Commit, DeadRecord, EventRecord, Store, StoreError, SubState};
+use crate::store::{Commit, DeadRecord, EventRecord, Store, StoreError, StoredError, SubState};
 
 /// What a matched event records, before it has a number.
 pub struct EventDraft<'a> {
@@ -34,9 +34,25 @@ pub trait Outbox: Send + Sync {
     /// Every event up to `through` was accepted.
     fn ack(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, through: u64, at: Millis) -> Result<(), StoreError>;
     /// The next event failed; try again at `next_attempt_at`.
-    fn nack(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, attempts: u32, next_attempt_at: Millis, first_failure_at: Millis) -> Result<(), StoreError>;
+    fn nack(
+        &self,
+        commit: &mut Commit,
+        sub: &str,
+        lane: &mut SubState,
+        attempts: u32,
+        next_attempt_at: Millis,
+        first_failure_at: Millis,
+    ) -> Result<(), StoreError>;
     /// Gives up on events up to `through`, keeping them as dead letters for operators.
-    fn park(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, through: u64, attempts: u32, reason: &str, at: Millis) -> Result<(), StoreError>;
+    fn park(
+        &self,
+        commit: &mut Commit,
+        sub: &str,
+        lane: &mut SubState,
+        through: u64,
+        attempts: u32,
+        why: &StoredError,
+    ) -> Result<(), StoreError>;
 }
 
 /// The outbox in Herald's own store.
@@ -85,17 +101,33 @@ impl Outbox for SledOutbox {
         Ok(())
     }
 
-    fn nack(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, attempts: u32, next_attempt_at: Millis, first_failure_at: Millis) -> Result<(), StoreError> {
+    fn nack(
+        &self,
+        commit: &mut Commit,
+        sub: &str,
+        lane: &mut SubState,
+        attempts: u32,
+        next_attempt_at: Millis,
+        first_failure_at: Millis,
+    ) -> Result<(), StoreError> {
         lane.attempts = attempts;
         lane.next_attempt_at = Some(next_attempt_at);
         lane.first_failure_at = Some(first_failure_at);
         commit.put_sub_state(sub, lane)
     }
 
-    fn park(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, through: u64, attempts: u32, reason: &str, at: Millis) -> Result<(), StoreError> {
+    fn park(
+        &self,
+        commit: &mut Commit,
+        sub: &str,
+        lane: &mut SubState,
+        through: u64,
+        attempts: u32,
+        why: &StoredError,
+    ) -> Result<(), StoreError> {
         let through = through.min(lane.events_since_start);
         for number in lane.delivered_through.saturating_add(1)..=through {
-            commit.put_dead(sub, &DeadRecord { v: FORMAT, number, parked_at: at, attempts, reason: reason.to_string() })?;
+            commit.put_dead(sub, &DeadRecord { v: FORMAT, number, parked_at: why.at, attempts, reason: why.text.clone() })?;
             lane.dead_count += 1;
         }
         lane.delivered_through = lane.delivered_through.max(through);

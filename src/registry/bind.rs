@@ -84,19 +84,35 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
         };
         if let Some(cmp) = &f.comparator {
             if !decl.comparators.iter().any(|c| c == cmp) {
-                issues.push(Issue::at(IssueType::BusinessRule, format!("{path}.comparator"), format!("topic does not allow comparator '{cmp}' on '{}'", f.parameter)));
+                issues.push(Issue::at(
+                    IssueType::BusinessRule,
+                    format!("{path}.comparator"),
+                    format!("topic does not allow comparator '{cmp}' on '{}'", f.parameter),
+                ));
                 continue;
             }
             if cmp != "eq" {
-                issues.push(Issue::at(IssueType::NotSupported, format!("{path}.comparator"), format!("comparator '{cmp}' is not supported yet (only equality)")));
+                issues.push(Issue::at(
+                    IssueType::NotSupported,
+                    format!("{path}.comparator"),
+                    format!("comparator '{cmp}' is not supported yet (only equality)"),
+                ));
                 continue;
             }
         }
         if let Some(m) = &f.modifier {
             if !decl.modifiers.iter().any(|x| x == m) {
-                issues.push(Issue::at(IssueType::BusinessRule, format!("{path}.modifier"), format!("topic does not allow modifier '{m}' on '{}'", f.parameter)));
+                issues.push(Issue::at(
+                    IssueType::BusinessRule,
+                    format!("{path}.modifier"),
+                    format!("topic does not allow modifier '{m}' on '{}'", f.parameter),
+                ));
             } else {
-                issues.push(Issue::at(IssueType::NotSupported, format!("{path}.modifier"), format!("modifier '{m}' is not supported yet (only equality)")));
+                issues.push(Issue::at(
+                    IssueType::NotSupported,
+                    format!("{path}.modifier"),
+                    format!("modifier '{m}' is not supported yet (only equality)"),
+                ));
             }
             continue;
         }
@@ -121,7 +137,10 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
                 ParamType::Token => FilterKind::Token,
                 ParamType::Reference => FilterKind::Reference,
                 _ => {
-                    problem = Some(format!("'{}' is a {:?} parameter; only token and reference filters are supported yet", f.parameter, param.kind));
+                    problem = Some(format!(
+                        "'{}' is a {:?} parameter; only token and reference filters are supported yet",
+                        f.parameter, param.kind
+                    ));
                     continue;
                 }
             };

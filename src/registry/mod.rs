@@ -72,11 +72,7 @@ impl Registry {
 
     /// Subscriptions bound to a topic (by topic resource id).
     pub fn subscribers(&self, topic_id: &str) -> impl Iterator<Item = &Arc<SubEntry>> {
-        self.topic_subs
-            .get(topic_id)
-            .into_iter()
-            .flat_map(|ids| ids.iter())
-            .filter_map(|id| self.subs.get(id))
+        self.topic_subs.get(topic_id).into_iter().flat_map(|ids| ids.iter()).filter_map(|id| self.subs.get(id))
     }
 
     pub fn subscriber_count(&self, topic_id: &str) -> usize {

@@ -64,7 +64,5 @@ pub fn dead_prefix(sub: &str) -> Vec<u8> {
 
 /// A key for error messages: printable bytes kept, the rest hex-escaped.
 pub fn display(key: &[u8]) -> String {
-    key.iter()
-        .map(|&b| if b.is_ascii_graphic() { (b as char).to_string() } else { format!("\\x{b:02x}") })
-        .collect()
+    key.iter().map(|&b| if b.is_ascii_graphic() { (b as char).to_string() } else { format!("\\x{b:02x}") }).collect()
 }

@@ -73,12 +73,7 @@ impl Commit {
     /// Writes a resource version: its history entry and the current pointer.
     pub fn put_version(&mut self, rec: &VersionRecord) -> Result<()> {
         self.put(keys::history(&rec.resource_type, &rec.id, rec.seq), rec)?;
-        let current = CurrentRecord {
-            v: records::FORMAT,
-            seq: rec.seq,
-            version_id: rec.version_id.clone(),
-            deleted: rec.deleted,
-        };
+        let current = CurrentRecord { v: records::FORMAT, seq: rec.seq, version_id: rec.version_id.clone(), deleted: rec.deleted };
         self.put(keys::current(&rec.resource_type, &rec.id), &current)
     }
 

@@ -67,7 +67,8 @@ impl Drop for Herald {
 
 async fn setup(h: &Herald, endpoint: &str) -> String {
     let client = reqwest::Client::new();
-    let topic = json!({ "resourceType": "SubscriptionTopic", "url": TOPIC, "status": "active", "resourceTrigger": [{ "resource": "Task" }] });
+    let topic =
+        json!({ "resourceType": "SubscriptionTopic", "url": TOPIC, "status": "active", "resourceTrigger": [{ "resource": "Task" }] });
     assert_eq!(client.post(format!("{}/SubscriptionTopic", h.base)).json(&topic).send().await.unwrap().status(), StatusCode::CREATED);
     let sub = json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "channelType": { "code": "rest-hook" }, "endpoint": endpoint, "content": "id-only" });
     let r = client.post(format!("{}/Subscription", h.base)).json(&sub).send().await.unwrap();
@@ -119,7 +120,8 @@ async fn acknowledged_writes_survive_kill_9_while_receiver_is_down() {
     // Wait for active so that events queue for delivery rather than for the handshake.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let st: serde_json::Value = client.get(format!("{}/Subscription/{sub}/$status", h.base)).send().await.unwrap().json().await.unwrap();
+        let st: serde_json::Value =
+            client.get(format!("{}/Subscription/{sub}/$status", h.base)).send().await.unwrap().json().await.unwrap();
         if st["entry"][0]["resource"]["status"] == "active" {
             break;
         }
@@ -129,7 +131,12 @@ async fn acknowledged_writes_survive_kill_9_while_receiver_is_down() {
     drop(rx); // receiver down
     let mut acked = HashSet::new();
     for i in 0..50 {
-        let r = client.post(format!("{}/Task", h.base)).json(&json!({ "resourceType": "Task", "status": "requested", "intent": "order", "description": i.to_string() })).send().await.unwrap();
+        let r = client
+            .post(format!("{}/Task", h.base))
+            .json(&json!({ "resourceType": "Task", "status": "requested", "intent": "order", "description": i.to_string() }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), StatusCode::CREATED);
         let b: serde_json::Value = r.json().await.unwrap();
         acked.insert(b["id"].as_str().unwrap().to_string());
@@ -162,7 +169,11 @@ async fn every_acknowledged_write_is_delivered_after_kill_9_mid_burst() {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let sent = client.post(format!("{base}/Task")).json(&json!({ "resourceType": "Task", "status": "requested", "intent": "order", "description": format!("{w}-{i}") })).send().await;
+                let sent = client
+                    .post(format!("{base}/Task"))
+                    .json(&json!({ "resourceType": "Task", "status": "requested", "intent": "order", "description": format!("{w}-{i}") }))
+                    .send()
+                    .await;
                 match sent {
                     Ok(r) if r.status() == StatusCode::CREATED => {
                         if let Ok(b) = r.json::<serde_json::Value>().await {

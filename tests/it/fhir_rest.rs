@@ -36,7 +36,8 @@ async fn create_read_update_with_if_match_history_vread_delete() {
     assert_eq!(v1["name"][0]["family"], "Chalmers");
     let (_, hist) = server.get(&format!("Patient/{id}/_history")).await;
     assert_eq!(hist["type"], "history");
-    let versions: Vec<&str> = hist["entry"].as_array().unwrap().iter().map(|e| e["resource"]["meta"]["versionId"].as_str().unwrap()).collect();
+    let versions: Vec<&str> =
+        hist["entry"].as_array().unwrap().iter().map(|e| e["resource"]["meta"]["versionId"].as_str().unwrap()).collect();
     assert_eq!(versions, vec!["2", "1"]);
 
     let (s, _) = server.delete(&format!("Patient/{id}")).await;
@@ -65,16 +66,38 @@ async fn bad_input_gets_operation_outcomes_and_changes_nothing() {
         (raw(reqwest::Method::POST, "Task", "[1,2]"), StatusCode::BAD_REQUEST),
         (raw(reqwest::Method::POST, "Task", r#"{"resourceType":"Patient"}"#), StatusCode::BAD_REQUEST),
         (raw(reqwest::Method::POST, "Nonsense", r#"{"resourceType":"Nonsense"}"#), StatusCode::NOT_FOUND),
-        (server.client.put(server.url(&format!("Task/{id}"))).json(&json!({ "resourceType": "Task", "id": "other", "status": "failed" })), StatusCode::BAD_REQUEST),
-        (server.client.put(server.url(&format!("Task/{id}"))).json(&json!({ "resourceType": "Task", "status": "failed" })), StatusCode::BAD_REQUEST),
-        (server.client.post(server.url("Task")).header("content-type", "application/fhir+json").body(format!("{{\"resourceType\":\"Task\",\"note\":\"{}\"}}", "x".repeat(8000))), StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            server
+                .client
+                .put(server.url(&format!("Task/{id}")))
+                .json(&json!({ "resourceType": "Task", "id": "other", "status": "failed" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            server.client.put(server.url(&format!("Task/{id}"))).json(&json!({ "resourceType": "Task", "status": "failed" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            server
+                .client
+                .post(server.url("Task"))
+                .header("content-type", "application/fhir+json")
+                .body(format!("{{\"resourceType\":\"Task\",\"note\":\"{}\"}}", "x".repeat(8000))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
         (server.client.post(server.url("Task")).header("content-type", "text/plain").body("{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE),
         (server.client.get(server.url("Task/bad$id")), StatusCode::BAD_REQUEST),
         (server.client.get(server.url("Task/missing")), StatusCode::NOT_FOUND),
         (server.client.get(server.url("Task?unknown-param=1")), StatusCode::BAD_REQUEST),
         (server.client.patch(server.url(&format!("Task/{id}"))), StatusCode::METHOD_NOT_ALLOWED),
-        (server.client.post(server.url("SubscriptionStatus")).json(&json!({ "resourceType": "SubscriptionStatus" })), StatusCode::UNPROCESSABLE_ENTITY),
-        (server.client.post(server.url("Subscription")).json(&json!({ "resourceType": "Subscription", "status": "requested" })), StatusCode::BAD_REQUEST),
+        (
+            server.client.post(server.url("SubscriptionStatus")).json(&json!({ "resourceType": "SubscriptionStatus" })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            server.client.post(server.url("Subscription")).json(&json!({ "resourceType": "Subscription", "status": "requested" })),
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (req, want) in cases {
         let resp = req.send().await.unwrap();
@@ -97,15 +120,25 @@ async fn invalid_subscription_reports_every_problem() {
     let server = TestServer::start().await;
     server.task_topic("http://example.org/t").await;
     let (s, oo) = server
-        .post("Subscription", &json!({
-            "resourceType": "Subscription", "status": "requested", "topic": "http://example.org/t",
-            "channelType": { "code": "carrier-pigeon" }, "endpoint": "ftp://x", "content": "everything",
-            "contentType": "application/fhir+xml", "heartbeatPeriod": 0, "maxCount": 0
-        }))
+        .post(
+            "Subscription",
+            &json!({
+                "resourceType": "Subscription", "status": "requested", "topic": "http://example.org/t",
+                "channelType": { "code": "carrier-pigeon" }, "endpoint": "ftp://x", "content": "everything",
+                "contentType": "application/fhir+xml", "heartbeatPeriod": 0, "maxCount": 0
+            }),
+        )
         .await;
     assert!(s.is_client_error(), "{oo}");
     let exprs: Vec<&str> = oo["issue"].as_array().unwrap().iter().filter_map(|i| i["expression"][0].as_str()).collect();
-    for want in ["Subscription.channelType", "Subscription.endpoint", "Subscription.content", "Subscription.contentType", "Subscription.heartbeatPeriod", "Subscription.maxCount"] {
+    for want in [
+        "Subscription.channelType",
+        "Subscription.endpoint",
+        "Subscription.content",
+        "Subscription.contentType",
+        "Subscription.heartbeatPeriod",
+        "Subscription.maxCount",
+    ] {
         assert!(exprs.contains(&want), "{want} missing in {exprs:?}");
     }
     let (s, oo) = server
@@ -123,19 +156,25 @@ async fn invalid_subscription_reports_every_problem() {
 async fn topics_are_validated_searched_and_protected() {
     let server = TestServer::start().await;
     let (s, oo) = server
-        .post("SubscriptionTopic", &json!({
-            "resourceType": "SubscriptionTopic", "url": "http://example.org/q", "status": "active",
-            "resourceTrigger": [{ "resource": "Task", "queryCriteria": { "current": "status=completed" } }]
-        }))
+        .post(
+            "SubscriptionTopic",
+            &json!({
+                "resourceType": "SubscriptionTopic", "url": "http://example.org/q", "status": "active",
+                "resourceTrigger": [{ "resource": "Task", "queryCriteria": { "current": "status=completed" } }]
+            }),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
     assert_eq!(oo["issue"][0]["code"], "not-supported");
     assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("queryCriteria"));
     let (s, _) = server
-        .post("SubscriptionTopic", &json!({
-            "resourceType": "SubscriptionTopic", "url": "http://example.org/f", "status": "active",
-            "resourceTrigger": [{ "resource": "Task", "fhirPathCriteria": "%current.status = 'completed'" }]
-        }))
+        .post(
+            "SubscriptionTopic",
+            &json!({
+                "resourceType": "SubscriptionTopic", "url": "http://example.org/f", "status": "active",
+                "resourceTrigger": [{ "resource": "Task", "fhirPathCriteria": "%current.status = 'completed'" }]
+            }),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, _) = server
@@ -145,10 +184,13 @@ async fn topics_are_validated_searched_and_protected() {
 
     // The full StructureDefinition URL is a valid trigger resource (R5).
     let (s, topic) = server
-        .post("SubscriptionTopic", &json!({
-            "resourceType": "SubscriptionTopic", "url": "http://example.org/full", "status": "active",
-            "resourceTrigger": [{ "resource": "http://hl7.org/fhir/StructureDefinition/Task", "supportedInteraction": ["update"] }]
-        }))
+        .post(
+            "SubscriptionTopic",
+            &json!({
+                "resourceType": "SubscriptionTopic", "url": "http://example.org/full", "status": "active",
+                "resourceTrigger": [{ "resource": "http://hl7.org/fhir/StructureDefinition/Task", "supportedInteraction": ["update"] }]
+            }),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{topic}");
     server.task_topic("http://example.org/other").await;
@@ -242,7 +284,9 @@ async fn type_level_status_filters_by_id_and_status() {
     assert!(one["entry"][0]["resource"]["subscription"]["reference"].as_str().unwrap().ends_with(&a));
     let (_, none) = server.get(&format!("Subscription/$status?id={a},{b}&status=active")).await;
     assert_eq!(none["entry"].as_array().unwrap().len(), 0);
-    let (s, _) = server.post("Subscription/$status", &json!({ "resourceType": "Parameters", "parameter": [{ "name": "id", "valueString": b }] })).await;
+    let (s, _) = server
+        .post("Subscription/$status", &json!({ "resourceType": "Parameters", "parameter": [{ "name": "id", "valueString": b }] }))
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = server.get("Subscription/nope/$status").await;
     assert_eq!(s, StatusCode::NOT_FOUND);

@@ -123,7 +123,8 @@ async fn full_resource_bundle_carries_the_event_version() {
     let id = server.subscribe(TOPIC, &rx.url, json!({ "content": "full-resource" })).await;
     server.wait_status(&id, "active", T).await;
     let task = server.create_task("requested", "Organization/lab").await;
-    let (s, _) = server.put(&format!("Task/{task}"), &json!({ "resourceType": "Task", "id": task, "status": "accepted", "intent": "order" })).await;
+    let (s, _) =
+        server.put(&format!("Task/{task}"), &json!({ "resourceType": "Task", "id": task, "status": "accepted", "intent": "order" })).await;
     assert_eq!(s, StatusCode::OK);
     let got = rx.events(2, T).await;
     let first = &got[0].body["entry"][1];
@@ -151,10 +152,14 @@ async fn parameters_are_sent_as_headers_and_subscription_identifier_is_echoed() 
     let rx = Receiver::start().await;
     server.task_topic(TOPIC).await;
     let id = server
-        .subscribe(TOPIC, &rx.url, json!({
-            "parameter": [{ "name": "Authorization", "value": "Bearer s3cr3t-token" }, { "name": "X-Tenant", "value": "north" }],
-            "identifier": [{ "system": "urn:example:subs", "value": "placer-1" }]
-        }))
+        .subscribe(
+            TOPIC,
+            &rx.url,
+            json!({
+                "parameter": [{ "name": "Authorization", "value": "Bearer s3cr3t-token" }, { "name": "X-Tenant", "value": "north" }],
+                "identifier": [{ "system": "urn:example:subs", "value": "placer-1" }]
+            }),
+        )
         .await;
     let hs = rx.next_within(T).await;
     assert_eq!(hs.headers["authorization"], "Bearer s3cr3t-token");
@@ -174,10 +179,14 @@ async fn filters_select_only_matching_resources() {
     server.task_topic(TOPIC).await;
     let a = server.subscribe(TOPIC, &lab.url, json!({ "filterBy": [{ "filterParameter": "owner", "value": "Organization/lab-1" }] })).await;
     let b = server
-        .subscribe(TOPIC, &other.url, json!({ "filterBy": [
+        .subscribe(
+            TOPIC,
+            &other.url,
+            json!({ "filterBy": [
             { "filterParameter": "owner", "value": "Organization/lab-2" },
             { "filterParameter": "status", "value": "accepted" }
-        ] }))
+        ] }),
+        )
         .await;
     server.wait_status(&a, "active", T).await;
     server.wait_status(&b, "active", T).await;

@@ -25,11 +25,7 @@ impl Branch<'_> {
     /// `is_domain` says whether that type derives from DomainResource.
     pub fn applies_to(&self, resource_type: &str, is_domain: bool) -> bool {
         self.roots.is_empty()
-            || self.roots.iter().any(|root| {
-                *root == resource_type
-                    || *root == "Resource"
-                    || (*root == "DomainResource" && is_domain)
-            })
+            || self.roots.iter().any(|root| *root == resource_type || *root == "Resource" || (*root == "DomainResource" && is_domain))
     }
 }
 
@@ -54,10 +50,7 @@ fn split(expr: &str, depth: usize) -> Vec<Branch<'_>> {
 }
 
 fn branch(text: &str, depth: usize) -> Branch<'_> {
-    Branch {
-        text,
-        roots: roots(text, depth),
-    }
+    Branch { text, roots: roots(text, depth) }
 }
 
 /// The types a branch starts from. `(A.x | B.y).first()` starts from both A and B.
@@ -76,9 +69,7 @@ fn roots(text: &str, depth: usize) -> Vec<&str> {
         }
         return branches.into_iter().flat_map(|b| b.roots).collect();
     }
-    let len = text
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(text.len());
+    let len = text.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(text.len());
     let word = text.get(..len).unwrap_or("");
     let next = text.get(len..).unwrap_or("").trim_start();
     if word.starts_with(|c: char| c.is_ascii_uppercase()) && !next.starts_with('(') {
@@ -113,10 +104,7 @@ fn top_level_bars(expr: &str) -> Option<Vec<usize>> {
     let mut word_start: Option<usize> = None;
     let mut before_word = ' ';
     let mut last_code = ' ';
-    for (i, c) in expr
-        .char_indices()
-        .chain(std::iter::once((expr.len(), ' ')))
-    {
+    for (i, c) in expr.char_indices().chain(std::iter::once((expr.len(), ' '))) {
         let code = scan.is_code(c);
         let word_char = code && (c.is_ascii_alphanumeric() || c == '_');
         if let (Some(start), false) = (word_start, word_char) {

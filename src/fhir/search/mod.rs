@@ -23,9 +23,7 @@ mod token;
 mod types;
 
 pub use params::{ParamType, SearchParam, SearchParamComponent, SearchParams};
-pub use path::{
-    CompiledPath, PathError, PathErrorKind, MAX_DEPTH, MAX_EVAL_ITEMS, MAX_EXPRESSION_LEN,
-};
+pub use path::{CompiledPath, PathError, PathErrorKind, MAX_DEPTH, MAX_EVAL_ITEMS, MAX_EXPRESSION_LEN};
 pub use reference::{normalize_reference_query, reference_keys, reference_matches};
 pub use token::{normalize_token_query, token_keys, token_matches};
 
@@ -48,11 +46,7 @@ pub enum SearchError {
         source: Box<PathError>,
     },
     #[error("search parameter {url} on {resource_type}: {source}")]
-    Evaluation {
-        url: String,
-        resource_type: String,
-        source: Box<PathError>,
-    },
+    Evaluation { url: String, resource_type: String, source: Box<PathError> },
     #[error("resource is a {found}, not a {expected}")]
     ResourceType { expected: String, found: String },
 }

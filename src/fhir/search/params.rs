@@ -78,12 +78,18 @@ pub struct SearchParamComponent {
 /// One SearchParameter definition.
 #[derive(Debug)]
 pub struct SearchParam {
+    /// Canonical url, e.g. `http://hl7.org/fhir/SearchParameter/Task-owner`.
     pub url: String,
+    /// The name used in a search (`owner`).
     pub code: String,
+    /// Resource types it applies to; `Resource` and `DomainResource` stand for their subtypes.
     pub base: Vec<String>,
     pub kind: ParamType,
+    /// FHIRPath over all of `base`; absent for a few special and undefined parameters.
     pub expression: Option<String>,
+    /// Resource types a reference parameter may point to.
     pub targets: Vec<String>,
+    /// Parts of a composite parameter; empty for every other type.
     pub components: Vec<SearchParamComponent>,
     /// One lazily compiled path per `base` entry, in the same order. A `Resource` or
     /// `DomainResource` entry serves every type that reaches the parameter through it.
@@ -102,16 +108,8 @@ impl SearchParam {
     fn slot(&self, resource_type: &str) -> Option<usize> {
         let position = |name: &str| self.base.iter().position(|b| b == name);
         position(resource_type)
-            .or_else(|| {
-                types::is_domain_resource(resource_type)
-                    .then(|| position("DomainResource"))
-                    .flatten()
-            })
-            .or_else(|| {
-                types::is_resource_type(resource_type)
-                    .then(|| position("Resource"))
-                    .flatten()
-            })
+            .or_else(|| types::is_domain_resource(resource_type).then(|| position("DomainResource")).flatten())
+            .or_else(|| types::is_resource_type(resource_type).then(|| position("Resource")).flatten())
     }
 
     /// The part of this parameter's expression that applies to `resource_type`, compiled
@@ -124,37 +122,20 @@ impl SearchParam {
     pub fn path_for(&self, resource_type: &str) -> Result<&CompiledPath, SearchError> {
         let index = self
             .slot(resource_type)
-            .ok_or_else(|| SearchError::NotApplicable {
-                url: self.url.clone(),
-                resource_type: resource_type.to_owned(),
-            })?;
+            .ok_or_else(|| SearchError::NotApplicable { url: self.url.clone(), resource_type: resource_type.to_owned() })?;
         let (Some(cell), Some(key)) = (self.paths.get(index), self.base.get(index)) else {
-            return Err(SearchError::NotApplicable {
-                url: self.url.clone(),
-                resource_type: resource_type.to_owned(),
-            });
+            return Err(SearchError::NotApplicable { url: self.url.clone(), resource_type: resource_type.to_owned() });
         };
-        cell.get_or_init(|| self.compile(key))
-            .as_ref()
-            .map_err(Clone::clone)
+        cell.get_or_init(|| self.compile(key)).as_ref().map_err(Clone::clone)
     }
 
     /// Compile the branches for the base entry `key` (a type, `Resource` or `DomainResource`).
     fn compile(&self, key: &str) -> Result<CompiledPath, SearchError> {
-        let expression = self
-            .expression
-            .as_deref()
-            .ok_or_else(|| SearchError::NoExpression {
-                url: self.url.clone(),
-            })?;
+        let expression = self.expression.as_deref().ok_or_else(|| SearchError::NoExpression { url: self.url.clone() })?;
         let branches = split_union(expression);
         let subset = if branches.len() > 1 {
             let is_domain = types::is_domain_resource(key);
-            let kept: Vec<&str> = branches
-                .iter()
-                .filter(|b| b.applies_to(key, is_domain))
-                .map(|b| b.text)
-                .collect();
+            let kept: Vec<&str> = branches.iter().filter(|b| b.applies_to(key, is_domain)).map(|b| b.text).collect();
             if kept.is_empty() {
                 return Ok(CompiledPath::empty());
             }
@@ -172,25 +153,16 @@ impl SearchParam {
     }
 
     /// The JSON nodes this parameter selects in `resource`, which must be a `resource_type`.
-    pub fn values<'a>(
-        &self,
-        resource_type: &str,
-        resource: &'a Value,
-    ) -> Result<Vec<&'a Value>, SearchError> {
+    pub fn values<'a>(&self, resource_type: &str, resource: &'a Value) -> Result<Vec<&'a Value>, SearchError> {
         let found = resource.get("resourceType").and_then(Value::as_str);
         if found != Some(resource_type) {
-            return Err(SearchError::ResourceType {
-                expected: resource_type.to_owned(),
-                found: found.unwrap_or("(none)").to_owned(),
-            });
+            return Err(SearchError::ResourceType { expected: resource_type.to_owned(), found: found.unwrap_or("(none)").to_owned() });
         }
-        self.path_for(resource_type)?
-            .evaluate(resource)
-            .map_err(|source| SearchError::Evaluation {
-                url: self.url.clone(),
-                resource_type: resource_type.to_owned(),
-                source: Box::new(source),
-            })
+        self.path_for(resource_type)?.evaluate(resource).map_err(|source| SearchError::Evaluation {
+            url: self.url.clone(),
+            resource_type: resource_type.to_owned(),
+            source: Box::new(source),
+        })
     }
 }
 
@@ -222,42 +194,29 @@ impl SearchParams {
     /// The official R5 set, parsed from the embedded file on first use and shared after.
     pub fn r5() -> Result<&'static SearchParams, SearchError> {
         static R5: OnceLock<Result<SearchParams, SearchError>> = OnceLock::new();
-        R5.get_or_init(|| SearchParams::from_compact_json(R5_DEFINITIONS))
-            .as_ref()
-            .map_err(Clone::clone)
+        R5.get_or_init(|| SearchParams::from_compact_json(R5_DEFINITIONS)).as_ref().map_err(Clone::clone)
     }
 
     /// Build a set from text in the compact format of `tools/gen_search_params.py`.
     /// Errors on malformed JSON, an unknown type, or a duplicate url or (base, code).
     pub fn from_compact_json(text: &str) -> Result<SearchParams, SearchError> {
-        let definitions: Vec<Definition> =
-            serde_json::from_str(text).map_err(|e| SearchError::Definitions(e.to_string()))?;
+        let definitions: Vec<Definition> = serde_json::from_str(text).map_err(|e| SearchError::Definitions(e.to_string()))?;
         let mut set = SearchParams {
             params: Vec::with_capacity(definitions.len()),
             by_url: HashMap::with_capacity(definitions.len()),
             by_base: HashMap::new(),
         };
         for definition in definitions {
-            let kind = ParamType::from_code(&definition.kind).ok_or_else(|| {
-                SearchError::Definitions(format!(
-                    "{}: unknown type {:?}",
-                    definition.url, definition.kind
-                ))
-            })?;
+            let kind = ParamType::from_code(&definition.kind)
+                .ok_or_else(|| SearchError::Definitions(format!("{}: unknown type {:?}", definition.url, definition.kind)))?;
             let index = set.params.len();
             if set.by_url.insert(definition.url.clone(), index).is_some() {
-                return Err(SearchError::Definitions(format!(
-                    "duplicate url {}",
-                    definition.url
-                )));
+                return Err(SearchError::Definitions(format!("duplicate url {}", definition.url)));
             }
             for base in &definition.base {
                 let codes = set.by_base.entry(base.clone()).or_default();
                 if codes.insert(definition.code.clone(), index).is_some() {
-                    return Err(SearchError::Definitions(format!(
-                        "two parameters named {} on {base}",
-                        definition.code
-                    )));
+                    return Err(SearchError::Definitions(format!("two parameters named {} on {base}", definition.code)));
                 }
             }
             set.params.push(SearchParam {
@@ -277,23 +236,10 @@ impl SearchParams {
     /// The parameter `code` that applies to `resource_type`: one defined on the type itself,
     /// else on `DomainResource` (for DomainResource types), else on `Resource`.
     pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParam> {
-        let lookup = |base: &str| {
-            self.by_base
-                .get(base)
-                .and_then(|codes| codes.get(code))
-                .and_then(|&i| self.params.get(i))
-        };
+        let lookup = |base: &str| self.by_base.get(base).and_then(|codes| codes.get(code)).and_then(|&i| self.params.get(i));
         lookup(resource_type)
-            .or_else(|| {
-                types::is_domain_resource(resource_type)
-                    .then(|| lookup("DomainResource"))
-                    .flatten()
-            })
-            .or_else(|| {
-                types::is_resource_type(resource_type)
-                    .then(|| lookup("Resource"))
-                    .flatten()
-            })
+            .or_else(|| types::is_domain_resource(resource_type).then(|| lookup("DomainResource")).flatten())
+            .or_else(|| types::is_resource_type(resource_type).then(|| lookup("Resource")).flatten())
     }
 
     /// The parameter with canonical url `url`.

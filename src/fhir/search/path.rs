@@ -56,10 +56,7 @@ pub enum PathErrorKind {
     #[error("invalid escape sequence")]
     BadEscape,
     #[error("expected {expected}, found {found}")]
-    Expected {
-        expected: &'static str,
-        found: String,
-    },
+    Expected { expected: &'static str, found: String },
     #[error("unsupported operator {0:?}")]
     UnsupportedOperator(String),
     #[error("unsupported function {0}()")]
@@ -71,10 +68,7 @@ pub enum PathErrorKind {
     #[error("unsupported literal {0:?}")]
     UnsupportedLiteral(String),
     #[error("{function}() takes {expected}")]
-    Arguments {
-        function: String,
-        expected: &'static str,
-    },
+    Arguments { function: String, expected: &'static str },
     #[error("expected a single item, found {0}")]
     NotSingleton(usize),
     #[error("evaluation produced more than {max} items")]
@@ -91,19 +85,13 @@ impl CompiledPath {
     /// Compile `source`. Never panics; input over the size or depth bounds is an error.
     pub fn parse(source: &str) -> Result<CompiledPath, PathError> {
         let expr = parse::parse(source)?;
-        Ok(CompiledPath {
-            source: source.to_owned(),
-            expr: Some(expr),
-        })
+        Ok(CompiledPath { source: source.to_owned(), expr: Some(expr) })
     }
 
     /// The path that selects nothing: what a shared parameter compiles to for a base type
     /// its expression has no branch for.
     pub fn empty() -> CompiledPath {
-        CompiledPath {
-            source: String::new(),
-            expr: None,
-        }
+        CompiledPath { source: String::new(), expr: None }
     }
 
     /// The expression text this path was compiled from.
@@ -149,7 +137,10 @@ struct Expr {
 #[derive(Debug, Clone)]
 enum ExprKind {
     /// A term followed by `.member`, `.function(...)` and `[index]` steps.
-    Path { start: Term, steps: Vec<Step> },
+    Path {
+        start: Term,
+        steps: Vec<Step>,
+    },
     /// `a | b | c`, flattened.
     Union(Vec<Expr>),
     Equality {

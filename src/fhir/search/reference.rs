@@ -47,12 +47,9 @@ pub(crate) fn parse_literal(text: &str) -> Option<Literal<'_>> {
     let fourth = segments.next();
 
     let (ty, id, version, tail_len) = match (third, fourth) {
-        (Some(id), Some(ty)) if second == "_history" && is_type(ty) && is_id(id) => (
-            ty,
-            id,
-            Some(last),
-            ty.len() + id.len() + second.len() + last.len() + 3,
-        ),
+        (Some(id), Some(ty)) if second == "_history" && is_type(ty) && is_id(id) => {
+            (ty, id, Some(last), ty.len() + id.len() + second.len() + last.len() + 3)
+        }
         _ => (second, last, None, second.len() + last.len() + 1),
     };
     if !is_type(ty) || !is_id(id) || !version.is_none_or(is_id) {
@@ -63,20 +60,13 @@ pub(crate) fn parse_literal(text: &str) -> Option<Literal<'_>> {
         None
     } else {
         let base = prefix.strip_suffix('/')?;
-        let host = base
-            .strip_prefix("https://")
-            .or_else(|| base.strip_prefix("http://"))?;
+        let host = base.strip_prefix("https://").or_else(|| base.strip_prefix("http://"))?;
         if host.is_empty() || host.starts_with('/') {
             return None;
         }
         Some(base)
     };
-    Some(Literal {
-        base,
-        ty,
-        id,
-        version,
-    })
+    Some(Literal { base, ty, id, version })
 }
 
 fn is_type(segment: &str) -> bool {
@@ -84,28 +74,16 @@ fn is_type(segment: &str) -> bool {
 }
 
 fn is_id(segment: &str) -> bool {
-    (1..=64).contains(&segment.len())
-        && segment
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    (1..=64).contains(&segment.len()) && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
 /// What a reference value or a search value points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target<'s> {
     /// On this server: relative, or absolute under `base_url`.
-    Local {
-        ty: &'s str,
-        id: &'s str,
-        version: Option<&'s str>,
-    },
+    Local { ty: &'s str, id: &'s str, version: Option<&'s str> },
     /// On another server.
-    Remote {
-        base: &'s str,
-        ty: &'s str,
-        id: &'s str,
-        version: Option<&'s str>,
-    },
+    Remote { base: &'s str, ty: &'s str, id: &'s str, version: Option<&'s str> },
     /// A bare id in a search value.
     Id(&'s str),
     /// Any other URI, compared as a string.
@@ -129,31 +107,16 @@ fn form<'s>(text: &'s str, base_url: &str, is_query: bool) -> Option<Form<'s>> {
         return None;
     }
     let target = match parse_literal(url) {
-        Some(literal) if literal.base.is_none_or(|b| same_base(b, base_url)) => Target::Local {
-            ty: literal.ty,
-            id: literal.id,
-            version: literal.version,
-        },
-        Some(Literal {
-            base: Some(base),
-            ty,
-            id,
-            version,
-        }) => Target::Remote {
-            base,
-            ty,
-            id,
-            version,
-        },
+        Some(literal) if literal.base.is_none_or(|b| same_base(b, base_url)) => {
+            Target::Local { ty: literal.ty, id: literal.id, version: literal.version }
+        }
+        Some(Literal { base: Some(base), ty, id, version }) => Target::Remote { base, ty, id, version },
         _ if url.contains([':', '/']) => Target::Opaque(url),
         _ if is_query => Target::Id(url),
         // A bare word in data is not a reference to anything.
         _ => return None,
     };
-    Some(Form {
-        target,
-        canonical_version,
-    })
+    Some(Form { target, canonical_version })
 }
 
 fn same_base(found: &str, base_url: &str) -> bool {
@@ -176,41 +139,20 @@ fn reference_text(value: &Value) -> Option<&str> {
 }
 
 fn value_forms<'a>(values: &'a [&'a Value], base_url: &'a str) -> impl Iterator<Item = Form<'a>> {
-    values
-        .iter()
-        .filter_map(move |v| form(reference_text(v)?, base_url, false))
+    values.iter().filter_map(move |v| form(reference_text(v)?, base_url, false))
 }
 
 fn matches(value: Form<'_>, query: Form<'_>) -> bool {
     if query.canonical_version.is_some() && query.canonical_version != value.canonical_version {
         return false;
     }
-    let version_ok =
-        |wanted: Option<&str>, found: Option<&str>| wanted.is_none() || wanted == found;
+    let version_ok = |wanted: Option<&str>, found: Option<&str>| wanted.is_none() || wanted == found;
     match (query.target, value.target) {
         (Target::Id(id), Target::Local { id: found, .. }) => id == found,
-        (
-            Target::Local { ty, id, version },
-            Target::Local {
-                ty: t,
-                id: i,
-                version: v,
-            },
-        ) => ty == t && id == i && version_ok(version, v),
-        (
-            Target::Remote {
-                base,
-                ty,
-                id,
-                version,
-            },
-            Target::Remote {
-                base: b,
-                ty: t,
-                id: i,
-                version: v,
-            },
-        ) => base == b && ty == t && id == i && version_ok(version, v),
+        (Target::Local { ty, id, version }, Target::Local { ty: t, id: i, version: v }) => ty == t && id == i && version_ok(version, v),
+        (Target::Remote { base, ty, id, version }, Target::Remote { base: b, ty: t, id: i, version: v }) => {
+            base == b && ty == t && id == i && version_ok(version, v)
+        }
         (Target::Opaque(wanted), Target::Opaque(found)) => wanted == found,
         _ => false,
     }
@@ -239,12 +181,7 @@ pub fn reference_keys(values: &[&Value], base_url: &str) -> Vec<String> {
                     targets.push(format!("{ty}/{id}/_history/{v}"));
                 }
             }
-            Target::Remote {
-                base,
-                ty,
-                id,
-                version,
-            } => {
+            Target::Remote { base, ty, id, version } => {
                 targets.push(format!("{base}/{ty}/{id}"));
                 if let Some(v) = version {
                     targets.push(format!("{base}/{ty}/{id}/_history/{v}"));
@@ -270,12 +207,7 @@ pub fn normalize_reference_query(query: &str, base_url: &str) -> Option<String> 
             Some(v) => format!("{ty}/{id}/_history/{v}"),
             None => format!("{ty}/{id}"),
         },
-        Target::Remote {
-            base,
-            ty,
-            id,
-            version,
-        } => match version {
+        Target::Remote { base, ty, id, version } => match version {
             Some(v) => format!("{base}/{ty}/{id}/_history/{v}"),
             None => format!("{base}/{ty}/{id}"),
         },

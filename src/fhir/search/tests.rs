@@ -3,8 +3,8 @@
 //! tests of R5 token/reference equality on those examples, the generated definitions file,
 //! the type tables, index-key equivalence, and hostile input for the parser.
 //! Tests that need `shared/fhir/` print a note and pass when it is absent.
-// Fixtures are fixed files; an index that is not there is a failing test, as intended.
-#![allow(clippy::indexing_slicing)]
+// Tests may unwrap, panic and index (STYLE §5): a missing fixture is a failing test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::branches::split_union;
 use super::*;
@@ -18,18 +18,9 @@ const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fhir/data");
 
 /// Token and reference parameters that cannot be evaluated, with the reason.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "http://hl7.org/fhir/SearchParameter/ImagingStudy-reason",
-        "the official R5 definition has no expression",
-    ),
-    (
-        "http://hl7.org/fhir/SearchParameter/Medication-form",
-        "the official R5 definition has no expression",
-    ),
-    (
-        "http://hl7.org/fhir/SearchParameter/MedicationKnowledge-packaging-cost-concept",
-        "the official R5 definition has no expression",
-    ),
+    ("http://hl7.org/fhir/SearchParameter/ImagingStudy-reason", "the official R5 definition has no expression"),
+    ("http://hl7.org/fhir/SearchParameter/Medication-form", "the official R5 definition has no expression"),
+    ("http://hl7.org/fhir/SearchParameter/MedicationKnowledge-packaging-cost-concept", "the official R5 definition has no expression"),
 ];
 
 fn r5() -> &'static SearchParams {
@@ -71,21 +62,13 @@ fn all_examples(dir: &Path) -> Vec<(String, Value)> {
     for file in files {
         let name = file.file_stem().unwrap().to_string_lossy().into_owned();
         let resource = read_json(&file);
-        for (i, entry) in resource["entry"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (i, entry) in resource["entry"].as_array().into_iter().flatten().enumerate() {
             if entry["resource"].is_object() {
                 out.push((format!("{name}/entry[{i}]"), entry["resource"].clone()));
             }
         }
         for contained in resource["contained"].as_array().into_iter().flatten() {
-            out.push((
-                format!("{name}#{}", contained["id"].as_str().unwrap_or("?")),
-                contained.clone(),
-            ));
+            out.push((format!("{name}#{}", contained["id"].as_str().unwrap_or("?")), contained.clone()));
         }
         out.push((name, resource));
     }
@@ -163,19 +146,13 @@ fn values_evaluate_on_every_official_example() {
         return;
     };
     let examples = all_examples(&dir);
-    assert!(
-        examples.len() > 38,
-        "expected the official examples in {EXAMPLES}"
-    );
+    assert!(examples.len() > 38, "expected the official examples in {EXAMPLES}");
     let mut evaluations = 0;
     let mut non_empty = 0;
     let mut failures = Vec::new();
     for (label, resource) in &examples {
         let ty = resource_type(resource);
-        for param in r5()
-            .iter()
-            .filter(|p| is_token_or_reference(p) && p.applies_to(ty))
-        {
+        for param in r5().iter().filter(|p| is_token_or_reference(p) && p.applies_to(ty)) {
             if UNSUPPORTED.iter().any(|(url, _)| *url == param.url) {
                 continue;
             }
@@ -186,80 +163,64 @@ fn values_evaluate_on_every_official_example() {
             }
         }
     }
-    println!(
-        "{} example resources, {evaluations} token/reference evaluations, {non_empty} non-empty",
-        examples.len()
-    );
+    println!("{} example resources, {evaluations} token/reference evaluations, {non_empty} non-empty", examples.len());
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn every_parameter_with_an_expression_evaluates_on_the_official_examples() {
+    let Some(dir) = shared_dir(EXAMPLES) else {
+        return;
+    };
+    let mut by_type: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (label, resource) in &all_examples(&dir) {
+        let ty = resource_type(resource);
+        for param in r5().iter().filter(|p| p.expression.is_some() && p.applies_to(ty)) {
+            let entry = by_type.entry(param.kind.code()).or_default();
+            match param.values(ty, resource) {
+                Ok(values) => {
+                    entry.0 += 1;
+                    entry.1 += usize::from(!values.is_empty());
+                }
+                Err(e) => failures.push(format!("{label}: {e}")),
+            }
+        }
+    }
+    println!("evaluations per type, (total, non-empty): {by_type:?}");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn the_registry_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<SearchParams>();
+    assert_send_sync::<CompiledPath>();
+    assert_send_sync::<SearchError>();
 }
 
 /// (example, parameter code, search value, expected match).
 const CASES: &[(&str, &str, &str, bool)] = &[
     // Task.owner is Organization/1832473e-2fe0-452d-abe9-3cdb9879522f in Task-example1.
-    (
-        "Task-example1",
-        "owner",
-        "Organization/1832473e-2fe0-452d-abe9-3cdb9879522f",
-        true,
-    ),
-    (
-        "Task-example1",
-        "owner",
-        "1832473e-2fe0-452d-abe9-3cdb9879522f",
-        true,
-    ),
-    (
-        "Task-example1",
-        "owner",
-        "http://127.0.0.1:8080/fhir/Organization/1832473e-2fe0-452d-abe9-3cdb9879522f",
-        true,
-    ),
-    (
-        "Task-example1",
-        "owner",
-        "http://other.org/fhir/Organization/1832473e-2fe0-452d-abe9-3cdb9879522f",
-        false,
-    ),
+    ("Task-example1", "owner", "Organization/1832473e-2fe0-452d-abe9-3cdb9879522f", true),
+    ("Task-example1", "owner", "1832473e-2fe0-452d-abe9-3cdb9879522f", true),
+    ("Task-example1", "owner", "http://127.0.0.1:8080/fhir/Organization/1832473e-2fe0-452d-abe9-3cdb9879522f", true),
+    ("Task-example1", "owner", "http://other.org/fhir/Organization/1832473e-2fe0-452d-abe9-3cdb9879522f", false),
     ("Task-example1", "owner", "Organization/1", false),
-    (
-        "Task-example1",
-        "owner",
-        "Practitioner/1832473e-2fe0-452d-abe9-3cdb9879522f",
-        false,
-    ),
+    ("Task-example1", "owner", "Practitioner/1832473e-2fe0-452d-abe9-3cdb9879522f", false),
     ("Task-example3", "owner", "Practitioner/example", true),
     ("Task-example1", "status", "in-progress", true),
     ("Task-example1", "status", "|in-progress", true),
     ("Task-example1", "status", "requested", false),
     // The implicit system of a code element is not known, so a system never matches it.
-    (
-        "Task-example1",
-        "status",
-        "http://hl7.org/fhir/task-status|in-progress",
-        false,
-    ),
+    ("Task-example1", "status", "http://hl7.org/fhir/task-status|in-progress", false),
     ("Task-example1", "code", "fulfill", true),
-    (
-        "Task-example1",
-        "code",
-        "http://hl7.org/fhir/CodeSystem/task-code|fulfill",
-        true,
-    ),
-    (
-        "Task-example1",
-        "code",
-        "http://hl7.org/fhir/CodeSystem/task-code|",
-        true,
-    ),
+    ("Task-example1", "code", "http://hl7.org/fhir/CodeSystem/task-code|fulfill", true),
+    ("Task-example1", "code", "http://hl7.org/fhir/CodeSystem/task-code|", true),
     ("Task-example1", "code", "|fulfill", false),
     ("Task-example1", "code", "http://loinc.org|fulfill", false),
     ("Task-example1", "focus", "ServiceRequest/lipid", true),
-    (
-        "Task-example1",
-        "focus",
-        "ServiceRequest/physiotherapy",
-        false,
-    ),
+    ("Task-example1", "focus", "ServiceRequest/physiotherapy", false),
     ("Task-example2", "focus", "ServiceRequest/lipid", false),
     ("Task-example2", "part-of", "Task/example1", true),
     ("Task-example2", "part-of", "example1", true),
@@ -269,90 +230,35 @@ const CASES: &[(&str, &str, &str, bool)] = &[
     ("Task-example1", "patient", "Patient/example", true),
     ("Task-example3", "patient", "Patient/f001", true),
     ("Task-example3", "patient", "Patient/example", false),
-    (
-        "Task-example1",
-        "identifier",
-        "http:/goodhealth.org/identifiers|20170201-001",
-        true,
-    ),
+    ("Task-example1", "identifier", "http:/goodhealth.org/identifiers|20170201-001", true),
     ("Task-example1", "identifier", "20170201-001", true),
     ("Task-example1", "identifier", "|20170201-001", false),
-    (
-        "Task-example1",
-        "identifier",
-        "http:/goodhealth.org/identifiers|20170201-002",
-        false,
-    ),
+    ("Task-example1", "identifier", "http:/goodhealth.org/identifiers|20170201-002", false),
     ("Task-example1", "encounter", "Encounter/example", true),
     ("Task-example1", "requester", "Practitioner/example", true),
     ("Task-example1", "requester", "Patient/example", false),
     // Observation.code, all four token forms.
-    (
-        "Observation-example",
-        "code",
-        "http://loinc.org|29463-7",
-        true,
-    ),
+    ("Observation-example", "code", "http://loinc.org|29463-7", true),
     ("Observation-example", "code", "29463-7", true),
     ("Observation-example", "code", "http://loinc.org|", true),
-    (
-        "Observation-example",
-        "code",
-        "http://snomed.info/sct|27113001",
-        true,
-    ),
+    ("Observation-example", "code", "http://snomed.info/sct|27113001", true),
     ("Observation-example", "code", "|29463-7", false),
-    (
-        "Observation-example",
-        "code",
-        "http://snomed.info/sct|29463-7",
-        false,
-    ),
+    ("Observation-example", "code", "http://snomed.info/sct|29463-7", false),
     ("Observation-example", "code", "http://acme.org|", false),
     // Observation.value[x]: valueCodeableConcept in the Observation ServiceRequest-lipid
     // contains; valueQuantity in Observation-example.
-    (
-        "ServiceRequest-lipid#fasting",
-        "value-concept",
-        "http://terminology.hl7.org/CodeSystem/v2-0136|Y",
-        true,
-    ),
+    ("ServiceRequest-lipid#fasting", "value-concept", "http://terminology.hl7.org/CodeSystem/v2-0136|Y", true),
     ("ServiceRequest-lipid#fasting", "value-concept", "Y", true),
     ("ServiceRequest-lipid#fasting", "value-concept", "N", false),
     ("Observation-example", "value-concept", "[lb_av]", false),
-    (
-        "Observation-blood-pressure",
-        "combo-code",
-        "http://loinc.org|8480-6",
-        true,
-    ),
-    (
-        "Observation-blood-pressure",
-        "component-code",
-        "http://loinc.org|85354-9",
-        false,
-    ),
+    ("Observation-blood-pressure", "combo-code", "http://loinc.org|8480-6", true),
+    ("Observation-blood-pressure", "component-code", "http://loinc.org|85354-9", false),
     ("Observation-example", "subject", "Patient/example", true),
     ("Observation-example", "patient", "Patient/example", true),
     ("Observation-example", "patient", "Group/example", false),
-    (
-        "Observation-bmi",
-        "_profile",
-        "http://hl7.org/fhir/StructureDefinition/vitalsigns",
-        true,
-    ),
-    (
-        "Observation-bmi",
-        "_profile",
-        "http://hl7.org/fhir/StructureDefinition/vitalsigns|5.0.0",
-        false,
-    ),
-    (
-        "Observation-bmi",
-        "_profile",
-        "http://hl7.org/fhir/StructureDefinition/bodyweight",
-        false,
-    ),
+    ("Observation-bmi", "_profile", "http://hl7.org/fhir/StructureDefinition/vitalsigns", true),
+    ("Observation-bmi", "_profile", "http://hl7.org/fhir/StructureDefinition/vitalsigns|5.0.0", false),
+    ("Observation-bmi", "_profile", "http://hl7.org/fhir/StructureDefinition/bodyweight", false),
     // DiagnosticReport.subject, and patient through where(resolve() is Patient).
     ("DiagnosticReport-f201", "subject", "Patient/f201", true),
     ("DiagnosticReport-f201", "patient", "Patient/f201", true),
@@ -365,24 +271,9 @@ const CASES: &[(&str, &str, &str, bool)] = &[
     ("Encounter-f001", "status", "in-progress", false),
     // Versioned references in the data.
     ("Provenance-example", "target", "Procedure/example", true),
-    (
-        "Provenance-example",
-        "target",
-        "Procedure/example/_history/1",
-        true,
-    ),
-    (
-        "Provenance-example",
-        "target",
-        "http://127.0.0.1:8080/fhir/Procedure/example",
-        true,
-    ),
-    (
-        "Provenance-example",
-        "target",
-        "Procedure/example/_history/2",
-        false,
-    ),
+    ("Provenance-example", "target", "Procedure/example/_history/1", true),
+    ("Provenance-example", "target", "http://127.0.0.1:8080/fhir/Procedure/example", true),
+    ("Provenance-example", "target", "Procedure/example/_history/2", false),
     ("Provenance-example", "target", "Procedure/other", false),
     ("Provenance-example1", "target", "Patient/pat3", true),
     ("Provenance-example", "location", "Location/1", true),
@@ -391,43 +282,21 @@ const CASES: &[(&str, &str, &str, bool)] = &[
     ("Patient-example", "deceased", "true", false),
     ("Patient-example", "phone", "(03) 5555 6473", true),
     ("Patient-example", "phone", "phone|(03) 5555 6473", false),
-    (
-        "Patient-example",
-        "identifier",
-        "urn:oid:1.2.36.146.595.217.0.1|12345",
-        true,
-    ),
-    (
-        "Patient-example",
-        "identifier",
-        "urn:oid:1.2.36.146.595.217.0.1|54321",
-        false,
-    ),
+    ("Patient-example", "identifier", "urn:oid:1.2.36.146.595.217.0.1|12345", true),
+    ("Patient-example", "identifier", "urn:oid:1.2.36.146.595.217.0.1|54321", false),
     ("Patient-example", "gender", "male", true),
     ("Patient-example", "gender", "female", false),
     ("Patient-example", "active", "true", true),
     ("Patient-example", "_id", "example", true),
     ("Patient-example", "_id", "other", false),
-    (
-        "DocumentReference-example",
-        "format-code",
-        "urn:oid:1.3.6.1.4.1.19376.1.2.3|urn:ihe:pcc:handp:2008",
-        true,
-    ),
+    ("DocumentReference-example", "format-code", "urn:oid:1.3.6.1.4.1.19376.1.2.3|urn:ihe:pcc:handp:2008", true),
     ("Subscription-example", "status", "active", true),
 ];
 
 /// (example, JSON pointer, new JSON value or `null` to remove, code, search value, expected):
 /// official examples changed in one place to reach forms they do not carry.
 const PATCHED_CASES: &[(&str, &str, &str, &str, &str, bool)] = &[
-    (
-        "Task-example1",
-        "/owner/reference",
-        r#""http://127.0.0.1:8080/fhir/Organization/lab-1""#,
-        "owner",
-        "Organization/lab-1",
-        true,
-    ),
+    ("Task-example1", "/owner/reference", r#""http://127.0.0.1:8080/fhir/Organization/lab-1""#, "owner", "Organization/lab-1", true),
     (
         "Task-example1",
         "/owner/reference",
@@ -444,14 +313,7 @@ const PATCHED_CASES: &[(&str, &str, &str, &str, &str, bool)] = &[
         "http://127.0.0.1:8080/fhir/Organization/lab-2",
         false,
     ),
-    (
-        "Task-example1",
-        "/owner/reference",
-        r#""http://other.org/fhir/Organization/lab-1""#,
-        "owner",
-        "Organization/lab-1",
-        false,
-    ),
+    ("Task-example1", "/owner/reference", r#""http://other.org/fhir/Organization/lab-1""#, "owner", "Organization/lab-1", false),
     (
         "Task-example1",
         "/owner/reference",
@@ -460,102 +322,18 @@ const PATCHED_CASES: &[(&str, &str, &str, &str, &str, bool)] = &[
         "http://other.org/fhir/Organization/lab-1",
         true,
     ),
-    (
-        "Task-example1",
-        "/owner/reference",
-        r#""Organization/lab-1/_history/2""#,
-        "owner",
-        "Organization/lab-1",
-        true,
-    ),
-    (
-        "Task-example1",
-        "/owner/reference",
-        r#""Organization/lab-1/_history/2""#,
-        "owner",
-        "Organization/lab-1/_history/2",
-        true,
-    ),
-    (
-        "Task-example1",
-        "/owner/reference",
-        r#""Organization/lab-1/_history/2""#,
-        "owner",
-        "Organization/lab-1/_history/3",
-        false,
-    ),
-    (
-        "Task-example1",
-        "/status",
-        r#""requested""#,
-        "status",
-        "requested",
-        true,
-    ),
-    (
-        "Task-example1",
-        "/status",
-        r#""requested""#,
-        "status",
-        "in-progress",
-        false,
-    ),
-    (
-        "DiagnosticReport-f201",
-        "/subject/reference",
-        r#""Group/f201""#,
-        "subject",
-        "Group/f201",
-        true,
-    ),
-    (
-        "DiagnosticReport-f201",
-        "/subject/reference",
-        r#""Group/f201""#,
-        "patient",
-        "Group/f201",
-        false,
-    ),
-    (
-        "DiagnosticReport-f201",
-        "/subject",
-        r#"{"reference": "urn:uuid:5f0b", "type": "Patient"}"#,
-        "patient",
-        "urn:uuid:5f0b",
-        true,
-    ),
-    (
-        "DiagnosticReport-f201",
-        "/subject",
-        r#"{"reference": "urn:uuid:5f0b"}"#,
-        "patient",
-        "urn:uuid:5f0b",
-        false,
-    ),
-    (
-        "DiagnosticReport-f201",
-        "/subject",
-        r#"{"reference": "urn:uuid:5f0b"}"#,
-        "subject",
-        "urn:uuid:5f0b",
-        true,
-    ),
-    (
-        "Encounter-f001",
-        "/subject/reference",
-        r#""http://127.0.0.1:8080/fhir/Patient/f001""#,
-        "patient",
-        "Patient/f001",
-        true,
-    ),
-    (
-        "Encounter-f001",
-        "/subject/reference",
-        r#""http://other.org/Patient/f001""#,
-        "patient",
-        "Patient/f001",
-        false,
-    ),
+    ("Task-example1", "/owner/reference", r#""Organization/lab-1/_history/2""#, "owner", "Organization/lab-1", true),
+    ("Task-example1", "/owner/reference", r#""Organization/lab-1/_history/2""#, "owner", "Organization/lab-1/_history/2", true),
+    ("Task-example1", "/owner/reference", r#""Organization/lab-1/_history/2""#, "owner", "Organization/lab-1/_history/3", false),
+    ("Task-example1", "/status", r#""requested""#, "status", "requested", true),
+    ("Task-example1", "/status", r#""requested""#, "status", "in-progress", false),
+    ("DiagnosticReport-f201", "/subject/reference", r#""Group/f201""#, "subject", "Group/f201", true),
+    ("DiagnosticReport-f201", "/subject/reference", r#""Group/f201""#, "patient", "Group/f201", false),
+    ("DiagnosticReport-f201", "/subject", r#"{"reference": "urn:uuid:5f0b", "type": "Patient"}"#, "patient", "urn:uuid:5f0b", true),
+    ("DiagnosticReport-f201", "/subject", r#"{"reference": "urn:uuid:5f0b"}"#, "patient", "urn:uuid:5f0b", false),
+    ("DiagnosticReport-f201", "/subject", r#"{"reference": "urn:uuid:5f0b"}"#, "subject", "urn:uuid:5f0b", true),
+    ("Encounter-f001", "/subject/reference", r#""http://127.0.0.1:8080/fhir/Patient/f001""#, "patient", "Patient/f001", true),
+    ("Encounter-f001", "/subject/reference", r#""http://other.org/Patient/f001""#, "patient", "Patient/f001", false),
     (
         "Observation-bmi",
         "/meta/profile/0",
@@ -580,30 +358,9 @@ const PATCHED_CASES: &[(&str, &str, &str, &str, &str, bool)] = &[
         "http://hl7.org/fhir/StructureDefinition/vitalsigns|4.0.1",
         false,
     ),
-    (
-        "Patient-example",
-        "/deceasedBoolean",
-        "true",
-        "deceased",
-        "true",
-        true,
-    ),
-    (
-        "Patient-example",
-        "/deceasedBoolean",
-        "null",
-        "deceased",
-        "false",
-        true,
-    ),
-    (
-        "Patient-example",
-        "/deceasedDateTime",
-        r#""2015-02-14T13:42:00+10:00""#,
-        "deceased",
-        "true",
-        true,
-    ),
+    ("Patient-example", "/deceasedBoolean", "true", "deceased", "true", true),
+    ("Patient-example", "/deceasedBoolean", "null", "deceased", "false", true),
+    ("Patient-example", "/deceasedDateTime", r#""2015-02-14T13:42:00+10:00""#, "deceased", "true", true),
 ];
 
 /// Set (or with `null`, remove) the member at `pointer`, creating the last step if needed.
@@ -621,38 +378,21 @@ fn patch(resource: &mut Value, pointer: &str, json_text: &str) {
         other => panic!("cannot patch {pointer} in {other}"),
     }
     if pointer == "/deceasedDateTime" {
-        resource
-            .as_object_mut()
-            .unwrap()
-            .shift_remove("deceasedBoolean");
+        resource.as_object_mut().unwrap().shift_remove("deceasedBoolean");
     }
 }
 
 /// Evaluate `code` on `resource` and match `query` with the parameter's type; also require
 /// the index keys to give the same answer.
-fn check(
-    label: &str,
-    resource: &Value,
-    code: &str,
-    query: &str,
-    expect: bool,
-) -> Result<(), String> {
+fn check(label: &str, resource: &Value, code: &str, query: &str, expect: bool) -> Result<(), String> {
     let ty = resource_type(resource);
-    let param = r5()
-        .get(ty, code)
-        .ok_or_else(|| format!("{label}: no parameter {code} on {ty}"))?;
-    let values = param
-        .values(ty, resource)
-        .map_err(|e| format!("{label}: {e}"))?;
+    let param = r5().get(ty, code).ok_or_else(|| format!("{label}: no parameter {code} on {ty}"))?;
+    let values = param.values(ty, resource).map_err(|e| format!("{label}: {e}"))?;
     let (matched, indexed) = match param.kind {
-        ParamType::Token => (
-            token_matches(&values, query),
-            normalize_token_query(query).is_some_and(|k| token_keys(&values).contains(&k)),
-        ),
+        ParamType::Token => (token_matches(&values, query), normalize_token_query(query).is_some_and(|k| token_keys(&values).contains(&k))),
         ParamType::Reference => (
             reference_matches(&values, query, BASE),
-            normalize_reference_query(query, BASE)
-                .is_some_and(|k| reference_keys(&values, BASE).contains(&k)),
+            normalize_reference_query(query, BASE).is_some_and(|k| reference_keys(&values, BASE).contains(&k)),
         ),
         other => return Err(format!("{label}: {code} is a {other:?} parameter")),
     };
@@ -692,20 +432,11 @@ fn choice_values_are_selected_by_type() {
     };
     let observation = example(&dir, "Observation-example");
     let quantity = r5().get("Observation", "value-quantity").unwrap();
-    assert_eq!(
-        quantity.values("Observation", &observation).unwrap(),
-        vec![&observation["valueQuantity"]]
-    );
+    assert_eq!(quantity.values("Observation", &observation).unwrap(), vec![&observation["valueQuantity"]]);
     let concept = r5().get("Observation", "value-concept").unwrap();
-    assert!(concept
-        .values("Observation", &observation)
-        .unwrap()
-        .is_empty());
+    assert!(concept.values("Observation", &observation).unwrap().is_empty());
     let fasting = example(&dir, "ServiceRequest-lipid#fasting");
-    assert_eq!(
-        concept.values("Observation", &fasting).unwrap(),
-        vec![&fasting["valueCodeableConcept"]]
-    );
+    assert_eq!(concept.values("Observation", &fasting).unwrap(), vec![&fasting["valueCodeableConcept"]]);
     assert!(quantity.values("Observation", &fasting).unwrap().is_empty());
 }
 
@@ -716,17 +447,11 @@ fn lookup_by_type_code_and_url() {
     let url = |ty: &str, code: &str| set.get(ty, code).map(|p| p.url.as_str());
     let sp = |id: &str| format!("http://hl7.org/fhir/SearchParameter/{id}");
     assert_eq!(url("Task", "owner"), Some(sp("Task-owner").as_str()));
-    assert_eq!(
-        url("Task", "patient"),
-        Some(sp("clinical-patient").as_str())
-    );
+    assert_eq!(url("Task", "patient"), Some(sp("clinical-patient").as_str()));
     assert_eq!(url("Task", "code"), Some(sp("clinical-code").as_str()));
     assert_eq!(url("Patient", "_id"), Some(sp("Resource-id").as_str()));
     assert_eq!(url("Bundle", "_id"), Some(sp("Resource-id").as_str()));
-    assert_eq!(
-        url("Patient", "_text"),
-        Some(sp("DomainResource-text").as_str())
-    );
+    assert_eq!(url("Patient", "_text"), Some(sp("DomainResource-text").as_str()));
     assert_eq!(url("Bundle", "_text"), Some(sp("Resource-text").as_str()));
     assert_eq!(url("NotAType", "_id"), None);
     assert_eq!(url("Task", "no-such-code"), None);
@@ -735,10 +460,7 @@ fn lookup_by_type_code_and_url() {
     assert_eq!(owner.expression.as_deref(), Some("Task.owner"));
     assert!(owner.targets.contains(&"Organization".to_owned()));
     assert!(!owner.applies_to("Observation"));
-    assert!(matches!(
-        owner.path_for("Observation"),
-        Err(SearchError::NotApplicable { .. })
-    ));
+    assert!(matches!(owner.path_for("Observation"), Err(SearchError::NotApplicable { .. })));
     let composite = set.by_url(&sp("Observation-code-value-concept")).unwrap();
     assert_eq!(composite.components.len(), 2);
 }
@@ -747,42 +469,25 @@ fn lookup_by_type_code_and_url() {
 fn shared_parameters_compile_only_the_branches_for_the_type() {
     let set = r5();
     let patient = set.get("Task", "patient").unwrap();
-    assert_eq!(
-        patient.path_for("Task").unwrap().source(),
-        "Task.for.where(resolve() is Patient)"
-    );
+    assert_eq!(patient.path_for("Task").unwrap().source(), "Task.for.where(resolve() is Patient)");
     let topic = set.get("EvidenceVariable", "topic").unwrap();
     assert!(topic.path_for("EvidenceVariable").unwrap().is_empty());
     assert_eq!(topic.path_for("Library").unwrap().source(), "Library.topic");
     // Resource-level parameters compile once and serve every type.
     let id = set.get("Observation", "_id").unwrap();
-    assert!(std::ptr::eq(
-        id.path_for("Observation").unwrap(),
-        id.path_for("Task").unwrap()
-    ));
+    assert!(std::ptr::eq(id.path_for("Observation").unwrap(), id.path_for("Task").unwrap()));
     // The type given must be the resource's own.
     let task = json!({"resourceType": "Task", "status": "requested"});
     let status = set.get("Task", "status").unwrap();
-    assert!(matches!(
-        status.values("Observation", &task),
-        Err(SearchError::NotApplicable { .. }) | Err(SearchError::ResourceType { .. })
-    ));
-    assert!(matches!(
-        status.values("Task", &json!({})),
-        Err(SearchError::ResourceType { .. })
-    ));
-    assert_eq!(
-        status.values("Task", &task).unwrap(),
-        vec![&json!("requested")]
-    );
+    assert!(matches!(status.values("Observation", &task), Err(SearchError::NotApplicable { .. }) | Err(SearchError::ResourceType { .. })));
+    assert!(matches!(status.values("Task", &json!({})), Err(SearchError::ResourceType { .. })));
+    assert_eq!(status.values("Task", &task).unwrap(), vec![&json!("requested")]);
 }
 
 #[test]
 fn union_branches_are_split_with_their_roots() {
-    let branches =
-        split_union("A.x | (B.y | C.z).first() | (start | end.start).first() | 'p|q' | D.w");
-    let found: Vec<(&str, Vec<&str>)> =
-        branches.iter().map(|b| (b.text, b.roots.clone())).collect();
+    let branches = split_union("A.x | (B.y | C.z).first() | (start | end.start).first() | 'p|q' | D.w");
+    let found: Vec<(&str, Vec<&str>)> = branches.iter().map(|b| (b.text, b.roots.clone())).collect();
     assert_eq!(
         found,
         vec![
@@ -808,10 +513,7 @@ fn project(resource: &Value) -> Value {
             out.insert(key.to_owned(), v.clone());
         }
     }
-    out.insert(
-        "target".to_owned(),
-        resource.get("target").cloned().unwrap_or(json!([])),
-    );
+    out.insert("target".to_owned(), resource.get("target").cloned().unwrap_or(json!([])));
     if resource["type"] == "composite" {
         let components: Vec<Value> = resource["component"]
             .as_array()
@@ -830,27 +532,11 @@ fn generated_definitions_match_the_official_bundle() {
     let list = embedded.as_array().unwrap();
     assert_eq!(list.len(), 1239);
     let urls: Vec<&str> = list.iter().map(|p| p["url"].as_str().unwrap()).collect();
-    assert!(
-        urls.windows(2).all(|w| w[0] < w[1]),
-        "sorted by url, no duplicates"
-    );
-    let owner = list
-        .iter()
-        .find(|p| p["url"] == "http://hl7.org/fhir/SearchParameter/Task-owner")
-        .unwrap();
+    assert!(urls.windows(2).all(|w| w[0] < w[1]), "sorted by url, no duplicates");
+    let owner = list.iter().find(|p| p["url"] == "http://hl7.org/fhir/SearchParameter/Task-owner").unwrap();
     assert_eq!(owner["type"], "reference");
     assert_eq!(owner["expression"], "Task.owner");
-    assert_eq!(
-        owner["target"],
-        json!([
-            "Organization",
-            "CareTeam",
-            "RelatedPerson",
-            "PractitionerRole",
-            "Practitioner",
-            "Patient"
-        ])
-    );
+    assert_eq!(owner["target"], json!(["Organization", "CareTeam", "RelatedPerson", "PractitionerRole", "Practitioner", "Patient"]));
     let kinds: BTreeMap<&str, usize> = list.iter().fold(BTreeMap::new(), |mut m, p| {
         *m.entry(p["type"].as_str().unwrap()).or_default() += 1;
         m
@@ -863,13 +549,7 @@ fn generated_definitions_match_the_official_bundle() {
         return;
     };
     let bundle = read_json(&data.join("search-parameters-r5.json"));
-    let skipped = [
-        "example",
-        "example-constraint",
-        "example-extension",
-        "example-reference",
-        "filter",
-    ];
+    let skipped = ["example", "example-constraint", "example-extension", "example-reference", "filter"];
     let mut expected: Vec<Value> = bundle["entry"]
         .as_array()
         .unwrap()
@@ -929,11 +609,7 @@ fn type_tables_match_the_official_definitions() {
     let listed: BTreeMap<String, BTreeSet<String>> = types::choice_list()
         .iter()
         .map(|(name, allowed)| {
-            let set = if *allowed == "*" {
-                open.clone()
-            } else {
-                table(allowed.split(' ').collect())
-            };
+            let set = if *allowed == "*" { open.clone() } else { table(allowed.split(' ').collect()) };
             ((*name).to_owned(), set)
         })
         .collect();
@@ -948,10 +624,7 @@ fn index_keys_answer_like_the_match_functions() {
     let examples = all_examples(&dir);
     let mut checked = 0;
     let mut failures = Vec::new();
-    for param in r5()
-        .iter()
-        .filter(|p| is_token_or_reference(p) && p.expression.is_some())
-    {
+    for param in r5().iter().filter(|p| is_token_or_reference(p) && p.expression.is_some()) {
         let mut selected = Vec::new();
         for (label, resource) in &examples {
             let ty = resource_type(resource);
@@ -984,10 +657,7 @@ fn index_keys_answer_like_the_match_functions() {
                 let (matched, normal) = if is_token {
                     (token_matches(values, query), normalize_token_query(query))
                 } else {
-                    (
-                        reference_matches(values, query, BASE),
-                        normalize_reference_query(query, BASE),
-                    )
+                    (reference_matches(values, query, BASE), normalize_reference_query(query, BASE))
                 };
                 checked += 1;
                 if matched != normal.as_ref().is_some_and(|k| own.contains(k)) {
@@ -995,27 +665,15 @@ fn index_keys_answer_like_the_match_functions() {
                 }
             }
             for key in &own {
-                let normal = if is_token {
-                    normalize_token_query(key)
-                } else {
-                    normalize_reference_query(key, BASE)
-                };
+                let normal = if is_token { normalize_token_query(key) } else { normalize_reference_query(key, BASE) };
                 if normal.as_ref() != Some(key) {
-                    failures.push(format!(
-                        "{}: key {key:?} normalises to {normal:?}",
-                        param.url
-                    ));
+                    failures.push(format!("{}: key {key:?} normalises to {normal:?}", param.url));
                 }
             }
         }
     }
     println!("{checked} (values, query) pairs checked");
-    assert!(
-        failures.is_empty(),
-        "{} failures: {:#?}",
-        failures.len(),
-        &failures[..failures.len().min(20)]
-    );
+    assert!(failures.is_empty(), "{} failures: {:#?}", failures.len(), &failures[..failures.len().min(20)]);
 }
 
 #[test]
@@ -1028,32 +686,17 @@ fn matching_edge_cases() {
     assert!(!token_matches(&values, ""));
     assert!(!token_matches(&values, "|"));
     assert_eq!(normalize_token_query("|"), None);
-    assert_eq!(
-        normalize_token_query("http://x|a\\|b").as_deref(),
-        Some("http://x|a\\|b")
-    );
+    assert_eq!(normalize_token_query("http://x|a\\|b").as_deref(), Some("http://x|a\\|b"));
 
     let reference = json!({"reference": "Patient/1"});
     let contained = json!({"reference": "#p1"});
     let values = [&reference, &contained];
-    assert!(reference_matches(
-        &values,
-        "Patient/1",
-        "http://127.0.0.1:8080/fhir/"
-    ));
-    assert!(reference_matches(
-        &values,
-        "http://127.0.0.1:8080/fhir/Patient/1",
-        "http://127.0.0.1:8080/fhir/"
-    ));
+    assert!(reference_matches(&values, "Patient/1", "http://127.0.0.1:8080/fhir/"));
+    assert!(reference_matches(&values, "http://127.0.0.1:8080/fhir/Patient/1", "http://127.0.0.1:8080/fhir/"));
     assert!(!reference_matches(&values, "#p1", BASE));
     assert!(!reference_matches(&values, "", BASE));
     assert!(reference_matches(&values, "Patient/1", ""));
-    assert!(!reference_matches(
-        &values,
-        "http://127.0.0.1:8080/fhir/Patient/1",
-        ""
-    ));
+    assert!(!reference_matches(&values, "http://127.0.0.1:8080/fhir/Patient/1", ""));
     let urn = json!({"reference": "urn:uuid:abc"});
     assert!(reference_matches(&[&urn], "urn:uuid:abc", BASE));
     assert!(!reference_matches(&[&urn], "abc", BASE));
@@ -1137,9 +780,7 @@ fn hostile_input_never_panics() {
             let bytes: Vec<u8> = (0..len).map(|_| next(&mut state) as u8).collect();
             String::from_utf8_lossy(&bytes).into_owned()
         } else {
-            (0..len / 4)
-                .map(|_| VOCABULARY[(next(&mut state) % VOCABULARY.len() as u64) as usize])
-                .collect()
+            (0..len / 4).map(|_| VOCABULARY[(next(&mut state) % VOCABULARY.len() as u64) as usize]).collect()
         };
         let _ = split_union(&text);
         let _ = token_matches(&[&resource["owner"]], &text);
@@ -1155,11 +796,79 @@ fn hostile_input_never_panics() {
         }
     }
     println!("hostile inputs: {ok} compiled, {err} rejected");
+    let resources: Vec<Value> = match shared_dir(EXAMPLES) {
+        Some(dir) => all_examples(&dir).into_iter().map(|(_, r)| r).collect(),
+        None => vec![resource],
+    };
+    let (mut compiled, mut evaluated) = (0, 0);
+    for _ in 0..3_000 {
+        let text = random_expression(&mut state, 0);
+        let Ok(path) = CompiledPath::parse(&text) else {
+            continue;
+        };
+        compiled += 1;
+        for r in &resources {
+            evaluated += usize::from(path.evaluate(r).is_ok());
+        }
+    }
+    println!("generated expressions: {compiled} compiled, {evaluated} evaluations without error");
+    assert!(compiled > 1_000);
     for depth in [65, 1000, 4000, 100_000] {
         let parens = format!("{}Task.id{}", "(".repeat(depth), ")".repeat(depth));
         assert!(CompiledPath::parse(&parens).is_err());
         assert!(CompiledPath::parse(&"(".repeat(depth)).is_err());
         assert!(CompiledPath::parse(&"a.where(".repeat(depth)).is_err());
         let _ = split_union(&parens);
+    }
+}
+
+/// A random expression from the grammar of the subset (nesting stops at 70 levels).
+fn random_expression(state: &mut u64, depth: usize) -> String {
+    const ROOTS: &[&str] = &["Task", "Observation", "Patient", "Resource", "Bundle", "$this", "%resource"];
+    const MEMBERS: &[&str] = &[
+        "id",
+        "status",
+        "code",
+        "coding",
+        "subject",
+        "value",
+        "for",
+        "owner",
+        "entry",
+        "resource",
+        "extension",
+        "contained",
+        "identifier",
+        "system",
+        "reference",
+        "component",
+    ];
+    const TYPES: &[&str] = &["Reference", "Quantity", "CodeableConcept", "Patient", "string", "boolean"];
+    let pick = |state: &mut u64, list: &[&'static str]| list[(next(state) % list.len() as u64) as usize];
+    if depth > 70 {
+        return pick(state, MEMBERS).to_owned();
+    }
+    let mut out = pick(state, ROOTS).to_owned();
+    for _ in 0..next(state) % 4 {
+        let step = match next(state) % 12 {
+            0 => format!(".where({})", random_expression(state, depth + 1)),
+            1 => format!(".ofType({})", pick(state, TYPES)),
+            2 => ".where(resolve() is Patient)".to_owned(),
+            3 => ".exists()".to_owned(),
+            4 => ".first()".to_owned(),
+            5 => "[0]".to_owned(),
+            6 => ".extension('http://x')".to_owned(),
+            7 => format!(".select({})", random_expression(state, depth + 1)),
+            _ => format!(".{}", pick(state, MEMBERS)),
+        };
+        out.push_str(&step);
+    }
+    match next(state) % 10 {
+        0 => format!("{out} | {}", random_expression(state, depth + 1)),
+        1 => format!("({out}) = {}", random_expression(state, depth + 1)),
+        2 => format!("{out}.exists() and {}", random_expression(state, depth + 1)),
+        3 => format!("({out} as {})", pick(state, TYPES)),
+        4 => format!("{out} != 'x'"),
+        _ => out,
     }
 }

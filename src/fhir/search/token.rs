@@ -36,14 +36,8 @@ fn non_empty(value: Option<&Value>) -> Option<&str> {
 
 fn collect<'a>(value: &'a Value, out: &mut Vec<Coded<'a>>) {
     match value {
-        Value::String(code) if !code.is_empty() => out.push(Coded {
-            system: None,
-            code: Some(code),
-        }),
-        Value::Bool(b) => out.push(Coded {
-            system: None,
-            code: Some(if *b { "true" } else { "false" }),
-        }),
+        Value::String(code) if !code.is_empty() => out.push(Coded { system: None, code: Some(code) }),
+        Value::Bool(b) => out.push(Coded { system: None, code: Some(if *b { "true" } else { "false" }) }),
         Value::Object(map) => {
             if let Some(codings) = map.get("coding") {
                 for coding in codings.as_array().into_iter().flatten() {
@@ -54,17 +48,11 @@ fn collect<'a>(value: &'a Value, out: &mut Vec<Coded<'a>>) {
             } else if let Some(concept @ Value::Object(_)) = map.get("concept") {
                 collect(concept, out);
             } else if map.contains_key("code") {
-                out.push(Coded {
-                    system: non_empty(map.get("system")),
-                    code: non_empty(map.get("code")),
-                });
+                out.push(Coded { system: non_empty(map.get("system")), code: non_empty(map.get("code")) });
             } else if let Some(value) = non_empty(map.get("value")) {
                 let system = non_empty(map.get("system"));
                 let contact = system.is_some_and(|s| CONTACT_POINT_SYSTEMS.contains(&s));
-                out.push(Coded {
-                    system: if contact { None } else { system },
-                    code: Some(value),
-                });
+                out.push(Coded { system: if contact { None } else { system }, code: Some(value) });
             }
         }
         _ => {}

@@ -71,15 +71,9 @@ const CHOICE_ELEMENTS: &[(&str, &str)] = &[
     ("additive", "CodeableConcept Reference"),
     ("address", "string url ContactPoint ExtendedContactDetail"),
     ("age", "string Age Range"),
-    (
-        "allowed",
-        "boolean string unsignedInt CodeableConcept Money",
-    ),
+    ("allowed", "boolean string unsignedInt CodeableConcept Money"),
     ("amount", "string Quantity Range Ratio"),
-    (
-        "answer",
-        "boolean date dateTime decimal integer string time Coding Quantity Reference",
-    ),
+    ("answer", "boolean date dateTime decimal integer string time Coding Quantity Reference"),
     ("artifact", "canonical uri Reference"),
     ("asNeeded", "boolean CodeableConcept"),
     ("author", "string Reference"),
@@ -96,10 +90,7 @@ const CHOICE_ELEMENTS: &[(&str, &str)] = &[
     ("deceased", "boolean date dateTime string Age Range"),
     ("defaultValue", "*"),
     ("definition", "canonical uri"),
-    (
-        "detail",
-        "boolean integer string CodeableConcept Quantity Range Ratio",
-    ),
+    ("detail", "boolean integer string CodeableConcept Quantity Range Ratio"),
     ("diagnosis", "CodeableConcept Reference"),
     ("dose", "Quantity Range"),
     ("due", "date Duration"),
@@ -107,10 +98,7 @@ const CHOICE_ELEMENTS: &[(&str, &str)] = &[
     ("effective", "dateTime instant Period Timing"),
     ("endpoint", "url Reference"),
     ("entity", "CodeableConcept Reference"),
-    (
-        "event",
-        "canonical dateTime id uri CodeableConcept Coding Reference",
-    ),
+    ("event", "canonical dateTime id uri CodeableConcept Coding Reference"),
     ("fastingStatus", "CodeableConcept Duration"),
     ("fixed", "*"),
     ("generatedBy", "Identifier Reference"),
@@ -123,18 +111,9 @@ const CHOICE_ELEMENTS: &[(&str, &str)] = &[
     ("legallyBinding", "Attachment Reference"),
     ("link", "canonical uri"),
     ("location", "Address CodeableConcept Reference"),
-    (
-        "maxValue",
-        "date dateTime decimal instant integer integer64 positiveInt time unsignedInt Quantity",
-    ),
-    (
-        "measureScore",
-        "dateTime CodeableConcept Duration Period Quantity Range",
-    ),
-    (
-        "minValue",
-        "date dateTime decimal instant integer integer64 positiveInt time unsignedInt Quantity",
-    ),
+    ("maxValue", "date dateTime decimal instant integer integer64 positiveInt time unsignedInt Quantity"),
+    ("measureScore", "dateTime CodeableConcept Duration Period Quantity Range"),
+    ("minValue", "date dateTime decimal instant integer integer64 positiveInt time unsignedInt Quantity"),
     ("minimumVolume", "string Quantity"),
     ("module", "canonical uri CodeableConcept"),
     ("multipleBirth", "boolean integer"),
@@ -167,10 +146,7 @@ const CHOICE_ELEMENTS: &[(&str, &str)] = &[
     ("targetItem", "positiveInt string Identifier"),
     ("targetScope", "canonical uri"),
     ("time", "dateTime Period"),
-    (
-        "timing",
-        "date dateTime Age Duration Period Range Reference Timing",
-    ),
+    ("timing", "date dateTime Age Duration Period Range Reference Timing"),
     ("topic", "CodeableConcept Reference"),
     ("used", "string unsignedInt Money"),
     ("value", "*"),
@@ -189,10 +165,7 @@ fn tables() -> &'static Tables {
     static TABLES: OnceLock<Tables> = OnceLock::new();
     TABLES.get_or_init(|| Tables {
         resources: RESOURCE_TYPES.split_whitespace().collect(),
-        by_suffix: DATA_TYPES
-            .split_whitespace()
-            .map(|name| (capitalise(name), name))
-            .collect(),
+        by_suffix: DATA_TYPES.split_whitespace().map(|name| (capitalise(name), name)).collect(),
         choices: CHOICE_ELEMENTS.iter().copied().collect(),
     })
 }

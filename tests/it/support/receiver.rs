@@ -110,7 +110,9 @@ impl Receiver {
         let mut count = 0;
         while count < n {
             let left = deadline.saturating_duration_since(Instant::now());
-            let r = tokio::time::timeout(left, self.next_of("event-notification", left)).await.unwrap_or_else(|_| panic!("only {count} of {n} events arrived within {d:?}"));
+            let r = tokio::time::timeout(left, self.next_of("event-notification", left))
+                .await
+                .unwrap_or_else(|_| panic!("only {count} of {n} events arrived within {d:?}"));
             count += r.event_numbers().len();
             out.push(r);
         }

@@ -47,7 +47,8 @@ impl TestServer {
             .await
             .unwrap();
         });
-        let server = TestServer { base: format!("http://{addr}/fhir"), client: reqwest::Client::new(), stop: Some(stop), task: Some(task), dir };
+        let server =
+            TestServer { base: format!("http://{addr}/fhir"), client: reqwest::Client::new(), stop: Some(stop), task: Some(task), dir };
         server.wait_healthy().await;
         server
     }
@@ -91,7 +92,8 @@ impl TestServer {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        Self::finish(self.client.post(self.url(path)).header("content-type", "application/fhir+json").json(body).send().await.unwrap()).await
+        Self::finish(self.client.post(self.url(path)).header("content-type", "application/fhir+json").json(body).send().await.unwrap())
+            .await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> (StatusCode, Value) {
@@ -166,7 +168,9 @@ impl TestServer {
 
     /// Creates a Task; returns its id.
     pub async fn create_task(&self, status: &str, owner: &str) -> String {
-        let (s, b) = self.post("Task", &json!({ "resourceType": "Task", "status": status, "intent": "order", "owner": { "reference": owner } })).await;
+        let (s, b) = self
+            .post("Task", &json!({ "resourceType": "Task", "status": status, "intent": "order", "owner": { "reference": owner } }))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         b["id"].as_str().unwrap().to_string()
     }

@@ -10,10 +10,7 @@ use serde_json::Value;
 use std::collections::HashSet;
 
 use super::super::{reference, types};
-use super::{
-    Call, Expr, ExprKind, Func, LogicOp, PathError, PathErrorKind, Step, SystemType, Term,
-    TypeSpec, MAX_EVAL_ITEMS,
-};
+use super::{Call, Expr, ExprKind, Func, LogicOp, PathError, PathErrorKind, Step, SystemType, Term, TypeSpec, MAX_EVAL_ITEMS};
 
 static TRUE: Value = Value::Bool(true);
 static FALSE: Value = Value::Bool(false);
@@ -34,10 +31,7 @@ enum Item<'a, 'p> {
 }
 
 pub(super) fn evaluate<'a>(expr: &Expr, resource: &'a Value) -> Result<Vec<&'a Value>, PathError> {
-    let mut evaluator = Evaluator {
-        root: resource,
-        produced: 0,
-    };
+    let mut evaluator = Evaluator { root: resource, produced: 0 };
     let root = evaluator.root_item();
     let items = evaluator.eval(expr, &[root], root)?;
     Ok(items
@@ -58,32 +52,19 @@ struct Evaluator<'a> {
 
 impl<'a> Evaluator<'a> {
     fn root_item<'p>(&self) -> Item<'a, 'p> {
-        Item::Node {
-            value: self.root,
-            ty: resource_type(self.root),
-        }
+        Item::Node { value: self.root, ty: resource_type(self.root) }
     }
 
     /// Count produced items against [`MAX_EVAL_ITEMS`].
     fn spend(&mut self, n: usize, pos: usize) -> Result<(), PathError> {
         self.produced = self.produced.saturating_add(n);
         if self.produced > MAX_EVAL_ITEMS {
-            return Err(PathError::new(
-                pos,
-                PathErrorKind::TooManyItems {
-                    max: MAX_EVAL_ITEMS,
-                },
-            ));
+            return Err(PathError::new(pos, PathErrorKind::TooManyItems { max: MAX_EVAL_ITEMS }));
         }
         Ok(())
     }
 
-    fn eval<'p>(
-        &mut self,
-        expr: &'p Expr,
-        input: &[Item<'a, 'p>],
-        this: Item<'a, 'p>,
-    ) -> Result<Vec<Item<'a, 'p>>, PathError> {
+    fn eval<'p>(&mut self, expr: &'p Expr, input: &[Item<'a, 'p>], this: Item<'a, 'p>) -> Result<Vec<Item<'a, 'p>>, PathError> {
         let out = match &expr.kind {
             ExprKind::Path { start, steps } => {
                 let mut items = self.term(start, input, this)?;
@@ -119,8 +100,7 @@ impl<'a> Evaluator<'a> {
                 if left.is_empty() || right.is_empty() {
                     Vec::new()
                 } else {
-                    let same = left.len() == right.len()
-                        && left.iter().zip(&right).all(|(l, r)| equal(*l, *r));
+                    let same = left.len() == right.len() && left.iter().zip(&right).all(|(l, r)| equal(*l, *r));
                     vec![Item::Bool(same != *negated)]
                 }
             }
@@ -129,29 +109,16 @@ impl<'a> Evaluator<'a> {
                 let left = to_bool(&left, lhs.pos)?;
                 let right = self.eval(rhs, input, this)?;
                 let right = to_bool(&right, rhs.pos)?;
-                logic(*op, left, right)
-                    .map(Item::Bool)
-                    .into_iter()
-                    .collect()
+                logic(*op, left, right).map(Item::Bool).into_iter().collect()
             }
-            ExprKind::TypeOp {
-                test_only,
-                operand,
-                ty,
-            } => {
+            ExprKind::TypeOp { test_only, operand, ty } => {
                 let items = self.eval(operand, input, this)?;
                 if *test_only {
-                    singleton(&items, expr.pos)?
-                        .map(|item| Item::Bool(is_type(item, ty)))
-                        .into_iter()
-                        .collect()
+                    singleton(&items, expr.pos)?.map(|item| Item::Bool(is_type(item, ty))).into_iter().collect()
                 } else {
                     // Lenient `as`: R5 expressions such as `suspectEntity.instance as
                     // Reference` meet repeating elements, so filter instead of failing.
-                    items
-                        .into_iter()
-                        .filter(|item| is_type(*item, ty))
-                        .collect()
+                    items.into_iter().filter(|item| is_type(*item, ty)).collect()
                 }
             }
         };
@@ -159,21 +126,12 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
-    fn term<'p>(
-        &mut self,
-        term: &'p Term,
-        input: &[Item<'a, 'p>],
-        this: Item<'a, 'p>,
-    ) -> Result<Vec<Item<'a, 'p>>, PathError> {
+    fn term<'p>(&mut self, term: &'p Term, input: &[Item<'a, 'p>], this: Item<'a, 'p>) -> Result<Vec<Item<'a, 'p>>, PathError> {
         Ok(match term {
             Term::Identifier(name) if name.starts_with(|c: char| c.is_ascii_uppercase()) => {
                 // FHIR element names are lower camel case, so this names a type: `Task.owner`
                 // keeps the input only when it is a Task (or `Resource`, `DomainResource`).
-                input
-                    .iter()
-                    .copied()
-                    .filter(|item| item_type(*item).is_some_and(|t| types::is_subtype(t, name)))
-                    .collect()
+                input.iter().copied().filter(|item| item_type(*item).is_some_and(|t| types::is_subtype(t, name))).collect()
             }
             Term::Identifier(name) => navigate(input, name),
             Term::Call(call) => self.call(call, input.to_vec())?,
@@ -187,11 +145,7 @@ impl<'a> Evaluator<'a> {
         })
     }
 
-    fn call<'p>(
-        &mut self,
-        call: &'p Call,
-        items: Vec<Item<'a, 'p>>,
-    ) -> Result<Vec<Item<'a, 'p>>, PathError> {
+    fn call<'p>(&mut self, call: &'p Call, items: Vec<Item<'a, 'p>>) -> Result<Vec<Item<'a, 'p>>, PathError> {
         let pos = call.pos;
         Ok(match &call.func {
             Func::Where(criteria) => {
@@ -224,28 +178,14 @@ impl<'a> Evaluator<'a> {
             Func::Empty => vec![Item::Bool(items.is_empty())],
             Func::First => items.first().copied().into_iter().collect(),
             Func::Last => items.last().copied().into_iter().collect(),
-            Func::Not => to_bool(&items, pos)?
-                .map(|b| Item::Bool(!b))
-                .into_iter()
-                .collect(),
+            Func::Not => to_bool(&items, pos)?.map(|b| Item::Bool(!b)).into_iter().collect(),
             Func::HasValue => {
-                let primitive = matches!(
-                    items.as_slice(),
-                    [Item::Node {
-                        value: Value::String(_) | Value::Number(_) | Value::Bool(_),
-                        ..
-                    }]
-                );
+                let primitive =
+                    matches!(items.as_slice(), [Item::Node { value: Value::String(_) | Value::Number(_) | Value::Bool(_), .. }]);
                 vec![Item::Bool(primitive)]
             }
-            Func::OfType(ty) | Func::As(ty) => items
-                .into_iter()
-                .filter(|item| is_type(*item, ty))
-                .collect(),
-            Func::Is(ty) => singleton(&items, pos)?
-                .map(|item| Item::Bool(is_type(item, ty)))
-                .into_iter()
-                .collect(),
+            Func::OfType(ty) | Func::As(ty) => items.into_iter().filter(|item| is_type(*item, ty)).collect(),
+            Func::Is(ty) => singleton(&items, pos)?.map(|item| Item::Bool(is_type(item, ty))).into_iter().collect(),
             Func::Resolve => items.into_iter().filter_map(|i| self.resolve(i)).collect(),
             Func::Extension(url) => extensions(&items, url),
         })
@@ -276,9 +216,7 @@ impl<'a> Evaluator<'a> {
                     }
                 }
                 let ty = map.get("type").and_then(Value::as_str)?;
-                let ty = ty
-                    .strip_prefix("http://hl7.org/fhir/StructureDefinition/")
-                    .unwrap_or(ty);
+                let ty = ty.strip_prefix("http://hl7.org/fhir/StructureDefinition/").unwrap_or(ty);
                 types::is_resource_type(ty).then_some(Item::Resolved(ty))
             }
             Value::String(canonical) => {
@@ -298,10 +236,7 @@ impl<'a> Evaluator<'a> {
         contained
             .iter()
             .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
-            .map(|value| Item::Node {
-                value,
-                ty: resource_type(value),
-            })
+            .map(|value| Item::Node { value, ty: resource_type(value) })
     }
 }
 
@@ -314,11 +249,7 @@ fn resource_type(value: &Value) -> Option<&str> {
 fn navigate<'a, 'p>(items: &[Item<'a, 'p>], name: &str) -> Vec<Item<'a, 'p>> {
     let mut out = Vec::new();
     for item in items {
-        let Item::Node {
-            value: Value::Object(map),
-            ..
-        } = item
-        else {
+        let Item::Node { value: Value::Object(map), .. } = item else {
             continue;
         };
         if let Some(child) = map.get(name) {
@@ -336,12 +267,7 @@ fn navigate<'a, 'p>(items: &[Item<'a, 'p>], name: &str) -> Vec<Item<'a, 'p>> {
 
 fn push_children<'a, 'p>(out: &mut Vec<Item<'a, 'p>>, value: &'a Value, ty: Option<&'a str>) {
     match value {
-        Value::Array(values) => out.extend(
-            values
-                .iter()
-                .filter(|v| !v.is_null())
-                .map(|value| Item::Node { value, ty }),
-        ),
+        Value::Array(values) => out.extend(values.iter().filter(|v| !v.is_null()).map(|value| Item::Node { value, ty })),
         Value::Null => {}
         _ => out.push(Item::Node { value, ty }),
     }
@@ -359,10 +285,7 @@ fn extensions<'a, 'p>(items: &[Item<'a, 'p>], url: &str) -> Vec<Item<'a, 'p>> {
         out.extend(
             list.iter()
                 .filter(|ext| ext.get("url").and_then(Value::as_str) == Some(url))
-                .map(|value| Item::Node {
-                    value,
-                    ty: Some("Extension"),
-                }),
+                .map(|value| Item::Node { value, ty: Some("Extension") }),
         );
     }
     out
@@ -407,16 +330,12 @@ fn is_type(item: Item<'_, '_>, spec: &TypeSpec) -> bool {
 fn equal(a: Item<'_, '_>, b: Item<'_, '_>) -> bool {
     match (a, b) {
         (Item::Node { value: x, .. }, Item::Node { value: y, .. }) => x == y,
-        (Item::Node { value, .. }, other) | (other, Item::Node { value, .. }) => {
-            match (value, other) {
-                (Value::String(s), Item::Str(t)) => s == t,
-                (Value::Bool(x), Item::Bool(y)) => *x == y,
-                (Value::Number(n), Item::Num(y)) => {
-                    n.as_f64().and_then(|x| x.partial_cmp(&y)) == Some(std::cmp::Ordering::Equal)
-                }
-                _ => false,
-            }
-        }
+        (Item::Node { value, .. }, other) | (other, Item::Node { value, .. }) => match (value, other) {
+            (Value::String(s), Item::Str(t)) => s == t,
+            (Value::Bool(x), Item::Bool(y)) => *x == y,
+            (Value::Number(n), Item::Num(y)) => n.as_f64().and_then(|x| x.partial_cmp(&y)) == Some(std::cmp::Ordering::Equal),
+            _ => false,
+        },
         (Item::Bool(x), Item::Bool(y)) => x == y,
         (Item::Str(x), Item::Str(y)) => x == y,
         (Item::Num(x), Item::Num(y)) => x.partial_cmp(&y) == Some(std::cmp::Ordering::Equal),
@@ -430,18 +349,12 @@ fn equal(a: Item<'_, '_>, b: Item<'_, '_>) -> bool {
 fn to_bool(items: &[Item<'_, '_>], pos: usize) -> Result<Option<bool>, PathError> {
     Ok(singleton(items, pos)?.map(|item| match item {
         Item::Bool(b) => b,
-        Item::Node {
-            value: Value::Bool(b),
-            ..
-        } => *b,
+        Item::Node { value: Value::Bool(b), .. } => *b,
         _ => true,
     }))
 }
 
-fn singleton<'a, 'p>(
-    items: &[Item<'a, 'p>],
-    pos: usize,
-) -> Result<Option<Item<'a, 'p>>, PathError> {
+fn singleton<'a, 'p>(items: &[Item<'a, 'p>], pos: usize) -> Result<Option<Item<'a, 'p>>, PathError> {
     match items {
         [] => Ok(None),
         [one] => Ok(Some(*one)),

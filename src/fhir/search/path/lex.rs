@@ -42,11 +42,9 @@ pub(super) struct Token {
     pub pos: usize,
 }
 
-/// Longest first, so `!=` wins over `!`.
-const PUNCTUATION: [&str; 22] = [
-    "!=", "!~", "<=", ">=", ".", ",", "(", ")", "[", "]", "{", "}", "|", "=", "~", "<", ">", "+",
-    "-", "*", "/", "&",
-];
+/// Two-character operators first, so `<=` is not read as `<`.
+const PUNCTUATION: [&str; 22] =
+    ["!=", "!~", "<=", ">=", ".", ",", "(", ")", "[", "]", "{", "}", "|", "=", "~", "<", ">", "+", "-", "*", "/", "&"];
 
 pub(super) fn lex(source: &str) -> Result<Vec<Token>, PathError> {
     let mut tokens = Vec::new();
@@ -60,9 +58,7 @@ pub(super) fn lex(source: &str) -> Result<Vec<Token>, PathError> {
             continue;
         }
         if let Some(after) = rest.strip_prefix("/*") {
-            let end = after
-                .find("*/")
-                .ok_or_else(|| PathError::new(pos, PathErrorKind::Unterminated))?;
+            let end = after.find("*/").ok_or_else(|| PathError::new(pos, PathErrorKind::Unterminated))?;
             rest = after.get(end + 2..).unwrap_or("");
             continue;
         }
@@ -78,11 +74,7 @@ pub(super) fn lex(source: &str) -> Result<Vec<Token>, PathError> {
             (Tok::Num(rest.get(..len).unwrap_or("").to_owned()), len)
         } else if first == '\'' || first == '`' {
             let (text, len) = quoted(rest, first, pos)?;
-            let tok = if first == '\'' {
-                Tok::Str(text)
-            } else {
-                Tok::Quoted(text)
-            };
+            let tok = if first == '\'' { Tok::Str(text) } else { Tok::Quoted(text) };
             (tok, len)
         } else if first == '$' || first == '%' {
             let tail = rest.get(1..).unwrap_or("");
@@ -97,17 +89,11 @@ pub(super) fn lex(source: &str) -> Result<Vec<Token>, PathError> {
             if name.is_empty() {
                 return Err(PathError::new(pos, PathErrorKind::UnexpectedChar(first)));
             }
-            let tok = if first == '$' {
-                Tok::Dollar(name)
-            } else {
-                Tok::Percent(name)
-            };
+            let tok = if first == '$' { Tok::Dollar(name) } else { Tok::Percent(name) };
             (tok, len)
         } else if first == '@' {
-            let len = 1 + rest.get(1..).map_or(0, |t| {
-                t.find(|c: char| !(c.is_ascii_alphanumeric() || "-:.+TZ".contains(c)))
-                    .unwrap_or(t.len())
-            });
+            let len =
+                1 + rest.get(1..).map_or(0, |t| t.find(|c: char| !(c.is_ascii_alphanumeric() || "-:.+TZ".contains(c))).unwrap_or(t.len()));
             let text = rest.get(..len).unwrap_or("@").to_owned();
             return Err(PathError::new(pos, PathErrorKind::UnsupportedLiteral(text)));
         } else if let Some(p) = PUNCTUATION.iter().find(|p| rest.starts_with(**p)) {
@@ -121,8 +107,7 @@ pub(super) fn lex(source: &str) -> Result<Vec<Token>, PathError> {
 }
 
 fn word_len(s: &str) -> usize {
-    s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(s.len())
+    s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len())
 }
 
 /// Digits, then an optional fraction only when a digit follows the dot (`entry[0].resource`
@@ -132,10 +117,7 @@ fn number_len(s: &str) -> usize {
     let rest = s.get(int..).unwrap_or("");
     match rest.strip_prefix('.') {
         Some(frac) if frac.starts_with(|c: char| c.is_ascii_digit()) => {
-            int + 1
-                + frac
-                    .find(|c: char| !c.is_ascii_digit())
-                    .unwrap_or(frac.len())
+            int + 1 + frac.find(|c: char| !c.is_ascii_digit()).unwrap_or(frac.len())
         }
         _ => int,
     }

@@ -8,28 +8,19 @@
 use super::super::types;
 use super::lex::{lex, Tok, Token};
 use super::{
-    Call, Expr, ExprKind, Func, LogicOp, PathError, PathErrorKind, Step, SystemType, Term,
-    TypeSpec, MAX_DEPTH, MAX_EXPRESSION_LEN,
+    Call, Expr, ExprKind, Func, LogicOp, PathError, PathErrorKind, Step, SystemType, Term, TypeSpec, MAX_DEPTH, MAX_EXPRESSION_LEN,
 };
 
 pub(super) fn parse(source: &str) -> Result<Expr, PathError> {
     if source.len() > MAX_EXPRESSION_LEN {
-        return Err(PathError::new(
-            MAX_EXPRESSION_LEN,
-            PathErrorKind::TooLong {
-                max: MAX_EXPRESSION_LEN,
-            },
-        ));
+        return Err(PathError::new(MAX_EXPRESSION_LEN, PathErrorKind::TooLong { max: MAX_EXPRESSION_LEN }));
     }
     let tokens = lex(source)?;
     let mut parser = Parser { tokens, at: 0 };
     let expr = parser.expression(0)?;
     match parser.peek() {
         Tok::Eof => Ok(expr),
-        other => Err(parser.error_here(PathErrorKind::Expected {
-            expected: "end of expression",
-            found: other.describe(),
-        })),
+        other => Err(parser.error_here(PathErrorKind::Expected { expected: "end of expression", found: other.describe() })),
     }
 }
 
@@ -86,16 +77,11 @@ impl Parser {
     }
 
     fn peek_at(&self, ahead: usize) -> &Tok {
-        self.tokens
-            .get(self.at + ahead)
-            .map_or(&Tok::Eof, |t| &t.tok)
+        self.tokens.get(self.at + ahead).map_or(&Tok::Eof, |t| &t.tok)
     }
 
     fn pos(&self) -> usize {
-        self.tokens
-            .get(self.at)
-            .or_else(|| self.tokens.last())
-            .map_or(0, |t| t.pos)
+        self.tokens.get(self.at).or_else(|| self.tokens.last()).map_or(0, |t| t.pos)
     }
 
     fn bump(&mut self) -> Tok {
@@ -115,10 +101,7 @@ impl Parser {
             self.bump();
             Ok(())
         } else {
-            Err(self.error_here(PathErrorKind::Expected {
-                expected: punct,
-                found: self.peek().describe(),
-            }))
+            Err(self.error_here(PathErrorKind::Expected { expected: punct, found: self.peek().describe() }))
         }
     }
 
@@ -139,19 +122,10 @@ impl Parser {
             let pos = self.pos();
             self.bump();
             lhs = match op {
-                BinOp::Unsupported(name) => {
-                    return Err(PathError::new(
-                        pos,
-                        PathErrorKind::UnsupportedOperator(name.to_owned()),
-                    ))
-                }
+                BinOp::Unsupported(name) => return Err(PathError::new(pos, PathErrorKind::UnsupportedOperator(name.to_owned()))),
                 BinOp::Is | BinOp::As => {
                     let ty = self.type_spec()?;
-                    let kind = ExprKind::TypeOp {
-                        test_only: op == BinOp::Is,
-                        operand: Box::new(lhs),
-                        ty,
-                    };
+                    let kind = ExprKind::TypeOp { test_only: op == BinOp::Is, operand: Box::new(lhs), ty };
                     node(kind, pos)?
                 }
                 BinOp::Union => {
@@ -169,20 +143,12 @@ impl Parser {
                 }
                 BinOp::Equal | BinOp::NotEqual => {
                     let rhs = self.binary(level + 1, depth)?;
-                    let kind = ExprKind::Equality {
-                        negated: op == BinOp::NotEqual,
-                        lhs: Box::new(lhs),
-                        rhs: Box::new(rhs),
-                    };
+                    let kind = ExprKind::Equality { negated: op == BinOp::NotEqual, lhs: Box::new(lhs), rhs: Box::new(rhs) };
                     node(kind, pos)?
                 }
                 BinOp::Logic(logic) => {
                     let rhs = self.binary(level + 1, depth)?;
-                    let kind = ExprKind::Logic {
-                        op: logic,
-                        lhs: Box::new(lhs),
-                        rhs: Box::new(rhs),
-                    };
+                    let kind = ExprKind::Logic { op: logic, lhs: Box::new(lhs), rhs: Box::new(rhs) };
                     node(kind, pos)?
                 }
             };
@@ -217,10 +183,7 @@ impl Parser {
                     let index = index.ok_or_else(|| {
                         PathError::new(
                             index_pos,
-                            PathErrorKind::Expected {
-                                expected: "a non-negative integer index",
-                                found: "something else".to_owned(),
-                            },
+                            PathErrorKind::Expected { expected: "a non-negative integer index", found: "something else".to_owned() },
                         )
                     })?;
                     self.expect("]")?;
@@ -242,10 +205,7 @@ impl Parser {
                 self.bump();
                 Ok(name)
             }
-            other => Err(self.error_here(PathErrorKind::Expected {
-                expected,
-                found: other.describe(),
-            })),
+            other => Err(self.error_here(PathErrorKind::Expected { expected, found: other.describe() })),
         }
     }
 
@@ -255,32 +215,23 @@ impl Parser {
             Tok::Ident(word) => match word.as_str() {
                 "true" => Ok(Term::Bool(true)),
                 "false" => Ok(Term::Bool(false)),
-                _ if *self.peek() == Tok::Punct("(") => {
-                    Ok(Term::Call(self.call(word, pos, depth)?))
-                }
+                _ if *self.peek() == Tok::Punct("(") => Ok(Term::Call(self.call(word, pos, depth)?)),
                 _ => Ok(Term::Identifier(word)),
             },
             Tok::Quoted(name) => Ok(Term::Identifier(name)),
             Tok::Str(text) => Ok(Term::Str(text)),
-            Tok::Num(text) => text
-                .parse::<f64>()
-                .map(Term::Num)
-                .map_err(|_| PathError::new(pos, PathErrorKind::UnsupportedLiteral(text.clone()))),
+            Tok::Num(text) => {
+                text.parse::<f64>().map(Term::Num).map_err(|_| PathError::new(pos, PathErrorKind::UnsupportedLiteral(text.clone())))
+            }
             Tok::Dollar(name) if name == "this" => Ok(Term::This),
             Tok::Percent(name) => match name.as_str() {
                 "resource" | "rootResource" | "context" => Ok(Term::Root),
                 "ucum" => Ok(Term::Str("http://unitsofmeasure.org".to_owned())),
                 "sct" => Ok(Term::Str("http://snomed.info/sct".to_owned())),
                 "loinc" => Ok(Term::Str("http://loinc.org".to_owned())),
-                _ => Err(PathError::new(
-                    pos,
-                    PathErrorKind::UnsupportedVariable(format!("%{name}")),
-                )),
+                _ => Err(PathError::new(pos, PathErrorKind::UnsupportedVariable(format!("%{name}")))),
             },
-            Tok::Dollar(name) => Err(PathError::new(
-                pos,
-                PathErrorKind::UnsupportedVariable(format!("${name}")),
-            )),
+            Tok::Dollar(name) => Err(PathError::new(pos, PathErrorKind::UnsupportedVariable(format!("${name}")))),
             Tok::Punct("(") => {
                 let inner = self.expression(depth + 1)?;
                 self.expect(")")?;
@@ -290,27 +241,17 @@ impl Parser {
                 self.expect("}")?;
                 Ok(Term::Empty)
             }
-            Tok::Punct(p) if binary_op(&Tok::Punct(p)).is_some() => Err(PathError::new(
-                pos,
-                PathErrorKind::UnsupportedOperator(p.to_owned()),
-            )),
-            other => Err(PathError::new(
-                pos,
-                PathErrorKind::Expected {
-                    expected: "an expression",
-                    found: other.describe(),
-                },
-            )),
+            Tok::Punct(p) if binary_op(&Tok::Punct(p)).is_some() => {
+                Err(PathError::new(pos, PathErrorKind::UnsupportedOperator(p.to_owned())))
+            }
+            other => Err(PathError::new(pos, PathErrorKind::Expected { expected: "an expression", found: other.describe() })),
         }
     }
 
     /// `name(` has been seen (the `(` is next); parse the arguments this subset allows.
     fn call(&mut self, name: String, pos: usize, depth: usize) -> Result<Call, PathError> {
         self.expect("(")?;
-        let arguments = |expected| PathErrorKind::Arguments {
-            function: name.clone(),
-            expected,
-        };
+        let arguments = |expected| PathErrorKind::Arguments { function: name.clone(), expected };
         let func = match name.as_str() {
             "where" | "select" | "exists" => {
                 if name == "exists" && *self.peek() == Tok::Punct(")") {
@@ -335,19 +276,9 @@ impl Parser {
             "is" => Func::Is(self.type_spec()?),
             "extension" => match self.bump() {
                 Tok::Str(url) => Func::Extension(url),
-                _ => {
-                    return Err(PathError::new(
-                        pos,
-                        arguments("one string literal (the url)"),
-                    ))
-                }
+                _ => return Err(PathError::new(pos, arguments("one string literal (the url)"))),
             },
-            _ => {
-                return Err(PathError::new(
-                    pos,
-                    PathErrorKind::UnsupportedFunction(name),
-                ))
-            }
+            _ => return Err(PathError::new(pos, PathErrorKind::UnsupportedFunction(name))),
         };
         if *self.peek() != Tok::Punct(")") {
             let expected = match func {
@@ -377,14 +308,9 @@ impl Parser {
             first.clone()
         };
         if !qualified || first == "FHIR" {
-            let known = types::is_data_type(&name)
-                || types::is_resource_type(&name)
-                || matches!(name.as_str(), "Resource" | "DomainResource");
-            return if known {
-                Ok(TypeSpec::Fhir(name))
-            } else {
-                Err(PathError::new(pos, PathErrorKind::UnknownType(name)))
-            };
+            let known =
+                types::is_data_type(&name) || types::is_resource_type(&name) || matches!(name.as_str(), "Resource" | "DomainResource");
+            return if known { Ok(TypeSpec::Fhir(name)) } else { Err(PathError::new(pos, PathErrorKind::UnknownType(name))) };
         }
         let system = match name.as_str() {
             "Boolean" => SystemType::Boolean,
@@ -423,17 +349,12 @@ fn node(kind: ExprKind, pos: usize) -> Result<Expr, PathError> {
                 .fold(from_start, usize::max)
         }
         ExprKind::Union(items) => items.iter().map(|e| e.depth).max().unwrap_or(0),
-        ExprKind::Equality { lhs, rhs, .. } | ExprKind::Logic { lhs, rhs, .. } => {
-            lhs.depth.max(rhs.depth)
-        }
+        ExprKind::Equality { lhs, rhs, .. } | ExprKind::Logic { lhs, rhs, .. } => lhs.depth.max(rhs.depth),
         ExprKind::TypeOp { operand, .. } => operand.depth,
     };
     let depth = children + 1;
     if depth > MAX_DEPTH {
-        return Err(PathError::new(
-            pos,
-            PathErrorKind::TooDeep { max: MAX_DEPTH },
-        ));
+        return Err(PathError::new(pos, PathErrorKind::TooDeep { max: MAX_DEPTH }));
     }
     Ok(Expr { kind, pos, depth })
 }
