@@ -3,8 +3,6 @@
 //! tests of R5 token/reference equality on those examples, the generated definitions file,
 //! the type tables, index-key equivalence, and hostile input for the parser.
 //! Tests that need `shared/fhir/` print a note and pass when it is absent.
-// Tests may unwrap, panic and index (STYLE §5): a missing fixture is a failing test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::branches::split_union;
 use super::*;

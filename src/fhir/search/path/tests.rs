@@ -1,6 +1,4 @@
 //! Unit tests of the FHIRPath subset on small resources: semantics, error positions, bounds.
-// Tests may unwrap, panic and index (STYLE §5).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use super::*;
 use serde_json::json;
