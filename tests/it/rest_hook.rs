@@ -333,7 +333,7 @@ async fn end_turns_subscription_off_and_stops_counting() {
     server.task_topic(TOPIC).await;
     let end = herald::fhir::instant::format_millis(herald::fhir::instant::now_millis() + 1500);
     let id = server.subscribe(TOPIC, &rx.url, json!({ "end": end })).await;
-    server.wait_status(&id, "active", T).await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
     server.wait_status(&id, "off", T).await;
     server.create_task("requested", "Organization/lab").await;
     let st = server.status_of(&id).await;
