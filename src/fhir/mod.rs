@@ -9,9 +9,13 @@
 //! - `outcome`: `Issue`, the unit of every validation and error report.
 //! - `topic`: `TopicSpec`, a validated SubscriptionTopic.
 //! - `subscription`: `SubscriptionSpec`, a validated R5 Subscription.
+//! - `model`: the R5 type model (elements, choice types, base types), generated from the spec.
+//! - `fhirpath`: the FHIRPath engine topics and search parameters evaluate with.
 //! - `search`: the R5 SearchParameters and the path subset that evaluates them.
 
+pub mod fhirpath;
 pub mod instant;
+pub mod model;
 pub mod outcome;
 pub mod search;
 pub mod subscription;
