@@ -1,13 +1,23 @@
 //! `TopicSpec`: the parts of an R5 `SubscriptionTopic` that drive matching and notification,
 //! parsed and validated from the stored JSON.
 //!
-//! Herald evaluates resource triggers by type and interaction. Triggers with `queryCriteria`
-//! or `fhirPathCriteria`, and `eventTrigger`s, are refused with `not-supported` until the search
-//! engine and FHIRPath land (issues #5, #4, #8): accepting them would silently fire on every
-//! change of the type, which is worse than saying no.
+//! Herald evaluates resource triggers by type, interaction and `fhirPathCriteria`, which is
+//! compiled here, once, when the topic is stored; an expression that does not compile is
+//! refused with the offset of the error. A trigger with only `queryCriteria`, and
+//! `eventTrigger`s, are refused with `not-supported` until the search engine lands (issues #5,
+//! #8): accepting them would silently fire on every change of the type.
+//!
+//! When a trigger has both `queryCriteria` and `fhirPathCriteria`, R5 calls them two
+//! computable renderings of one concept, to be implemented consistently and never ANDed
+//! (digest §2.3 item 22). Herald evaluates the `fhirPathCriteria` alone and ignores the
+//! `queryCriteria`: FHIRPath sees `%previous` and `%current` directly and is exact for every
+//! resource type, while the query form depends on which search parameters exist.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::fhirpath::Expression;
 use super::outcome::{Issue, IssueType};
 use super::types::{is_resource_type, type_from_uri};
 
@@ -45,7 +55,21 @@ pub struct ResourceTrigger {
     pub resource: String,
     /// Empty means every interaction (R5: absent `supportedInteraction` = all).
     pub interactions: Vec<Interaction>,
+    /// `fhirPathCriteria`, compiled; evaluated with `%previous` and `%current`.
+    pub fhir_path: Option<Criteria>,
 }
+
+/// A compiled `fhirPathCriteria`, shared by every evaluation; equal when the text is.
+#[derive(Clone, Debug)]
+pub struct Criteria(pub Arc<Expression>);
+
+impl PartialEq for Criteria {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.source() == other.0.source()
+    }
+}
+
+impl Eq for Criteria {}
 
 impl ResourceTrigger {
     pub fn fires_on(&self, resource_type: &str, interaction: Interaction) -> bool {
@@ -166,18 +190,29 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
     }
     for (i, t) in raw_triggers.iter().enumerate() {
         let path = format!("SubscriptionTopic.resourceTrigger[{i}]");
-        if t.get("queryCriteria").is_some() {
+        let fhir_path = match t.get("fhirPathCriteria") {
+            None => None,
+            Some(Value::String(text)) => match Expression::parse(text) {
+                Ok(expr) => Some(Criteria(Arc::new(expr))),
+                Err(e) => {
+                    issues.push(Issue::at(
+                        IssueType::Invalid,
+                        format!("{path}.fhirPathCriteria"),
+                        format!("FHIRPath {} at character {} of {text:?}: {}", e.class, e.position + 1, e.kind),
+                    ));
+                    None
+                }
+            },
+            Some(_) => {
+                issues.push(Issue::at(IssueType::Structure, format!("{path}.fhirPathCriteria"), "expected a string"));
+                None
+            }
+        };
+        if t.get("queryCriteria").is_some() && t.get("fhirPathCriteria").is_none() {
             issues.push(Issue::at(
                 IssueType::NotSupported,
                 format!("{path}.queryCriteria"),
-                "Herald cannot evaluate queryCriteria yet; refusing rather than firing on every change",
-            ));
-        }
-        if t.get("fhirPathCriteria").is_some() {
-            issues.push(Issue::at(
-                IssueType::NotSupported,
-                format!("{path}.fhirPathCriteria"),
-                "Herald cannot evaluate fhirPathCriteria yet; refusing rather than firing on every change",
+                "Herald cannot evaluate queryCriteria yet (give the trigger a fhirPathCriteria); refusing rather than firing on every change",
             ));
         }
         let resource = match str_at(t, "resource") {
@@ -200,7 +235,7 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
             }
         }
         if let Some(resource) = resource {
-            triggers.push(ResourceTrigger { resource, interactions });
+            triggers.push(ResourceTrigger { resource, interactions, fhir_path });
         }
     }
 

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use super::flusher::{self, FlushItem};
+use super::resolver::CommitResolver;
 use super::subscriptions::{self, RegistryOp};
 use super::{
     ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneCommand, LaneSink, LaneView, Request, WriteEntry, WriteMethod,
@@ -79,6 +80,9 @@ pub(super) struct Plan {
     pub touched: Vec<String>,
     /// Subscriptions removed.
     pub removed: Vec<String>,
+    /// Resources of a multi-entry transaction (`Type/id` to their state in this commit), so
+    /// that `resolve()` in topic criteria sees the transaction, not the store before it.
+    pub pending: HashMap<String, Option<Value>>,
 }
 
 impl Plan {
@@ -162,6 +166,13 @@ impl Committer {
         let now = now_millis();
         if atomic {
             let mut plan = Plan::default();
+            if entries.len() > 1 {
+                // Later entries may be referenced by earlier ones: start from what was sent.
+                for e in &entries {
+                    let state = if e.method == WriteMethod::Delete { None } else { e.resource.clone() };
+                    plan.pending.insert(format!("{}/{}", e.resource_type, e.id), state);
+                }
+            }
             let mut results = Vec::with_capacity(entries.len());
             for (index, entry) in entries.iter().enumerate() {
                 match self.apply_entry(&mut plan, entry, now) {
@@ -193,7 +204,7 @@ impl Committer {
 
     /// Applies a plan's commit and merges its side effects; returns the lane updates to publish.
     fn apply_plan(&mut self, plan: Plan) -> Result<(), IngestError> {
-        let Plan { commit, states, registry_ops, touched, removed } = plan;
+        let Plan { commit, states, registry_ops, touched, removed, pending: _ } = plan;
         self.store.apply(commit)?;
         for op in registry_ops {
             op.apply(&mut self.registry);
@@ -288,6 +299,9 @@ impl Committer {
             full_url: None,
         };
         plan.commit.put_version(&record)?;
+        if !plan.pending.is_empty() {
+            plan.pending.insert(format!("{ty}/{}", record.id), record.resource.clone());
+        }
         self.enqueue_matches(plan, &record, interaction, live_prev.and_then(|p| p.resource.as_ref()), now)?;
         Ok(WriteResult { record, created: interaction == Interaction::Create, changed: true })
     }
@@ -307,7 +321,9 @@ impl Committer {
             previous,
             current: record.resource.as_ref(),
         };
-        let report = match_change(&change, &self.registry, &self.cfg.base_url, |sub| {
+        let resolver = CommitResolver::new(&self.store, &plan.pending, &self.cfg.base_url);
+        let resolver_ref = &resolver;
+        let report = match_change(&change, &self.registry, &self.cfg.base_url, Some(&resolver_ref), |sub| {
             self.state(plan, sub).is_some_and(|s| s.status.counts_events())
         });
         for d in &report.diagnostics {

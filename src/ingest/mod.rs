@@ -15,6 +15,7 @@
 
 mod committer;
 mod flusher;
+mod resolver;
 mod subscriptions;
 
 use std::sync::Arc;

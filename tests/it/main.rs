@@ -10,3 +10,4 @@ mod fhir_rest;
 mod rest_hook;
 mod sidecar;
 mod support;
+mod topics;

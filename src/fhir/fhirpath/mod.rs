@@ -53,6 +53,16 @@ pub trait Resolver<'a> {
     /// `reference` is as written: relative (`Patient/123`), absolute, or versioned
     /// (`Patient/123/_history/2`). `None` when it cannot be resolved.
     fn resolve(&self, reference: &str) -> Option<&'a Value>;
+
+    /// The target of a `Reference` element, given its `reference` (absent for a logical
+    /// reference) and its `type` (a type name or StructureDefinition url). The default asks
+    /// [`Resolver::resolve`] with the reference. A resolver that only needs the target's type,
+    /// as search parameters' `resolve() is Patient` does, may answer from `type` when the
+    /// reference is absent or opaque (`urn:uuid:...`).
+    fn resolve_reference(&self, reference: Option<&str>, type_hint: Option<&str>) -> Option<&'a Value> {
+        let _ = type_hint;
+        reference.and_then(|r| self.resolve(r))
+    }
 }
 
 /// Bounds on one evaluation. Exceeding any of them ends it with an
@@ -195,5 +205,7 @@ impl std::str::FromStr for Expression {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -10,12 +10,38 @@ fn official(name: &str) -> Option<Value> {
 }
 
 #[test]
-fn official_topics_with_criteria_are_refused_as_not_supported() {
-    for name in ["SubscriptionTopic-example.json", "SubscriptionTopic-admission.json"] {
-        let Some(topic) = official(name) else { return };
-        let issues = parse_topic("x", &topic).unwrap_err();
-        assert!(issues.iter().any(|i| i.code == IssueType::NotSupported), "{name}: {issues:?}");
+fn official_topic_with_fhirpath_criteria_is_compiled_and_event_triggers_are_refused() {
+    if let Some(topic) = official("SubscriptionTopic-example.json") {
+        let spec = parse_topic("x", &topic).unwrap();
+        let criteria = spec.triggers[0].fhir_path.as_ref().expect("fhirPathCriteria compiled");
+        assert!(criteria.0.source().contains("%current.status"));
     }
+    if let Some(topic) = official("SubscriptionTopic-admission.json") {
+        let issues = parse_topic("x", &topic).unwrap_err();
+        assert!(issues
+            .iter()
+            .any(|i| i.code == IssueType::NotSupported && i.expression.as_deref() == Some("SubscriptionTopic.eventTrigger")));
+    }
+}
+
+#[test]
+fn invalid_fhirpath_criteria_is_refused_with_its_position() {
+    let topic = json!({ "url": "u", "status": "active", "resourceTrigger": [
+        { "resource": "Task", "fhirPathCriteria": "%current.status = 'completed' and and" },
+        { "resource": "Task", "fhirPathCriteria": "%current.nosuch()" },
+        { "resource": "Task", "queryCriteria": { "current": "status=completed" } }
+    ] });
+    let issues = parse_topic("t", &topic).unwrap_err();
+    let at = |path: &str| issues.iter().find(|i| i.expression.as_deref() == Some(path)).unwrap_or_else(|| panic!("{path}: {issues:?}"));
+    let syntax = at("SubscriptionTopic.resourceTrigger[0].fhirPathCriteria");
+    assert_eq!(syntax.code, IssueType::Invalid);
+    assert!(syntax.diagnostics.contains("syntax error at character 35"), "{}", syntax.diagnostics);
+    assert!(at("SubscriptionTopic.resourceTrigger[1].fhirPathCriteria").diagnostics.contains("unknown function nosuch()"));
+    assert_eq!(at("SubscriptionTopic.resourceTrigger[2].queryCriteria").code, IssueType::NotSupported);
+    let both = json!({ "url": "u", "status": "active", "resourceTrigger": [
+        { "resource": "Task", "queryCriteria": { "current": "status=completed" }, "fhirPathCriteria": "%current.status = 'completed'" }
+    ] });
+    assert!(parse_topic("t", &both).unwrap().triggers[0].fhir_path.is_some(), "FHIRPath is used when both are given");
 }
 
 #[test]

@@ -6,5 +6,5 @@
 pub mod receiver;
 pub mod server;
 
-pub use receiver::Receiver;
+pub use receiver::{Received, Receiver};
 pub use server::TestServer;

@@ -1,0 +1,196 @@
+//! Topics with `fhirPathCriteria`, end to end: the criteria decide which changes notify,
+//! with `%previous` empty on create and `%current` empty on delete, `resolve()` reads the
+//! store and the transaction being committed, bad expressions are refused with their
+//! position, and a runaway expression is stopped without stopping the server.
+//!
+//! Negative cases never sleep: each is followed by a change that does fire, and since a
+//! subscription's events arrive in commit order, an unwanted event would arrive first.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{Received, Receiver, TestServer};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Posts a topic on `resource` for `interactions` with `criteria`; returns its url.
+async fn criteria_topic(server: &TestServer, name: &str, resource: &str, interactions: &[&str], criteria: &str) -> String {
+    let url = format!("http://example.org/topics/{name}");
+    let topic = json!({
+        "resourceType": "SubscriptionTopic", "url": url, "status": "active",
+        "resourceTrigger": [{ "resource": resource, "supportedInteraction": interactions, "fhirPathCriteria": criteria }],
+        "notificationShape": [{ "resource": resource }]
+    });
+    let (s, b) = server.post("SubscriptionTopic", &topic).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    url
+}
+
+async fn subscribed(server: &TestServer, topic: &str, rx: &Receiver) {
+    let id = server.subscribe(topic, &rx.url, json!({ "content": "full-resource" })).await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status(&id, "active", T).await;
+}
+
+/// The focus resource of an event notification.
+fn focus(n: &Received) -> &Value {
+    &n.body["entry"][1]["resource"]
+}
+
+async fn task(server: &TestServer, id: &str, status: &str, extra: Value) -> StatusCode {
+    let mut body = json!({ "resourceType": "Task", "id": id, "status": status, "intent": "order" });
+    if let (Some(obj), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        obj.extend(extra.clone());
+    }
+    let (s, b) = server.put(&format!("Task/{id}"), &body).await;
+    assert!(s.is_success(), "{b}");
+    s
+}
+
+#[tokio::test]
+async fn completion_topic_fires_on_the_transition_to_completed_and_only_then() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let topic = criteria_topic(
+        &server,
+        "task-completed",
+        "Task",
+        &["create", "update"],
+        "(%previous.id.empty() or %previous.status != 'completed') and %current.status = 'completed'",
+    )
+    .await;
+    subscribed(&server, &topic, &rx).await;
+
+    // Created not completed, then moved along but not to completed: no event.
+    assert_eq!(task(&server, "a", "requested", json!({})).await, StatusCode::CREATED);
+    task(&server, "a", "in-progress", json!({})).await;
+    // The transition: one event, numbered 1.
+    task(&server, "a", "completed", json!({})).await;
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.event_numbers(), vec![1]);
+    assert_eq!((focus(&n)["id"].as_str(), focus(&n)["status"].as_str()), (Some("a"), Some("completed")));
+
+    // Completed again (another change to a completed Task): no event. Then a Task created
+    // already completed has no previous version and fires: it must be event 2.
+    task(&server, "a", "completed", json!({ "description": "signed off" })).await;
+    assert_eq!(task(&server, "b", "completed", json!({})).await, StatusCode::CREATED);
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.event_numbers(), vec![2], "the repeat update of a completed Task must not notify");
+    assert_eq!(focus(&n)["id"], "b");
+
+    // Deleting is not a listed interaction: the criteria are not even evaluated.
+    let (s, _) = server.delete("Task/b").await;
+    assert!(s.is_success());
+    task(&server, "c", "in-progress", json!({})).await;
+    task(&server, "c", "completed", json!({})).await;
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.event_numbers(), vec![3]);
+    assert_eq!(focus(&n)["id"], "c");
+}
+
+#[tokio::test]
+async fn delete_topic_sees_the_previous_version_and_an_empty_current() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let topic = criteria_topic(&server, "task-withdrawn", "Task", &["delete"], "%current.empty() and %previous.status = 'cancelled'").await;
+    let id = server.subscribe(&topic, &rx.url, json!({ "content": "id-only" })).await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status(&id, "active", T).await;
+
+    task(&server, "keep", "requested", json!({})).await;
+    task(&server, "gone", "cancelled", json!({})).await;
+    // Deleting a Task that was not cancelled: no event; deleting the cancelled one: event 1.
+    assert!(server.delete("Task/keep").await.0.is_success());
+    assert!(server.delete("Task/gone").await.0.is_success());
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.event_numbers(), vec![1]);
+    let focus_ref = n.status()["notificationEvent"][0]["focus"]["reference"].as_str().unwrap();
+    assert!(focus_ref.ends_with("Task/gone"), "{focus_ref}");
+}
+
+#[tokio::test]
+async fn resolve_follows_task_focus_into_the_store_and_into_the_same_transaction() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let topic = criteria_topic(&server, "urgent-focus", "Task", &["create"], "%current.focus.resolve().priority = 'urgent'").await;
+    subscribed(&server, &topic, &rx).await;
+
+    let (s, _) = server.put("ServiceRequest/routine", &json!({ "resourceType": "ServiceRequest", "id": "routine", "status": "active", "intent": "order", "priority": "routine", "subject": { "reference": "Patient/p" } })).await;
+    assert!(s.is_success());
+    let (s, _) = server.put("ServiceRequest/urgent", &json!({ "resourceType": "ServiceRequest", "id": "urgent", "status": "active", "intent": "order", "priority": "urgent", "subject": { "reference": "Patient/p" } })).await;
+    assert!(s.is_success());
+    task(&server, "t-routine", "requested", json!({ "focus": { "reference": "ServiceRequest/routine" } })).await;
+    task(&server, "t-missing", "requested", json!({ "focus": { "reference": "ServiceRequest/nowhere" } })).await;
+    task(&server, "t-urgent", "requested", json!({ "focus": { "reference": "ServiceRequest/urgent" } })).await;
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.event_numbers(), vec![1]);
+    assert_eq!(focus(&n)["id"], "t-urgent");
+
+    // A transaction whose Task (listed first) points at a ServiceRequest created later in the
+    // same Bundle: resolve() must see the transaction, not the store before it.
+    let bundle = json!({
+        "resourceType": "Bundle", "type": "transaction",
+        "entry": [
+            { "fullUrl": "urn:uuid:7f0c2f6e-3a4e-4f55-9a59-1f2d3c4b5a61",
+              "resource": { "resourceType": "Task", "status": "requested", "intent": "order",
+                            "focus": { "reference": "urn:uuid:0b9d7a52-6c1e-4e2f-8d3a-5e6f7a8b9c0d" } },
+              "request": { "method": "POST", "url": "Task" } },
+            { "fullUrl": "urn:uuid:0b9d7a52-6c1e-4e2f-8d3a-5e6f7a8b9c0d",
+              "resource": { "resourceType": "ServiceRequest", "status": "active", "intent": "order", "priority": "urgent",
+                            "subject": { "reference": "Patient/p" } },
+              "request": { "method": "POST", "url": "ServiceRequest" } }
+        ]
+    });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.event_numbers(), vec![2]);
+    let sr_ref = focus(&n)["focus"]["reference"].as_str().unwrap();
+    assert!(sr_ref.starts_with("ServiceRequest/"), "urn:uuid rewritten: {sr_ref}");
+}
+
+#[tokio::test]
+async fn invalid_criteria_are_refused_with_the_position_of_the_error() {
+    let server = TestServer::start().await;
+    let topic = json!({
+        "resourceType": "SubscriptionTopic", "url": "http://example.org/topics/bad", "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "fhirPathCriteria": "%current.status = 'completed' and (" }]
+    });
+    let (s, b) = server.post("SubscriptionTopic", &topic).await;
+    assert!(s.is_client_error(), "{s}: {b}");
+    assert_eq!(b["resourceType"], "OperationOutcome");
+    let issue = &b["issue"][0];
+    assert_eq!(issue["code"], "invalid");
+    assert_eq!(issue["expression"][0], "SubscriptionTopic.resourceTrigger[0].fhirPathCriteria");
+    let text = issue["diagnostics"].as_str().unwrap();
+    assert!(text.contains("syntax error at character 36"), "{text}");
+    // Nothing was stored.
+    let (s, b) = server.get("SubscriptionTopic?url=http://example.org/topics/bad").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["total"], 0, "{b}");
+}
+
+#[tokio::test]
+async fn runaway_criteria_are_stopped_counted_and_do_not_block_other_topics() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let ten = "(1|2|3|4|5|6|7|8|9|10)";
+    let runaway = format!("{ten}.select({ten}.select({ten}.select({ten}.select({ten}.select({ten}.select($this)))))).count() > 0");
+    let slow = criteria_topic(&server, "runaway", "Task", &["create"], &runaway).await;
+    let fine = criteria_topic(&server, "fine", "Task", &["create"], "%current.status = 'requested'").await;
+    subscribed(&server, &slow, &rx).await;
+    subscribed(&server, &fine, &rx).await;
+    let before = herald::matching::criteria_errors_total();
+
+    // The write is accepted; the runaway topic's evaluation fails within its budget; the
+    // other topic still notifies.
+    assert_eq!(task(&server, "x", "requested", json!({})).await, StatusCode::CREATED);
+    let n = rx.next_of("event-notification", T).await;
+    assert!(n.status()["topic"].as_str().unwrap().ends_with("/fine"), "{}", n.body);
+    assert!(herald::matching::criteria_errors_total() > before, "the failed evaluation is counted");
+    // The server still serves.
+    let (s, _) = server.get("Task/x").await;
+    assert_eq!(s, StatusCode::OK);
+}
