@@ -30,8 +30,12 @@ pub(super) fn parse(source: &str) -> Result<Expr, FhirPathError> {
     }
 }
 
-/// Parser recursion allowed before giving up, in frames.
-const MAX_PARSE_DEPTH: usize = 4 * MAX_DEPTH;
+/// Parser recursion allowed before giving up, in frames (each of `expression`, `binary`,
+/// `unary`, `postfix`, `term` and `call` is one). The tallest trees [`MAX_DEPTH`] allows cost
+/// at most six frames per level (`(1 + (1 + ...))`, `iif(true, iif(true, ...))`); redundant
+/// parentheses add frames but no height, and are what this bound stops. In a debug build a
+/// frame takes about 3.5 KiB, so the bound keeps parsing within about 1.5 MiB of stack.
+const MAX_PARSE_DEPTH: usize = 7 * MAX_DEPTH;
 
 /// Calendar duration keywords that may follow a number to make a quantity (`4 days`).
 pub(super) const CALENDAR_UNITS: [&str; 16] = [
@@ -142,6 +146,15 @@ impl Parser {
         }
     }
 
+    /// One more parser frame: `depth + 1`, or an error past [`MAX_PARSE_DEPTH`]. Checked on
+    /// entry to every recursive step, before it recurses further.
+    fn enter(&self, depth: usize) -> Result<usize, FhirPathError> {
+        if depth >= MAX_PARSE_DEPTH {
+            return Err(self.syntax_here(ErrorKind::TooDeep { max: MAX_DEPTH }));
+        }
+        Ok(depth + 1)
+    }
+
     /// Wrap `kind` in a node, refusing trees taller than [`MAX_DEPTH`].
     fn node(&self, kind: ExprKind, pos: usize) -> Result<Expr, FhirPathError> {
         let expr = Expr::new(kind, pos);
@@ -151,17 +164,16 @@ impl Parser {
         Ok(expr)
     }
 
-    /// A full expression nested `depth` levels deep in parentheses or arguments. The
-    /// recursion guard is looser than the tree height limit (one tree level can cost the
-    /// parser two frames); the height check in [`Parser::node`] is the real limit.
+    /// A full expression `depth` parser frames deep. The frame guard ([`Parser::enter`]) only
+    /// keeps the recursion off the end of the stack; the height check in [`Parser::node`] is
+    /// the limit on what is accepted.
     fn expression(&mut self, depth: usize) -> Result<Expr, FhirPathError> {
-        if depth > MAX_PARSE_DEPTH {
-            return Err(self.syntax_here(ErrorKind::TooDeep { max: MAX_DEPTH }));
-        }
+        let depth = self.enter(depth)?;
         self.binary(1, depth)
     }
 
     fn binary(&mut self, min_level: u8, depth: usize) -> Result<Expr, FhirPathError> {
+        let depth = self.enter(depth)?;
         let mut lhs = self.unary(depth)?;
         while let Some((op, level)) = infix(self.peek()) {
             if level < min_level {
@@ -177,7 +189,7 @@ impl Parser {
                     self.node(kind, pos)?
                 }
                 Infix::Union => {
-                    let rhs = self.binary(level + 1, depth + 1)?;
+                    let rhs = self.binary(level + 1, depth)?;
                     let items = match lhs.kind {
                         ExprKind::Union(mut items) => {
                             items.push(rhs);
@@ -188,7 +200,7 @@ impl Parser {
                     self.node(ExprKind::Union(items), pos)?
                 }
                 Infix::Bin(op) => {
-                    let rhs = self.binary(level + 1, depth + 1)?;
+                    let rhs = self.binary(level + 1, depth)?;
                     self.node(ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, pos)?
                 }
             };
@@ -198,22 +210,17 @@ impl Parser {
 
     /// `+x` and `-x` bind looser than invocation: `-1.convertsToInteger()` negates a Boolean.
     fn unary(&mut self, depth: usize) -> Result<Expr, FhirPathError> {
+        let depth = self.enter(depth)?;
         let pos = self.pos();
         match self.peek() {
             Tok::Punct("-") => {
                 self.bump();
-                let operand = self.unary(depth + 1)?;
-                if depth > MAX_PARSE_DEPTH {
-                    return Err(self.syntax_here(ErrorKind::TooDeep { max: MAX_DEPTH }));
-                }
+                let operand = self.unary(depth)?;
                 self.node(ExprKind::Negate(Box::new(operand)), pos)
             }
             Tok::Punct("+") => {
                 self.bump();
-                if depth > MAX_PARSE_DEPTH {
-                    return Err(self.syntax_here(ErrorKind::TooDeep { max: MAX_DEPTH }));
-                }
-                self.unary(depth + 1)
+                self.unary(depth)
             }
             _ => self.postfix(depth),
         }
@@ -221,6 +228,7 @@ impl Parser {
 
     /// A term followed by `.member`, `.function(...)` and `[index]`.
     fn postfix(&mut self, depth: usize) -> Result<Expr, FhirPathError> {
+        let depth = self.enter(depth)?;
         let mut expr = self.term(depth)?;
         loop {
             match self.peek() {
@@ -242,7 +250,7 @@ impl Parser {
                 Tok::Punct("[") => {
                     let pos = self.pos();
                     self.bump();
-                    let index = self.expression(depth + 1)?;
+                    let index = self.expression(depth)?;
                     self.expect("]")?;
                     expr = self.node(ExprKind::Indexer { target: Box::new(expr), index: Box::new(index) }, pos)?;
                 }
@@ -252,11 +260,12 @@ impl Parser {
     }
 
     fn term(&mut self, depth: usize) -> Result<Expr, FhirPathError> {
+        let depth = self.enter(depth)?;
         let pos = self.pos();
         let literal = |p: &Parser, lit| p.node(ExprKind::Literal(lit), pos);
         match self.bump() {
             Tok::Punct("(") => {
-                let inner = self.expression(depth + 1)?;
+                let inner = self.expression(depth)?;
                 self.expect(")")?;
                 Ok(inner)
             }
@@ -323,6 +332,7 @@ impl Parser {
     /// `name(args)` with the opening parenthesis next. Resolves the function and checks its
     /// argument count; `is`, `as` and `ofType` take a type name, not an expression.
     fn call(&mut self, target: Option<Expr>, name: &str, pos: usize, depth: usize) -> Result<Expr, FhirPathError> {
+        let depth = self.enter(depth)?;
         self.expect("(")?;
         let (func, min, max) =
             Func::lookup(name).ok_or_else(|| FhirPathError::semantic(pos, ErrorKind::UnknownFunction(name.to_owned())))?;
@@ -335,7 +345,7 @@ impl Parser {
             self.bump();
         } else {
             loop {
-                args.push(self.expression(depth + 1)?);
+                args.push(self.expression(depth)?);
                 match self.bump() {
                     Tok::Punct(",") => continue,
                     Tok::Punct(")") => break,

@@ -292,3 +292,41 @@ fn compile_errors_name_their_position() {
     let err = Expression::parse("Task.status.is(NoSuchType)").unwrap_err();
     assert_eq!(err.class, ErrorClass::Semantic);
 }
+
+/// Evaluation cost per expression on the suite's Observation, in a release build:
+/// `cargo test --release --lib fhirpath::tests::bench_expression_costs -- --ignored --nocapture`.
+/// Figures go to BENCHMARKS.md; nothing is asserted about time.
+#[test]
+#[ignore]
+fn bench_expression_costs() {
+    let Some(dir) = data_dir() else { return };
+    let text = std::fs::read_to_string(dir.join("input/observation-example.json")).unwrap();
+    let obs: Value = serde_json::from_str(&text).unwrap();
+    let started = std::time::Instant::now();
+    let _ = crate::fhir::model::Model::r5().unwrap();
+    eprintln!("model load: {:?}", started.elapsed());
+    for src in [
+        "Observation.status = 'final'",
+        "Observation.value.ofType(Quantity).value > 100",
+        "Observation.code.coding.where(system = 'http://loinc.org').code",
+        "(%previous.id.empty() or %previous.status != 'final') and %current.status = 'final'",
+    ] {
+        let iterations = 100_000u32;
+        let env = Env::new(Some(&obs)).with_variable("previous", Some(&obs)).with_variable("current", Some(&obs));
+        let expr = Expression::parse(src).unwrap();
+        for _ in 0..1000 {
+            std::hint::black_box(expr.evaluate(&env).unwrap());
+        }
+        let t = std::time::Instant::now();
+        for _ in 0..iterations {
+            std::hint::black_box(expr.evaluate(&env).unwrap());
+        }
+        let eval = t.elapsed() / iterations;
+        let t = std::time::Instant::now();
+        for _ in 0..iterations {
+            std::hint::black_box(Expression::parse(std::hint::black_box(src)).unwrap());
+        }
+        let parse = t.elapsed() / iterations;
+        eprintln!("{src}: evaluate {eval:?}, parse {parse:?}");
+    }
+}

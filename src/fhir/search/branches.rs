@@ -3,13 +3,14 @@
 //!
 //! In: expression text. Out: branch slices of that text with their root types. Shared
 //! parameters (`clinical-patient`: `AllergyIntolerance.patient | CarePlan.subject.where(...)
-//! | ...`) are compiled per base type from the branches that can apply to it, so one
-//! unparseable branch cannot take the other types down with it. This is a lexical scan
+//! | ...`) are compiled per base type from the branches that can apply to it: the FHIRPath
+//! engine would skip the other branches anyway (a leading type name filters the focus), but a
+//! type's expression stays small, cheap to evaluate and readable in error messages. This is a lexical scan
 //! (strings, quoted identifiers, comments and brackets respected), not a parse: it never
 //! fails, and when the top level holds an operator weaker than `|` the whole text is one
 //! branch.
 
-use super::path::MAX_DEPTH;
+use crate::fhir::fhirpath::MAX_DEPTH;
 
 /// One top-level branch of a union.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,8 +5,9 @@
 //! never runs a query against a store. Map of the module:
 //! - `params`: the official R5 SearchParameters ([`SearchParams::r5`]), lookup by type and
 //!   code or url, and per-type compiled expressions ([`SearchParam::path_for`]).
-//! - `path`: the FHIRPath subset those expressions use ([`CompiledPath`]); a full engine can
-//!   replace it behind the same types.
+//! - `compiled`: an expression compiled for one base type with Herald's FHIRPath engine
+//!   (`crate::fhir::fhirpath`) ([`CompiledPath`]), evaluated with `resolve()` answering the
+//!   target's type from the reference.
 //! - `branches`: cuts shared expressions into per-type union branches before compiling.
 //! - `token`, `reference`: R5 equality matching of selected values with a search value, and
 //!   the index keys that answer the same question by lookup.
@@ -16,16 +17,18 @@
 //! Nothing here panics on input: expressions, resources and search values are all input.
 
 mod branches;
+mod compiled;
 mod params;
-mod path;
 mod reference;
 mod token;
 mod types;
 
+pub use compiled::CompiledPath;
 pub use params::{ParamType, SearchParam, SearchParamComponent, SearchParams};
-pub use path::{CompiledPath, PathError, PathErrorKind, MAX_DEPTH, MAX_EVAL_ITEMS, MAX_EXPRESSION_LEN};
 pub use reference::{normalize_reference_query, reference_keys, reference_matches};
 pub use token::{normalize_token_query, token_keys, token_matches};
+
+use crate::fhir::fhirpath::FhirPathError;
 
 /// Why a search parameter could not be used on a resource.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,13 +46,15 @@ pub enum SearchError {
         resource_type: String,
         /// The branches kept for the type, which `source.position` points into.
         expression: String,
-        source: Box<PathError>,
+        source: Box<FhirPathError>,
     },
     #[error("search parameter {url} on {resource_type}: {source}")]
-    Evaluation { url: String, resource_type: String, source: Box<PathError> },
+    Evaluation { url: String, resource_type: String, source: Box<FhirPathError> },
     #[error("resource is a {found}, not a {expected}")]
     ResourceType { expected: String, found: String },
 }
 
+#[cfg(test)]
+mod engine_tests;
 #[cfg(test)]
 mod tests;

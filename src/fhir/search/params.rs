@@ -4,7 +4,9 @@
 //! In: the compact definitions file written by `tools/gen_search_params.py` (embedded with
 //! `include_str!`). Out: [`SearchParams`] and [`SearchParam`], whose `values` hand a
 //! resource's selected JSON nodes to `token` and `reference` matching. A broken embedded file
-//! is a [`SearchError`], never a panic. Compiled paths are cached for the life of the set.
+//! is a [`SearchError`], never a panic. Expressions are compiled with the FHIRPath engine
+//! (`crate::fhir::fhirpath`) once per (parameter, base entry) and cached for the life of the
+//! set.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -12,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use super::branches::split_union;
-use super::path::CompiledPath;
+use super::compiled::{fits_type, CompiledPath};
 use super::{types, SearchError};
 
 /// The official R5 definitions, one compact object per parameter.
@@ -116,9 +118,12 @@ impl SearchParam {
     /// once and cached.
     ///
     /// A union is cut into its branches and only those rooted at the type, at `Resource` or
-    /// `DomainResource`, or at the context itself are kept; a type with no branch gets
-    /// [`CompiledPath::empty`]. Errors: the parameter does not apply to the type, has no
-    /// expression, or the kept text does not compile.
+    /// `DomainResource`, or at the context itself are kept; a branch rooted at the context is
+    /// dropped when the FHIRPath engine refuses it for the type (R5 `clinical-date` has
+    /// `(start | requestedPeriod.start).first()`, meant for Appointment, among the branches
+    /// for all its bases). A type with no branch gets [`CompiledPath::empty`]. Errors: the
+    /// parameter does not apply to the type, has no expression, or the kept text does not
+    /// compile.
     pub fn path_for(&self, resource_type: &str) -> Result<&CompiledPath, SearchError> {
         let index = self
             .slot(resource_type)
@@ -135,7 +140,12 @@ impl SearchParam {
         let branches = split_union(expression);
         let subset = if branches.len() > 1 {
             let is_domain = types::is_domain_resource(key);
-            let kept: Vec<&str> = branches.iter().filter(|b| b.applies_to(key, is_domain)).map(|b| b.text).collect();
+            let kept: Vec<&str> = branches
+                .iter()
+                .filter(|b| b.applies_to(key, is_domain))
+                .filter(|b| !b.roots.is_empty() || fits_type(b.text, key))
+                .map(|b| b.text)
+                .collect();
             if kept.is_empty() {
                 return Ok(CompiledPath::empty());
             }
@@ -152,7 +162,8 @@ impl SearchParam {
         })
     }
 
-    /// The JSON nodes this parameter selects in `resource`, which must be a `resource_type`.
+    /// The JSON nodes this parameter selects in `resource`, which must be a `resource_type`,
+    /// with Boolean results as JSON booleans (see [`CompiledPath::evaluate`]).
     pub fn values<'a>(&self, resource_type: &str, resource: &'a Value) -> Result<Vec<&'a Value>, SearchError> {
         let found = resource.get("resourceType").and_then(Value::as_str);
         if found != Some(resource_type) {

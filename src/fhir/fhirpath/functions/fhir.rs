@@ -2,10 +2,11 @@
 //! `conformsTo`, `htmlChecks`, `memberOf`), the 2.1 `lowBoundary`/`highBoundary`/
 //! `precision`/`comparable`, the type functions (`is`, `as`, `type`), `not`, and the clock.
 //!
-//! `resolve()` looks in the resource's own `contained` list and, for a Bundle, its entries,
-//! before asking the environment's [`Resolver`](super::super::Resolver) (Herald's store, or
-//! the resources of the transaction being committed). A reference that cannot be resolved
-//! yields nothing, as the spec requires.
+//! `resolve()` looks in the resource's own `contained` list (`#` alone is the resource
+//! itself) and, for a Bundle, its entries, before asking the environment's
+//! [`Resolver`](super::super::Resolver) (Herald's store, the resources of the transaction
+//! being committed, or search's type-only resolver, which also reads `Reference.type`). A
+//! reference that cannot be resolved yields nothing, as the spec requires.
 
 use std::rc::Rc;
 
@@ -54,9 +55,9 @@ pub(super) fn call<'a>(cx: &Call<'_, 'a, '_>, input: &[Item<'a>]) -> R<Option<Co
         Func::Resolve => {
             let mut out = Vec::new();
             for item in input {
-                if let Some(reference) = reference_of(item) {
+                if let Some(target) = target_of(item) {
                     cx.ev.tick(16, cx.pos)?;
-                    if let Some(found) = resolve(cx, &reference) {
+                    if let Some(found) = resolve(cx, &target) {
                         out.push(Item::Node(Node { strict: false, ..Node::resource(found) }));
                     }
                 }
@@ -141,41 +142,65 @@ fn extension_nodes<'a>(node: &Node<'a>, out: &mut Collection<'a>) {
     }
 }
 
-/// The reference text an item carries: a string, a `Reference.reference`, a canonical.
-fn reference_of(item: &Item<'_>) -> Option<String> {
+/// What an item says about a reference's target: a string (a reference or canonical), or a
+/// `Reference` element's `reference` and `type`.
+struct Target<'a> {
+    reference: Option<String>,
+    type_hint: Option<&'a str>,
+    /// Whether the item is a `Reference`-shaped object rather than a string.
+    element: bool,
+}
+
+fn target_of<'a>(item: &Item<'a>) -> Option<Target<'a>> {
+    let string = |s: &str| Some(Target { reference: Some(s.to_owned()), type_hint: None, element: false });
     match item {
-        Item::Str(s) => Some(s.to_string()),
+        Item::Str(s) => string(s),
         Item::Node(node) => match node.value? {
-            Value::String(s) => Some(s.clone()),
-            Value::Object(obj) => obj.get("reference").and_then(Value::as_str).map(str::to_owned),
+            Value::String(s) => string(s),
+            Value::Object(obj) => {
+                let reference = obj.get("reference").and_then(Value::as_str).map(str::to_owned);
+                let type_hint = obj.get("type").and_then(Value::as_str);
+                (reference.is_some() || type_hint.is_some()).then_some(Target { reference, type_hint, element: true })
+            }
             _ => None,
         },
         _ => None,
     }
 }
 
-fn resolve<'a>(cx: &Call<'_, 'a, '_>, reference: &str) -> Option<&'a Value> {
+fn resolve<'a>(cx: &Call<'_, 'a, '_>, target: &Target<'_>) -> Option<&'a Value> {
     let env = cx.ev.env;
     let root = env.root_resource.or(env.resource);
-    if let Some(id) = reference.strip_prefix('#') {
-        let contained = root?.get("contained")?.as_array()?;
-        return contained.iter().find(|c| c.get("id").and_then(Value::as_str) == Some(id));
-    }
-    if let Some(bundle) = root.filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Bundle")) {
-        let entries = bundle.get("entry").and_then(Value::as_array);
-        for entry in entries.into_iter().flatten() {
-            let full_url = entry.get("fullUrl").and_then(Value::as_str).unwrap_or("");
-            let resource = entry.get("resource");
-            let typed = resource.and_then(|r| Some(format!("{}/{}", r.get("resourceType")?.as_str()?, r.get("id")?.as_str()?)));
-            if full_url == reference
-                || (!reference.contains("://") && typed.as_deref() == Some(reference))
-                || full_url.ends_with(&format!("/{reference}"))
-            {
-                return resource;
+    if let Some(reference) = target.reference.as_deref() {
+        if let Some(id) = reference.strip_prefix('#') {
+            // FHIR: `#` alone refers to the containing resource itself.
+            if id.is_empty() {
+                return root;
+            }
+            let contained = root?.get("contained")?.as_array()?;
+            return contained.iter().find(|c| c.get("id").and_then(Value::as_str) == Some(id));
+        }
+        if let Some(bundle) = root.filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Bundle")) {
+            let entries = bundle.get("entry").and_then(Value::as_array);
+            for entry in entries.into_iter().flatten() {
+                let full_url = entry.get("fullUrl").and_then(Value::as_str).unwrap_or("");
+                let resource = entry.get("resource");
+                let typed = resource.and_then(|r| Some(format!("{}/{}", r.get("resourceType")?.as_str()?, r.get("id")?.as_str()?)));
+                if full_url == reference
+                    || (!reference.contains("://") && typed.as_deref() == Some(reference))
+                    || full_url.ends_with(&format!("/{reference}"))
+                {
+                    return resource;
+                }
             }
         }
     }
-    env.resolver.and_then(|r| r.resolve(reference))
+    let resolver = env.resolver?;
+    match (target.element, target.reference.as_deref()) {
+        (true, reference) => resolver.resolve_reference(reference, target.type_hint),
+        (false, Some(reference)) => resolver.resolve(reference),
+        (false, None) => None,
+    }
 }
 
 /// Elements FHIR narrative may use (the XHTML subset of the FHIR narrative rules: no
