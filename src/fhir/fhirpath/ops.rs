@@ -167,13 +167,65 @@ pub(super) fn negate<'a>(ev: &Evaluator<'a, '_>, items: Collection<'a>, pos: usi
 
 /// Add to `out` the items of `part` not already in it (`|` and `union()`).
 pub(super) fn union_into<'a>(ev: &Evaluator<'a, '_>, out: &mut Collection<'a>, part: Collection<'a>, pos: usize) -> R<()> {
+    let mut seen = Dedup::of(out);
     for item in part {
-        ev.tick(out.len() as u64 / 4 + 1, pos)?;
-        if !out.iter().any(|o| item_equal(o, &item) == Some(true)) {
-            out.push(item);
-        }
+        seen.insert(ev, out, item, pos)?;
     }
     ev.check_size(out.len(), pos)
+}
+
+/// A coarse key that equal items always share: Strings, numbers and Booleans by value,
+/// everything else by kind. Items are compared with [`item_equal`] only within a bucket, so
+/// de-duplicating a thousand codes costs a thousand hash look-ups, not half a million
+/// comparisons.
+#[derive(Hash, PartialEq, Eq)]
+enum Key {
+    Str(Rc<str>),
+    Num(Decimal),
+    Bool(bool),
+    Other(u8),
+}
+
+fn key(item: &Item<'_>) -> Key {
+    match item.to_system() {
+        Item::Str(s) => Key::Str(s),
+        Item::Bool(b) => Key::Bool(b),
+        Item::Int(i) | Item::Long(i) => Key::Num(Decimal::from(i).normalize()),
+        Item::Dec(d) => Key::Num(d.normalize()),
+        Item::Date(_) | Item::DateTime(_) => Key::Other(1),
+        Item::Time(_) => Key::Other(2),
+        Item::Quantity(_) => Key::Other(3),
+        Item::Type { .. } => Key::Other(4),
+        Item::Node(n) if n.quantity().is_some() => Key::Other(3),
+        Item::Node(_) => Key::Other(0),
+    }
+}
+
+/// The items of a collection being built without duplicates, bucketed by [`Key`].
+pub(super) struct Dedup {
+    buckets: std::collections::HashMap<Key, Vec<usize>>,
+}
+
+impl Dedup {
+    pub(super) fn of(items: &[Item<'_>]) -> Dedup {
+        let mut buckets: std::collections::HashMap<Key, Vec<usize>> = std::collections::HashMap::new();
+        for (i, item) in items.iter().enumerate() {
+            buckets.entry(key(item)).or_default().push(i);
+        }
+        Dedup { buckets }
+    }
+
+    /// Push `item` onto `out` unless an equal item is there; true if it was pushed.
+    pub(super) fn insert<'a>(&mut self, ev: &Evaluator<'a, '_>, out: &mut Collection<'a>, item: Item<'a>, pos: usize) -> R<bool> {
+        let bucket = self.buckets.entry(key(&item)).or_default();
+        ev.tick(bucket.len() as u64 / 4 + 1, pos)?;
+        if bucket.iter().any(|i| out.get(*i).is_some_and(|o| item_equal(o, &item) == Some(true))) {
+            return Ok(false);
+        }
+        bucket.push(out.len());
+        out.push(item);
+        Ok(true)
+    }
 }
 
 /// `=` on collections: empty if either side is empty, false on different lengths, else

@@ -330,3 +330,16 @@ fn bench_expression_costs() {
         eprintln!("{src}: evaluate {eval:?}, parse {parse:?}");
     }
 }
+
+#[test]
+fn large_unions_and_distinct_stay_within_the_default_budget() {
+    // A ValueSet expansion of thousands of codes (UCUM's common units has about 1,300) must
+    // de-duplicate in linear steps: quadratic comparison would spend the whole budget.
+    let codes: Vec<Value> = (0..5_000).map(|i| json!({ "code": format!("c{}", i % 4_000) })).collect();
+    let vs = json!({ "resourceType": "ValueSet", "status": "active", "expansion": { "timestamp": "2024-01-01", "contains": codes } });
+    assert_eq!(eval("(ValueSet.expansion.contains.code | ValueSet.expansion.contains.code).count()", Some(&vs)), vec![json!(4000)]);
+    assert_eq!(eval("ValueSet.expansion.contains.code.distinct().count()", Some(&vs)), vec![json!(4000)]);
+    assert_eq!(eval("ValueSet.expansion.contains.code.isDistinct()", Some(&vs)), vec![json!(false)]);
+    // Equal values of different kinds still meet: 1 and 1.0 are one item.
+    assert_eq!(eval("(1 | 1.0 | 2).count()", None), vec![json!(2)]);
+}

@@ -70,6 +70,11 @@ fn examples(shared: &Path) -> Vec<(String, Value)> {
     for dir in EXAMPLE_DIRS {
         json_files(&shared.join(dir), &mut files);
     }
+    // The whole official examples package (`npm pack hl7.fhir.r5.examples@5.0.0`, unpacked),
+    // for a one-off wider run; CI uses the examples in `../shared`.
+    if let Some(extra) = std::env::var_os("HERALD_R5_EXAMPLES_DIR") {
+        json_files(Path::new(&extra), &mut files);
+    }
     files.sort();
     let mut out = Vec::new();
     for file in files {

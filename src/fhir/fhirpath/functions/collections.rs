@@ -7,7 +7,7 @@ use std::rc::Rc;
 use super::super::ast::{Expr, ExprKind, Func};
 use super::super::error::{ErrorKind, FhirPathError};
 use super::super::eval::{Evaluator, Scope, Vars, R};
-use super::super::ops::{compare, item_equal, to_bool, union_into};
+use super::super::ops::{compare, item_equal, to_bool, union_into, Dedup};
 use super::super::types;
 use super::super::value::{Collection, Item};
 use super::Call;
@@ -185,19 +185,21 @@ fn repeat<'a>(
     dedupe: bool,
 ) -> R<Collection<'a>> {
     let mut out: Collection<'a> = Vec::new();
+    let mut seen = Dedup::of(&out);
     let mut frontier: Collection<'a> = input.to_vec();
     while !frontier.is_empty() {
         let mut next = Vec::new();
         ev.per_item(projection, &frontier, scope, |_, _, result| {
             for item in result {
                 if dedupe {
-                    ev.tick(out.len() as u64 / 4 + 1, pos)?;
-                    if out.iter().any(|o| item_equal(o, &item) == Some(true)) {
-                        continue;
+                    if seen.insert(ev, &mut out, item.clone(), pos)? {
+                        next.push(item);
                     }
+                } else {
+                    ev.tick(1, pos)?;
+                    out.push(item.clone());
+                    next.push(item);
                 }
-                out.push(item.clone());
-                next.push(item);
             }
             ev.check_size(out.len(), pos)?;
             Ok(true)
