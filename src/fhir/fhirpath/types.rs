@@ -63,11 +63,12 @@ pub(super) fn item_is(item: &Item<'_>, ty: &TypeName, exact: bool) -> bool {
     is_fhir_subtype(&name, &ty.name)
 }
 
-fn capitalise(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect(),
-        None => String::new(),
+/// `suffix` is `code` with its first letter upper-cased (`Quantity`, `String` for `string`).
+fn is_capitalised(code: &str, suffix: &str) -> bool {
+    let (mut c, mut s) = (code.chars(), suffix.chars());
+    match (c.next(), s.next()) {
+        (Some(a), Some(b)) => a.to_ascii_uppercase() == b && c.eq(s),
+        _ => false,
     }
 }
 
@@ -94,8 +95,18 @@ pub(super) fn navigate<'a>(node: &Node<'a>, name: &str, out: &mut Collection<'a>
         return Ok(());
     };
     if element.choice {
-        for code in &element.types {
-            push_property(obj, &format!("{name}{}", capitalise(code)), static_type_name(code).or(Some(code.as_str())), node.strict, out);
+        // `value[x]` is `valueQuantity`, `valueString`... in JSON (or only `_valueString` for a
+        // primitive with just extensions): scan the object's keys once rather than building
+        // a name per allowed type.
+        for key in obj.keys() {
+            let plain = key.strip_prefix('_').unwrap_or(key);
+            if plain.len() != key.len() && obj.contains_key(plain) {
+                continue;
+            }
+            let Some(suffix) = plain.strip_prefix(name) else { continue };
+            if let Some(code) = element.types.iter().find(|code| is_capitalised(code, suffix)) {
+                push_property(obj, plain, Some(code.as_str()), node.strict, out);
+            }
         }
     } else {
         // A System-typed element that stands for a FHIR type (`Resource.id` is an `id`).
