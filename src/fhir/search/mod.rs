@@ -9,6 +9,10 @@
 //!   (`crate::fhir::fhirpath`) ([`CompiledPath`]), evaluated with `resolve()` answering the
 //!   target's type from the reference.
 //! - `branches`: cuts shared expressions into per-type union branches before compiling.
+//! - `query`: search strings parsed into ANDed clauses of ORed, typed values ([`query::Query`]);
+//!   `value` types the values; `date` turns dates into ranges and applies prefixes.
+//! - `matcher`: whether a resource satisfies a clause, for every parameter type and modifier,
+//!   with a [`matcher::SearchContext`] for chains, `_has` and ValueSets.
 //! - `token`, `reference`: R5 equality matching of selected values with a search value, and
 //!   the index keys that answer the same question by lookup.
 //! - `types`: R5 resource, data type and choice element names.
@@ -18,10 +22,14 @@
 
 mod branches;
 mod compiled;
+pub mod date;
+pub mod matcher;
 mod params;
+pub mod query;
 mod reference;
 mod token;
 mod types;
+pub mod value;
 
 pub use compiled::CompiledPath;
 pub use params::{ParamType, SearchParam, SearchParamComponent, SearchParams};
@@ -52,9 +60,13 @@ pub enum SearchError {
     Evaluation { url: String, resource_type: String, source: Box<FhirPathError> },
     #[error("resource is a {found}, not a {expected}")]
     ResourceType { expected: String, found: String },
+    #[error("search parameter {url}: {what} is not supported")]
+    Unsupported { url: String, what: String },
 }
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod query_tests;
 #[cfg(test)]
 mod tests;
