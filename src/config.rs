@@ -25,7 +25,20 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub delivery: DeliverySettings,
     pub subscriptions: SubscriptionSettings,
+    pub search: SearchSettings,
     pub log: LogConfig,
+}
+
+/// REST search bounds (`[search]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// Most candidates one search reads; beyond it the answer is 400 `too-costly`.
+    pub max_scan: usize,
+    /// Most resources `_include`/`_revinclude` add to one page.
+    pub max_include: usize,
+    /// Up to this many candidates, searches give an accurate `total` by default.
+    pub cheap_total: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -186,6 +199,9 @@ impl Config {
         }
         if !self.server.base_url.is_empty() && url::Url::parse(&self.server.base_url).is_err() {
             return Err(ConfigError::Invalid { key: "server.base_url", message: "must be an absolute URL".into() });
+        }
+        if self.search.max_scan == 0 {
+            return Err(ConfigError::Invalid { key: "search.max_scan", message: "must be at least 1".into() });
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid { key: "log.format", message: "must be text or json".into() });

@@ -105,6 +105,11 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         base_url: base_url.clone(),
         policy,
         max_bundle_entries: cfg.server.max_bundle_entries,
+        search: api::search::plan::Limits {
+            max_scan: cfg.search.max_scan,
+            max_include: cfg.search.max_include,
+            cheap_total: cfg.search.cheap_total,
+        },
         ready: AtomicBool::new(false),
     });
     let app = api::router(state.clone(), cfg.server.max_body_bytes);

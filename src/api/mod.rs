@@ -1,7 +1,8 @@
 //! The HTTP API (axum): FHIR REST at `/fhir`, operations, health. Handlers parse and check the
 //! request, then hand writes to `ingest` and read from `store`; none writes the store itself.
 //!
-//! - `rest`: create, read, vread, update, delete, history, search.
+//! - `rest`: create, read, vread, update, delete, history.
+//! - `search`: type-level search (`GET /fhir/{type}?...`, `POST /fhir/{type}/_search`).
 //! - `bundle`: batch and transaction Bundles at `POST /fhir`.
 //! - `status`: `$status` (instance and type level).
 //! - `sidecar`: `POST /fhir/$ingest`, changes fed by another FHIR server.
@@ -13,6 +14,7 @@ mod capability;
 mod extract;
 pub mod outcome;
 mod rest;
+pub mod search;
 mod sidecar;
 mod status;
 
@@ -40,6 +42,7 @@ pub struct AppState {
     pub base_url: String,
     pub policy: AddressPolicy,
     pub max_bundle_entries: usize,
+    pub search: search::plan::Limits,
     /// Set once the registry is loaded and delivery started.
     pub ready: AtomicBool,
 }
@@ -52,8 +55,8 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/$ingest", post(sidecar::ingest))
         .route("/Subscription/$status", get(status::type_level).post(status::type_level_post))
         .route("/Subscription/{id}/$status", get(status::instance).post(status::instance))
-        .route("/{type}", get(rest::search).post(rest::create))
-        .route("/{type}/_search", post(rest::search_post))
+        .route("/{type}", get(search::search).post(rest::create))
+        .route("/{type}/_search", post(search::search_post))
         .route("/{type}/{id}", get(rest::read).put(rest::update).delete(rest::delete))
         .route("/{type}/{id}/_history", get(rest::history))
         .route("/{type}/{id}/_history/{vid}", get(rest::vread))

@@ -3,6 +3,8 @@
 //! | case | status | issue code |
 //! |---|---|---|
 //! | unparsable body, wrong `resourceType`, bad id, bad search parameter | 400 | `structure`, `invalid`, `value` |
+//! | search that would read more than `search.max_scan` candidates | 400 | `too-costly` |
+//! | search Herald cannot decide (ValueSet needing a terminology server) | 422 | `not-supported` |
 //! | valid FHIR refused by a rule (unknown topic, unsupported channel or filter) | 422 | `business-rule`, `not-supported` |
 //! | unknown type or id | 404 | `not-found` |
 //! | deleted resource | 410 | `deleted` |
@@ -18,6 +20,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::search::plan::SearchFailure;
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::{Issue, IssueType};
 use crate::ingest::IngestError;
@@ -73,6 +76,16 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
+    }
+}
+
+impl From<SearchFailure> for ApiError {
+    fn from(err: SearchFailure) -> Self {
+        match err {
+            SearchFailure::TooCostly(text) => ApiError::new(StatusCode::BAD_REQUEST, IssueType::TooCostly, text),
+            SearchFailure::Unsupported(text) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, IssueType::NotSupported, text),
+            SearchFailure::Store(e) => ApiError::internal(&e),
+        }
     }
 }
 

@@ -1,8 +1,8 @@
-//! FHIR REST interactions on `/fhir/{type}[/{id}[/_history[/{vid}]]]`.
+//! FHIR REST interactions on `/fhir/{type}[/{id}[/_history[/{vid}]]]` (search: `api::search`).
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -257,119 +257,4 @@ pub(super) async fn history(
     }
     let entries: Vec<Value> = versions.iter().map(|v| history_entry(&state.base_url, v)).collect();
     Ok(fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "history", "entry": entries })))
-}
-
-/// Parameters search understands today (full search: issue #5).
-fn supported_param(ty: &str, name: &str) -> bool {
-    matches!(name, "_id" | "_count" | "_after" | "_format")
-        || (ty == "SubscriptionTopic" && matches!(name, "url" | "status" | "version"))
-        || (ty == "Subscription" && matches!(name, "status" | "topic"))
-}
-
-fn matches_param(state: &Shared, ty: &str, id: &str, resource: &Value, name: &str, value: &str) -> bool {
-    let any = |f: &dyn Fn(&str) -> bool| value.split(',').any(f);
-    match name {
-        "_id" => any(&|v| v == id),
-        "url" | "version" | "topic" => any(&|v| resource.get(name).and_then(Value::as_str) == Some(v)),
-        "status" if ty == "Subscription" => {
-            let live = state.store.sub_state(id).ok().flatten().map(|s| s.status.code().to_string());
-            any(&|v| live.as_deref() == Some(v))
-        }
-        "status" => any(&|v| resource.get("status").and_then(Value::as_str) == Some(v)),
-        _ => true,
-    }
-}
-
-pub(super) async fn search(State(state): State<Shared>, Path(ty): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    run_search(&state, &ty, raw.as_deref().unwrap_or(""))
-}
-
-pub(super) async fn search_post(
-    State(state): State<Shared>,
-    Path(ty): Path<String>,
-    RawQuery(raw): RawQuery,
-    body: String,
-) -> Result<Response, ApiError> {
-    let mut q = raw.unwrap_or_default();
-    if !body.is_empty() {
-        if !q.is_empty() {
-            q.push('&');
-        }
-        q.push_str(&body);
-    }
-    run_search(&state, &ty, &q)
-}
-
-fn run_search(state: &Shared, ty: &str, raw: &str) -> Result<Response, ApiError> {
-    check_type(ty)?;
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect();
-    let mut issues = Vec::new();
-    for (name, _) in &params {
-        if !supported_param(ty, name) {
-            issues.push(Issue::at(
-                IssueType::NotSupported,
-                name.clone(),
-                format!("search parameter '{name}' is not supported on {ty} yet"),
-            ));
-        }
-    }
-    if !issues.is_empty() {
-        return Err(ApiError::issues(StatusCode::BAD_REQUEST, issues));
-    }
-    let count = match params.iter().find(|(k, _)| k == "_count") {
-        Some((_, c)) => {
-            c.parse::<usize>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::bad_request("_count must be 1..1000"))?
-        }
-        None => 50,
-    };
-    let mut after = params.iter().find(|(k, _)| k == "_after").map(|(_, v)| v.clone());
-    let filters: Vec<&(String, String)> = params.iter().filter(|(k, _)| !k.starts_with('_') || k == "_id").collect();
-    let mut hits = Vec::new();
-    let mut more = false;
-    'scan: loop {
-        let page = state.store.list_current(ty, after.as_deref(), 512).map_err(store_err)?;
-        let Some((last_id, _)) = page.last() else { break };
-        let next_after = last_id.clone();
-        for (id, cur) in page {
-            if cur.deleted {
-                continue;
-            }
-            let Some(rec) = state.store.version(ty, &id, cur.seq).map_err(store_err)? else { continue };
-            let Some(resource) = rec.resource else { continue };
-            if filters.iter().all(|(k, v)| matches_param(state, ty, &id, &resource, k, v)) {
-                if hits.len() == count {
-                    more = true;
-                    break 'scan;
-                }
-                hits.push((id, resource));
-            }
-        }
-        after = Some(next_after);
-    }
-    let base_query: String = params
-        .iter()
-        .filter(|(k, _)| k != "_after")
-        .map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
-        .collect::<Vec<_>>()
-        .join("&");
-    let mut links = vec![json!({ "relation": "self", "url": format!("{}/{ty}?{}", state.base_url, raw) })];
-    if more {
-        if let Some((last, _)) = hits.last() {
-            let sep = if base_query.is_empty() { "" } else { "&" };
-            links.push(json!({ "relation": "next", "url": format!("{}/{ty}?{base_query}{sep}_after={last}", state.base_url) }));
-        }
-    }
-    let entries: Vec<Value> = hits
-        .into_iter()
-        .map(|(id, r)| json!({ "fullUrl": format!("{}/{ty}/{id}", state.base_url), "resource": with_live_status(state, r), "search": { "mode": "match" } }))
-        .collect();
-    let mut bundle = json!({ "resourceType": "Bundle", "type": "searchset", "link": links, "entry": entries });
-    let first_page = !params.iter().any(|(k, _)| k == "_after");
-    if !more && first_page {
-        if let Some(obj) = bundle.as_object_mut() {
-            let n = obj.get("entry").and_then(Value::as_array).map_or(0, Vec::len);
-            obj.insert("total".into(), json!(n));
-        }
-    }
-    Ok(fhir_response(StatusCode::OK, &bundle))
 }

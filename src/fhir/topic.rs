@@ -1,11 +1,10 @@
 //! `TopicSpec`: the parts of an R5 `SubscriptionTopic` that drive matching and notification,
 //! parsed and validated from the stored JSON.
 //!
-//! Herald evaluates resource triggers by type, interaction and `fhirPathCriteria`, which is
-//! compiled here, once, when the topic is stored; an expression that does not compile is
-//! refused with the offset of the error. A trigger with only `queryCriteria`, and
-//! `eventTrigger`s, are refused with `not-supported` until the search engine lands (issues #5,
-//! #8): accepting them would silently fire on every change of the type.
+//! Herald evaluates resource triggers by type, interaction, `fhirPathCriteria` and
+//! `queryCriteria`, both compiled here, once, when the topic is stored; criteria that do not
+//! compile are refused with the position or clause at fault. `eventTrigger`s are refused with
+//! `not-supported` until issue #8: accepting them would silently never fire.
 //!
 //! When a trigger has both `queryCriteria` and `fhirPathCriteria`, R5 calls them two
 //! computable renderings of one concept, to be implemented consistently and never ANDed
@@ -19,6 +18,9 @@ use serde_json::Value;
 
 use super::fhirpath::Expression;
 use super::outcome::{Issue, IssueType};
+use super::search::matcher::{clause_matches, SearchContext};
+use super::search::query::Query;
+use super::search::{SearchError, SearchParams};
 use super::types::{is_resource_type, type_from_uri};
 
 /// `restful-interaction` codes allowed in `resourceTrigger.supportedInteraction`.
@@ -57,6 +59,142 @@ pub struct ResourceTrigger {
     pub interactions: Vec<Interaction>,
     /// `fhirPathCriteria`, compiled; evaluated with `%previous` and `%current`.
     pub fhir_path: Option<Criteria>,
+    /// `queryCriteria`, parsed; used when there is no `fhirPathCriteria`.
+    pub query: Option<QueryCriteria>,
+}
+
+/// A parsed `queryCriteria` (digest §2.3 item 20).
+#[derive(Clone, Debug)]
+pub struct QueryCriteria {
+    pub previous: Option<Arc<Query>>,
+    pub current: Option<Arc<Query>>,
+    /// `resultForCreate == test-passes`; `None` when absent.
+    pub result_for_create: Option<bool>,
+    /// `resultForDelete == test-passes`; `None` when absent.
+    pub result_for_delete: Option<bool>,
+    pub require_both: bool,
+    /// The criteria as written, for equality.
+    source: String,
+}
+
+impl PartialEq for QueryCriteria {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for QueryCriteria {}
+
+impl QueryCriteria {
+    /// Does a change pass? `previous`/`current` are the states before and after (`None` on
+    /// create and delete respectively).
+    ///
+    /// R5: on update `previous` is tested on the old state and `current` on the new; on
+    /// create the previous test's result is `resultForCreate`, on delete the current test's
+    /// is `resultForDelete`; `requireBoth` ANDs the two results, otherwise they are ORed.
+    /// The spec is silent on a test that is absent: Herald treats it as neutral (it neither
+    /// passes nor blocks), so a topic with only `current` fires on what `current` says, and one
+    /// with neither fires on every listed interaction. A test that cannot be run because its
+    /// state does not exist (no previous version on create) and has no `resultFor*` fails.
+    pub fn passes(
+        &self,
+        resource_type: &str,
+        previous: Option<&Value>,
+        current: Option<&Value>,
+        ctx: &dyn SearchContext,
+    ) -> Result<bool, SearchError> {
+        let test =
+            |query: &Option<Arc<Query>>, state: Option<&Value>, result_if_absent: Option<bool>| -> Result<Option<bool>, SearchError> {
+                let Some(query) = query else {
+                    return Ok(match (state, result_if_absent) {
+                        (None, Some(r)) => Some(r),
+                        _ => None,
+                    });
+                };
+                let Some(resource) = state else {
+                    return Ok(Some(result_if_absent.unwrap_or(false)));
+                };
+                for clause in &query.clauses {
+                    if !clause_matches(clause, resource_type, resource, ctx)? {
+                        return Ok(Some(false));
+                    }
+                }
+                Ok(Some(true))
+            };
+        let before = test(&self.previous, previous, self.result_for_create)?;
+        let after = test(&self.current, current, self.result_for_delete)?;
+        Ok(match (before, after) {
+            (None, None) => true,
+            (Some(r), None) | (None, Some(r)) => r,
+            (Some(a), Some(b)) => {
+                if self.require_both {
+                    a && b
+                } else {
+                    a || b
+                }
+            }
+        })
+    }
+}
+
+/// Parse `queryCriteria` of a trigger on `resource_type` at `path`, reporting every problem.
+fn parse_query_criteria(resource_type: &str, value: &Value, path: &str, issues: &mut Vec<Issue>) -> Option<QueryCriteria> {
+    let Some(params) = SearchParams::r5().ok() else {
+        issues.push(Issue::at(IssueType::Exception, path, "the search parameter definitions are unavailable"));
+        return None;
+    };
+    let before = issues.len();
+    let mut query = |key: &str| -> Option<Arc<Query>> {
+        let text = value.get(key)?;
+        let Some(text) = text.as_str() else {
+            issues.push(Issue::at(IssueType::Structure, format!("{path}.{key}"), "expected a search string"));
+            return None;
+        };
+        let (parsed, errors) = Query::parse(resource_type, text, params);
+        for e in &errors {
+            issues.push(Issue::at(IssueType::Invalid, format!("{path}.{key}"), format!("{e} (in {text:?})")));
+        }
+        if !parsed.control.is_empty() {
+            let names: Vec<&str> = parsed.control.iter().map(|(n, _)| n.as_str()).collect();
+            issues.push(Issue::at(
+                IssueType::Invalid,
+                format!("{path}.{key}"),
+                format!("result parameters {names:?} have no meaning in criteria"),
+            ));
+        }
+        Some(Arc::new(parsed))
+    };
+    let previous = query("previous");
+    let current = query("current");
+    let mut outcome = |key: &str| -> Option<bool> {
+        match value.get(key).map(|v| v.as_str()) {
+            None => None,
+            Some(Some("test-passes")) => Some(true),
+            Some(Some("test-fails")) => Some(false),
+            Some(_) => {
+                issues.push(Issue::at(IssueType::Value, format!("{path}.{key}"), "expected test-passes or test-fails"));
+                None
+            }
+        }
+    };
+    let result_for_create = outcome("resultForCreate");
+    let result_for_delete = outcome("resultForDelete");
+    let require_both = match value.get("requireBoth") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            issues.push(Issue::at(IssueType::Structure, format!("{path}.requireBoth"), "expected a boolean"));
+            false
+        }
+    };
+    (issues.len() == before).then(|| QueryCriteria {
+        previous,
+        current,
+        result_for_create,
+        result_for_delete,
+        require_both,
+        source: value.to_string(),
+    })
 }
 
 /// A compiled `fhirPathCriteria`, shared by every evaluation; equal when the text is.
@@ -208,19 +346,16 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
                 None
             }
         };
-        if t.get("queryCriteria").is_some() && t.get("fhirPathCriteria").is_none() {
-            issues.push(Issue::at(
-                IssueType::NotSupported,
-                format!("{path}.queryCriteria"),
-                "Herald cannot evaluate queryCriteria yet (give the trigger a fhirPathCriteria); refusing rather than firing on every change",
-            ));
-        }
         let resource = match str_at(t, "resource") {
             Some(uri) => resource_type_at(uri, &format!("{path}.resource"), true, &mut issues),
             None => {
                 issues.push(Issue::at(IssueType::Required, format!("{path}.resource"), "resource is required"));
                 None
             }
+        };
+        let query = match (t.get("queryCriteria"), &resource) {
+            (Some(q), Some(ty)) => parse_query_criteria(ty, q, &format!("{path}.queryCriteria"), &mut issues),
+            _ => None,
         };
         let mut interactions = Vec::new();
         for (j, code) in strings_at(t, "supportedInteraction", &path, &mut issues).iter().enumerate() {
@@ -235,7 +370,7 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
             }
         }
         if let Some(resource) = resource {
-            triggers.push(ResourceTrigger { resource, interactions, fhir_path });
+            triggers.push(ResourceTrigger { resource, interactions, fhir_path, query });
         }
     }
 

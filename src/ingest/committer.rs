@@ -109,7 +109,7 @@ fn meta_stamp(resource: &mut Value, id: &str, version_id: &str, last_updated: Mi
 
 impl Committer {
     fn load(store: Store, cfg: CommitterConfig, flush_tx: mpsc::UnboundedSender<FlushItem>) -> Result<Self, IngestError> {
-        let mut registry = Registry::new();
+        let mut registry = Registry::with_base_url(&cfg.base_url);
         for (id, cur) in store.list_current("SubscriptionTopic", None, usize::MAX)? {
             if cur.deleted {
                 continue;
@@ -299,6 +299,8 @@ impl Committer {
             full_url: None,
         };
         plan.commit.put_version(&record)?;
+        // Search index entries go in the same commit as the version (store::index).
+        plan.commit.index_version(&self.store, &record, &self.cfg.base_url)?;
         if !plan.pending.is_empty() {
             plan.pending.insert(format!("{ty}/{}", record.id), record.resource.clone());
         }
@@ -426,6 +428,7 @@ impl Committer {
             full_url: change.full_url.clone(),
         };
         plan.commit.put_version(&record)?;
+        plan.commit.index_version(&self.store, &record, &self.cfg.base_url)?;
         self.enqueue_matches(plan, &record, interaction, live_prev.and_then(|p| p.resource.as_ref()), now)?;
         Ok(None)
     }

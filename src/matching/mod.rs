@@ -15,17 +15,31 @@
 //! none. An evaluation that fails, including one stopped by its budget, does not fire, is
 //! reported in the diagnostics and counted in [`criteria_errors_total`].
 //!
-//! Cost today is O(subscriptions of the topics the change triggers); the indexed matcher of
-//! issue #5 replaces `matches_filters` without changing this interface.
+//! Cost (issue #5): O(topics with a trigger for the change's type + subscriptions the
+//! registry's [`Index`](crate::registry::Index) files under the change's keys + subscriptions
+//! it cannot file by key), not O(all subscriptions). `evaluations` evaluates each
+//! SearchParameter at most once per change, for lookups and verification alike;
+//! [`filter_matches`] is the one check of one filter. `exhaustive` keeps the plain
+//! evaluate-every-subscription matcher as the reference the equivalence proptest and the
+//! benchmark compare against. Matches come out by topic id, then subscription id.
+
+mod evaluations;
+mod exhaustive;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::fhir::fhirpath::{Env, Resolver};
-use crate::fhir::search::{reference_matches, token_matches};
+use crate::fhir::search::matcher::{Code, SearchContext};
+use crate::fhir::search::{SearchError, SearchParam};
 use crate::fhir::topic::{Interaction, ResourceTrigger, TopicSpec};
-use crate::registry::{FilterKind, Registry, SubEntry};
+use crate::registry::{BoundFilter, Registry, SubEntry};
+
+pub use evaluations::Evaluations;
+#[doc(hidden)]
+pub use exhaustive::match_change_exhaustive;
 
 static CRITERIA_ERRORS: AtomicU64 = AtomicU64::new(0);
 
@@ -76,19 +90,39 @@ pub fn match_change<'a>(
     resolver: Option<&'a dyn Resolver<'a>>,
     counts: impl Fn(&str) -> bool,
 ) -> MatchReport {
+    let index = registry.index();
+    if index.base_url().is_some_and(|b| b != base_url.trim_end_matches('/')) {
+        // Reference keys were normalized against another base: only scanning is right.
+        return match_change_exhaustive(change, registry, base_url, resolver, counts);
+    }
     let mut report = MatchReport::default();
-    for topic in registry.topics() {
-        if !topic_fires(topic, change, resolver, &mut report.diagnostics) {
+    let subject = change.filter_subject();
+    let mut evaluations = Evaluations::new(change.resource_type, change.id, subject, base_url);
+    for topic_id in index.topics_for(change.resource_type) {
+        let Some(topic) = registry.topic(topic_id) else { continue };
+        if !topic_fires(topic, change, resolver, base_url, &mut report.diagnostics) {
             continue;
         }
-        for sub in registry.subscribers(&topic.id) {
-            if !counts(&sub.spec.id) {
-                continue;
+        let Some(subs) = index.for_type(topic_id, change.resource_type) else { continue };
+        let mut found: Vec<&Arc<SubEntry>> = subs.everything().iter().filter(|s| counts(&s.spec.id)).collect();
+        // Without a state to filter on, every applicable filter fails (R5 filters look at the
+        // new state, or the old one on delete).
+        if subject.is_some() {
+            let mut candidates: Vec<&Arc<SubEntry>> = Vec::new();
+            for keyed in subs.keyed() {
+                for key in evaluations.keys(keyed.param(), keyed.space(), &mut report.diagnostics) {
+                    candidates.extend(keyed.get(key));
+                }
             }
-            if matches_filters(sub, change, base_url, &mut report.diagnostics) {
-                report.matches.push(Match { subscription_id: sub.spec.id.clone(), topic_url: topic.url.clone() });
+            candidates.extend(subs.scanned());
+            for sub in candidates {
+                if counts(&sub.spec.id) && filters_match(sub, &mut evaluations, &mut report.diagnostics) {
+                    found.push(sub);
+                }
             }
         }
+        found.sort_unstable_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        report.matches.extend(found.into_iter().map(|s| Match { subscription_id: s.spec.id.clone(), topic_url: topic.url.clone() }));
     }
     report
 }
@@ -98,9 +132,10 @@ fn topic_fires<'a>(
     topic: &TopicSpec,
     change: &ResourceChange<'a>,
     resolver: Option<&'a dyn Resolver<'a>>,
+    base_url: &str,
     diagnostics: &mut Vec<String>,
 ) -> bool {
-    topic.triggers.iter().any(|t| trigger_fires(topic, t, change, resolver, diagnostics))
+    topic.triggers.iter().any(|t| trigger_fires(topic, t, change, resolver, base_url, diagnostics))
 }
 
 fn trigger_fires<'a>(
@@ -108,13 +143,26 @@ fn trigger_fires<'a>(
     trigger: &ResourceTrigger,
     change: &ResourceChange<'a>,
     resolver: Option<&'a dyn Resolver<'a>>,
+    base_url: &str,
     diagnostics: &mut Vec<String>,
 ) -> bool {
     if !trigger.fires_on(change.resource_type, change.interaction) {
         return false;
     }
     let Some(criteria) = &trigger.fhir_path else {
-        return true;
+        let Some(query) = &trigger.query else {
+            return true;
+        };
+        let ctx = CriteriaContext { resolver, base_url };
+        return match query.passes(change.resource_type, change.previous, change.current, &ctx) {
+            Ok(passed) => passed,
+            Err(e) => {
+                CRITERIA_ERRORS.fetch_add(1, Ordering::Relaxed);
+                diagnostics
+                    .push(format!("topic {}: queryCriteria not evaluable on {}/{}: {e}", topic.url, change.resource_type, change.id));
+                false
+            }
+        };
     };
     let mut env =
         Env::new(change.current.or(change.previous)).with_variable("previous", change.previous).with_variable("current", change.current);
@@ -131,28 +179,57 @@ fn trigger_fires<'a>(
     }
 }
 
-fn matches_filters(sub: &SubEntry, change: &ResourceChange<'_>, base_url: &str, diagnostics: &mut Vec<String>) -> bool {
-    let subject = change.filter_subject();
-    sub.filters.iter().all(|filter| {
-        let param = filter.param_for(change.resource_type).or_else(|| filter.param_for("Resource"));
-        let Some(param) = param else {
-            // R5: a filter only applies to resources of its type.
-            return true;
-        };
-        let Some(resource) = subject else { return false };
-        match param.values(change.resource_type, resource) {
-            Ok(values) => match filter.kind {
-                FilterKind::Token => token_matches(&values, &filter.value),
-                FilterKind::Reference => reference_matches(&values, &filter.value, base_url),
-            },
-            Err(e) => {
-                diagnostics
-                    .push(format!("subscription {}: filter {} not evaluable on {}: {e}", sub.spec.id, param.code, change.resource_type));
-                false
-            }
-        }
+/// Whether every filter of `sub` that applies to the change's type holds.
+fn filters_match(sub: &SubEntry, evaluations: &mut Evaluations<'_>, diagnostics: &mut Vec<String>) -> bool {
+    sub.filters.iter().all(|filter| match filter.applicable_param(evaluations.resource_type()) {
+        // R5: a filter only applies to resources of its type.
+        None => true,
+        Some(param) => filter_matches(filter, param, evaluations, diagnostics),
     })
+}
+
+/// The one check of one filter against the change, on the values `param` selects (evaluated
+/// once per change and shared). A parameter that cannot be evaluated fails the filter; it is
+/// reported once per change in `diagnostics`.
+pub fn filter_matches(
+    filter: &BoundFilter,
+    param: &'static SearchParam,
+    evaluations: &mut Evaluations<'_>,
+    diagnostics: &mut Vec<String>,
+) -> bool {
+    let base_url = evaluations.base_url();
+    evaluations.values(param, diagnostics).is_some_and(|values| filter.matches(values, base_url))
 }
 
 #[cfg(test)]
 mod tests;
+
+/// What `queryCriteria` may reach while matching: chained references through the commit's
+/// resolver. `_has` and `:in` need a search of the store, which matching does not do; such
+/// criteria fail (and are counted) rather than silently passing or failing.
+struct CriteriaContext<'a, 'b> {
+    resolver: Option<&'a dyn Resolver<'a>>,
+    base_url: &'b str,
+}
+
+impl SearchContext for CriteriaContext<'_, '_> {
+    fn base_url(&self) -> &str {
+        self.base_url
+    }
+
+    fn now_millis(&self) -> i64 {
+        crate::fhir::instant::now_millis()
+    }
+
+    fn resolve(&self, reference: &str) -> Option<Value> {
+        self.resolver.and_then(|r| r.resolve(reference)).cloned()
+    }
+
+    fn referencing(&self, source_type: &str, param: &SearchParam, _target: &str) -> Result<Vec<Value>, SearchError> {
+        Err(SearchError::Unsupported { url: param.url.clone(), what: format!("_has:{source_type} in topic criteria") })
+    }
+
+    fn value_set(&self, url: &str) -> Result<Option<Vec<Code>>, String> {
+        Err(format!("ValueSet {url} in topic criteria needs a store search, which matching does not do"))
+    }
+}

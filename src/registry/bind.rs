@@ -1,34 +1,13 @@
 //! Binding a `SubscriptionSpec` to its topic and resolving each `filterBy` to a SearchParameter
 //! Herald can evaluate. Every problem is reported, each at its `Subscription.filterBy[i]`.
 
-use crate::fhir::search::{ParamType, SearchParam, SearchParams};
+use crate::fhir::search::{ParamType, SearchParams};
 use crate::fhir::subscription::SubscriptionSpec;
 use crate::fhir::topic::{CanFilterBy, TopicSpec};
 use crate::fhir::{Issue, IssueType};
 
+use super::filter::{BoundFilter, FilterKind};
 use super::{Registry, SubEntry};
-
-/// How a bound filter compares values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FilterKind {
-    Token,
-    Reference,
-}
-
-/// A filter resolved to the SearchParameter it evaluates, per resource type it applies to.
-#[derive(Debug)]
-pub struct BoundFilter {
-    /// `(resource type, parameter)`: the filter applies to changes of these types only.
-    pub params: Vec<(String, &'static SearchParam)>,
-    pub kind: FilterKind,
-    pub value: String,
-}
-
-impl BoundFilter {
-    pub fn param_for(&self, resource_type: &str) -> Option<&'static SearchParam> {
-        self.params.iter().find(|(t, _)| t == resource_type).map(|(_, p)| *p)
-    }
-}
 
 /// The types a topic's triggers fire for, `Resource` kept as is.
 fn trigger_types(topic: &TopicSpec) -> Vec<String> {

@@ -9,8 +9,12 @@
 //! Binding a subscription checks what needs the topics: the topic exists and is usable, every
 //! filter is declared by the topic's `canFilterBy` and is one Herald can evaluate today
 //! (equality on token and reference SearchParameters; the full search engine is issue #5).
+//! `filter` says what a bound filter means; `index` files subscriptions by their filters so
+//! that matching looks them up (both kept in step with the maps here, in the same calls).
 
 mod bind;
+mod filter;
+mod index;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -19,7 +23,9 @@ use crate::fhir::subscription::SubscriptionSpec;
 use crate::fhir::topic::TopicSpec;
 use crate::fhir::Issue;
 
-pub use bind::{bind_subscription, BoundFilter, FilterKind};
+pub use bind::bind_subscription;
+pub use filter::{BoundFilter, FilterKind, IndexKey, KeySpace};
+pub use index::{Index, KeyIndex, TypeIndex};
 
 /// A subscription bound to its topic, with its filters resolved to SearchParameters.
 #[derive(Debug)]
@@ -37,11 +43,25 @@ pub struct Registry {
     topics: HashMap<String, Arc<TopicSpec>>,
     subs: HashMap<String, Arc<SubEntry>>,
     topic_subs: HashMap<String, BTreeSet<String>>,
+    /// The subscriptions of `topic_subs`, filed for lookup by matching.
+    index: Index,
 }
 
 impl Registry {
+    /// A registry whose index does not know Herald's base: reference filters with absolute
+    /// URLs are then scanned rather than looked up. Ingest uses [`Registry::with_base_url`].
     pub fn new() -> Self {
         Registry::default()
+    }
+
+    /// A registry whose index normalizes reference filters against `base_url`, Herald's own
+    /// FHIR base; matching must then be asked with the same base (else it scans).
+    pub fn with_base_url(base_url: &str) -> Self {
+        Registry { index: Index::new(Some(base_url)), ..Registry::default() }
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
     }
 
     pub fn topic(&self, id: &str) -> Option<&Arc<TopicSpec>> {
@@ -67,6 +87,7 @@ impl Registry {
     }
 
     pub fn put_topic(&mut self, topic: TopicSpec) {
+        self.index.put_topic(&topic);
         self.topics.insert(topic.id.clone(), Arc::new(topic));
     }
 
@@ -82,6 +103,7 @@ impl Registry {
     pub fn remove_topic(&mut self, id: &str) {
         self.topics.remove(id);
         self.topic_subs.remove(id);
+        self.index.remove_topic(id);
     }
 
     pub fn subscription(&self, id: &str) -> Option<&Arc<SubEntry>> {
@@ -94,20 +116,23 @@ impl Registry {
 
     pub fn put_subscription(&mut self, entry: Arc<SubEntry>) {
         let id = entry.spec.id.clone();
-        if let Some(old) = self.subs.get(&id) {
-            if let Some(set) = self.topic_subs.get_mut(&old.topic_id) {
-                set.remove(&id);
-            }
-        }
+        self.unfile(&id);
         self.topic_subs.entry(entry.topic_id.clone()).or_default().insert(id.clone());
+        self.index.insert(&entry);
         self.subs.insert(id, entry);
     }
 
     pub fn remove_subscription(&mut self, id: &str) {
-        if let Some(old) = self.subs.remove(id) {
-            if let Some(set) = self.topic_subs.get_mut(&old.topic_id) {
-                set.remove(id);
-            }
+        self.unfile(id);
+        self.subs.remove(id);
+    }
+
+    /// Takes a subscription out of its topic's set and the index. One whose topic was removed
+    /// is in neither any more.
+    fn unfile(&mut self, id: &str) {
+        let Some(old) = self.subs.get(id) else { return };
+        if self.topic_subs.get_mut(&old.topic_id).is_some_and(|set| set.remove(id)) {
+            self.index.remove(old);
         }
     }
 

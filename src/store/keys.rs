@@ -9,6 +9,11 @@
 //! | `s` | subscription id | `SubState`: status, event counter, delivery cursor |
 //! | `e` | subscription id NUL event number | `EventRecord`: one matched event |
 //! | `d` | subscription id NUL event number | `DeadRecord`: an event that was given up on |
+//! | `i` | type NUL param code NUL kind escaped-value NUL id | empty: one search index entry |
+//! | `x` | type NUL id | the resource's index entries (`index::Entries`), to remove them on change |
+//!
+//! Index values are escaped (`00` as `01 01`, `01` as `01 02`) so that the NUL after them ends
+//! them unambiguously while byte order, and prefixes, are kept; see `index`.
 
 fn join(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
@@ -60,6 +65,28 @@ pub fn dead(sub: &str, number: u64) -> Vec<u8> {
 
 pub fn dead_prefix(sub: &str) -> Vec<u8> {
     join(b'd', &[sub.as_bytes(), b""])
+}
+
+/// `i` type NUL code NUL: every index entry of one parameter of one type.
+pub fn index_param_prefix(resource_type: &str, code: &str) -> Vec<u8> {
+    join(b'i', &[resource_type.as_bytes(), code.as_bytes(), b""])
+}
+
+/// `i` type NUL: every index entry of one type.
+pub fn index_type_prefix(resource_type: &str) -> Vec<u8> {
+    join(b'i', &[resource_type.as_bytes(), b""])
+}
+
+pub fn index_all_prefix() -> Vec<u8> {
+    vec![b'i']
+}
+
+pub fn index_entries(resource_type: &str, id: &str) -> Vec<u8> {
+    join(b'x', &[resource_type.as_bytes(), id.as_bytes()])
+}
+
+pub fn index_entries_all_prefix() -> Vec<u8> {
+    vec![b'x']
 }
 
 /// A key for error messages: printable bytes kept, the rest hex-escaped.

@@ -7,9 +7,13 @@
 //! commits one at a time and flushes them in groups; nothing is acknowledged before the flush
 //! that covers it (see `ingest::committer`).
 //!
+//! Search indexes (`index`) are key-only entries written by `Commit::index_version` in the same
+//! commit as the version they describe, so they can never disagree with it after a crash.
+//!
 //! Records are a file format: each carries a version tag and decodes through `records`, which
 //! returns an error for an unknown or damaged record instead of panicking.
 
+pub mod index;
 mod keys;
 pub mod records;
 
@@ -29,6 +33,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("undecodable index entry list under key {key}")]
+    CorruptIndex { key: String },
     #[error("could not encode a record")]
     Encode(#[source] serde_json::Error),
 }
@@ -47,6 +53,8 @@ pub struct Store {
 pub struct Commit {
     batch: sled::Batch,
     writes: usize,
+    /// Index entries this commit gave each resource so far (see `index::PendingEntries`).
+    index_pending: index::PendingEntries,
 }
 
 impl Commit {

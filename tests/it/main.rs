@@ -8,6 +8,8 @@
 mod crash;
 mod fhir_rest;
 mod rest_hook;
+mod search;
+mod search_crash;
 mod sidecar;
 mod support;
 mod topics;

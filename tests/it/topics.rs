@@ -194,3 +194,66 @@ async fn runaway_criteria_are_stopped_counted_and_do_not_block_other_topics() {
     let (s, _) = server.get("Task/x").await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// Posts a topic on Task with `queryCriteria`; returns its url.
+async fn query_topic(server: &TestServer, name: &str, criteria: Value) -> String {
+    let url = format!("http://example.org/topics/{name}");
+    let topic = json!({
+        "resourceType": "SubscriptionTopic", "url": url, "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create", "update", "delete"], "queryCriteria": criteria }]
+    });
+    let (s, b) = server.post("SubscriptionTopic", &topic).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    url
+}
+
+#[tokio::test]
+async fn query_criteria_with_require_both_fire_on_the_transition_only() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let topic = query_topic(
+        &server,
+        "task-started",
+        json!({ "previous": "status:not=in-progress", "current": "status=in-progress", "requireBoth": true,
+                "resultForCreate": "test-passes", "resultForDelete": "test-fails" }),
+    )
+    .await;
+    subscribed(&server, &topic, &rx).await;
+
+    task(&server, "q", "requested", json!({})).await; // create: previous passes, current fails
+    task(&server, "q", "in-progress", json!({})).await; // the transition: event 1
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!((n.event_numbers(), focus(&n)["status"].as_str()), (vec![1], Some("in-progress")));
+    task(&server, "q", "in-progress", json!({ "description": "edited" })).await; // previous fails
+    assert!(server.delete("Task/q").await.0.is_success()); // delete: resultForDelete test-fails
+    task(&server, "r", "in-progress", json!({})).await; // create already in progress: event 2
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!((n.event_numbers(), focus(&n)["id"].as_str()), (vec![2], Some("r")));
+}
+
+#[tokio::test]
+async fn query_criteria_without_require_both_fire_on_either_test() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    // Only `current`, and deletes pass: the Da Vinci PCT shape.
+    let topic = query_topic(
+        &server,
+        "task-done-or-gone",
+        json!({ "current": "status=completed", "resultForDelete": "test-passes", "requireBoth": false }),
+    )
+    .await;
+    let id = server.subscribe(&topic, &rx.url, json!({ "content": "id-only" })).await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status(&id, "active", T).await;
+
+    task(&server, "s", "requested", json!({})).await; // current fails
+    task(&server, "s", "completed", json!({})).await; // event 1
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.event_numbers(), vec![1]);
+    task(&server, "u", "requested", json!({})).await; // current fails
+    assert!(server.delete("Task/u").await.0.is_success()); // delete passes: event 2
+    let n = rx.next_of("event-notification", T).await;
+    assert_eq!(n.event_numbers(), vec![2]);
+    let focus_ref = n.status()["notificationEvent"][0]["focus"]["reference"].as_str().unwrap();
+    assert!(focus_ref.ends_with("Task/u"), "{focus_ref}");
+}

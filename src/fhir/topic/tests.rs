@@ -29,7 +29,7 @@ fn invalid_fhirpath_criteria_is_refused_with_its_position() {
     let topic = json!({ "url": "u", "status": "active", "resourceTrigger": [
         { "resource": "Task", "fhirPathCriteria": "%current.status = 'completed' and and" },
         { "resource": "Task", "fhirPathCriteria": "%current.nosuch()" },
-        { "resource": "Task", "queryCriteria": { "current": "status=completed" } }
+        { "resource": "Task", "queryCriteria": { "current": "status=completed&nosuch=1", "requireBoth": "yes" } }
     ] });
     let issues = parse_topic("t", &topic).unwrap_err();
     let at = |path: &str| issues.iter().find(|i| i.expression.as_deref() == Some(path)).unwrap_or_else(|| panic!("{path}: {issues:?}"));
@@ -37,7 +37,8 @@ fn invalid_fhirpath_criteria_is_refused_with_its_position() {
     assert_eq!(syntax.code, IssueType::Invalid);
     assert!(syntax.diagnostics.contains("syntax error at character 35"), "{}", syntax.diagnostics);
     assert!(at("SubscriptionTopic.resourceTrigger[1].fhirPathCriteria").diagnostics.contains("unknown function nosuch()"));
-    assert_eq!(at("SubscriptionTopic.resourceTrigger[2].queryCriteria").code, IssueType::NotSupported);
+    assert!(at("SubscriptionTopic.resourceTrigger[2].queryCriteria.current").diagnostics.contains("unknown search parameter 'nosuch'"));
+    assert_eq!(at("SubscriptionTopic.resourceTrigger[2].queryCriteria.requireBoth").code, IssueType::Structure);
     let both = json!({ "url": "u", "status": "active", "resourceTrigger": [
         { "resource": "Task", "queryCriteria": { "current": "status=completed" }, "fhirPathCriteria": "%current.status = 'completed'" }
     ] });
@@ -89,4 +90,44 @@ fn every_problem_is_reported_with_its_location() {
     ] {
         assert!(exprs.iter().any(|e| e == want), "{want} not in {exprs:?}");
     }
+}
+
+fn criteria(query: Value) -> QueryCriteria {
+    let topic = json!({ "url": "u", "status": "active", "resourceTrigger": [{ "resource": "Task", "queryCriteria": query }] });
+    parse_topic("t", &topic).unwrap().triggers[0].query.clone().unwrap()
+}
+
+#[test]
+fn query_criteria_follow_r5_for_create_update_and_delete() {
+    let ctx = crate::fhir::search::matcher::NoContext { base_url: "http://h/fhir" };
+    let task = |status: &str| json!({ "resourceType": "Task", "id": "t", "status": status, "intent": "order" });
+    let (requested, accepted, progress) = (task("requested"), task("accepted"), task("in-progress"));
+    // The update-only transition: previous not in-progress, current in-progress, both needed.
+    let started = criteria(json!({ "previous": "status:not=in-progress", "current": "status=in-progress", "requireBoth": true,
+        "resultForCreate": "test-fails", "resultForDelete": "test-fails" }));
+    let pass = |c: &QueryCriteria, p: Option<&Value>, n: Option<&Value>| c.passes("Task", p, n, &ctx).unwrap();
+    assert!(pass(&started, Some(&accepted), Some(&progress)));
+    assert!(!pass(&started, Some(&progress), Some(&progress)), "an unrelated edit of an in-progress Task");
+    assert!(!pass(&started, Some(&requested), Some(&accepted)));
+    assert!(!pass(&started, None, Some(&progress)), "create: resultForCreate test-fails, both required");
+    assert!(!pass(&started, Some(&progress), None), "delete: resultForDelete test-fails");
+    // Same tests, either one enough.
+    let either = criteria(json!({ "previous": "status:not=in-progress", "current": "status=in-progress", "requireBoth": false,
+        "resultForCreate": "test-fails" }));
+    assert!(pass(&either, Some(&requested), Some(&accepted)), "previous alone passes under OR");
+    assert!(pass(&either, None, Some(&progress)), "create: current passes");
+    assert!(!pass(&either, Some(&progress), None), "delete: previous fails and the absent resultForDelete fails");
+    // Da Vinci PCT shape: only current, resultForCreate and resultForDelete test-passes, OR.
+    let pct = criteria(json!({ "resultForCreate": "test-passes", "current": "code=gfe-coordination-task,gfe-contributor-task",
+        "resultForDelete": "test-passes", "requireBoth": false }));
+    let coded = json!({ "resourceType": "Task", "id": "t", "status": "requested", "intent": "order", "code": { "coding": [{ "code": "gfe-contributor-task" }] } });
+    assert!(pass(&pct, Some(&requested), Some(&coded)), "update: current passes");
+    assert!(!pass(&pct, Some(&requested), Some(&requested)), "update: current fails, previous absent is neutral");
+    assert!(pass(&pct, Some(&coded), None), "delete: resultForDelete");
+    // Neither test: every listed interaction fires.
+    assert!(pass(&criteria(json!({})), Some(&requested), Some(&accepted)));
+    // URL-encoded criteria read the same.
+    let encoded = criteria(json!({ "current": "owner=Organization%2Flab-1" }));
+    let owned = json!({ "resourceType": "Task", "id": "t", "status": "requested", "intent": "order", "owner": { "reference": "Organization/lab-1" } });
+    assert!(pass(&encoded, None, Some(&owned)));
 }

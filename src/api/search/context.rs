@@ -1,0 +1,204 @@
+//! What search needs from the store beyond the resource in hand: current versions (with the
+//! server-owned Subscription status shown over the stored body), `resolve()` for chains,
+//! `referencing` for `_has` (through the reference index), and ValueSets stored in Herald for
+//! `:in`/`:not-in`.
+//!
+//! In: a `Store` and Herald's base URL. Out: resources and codes. It never writes. ValueSets
+//! are expanded from `expansion.contains`, or from `compose.include[].concept` when every
+//! include lists its codes; anything needing a terminology server (filters, whole code
+//! systems, other value sets) is an error the caller reports, never a silent empty set.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{json, Value};
+
+use crate::fhir::instant::now_millis;
+use crate::fhir::search::matcher::{Code, SearchContext};
+use crate::fhir::search::{normalize_reference_query, reference_matches, SearchError, SearchParam};
+use crate::fhir::types::{is_resource_type, is_valid_id};
+use crate::store::index::Probe;
+use crate::store::{Store, StoreError};
+
+/// Most resources one `_has` step reads.
+const MAX_REFERENCING: usize = 1_000;
+
+/// A ValueSet's codes, or why they cannot be had (see `SearchContext::value_set`).
+type Expansion = Result<Option<Vec<Code>>, String>;
+
+pub struct StoreContext<'a> {
+    pub store: &'a Store,
+    pub base_url: &'a str,
+    value_sets: RefCell<HashMap<String, Expansion>>,
+    /// The first store failure met inside a trait method (which cannot return it).
+    pub failure: RefCell<Option<StoreError>>,
+}
+
+impl<'a> StoreContext<'a> {
+    pub fn new(store: &'a Store, base_url: &'a str) -> Self {
+        StoreContext { store, base_url, value_sets: RefCell::new(HashMap::new()), failure: RefCell::new(None) }
+    }
+
+    /// The current, live version of `Type/id` as a search sees it; `None` if absent or deleted.
+    pub fn load(&self, resource_type: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        let Some(rec) = self.store.latest(resource_type, id)? else { return Ok(None) };
+        if rec.deleted {
+            return Ok(None);
+        }
+        let Some(mut resource) = rec.resource else { return Ok(None) };
+        if resource_type == "Subscription" {
+            // The server owns Subscription.status (see rest::with_live_status).
+            if let (Some(state), Some(obj)) = (self.store.sub_state(id)?, resource.as_object_mut()) {
+                obj.insert("status".into(), json!(state.status.code()));
+            }
+        }
+        Ok(Some(resource))
+    }
+
+    fn note(&self, e: StoreError) {
+        let mut failure = self.failure.borrow_mut();
+        if failure.is_none() {
+            *failure = Some(e);
+        }
+    }
+
+    /// A local reference (`Type/id`, optionally versioned or absolute on our base) as (type, id).
+    pub fn local_target(&self, reference: &str) -> Option<(String, String)> {
+        let own = self.base_url.trim_end_matches('/');
+        let rest = reference.strip_prefix(own).and_then(|r| r.strip_prefix('/')).unwrap_or(reference);
+        let mut parts = rest.split('/');
+        let (ty, id) = (parts.next()?, parts.next()?);
+        match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) | (Some("_history"), Some(_), None) => {}
+            _ => return None,
+        }
+        (is_resource_type(ty) && is_valid_id(id)).then(|| (ty.to_owned(), id.to_owned()))
+    }
+
+    fn expand(&self, url: &str) -> Expansion {
+        let (canonical, version) = match url.split_once('|') {
+            Some((c, v)) => (c, Some(v)),
+            None => (url, None),
+        };
+        let mut ids = BTreeSet::new();
+        self.store
+            .index_scan("ValueSet", "url", &Probe::Equal(canonical.to_owned()), |id| {
+                ids.insert(id.to_owned());
+                ids.len() < 100
+            })
+            .map_err(|e| e.to_string())?;
+        for id in ids {
+            let Some(vs) = self.load("ValueSet", &id).map_err(|e| e.to_string())? else { continue };
+            if vs.get("url").and_then(Value::as_str) != Some(canonical) {
+                continue;
+            }
+            if version.is_some() && vs.get("version").and_then(Value::as_str) != version {
+                continue;
+            }
+            return expand_value_set(url, &vs).map(Some);
+        }
+        Ok(None)
+    }
+}
+
+/// The codes of a ValueSet resource, from its expansion or its explicit compose.
+pub fn expand_value_set(url: &str, vs: &Value) -> Result<Vec<Code>, String> {
+    fn contains(items: &Value, out: &mut Vec<Code>, depth: usize) {
+        for item in items.as_array().into_iter().flatten() {
+            if let Some(code) = item.get("code").and_then(Value::as_str) {
+                out.push((item.get("system").and_then(Value::as_str).map(str::to_owned), code.to_owned()));
+            }
+            if depth < 16 {
+                if let Some(nested) = item.get("contains") {
+                    contains(nested, out, depth + 1);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(items) = vs.pointer("/expansion/contains") {
+        contains(items, &mut out, 0);
+        return Ok(out);
+    }
+    let needs_server = |what: &str| {
+        format!("ValueSet {url} needs a terminology server to expand ({what}); Herald expands only explicit codes or a stored expansion")
+    };
+    let Some(compose) = vs.get("compose") else {
+        return Err(needs_server("it has neither compose nor expansion"));
+    };
+    let listed = |part: &Value, at: &str| -> Result<Vec<Code>, String> {
+        if part.get("filter").is_some() {
+            return Err(needs_server(&format!("{at} uses filters")));
+        }
+        if part.get("valueSet").is_some() {
+            return Err(needs_server(&format!("{at} includes other value sets")));
+        }
+        let system = part.get("system").and_then(Value::as_str).map(str::to_owned);
+        let Some(concepts) = part.get("concept").and_then(Value::as_array) else {
+            return Err(needs_server(&format!("{at} includes a whole code system")));
+        };
+        Ok(concepts.iter().filter_map(|c| c.get("code").and_then(Value::as_str)).map(|c| (system.clone(), c.to_owned())).collect())
+    };
+    for (i, include) in compose.get("include").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        out.extend(listed(include, &format!("compose.include[{i}]"))?);
+    }
+    for (i, exclude) in compose.get("exclude").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let gone = listed(exclude, &format!("compose.exclude[{i}]"))?;
+        out.retain(|c| !gone.contains(c));
+    }
+    Ok(out)
+}
+
+impl SearchContext for StoreContext<'_> {
+    fn base_url(&self) -> &str {
+        self.base_url
+    }
+
+    fn now_millis(&self) -> i64 {
+        now_millis()
+    }
+
+    fn resolve(&self, reference: &str) -> Option<Value> {
+        let (ty, id) = self.local_target(reference)?;
+        self.load(&ty, &id).unwrap_or_else(|e| {
+            self.note(e);
+            None
+        })
+    }
+
+    fn referencing(&self, source_type: &str, param: &SearchParam, target: &str) -> Result<Vec<Value>, SearchError> {
+        let Some(key) = normalize_reference_query(target, self.base_url) else { return Ok(Vec::new()) };
+        let mut ids = BTreeSet::new();
+        let scanned = self.store.index_scan(source_type, &param.code, &Probe::Equal(key), |id| {
+            ids.insert(id.to_owned());
+            ids.len() < MAX_REFERENCING
+        });
+        if let Err(e) = scanned {
+            self.note(e);
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            match self.load(source_type, &id) {
+                Ok(Some(resource)) => {
+                    // The index is a pre-filter (overflowed entries, cut values): confirm.
+                    if reference_matches(&param.values(source_type, &resource)?, target, self.base_url) {
+                        out.push(resource);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => self.note(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn value_set(&self, url: &str) -> Result<Option<Vec<Code>>, String> {
+        if let Some(known) = self.value_sets.borrow().get(url) {
+            return known.clone();
+        }
+        let expanded = self.expand(url);
+        self.value_sets.borrow_mut().insert(url.to_owned(), expanded.clone());
+        expanded
+    }
+}

@@ -1,0 +1,140 @@
+//! The index entries of one resource: what every token, reference, uri, string and date
+//! SearchParameter of its type (official R5 set) selects in it, as keys.
+//!
+//! In: a resource type, the resource, Herald's base URL (absolute references to it are local).
+//! Out: sorted entries, bounded: a parameter selecting more than `MAX_PER_PARAM` keys, or
+//! arriving after the resource already has `MAX_PER_RESOURCE`, is recorded as one `Overflow`
+//! entry instead (the resource then stays a candidate for every probe of it). Values come
+//! from `SearchParam::values`, the same evaluation `matcher::clause_matches` uses, so an
+//! entry exists for every value a search could match. A parameter that cannot be evaluated on
+//! the resource gets no entry: the matcher cannot match it either.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use serde_json::Value;
+
+use super::{Entry, EntryKind};
+use crate::fhir::search::date::{parse_range, DateRange};
+use crate::fhir::search::value::normalize_string;
+use crate::fhir::search::{reference_keys, token_keys, ParamType, SearchParam, SearchParams};
+
+pub const MAX_PER_PARAM: usize = 64;
+pub const MAX_PER_RESOURCE: usize = 512;
+
+/// Whether parameters of this type get index entries.
+pub fn indexed_kind(kind: ParamType) -> bool {
+    matches!(kind, ParamType::Token | ParamType::Reference | ParamType::Uri | ParamType::String | ParamType::Date)
+}
+
+type ParamList = Arc<Vec<&'static SearchParam>>;
+
+/// The indexed parameters of `resource_type`: those a search by code on the type would use
+/// (`SearchParams::get`), `_id` aside (searched by key directly). Computed once per type.
+pub fn indexed_params(resource_type: &str) -> ParamList {
+    static CACHE: OnceLock<RwLock<HashMap<String, ParamList>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| RwLock::new(HashMap::new()));
+    if let Some(list) = cache.read().ok().and_then(|c| c.get(resource_type).cloned()) {
+        return list;
+    }
+    let mut list = Vec::new();
+    if let Ok(params) = SearchParams::r5() {
+        for p in params.iter() {
+            if p.code != "_id"
+                && indexed_kind(p.kind)
+                && p.applies_to(resource_type)
+                && params.get(resource_type, &p.code).is_some_and(|chosen| std::ptr::eq(chosen, p))
+            {
+                list.push(p);
+            }
+        }
+    }
+    let list = Arc::new(list);
+    if let Ok(mut c) = cache.write() {
+        c.insert(resource_type.to_owned(), list.clone());
+    }
+    list
+}
+
+/// The entries of `resource` (a `resource_type`), sorted and without duplicates.
+pub fn entries(resource_type: &str, resource: &Value, base_url: &str) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for param in indexed_params(resource_type).iter() {
+        let Ok(selected) = param.values(resource_type, resource) else { continue };
+        if selected.is_empty() {
+            continue;
+        }
+        let mut these = param_entries(param, &selected, base_url);
+        these.sort();
+        these.dedup();
+        if these.len() > MAX_PER_PARAM || out.len() + these.len() > MAX_PER_RESOURCE {
+            out.push(Entry::overflow(&param.code));
+        } else {
+            out.extend(these);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn param_entries(param: &SearchParam, selected: &[&Value], base_url: &str) -> Vec<Entry> {
+    let code = param.code.as_str();
+    match param.kind {
+        ParamType::Token => token_keys(selected).iter().map(|k| Entry::text(code, EntryKind::Equal, k)).collect(),
+        ParamType::Reference => reference_keys(selected, base_url).iter().map(|k| Entry::text(code, EntryKind::Equal, k)).collect(),
+        ParamType::Uri => selected.iter().filter_map(|v| v.as_str()).map(|u| Entry::text(code, EntryKind::Equal, u)).collect(),
+        ParamType::String => strings(selected).iter().map(|s| Entry::text(code, EntryKind::Text, &normalize_string(s))).collect(),
+        ParamType::Date => date_ranges(selected)
+            .iter()
+            .flat_map(|r| [Entry::date(code, EntryKind::DateStart, r.start, r.end), Entry::date(code, EntryKind::DateEnd, r.end, r.start)])
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every string a string parameter selected, as `matcher` reads them: primitives, and the
+/// strings inside HumanName, Address and other complex values.
+pub fn strings<'a>(selected: &[&'a Value]) -> Vec<&'a str> {
+    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a str>, depth: usize) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(items) if depth < 4 => items.iter().for_each(|i| walk(i, out, depth + 1)),
+            Value::Object(map) if depth < 4 => {
+                for (k, child) in map {
+                    if k != "use" && k != "period" && k != "extension" && k != "id" {
+                        walk(child, out, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for v in selected {
+        walk(v, &mut out, 0);
+    }
+    out
+}
+
+/// Ranges of dates, dateTimes, instants, Periods and Timing events, as `matcher` reads them.
+pub fn date_ranges(selected: &[&Value]) -> Vec<DateRange> {
+    let mut out = Vec::new();
+    for v in selected {
+        match v {
+            Value::String(s) => out.extend(parse_range(s)),
+            Value::Object(map) if map.contains_key("start") || map.contains_key("end") => {
+                let start = map.get("start").and_then(Value::as_str).and_then(parse_range).map_or(i64::MIN, |r| r.start);
+                let end = map.get("end").and_then(Value::as_str).and_then(parse_range).map_or(i64::MAX, |r| r.end);
+                out.push(DateRange::new(start, end));
+            }
+            Value::Object(map) => {
+                for event in map.get("event").and_then(Value::as_array).into_iter().flatten() {
+                    out.extend(event.as_str().and_then(parse_range));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
