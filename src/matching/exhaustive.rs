@@ -44,7 +44,13 @@ fn matches_filters(sub: &SubEntry, change: &ResourceChange<'_>, base_url: &str, 
         };
         let Some(resource) = subject else { return false };
         match param.values(change.resource_type, resource) {
-            Ok(values) => filter.matches(&values, base_url),
+            Ok(values) => match filter.matches(param, &values, base_url) {
+                Ok(matched) => matched,
+                Err(e) => {
+                    diagnostics.push(format!("subscription {}: filter {} not decidable: {e}", sub.spec.id, param.code));
+                    false
+                }
+            },
             Err(e) => {
                 diagnostics
                     .push(format!("subscription {}: filter {} not evaluable on {}: {e}", sub.spec.id, param.code, change.resource_type));

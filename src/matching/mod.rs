@@ -198,7 +198,14 @@ pub fn filter_matches(
     diagnostics: &mut Vec<String>,
 ) -> bool {
     let base_url = evaluations.base_url();
-    evaluations.values(param, diagnostics).is_some_and(|values| filter.matches(values, base_url))
+    let Some(values) = evaluations.values(param, diagnostics) else { return false };
+    match filter.matches(param, values, base_url) {
+        Ok(matched) => matched,
+        Err(e) => {
+            diagnostics.push(format!("filter {} not decidable on {}: {e}", param.code, evaluations.resource_type()));
+            false
+        }
+    }
 }
 
 #[cfg(test)]

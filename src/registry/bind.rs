@@ -6,8 +6,12 @@ use crate::fhir::subscription::SubscriptionSpec;
 use crate::fhir::topic::{CanFilterBy, TopicSpec};
 use crate::fhir::{Issue, IssueType};
 
-use super::filter::{BoundFilter, FilterKind};
+use super::filter::{BoundFilter, FilterKind, FilterSemantics};
 use super::{Registry, SubEntry};
+use crate::fhir::search::query::{split_or, Modifier};
+use crate::fhir::search::value::parse_value;
+use crate::fhir::search::SearchParam;
+use crate::fhir::subscription::Filter;
 
 /// The types a topic's triggers fire for, `Resource` kept as is.
 fn trigger_types(topic: &TopicSpec) -> Vec<String> {
@@ -70,14 +74,6 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
                 ));
                 continue;
             }
-            if cmp != "eq" {
-                issues.push(Issue::at(
-                    IssueType::NotSupported,
-                    format!("{path}.comparator"),
-                    format!("comparator '{cmp}' is not supported yet (only equality)"),
-                ));
-                continue;
-            }
         }
         if let Some(m) = &f.modifier {
             if !decl.modifiers.iter().any(|x| x == m) {
@@ -86,14 +82,8 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
                     format!("{path}.modifier"),
                     format!("topic does not allow modifier '{m}' on '{}'", f.parameter),
                 ));
-            } else {
-                issues.push(Issue::at(
-                    IssueType::NotSupported,
-                    format!("{path}.modifier"),
-                    format!("modifier '{m}' is not supported yet (only equality)"),
-                ));
+                continue;
             }
-            continue;
         }
         let Some(params) = params else { continue };
         // Which resource types the filter applies to: the filter's own resourceType, else the
@@ -104,7 +94,8 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
             _ => types.clone(),
         };
         let mut bound = Vec::new();
-        let mut kind = None;
+        let mut semantics = Vec::new();
+        let mut kinds = Vec::new();
         let mut problem = None;
         for t in &scope {
             let param = match &decl.filter_definition {
@@ -112,32 +103,35 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
                 None => params.get(t, &f.parameter),
             };
             let Some(param) = param else { continue };
-            let k = match param.kind {
-                ParamType::Token => FilterKind::Token,
-                ParamType::Reference => FilterKind::Reference,
-                _ => {
-                    problem = Some(format!(
-                        "'{}' is a {:?} parameter; only token and reference filters are supported yet",
-                        f.parameter, param.kind
-                    ));
-                    continue;
-                }
-            };
             if t != "Resource" {
                 if let Err(e) = param.path_for(t) {
-                    problem = Some(format!("cannot evaluate '{}' on {t}: {e}", f.parameter));
+                    problem = Some((IssueType::NotSupported, "filterParameter", format!("cannot evaluate '{}' on {t}: {e}", f.parameter)));
                     continue;
                 }
             }
-            kind = Some(k);
-            bound.push((t.clone(), param));
+            match filter_semantics(param, f, params) {
+                Ok((kind, meaning)) => {
+                    kinds.push(kind);
+                    semantics.push(meaning);
+                    bound.push((t.clone(), param));
+                }
+                Err((code, field, why)) => problem = Some((code, field, why)),
+            }
         }
-        match (kind, bound.is_empty()) {
-            (Some(kind), false) => filters.push(BoundFilter { params: bound, kind, value: f.value.clone() }),
-            _ => issues.push(Issue::at(
+        match (problem, bound.is_empty()) {
+            (None, false) => {
+                // Key lookup only when every bound parameter agrees on one equality kind.
+                let kind = match kinds.first() {
+                    Some(k) if kinds.iter().all(|x| x == k) => *k,
+                    _ => FilterKind::Search,
+                };
+                filters.push(BoundFilter { params: bound, kind, value: search_value(f), semantics });
+            }
+            (Some((code, field, why)), _) => issues.push(Issue::at(code, format!("{path}.{field}"), why)),
+            (None, true) => issues.push(Issue::at(
                 IssueType::NotSupported,
                 format!("{path}.filterParameter"),
-                problem.unwrap_or_else(|| format!("no SearchParameter '{}' applies to {}", f.parameter, scope.join(", "))),
+                format!("no SearchParameter '{}' applies to {}", f.parameter, scope.join(", ")),
             )),
         }
     }
@@ -146,4 +140,71 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
     } else {
         Err(issues)
     }
+}
+
+/// The search value a filter stands for: its comparator as a prefix of its value (R5 filterBy
+/// keeps them apart; search writes `gt2026-01-01`).
+fn search_value(f: &Filter) -> String {
+    match f.comparator.as_deref() {
+        Some(cmp) if cmp != "eq" => format!("{cmp}{}", f.value),
+        _ => f.value.clone(),
+    }
+}
+
+type Refusal = (IssueType, &'static str, String);
+
+/// What `f` means on `param`: whether key lookup can decide it, and its parsed modifier and
+/// values; or why Herald refuses it, naming the field at fault.
+fn filter_semantics(param: &SearchParam, f: &Filter, params: &'static SearchParams) -> Result<(FilterKind, FilterSemantics), Refusal> {
+    let ordered = matches!(param.kind, ParamType::Date | ParamType::Number | ParamType::Quantity);
+    if let Some(cmp) = f.comparator.as_deref() {
+        if !matches!(cmp, "eq" | "ne" | "gt" | "lt" | "ge" | "le" | "sa" | "eb" | "ap") {
+            return Err((IssueType::Value, "comparator", format!("'{cmp}' is not a search comparator")));
+        }
+        if cmp != "eq" && !ordered {
+            return Err((
+                IssueType::BusinessRule,
+                "comparator",
+                format!("comparator '{cmp}' applies to date, number and quantity parameters; '{}' is a {}", f.parameter, param.kind.code()),
+            ));
+        }
+    }
+    let modifier = match f.modifier.as_deref() {
+        None => None,
+        Some(m) => match Modifier::parse(m) {
+            Some(parsed) if parsed.allowed_on(param.kind) => Some(parsed),
+            _ => {
+                return Err((
+                    IssueType::BusinessRule,
+                    "modifier",
+                    format!("modifier '{m}' does not apply to {} parameter '{}'", param.kind.code(), f.parameter),
+                ))
+            }
+        },
+    };
+    // Matching sees one resource, not the store: what needs a search of the store is refused.
+    if let Some(m @ (Modifier::In | Modifier::NotIn | Modifier::Above | Modifier::Below)) = &modifier {
+        if param.kind == ParamType::Token {
+            return Err((
+                IssueType::NotSupported,
+                "modifier",
+                format!(
+                    "modifier '{}' on a token filter needs ValueSet or code system look-ups, which subscription filters do not do",
+                    m.code()
+                ),
+            ));
+        }
+    }
+    let value = search_value(f);
+    let mut values = Vec::new();
+    for part in split_or(&value) {
+        values.push(parse_value(param, modifier.as_ref(), part, params).map_err(|why| (IssueType::Value, "value", why))?);
+    }
+    let single = values.len() == 1;
+    let kind = match (param.kind, &modifier) {
+        (ParamType::Token, None) if single => FilterKind::Token,
+        (ParamType::Reference, None) if single => FilterKind::Reference,
+        _ => FilterKind::Search,
+    };
+    Ok((kind, FilterSemantics { modifier, values }))
 }

@@ -5,20 +5,36 @@
 //!
 //! The two forms must agree: `filter.matches(values)` is true exactly when the filter's
 //! `IndexKey::Exact(space, key)` is among `space.keys(values)`. The equivalence proptest in
-//! `matching` checks it. A new filter kind (comparators, `:not`, `:missing`, string, date,
-//! chains) plugs in here: `matches` for its meaning, and `index_key` answering `Scan` until a
-//! key space can answer it by lookup. Pure; no IO.
+//! `matching` checks it. Plain token and reference equality is answered by key; every other
+//! filter (comparators, modifiers, several values, string, date, number, quantity, uri,
+//! composite) is decided by the search engine (`fhir::search::matcher::param_matches`), the same
+//! code REST search and `queryCriteria` use, and `index_key` answers `Scan`. Pure; no IO.
 
 use serde_json::Value;
 
-use crate::fhir::search::SearchParam;
+use crate::fhir::search::matcher::{param_matches, NoContext};
+use crate::fhir::search::query::Modifier;
+use crate::fhir::search::value::SearchValue;
 use crate::fhir::search::{normalize_reference_query, normalize_token_query, reference_keys, reference_matches, token_keys, token_matches};
+use crate::fhir::search::{SearchError, SearchParam};
 
 /// How a bound filter compares values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FilterKind {
+    /// Token equality with one value and no modifier: answered by key.
     Token,
+    /// Reference equality with one value, no modifier (or `:[type]` folded in): by key.
     Reference,
+    /// Anything else: decided by the search engine on every change.
+    Search,
+}
+
+/// The parsed meaning of a filter on one of its parameters.
+#[derive(Debug, Clone)]
+pub struct FilterSemantics {
+    pub modifier: Option<Modifier>,
+    /// ORed.
+    pub values: Vec<SearchValue>,
 }
 
 /// A filter resolved to the SearchParameter it evaluates, per resource type it applies to.
@@ -28,7 +44,10 @@ pub struct BoundFilter {
     /// `Resource` stands for every type.
     pub params: Vec<(String, &'static SearchParam)>,
     pub kind: FilterKind,
+    /// The search value as written (with any comparator as its prefix).
     pub value: String,
+    /// The parsed modifier and values, one per entry of `params` (same order).
+    pub semantics: Vec<FilterSemantics>,
 }
 
 /// A family of index keys: values and search values normalized the same way.
@@ -70,12 +89,19 @@ impl BoundFilter {
         self.params.iter().map(|(t, _)| t.as_str()).filter(|t| *t != "Resource")
     }
 
-    /// Whether the values the filter's parameter selected in a resource satisfy it.
-    /// `base_url` is Herald's own FHIR base.
-    pub fn matches(&self, values: &[&Value], base_url: &str) -> bool {
+    /// Whether the values `param` selected in a resource satisfy the filter. `base_url` is
+    /// Herald's own FHIR base. Errors only for a filter the search engine cannot decide.
+    pub fn matches(&self, param: &SearchParam, values: &[&Value], base_url: &str) -> Result<bool, SearchError> {
         match self.kind {
-            FilterKind::Token => token_matches(values, &self.value),
-            FilterKind::Reference => reference_matches(values, &self.value, base_url),
+            FilterKind::Token => Ok(token_matches(values, &self.value)),
+            FilterKind::Reference => Ok(reference_matches(values, &self.value, base_url)),
+            FilterKind::Search => {
+                let at = self.params.iter().position(|(_, p)| std::ptr::eq(*p, param));
+                let Some(semantics) = at.and_then(|i| self.semantics.get(i)) else {
+                    return Err(SearchError::Unsupported { url: param.url.clone(), what: "a filter bound to another parameter".into() });
+                };
+                param_matches(param, semantics.modifier.as_ref(), &semantics.values, values, &NoContext { base_url })
+            }
         }
     }
 
@@ -84,6 +110,7 @@ impl BoundFilter {
     pub fn index_key(&self, base_url: Option<&str>) -> IndexKey {
         let exact = |space, key: Option<String>| key.map_or(IndexKey::Never, |k| IndexKey::Exact(space, k));
         match self.kind {
+            FilterKind::Search => IndexKey::Scan,
             FilterKind::Token => exact(KeySpace::Token, normalize_token_query(&self.value)),
             FilterKind::Reference => match base_url {
                 Some(base) => exact(KeySpace::Reference, normalize_reference_query(&self.value, base)),

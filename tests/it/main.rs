@@ -7,6 +7,7 @@
 
 mod crash;
 mod fhir_rest;
+mod filters;
 mod rest_hook;
 mod search;
 mod search_crash;

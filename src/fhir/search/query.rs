@@ -50,7 +50,8 @@ pub enum Modifier {
 }
 
 impl Modifier {
-    fn parse(text: &str) -> Option<Modifier> {
+    /// The modifier written after a `:`, or `None` if R5 has no such modifier.
+    pub fn parse(text: &str) -> Option<Modifier> {
         Some(match text {
             "missing" => Modifier::Missing,
             "not" => Modifier::Not,
@@ -89,7 +90,7 @@ impl Modifier {
     }
 
     /// Whether R5 allows this modifier on a parameter of type `kind`.
-    fn allowed_on(&self, kind: ParamType) -> bool {
+    pub fn allowed_on(&self, kind: ParamType) -> bool {
         use ParamType as P;
         match self {
             Modifier::Missing => true,
@@ -316,4 +317,49 @@ fn parse_clause(resource_type: &str, name: &str, value: &str, params: &'static S
         values.push(parsed);
     }
     Ok(Clause { kind: ClauseKind::Param { param, modifier, values }, text })
+}
+
+/// One filter read from a backport filter string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterCriterion {
+    pub resource_type: Option<String>,
+    pub parameter: String,
+    pub modifier: Option<String>,
+    /// The comparator, when the value starts with one and the parameter is ordered; the caller
+    /// decides (here it stays part of `value`).
+    pub value: String,
+}
+
+/// Read the filter strings of the R4/R4B Subscriptions backport, in all three published forms:
+/// `param=value`, `Type.param=value`, and `Type?param=value&param2=value2` (URL-encoded or
+/// not). Each `&` part is one filter; the `Type` applies to all of them.
+pub fn parse_filter_criteria(text: &str) -> Result<Vec<FilterCriterion>, String> {
+    let (resource_type, body) = match text.split_once('?') {
+        Some((ty, rest)) if types::is_resource_type(ty) => (Some(ty.to_owned()), rest),
+        Some((ty, _)) => return Err(format!("'{ty}' is not a resource type")),
+        None => (None, text),
+    };
+    let mut out = Vec::new();
+    for part in body.split('&').filter(|p| !p.is_empty()) {
+        let Some((name, value)) = part.split_once('=') else {
+            return Err(format!("'{part}' is not name=value"));
+        };
+        let name = decode(name);
+        let (ty, name) = match name.split_once('.') {
+            Some((ty, rest)) if resource_type.is_none() && types::is_resource_type(ty) => (Some(ty.to_owned()), rest.to_owned()),
+            _ => (resource_type.clone(), name.into_owned()),
+        };
+        let (parameter, modifier) = match name.split_once(':') {
+            Some((p, m)) => (p.to_owned(), Some(m.to_owned())),
+            None => (name, None),
+        };
+        if parameter.is_empty() {
+            return Err(format!("'{part}' has no parameter name"));
+        }
+        out.push(FilterCriterion { resource_type: ty, parameter, modifier, value: decode(value).into_owned() });
+    }
+    if out.is_empty() {
+        return Err("no filter in the string".into());
+    }
+    Ok(out)
 }

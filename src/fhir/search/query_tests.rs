@@ -207,3 +207,23 @@ fn value_sets_that_need_a_terminology_server_are_refused_clearly() {
     let (query, _) = Query::parse("Observation", "code:below=http://loinc.org", SearchParams::r5().unwrap());
     assert!(clause_matches(&query.clauses[0], "Observation", &obs, &plain).is_err());
 }
+
+#[test]
+fn backport_filter_strings_in_all_three_forms() {
+    use super::query::{parse_filter_criteria, FilterCriterion};
+    let c = |ty: Option<&str>, p: &str, m: Option<&str>, v: &str| FilterCriterion {
+        resource_type: ty.map(str::to_owned),
+        parameter: p.to_owned(),
+        modifier: m.map(str::to_owned),
+        value: v.to_owned(),
+    };
+    assert_eq!(parse_filter_criteria("owner=Organization/lab-1").unwrap(), [c(None, "owner", None, "Organization/lab-1")]);
+    assert_eq!(parse_filter_criteria("Task.status:not=cancelled").unwrap(), [c(Some("Task"), "status", Some("not"), "cancelled")]);
+    assert_eq!(
+        parse_filter_criteria("Task?owner=Organization%2Flab-1&authored-on=gt2026-01-01").unwrap(),
+        [c(Some("Task"), "owner", None, "Organization/lab-1"), c(Some("Task"), "authored-on", None, "gt2026-01-01")]
+    );
+    assert!(parse_filter_criteria("Nope?x=1").is_err());
+    assert!(parse_filter_criteria("novalue").is_err());
+    assert!(parse_filter_criteria("").is_err());
+}
