@@ -110,6 +110,7 @@ fn meta_stamp(resource: &mut Value, id: &str, version_id: &str, last_updated: Mi
 impl Committer {
     fn load(store: Store, cfg: CommitterConfig, flush_tx: mpsc::UnboundedSender<FlushItem>) -> Result<Self, IngestError> {
         let mut registry = Registry::with_base_url(&cfg.base_url);
+        subscriptions::load_search_params(&store)?;
         for (id, cur) in store.list_current("SubscriptionTopic", None, usize::MAX)? {
             if cur.deleted {
                 continue;

@@ -18,6 +18,8 @@ use serde_json::{json, Value};
 use super::committer::Plan;
 use super::IngestError;
 use crate::fhir::instant::now_millis;
+use crate::fhir::search::custom::custom_param;
+use crate::fhir::search::{SearchParam, SearchParams};
 use crate::fhir::subscription::{parse_subscription, RequestedStatus, SubscriptionLimits, SubscriptionSpec};
 use crate::fhir::topic::{parse_topic, TopicSpec};
 use crate::fhir::{Issue, IssueType};
@@ -32,6 +34,9 @@ pub(crate) enum RegistryOp {
     RemoveTopic(String),
     PutSub(Arc<SubEntry>),
     RemoveSub(String),
+    /// A SearchParameter resource becomes (or stops being) a custom search parameter.
+    PutSearchParam(Box<SearchParam>),
+    RemoveSearchParam(String),
 }
 
 impl RegistryOp {
@@ -41,6 +46,16 @@ impl RegistryOp {
             RegistryOp::RemoveTopic(id) => registry.remove_topic(&id),
             RegistryOp::PutSub(e) => registry.put_subscription(e),
             RegistryOp::RemoveSub(id) => registry.remove_subscription(&id),
+            RegistryOp::PutSearchParam(p) => {
+                if let Ok(params) = SearchParams::r5() {
+                    params.register_custom(*p);
+                }
+            }
+            RegistryOp::RemoveSearchParam(url) => {
+                if let Ok(params) = SearchParams::r5() {
+                    params.unregister_custom(&url);
+                }
+            }
         }
     }
 }
@@ -107,6 +122,15 @@ pub(super) fn on_write(c: &Committer, plan: &mut Plan, ty: &str, id: &str, resou
             let topic = parse_topic(id, resource).map_err(refusal)?;
             plan.registry_ops.push(RegistryOp::PutTopic(topic));
         }
+        "SearchParameter" => {
+            let params = SearchParams::r5().map_err(|e| IngestError::Invalid(vec![Issue::new(IssueType::Exception, e.to_string())]))?;
+            let param = custom_param(resource, params).map_err(refusal)?;
+            // A new url for the same resource: the old definition goes away.
+            if let Some(old_url) = stored_url(c, ty, id).filter(|u| *u != param.url) {
+                plan.registry_ops.push(RegistryOp::RemoveSearchParam(old_url));
+            }
+            plan.registry_ops.push(RegistryOp::PutSearchParam(Box::new(param)));
+        }
         "Subscription" => {
             let spec = parse_subscription(id, resource, c.limits(), now_millis()).map_err(refusal)?;
             let entry = c.registry().bind(spec).map_err(refusal)?;
@@ -144,7 +168,38 @@ pub(super) fn on_delete(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> R
             plan.registry_ops.push(RegistryOp::RemoveSub(id.to_string()));
             plan.removed.push(id.to_string());
         }
+        "SearchParameter" => {
+            if let Some(url) = stored_url(c, ty, id) {
+                plan.registry_ops.push(RegistryOp::RemoveSearchParam(url));
+            }
+        }
         _ => {}
+    }
+    Ok(())
+}
+
+/// The `url` of the stored current version of a resource, if any.
+fn stored_url(c: &Committer, ty: &str, id: &str) -> Option<String> {
+    let record = c.store().latest(ty, id).ok().flatten().filter(|r| !r.deleted)?;
+    record.resource?.get("url").and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Registers the stored SearchParameters at start, before topics and subscriptions that may
+/// name them are parsed. One that no longer checks is logged and skipped.
+pub(super) fn load_search_params(store: &crate::store::Store) -> Result<(), IngestError> {
+    let Ok(params) = SearchParams::r5() else { return Ok(()) };
+    for (id, cur) in store.list_current("SearchParameter", None, usize::MAX)? {
+        if cur.deleted {
+            continue;
+        }
+        let Some(resource) = store.version("SearchParameter", &id, cur.seq)?.and_then(|r| r.resource) else { continue };
+        match custom_param(&resource, params) {
+            Ok(param) => params.register_custom(param),
+            Err(issues) => {
+                let text = issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default();
+                tracing::error!(resource.id = %id, reason = %text, "stored SearchParameter no longer valid; not registered");
+            }
+        }
     }
     Ok(())
 }

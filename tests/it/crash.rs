@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::Receiver;
 
@@ -200,4 +200,31 @@ async fn every_acknowledged_write_is_delivered_after_kill_9_mid_burst() {
     let _h = Herald::start(dir.path(), port).await;
     let numbers = collect(&rx, &acked, Duration::from_secs(60)).await;
     assert_gapless_in_order(&numbers);
+}
+
+#[tokio::test]
+async fn custom_search_parameters_are_reloaded_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let client = reqwest::Client::new();
+    let h = Herald::start(dir.path(), port).await;
+    let param = json!({ "resourceType": "SearchParameter", "url": "http://example.org/sp/lab-section", "name": "LabSection",
+        "status": "active", "description": "lab section", "code": "lab-section", "base": ["Task"], "type": "token",
+        "expression": "Task.extension('http://example.org/lab-section').value" });
+    let r = client.post(format!("{}/SearchParameter", h.base)).json(&param).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let task = json!({ "resourceType": "Task", "status": "requested", "intent": "order",
+        "extension": [{ "url": "http://example.org/lab-section", "valueCode": "chemistry" }] });
+    let r = client.post(format!("{}/Task", h.base)).json(&task).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    h.kill9();
+
+    let h = Herald::start(dir.path(), port).await;
+    // A topic whose queryCriteria names the custom parameter parses only if it was reloaded.
+    let topic = json!({ "resourceType": "SubscriptionTopic", "url": "http://example.org/topics/chem", "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "queryCriteria": { "current": "lab-section=chemistry" } }] });
+    let r = client.post(format!("{}/SubscriptionTopic", h.base)).json(&topic).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+    let bundle: Value = client.get(format!("{}/Task?lab-section=chemistry", h.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(bundle["entry"].as_array().map(|e| e.iter().filter(|x| x["search"]["mode"] == "match").count()), Some(1), "{bundle}");
 }

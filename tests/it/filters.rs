@@ -134,3 +134,84 @@ async fn filters_herald_cannot_honour_are_refused_naming_the_field() {
         assert_eq!(issue["code"], code, "{f}: {oo}");
     }
 }
+
+const LAB_SECTION: &str = "http://example.org/fhir/StructureDefinition/lab-section";
+
+fn lab_task(id: &str, section: &str) -> Value {
+    json!({ "resourceType": "Task", "id": id, "status": "requested", "intent": "order",
+            "extension": [{ "url": LAB_SECTION, "valueCode": section }] })
+}
+
+#[tokio::test]
+async fn a_custom_search_parameter_filters_subscriptions_and_searches() {
+    let server = TestServer::start().await;
+    let param_url = "http://example.org/SearchParameter/task-lab-section";
+    let (s, b) = server
+        .post(
+            "SearchParameter",
+            &json!({ "resourceType": "SearchParameter", "url": param_url, "name": "LabSection", "status": "active",
+                     "description": "The lab section a Task is routed to", "code": "lab-section", "base": ["Task"], "type": "token",
+                     "expression": format!("Task.extension('{LAB_SECTION}').value") }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let topic = json!({
+        "resourceType": "SubscriptionTopic", "url": "http://example.org/topics/lab-work", "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create"] }],
+        "canFilterBy": [{ "resource": "Task", "filterParameter": "lab-section", "filterDefinition": param_url }]
+    });
+    assert_eq!(server.post("SubscriptionTopic", &topic).await.0, StatusCode::CREATED);
+    let rx = Receiver::start().await;
+    let id = server
+        .subscribe(
+            "http://example.org/topics/lab-work",
+            &rx.url,
+            json!({ "filterBy": [{ "resourceType": "Task", "filterParameter": "lab-section", "value": "chemistry" }] }),
+        )
+        .await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status(&id, "active", T).await;
+
+    for (id, section) in [("h1", "haematology"), ("c1", "chemistry"), ("h2", "haematology"), ("c2", "chemistry")] {
+        let (s, b) = server.put(&format!("Task/{id}"), &lab_task(id, section)).await;
+        assert!(s.is_success(), "{b}");
+    }
+    assert_eq!(notified_until(&rx, "c2").await, ["c1", "c2"]);
+
+    // The same parameter in REST search.
+    let (s, bundle) = server.get("Task?lab-section=chemistry&_sort=_id").await;
+    assert_eq!(s, StatusCode::OK, "{bundle}");
+    let ids: Vec<&str> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["c1", "c2"]);
+}
+
+#[tokio::test]
+async fn bad_search_parameters_are_refused_with_their_location() {
+    let server = TestServer::start().await;
+    let base = json!({ "resourceType": "SearchParameter", "name": "X", "status": "active", "description": "x", "base": ["Task"], "type": "token" });
+    let with = |extra: Value| {
+        let mut p = base.clone();
+        p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        p
+    };
+    let cases = [
+        (with(json!({ "url": "http://example.org/sp/a", "code": "a", "expression": "Task.extension(" })), "SearchParameter.expression"),
+        (
+            with(json!({ "url": "http://hl7.org/fhir/SearchParameter/Task-status", "code": "status2", "expression": "Task.status" })),
+            "SearchParameter.url",
+        ),
+        (with(json!({ "url": "http://example.org/sp/b", "code": "status", "expression": "Task.status" })), "SearchParameter.code"),
+        (with(json!({ "url": "http://example.org/sp/c", "code": "c" })), "SearchParameter.expression"),
+    ];
+    for (resource, location) in cases {
+        let (s, oo) = server.post("SearchParameter", &resource).await;
+        assert!(s.is_client_error(), "{resource}: {s} {oo}");
+        assert_eq!(oo["issue"][0]["expression"][0], location, "{oo}");
+    }
+}

@@ -22,6 +22,7 @@
 
 mod branches;
 mod compiled;
+pub mod custom;
 pub mod date;
 pub mod matcher;
 mod params;

@@ -11,7 +11,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 use super::branches::split_union;
 use super::compiled::{fits_type, CompiledPath};
@@ -99,6 +99,19 @@ pub struct SearchParam {
 }
 
 impl SearchParam {
+    /// A parameter from its parts, its expression compiled per base type on first use.
+    pub fn new(
+        url: String,
+        code: String,
+        base: Vec<String>,
+        kind: ParamType,
+        expression: Option<String>,
+        targets: Vec<String>,
+        components: Vec<SearchParamComponent>,
+    ) -> SearchParam {
+        SearchParam { paths: base.iter().map(|_| OnceLock::new()).collect(), url, code, base, kind, expression, targets, components }
+    }
+
     /// Whether this parameter applies to resources of `resource_type`: its base names the
     /// type, or `Resource`, or `DomainResource` and the type is not Bundle, Binary or
     /// Parameters.
@@ -184,6 +197,18 @@ pub struct SearchParams {
     by_url: HashMap<String, usize>,
     /// base type -> code -> index into `params`.
     by_base: HashMap<String, HashMap<String, usize>>,
+    /// Parameters defined by SearchParameter resources stored in Herald, consulted after the
+    /// official ones. Each registered version is leaked so that compiled queries and bound
+    /// filters can keep `&'static` references to it; versions are few (an administrator's
+    /// writes), and a replaced version stays valid for filters still bound to it.
+    custom: RwLock<Custom>,
+}
+
+#[derive(Debug, Default)]
+struct Custom {
+    by_url: HashMap<String, &'static SearchParam>,
+    /// base type -> code -> parameter.
+    by_base: HashMap<String, HashMap<String, &'static SearchParam>>,
 }
 
 /// The on-disk shape of one parameter in the compact file.
@@ -216,6 +241,7 @@ impl SearchParams {
             params: Vec::with_capacity(definitions.len()),
             by_url: HashMap::with_capacity(definitions.len()),
             by_base: HashMap::new(),
+            custom: RwLock::new(Custom::default()),
         };
         for definition in definitions {
             let kind = ParamType::from_code(&definition.kind)
@@ -248,17 +274,74 @@ impl SearchParams {
     /// else on `DomainResource` (for DomainResource types), else on `Resource`.
     pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParam> {
         let lookup = |base: &str| self.by_base.get(base).and_then(|codes| codes.get(code)).and_then(|&i| self.params.get(i));
-        lookup(resource_type)
+        let core = lookup(resource_type)
             .or_else(|| types::is_domain_resource(resource_type).then(|| lookup("DomainResource")).flatten())
-            .or_else(|| types::is_resource_type(resource_type).then(|| lookup("Resource")).flatten())
+            .or_else(|| types::is_resource_type(resource_type).then(|| lookup("Resource")).flatten());
+        core.or_else(|| {
+            let custom = self.custom.read().unwrap_or_else(PoisonError::into_inner);
+            let lookup = |base: &str| custom.by_base.get(base).and_then(|codes| codes.get(code)).copied();
+            lookup(resource_type)
+                .or_else(|| types::is_domain_resource(resource_type).then(|| lookup("DomainResource")).flatten())
+                .or_else(|| types::is_resource_type(resource_type).then(|| lookup("Resource")).flatten())
+        })
     }
 
     /// The parameter with canonical url `url`.
     pub fn by_url(&self, url: &str) -> Option<&SearchParam> {
-        self.by_url.get(url).and_then(|&i| self.params.get(i))
+        self.by_url
+            .get(url)
+            .and_then(|&i| self.params.get(i))
+            .or_else(|| self.custom.read().unwrap_or_else(PoisonError::into_inner).by_url.get(url).copied())
     }
 
-    /// Every parameter, sorted by url for the R5 set.
+    /// Whether `url` names one of the official parameters (which cannot be redefined).
+    pub fn is_official(&self, url: &str) -> bool {
+        self.by_url.contains_key(url)
+    }
+
+    /// The url of a parameter other than `except_url` that already answers to `code` on
+    /// `base` (official or custom): a new definition must not shadow it.
+    pub fn code_taken(&self, base: &str, code: &str, except_url: &str) -> Option<String> {
+        if let Some(p) = self.by_base.get(base).and_then(|codes| codes.get(code)).and_then(|&i| self.params.get(i)) {
+            return Some(p.url.clone());
+        }
+        let custom = self.custom.read().unwrap_or_else(PoisonError::into_inner);
+        custom.by_base.get(base).and_then(|codes| codes.get(code)).filter(|p| p.url != except_url).map(|p| p.url.clone())
+    }
+
+    /// Make a custom parameter visible to every later lookup, replacing an earlier version
+    /// with the same url.
+    pub fn register_custom(&self, param: SearchParam) {
+        self.unregister_custom(&param.url);
+        let param: &'static SearchParam = Box::leak(Box::new(param));
+        let mut custom = self.custom.write().unwrap_or_else(PoisonError::into_inner);
+        custom.by_url.insert(param.url.clone(), param);
+        for base in &param.base {
+            custom.by_base.entry(base.clone()).or_default().insert(param.code.clone(), param);
+        }
+    }
+
+    /// Stop answering lookups with the custom parameter `url`.
+    pub fn unregister_custom(&self, url: &str) {
+        let mut custom = self.custom.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = custom.by_url.remove(url) {
+            for base in &old.base {
+                if let Some(codes) = custom.by_base.get_mut(base) {
+                    if codes.get(&old.code).is_some_and(|p| p.url == url) {
+                        codes.remove(&old.code);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The custom parameters now registered.
+    pub fn custom_params(&self) -> Vec<&'static SearchParam> {
+        self.custom.read().unwrap_or_else(PoisonError::into_inner).by_url.values().copied().collect()
+    }
+
+    /// Every official parameter, sorted by url for the R5 set ([`SearchParams::custom_params`]
+    /// lists the others).
     pub fn iter(&self) -> impl Iterator<Item = &SearchParam> {
         self.params.iter()
     }
