@@ -272,3 +272,32 @@ async fn date_prefixes_select_by_range() {
     let both = search(&server, "Task?authored-on=ge2026-01-01&authored-on=lt2026-02-15").await;
     assert_eq!(sorted(ids(&both, "match")), sorted(vec![jan, feb]));
 }
+
+#[tokio::test]
+async fn below_above_and_in_use_a_code_system_posted_to_herald() {
+    let server = TestServer::start().await;
+    let cs = json!({ "resourceType": "CodeSystem", "url": "http://example.org/cs/lab", "status": "active", "content": "complete",
+        "concept": [{ "code": "chemistry", "concept": [{ "code": "lipids", "concept": [{ "code": "ldl" }, { "code": "hdl" }] }, { "code": "glucose" }] },
+                    { "code": "haematology", "concept": [{ "code": "fbc" }] }] });
+    assert_eq!(server.post("CodeSystem", &cs).await.0, StatusCode::CREATED);
+    let vs = json!({ "resourceType": "ValueSet", "url": "http://example.org/vs/all-lab", "status": "active",
+        "compose": { "include": [{ "system": "http://example.org/cs/lab" }] } });
+    assert_eq!(server.post("ValueSet", &vs).await.0, StatusCode::CREATED);
+    for (id, code) in [("t-ldl", "ldl"), ("t-glucose", "glucose"), ("t-fbc", "fbc"), ("t-chem", "chemistry")] {
+        let body = json!({ "resourceType": "Task", "id": id, "status": "requested", "intent": "order",
+            "code": { "coding": [{ "system": "http://example.org/cs/lab", "code": code }] } });
+        assert!(server.put(&format!("Task/{id}"), &body).await.0.is_success());
+    }
+    let found = |q: &'static str| {
+        let server = &server;
+        async move { sorted(ids(&search(server, q).await, "match")) }
+    };
+    assert_eq!(found("Task?code:below=http://example.org/cs/lab|lipids").await, ["t-ldl"]);
+    assert_eq!(found("Task?code:below=http://example.org/cs/lab|chemistry").await, ["t-chem", "t-glucose", "t-ldl"]);
+    assert_eq!(found("Task?code:above=http://example.org/cs/lab|ldl").await, ["t-chem", "t-ldl"]);
+    assert_eq!(found("Task?code:in=http://example.org/vs/all-lab").await, ["t-chem", "t-fbc", "t-glucose", "t-ldl"]);
+    // A code system Herald does not hold cannot answer subsumption: a clear refusal.
+    let (s, oo) = server.get("Task?code:below=http://snomed.info/sct|404684003").await;
+    assert!(s.is_client_error(), "{s} {oo}");
+    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("does not hold"), "{oo}");
+}

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use crate::fhir::instant::now_millis;
-use crate::fhir::search::matcher::{Code, SearchContext};
+use crate::fhir::search::matcher::{Code, CodeHierarchy, SearchContext};
 use crate::fhir::search::{normalize_reference_query, reference_matches, SearchError, SearchParam};
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::store::index::Probe;
@@ -75,34 +75,64 @@ impl<'a> StoreContext<'a> {
         (is_resource_type(ty) && is_valid_id(id)).then(|| (ty.to_owned(), id.to_owned()))
     }
 
-    fn expand(&self, url: &str) -> Expansion {
+    /// The stored canonical resource of `resource_type` with `url` (`url|version` picks a
+    /// version), if any.
+    fn canonical(&self, resource_type: &str, url: &str) -> Result<Option<Value>, String> {
         let (canonical, version) = match url.split_once('|') {
             Some((c, v)) => (c, Some(v)),
             None => (url, None),
         };
         let mut ids = BTreeSet::new();
         self.store
-            .index_scan("ValueSet", "url", &Probe::Equal(canonical.to_owned()), |id| {
+            .index_scan(resource_type, "url", &Probe::Equal(canonical.to_owned()), |id| {
                 ids.insert(id.to_owned());
                 ids.len() < 100
             })
             .map_err(|e| e.to_string())?;
         for id in ids {
-            let Some(vs) = self.load("ValueSet", &id).map_err(|e| e.to_string())? else { continue };
-            if vs.get("url").and_then(Value::as_str) != Some(canonical) {
+            let Some(found) = self.load(resource_type, &id).map_err(|e| e.to_string())? else { continue };
+            if found.get("url").and_then(Value::as_str) != Some(canonical) {
                 continue;
             }
-            if version.is_some() && vs.get("version").and_then(Value::as_str) != version {
+            if version.is_some() && found.get("version").and_then(Value::as_str) != version {
                 continue;
             }
-            return expand_value_set(url, &vs).map(Some);
+            return Ok(Some(found));
         }
         Ok(None)
     }
+
+    fn expand(&self, url: &str) -> Expansion {
+        let Some(vs) = self.canonical("ValueSet", url)? else { return Ok(None) };
+        expand_value_set(url, &vs, &|system| self.canonical("CodeSystem", system).ok().flatten()).map(Some)
+    }
 }
 
-/// The codes of a ValueSet resource, from its expansion or its explicit compose.
-pub fn expand_value_set(url: &str, vs: &Value) -> Result<Vec<Code>, String> {
+/// Every code of a CodeSystem resource whose content is complete; `None` otherwise.
+fn all_codes(cs: &Value) -> Option<Vec<String>> {
+    fn walk(concepts: &Value, out: &mut Vec<String>, depth: usize) {
+        for c in concepts.as_array().into_iter().flatten() {
+            if let Some(code) = c.get("code").and_then(Value::as_str) {
+                out.push(code.to_owned());
+            }
+            if depth < 32 {
+                if let Some(children) = c.get("concept") {
+                    walk(children, out, depth + 1);
+                }
+            }
+        }
+    }
+    if cs.get("content").and_then(Value::as_str) != Some("complete") {
+        return None;
+    }
+    let mut out = Vec::new();
+    walk(cs.get("concept")?, &mut out, 0);
+    Some(out)
+}
+
+/// The codes of a ValueSet resource, from its expansion or its compose: explicit codes, or a
+/// whole code system Herald holds with complete content (`code_system` looks it up).
+pub fn expand_value_set(url: &str, vs: &Value, code_system: &dyn Fn(&str) -> Option<Value>) -> Result<Vec<Code>, String> {
     fn contains(items: &Value, out: &mut Vec<Code>, depth: usize) {
         for item in items.as_array().into_iter().flatten() {
             if let Some(code) = item.get("code").and_then(Value::as_str) {
@@ -135,7 +165,11 @@ pub fn expand_value_set(url: &str, vs: &Value) -> Result<Vec<Code>, String> {
         }
         let system = part.get("system").and_then(Value::as_str).map(str::to_owned);
         let Some(concepts) = part.get("concept").and_then(Value::as_array) else {
-            return Err(needs_server(&format!("{at} includes a whole code system")));
+            let whole = system.as_deref().and_then(code_system).and_then(|cs| all_codes(&cs));
+            return match whole {
+                Some(codes) => Ok(codes.into_iter().map(|c| (system.clone(), c)).collect()),
+                None => Err(needs_server(&format!("{at} includes a whole code system Herald does not hold in full"))),
+            };
         };
         Ok(concepts.iter().filter_map(|c| c.get("code").and_then(Value::as_str)).map(|c| (system.clone(), c.to_owned())).collect())
     };
@@ -191,6 +225,10 @@ impl SearchContext for StoreContext<'_> {
             }
         }
         Ok(out)
+    }
+
+    fn code_system(&self, url: &str) -> Result<Option<CodeHierarchy>, String> {
+        Ok(self.canonical("CodeSystem", url)?.map(|cs| CodeHierarchy::from_code_system(&cs)))
     }
 
     fn value_set(&self, url: &str) -> Result<Option<Vec<Code>>, String> {

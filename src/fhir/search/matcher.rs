@@ -36,6 +36,68 @@ pub trait SearchContext {
     /// The codes of a ValueSet Herald holds, as `(system, code)`: `Ok(None)` if unknown,
     /// `Err` if it cannot be expanded without a terminology server.
     fn value_set(&self, url: &str) -> Result<Option<Vec<Code>>, String>;
+
+    /// The hierarchy of a CodeSystem Herald holds, for `:above`/`:below` on tokens: `Ok(None)`
+    /// if unknown.
+    fn code_system(&self, _url: &str) -> Result<Option<CodeHierarchy>, String> {
+        Ok(None)
+    }
+}
+
+/// Which codes of a code system sit under which (from nested `concept`s and `parent`
+/// properties).
+#[derive(Debug, Clone, Default)]
+pub struct CodeHierarchy {
+    /// code -> its parents.
+    pub parents: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl CodeHierarchy {
+    /// Read a CodeSystem resource's concepts.
+    pub fn from_code_system(cs: &Value) -> CodeHierarchy {
+        fn walk(concepts: &Value, parent: Option<&str>, h: &mut CodeHierarchy, depth: usize) {
+            for c in concepts.as_array().into_iter().flatten() {
+                let Some(code) = c.get("code").and_then(Value::as_str) else { continue };
+                let entry = h.parents.entry(code.to_owned()).or_default();
+                if let Some(p) = parent {
+                    entry.push(p.to_owned());
+                }
+                for prop in c.get("property").and_then(Value::as_array).into_iter().flatten() {
+                    if prop.get("code").and_then(Value::as_str) == Some("parent") {
+                        if let Some(p) = prop.get("valueCode").and_then(Value::as_str) {
+                            entry.push(p.to_owned());
+                        }
+                    }
+                }
+                if depth < 32 {
+                    if let Some(children) = c.get("concept") {
+                        walk(children, Some(code), h, depth + 1);
+                    }
+                }
+            }
+        }
+        let mut h = CodeHierarchy::default();
+        if let Some(concepts) = cs.get("concept") {
+            walk(concepts, None, &mut h, 0);
+        }
+        h
+    }
+
+    /// Whether `ancestor` is `code` or one of its ancestors (bounded walk; cycles are safe).
+    pub fn subsumes(&self, ancestor: &str, code: &str) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        let mut frontier = vec![code];
+        while let Some(c) = frontier.pop() {
+            if c == ancestor {
+                return true;
+            }
+            if seen.len() > 10_000 || !seen.insert(c) {
+                continue;
+            }
+            frontier.extend(self.parents.get(c).into_iter().flatten().map(String::as_str));
+        }
+        false
+    }
 }
 
 /// A context with no data beyond the resource: chains, `_has` and `:in` find nothing.
@@ -133,6 +195,16 @@ fn one_matches(
 ) -> Result<bool, SearchError> {
     Ok(match value {
         SearchValue::Missing(_) => false,
+        SearchValue::Token(q) if matches!(modifier, Some(Modifier::Above | Modifier::Below)) => {
+            let (system, code) = q.split_once('|').unwrap_or(("", q.as_str()));
+            let Some(hierarchy) = ctx.code_system(system).map_err(|why| unsupported(param, &why))? else {
+                return Err(unsupported(param, &format!("subsumption in {system}, a code system Herald does not hold,")));
+            };
+            let below = matches!(modifier, Some(Modifier::Below));
+            super::token::codings(selected).into_iter().any(|(s, c)| {
+                s == Some(system) && c.is_some_and(|c| if below { hierarchy.subsumes(code, c) } else { hierarchy.subsumes(c, code) })
+            })
+        }
         SearchValue::Token(q) => token_matches(selected, q),
         SearchValue::Identifier(q) => {
             let identifiers: Vec<&Value> = selected.iter().filter_map(|r| r.get("identifier")).collect();
@@ -149,9 +221,6 @@ fn one_matches(
                 })
         }),
         SearchValue::ValueSet(url) => {
-            if matches!(modifier, Some(Modifier::Above | Modifier::Below)) {
-                return Err(unsupported(param, "subsumption (:above/:below on a token) needs a terminology server"));
-            }
             let codes = ctx.value_set(url).map_err(|why| unsupported(param, &why))?;
             let Some(codes) = codes else {
                 return Err(unsupported(param, &format!("ValueSet {url} is not known to Herald")));

@@ -39,6 +39,14 @@ impl SearchContext for Fixture {
         }
         Ok(out)
     }
+    fn code_system(&self, url: &str) -> Result<Option<super::matcher::CodeHierarchy>, String> {
+        Ok((url == "http://herald.test/cs").then(|| {
+            super::matcher::CodeHierarchy::from_code_system(&json!({ "resourceType": "CodeSystem", "concept": [
+                { "code": "root", "concept": [{ "code": "panel", "concept": [{ "code": "lipids" }] }] },
+                { "code": "ldl", "property": [{ "code": "parent", "valueCode": "lipids" }] }
+            ] }))
+        }))
+    }
     fn value_set(&self, url: &str) -> Result<Option<Vec<super::matcher::Code>>, String> {
         match url {
             "http://herald.test/ValueSet/weights" => Ok(Some(vec![(Some("http://loinc.org".into()), "29463-7".into())])),
@@ -71,6 +79,8 @@ fn every_parameter_type_and_modifier_on_official_examples() {
     ) else {
         return;
     };
+    let coded = json!({ "resourceType": "Observation", "id": "c", "status": "final",
+        "code": { "coding": [{ "system": "http://herald.test/cs", "code": "lipids" }] } });
     let fixture = Fixture {
         resources: vec![
             patient.clone(),
@@ -94,6 +104,11 @@ fn every_parameter_type_and_modifier_on_official_examples() {
         (&obs, "code:in=http://herald.test/ValueSet/weights", true),
         (&bp, "code:in=http://herald.test/ValueSet/weights", false),
         (&bp, "code:not-in=http://herald.test/ValueSet/weights", true),
+        (&coded, "code:below=http://herald.test/cs|panel", true),
+        (&coded, "code:below=http://herald.test/cs|root", true),
+        (&coded, "code:below=http://herald.test/cs|ldl", false),
+        (&coded, "code:above=http://herald.test/cs|ldl", true),
+        (&coded, "code:above=http://herald.test/cs|root", false),
         (&patient, "identifier=urn:oid:1.2.36.146.595.217.0.1|12345", true),
         (&patient, "identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345", true),
         (&patient, "identifier:of-type=http://terminology.hl7.org/CodeSystem/v2-0203|MR|99999", false),
@@ -204,8 +219,11 @@ fn value_sets_that_need_a_terminology_server_are_refused_clearly() {
     let err = check(&obs, "code:in=http://herald.test/ValueSet/unknown", &fixture).unwrap_err();
     assert!(err.contains("not known"), "{err}");
     let plain = NoContext { base_url: "http://x" };
-    let (query, _) = Query::parse("Observation", "code:below=http://loinc.org", SearchParams::r5().unwrap());
-    assert!(clause_matches(&query.clauses[0], "Observation", &obs, &plain).is_err());
+    let (query, errors) = Query::parse("Observation", "code:below=http://loinc.org|29463-7", SearchParams::r5().unwrap());
+    assert!(errors.is_empty(), "{errors:?}");
+    let err = clause_matches(&query.clauses[0], "Observation", &obs, &plain).unwrap_err();
+    assert!(err.to_string().contains("does not hold"), "{err}");
+    assert!(!Query::parse("Observation", "code:below=http://loinc.org", SearchParams::r5().unwrap()).1.is_empty(), "system|code required");
 }
 
 #[test]

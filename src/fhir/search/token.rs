@@ -59,6 +59,11 @@ fn collect<'a>(value: &'a Value, out: &mut Vec<Coded<'a>>) {
     }
 }
 
+/// The `(system, code)` pairs of the coded values among `values` (shapes as above).
+pub(crate) fn codings<'a>(values: &[&'a Value]) -> Vec<(Option<&'a str>, Option<&'a str>)> {
+    coded(values).into_iter().map(|c| (c.system, c.code)).collect()
+}
+
 fn coded<'a>(values: &[&'a Value]) -> Vec<Coded<'a>> {
     let mut out = Vec::new();
     for value in values {

@@ -122,7 +122,13 @@ pub fn parse_value(
         }
         Some(Modifier::Text | Modifier::CodeText) => return Ok(SearchValue::Text(normalize_string(&unescape(text)))),
         Some(Modifier::In | Modifier::NotIn) => return Ok(SearchValue::ValueSet(unescape(text))),
-        Some(Modifier::Above | Modifier::Below) if param.kind == ParamType::Token => return Ok(SearchValue::ValueSet(unescape(text))),
+        Some(Modifier::Above | Modifier::Below) if param.kind == ParamType::Token => {
+            // `system|code`: subsumption in that code system.
+            return match split_unescaped(text, '|').as_slice() {
+                [system, code] if !system.is_empty() && !code.is_empty() => Ok(SearchValue::Token(text.to_owned())),
+                _ => Err(":above and :below on a token take system|code".into()),
+            };
+        }
         Some(Modifier::OfType) => {
             let parts = split_unescaped(text, '|');
             return match parts.as_slice() {
