@@ -14,6 +14,8 @@ use figment::Figment;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::store::index::IndexSet;
+
 /// The defaults, compiled in so the binary runs with no file present.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -39,6 +41,28 @@ pub struct SearchSettings {
     pub max_include: usize,
     /// Up to this many candidates, searches give an accurate `total` by default.
     pub cheap_total: usize,
+    /// Which SearchParameters get index entries: `"default"`, `"all"`, `"none"`, or a list of
+    /// `Type.code` / `Type.*` / `"default"` (see `store::index::IndexSet`).
+    pub index: IndexSpec,
+}
+
+/// `search.index`: one name or a list.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum IndexSpec {
+    Named(String),
+    List(Vec<String>),
+}
+
+impl SearchSettings {
+    /// The index set `index` names (checked in `Config::validate`).
+    pub fn index_set(&self) -> Result<IndexSet, ConfigError> {
+        let parsed = match &self.index {
+            IndexSpec::Named(name) => IndexSet::from_spec(std::slice::from_ref(name)),
+            IndexSpec::List(items) => IndexSet::from_spec(items),
+        };
+        parsed.map_err(|message| ConfigError::Invalid { key: "search.index", message })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -203,6 +227,7 @@ impl Config {
         if self.search.max_scan == 0 {
             return Err(ConfigError::Invalid { key: "search.max_scan", message: "must be at least 1".into() });
         }
+        self.search.index_set()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid { key: "log.format", message: "must be text or json".into() });
         }
@@ -283,6 +308,18 @@ mod tests {
         let cfg =
             Config::load(None, env(&[("HERALD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "[\"127.0.0.0/8\"]")]), &Overrides::default()).unwrap();
         assert_eq!(cfg.delivery.allow_private_networks.len(), 1);
+    }
+
+    #[test]
+    fn search_index_takes_a_name_or_a_list_and_names_bad_parameters() {
+        let cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(cfg.search.index_set().unwrap(), IndexSet::default());
+        let cfg = Config::load(None, env(&[("HERALD_SEARCH__INDEX", "all")]), &Overrides::default()).unwrap();
+        assert_eq!(cfg.search.index_set().unwrap(), IndexSet::All);
+        let cfg = Config::load(None, env(&[("HERALD_SEARCH__INDEX", "[\"default\", \"Task.intent\"]")]), &Overrides::default()).unwrap();
+        assert!(cfg.search.index_set().unwrap().covers("Task", "intent"));
+        let err = Config::load(None, env(&[("HERALD_SEARCH__INDEX", "[\"Task.nope\"]")]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("search.index") && err.to_string().contains("Task.nope"), "{err}");
     }
 
     #[test]

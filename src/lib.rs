@@ -57,6 +57,8 @@ pub enum RunError {
     Client(#[from] reqwest::Error),
     #[error("cannot load search parameters")]
     Search(#[from] fhir::search::SearchError),
+    #[error("invalid configuration")]
+    Config(#[from] config::ConfigError),
     #[error("server failed")]
     Io(#[from] std::io::Error),
 }
@@ -68,7 +70,11 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     let bound = listener.local_addr()?;
     let base_url = cfg.base_url(bound);
     fhir::search::SearchParams::r5()?;
-    let store = store::Store::open(&cfg.store.data_dir)?;
+    let index_set = cfg.search.index_set()?;
+    let (store, rebuilt) = store::Store::open_indexed(&cfg.store.data_dir, index_set, &base_url)?;
+    if let Some(check) = rebuilt {
+        tracing::info!(resources = check.resources, entries = check.expected, "search index rebuilt for the configured index set");
+    }
     let policy =
         AddressPolicy { allow_all_private: cfg.delivery.allow_private_endpoints, allow_nets: cfg.delivery.allow_private_networks.clone() };
     let delivery = DeliveryConfig {

@@ -11,6 +11,7 @@
 //! | `d` | subscription id NUL event number | `DeadRecord`: an event that was given up on |
 //! | `i` | type NUL param code NUL kind escaped-value NUL id | empty: one search index entry |
 //! | `x` | type NUL id | the resource's index entries (`index::Entries`), to remove them on change |
+//! | `m` | name | store metadata: `index-set`, the fingerprint of the index set (`index::set`) |
 //!
 //! Index values are escaped (`00` as `01 01`, `01` as `01 02`) so that the NUL after them ends
 //! them unambiguously while byte order, and prefixes, are kept; see `index`.
@@ -87,6 +88,11 @@ pub fn index_entries(resource_type: &str, id: &str) -> Vec<u8> {
 
 pub fn index_entries_all_prefix() -> Vec<u8> {
     vec![b'x']
+}
+
+/// `m` name: one metadata record.
+pub fn meta(name: &str) -> Vec<u8> {
+    join(b'm', &[name.as_bytes()])
 }
 
 /// A key for error messages: printable bytes kept, the rest hex-escaped.

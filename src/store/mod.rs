@@ -9,6 +9,7 @@
 //!
 //! Search indexes (`index`) are key-only entries written by `Commit::index_version` in the same
 //! commit as the version they describe, so they can never disagree with it after a crash.
+//! Which parameters get entries is the store's `index::IndexSet`, fixed when it is opened.
 //!
 //! Records are a file format: each carries a version tag and decodes through `records`, which
 //! returns an error for an unknown or damaged record instead of panicking.
@@ -18,6 +19,7 @@ mod keys;
 pub mod records;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -46,6 +48,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
+    /// What the search index holds; fixed once the store is open (see `index::set`).
+    index: Arc<index::IndexConfig>,
 }
 
 /// A set of writes applied atomically by `Store::apply`.
@@ -118,13 +122,17 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T>
 }
 
 impl Store {
-    /// Opens (or creates) the database under `dir`.
+    /// Opens (or creates) the database under `dir`, with the index set it was built with (the
+    /// default set for a new store). The server opens with `open_indexed` instead.
     pub fn open(dir: &Path) -> Result<Store> {
         // Background flushing stays on as a safety net; durability of acknowledged writes comes
         // from the explicit group flush, never from this timer.
         let db = sled::Config::new().path(dir).flush_every_ms(Some(1000)).open()?;
         let tree = db.open_tree("herald")?;
-        Ok(Store { db, tree })
+        let mut store = Store { db, tree, index: Arc::default() };
+        let set = store.recorded_index_set()?.unwrap_or_default();
+        store.index = Arc::new(index::IndexConfig { set, base_url: String::new() });
+        Ok(store)
     }
 
     /// Applies a commit atomically (not yet durable).

@@ -6,7 +6,9 @@
 //! - a clause is indexable when it is `_id`, token/reference/uri equality (no modifier but
 //!   `:[type]`), uri `:below`, string prefix (none or `:exact`), or a date with `eq`, `gt`,
 //!   `ge`, `lt`, `le`, `sa` or `eb`; every value of the clause must be indexable;
-//!   Subscription `status` never is (the server owns it, the stored body lags);
+//!   Subscription `status` never is (the server owns it, the stored body lags), nor a clause
+//!   the store's index set does not answer (`Store::index_answers`: parameter not configured
+//!   in `[search] index`, or a system-only token);
 //! - of the indexable clauses the one with the fewest entries drives (counting stops at the
 //!   best so far, so planning costs at most the winner's size); other equality clauses then
 //!   drop candidates by key lookups before any resource is read;
@@ -165,8 +167,12 @@ fn scan(ctx: &StoreContext<'_>, resource_type: &str, access: &Access, mut visit:
 /// Candidate ids for `query`: every resource that may match, and no more than `max_scan`.
 pub fn candidates(ctx: &StoreContext<'_>, query: &Query, limits: &Limits, use_index: bool) -> Result<Candidates, SearchFailure> {
     let ty = query.resource_type.as_str();
+    let answered = |a: &Access| match a {
+        Access::Ids(_) => true,
+        Access::Probes { code, probes } => probes.iter().all(|p| ctx.store.index_answers(ty, code, p)),
+    };
     let accesses: Vec<Access> =
-        if use_index { query.clauses.iter().filter_map(|c| access(c, ty, ctx.base_url)).collect() } else { Vec::new() };
+        if use_index { query.clauses.iter().filter_map(|c| access(c, ty, ctx.base_url)).filter(answered).collect() } else { Vec::new() };
     // Pick the smallest, counting each only up to the best so far.
     let mut best: Option<(usize, usize)> = None;
     for (i, a) in accesses.iter().enumerate() {

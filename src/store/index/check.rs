@@ -5,9 +5,21 @@
 //! entries present with the number expected (so that stale entries show without holding the
 //! whole index in memory). Rebuild is for an offline store (nothing else writing): it clears
 //! both index namespaces and writes every resource's entries again, in batches.
+//!
+//! Both use the store's `IndexSet`. `Store::open_indexed` compares the configured set's
+//! fingerprint with the one recorded in the store and rebuilds when they differ; the record
+//! says `rebuilding` while it runs, so a crash in the middle rebuilds again at the next start.
 
-use super::{encode_entries, entry_key, extract, keys, Entry, Result, Store};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{encode_entries, entry_key, extract, keys, Entry, IndexConfig, IndexSet, Result, Store};
 use crate::store::{CurrentRecord, VersionRecord};
+
+/// Metadata record holding the index set's fingerprint.
+const SET_RECORD: &str = "index-set";
+/// Recorded while a rebuild runs: never equal to a fingerprint.
+const REBUILDING: &str = "rebuilding";
 
 /// What a check found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,7 +67,7 @@ impl Store {
         let mut report = IndexCheck::default();
         self.for_each_live(|ty, id, rec| {
             report.resources += 1;
-            let entries: Vec<Entry> = rec.resource.as_ref().map(|r| extract::entries(ty, r, base_url)).unwrap_or_default();
+            let entries: Vec<Entry> = rec.resource.as_ref().map(|r| extract::entries(&self.index.set, ty, r, base_url)).unwrap_or_default();
             let mut suffixes: Vec<Vec<u8>> = entries.iter().map(Entry::suffix).collect();
             suffixes.sort();
             suffixes.dedup();
@@ -80,6 +92,42 @@ impl Store {
             report.list_mismatch += lists - report.resources;
         }
         Ok(report)
+    }
+
+    /// Opens the store under `dir` with the configured index set. When the store's index was
+    /// built under another set or key layout (or none is recorded and it holds resources), the
+    /// index is rebuilt before this returns, and the check after the rebuild is returned.
+    pub fn open_indexed(dir: &Path, set: IndexSet, base_url: &str) -> Result<(Store, Option<IndexCheck>)> {
+        let mut store = Store::open(dir)?;
+        let wanted = set.fingerprint();
+        store.index = Arc::new(IndexConfig { set, base_url: base_url.to_owned() });
+        let meta = keys::meta(SET_RECORD);
+        if store.tree.get(&meta)?.as_deref() == Some(wanted.as_bytes()) {
+            return Ok((store, None));
+        }
+        let holds_data = [b'r', b'i', b'x'].iter().any(|p| store.tree.scan_prefix([*p]).next().is_some());
+        if !holds_data {
+            store.tree.insert(&meta, wanted.as_bytes())?;
+            store.flush()?;
+            return Ok((store, None));
+        }
+        store.tree.insert(&meta, REBUILDING.as_bytes())?;
+        store.flush()?;
+        let check = store.rebuild_index(base_url)?;
+        store.tree.insert(&meta, wanted.as_bytes())?;
+        store.flush()?;
+        Ok((store, Some(check)))
+    }
+
+    /// The index set recorded in the store, if one is and it is of the current layout.
+    pub fn recorded_index_set(&self) -> Result<Option<IndexSet>> {
+        let recorded = self.tree.get(keys::meta(SET_RECORD))?;
+        Ok(recorded.and_then(|bytes| std::str::from_utf8(&bytes).ok().and_then(IndexSet::from_fingerprint)))
+    }
+
+    /// The index set this store writes and answers with.
+    pub fn index_set(&self) -> &IndexSet {
+        &self.index.set
     }
 
     /// Drops and rewrites the whole index. Only for a store nothing else is writing.

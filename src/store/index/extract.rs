@@ -1,20 +1,27 @@
-//! The index entries of one resource: what every token, reference, uri, string and date
-//! SearchParameter of its type (official R5 set) selects in it, as keys.
+//! The index entries of one resource: what every indexed (`IndexSet`) token, reference, uri,
+//! string and date SearchParameter of its type (official R5 set) selects in it, as keys.
 //!
-//! In: a resource type, the resource, Herald's base URL (absolute references to it are local).
+//! In: the index set, a resource type, the resource, Herald's base URL (absolute references to
+//! it are local).
 //! Out: sorted entries, bounded: a parameter selecting more than `MAX_PER_PARAM` keys, or
 //! arriving after the resource already has `MAX_PER_RESOURCE`, is recorded as one `Overflow`
 //! entry instead (the resource then stays a candidate for every probe of it). Values come
 //! from `SearchParam::values`, the same evaluation `matcher::clause_matches` uses, so an
 //! entry exists for every value a search could match. A parameter that cannot be evaluated on
 //! the resource gets no entry: the matcher cannot match it either.
+//!
+//! Keys are compacted (`compact`): the R5 equality keys of a value (`system|code`, `|code`,
+//! `code`, `system|`; `Type/id`, `id`, `Type/id/_history/v`) become one key, the code or the
+//! id, and a probe is mapped the same way, so a probe still finds every resource that has its
+//! raw key (and some more, which the caller's check drops). A system-only token probe has no
+//! compact key: the index does not answer it (`Store::index_answers`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use serde_json::Value;
 
-use super::{Entry, EntryKind};
+use super::{Entry, EntryKind, IndexSet};
 use crate::fhir::search::date::{parse_range, DateRange};
 use crate::fhir::search::value::normalize_string;
 use crate::fhir::search::{reference_keys, token_keys, ParamType, SearchParam, SearchParams};
@@ -56,15 +63,19 @@ pub fn indexed_params(resource_type: &str) -> ParamList {
     list
 }
 
-/// The entries of `resource` (a `resource_type`), sorted and without duplicates.
-pub fn entries(resource_type: &str, resource: &Value, base_url: &str) -> Vec<Entry> {
+/// The entries of `resource` (a `resource_type`) for the parameters `set` covers, sorted and
+/// without duplicates.
+pub fn entries(set: &IndexSet, resource_type: &str, resource: &Value, base_url: &str) -> Vec<Entry> {
     let mut out = Vec::new();
     for param in indexed_params(resource_type).iter() {
+        if !set.covers(resource_type, &param.code) {
+            continue;
+        }
         let Ok(selected) = param.values(resource_type, resource) else { continue };
         if selected.is_empty() {
             continue;
         }
-        let mut these = param_entries(param, &selected, base_url);
+        let mut these = param_entries(param, &selected, base_url, true);
         these.sort();
         these.dedup();
         if these.len() > MAX_PER_PARAM || out.len() + these.len() > MAX_PER_RESOURCE {
@@ -78,11 +89,25 @@ pub fn entries(resource_type: &str, resource: &Value, base_url: &str) -> Vec<Ent
     out
 }
 
-fn param_entries(param: &SearchParam, selected: &[&Value], base_url: &str) -> Vec<Entry> {
+/// The entries of one parameter of `resource`, raw (every R5 equality key form, as a probe
+/// before `compact`): what a scan for an unindexed parameter compares probes with. `None`
+/// when the parameter cannot be evaluated on the resource.
+pub fn raw_entries(param: &SearchParam, resource_type: &str, resource: &Value, base_url: &str) -> Option<Vec<Entry>> {
+    let selected = param.values(resource_type, resource).ok()?;
+    Some(param_entries(param, &selected, base_url, false))
+}
+
+fn param_entries(param: &SearchParam, selected: &[&Value], base_url: &str, compacted: bool) -> Vec<Entry> {
     let code = param.code.as_str();
+    let equal = |keys: Vec<String>| -> Vec<Entry> {
+        keys.iter()
+            .filter_map(|k| if compacted { compact(param.kind, k) } else { Some(k.as_str()) })
+            .map(|k| Entry::text(code, EntryKind::Equal, k))
+            .collect()
+    };
     match param.kind {
-        ParamType::Token => token_keys(selected).iter().map(|k| Entry::text(code, EntryKind::Equal, k)).collect(),
-        ParamType::Reference => reference_keys(selected, base_url).iter().map(|k| Entry::text(code, EntryKind::Equal, k)).collect(),
+        ParamType::Token => equal(token_keys(selected)),
+        ParamType::Reference => equal(reference_keys(selected, base_url)),
         ParamType::Uri => selected.iter().filter_map(|v| v.as_str()).map(|u| Entry::text(code, EntryKind::Equal, u)).collect(),
         ParamType::String => strings(selected).iter().map(|s| Entry::text(code, EntryKind::Text, &normalize_string(s))).collect(),
         ParamType::Date => date_ranges(selected)
@@ -91,6 +116,47 @@ fn param_entries(param: &SearchParam, selected: &[&Value], base_url: &str) -> Ve
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The compact form of an R5 equality key of a parameter of `kind` (see the module doc):
+/// a token key becomes its code (`None` for a system-only key), a local reference its id;
+/// other keys stay as they are.
+pub fn compact(kind: ParamType, key: &str) -> Option<&str> {
+    match kind {
+        ParamType::Token => {
+            // Systems and codes are escaped (`\|`), so the separator is the one bare `|`.
+            let mut bar = None;
+            let mut escaped = false;
+            for (i, c) in key.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '|' => bar = Some(i),
+                    _ => {}
+                }
+            }
+            match bar {
+                None => Some(key),
+                Some(at) => key.get(at + 1..).filter(|code| !code.is_empty()),
+            }
+        }
+        ParamType::Reference => Some(local_id(key).unwrap_or(key)),
+        _ => Some(key),
+    }
+}
+
+/// The id of a local reference key `Type/id` or `Type/id/_history/v`.
+fn local_id(key: &str) -> Option<&str> {
+    if key.contains('|') {
+        return None; // a canonical with a version
+    }
+    let mut parts = key.split('/');
+    let (ty, id) = (parts.next()?, parts.next()?);
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) | (Some("_history"), Some(_), None) => {}
+        _ => return None,
+    }
+    (crate::fhir::types::is_resource_type(ty) && crate::fhir::types::is_valid_id(id)).then_some(id)
 }
 
 /// Every string a string parameter selected, as `matcher` reads them: primitives, and the

@@ -13,16 +13,31 @@
 //! so byte order is time order and `ge`/`lt`-style comparisons are range scans. Each resource
 //! also keeps the list of its entries (prefix `x`), so a change removes exactly what the
 //! previous version wrote, in the same `Commit` as the version itself.
+//!
+//! Only the parameters of the configured `IndexSet` get entries, with compacted equality keys
+//! (`extract::compact`). `index_answers` says whether a probe can be answered from entries;
+//! `index_scan` answers the others too, by reading the type's resources (slow, but the same
+//! result), so `_has`, `_revinclude` and chains stay correct on unindexed parameters.
 
 pub mod extract;
+pub mod set;
 
 mod check;
 
 pub use check::IndexCheck;
+pub use set::IndexSet;
 
 use std::collections::HashMap;
 
 use super::{keys, Commit, Result, Store, StoreError, VersionRecord};
+use crate::fhir::search::{ParamType, SearchParams};
+
+/// The index set of an open store and the base URL its reference keys were computed with.
+#[derive(Debug, Default)]
+pub(crate) struct IndexConfig {
+    pub(crate) set: IndexSet,
+    pub(crate) base_url: String,
+}
 
 /// Longest value kept in a key; longer ones (and probes) are cut at a char boundary.
 pub const MAX_VALUE_BYTES: usize = 200;
@@ -183,7 +198,7 @@ impl Commit {
     /// deletion). Call it with every version written, in the same commit.
     pub fn index_version(&mut self, store: &Store, record: &VersionRecord, base_url: &str) -> Result<()> {
         let entries = match (&record.resource, record.deleted) {
-            (Some(resource), false) => extract::entries(&record.resource_type, resource, base_url),
+            (Some(resource), false) => extract::entries(&store.index.set, &record.resource_type, resource, base_url),
             _ => Vec::new(),
         };
         self.put_index(store, &record.resource_type, &record.id, &entries)
@@ -233,34 +248,10 @@ impl Store {
     /// `probe` selects, then with every id whose parameter overflowed; stops when `visit`
     /// returns false. Ids may repeat (a resource with several matching values).
     pub fn index_scan(&self, resource_type: &str, code: &str, probe: &Probe, mut visit: impl FnMut(&str) -> bool) -> Result<()> {
-        let prefix = keys::index_param_prefix(resource_type, code);
-        let with = |kind: EntryKind, bytes: &[u8]| {
-            let mut k = prefix.clone();
-            k.push(kind.byte());
-            escape_into(bytes, &mut k);
-            k
+        let Some(probe) = self.answerable(resource_type, code, probe) else {
+            return self.scan_unindexed(resource_type, code, probe, visit);
         };
-        let (start, end) = match probe {
-            Probe::Equal(text) => {
-                let mut k = with(EntryKind::Equal, cut(text).as_bytes());
-                k.push(0);
-                let mut upper = k.clone();
-                upper.pop();
-                upper.push(1);
-                (k, upper)
-            }
-            Probe::Prefix(kind, text) => {
-                let k = with(*kind, cut(text).as_bytes());
-                let upper = prefix_end(&k);
-                (k, upper)
-            }
-            Probe::Start { lo, hi } | Probe::End { lo, hi } => {
-                let kind = if matches!(probe, Probe::Start { .. }) { EntryKind::DateStart } else { EntryKind::DateEnd };
-                let lower = if *lo == i64::MIN { with(kind, &[]) } else { with(kind, &time_bytes(*lo)) };
-                let upper = if *hi == i64::MAX { prefix_end(&with(kind, &[])) } else { with(kind, &time_bytes(*hi)) };
-                (lower, upper)
-            }
-        };
+        let (start, end) = probe_range(resource_type, code, &probe);
         for item in self.tree.range(start..end).keys() {
             let key = item?;
             if let Some(id) = id_of(&key) {
@@ -269,7 +260,8 @@ impl Store {
                 }
             }
         }
-        let mut overflow = with(EntryKind::Overflow, &[]);
+        let mut overflow = keys::index_param_prefix(resource_type, code);
+        overflow.push(EntryKind::Overflow.byte());
         overflow.push(0);
         for item in self.tree.scan_prefix(&overflow).keys() {
             let key = item?;
@@ -282,9 +274,58 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `probe` on parameter `code` of `resource_type` is answered from index entries
+    /// (the parameter is in the index set and the probe has a compact key). The planner only
+    /// drives or narrows by such probes; `index_scan` answers the others by reading resources.
+    pub fn index_answers(&self, resource_type: &str, code: &str, probe: &Probe) -> bool {
+        self.answerable(resource_type, code, probe).is_some()
+    }
+
+    /// The probe as the stored entries answer it (equality keys compacted), if they can.
+    fn answerable(&self, resource_type: &str, code: &str, probe: &Probe) -> Option<Probe> {
+        if !self.index.set.covers(resource_type, code) {
+            return None;
+        }
+        let kind = SearchParams::r5().ok().and_then(|p| p.get(resource_type, code)).map(|p| p.kind);
+        match (probe, kind) {
+            (Probe::Equal(key), Some(kind)) => extract::compact(kind, key).map(|k| Probe::Equal(k.to_owned())),
+            (Probe::Prefix(EntryKind::Equal, _), Some(ParamType::Token | ParamType::Reference)) => None,
+            _ => Some(probe.clone()),
+        }
+    }
+
+    /// `index_scan` for a probe the entries cannot answer: reads every current resource of the
+    /// type and compares the probe with the raw entries of `code`, as a full index would.
+    fn scan_unindexed(&self, resource_type: &str, code: &str, probe: &Probe, mut visit: impl FnMut(&str) -> bool) -> Result<()> {
+        let Some(param) = SearchParams::r5().ok().and_then(|p| p.get(resource_type, code)) else { return Ok(()) };
+        let (start, end) = probe_range(resource_type, code, probe);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list_current(resource_type, after.as_deref(), 1_000)?;
+            let Some((last, _)) = page.last() else { return Ok(()) };
+            after = Some(last.clone());
+            for (id, cur) in page {
+                if cur.deleted {
+                    continue;
+                }
+                let Some(resource) = self.version(resource_type, &id, cur.seq)?.and_then(|r| r.resource) else { continue };
+                let Some(raw) = extract::raw_entries(param, resource_type, &resource, &self.index.base_url) else { continue };
+                let hit = raw.iter().any(|e| {
+                    let key = entry_key(resource_type, &e.suffix(), &id);
+                    start <= key && key < end
+                });
+                if hit && !visit(&id) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     /// Whether `id` has the equality entry `value` for parameter `code` (or overflowed on it).
+    /// True, too, when the index does not answer that probe: the caller checks the resource.
     pub fn index_contains(&self, resource_type: &str, code: &str, value: &str, id: &str) -> Result<bool> {
-        let exact = Entry::text(code, EntryKind::Equal, value);
+        let Some(Probe::Equal(value)) = self.answerable(resource_type, code, &Probe::Equal(value.to_owned())) else { return Ok(true) };
+        let exact = Entry::text(code, EntryKind::Equal, &value);
         if self.tree.contains_key(entry_key(resource_type, &exact.suffix(), id))? {
             return Ok(true);
         }
@@ -312,6 +353,38 @@ impl Store {
             out.push(String::from_utf8_lossy(k.get(prefix.len()..).unwrap_or_default()).into_owned());
         }
         Ok(out)
+    }
+}
+
+/// The key range `[start, end)` of the entries of `code` that `probe` selects.
+fn probe_range(resource_type: &str, code: &str, probe: &Probe) -> (Vec<u8>, Vec<u8>) {
+    let prefix = keys::index_param_prefix(resource_type, code);
+    let with = |kind: EntryKind, bytes: &[u8]| {
+        let mut k = prefix.clone();
+        k.push(kind.byte());
+        escape_into(bytes, &mut k);
+        k
+    };
+    match probe {
+        Probe::Equal(text) => {
+            let mut k = with(EntryKind::Equal, cut(text).as_bytes());
+            k.push(0);
+            let mut upper = k.clone();
+            upper.pop();
+            upper.push(1);
+            (k, upper)
+        }
+        Probe::Prefix(kind, text) => {
+            let k = with(*kind, cut(text).as_bytes());
+            let upper = prefix_end(&k);
+            (k, upper)
+        }
+        Probe::Start { lo, hi } | Probe::End { lo, hi } => {
+            let kind = if matches!(probe, Probe::Start { .. }) { EntryKind::DateStart } else { EntryKind::DateEnd };
+            let lower = if *lo == i64::MIN { with(kind, &[]) } else { with(kind, &time_bytes(*lo)) };
+            let upper = if *hi == i64::MAX { prefix_end(&with(kind, &[])) } else { with(kind, &time_bytes(*hi)) };
+            (lower, upper)
+        }
     }
 }
 

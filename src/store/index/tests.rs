@@ -134,3 +134,123 @@ fn escaping_keeps_order_and_values_with_nul_bytes() {
     assert!(decode_entries(b"k", &[1, 0, 9, 1]).is_err());
     assert!(decode_entries(b"k", &[7]).is_err());
 }
+
+fn count(store: &Store, code: &str, probe: &Probe) -> usize {
+    ids(store, code, probe).len()
+}
+
+fn coded_task(id: &str, seq: u64) -> VersionRecord {
+    let mut rec = task(id, seq, "Organization/lab-1", "requested", "2026-01-05");
+    if let Some(r) = rec.resource.as_mut() {
+        r["code"] = json!({ "coding": [{ "system": "http://example.org/work", "code": "draw" }] });
+        r["requester"] = json!({ "reference": "Practitioner/pr-1/_history/2" });
+    }
+    rec
+}
+
+fn write(store: &Store, recs: &[&VersionRecord]) {
+    let mut c = Commit::new();
+    for rec in recs {
+        c.put_version(rec).unwrap();
+        c.index_version(store, rec, BASE).unwrap();
+    }
+    store.apply(c).unwrap();
+}
+
+#[test]
+fn compact_keys_answer_every_r5_key_form_of_a_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open_indexed(dir.path(), IndexSet::default(), BASE).unwrap();
+    write(&store, &[&coded_task("a", 1)]);
+    // One key per coding and per reference; every query form still finds the resource.
+    for probe in ["draw", "http://example.org/work|draw"] {
+        assert_eq!(ids(&store, "code", &Probe::Equal(probe.into())), vec!["a"], "{probe}");
+    }
+    assert_eq!(ids(&store, "status", &Probe::Equal("|requested".into())), vec!["a"]);
+    for probe in ["Practitioner/pr-1", "pr-1", "Practitioner/pr-1/_history/2"] {
+        assert_eq!(ids(&store, "requester", &Probe::Equal(probe.into())), vec!["a"], "{probe}");
+        assert!(store.index_contains("Task", "requester", probe, "a").unwrap());
+    }
+    // A system-only token has no compact key: not answered by entries, but still scanned.
+    let system_only = Probe::Equal("http://example.org/work|".into());
+    assert!(!store.index_answers("Task", "code", &system_only));
+    assert_eq!(ids(&store, "code", &system_only), vec!["a"]);
+    assert_eq!(count(&store, "code", &Probe::Equal("http://other|".into())), 0);
+    // Task gets status 1, owner 1, requester 1, code 1, authored-on 2, one key each.
+    let list = store.tree.get(keys::index_entries("Task", "a")).unwrap().unwrap();
+    assert_eq!(decode_entries(b"x", &list).unwrap().len(), 6);
+}
+
+#[test]
+fn unindexed_parameters_are_answered_by_scanning_the_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open_indexed(dir.path(), IndexSet::from_spec(&["Task.owner"]).unwrap(), BASE).unwrap();
+    write(&store, &[&coded_task("a", 1), &task("b", 1, "Organization/lab-2", "completed", "2026-03-01")]);
+    assert!(store.index_answers("Task", "owner", &Probe::Equal("Organization/lab-2".into())));
+    assert!(!store.index_answers("Task", "status", &Probe::Equal("completed".into())));
+    assert_eq!(ids(&store, "status", &Probe::Equal("completed".into())), vec!["b"]);
+    assert_eq!(ids(&store, "intent", &Probe::Equal("order".into())), vec!["a", "b"]);
+    let jan = crate::fhir::search::date::parse_range("2026-01").unwrap();
+    assert_eq!(ids(&store, "authored-on", &Probe::Start { lo: jan.start, hi: jan.end }), vec!["a"]);
+    assert!(store.index_contains("Task", "status", "anything", "a").unwrap(), "unanswered: the caller checks");
+    assert!(store.tree.scan_prefix(keys::index_param_prefix("Task", "status")).next().is_none());
+    assert!(store.check_index(BASE).unwrap().is_consistent());
+}
+
+#[test]
+fn an_index_built_under_another_set_is_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, rebuilt) = Store::open_indexed(dir.path(), IndexSet::none(), BASE).unwrap();
+        assert!(rebuilt.is_none(), "a new store has nothing to rebuild");
+        write(&store, &[&coded_task("a", 1)]);
+        assert!(store.tree.scan_prefix(keys::index_all_prefix()).next().is_none());
+        store.flush().unwrap();
+    }
+    {
+        // Plain open uses the recorded set: the check agrees with what is stored.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.index_set(), &IndexSet::none());
+        assert!(store.check_index(BASE).unwrap().is_consistent());
+    }
+    {
+        let (store, rebuilt) = Store::open_indexed(dir.path(), IndexSet::All, BASE).unwrap();
+        let check = rebuilt.expect("set changed: rebuilt");
+        assert!(check.is_consistent() && check.expected > 6, "{check:?}");
+        assert_eq!(ids(&store, "intent", &Probe::Equal("order".into())), vec!["a"]);
+        // A crash in the middle of a rebuild leaves `rebuilding` recorded: rebuilt again.
+        store.tree.insert(keys::meta("index-set"), "rebuilding").unwrap();
+        store.tree.remove(keys::index_entries("Task", "a")).unwrap();
+        store.flush().unwrap();
+    }
+    {
+        let (_store, rebuilt) = Store::open_indexed(dir.path(), IndexSet::All, BASE).unwrap();
+        assert!(rebuilt.expect("interrupted rebuild redone").is_consistent());
+    }
+    {
+        let (store, rebuilt) = Store::open_indexed(dir.path(), IndexSet::All, BASE).unwrap();
+        assert!(rebuilt.is_none(), "same set: nothing to do");
+        assert!(store.check_index(BASE).unwrap().is_consistent());
+    }
+    let (store, rebuilt) = Store::open_indexed(dir.path(), IndexSet::default(), BASE).unwrap();
+    assert!(rebuilt.is_some());
+    assert!(store.tree.scan_prefix(keys::index_param_prefix("Task", "intent")).next().is_none());
+    assert_eq!(ids(&store, "owner", &Probe::Equal("Organization/lab-1".into())), vec!["a"]);
+}
+
+#[test]
+fn index_sets_parse_and_name_bad_entries() {
+    assert_eq!(IndexSet::from_spec(&["all"]).unwrap(), IndexSet::All);
+    assert_eq!(IndexSet::from_spec(&["none"]).unwrap(), IndexSet::none());
+    let set = IndexSet::from_spec(&["default", "Task.intent", "Device.*"]).unwrap();
+    assert!(set.covers("Task", "intent") && set.covers("Task", "owner") && set.covers("Device", "udi-di"));
+    assert!(!set.covers("Task", "priority"));
+    let default = IndexSet::default();
+    assert_eq!(IndexSet::from_fingerprint(&default.fingerprint()), Some(default), "every default entry is a real parameter");
+    assert_eq!(IndexSet::from_fingerprint(&set.fingerprint()), Some(set));
+    assert_eq!(IndexSet::from_fingerprint(&IndexSet::All.fingerprint()), Some(IndexSet::All));
+    assert_eq!(IndexSet::from_fingerprint("herald-index/1 all"), None);
+    for bad in ["Task.nope", "Nope.x", "owner", "Task.priority-x"] {
+        assert!(IndexSet::from_spec(&[bad]).unwrap_err().contains(bad), "{bad}");
+    }
+}
