@@ -72,6 +72,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     fhir::search::SearchParams::r5()?;
     let index_set = cfg.search.index_set()?;
     let (store, rebuilt) = store::Store::open_indexed(&cfg.store.data_dir, index_set, &base_url)?;
+    let store = store.with_scan_limit(cfg.search.max_scan);
     if let Some(check) = rebuilt {
         tracing::info!(resources = check.resources, entries = check.expected, "search index rebuilt for the configured index set");
     }

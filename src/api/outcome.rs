@@ -24,6 +24,7 @@ use super::search::plan::SearchFailure;
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::{Issue, IssueType};
 use crate::ingest::IngestError;
+use crate::store::StoreError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -84,6 +85,9 @@ impl From<SearchFailure> for ApiError {
         match err {
             SearchFailure::TooCostly(text) => ApiError::new(StatusCode::BAD_REQUEST, IssueType::TooCostly, text),
             SearchFailure::Unsupported(text) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, IssueType::NotSupported, text),
+            SearchFailure::Store(e @ StoreError::ScanLimit { .. }) => {
+                ApiError::new(StatusCode::BAD_REQUEST, IssueType::TooCostly, e.to_string())
+            }
             SearchFailure::Store(e) => ApiError::internal(&e),
         }
     }

@@ -39,6 +39,9 @@ pub enum StoreError {
     CorruptIndex { key: String },
     #[error("could not encode a record")]
     Encode(#[source] serde_json::Error),
+    /// Answering a lookup on an unindexed parameter would read more resources than allowed.
+    #[error("answering {resource_type}.{code} without an index would read more than {limit} resources")]
+    ScanLimit { resource_type: String, code: String, limit: usize },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -131,7 +134,7 @@ impl Store {
         let tree = db.open_tree("herald")?;
         let mut store = Store { db, tree, index: Arc::default() };
         let set = store.recorded_index_set()?.unwrap_or_default();
-        store.index = Arc::new(index::IndexConfig { set, base_url: String::new() });
+        store.index = Arc::new(index::IndexConfig { set, base_url: String::new(), scan_limit: index::UNINDEXED_SCAN_LIMIT });
         Ok(store)
     }
 

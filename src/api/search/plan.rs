@@ -233,7 +233,13 @@ pub fn check(ctx: &StoreContext<'_>, query: &Query, id: &str, errors: &mut usize
     let ty = query.resource_type.as_str();
     let Some(resource) = ctx.load(ty, id)? else { return Ok(None) };
     for clause in &query.clauses {
-        match clause_matches(clause, ty, &resource, ctx) {
+        let outcome = clause_matches(clause, ty, &resource, ctx);
+        // A store failure inside the context (a scan limit, an engine error) voids the answer,
+        // whatever the clause concluded without the data it could not read.
+        if let Some(e) = ctx.failure.borrow_mut().take() {
+            return Err(SearchFailure::Store(e));
+        }
+        match outcome {
             Ok(true) => {}
             Ok(false) => return Ok(None),
             Err(SearchError::Unsupported { what, .. }) => {
@@ -244,9 +250,6 @@ pub fn check(ctx: &StoreContext<'_>, query: &Query, id: &str, errors: &mut usize
                 return Ok(None);
             }
         }
-    }
-    if let Some(e) = ctx.failure.borrow_mut().take() {
-        return Err(SearchFailure::Store(e));
     }
     Ok(Some(resource))
 }

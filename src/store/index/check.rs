@@ -100,7 +100,7 @@ impl Store {
     pub fn open_indexed(dir: &Path, set: IndexSet, base_url: &str) -> Result<(Store, Option<IndexCheck>)> {
         let mut store = Store::open(dir)?;
         let wanted = set.fingerprint();
-        store.index = Arc::new(IndexConfig { set, base_url: base_url.to_owned() });
+        store.index = Arc::new(IndexConfig { set, base_url: base_url.to_owned(), scan_limit: store.index.scan_limit });
         let meta = keys::meta(SET_RECORD);
         if store.tree.get(&meta)?.as_deref() == Some(wanted.as_bytes()) {
             return Ok((store, None));

@@ -29,6 +29,10 @@ pub use set::IndexSet;
 
 use std::collections::HashMap;
 
+/// Default for the most resources one lookup on an unindexed parameter reads (`_has`,
+/// `_revinclude`, chains, ValueSet look-ups) before it gives up with [`StoreError::ScanLimit`].
+pub const UNINDEXED_SCAN_LIMIT: usize = 100_000;
+
 use super::{keys, Commit, Result, Store, StoreError, VersionRecord};
 use crate::fhir::search::{ParamType, SearchParams};
 
@@ -37,6 +41,8 @@ use crate::fhir::search::{ParamType, SearchParams};
 pub(crate) struct IndexConfig {
     pub(crate) set: IndexSet,
     pub(crate) base_url: String,
+    /// Most resources one unindexed lookup reads (see [`Store::with_scan_limit`]).
+    pub(crate) scan_limit: usize,
 }
 
 /// Longest value kept in a key; longer ones (and probes) are cut at a char boundary.
@@ -274,6 +280,15 @@ impl Store {
         Ok(())
     }
 
+    /// This store, reading at most `limit` resources for any one lookup on an unindexed
+    /// parameter (the operator's `search.max_scan`).
+    pub fn with_scan_limit(mut self, limit: usize) -> Store {
+        let current = &self.index;
+        self.index =
+            std::sync::Arc::new(IndexConfig { set: current.set.clone(), base_url: current.base_url.clone(), scan_limit: limit.max(1) });
+        self
+    }
+
     /// Whether `probe` on parameter `code` of `resource_type` is answered from index entries
     /// (the parameter is in the index set and the probe has a compact key). The planner only
     /// drives or narrows by such probes; `index_scan` answers the others by reading resources.
@@ -300,10 +315,16 @@ impl Store {
         let Some(param) = SearchParams::r5().ok().and_then(|p| p.get(resource_type, code)) else { return Ok(()) };
         let (start, end) = probe_range(resource_type, code, probe);
         let mut after: Option<String> = None;
+        let mut read = 0usize;
         loop {
             let page = self.list_current(resource_type, after.as_deref(), 1_000)?;
             let Some((last, _)) = page.last() else { return Ok(()) };
             after = Some(last.clone());
+            read += page.len();
+            let limit = self.index.scan_limit;
+            if read > limit {
+                return Err(StoreError::ScanLimit { resource_type: resource_type.to_owned(), code: code.to_owned(), limit });
+            }
             for (id, cur) in page {
                 if cur.deleted {
                     continue;
