@@ -86,6 +86,9 @@ pub struct StoreConfig {
 #[serde(deny_unknown_fields)]
 pub struct IngestConfig {
     pub queue_depth: usize,
+    /// Refuse impossible status transitions on coordination Tasks (off by default).
+    #[serde(default)]
+    pub enforce_task_state_machine: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -104,6 +104,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
             max_heartbeat_secs: cfg.duration("subscriptions.max_heartbeat_period").as_secs(),
             max_count: cfg.subscriptions.max_count,
         },
+        enforce_task_state_machine: cfg.ingest.enforce_task_state_machine,
     };
     ingest::spawn(store.clone(), committer_cfg, queue, dispatcher.clone(), &core)?;
     let state = Arc::new(api::AppState {

@@ -8,6 +8,7 @@
 //! | valid FHIR refused by a rule (unknown topic, unsupported channel or filter) | 422 | `business-rule`, `not-supported` |
 //! | unknown type or id | 404 | `not-found` |
 //! | deleted resource | 410 | `deleted` |
+//! | write to a read-only resource (a built-in SubscriptionTopic) | 405 + `Allow: GET` | `not-supported` |
 //! | `If-Match` mismatch / conflicting state | 412 / 409 | `conflict` |
 //! | body too large / wrong media type | 413 / 415 | `too-costly` / `not-supported` |
 //! | write path stopped or store unavailable | 503 + `Retry-After` | `transient` |
@@ -76,6 +77,10 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        // 405 must say what the target allows; the only 405 is a read-only resource.
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
         resp
     }
 }
@@ -105,6 +110,10 @@ impl From<IngestError> for ApiError {
                 format!("If-Match version {expected} does not match the current version {actual}"),
             ),
             IngestError::Conflict(what) => ApiError::new(StatusCode::CONFLICT, IssueType::Conflict, what),
+            // RFC 9110 §15.5.6: the target resource does not support the method, permanently
+            // (FHIR http.html uses 405 for deletes refused on principle, 409 for transient,
+            // resource-specific refusals; 403 would suggest other credentials could succeed).
+            IngestError::ReadOnly(what) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, IssueType::NotSupported, what),
             IngestError::Entry { index, source } => {
                 let mut inner = ApiError::from(*source);
                 for issue in &mut inner.issues {

@@ -12,11 +12,14 @@
 //! - `committer`: the task, its request loop and the per-request apply logic.
 //! - `subscriptions`: what writing a Subscription or SubscriptionTopic does to the registry.
 //! - `flusher`: group commit.
+//! - `builtin`: Herald's built-in SubscriptionTopics, installed at start and read-only.
 
+mod builtin;
 mod committer;
 mod flusher;
 mod resolver;
 mod subscriptions;
+mod workflow;
 
 use std::sync::Arc;
 
@@ -126,6 +129,9 @@ pub enum IngestError {
     VersionMismatch { expected: String, actual: String },
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A write to a resource the server owns (a built-in SubscriptionTopic).
+    #[error("read-only: {0}")]
+    ReadOnly(String),
     #[error("transaction entry {index} failed")]
     Entry {
         index: usize,

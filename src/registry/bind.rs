@@ -57,16 +57,16 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
     for (i, f) in spec.filters.iter().enumerate() {
         let path = format!("Subscription.filterBy[{i}]");
         let declared = find_declared(topic, &f.parameter, f.resource_type.as_deref());
-        let Some(decl) = declared.first() else {
+        if declared.is_empty() {
             issues.push(Issue::at(
                 IssueType::BusinessRule,
                 format!("{path}.filterParameter"),
                 format!("topic '{}' does not declare filter '{}' in canFilterBy", topic.url, f.parameter),
             ));
             continue;
-        };
+        }
         if let Some(cmp) = &f.comparator {
-            if !decl.comparators.iter().any(|c| c == cmp) {
+            if !declared.iter().all(|d| d.comparators.iter().any(|c| c == cmp)) {
                 issues.push(Issue::at(
                     IssueType::BusinessRule,
                     format!("{path}.comparator"),
@@ -76,7 +76,7 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
             }
         }
         if let Some(m) = &f.modifier {
-            if !decl.modifiers.iter().any(|x| x == m) {
+            if !declared.iter().all(|d| d.modifiers.iter().any(|x| x == m)) {
                 issues.push(Issue::at(
                     IssueType::BusinessRule,
                     format!("{path}.modifier"),
@@ -86,18 +86,12 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
             }
         }
         let Some(params) = params else { continue };
-        // Which resource types the filter applies to: the filter's own resourceType, else the
-        // canFilterBy resource, else every trigger type.
-        let scope: Vec<String> = match (f.resource_type.as_deref(), decl.resource.as_deref()) {
-            (Some(t), _) => vec![t.to_string()],
-            (None, Some(t)) if t != "Resource" => vec![t.to_string()],
-            _ => types.clone(),
-        };
+        let scope = filter_scope(f.resource_type.as_deref(), &declared, &types);
         let mut bound = Vec::new();
         let mut semantics = Vec::new();
         let mut kinds = Vec::new();
         let mut problem = None;
-        for t in &scope {
+        for (t, decl) in &scope {
             let param = match &decl.filter_definition {
                 Some(url) => params.by_url(url),
                 None => params.get(t, &f.parameter),
@@ -131,7 +125,11 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
             (None, true) => issues.push(Issue::at(
                 IssueType::NotSupported,
                 format!("{path}.filterParameter"),
-                format!("no SearchParameter '{}' applies to {}", f.parameter, scope.join(", ")),
+                format!(
+                    "no SearchParameter '{}' applies to {}",
+                    f.parameter,
+                    scope.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(", ")
+                ),
             )),
         }
     }
@@ -140,6 +138,32 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
     } else {
         Err(issues)
     }
+}
+
+/// Which resource types a filter applies to, each with the `canFilterBy` entry that defines it
+/// there: the filter's own `resourceType` (with the first declaration for it); else every
+/// declaration of the parameter, each for its `resource` or, without one, for every trigger
+/// type. R5: a filter without `resourceType` applies to every resource it can, so a topic that
+/// declares `performer` once per Request type binds it on all of them; the first declaration
+/// for a type wins.
+fn filter_scope<'t>(own_type: Option<&str>, declared: &[&'t CanFilterBy], types: &[String]) -> Vec<(String, &'t CanFilterBy)> {
+    let mut scope: Vec<(String, &'t CanFilterBy)> = Vec::new();
+    let mut add = |t: &str, d: &'t CanFilterBy| {
+        if !scope.iter().any(|(have, _)| have == t) {
+            scope.push((t.to_string(), d));
+        }
+    };
+    for decl in declared {
+        match (own_type, decl.resource.as_deref()) {
+            (Some(t), _) => {
+                add(t, decl);
+                break;
+            }
+            (None, Some(t)) if t != "Resource" => add(t, decl),
+            _ => types.iter().for_each(|t| add(t, decl)),
+        }
+    }
+    scope
 }
 
 /// The search value a filter stands for: its comparator as a prefix of its value (R5 filterBy

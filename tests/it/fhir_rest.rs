@@ -293,3 +293,23 @@ async fn type_level_status_filters_by_id_and_status() {
     let (s, _) = server.get("Subscription/nope/$status").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn task_state_machine_is_enforced_on_coordination_tasks_only_when_the_operator_asks() {
+    let task = |status: &str, focus: &str| json!({ "resourceType": "Task", "id": "coord", "status": status, "intent": "order", "focus": { "reference": focus } });
+    let strict = TestServer::start_with(|cfg| cfg.ingest.enforce_task_state_machine = true).await;
+    assert!(strict.put("Task/coord", &task("in-progress", "ServiceRequest/1")).await.0.is_success());
+    assert!(strict.put("Task/coord", &task("completed", "ServiceRequest/1")).await.0.is_success());
+    let (s, oo) = strict.put("Task/coord", &task("in-progress", "ServiceRequest/1")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
+    assert_eq!(oo["issue"][0]["code"], "business-rule");
+    assert_eq!(oo["issue"][0]["expression"][0], "Task.status");
+    let (_, stored) = strict.get("Task/coord").await;
+    assert_eq!(stored["status"], "completed", "the refused write changed nothing");
+    assert!(strict.put("Task/coord", &task("entered-in-error", "ServiceRequest/1")).await.0.is_success());
+
+    // Off by default: the same sequence is stored as sent.
+    let plain = TestServer::start().await;
+    assert!(plain.put("Task/coord", &task("completed", "ServiceRequest/1")).await.0.is_success());
+    assert!(plain.put("Task/coord", &task("in-progress", "ServiceRequest/1")).await.0.is_success());
+}

@@ -14,3 +14,4 @@ mod search_crash;
 mod sidecar;
 mod support;
 mod topics;
+mod workflows;
