@@ -9,6 +9,7 @@ mod crash;
 mod fhir_rest;
 mod filters;
 mod rest_hook;
+mod scenarios;
 mod search;
 mod search_crash;
 mod sidecar;

@@ -15,9 +15,9 @@ use serde_json::{json, Value};
 
 use crate::support::{Receiver, TestServer};
 
-const T: Duration = Duration::from_secs(10);
+pub(crate) const T: Duration = Duration::from_secs(10);
 const BASE: &str = "http://herald.dev/fhir/SubscriptionTopic/";
-const TASK_CODES: &str = "http://hl7.org/fhir/CodeSystem/task-code";
+pub(crate) const TASK_CODES: &str = "http://hl7.org/fhir/CodeSystem/task-code";
 const ACTIONABLE: &str = "http://terminology.hl7.org/CodeSystem/common-tags";
 
 const BUILTIN_IDS: [&str; 5] = [
@@ -29,19 +29,19 @@ const BUILTIN_IDS: [&str; 5] = [
 ];
 
 /// Subscribes `rx` to the built-in topic `name` with `filters` (full-resource); waits until active.
-async fn subscribed(server: &TestServer, name: &str, rx: &Receiver, filters: Value) {
+pub(crate) async fn subscribed(server: &TestServer, name: &str, rx: &Receiver, filters: Value) {
     let topic = format!("{BASE}{name}");
     let id = server.subscribe(&topic, &rx.url, json!({ "content": "full-resource", "filterBy": filters })).await;
     assert_eq!(rx.next_within(T).await.kind(), "handshake");
     server.wait_status(&id, "active", T).await;
 }
 
-fn by(param: &str, value: &str) -> Value {
+pub(crate) fn by(param: &str, value: &str) -> Value {
     json!({ "filterParameter": param, "value": value })
 }
 
 /// The next `n` events: event number, focus `Type/id`, and the focus as the event saw it.
-async fn next_events(rx: &Receiver, n: usize) -> Vec<(u64, String, Value)> {
+pub(crate) async fn next_events(rx: &Receiver, n: usize) -> Vec<(u64, String, Value)> {
     let mut out = Vec::new();
     for r in rx.events(n, T).await {
         for (i, number) in r.event_numbers().into_iter().enumerate() {
@@ -54,25 +54,25 @@ async fn next_events(rx: &Receiver, n: usize) -> Vec<(u64, String, Value)> {
 }
 
 /// Numbers and focus keys only.
-fn keys(events: &[(u64, String, Value)]) -> Vec<(u64, &str)> {
+pub(crate) fn keys(events: &[(u64, String, Value)]) -> Vec<(u64, &str)> {
     events.iter().map(|(n, k, _)| (*n, k.as_str())).collect()
 }
 
 /// PUTs `resource` (type and id taken from it); fails the test on an error status.
-async fn put(server: &TestServer, resource: Value) {
+pub(crate) async fn put(server: &TestServer, resource: Value) {
     let path = format!("{}/{}", resource["resourceType"].as_str().unwrap(), resource["id"].as_str().unwrap());
     let (s, b) = server.put(&path, &resource).await;
     assert!(s.is_success(), "PUT {path}: {s} {b}");
 }
 
-fn task(id: &str, status: &str, extra: Value) -> Value {
+pub(crate) fn task(id: &str, status: &str, extra: Value) -> Value {
     let mut t = json!({ "resourceType": "Task", "id": id, "status": status, "intent": "order",
                         "requester": { "reference": "Organization/placer" } });
     t.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     t
 }
 
-fn owner(org: &str) -> Value {
+pub(crate) fn owner(org: &str) -> Value {
     json!({ "reference": format!("Organization/{org}") })
 }
 
