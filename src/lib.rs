@@ -106,7 +106,8 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         },
         enforce_task_state_machine: cfg.ingest.enforce_task_state_machine,
     };
-    ingest::spawn(store.clone(), committer_cfg, queue, dispatcher.clone(), &core)?;
+    let ingest_stop = CancellationToken::new();
+    ingest::spawn(store.clone(), committer_cfg, queue, dispatcher.clone(), &core, ingest_stop.clone())?;
     let state = Arc::new(api::AppState {
         store: store.clone(),
         ingest,
@@ -139,6 +140,14 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     }
     drop(state);
     drop(dispatcher);
+    // No request can arrive any more: the committer commits what is queued and ends, the
+    // flusher flushes and ends; wait for both so that returning from `run` means the store is
+    // closed (a new server may open it at once).
+    ingest_stop.cancel();
+    core.close();
+    if tokio::time::timeout(grace, core.wait()).await.is_err() {
+        tracing::warn!("ingest did not stop within the grace period");
+    }
     let flush_store = store.clone();
     match tokio::task::spawn_blocking(move || flush_store.flush()).await {
         Ok(Ok(_)) => {}

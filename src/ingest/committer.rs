@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::builtin;
@@ -48,6 +49,7 @@ pub fn spawn(
     queue: IngestQueue,
     sink: Arc<dyn LaneSink>,
     tracker: &TaskTracker,
+    stop: CancellationToken,
 ) -> Result<(), IngestError> {
     let rx = queue.0;
     let (flush_tx, flush_rx) = mpsc::unbounded_channel();
@@ -58,7 +60,7 @@ pub fn spawn(
         }
     }
     tracker.spawn(flusher::run(store, flush_rx, sink));
-    tracker.spawn(committer.run(rx));
+    tracker.spawn(committer.run(rx, stop));
     Ok(())
 }
 
@@ -153,15 +155,36 @@ impl Committer {
         Ok(Committer { outbox: SledOutbox::new(store.clone()), store, registry, states, cfg, flush_tx })
     }
 
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        while let Some(req) = rx.recv().await {
+    /// Serve requests until every sender is gone or `stop` fires; on `stop`, what is already
+    /// queued is still committed. (The delivery side holds a sender and the committer holds
+    /// the delivery side, so without `stop` the channel would never close.)
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
+        loop {
+            let req = tokio::select! {
+                biased;
+                req = rx.recv() => req,
+                () = stop.cancelled() => {
+                    rx.close();
+                    while let Ok(req) = rx.try_recv() {
+                        self.handle(req);
+                    }
+                    break;
+                }
+            };
             match req {
-                Request::Write { entries, atomic, reply } => self.handle_write(entries, atomic, reply),
-                Request::External { changes, reply } => self.handle_external(changes, reply),
-                Request::Lane(cmd) => self.handle_lane(cmd),
+                Some(req) => self.handle(req),
+                None => break,
             }
         }
         tracing::debug!("committer stopped");
+    }
+
+    fn handle(&mut self, req: Request) {
+        match req {
+            Request::Write { entries, atomic, reply } => self.handle_write(entries, atomic, reply),
+            Request::External { changes, reply } => self.handle_external(changes, reply),
+            Request::Lane(cmd) => self.handle_lane(cmd),
+        }
     }
 
     fn state(&self, plan: &Plan, sub: &str) -> Option<SubState> {

@@ -313,3 +313,19 @@ async fn task_state_machine_is_enforced_on_coordination_tasks_only_when_the_oper
     assert!(plain.put("Task/coord", &task("completed", "ServiceRequest/1")).await.0.is_success());
     assert!(plain.put("Task/coord", &task("in-progress", "ServiceRequest/1")).await.0.is_success());
 }
+
+#[tokio::test]
+async fn a_stopped_server_releases_its_store_for_the_next_one() {
+    // `herald::run` returning means the store is closed: a new server on the same data
+    // directory starts at once and sees what the first one acknowledged.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let first = TestServer::start_with(|cfg| cfg.store.data_dir = path.clone()).await;
+    let (s, _) = first.put("Patient/kept", &json!({ "resourceType": "Patient", "id": "kept" })).await;
+    assert!(s.is_success());
+    first.stop().await;
+    let path = dir.path().to_path_buf();
+    let second = TestServer::start_with(|cfg| cfg.store.data_dir = path.clone()).await;
+    let (s, body) = second.get("Patient/kept").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+}
