@@ -113,37 +113,71 @@ fn content(resource: &Value) -> Value {
 /// for the search index.
 pub(super) fn install(store: &Store, base_url: &str, now: Millis) -> Result<Vec<String>, IngestError> {
     let mut written = Vec::new();
-    for builtin in shipped() {
+    let shipped = shipped();
+    for builtin in &shipped {
         let prev = store.latest("SubscriptionTopic", &builtin.id)?;
         let live = prev.as_ref().filter(|p| !p.deleted).and_then(|p| p.resource.as_ref());
         if live.is_some_and(|r| content(r) == builtin.resource) {
             continue;
         }
-        let seq = prev.as_ref().map_or(1, |p| p.seq + 1);
-        let version_id = seq.to_string();
-        let mut resource = builtin.resource.clone();
-        super::committer::meta_stamp(&mut resource, &builtin.id, &version_id, now);
-        let record = VersionRecord {
-            v: FORMAT,
-            resource_type: "SubscriptionTopic".into(),
-            id: builtin.id.clone(),
-            seq,
-            version_id,
-            last_updated: now,
-            method: if prev.is_some() { "PUT" } else { "POST" }.into(),
-            deleted: false,
-            resource: Some(resource),
-            full_url: None,
-        };
-        let mut commit = Commit::new();
-        commit.put_version(&record)?;
-        commit.index_version(store, &record, base_url)?;
-        store.apply(commit)?;
+        write(store, base_url, now, &builtin.id, prev.as_ref(), builtin.resource.clone())?;
         let shipped_version = builtin.resource.get("version").cloned().unwrap_or(json!(null));
         tracing::info!(topic.id = %builtin.id, version = %shipped_version, "built-in topic installed");
-        written.push(builtin.id);
+        written.push(builtin.id.clone());
+    }
+    // A built-in an earlier release shipped and this one does not: retired (a new version with
+    // status `retired`), so no new subscription binds to it while existing ones keep their
+    // history; never deleted behind its subscribers' backs.
+    for (id, cur) in store.list_current("SubscriptionTopic", Some(ID_PREFIX), usize::MAX)? {
+        if !id.starts_with(ID_PREFIX) {
+            break;
+        }
+        if cur.deleted || shipped.iter().any(|b| b.id == id) {
+            continue;
+        }
+        let Some(prev) = store.latest("SubscriptionTopic", &id)? else { continue };
+        let Some(mut resource) = prev.resource.clone() else { continue };
+        if resource.get("status").and_then(Value::as_str) == Some("retired") {
+            continue;
+        }
+        let Some(obj) = resource.as_object_mut() else { continue };
+        obj.insert("status".into(), json!("retired"));
+        write(store, base_url, now, &id, Some(&prev), resource)?;
+        tracing::info!(topic.id = %id, "built-in topic no longer shipped; retired");
+        written.push(id);
     }
     Ok(written)
+}
+
+/// Store `resource` as the next version of built-in topic `id`, with its index entries.
+fn write(
+    store: &Store,
+    base_url: &str,
+    now: Millis,
+    id: &str,
+    prev: Option<&VersionRecord>,
+    mut resource: Value,
+) -> Result<(), IngestError> {
+    let seq = prev.map_or(1, |p| p.seq + 1);
+    let version_id = seq.to_string();
+    super::committer::meta_stamp(&mut resource, id, &version_id, now);
+    let record = VersionRecord {
+        v: FORMAT,
+        resource_type: "SubscriptionTopic".into(),
+        id: id.to_owned(),
+        seq,
+        version_id,
+        last_updated: now,
+        method: if prev.is_some() { "PUT" } else { "POST" }.into(),
+        deleted: false,
+        resource: Some(resource),
+        full_url: None,
+    };
+    let mut commit = Commit::new();
+    commit.put_version(&record)?;
+    commit.index_version(store, &record, base_url)?;
+    store.apply(commit)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -190,5 +224,18 @@ mod tests {
         let now = store.latest("SubscriptionTopic", id).unwrap().unwrap();
         assert_eq!((now.seq, now.resource.unwrap()["version"].as_str()), (3, Some("1.0.0")));
         assert_eq!(store.history("SubscriptionTopic", id, 10).unwrap().len(), 3);
+
+        // A built-in this release no longer ships is retired once, not deleted.
+        let mut gone = store.latest("SubscriptionTopic", id).unwrap().unwrap();
+        gone.id = "herald-dropped-topic".into();
+        gone.seq = 1;
+        gone.version_id = "1".into();
+        let mut commit = Commit::new();
+        commit.put_version(&gone).unwrap();
+        store.apply(commit).unwrap();
+        assert_eq!(install(&store, "http://h/fhir", 4).unwrap(), vec!["herald-dropped-topic".to_string()]);
+        let retired = store.latest("SubscriptionTopic", "herald-dropped-topic").unwrap().unwrap();
+        assert_eq!((retired.seq, retired.resource.unwrap()["status"].as_str()), (2, Some("retired")));
+        assert!(install(&store, "http://h/fhir", 5).unwrap().is_empty(), "retired once");
     }
 }
