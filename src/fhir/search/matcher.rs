@@ -281,8 +281,9 @@ fn one_matches(
 }
 
 /// Strings a string parameter selected: primitives, and every string inside HumanName,
-/// Address and other complex values.
-fn strings<'a>(selected: &[&'a Value]) -> Vec<&'a str> {
+/// Address and other complex values. The search index keys string parameters by these
+/// same strings, so the two cannot disagree.
+pub fn strings<'a>(selected: &[&'a Value]) -> Vec<&'a str> {
     fn walk<'a>(v: &'a Value, out: &mut Vec<&'a str>, depth: usize) {
         match v {
             Value::String(s) => out.push(s),

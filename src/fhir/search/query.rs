@@ -221,22 +221,7 @@ pub fn decode(text: &str) -> Cow<'_, str> {
 /// Split a parameter value at commas not escaped with `\` (escapes are kept for the value
 /// parsers, which also honour `\|` and `\$`).
 pub fn split_or(value: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut escaped = false;
-    for (i, c) in value.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            ',' => {
-                parts.push(value.get(start..i).unwrap_or(""));
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(value.get(start..).unwrap_or(""));
-    parts
+    super::value::split_unescaped(value, ',')
 }
 
 fn unknown(name: &str, resource_type: &str) -> QueryError {

@@ -62,20 +62,11 @@ pub fn normalize_string(text: &str) -> String {
 
 /// Remove FHIR search escapes (`\,`, `\$`, `\|`, `\\`).
 pub fn unescape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            out.push(chars.next().unwrap_or('\\'));
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    super::token::unescape(text).into_owned()
 }
 
 /// Split at unescaped `sep` (`|` in quantities and of-type, `$` in composites).
-fn split_unescaped(text: &str, sep: char) -> Vec<&str> {
+pub(crate) fn split_unescaped(text: &str, sep: char) -> Vec<&str> {
     let mut parts = Vec::new();
     let mut start = 0;
     let mut escaped = false;

@@ -109,7 +109,10 @@ fn param_entries(param: &SearchParam, selected: &[&Value], base_url: &str, compa
         ParamType::Token => equal(token_keys(selected)),
         ParamType::Reference => equal(reference_keys(selected, base_url)),
         ParamType::Uri => selected.iter().filter_map(|v| v.as_str()).map(|u| Entry::text(code, EntryKind::Equal, u)).collect(),
-        ParamType::String => strings(selected).iter().map(|s| Entry::text(code, EntryKind::Text, &normalize_string(s))).collect(),
+        ParamType::String => crate::fhir::search::matcher::strings(selected)
+            .iter()
+            .map(|s| Entry::text(code, EntryKind::Text, &normalize_string(s)))
+            .collect(),
         ParamType::Date => date_ranges(selected)
             .iter()
             .flat_map(|r| [Entry::date(code, EntryKind::DateStart, r.start, r.end), Entry::date(code, EntryKind::DateEnd, r.end, r.start)])
@@ -157,30 +160,6 @@ fn local_id(key: &str) -> Option<&str> {
         _ => return None,
     }
     (crate::fhir::types::is_resource_type(ty) && crate::fhir::types::is_valid_id(id)).then_some(id)
-}
-
-/// Every string a string parameter selected, as `matcher` reads them: primitives, and the
-/// strings inside HumanName, Address and other complex values.
-pub fn strings<'a>(selected: &[&'a Value]) -> Vec<&'a str> {
-    fn walk<'a>(v: &'a Value, out: &mut Vec<&'a str>, depth: usize) {
-        match v {
-            Value::String(s) => out.push(s),
-            Value::Array(items) if depth < 4 => items.iter().for_each(|i| walk(i, out, depth + 1)),
-            Value::Object(map) if depth < 4 => {
-                for (k, child) in map {
-                    if k != "use" && k != "period" && k != "extension" && k != "id" {
-                        walk(child, out, depth + 1);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    for v in selected {
-        walk(v, &mut out, 0);
-    }
-    out
 }
 
 /// Ranges of dates, dateTimes, instants, Periods and Timing events, as `matcher` reads them.
