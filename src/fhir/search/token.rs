@@ -116,7 +116,7 @@ fn unescaped_bar(text: &str) -> Option<usize> {
     None
 }
 
-/// Remove FHIR search escapes (`\\,`, `\\$`, `\\|`, `\\\\`); a trailing lone backslash stays.
+/// Remove FHIR search escapes (`\,`, `\$`, `\|`, `\\`); a trailing lone backslash stays.
 pub(crate) fn unescape(text: &str) -> Cow<'_, str> {
     if !text.contains('\\') {
         return Cow::Borrowed(text);
