@@ -17,7 +17,7 @@ use super::params::{ParamType, SearchParam};
 use super::query::{Clause, ClauseKind, Modifier};
 use super::value::{normalize_string, SearchValue};
 use super::{reference_matches, token_matches, SearchError};
-use crate::fhir::fhirpath::{Env, Expression};
+use crate::fhir::fhirpath::Env;
 
 /// A code of a ValueSet: its system (if any) and the code.
 pub type Code = (Option<String>, String);
@@ -389,16 +389,11 @@ fn composite_matches(
     selected: &[&Value],
     ctx: &dyn SearchContext,
 ) -> Result<bool, SearchError> {
-    let mut compiled = Vec::with_capacity(param.components.len());
-    for component in &param.components {
-        let expr = Expression::parse(&component.expression)
-            .map_err(|e| unsupported(param, &format!("component {}: {e}", component.expression)))?;
-        compiled.push(expr);
-    }
+    let compiled = param.component_expressions().map_err(|why| unsupported(param, &why))?;
     let params = super::SearchParams::r5()?;
     for item in selected {
         let mut all = true;
-        for ((component, expr), part) in param.components.iter().zip(&compiled).zip(parts) {
+        for ((component, expr), part) in param.components.iter().zip(compiled).zip(parts) {
             let Some(inner) = params.by_url(&component.definition) else {
                 return Err(unsupported(param, &format!("component {} is unknown", component.definition)));
             };

@@ -96,6 +96,8 @@ pub struct SearchParam {
     /// One lazily compiled path per `base` entry, in the same order. A `Resource` or
     /// `DomainResource` entry serves every type that reaches the parameter through it.
     paths: Vec<OnceLock<Result<CompiledPath, SearchError>>>,
+    /// The components' expressions, compiled once on first use (composite parameters only).
+    component_paths: OnceLock<Result<Vec<crate::fhir::fhirpath::Expression>, String>>,
 }
 
 impl SearchParam {
@@ -109,7 +111,33 @@ impl SearchParam {
         targets: Vec<String>,
         components: Vec<SearchParamComponent>,
     ) -> SearchParam {
-        SearchParam { paths: base.iter().map(|_| OnceLock::new()).collect(), url, code, base, kind, expression, targets, components }
+        SearchParam {
+            paths: base.iter().map(|_| OnceLock::new()).collect(),
+            component_paths: OnceLock::new(),
+            url,
+            code,
+            base,
+            kind,
+            expression,
+            targets,
+            components,
+        }
+    }
+
+    /// The components' expressions, compiled once; the error names the one that does not
+    /// compile.
+    pub fn component_expressions(&self) -> Result<&[crate::fhir::fhirpath::Expression], String> {
+        self.component_paths
+            .get_or_init(|| {
+                self.components
+                    .iter()
+                    .map(|c| {
+                        crate::fhir::fhirpath::Expression::parse(&c.expression).map_err(|e| format!("component {}: {e}", c.expression))
+                    })
+                    .collect()
+            })
+            .as_deref()
+            .map_err(Clone::clone)
     }
 
     /// Whether this parameter applies to resources of `resource_type`: its base names the
@@ -258,6 +286,7 @@ impl SearchParams {
             }
             set.params.push(SearchParam {
                 paths: definition.base.iter().map(|_| OnceLock::new()).collect(),
+                component_paths: OnceLock::new(),
                 url: definition.url,
                 code: definition.code,
                 base: definition.base,
