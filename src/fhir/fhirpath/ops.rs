@@ -12,7 +12,7 @@ use std::rc::Rc;
 use rust_decimal::Decimal;
 
 use super::ast::{BinOp, Expr};
-use super::decimal::negate_decimal;
+use super::decimal::{decimals_equivalent, negate_decimal};
 use super::error::{ErrorKind, FhirPathError};
 use super::eval::{Evaluator, Scope, R};
 use super::quantity::Quantity;
@@ -321,8 +321,7 @@ pub(super) fn item_equivalent(l: &Item<'_>, r: &Item<'_>) -> bool {
         _ => {
             if let (Some(a), Some(b)) = (number(&l), number(&r)) {
                 // Decimals are equivalent when equal at the precision of the less precise one.
-                let scale = a.scale().min(b.scale());
-                return a.round_dp(scale) == b.round_dp(scale);
+                return decimals_equivalent(&a, &b);
             }
             match (l.as_quantity(), r.as_quantity()) {
                 (Some(a), Some(b)) => a.equivalent(&b),

@@ -10,10 +10,11 @@
 
 use std::rc::Rc;
 
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::super::ast::Func;
+use super::super::decimal::{decimal_high_boundary, decimal_low_boundary, decimal_precision};
 use super::super::error::{ErrorKind, FhirPathError};
 use super::super::eval::R;
 use super::super::ops::to_bool;
@@ -21,10 +22,6 @@ use super::super::temporal::{Date, DateTime, Time};
 use super::super::types;
 use super::super::value::{Collection, Item, Node};
 use super::Call;
-
-/// Default and largest number of digits for decimal boundaries (FHIRPath 2.1 §5.10).
-const DEFAULT_BOUNDARY_DIGITS: u32 = 8;
-const MAX_BOUNDARY_DIGITS: u32 = 28;
 
 pub(super) fn call<'a>(cx: &Call<'_, 'a, '_>, input: &[Item<'a>]) -> R<Option<Collection<'a>>> {
     let out = match cx.func {
@@ -292,55 +289,33 @@ fn html_is_safe(xhtml: &str) -> bool {
 }
 
 fn boundary<'a>(item: &Item<'a>, digits: Option<i64>, high: bool) -> Option<Item<'a>> {
-    let digits = match digits {
+    let dec = |d: &Decimal| if high { decimal_high_boundary(d, digits) } else { decimal_low_boundary(d, digits) };
+    // Dates and times take a digit count; a negative one has no answer.
+    let date_digits = match digits {
         Some(d) => Some(u32::try_from(d).ok()?),
         None => None,
     };
     match item.to_system() {
-        Item::Int(i) | Item::Long(i) => decimal_boundary(Decimal::from(i), digits, high).map(Item::Dec),
-        Item::Dec(d) => decimal_boundary(d, digits, high).map(Item::Dec),
-        Item::Date(d) => (if high { d.high_boundary(digits) } else { d.low_boundary(digits) }).map(Item::Date),
-        Item::DateTime(d) => (if high { d.high_boundary(digits) } else { d.low_boundary(digits) }).map(Item::DateTime),
-        Item::Time(t) => (if high { t.high_boundary(digits) } else { t.low_boundary(digits) }).map(Item::Time),
+        Item::Int(i) | Item::Long(i) => dec(&Decimal::from(i)).map(Item::Dec),
+        Item::Dec(d) => dec(&d).map(Item::Dec),
+        Item::Date(d) => (if high { d.high_boundary(date_digits) } else { d.low_boundary(date_digits) }).map(Item::Date),
+        Item::DateTime(d) => (if high { d.high_boundary(date_digits) } else { d.low_boundary(date_digits) }).map(Item::DateTime),
+        Item::Time(t) => (if high { t.high_boundary(date_digits) } else { t.low_boundary(date_digits) }).map(Item::Time),
         other => {
-            let mut q = other.as_quantity()?;
-            q.value = decimal_boundary(q.value, digits, high)?;
-            Some(Item::Quantity(q))
+            let q = other.as_quantity()?;
+            (if high { q.high_boundary(digits) } else { q.low_boundary(digits) }).map(Item::Quantity)
         }
     }
-}
-
-/// The least or greatest decimal that rounds to `x` at its written precision, given to
-/// `digits` decimal places (8 by default). For a non-negative `x` the low boundary is
-/// truncated and the high one rounded half up, which is what the R5 suite expects
-/// (`1.587.lowBoundary(2)` is 1.58, `0.0034.highBoundary(1)` is 0.0); negative values mirror.
-fn decimal_boundary(x: Decimal, digits: Option<u32>, high: bool) -> Option<Decimal> {
-    let digits = digits.unwrap_or(DEFAULT_BOUNDARY_DIGITS);
-    if digits > MAX_BOUNDARY_DIGITS {
-        return None;
-    }
-    if x.is_sign_negative() && !x.is_zero() {
-        return decimal_boundary(-x, Some(digits), !high).map(|d| -d);
-    }
-    let half = Decimal::new(5, x.scale().checked_add(1)?);
-    let edge = if high { x.checked_add(half)? } else { x.checked_sub(half)? };
-    let mut out = if high {
-        edge.round_dp_with_strategy(digits, RoundingStrategy::MidpointAwayFromZero)
-    } else {
-        edge.round_dp_with_strategy(digits, RoundingStrategy::ToZero)
-    };
-    out.rescale(digits);
-    Some(out)
 }
 
 /// `precision()`: significant decimal places of a Decimal, digits of a date or time.
 fn precision(item: &Item<'_>) -> Option<i64> {
     match item.to_system() {
-        Item::Dec(d) => Some(i64::from(d.scale())),
+        Item::Dec(d) => Some(i64::from(decimal_precision(&d))),
         Item::Int(_) | Item::Long(_) => Some(0),
         Item::Date(d) => Some(i64::from(d.precision_digits())),
         Item::DateTime(d) => Some(i64::from(d.precision_digits())),
         Item::Time(t) => Some(i64::from(t.precision_digits())),
-        other => other.as_quantity().map(|q| i64::from(q.value.scale())),
+        other => other.as_quantity().map(|q| i64::from(q.precision())),
     }
 }
