@@ -3,7 +3,7 @@
 //! gaps and in order (duplicates are allowed: delivery is at least once).
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,59 +11,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::support::binary::{free_port, Herald};
 use crate::support::Receiver;
 
 const TOPIC: &str = "http://example.org/topics/task-changed";
-
-struct Herald {
-    child: Child,
-    base: String,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Herald {
-    async fn start(dir: &std::path::Path, port: u16) -> Herald {
-        let child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir)
-            .arg("--allow-private-endpoints")
-            .env("HERALD_DELIVERY__INITIAL_INTERVAL", "50ms")
-            .env("HERALD_DELIVERY__MAX_INTERVAL", "200ms")
-            .env("HERALD_DELIVERY__MAX_ATTEMPTS", "100000")
-            .env("HERALD_LOG__LEVEL", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let h = Herald { child, base: format!("http://127.0.0.1:{port}/fhir") };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
-                if r.status() == StatusCode::OK {
-                    return h;
-                }
-            }
-            assert!(Instant::now() < deadline, "herald did not become healthy");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap(); // SIGKILL on Unix
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 async fn setup(h: &Herald, endpoint: &str) -> String {
     let client = reqwest::Client::new();
