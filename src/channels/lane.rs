@@ -27,7 +27,8 @@ use super::LaneContext;
 use crate::fhir::instant::{now_millis, Millis};
 use crate::ingest::{LaneCommand, LaneView};
 use crate::notify::{notification_bundle, EventWithVersion, NotificationType, StatusContext};
-use crate::store::{EventRecord, StoredError, SubState, SubStatus, VersionRecord};
+use crate::outbox::event_versions;
+use crate::store::{StoredError, SubState, SubStatus};
 
 /// The lane's view of its own progress; ahead of the published state between publications.
 struct Cursor {
@@ -225,19 +226,6 @@ async fn send_control(ctx: &LaneContext, view: &LaneView, kind: NotificationType
     }
 }
 
-fn load_versions(ctx: &LaneContext, events: &[EventRecord]) -> Vec<Option<VersionRecord>> {
-    events
-        .iter()
-        .map(|e| match ctx.store.version(&e.focus_type, &e.focus_id, e.focus_seq) {
-            Ok(v) => v,
-            Err(err) => {
-                tracing::error!(event.number = e.number, error = %err, "could not read the event's resource version; sending without it");
-                None
-            }
-        })
-        .collect()
-}
-
 /// Delivers the next batch; returns true when something was accepted.
 async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mut Cursor, paused: &mut Option<u64>) -> bool {
     let spec = &view.entry.spec;
@@ -262,9 +250,9 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
         ctx.ingest.lane(LaneCommand::Delivered { sub: sub.to_string(), through: cursor.through, at: now_millis() }).await;
         return false;
     };
-    let versions = load_versions(ctx, &events);
+    let versions = event_versions(&ctx.store, &events);
     let with_versions: Vec<EventWithVersion<'_>> =
-        events.iter().zip(&versions).map(|(event, v)| EventWithVersion { event, version: v.as_ref() }).collect();
+        events.iter().zip(&versions).map(|(event, (v, context))| EventWithVersion { event, version: v.as_ref(), context }).collect();
     let bundle =
         notification_bundle(&status_context(ctx, view, state.status), NotificationType::EventNotification, &with_versions, now_millis());
     let body = serde_json::to_vec(&bundle).unwrap_or_default();

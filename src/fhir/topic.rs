@@ -18,6 +18,7 @@ use serde_json::Value;
 
 use super::fhirpath::Expression;
 use super::outcome::{Issue, IssueType};
+use super::search::include::{parse_shape_directive, Include};
 use super::search::matcher::{clause_matches, SearchContext};
 use super::search::query::Query;
 use super::search::{SearchError, SearchParams};
@@ -226,13 +227,24 @@ pub struct CanFilterBy {
     pub modifiers: Vec<String>,
 }
 
-/// One `notificationShape`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One `notificationShape`: the directives as written and parsed.
+#[derive(Clone, Debug)]
 pub struct NotificationShape {
     pub resource: String,
     pub include: Vec<String>,
     pub rev_include: Vec<String>,
+    pub includes: Vec<Include>,
+    pub rev_includes: Vec<Include>,
 }
+
+impl PartialEq for NotificationShape {
+    fn eq(&self, other: &Self) -> bool {
+        // The parsed directives follow from the strings.
+        self.resource == other.resource && self.include == other.include && self.rev_include == other.rev_include
+    }
+}
+
+impl Eq for NotificationShape {}
 
 /// A validated topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -401,11 +413,22 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
             }
             continue;
         };
-        shapes.push(NotificationShape {
-            resource,
-            include: strings_at(s, "include", &path, &mut issues),
-            rev_include: strings_at(s, "revInclude", &path, &mut issues),
-        });
+        let include = strings_at(s, "include", &path, &mut issues);
+        let rev_include = strings_at(s, "revInclude", &path, &mut issues);
+        let mut directives = |texts: &[String], element: &str, reverse: bool| -> Vec<Include> {
+            let Ok(params) = SearchParams::r5() else { return Vec::new() };
+            let mut out = Vec::new();
+            for (j, text) in texts.iter().enumerate() {
+                match parse_shape_directive(text, reverse, params) {
+                    Ok(list) => out.extend(list),
+                    Err(e) => issues.push(Issue::at(IssueType::Invalid, format!("{path}.{element}[{j}]"), e.message)),
+                }
+            }
+            out
+        };
+        let includes = directives(&include, "include", false);
+        let rev_includes = directives(&rev_include, "revInclude", true);
+        shapes.push(NotificationShape { resource, include, rev_include, includes, rev_includes });
     }
 
     if issues.is_empty() {

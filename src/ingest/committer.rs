@@ -29,7 +29,7 @@ use crate::matching::{match_change, ResourceChange};
 use crate::outbox::{EventDraft, Outbox, SledOutbox};
 use crate::registry::Registry;
 use crate::store::records::FORMAT;
-use crate::store::{Commit, Store, SubState, SubStatus, VersionRecord};
+use crate::store::{Commit, ContextRef, Store, SubState, SubStatus, VersionRecord};
 
 /// What the committer needs from configuration.
 #[derive(Clone, Debug)]
@@ -366,8 +366,24 @@ impl Committer {
         for d in &report.diagnostics {
             tracing::warn!(resource.type = %record.resource_type, diagnostic = %d, "matching.filter_error");
         }
+        // Each topic's notificationShape context, resolved once per change.
+        let mut contexts: HashMap<String, Vec<ContextRef>> = HashMap::new();
         for m in report.matches {
             let Some(mut lane) = self.state(plan, &m.subscription_id) else { continue };
+            if !contexts.contains_key(&m.topic_id) {
+                let found = match (self.registry.topic(&m.topic_id), record.resource.as_ref()) {
+                    (Some(topic), Some(resource)) => super::context::event_context(
+                        &self.store,
+                        &plan.pending,
+                        &self.cfg.base_url,
+                        topic,
+                        (&record.resource_type, &record.id, resource),
+                    )?,
+                    _ => Vec::new(),
+                };
+                contexts.insert(m.topic_id.clone(), found);
+            }
+            let context = contexts.get(&m.topic_id).map(Vec::as_slice).unwrap_or_default();
             let draft = EventDraft {
                 timestamp: now,
                 topic: &m.topic_url,
@@ -375,6 +391,7 @@ impl Committer {
                 focus_type: &record.resource_type,
                 focus_id: &record.id,
                 focus_seq: record.seq,
+                context,
             };
             self.outbox.enqueue(&mut plan.commit, &m.subscription_id, &mut lane, draft)?;
             plan.states.insert(m.subscription_id.clone(), lane);

@@ -16,6 +16,7 @@
 
 mod builtin;
 mod committer;
+mod context;
 mod flusher;
 mod resolver;
 mod subscriptions;

@@ -28,7 +28,11 @@ pub fn match_change_exhaustive<'a>(
                 continue;
             }
             if matches_filters(sub, change, base_url, &mut report.diagnostics) {
-                report.matches.push(Match { subscription_id: sub.spec.id.clone(), topic_url: topic.url.clone() });
+                report.matches.push(Match {
+                    subscription_id: sub.spec.id.clone(),
+                    topic_id: topic.id.clone(),
+                    topic_url: topic.url.clone(),
+                });
             }
         }
     }

@@ -71,6 +71,7 @@ impl ResourceChange<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Match {
     pub subscription_id: String,
+    pub topic_id: String,
     pub topic_url: String,
 }
 
@@ -122,7 +123,11 @@ pub fn match_change<'a>(
             }
         }
         found.sort_unstable_by(|a, b| a.spec.id.cmp(&b.spec.id));
-        report.matches.extend(found.into_iter().map(|s| Match { subscription_id: s.spec.id.clone(), topic_url: topic.url.clone() }));
+        report.matches.extend(found.into_iter().map(|s| Match {
+            subscription_id: s.spec.id.clone(),
+            topic_id: topic.id.clone(),
+            topic_url: topic.url.clone(),
+        }));
     }
     report
 }

@@ -7,13 +7,19 @@
 //! the status entry has a `urn:uuid` fullUrl and no request/response; `empty` carries no focus,
 //! no topic and no other entry; `id-only` carries the focus and an entry with `fullUrl`,
 //! `request` and `response` but no `resource`; `full-resource` adds the resource (a deletion
-//! has none to add, so its entry stays request/response only).
+//! has none to add, so its entry stays request/response only). An event's additional context
+//! (the topic's `notificationShape` includes, resolved when the event was committed) is listed
+//! in `notificationEvent.additionalContext` and gets entries at the same level: `GET`
+//! request/response at `id-only`, the resource as well at `full-resource`, so every reference
+//! in the status resolves to an entry.
+
+use std::collections::HashSet;
 
 use serde_json::{json, Map, Value};
 
 use crate::fhir::instant::{format_millis, Millis};
 use crate::fhir::subscription::ContentLevel;
-use crate::store::{EventRecord, StoredError, SubStatus, VersionRecord};
+use crate::store::{ContextRef, EventRecord, StoredError, SubStatus, VersionRecord};
 
 /// `subscription-notification-type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,10 +56,25 @@ pub struct StatusContext<'a> {
     pub content: ContentLevel,
 }
 
-/// An event with the resource version it saw (needed for `full-resource`).
+/// An event with the resource versions it saw (needed for `full-resource`): the focus, and
+/// one per `event.context` entry, in the same order (`None` where a version could not be
+/// read; that context is then left out).
 pub struct EventWithVersion<'a> {
     pub event: &'a EventRecord,
     pub version: Option<&'a VersionRecord>,
+    pub context: &'a [Option<VersionRecord>],
+}
+
+impl<'a> EventWithVersion<'a> {
+    /// An event whose context versions are not at hand (rendered without additional context).
+    pub fn bare(event: &'a EventRecord, version: Option<&'a VersionRecord>) -> Self {
+        EventWithVersion { event, version, context: &[] }
+    }
+
+    /// The context the event can show: each reference with its version.
+    fn context(&self) -> impl Iterator<Item = (&'a ContextRef, &'a VersionRecord)> {
+        self.event.context.iter().zip(self.context).filter_map(|(r, v)| Some((r, v.as_ref()?)))
+    }
 }
 
 fn resource_url(base_url: &str, resource_type: &str, id: &str, version: Option<&VersionRecord>) -> String {
@@ -85,6 +106,13 @@ pub fn subscription_status(ctx: &StatusContext<'_>, kind: NotificationType, even
                 if ctx.content != ContentLevel::Empty {
                     let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
                     ev.insert("focus".into(), json!({ "reference": url }));
+                    let additional: Vec<Value> = e
+                        .context()
+                        .map(|(r, v)| json!({ "reference": resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v)) }))
+                        .collect();
+                    if !additional.is_empty() {
+                        ev.insert("additionalContext".into(), Value::Array(additional));
+                    }
                 }
                 Value::Object(ev)
             })
@@ -116,6 +144,27 @@ pub fn subscription_status(ctx: &StatusContext<'_>, kind: NotificationType, even
         }
     }
     Value::Object(status)
+}
+
+/// The entry of an additional-context resource: like a focus entry, read rather than written.
+fn context_entry(ctx: &StatusContext<'_>, r: &ContextRef, v: &VersionRecord) -> Value {
+    let mut entry = Map::new();
+    entry.insert("fullUrl".into(), json!(resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v))));
+    if ctx.content == ContentLevel::FullResource {
+        if let Some(resource) = v.resource.as_ref() {
+            entry.insert("resource".into(), resource.clone());
+        }
+    }
+    entry.insert("request".into(), json!({ "method": "GET", "url": format!("{}/{}", r.resource_type, r.id) }));
+    entry.insert(
+        "response".into(),
+        json!({
+            "status": "200",
+            "etag": format!("W/\"{}\"", v.version_id),
+            "lastModified": format_millis(v.last_updated),
+        }),
+    );
+    Value::Object(entry)
 }
 
 fn payload_entry(ctx: &StatusContext<'_>, e: &EventWithVersion<'_>) -> Value {
@@ -150,7 +199,23 @@ pub fn notification_bundle(ctx: &StatusContext<'_>, kind: NotificationType, even
     let status_url = format!("urn:uuid:{}", status.get("id").and_then(Value::as_str).unwrap_or_default());
     let mut entries = vec![json!({ "fullUrl": status_url, "resource": status })];
     if ctx.content != ContentLevel::Empty {
-        entries.extend(events.iter().map(|e| payload_entry(ctx, e)));
+        // Bundle rule bdl-7: one entry per (fullUrl, version). A focus comes first; context
+        // already present (a focus, or an earlier event's context) is not repeated.
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        for e in events {
+            let entry = payload_entry(ctx, e);
+            let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
+            seen.insert((url, e.version.map(|v| v.version_id.clone()).unwrap_or_default()));
+            entries.push(entry);
+        }
+        for e in events {
+            for (r, v) in e.context() {
+                let url = resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v));
+                if seen.insert((url, v.version_id.clone())) {
+                    entries.push(context_entry(ctx, r, v));
+                }
+            }
+        }
     }
     json!({
         "resourceType": "Bundle",

@@ -52,6 +52,7 @@ fn event(number: u64, interaction: &str, id: &str) -> EventRecord {
         focus_type: "Encounter".into(),
         focus_id: id.into(),
         focus_seq: 1,
+        context: Vec::new(),
     }
 }
 
@@ -96,7 +97,7 @@ fn heartbeat_matches_the_official_example() {
 #[test]
 fn empty_matches_the_official_example() {
     let e = event(2, "update", "2");
-    let events = [EventWithVersion { event: &e, version: None }];
+    let events = [EventWithVersion::bare(&e, None)];
     check(
         "notification-empty.json",
         notification_bundle(&ctx(SubStatus::Active, 2, ContentLevel::Empty, None), NotificationType::EventNotification, &events, 0),
@@ -106,7 +107,7 @@ fn empty_matches_the_official_example() {
 #[test]
 fn id_only_matches_the_official_example() {
     let e = event(2, "update", "2");
-    let events = [EventWithVersion { event: &e, version: None }];
+    let events = [EventWithVersion::bare(&e, None)];
     check(
         "notification-id-only.json",
         notification_bundle(&ctx(SubStatus::Active, 2, ContentLevel::IdOnly, None), NotificationType::EventNotification, &events, 0),
@@ -130,7 +131,7 @@ fn full_resource_matches_the_official_example() {
         full_url: None,
     };
     let e = event(2, "update", "2");
-    let events = [EventWithVersion { event: &e, version: Some(&version) }];
+    let events = [EventWithVersion::bare(&e, Some(&version))];
     check(
         "notification-full-resource.json",
         notification_bundle(&ctx(SubStatus::Active, 2, ContentLevel::FullResource, None), NotificationType::EventNotification, &events, 0),
@@ -141,7 +142,7 @@ fn full_resource_matches_the_official_example() {
 fn error_status_matches_the_official_example() {
     let err = StoredError { code: "no-response".into(), text: String::new(), at: 0 };
     let e = event(328, "update", "x");
-    let events = [EventWithVersion { event: &e, version: None }];
+    let events = [EventWithVersion::bare(&e, None)];
     let mut built =
         notification_bundle(&ctx(SubStatus::Error, 328, ContentLevel::Empty, Some(&err)), NotificationType::EventNotification, &events, 0);
     // The example carries the topic although its content is empty and has no error text;
@@ -165,7 +166,7 @@ fn query_status_resource_matches_the_official_example() {
 fn counters_are_json_strings_and_highest_event_equals_count() {
     let a = event(6, "create", "a");
     let b = event(7, "delete", "b");
-    let events = [EventWithVersion { event: &a, version: None }, EventWithVersion { event: &b, version: None }];
+    let events = [EventWithVersion::bare(&a, None), EventWithVersion::bare(&b, None)];
     let bundle =
         notification_bundle(&ctx(SubStatus::Active, 7, ContentLevel::IdOnly, None), NotificationType::EventNotification, &events, 0);
     let status = &bundle["entry"][0]["resource"];
@@ -173,4 +174,57 @@ fn counters_are_json_strings_and_highest_event_equals_count() {
     assert_eq!(status["notificationEvent"][1]["eventNumber"], json!("7"));
     assert_eq!(bundle["entry"][1]["request"], json!({ "method": "POST", "url": "Encounter" }));
     assert_eq!(bundle["entry"][2]["request"], json!({ "method": "DELETE", "url": "Encounter/b" }));
+}
+
+fn version_of(ty: &str, id: &str, seq: u64, resource: Value) -> VersionRecord {
+    VersionRecord {
+        v: FORMAT,
+        resource_type: ty.into(),
+        id: id.into(),
+        seq,
+        version_id: seq.to_string(),
+        last_updated: 0,
+        method: "PUT".into(),
+        deleted: false,
+        resource: Some(resource),
+        full_url: None,
+    }
+}
+
+#[test]
+fn additional_context_follows_the_content_level_and_is_listed_once() {
+    let patient = version_of("Patient", "p", 3, json!({ "resourceType": "Patient", "id": "p" }));
+    let mut a = event(1, "update", "a");
+    let mut b = event(2, "update", "b");
+    let p = ContextRef { resource_type: "Patient".into(), id: "p".into(), seq: 3 };
+    a.context = vec![p.clone()];
+    b.context = vec![p.clone(), ContextRef { resource_type: "Patient".into(), id: "gone".into(), seq: 1 }];
+    let (va, vb) = (version_of("Encounter", "a", 1, json!({})), version_of("Encounter", "b", 1, json!({})));
+    let ca = [Some(patient.clone())];
+    let cb = [Some(patient.clone()), None];
+    let events = [
+        EventWithVersion { event: &a, version: Some(&va), context: &ca },
+        EventWithVersion { event: &b, version: Some(&vb), context: &cb },
+    ];
+    let url = format!("{BASE}/Patient/p");
+    for (content, with_resource) in [(ContentLevel::IdOnly, false), (ContentLevel::FullResource, true)] {
+        let bundle = notification_bundle(&ctx(SubStatus::Active, 2, content, None), NotificationType::EventNotification, &events, 0);
+        let status = &bundle["entry"][0]["resource"];
+        // Both events list the patient; the version that could not be read is left out.
+        for i in 0..2 {
+            assert_eq!(status["notificationEvent"][i]["additionalContext"], json!([{ "reference": url }]));
+        }
+        let entries = bundle["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), 4, "status, two foci, one patient: {bundle}");
+        let patient_entry = &entries[3];
+        assert_eq!(patient_entry["fullUrl"], json!(url));
+        assert_eq!(patient_entry["request"], json!({ "method": "GET", "url": "Patient/p" }));
+        assert_eq!(patient_entry["response"]["etag"], json!("W/\"3\""));
+        assert_eq!(patient_entry.get("resource").is_some(), with_resource, "{content:?}");
+    }
+    // At `empty` there is no context at all.
+    let bundle =
+        notification_bundle(&ctx(SubStatus::Active, 2, ContentLevel::Empty, None), NotificationType::EventNotification, &events, 0);
+    assert_eq!(bundle["entry"].as_array().unwrap().len(), 1);
+    assert!(bundle["entry"][0]["resource"]["notificationEvent"][0].get("additionalContext").is_none());
 }

@@ -14,7 +14,7 @@
 
 use crate::fhir::instant::Millis;
 use crate::store::records::FORMAT;
-use crate::store::{Commit, DeadRecord, EventRecord, Store, StoreError, StoredError, SubState};
+use crate::store::{Commit, ContextRef, DeadRecord, EventRecord, Store, StoreError, StoredError, SubState, VersionRecord};
 
 /// What a matched event records, before it has a number.
 pub struct EventDraft<'a> {
@@ -24,6 +24,7 @@ pub struct EventDraft<'a> {
     pub focus_type: &'a str,
     pub focus_id: &'a str,
     pub focus_seq: u64,
+    pub context: &'a [ContextRef],
 }
 
 pub trait Outbox: Send + Sync {
@@ -79,6 +80,7 @@ impl Outbox for SledOutbox {
             focus_type: draft.focus_type.to_string(),
             focus_id: draft.focus_id.to_string(),
             focus_seq: draft.focus_seq,
+            context: draft.context.to_vec(),
         };
         commit.put_event(sub, &event)?;
         commit.put_sub_state(sub, lane)?;
@@ -136,4 +138,25 @@ impl Outbox for SledOutbox {
         lane.first_failure_at = None;
         commit.put_sub_state(sub, lane)
     }
+}
+
+/// The versions each event saw: its focus, and its additional context in order.
+pub type EventVersions = (Option<VersionRecord>, Vec<Option<VersionRecord>>);
+
+pub fn event_versions(store: &Store, events: &[EventRecord]) -> Vec<EventVersions> {
+    let read = |number: u64, ty: &str, id: &str, seq: u64| match store.version(ty, id, seq) {
+        Ok(v) => v,
+        Err(err) => {
+            tracing::error!(event.number = number, error = %err, "could not read a resource version the event saw; sending without it");
+            None
+        }
+    };
+    events
+        .iter()
+        .map(|e| {
+            let focus = read(e.number, &e.focus_type, &e.focus_id, e.focus_seq);
+            let context = e.context.iter().map(|c| read(e.number, &c.resource_type, &c.id, c.seq)).collect();
+            (focus, context)
+        })
+        .collect()
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-pub use records::{CurrentRecord, DeadRecord, EventRecord, StoredError, SubState, SubStatus, VersionRecord};
+pub use records::{ContextRef, CurrentRecord, DeadRecord, EventRecord, StoredError, SubState, SubStatus, VersionRecord};
 
 #[derive(Debug, Error)]
 pub enum StoreError {

@@ -158,6 +158,19 @@ pub struct EventRecord {
     pub focus_id: String,
     /// The focus version this event saw: notifications render this version, not today's.
     pub focus_seq: u64,
+    /// The topic's `notificationShape` include/revInclude results at event time, in order
+    /// (`notificationEvent.additionalContext`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<ContextRef>,
+}
+
+/// A resource version an event carries as additional context.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextRef {
+    #[serde(rename = "t")]
+    pub resource_type: String,
+    pub id: String,
+    pub seq: u64,
 }
 
 /// An event delivery gave up on, kept for operators.

@@ -42,6 +42,7 @@ fn commit_is_applied_whole_and_read_back_in_order() {
                 focus_type: "Task".into(),
                 focus_id: "a".into(),
                 focus_seq: 1,
+                context: Vec::new(),
             },
         )
         .unwrap();

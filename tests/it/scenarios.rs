@@ -6,15 +6,47 @@
 //! commit order, so each scenario ends with a change that must arrive, and an unwanted event
 //! would show up as a wrong focus or a wrong number in the checked sequence.
 //!
-//! Notification Bundles do not carry the topics' `notificationShape.include` resources yet
-//! (issue #8): a full-resource notification holds the focus Task only, so these tests check
-//! what the Task itself says (its `focus`, its `output` reference).
+//! The built-in topics' `notificationShape` includes travel with each event: the order a Task
+//! is for (`Task:focus`) and its outputs (`Task:output`) are in `additionalContext` and, at
+//! full-resource, in the Bundle, as they were when the event happened.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::support::{Receiver, TestServer};
-use crate::workflows::{by, keys, next_events, owner, put, subscribed, task, TASK_CODES};
+use crate::workflows::{by, keys, next_events, owner, put, subscribed, task, T, TASK_CODES};
+
+/// The events of one notification: number, focus `Type/id`, the focus as the event saw it.
+fn events_of(bundle: &Value) -> Vec<(u64, String, Value)> {
+    let status = &bundle["entry"][0]["resource"];
+    let mut out = Vec::new();
+    for (i, ev) in status["notificationEvent"].as_array().unwrap().iter().enumerate() {
+        let focus = bundle["entry"][i + 1]["resource"].clone();
+        let key = format!("{}/{}", focus["resourceType"].as_str().unwrap(), focus["id"].as_str().unwrap());
+        out.push((ev["eventNumber"].as_str().unwrap().parse().unwrap(), key, focus));
+    }
+    out
+}
+
+/// The entry of `bundle` whose fullUrl is `url`.
+fn entry<'b>(bundle: &'b Value, url: &str) -> &'b Value {
+    let entries = bundle["entry"].as_array().unwrap();
+    entries.iter().find(|e| e["fullUrl"] == url).unwrap_or_else(|| panic!("no entry {url} in {bundle}"))
+}
+
+/// Every focus and additionalContext reference of the status resolves to an entry (the check
+/// the Inferno test kit makes on full-resource notifications).
+fn assert_every_reference_has_an_entry(bundle: &Value) {
+    let status = &bundle["entry"][0]["resource"];
+    for ev in status["notificationEvent"].as_array().unwrap() {
+        let refs = std::iter::once(&ev["focus"]).chain(ev["additionalContext"].as_array().into_iter().flatten());
+        for r in refs {
+            let url = r["reference"].as_str().unwrap();
+            let e = entry(bundle, url);
+            assert!(e["resource"].is_object(), "{url} has no resource in {bundle}");
+        }
+    }
+}
 
 fn code(c: &str) -> Value {
     json!({ "coding": [{ "system": TASK_CODES, "code": c }] })
@@ -63,10 +95,16 @@ async fn option_c_placer_and_lab_are_told_each_step_in_order() {
     let task_id = resp["entry"][1]["resource"]["id"].as_str().unwrap().to_string();
     let task_key = format!("Task/{task_id}");
 
-    // The lab is told of the new Task, which points at the order.
-    let told = next_events(&lab, 1).await;
+    // The lab is told of the new Task, which points at the order; the order (created in the
+    // same transaction) travels with it, so the lab need not read it back.
+    let bundle = lab.next_within(T).await.body;
+    let told = events_of(&bundle);
     assert_eq!(keys(&told), [(1, task_key.as_str())]);
     assert_eq!(told[0].2["focus"]["reference"], format!("ServiceRequest/{sr_id}"));
+    let sr_url = server.url(&format!("ServiceRequest/{sr_id}"));
+    assert_eq!(bundle["entry"][0]["resource"]["notificationEvent"][0]["additionalContext"], json!([{ "reference": sr_url }]));
+    assert_eq!(entry(&bundle, &sr_url)["resource"]["requester"]["reference"], "Organization/placer");
+    assert_every_reference_has_an_entry(&bundle);
 
     // The lab works it: accepted, in-progress, then completed with its report as output.
     move_task(&server, &task_id, "accepted", json!({})).await;
@@ -80,14 +118,25 @@ async fn option_c_placer_and_lab_are_told_each_step_in_order() {
     let output = json!([{ "type": { "text": "result" }, "valueReference": { "reference": dr_ref } }]);
     move_task(&server, &task_id, "completed", json!({ "output": output })).await;
 
-    // The placer saw all four versions, numbered consecutively, as full resources.
-    let seen = next_events(&placer, 4).await;
+    // The placer saw all four versions, numbered consecutively, as full resources; the last
+    // carries the order and the report it points at ("output included at full-resource").
+    let bundles: Vec<Value> = placer.events(4, T).await.into_iter().map(|r| r.body).collect();
+    let seen: Vec<_> = bundles.iter().flat_map(events_of).collect();
     let k = task_key.as_str();
     assert_eq!(keys(&seen), [(1, k), (2, k), (3, k), (4, k)]);
     assert_eq!(statuses(&seen), ["requested", "accepted", "in-progress", "completed"]);
     let versions: Vec<&str> = seen.iter().map(|(_, _, f)| f["meta"]["versionId"].as_str().unwrap()).collect();
     assert_eq!(versions, ["1", "2", "3", "4"]);
     assert_eq!(seen[3].2["output"][0]["valueReference"]["reference"], dr_ref.as_str());
+    let last = bundles
+        .iter()
+        .find(|b| b["entry"][0]["resource"]["notificationEvent"].as_array().unwrap().iter().any(|e| e["eventNumber"] == "4"))
+        .unwrap();
+    let dr_url = server.url(&dr_ref);
+    let event = last["entry"][0]["resource"]["notificationEvent"].as_array().unwrap().iter().find(|e| e["eventNumber"] == "4").unwrap();
+    assert_eq!(event["additionalContext"], json!([{ "reference": sr_url }, { "reference": dr_url }]));
+    assert_eq!(entry(last, &dr_url)["resource"]["status"], "final");
+    assert_every_reference_has_an_entry(last);
 
     // The lab's own updates kept the owner, so its next event is the next order it is given.
     put(&server, task("order-2-task", "requested", json!({ "owner": owner("lab") }))).await;

@@ -14,9 +14,9 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Value};
 
 use crate::fhir::instant::now_millis;
+use crate::fhir::search::include::local_target;
 use crate::fhir::search::matcher::{Code, CodeHierarchy, SearchContext};
 use crate::fhir::search::{normalize_reference_query, reference_matches, SearchError, SearchParam};
-use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::store::index::Probe;
 use crate::store::{Store, StoreError};
 
@@ -64,15 +64,7 @@ impl<'a> StoreContext<'a> {
 
     /// A local reference (`Type/id`, optionally versioned or absolute on our base) as (type, id).
     pub fn local_target(&self, reference: &str) -> Option<(String, String)> {
-        let own = self.base_url.trim_end_matches('/');
-        let rest = reference.strip_prefix(own).and_then(|r| r.strip_prefix('/')).unwrap_or(reference);
-        let mut parts = rest.split('/');
-        let (ty, id) = (parts.next()?, parts.next()?);
-        match (parts.next(), parts.next(), parts.next()) {
-            (None, _, _) | (Some("_history"), Some(_), None) => {}
-            _ => return None,
-        }
-        (is_resource_type(ty) && is_valid_id(id)).then(|| (ty.to_owned(), id.to_owned()))
+        local_target(reference, self.base_url)
     }
 
     /// The stored canonical resource of `resource_type` with `url` (`url|version` picks a

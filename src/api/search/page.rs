@@ -12,8 +12,9 @@ use std::cmp::Ordering;
 use serde_json::{json, Value};
 
 use crate::fhir::search::date::parse_range;
+use crate::fhir::search::include::parse_directive;
+pub use crate::fhir::search::include::Include;
 use crate::fhir::search::{ParamType, SearchParam, SearchParams};
-use crate::fhir::types::is_resource_type;
 use crate::fhir::{Issue, IssueType};
 use crate::store::index::extract::date_ranges;
 
@@ -42,15 +43,6 @@ pub struct SortField {
     pub desc: bool,
     /// As written, for links.
     pub text: String,
-}
-
-/// `_include` / `_revinclude`: `Source:param[:Target]`, `param` `*` for every reference.
-#[derive(Clone, Debug)]
-pub struct Include {
-    pub source: String,
-    pub param: Option<&'static SearchParam>,
-    pub target: Option<String>,
-    pub iterate: bool,
 }
 
 /// One component of a sort key.
@@ -95,29 +87,13 @@ fn problem(ignorable: bool, name: &str, text: String) -> Problem {
 }
 
 fn parse_include(ty: &str, name: &str, value: &str, reverse: bool, params: &'static SearchParams) -> Result<Include, Problem> {
-    let mut parts = value.split(':');
-    let (Some(source), Some(code)) = (parts.next(), parts.next()) else {
-        return Err(problem(false, name, format!("{name}={value}: expected Type:parameter[:targetType]")));
-    };
-    let target = parts.next().map(str::to_owned);
-    if !is_resource_type(source) || target.as_deref().is_some_and(|t| !is_resource_type(t)) {
-        return Err(problem(false, name, format!("{name}={value}: not a resource type")));
+    let iterate = name.ends_with(":iterate");
+    let inc =
+        parse_directive(value, reverse, iterate, params).map_err(|e| problem(e.unsupported, name, format!("{name}={}", e.message)))?;
+    if !reverse && inc.source != ty && !iterate {
+        return Err(problem(false, name, format!("{name}={value}: {} is not the searched type {ty} (use :iterate)", inc.source)));
     }
-    if !reverse && source != ty && !name.ends_with(":iterate") {
-        return Err(problem(false, name, format!("{name}={value}: {source} is not the searched type {ty} (use :iterate)")));
-    }
-    let param = if code == "*" {
-        None
-    } else {
-        match params.get(source, code) {
-            Some(p) if p.kind == ParamType::Reference => Some(p),
-            _ => return Err(problem(true, name, format!("{name}={value}: {code} is not a reference parameter of {source}"))),
-        }
-    };
-    if reverse && param.is_none() {
-        return Err(problem(true, name, format!("{name}={value}: _revinclude needs a named parameter")));
-    }
-    Ok(Include { source: source.to_owned(), param, target, iterate: name.ends_with(":iterate") })
+    Ok(inc)
 }
 
 /// Parses result-control parameters for a search on `ty`.

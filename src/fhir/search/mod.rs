@@ -13,6 +13,8 @@
 //!   `value` types the values; `date` turns dates into ranges and applies prefixes.
 //! - `matcher`: whether a resource satisfies a clause, for every parameter type and modifier,
 //!   with a [`matcher::SearchContext`] for chains, `_has` and ValueSets.
+//! - `include`: `_include`/`_revinclude` directives (REST and notificationShape) and their
+//!   bounded expansion through an [`include::IncludeSource`].
 //! - `token`, `reference`: R5 equality matching of selected values with a search value, and
 //!   the index keys that answer the same question by lookup.
 //! - `types`: R5 resource, data type and choice element names.
@@ -24,6 +26,7 @@ mod branches;
 mod compiled;
 pub mod custom;
 pub mod date;
+pub mod include;
 pub mod matcher;
 mod params;
 pub mod query;
