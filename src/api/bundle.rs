@@ -86,7 +86,14 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
             let r = resource.ok_or_else(|| entry_error(index, IssueType::Required, "a POST entry needs a resource"))?;
             check_body_type(&r, &ty)
                 .map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
-            WriteEntry { method: WriteMethod::Create, resource_type: ty, id: uuid::Uuid::new_v4().to_string(), resource: Some(r), if_match }
+            WriteEntry {
+                method: WriteMethod::Create,
+                resource_type: ty,
+                id: uuid::Uuid::new_v4().to_string(),
+                resource: Some(r),
+                if_match,
+                provenance_for: None,
+            }
         }
         ("PUT", Some(id)) => {
             let r = resource.ok_or_else(|| entry_error(index, IssueType::Required, "a PUT entry needs a resource"))?;
@@ -95,9 +102,11 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
             if r.get("id").and_then(Value::as_str).is_some_and(|rid| rid != id) {
                 return Err(entry_error(index, IssueType::Invalid, "resource id does not match request.url"));
             }
-            WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(r), if_match }
+            WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(r), if_match, provenance_for: None }
         }
-        ("DELETE", Some(id)) => WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match },
+        ("DELETE", Some(id)) => {
+            WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None }
+        }
         _ => {
             return Err(entry_error(
                 index,

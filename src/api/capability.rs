@@ -80,7 +80,7 @@ pub(super) async fn metadata(State(state): State<Shared>) -> Response {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Topic-based subscriptions (R5): rest-hook channel; content empty, id-only, full-resource; resource triggers by type and interaction with fhirPathCriteria or queryCriteria; filterBy with every comparator and modifier on official and stored SearchParameters; built-in clinical order workflow topics. eventTrigger, websocket, $events and conditional interactions are not supported yet. Side-car ingest: POST [base]/$ingest with a history or subscription-notification Bundle.",
+            "documentation": "Topic-based subscriptions (R5): rest-hook channel; content empty, id-only, full-resource; resource triggers by type and interaction with fhirPathCriteria or queryCriteria; eventTrigger for Herald's workflow events (output-modified); notificationShape include/revInclude as additionalContext; X-Provenance on create and update; filterBy with every comparator and modifier on official and stored SearchParameters; built-in clinical order workflow topics. Websocket, $events, external eventTrigger events and conditional interactions are not supported yet. Side-car ingest: POST [base]/$ingest with a history or subscription-notification Bundle.",
             "resource": resources,
             "interaction": [{ "code": "transaction" }, { "code": "batch" }],
             "operation": [{ "name": "ingest", "definition": "urn:herald:operation:ingest", "documentation": "Side-car mode: apply a history Bundle or a full-resource subscription-notification Bundle from another FHIR server as changes." }]

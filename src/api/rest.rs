@@ -44,6 +44,37 @@ pub(super) fn parse_etag(raw: &str) -> Result<String, ApiError> {
     Ok(t.to_string())
 }
 
+/// `X-Provenance` (FHIR REST, http.html#provenance): a Provenance resource in JSON that the
+/// server stores with the write, its `target` set to the version the write creates.
+fn x_provenance(headers: &HeaderMap) -> Result<Option<Value>, ApiError> {
+    let Some(raw) = headers.get("x-provenance") else { return Ok(None) };
+    let bad = |why: &str| ApiError::issues(StatusCode::BAD_REQUEST, vec![Issue::at(IssueType::Invalid, "X-Provenance", why.to_string())]);
+    let text = raw.to_str().map_err(|_| bad("X-Provenance is not text"))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| bad(&format!("X-Provenance is not JSON: {e}")))?;
+    if value.get("resourceType").and_then(Value::as_str) != Some("Provenance") {
+        return Err(bad("X-Provenance must hold a Provenance resource"));
+    }
+    Ok(Some(value))
+}
+
+/// Writes `entry`, with the `X-Provenance` resource in the same commit when one was sent.
+async fn write_with_provenance(state: &Shared, entry: WriteEntry, headers: &HeaderMap) -> Result<WriteResult, ApiError> {
+    let Some(provenance) = x_provenance(headers)? else {
+        return Ok(state.ingest.write(entry).await?);
+    };
+    let record = WriteEntry {
+        method: WriteMethod::Create,
+        resource_type: "Provenance".into(),
+        id: uuid::Uuid::new_v4().to_string(),
+        resource: Some(provenance),
+        if_match: None,
+        provenance_for: Some(0),
+    };
+    let mut results = state.ingest.write_all(vec![entry, record], true).await?;
+    results.truncate(1);
+    results.pop().ok_or_else(|| ApiError::from(crate::ingest::IngestError::Unavailable))
+}
+
 fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get(header::IF_MATCH) {
         None => Ok(None),
@@ -139,8 +170,9 @@ pub(super) async fn create(
     }
     guard_subscription(&state, &ty, &body).await?;
     let id = uuid::Uuid::new_v4().to_string();
-    let result =
-        state.ingest.write(WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None }).await?;
+    let entry =
+        WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None, provenance_for: None };
+    let result = write_with_provenance(&state, entry, &headers).await?;
     Ok(written(&state, &result, prefers_minimal(&headers)))
 }
 
@@ -170,8 +202,8 @@ pub(super) async fn update(
     }
     let if_match = if_match(&headers)?;
     guard_subscription(&state, &ty, &body).await?;
-    let result =
-        state.ingest.write(WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match }).await?;
+    let entry = WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match, provenance_for: None };
+    let result = write_with_provenance(&state, entry, &headers).await?;
     Ok(written(&state, &result, prefers_minimal(&headers)))
 }
 
@@ -183,7 +215,10 @@ pub(super) async fn delete(
     check_type(&ty)?;
     check_id(&id)?;
     let if_match = if_match(&headers)?;
-    let result = state.ingest.write(WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match }).await?;
+    let result = state
+        .ingest
+        .write(WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None })
+        .await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     if result.changed {
         version_headers(&mut resp, &result.record);

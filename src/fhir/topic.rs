@@ -3,8 +3,8 @@
 //!
 //! Herald evaluates resource triggers by type, interaction, `fhirPathCriteria` and
 //! `queryCriteria`, both compiled here, once, when the topic is stored; criteria that do not
-//! compile are refused with the position or clause at fault. `eventTrigger`s are refused with
-//! `not-supported` until issue #8: accepting them would silently never fire.
+//! compile are refused with the position or clause at fault. `eventTrigger`s are kept by code
+//! and focus type; events come from Herald's own workflow detection (`ingest::workflow`).
 //!
 //! When a trigger has both `queryCriteria` and `fhirPathCriteria`, R5 calls them two
 //! computable renderings of one concept, to be implemented consistently and never ANDed
@@ -48,6 +48,21 @@ impl Interaction {
             "delete" => Some(Interaction::Delete),
             _ => None,
         }
+    }
+}
+
+/// One `eventTrigger`: a named business event (an HL7 v2 `A01`, Herald's
+/// `workflow-event#output-modified`) whose focus is a resource of type `resource`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventTrigger {
+    /// `event.coding` as (system, code); an event matches when it carries any of them.
+    pub codes: Vec<(String, String)>,
+    pub resource: String,
+}
+
+impl EventTrigger {
+    pub fn fires_on(&self, system: &str, code: &str, resource_type: &str) -> bool {
+        (self.resource == resource_type || self.resource == "Resource") && self.codes.iter().any(|(s, c)| s == system && c == code)
     }
 }
 
@@ -254,6 +269,7 @@ pub struct TopicSpec {
     pub version: Option<String>,
     pub status: String,
     pub triggers: Vec<ResourceTrigger>,
+    pub event_triggers: Vec<EventTrigger>,
     pub can_filter_by: Vec<CanFilterBy>,
     pub shapes: Vec<NotificationShape>,
 }
@@ -263,6 +279,15 @@ impl TopicSpec {
     /// treat it as "any").
     pub fn trigger_types(&self) -> impl Iterator<Item = &str> {
         self.triggers.iter().map(|t| t.resource.as_str())
+    }
+
+    /// The focus types of its event triggers.
+    pub fn event_types(&self) -> impl Iterator<Item = &str> {
+        self.event_triggers.iter().map(|t| t.resource.as_str())
+    }
+
+    pub fn fires_on_event(&self, system: &str, code: &str, resource_type: &str) -> bool {
+        self.event_triggers.iter().any(|t| t.fires_on(system, code, resource_type))
     }
 
     pub fn fires_on(&self, resource_type: &str, interaction: Interaction) -> bool {
@@ -325,18 +350,39 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
         }
     };
 
-    if !array_at(topic, "eventTrigger").is_empty() {
-        issues.push(Issue::at(
-            IssueType::NotSupported,
-            "SubscriptionTopic.eventTrigger",
-            "Herald does not evaluate eventTrigger yet; the topic would never fire for it",
-        ));
+    let mut event_triggers = Vec::new();
+    for (i, t) in array_at(topic, "eventTrigger").iter().enumerate() {
+        let path = format!("SubscriptionTopic.eventTrigger[{i}]");
+        let codes: Vec<(String, String)> = t
+            .get("event")
+            .map(|e| array_at(e, "coding"))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| Some((str_at(c, "system")?.to_owned(), str_at(c, "code")?.to_owned())))
+            .collect();
+        if codes.is_empty() {
+            issues.push(Issue::at(IssueType::Required, format!("{path}.event"), "an event trigger needs a coding with system and code"));
+        }
+        let resource = match str_at(t, "resource") {
+            Some(uri) => resource_type_at(uri, &format!("{path}.resource"), true, &mut issues),
+            None => {
+                issues.push(Issue::at(IssueType::Required, format!("{path}.resource"), "resource is required"));
+                None
+            }
+        };
+        if let Some(resource) = resource {
+            event_triggers.push(EventTrigger { codes, resource });
+        }
     }
 
     let mut triggers = Vec::new();
     let raw_triggers = array_at(topic, "resourceTrigger");
-    if raw_triggers.is_empty() && issues.iter().all(|i| i.code != IssueType::NotSupported) {
-        issues.push(Issue::at(IssueType::Required, "SubscriptionTopic.resourceTrigger", "a topic needs at least one resourceTrigger"));
+    if raw_triggers.is_empty() && event_triggers.is_empty() && issues.is_empty() {
+        issues.push(Issue::at(
+            IssueType::Required,
+            "SubscriptionTopic.resourceTrigger",
+            "a topic needs at least one resourceTrigger or eventTrigger",
+        ));
     }
     for (i, t) in raw_triggers.iter().enumerate() {
         let path = format!("SubscriptionTopic.resourceTrigger[{i}]");
@@ -421,6 +467,12 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
             for (j, text) in texts.iter().enumerate() {
                 match parse_shape_directive(text, reverse, params) {
                     Ok(list) => out.extend(list),
+                    // R5 §2.9: includes are best effort and clients cope with them missing; a
+                    // parameter this server does not know is skipped, not a reason to refuse
+                    // a published topic.
+                    Err(e) if e.unsupported => {
+                        tracing::info!(topic = id, at = %format!("{path}.{element}[{j}]"), reason = %e.message, "notificationShape directive skipped");
+                    }
                     Err(e) => issues.push(Issue::at(IssueType::Invalid, format!("{path}.{element}[{j}]"), e.message)),
                 }
             }
@@ -438,6 +490,7 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
             version: str_at(topic, "version").map(str::to_string),
             status,
             triggers,
+            event_triggers,
             can_filter_by,
             shapes,
         })

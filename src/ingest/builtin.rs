@@ -29,12 +29,13 @@ pub const URL_PREFIX: &str = "http://herald.dev/fhir/SubscriptionTopic/";
 pub const ID_PREFIX: &str = "herald-";
 
 /// The shipped definitions. When one changes, bump its `version`.
-const SHIPPED: [&str; 5] = [
+const SHIPPED: [&str; 6] = [
     include_str!("../../config/topics/coordination-task-changed.json"),
     include_str!("../../config/topics/task-assigned.json"),
     include_str!("../../config/topics/task-cancellation-requested.json"),
     include_str!("../../config/topics/actionable-request-placed.json"),
     include_str!("../../config/topics/request-completed-or-revoked.json"),
+    include_str!("../../config/topics/output-modified.json"),
 ];
 
 /// One built-in topic: its id and its resource as shipped (with `id`, without `meta`).

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::builtin;
 use super::flusher::{self, FlushItem};
+use super::outputs;
 use super::resolver::CommitResolver;
 use super::subscriptions::{self, RegistryOp};
 use super::{
@@ -25,7 +26,7 @@ use crate::fhir::subscription::SubscriptionLimits;
 use crate::fhir::topic::Interaction;
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
-use crate::matching::{match_change, ResourceChange};
+use crate::matching::{match_change, match_event, ResourceChange, TopicEvent};
 use crate::outbox::{EventDraft, Outbox, SledOutbox};
 use crate::registry::Registry;
 use crate::store::records::FORMAT;
@@ -96,6 +97,21 @@ impl Plan {
             self.touched.push(sub.to_string());
         }
     }
+}
+
+/// `entry` (an `X-Provenance` Provenance) with the version `target` wrote added to its
+/// `target` (FHIR REST: the server sets the target to the resource version of the request).
+fn with_target(entry: &WriteEntry, target: &WriteResult) -> WriteEntry {
+    let mut entry = entry.clone();
+    let reference = format!("{}/{}/_history/{}", target.record.resource_type, target.record.id, target.record.version_id);
+    if let Some(obj) = entry.resource.as_mut().and_then(Value::as_object_mut) {
+        let list = obj.entry("target").or_insert_with(|| json!([]));
+        match list.as_array_mut() {
+            Some(list) => list.push(json!({ "reference": reference })),
+            None => *list = json!([{ "reference": reference }]),
+        }
+    }
+    entry
 }
 
 pub(super) fn meta_stamp(resource: &mut Value, id: &str, version_id: &str, last_updated: Millis) {
@@ -204,6 +220,14 @@ impl Committer {
             }
             let mut results = Vec::with_capacity(entries.len());
             for (index, entry) in entries.iter().enumerate() {
+                let patched;
+                let entry = match entry.provenance_for.and_then(|i| results.get(i)) {
+                    Some(target) => {
+                        patched = with_target(entry, target);
+                        &patched
+                    }
+                    None => entry,
+                };
                 match self.apply_entry(&mut plan, entry, now) {
                     Ok(r) => results.push(r),
                     Err(e) => {
@@ -340,7 +364,56 @@ impl Committer {
             plan.pending.insert(format!("{ty}/{}", record.id), record.resource.clone());
         }
         self.enqueue_matches(plan, &record, interaction, live_prev.and_then(|p| p.resource.as_ref()), now)?;
+        if ty == "Provenance" {
+            self.enqueue_output_modified(plan, &record, now)?;
+        }
         Ok(WriteResult { record, created: interaction == Interaction::Create, changed: true })
+    }
+
+    /// The `output-modified` events a Provenance records (`ingest::outputs`).
+    fn enqueue_output_modified(&self, plan: &mut Plan, provenance: &VersionRecord, now: Millis) -> Result<(), IngestError> {
+        let Some(resource) = provenance.resource.as_ref() else { return Ok(()) };
+        let found = outputs::detect(&self.store, &plan.pending, &self.cfg.base_url, resource)?;
+        for modified in found {
+            let event = TopicEvent {
+                system: outputs::EVENT_SYSTEM,
+                code: outputs::EVENT_CODE,
+                resource_type: &modified.resource_type,
+                id: &modified.id,
+                filter_subject: Some(&modified.first),
+            };
+            let report = match_event(&event, &self.registry, &self.cfg.base_url, |sub| {
+                self.state(plan, sub).is_some_and(|s| s.status.counts_events())
+            });
+            for d in &report.diagnostics {
+                tracing::warn!(resource.type = %modified.resource_type, diagnostic = %d, "matching.filter_error");
+            }
+            let prov = ContextRef { resource_type: "Provenance".into(), id: provenance.id.clone(), seq: provenance.seq };
+            let mut contexts: HashMap<String, Vec<ContextRef>> = HashMap::new();
+            for m in report.matches {
+                let Some(mut lane) = self.state(plan, &m.subscription_id) else { continue };
+                if !contexts.contains_key(&m.topic_id) {
+                    let context = match self.registry.topic(&m.topic_id) {
+                        Some(topic) => outputs::context(&self.store, &plan.pending, &self.cfg.base_url, topic, prov.clone(), &modified)?,
+                        None => vec![prov.clone()],
+                    };
+                    contexts.insert(m.topic_id.clone(), context);
+                }
+                let draft = EventDraft {
+                    timestamp: now,
+                    topic: &m.topic_url,
+                    interaction: "event",
+                    focus_type: &modified.resource_type,
+                    focus_id: &modified.id,
+                    focus_seq: modified.seq,
+                    context: contexts.get(&m.topic_id).map(Vec::as_slice).unwrap_or_default(),
+                };
+                self.outbox.enqueue(&mut plan.commit, &m.subscription_id, &mut lane, draft)?;
+                plan.states.insert(m.subscription_id.clone(), lane);
+                plan.touch(&m.subscription_id);
+            }
+        }
+        Ok(())
     }
 
     fn enqueue_matches(

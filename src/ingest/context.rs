@@ -20,10 +20,16 @@ use crate::store::{ContextRef, Store, StoreError};
 /// Most resources one event carries as additional context.
 pub(super) const MAX_CONTEXT: usize = 100;
 
-struct CommitIncludes<'c> {
+pub(super) struct CommitIncludes<'c> {
     store: &'c Store,
     pending: &'c HashMap<String, Option<Value>>,
     base_url: &'c str,
+}
+
+impl<'c> CommitIncludes<'c> {
+    pub(super) fn new(store: &'c Store, pending: &'c HashMap<String, Option<Value>>, base_url: &'c str) -> Self {
+        CommitIncludes { store, pending, base_url }
+    }
 }
 
 impl IncludeSource for CommitIncludes<'_> {
@@ -81,14 +87,23 @@ pub(super) fn event_context(
     if includes.is_empty() && rev_includes.is_empty() {
         return Ok(Vec::new());
     }
-    let src = CommitIncludes { store, pending, base_url };
+    let src = CommitIncludes::new(store, pending, base_url);
     let seeds: Vec<Found> = vec![(ty.to_owned(), id.to_owned(), resource.clone())];
     let expansion = include::expand(&src, &includes, &rev_includes, &seeds, MAX_CONTEXT)?;
     if expansion.truncated {
         tracing::warn!(topic = %topic.url, max = MAX_CONTEXT, "notificationShape context stopped at the limit");
     }
-    let mut out = Vec::with_capacity(expansion.found.len());
-    for (rty, rid, _) in expansion.found {
+    versions_of(store, pending, expansion.found)
+}
+
+/// Each found resource with the version it has once this commit is applied.
+pub(super) fn versions_of(
+    store: &Store,
+    pending: &HashMap<String, Option<Value>>,
+    found: Vec<Found>,
+) -> Result<Vec<ContextRef>, StoreError> {
+    let mut out = Vec::with_capacity(found.len());
+    for (rty, rid, _) in found {
         let latest = store.latest(&rty, &rid)?;
         let seq = if pending.get(&format!("{rty}/{rid}")).is_some_and(Option::is_some) {
             latest.map_or(1, |r| r.seq + 1)

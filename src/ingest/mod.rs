@@ -18,6 +18,7 @@ mod builtin;
 mod committer;
 mod context;
 mod flusher;
+mod outputs;
 mod resolver;
 mod subscriptions;
 mod workflow;
@@ -64,6 +65,9 @@ pub struct WriteEntry {
     pub resource: Option<Value>,
     /// `If-Match` as a versionId.
     pub if_match: Option<String>,
+    /// A Provenance sent in `X-Provenance` with entry `n` of the same request: its `target`
+    /// gets the version that entry writes.
+    pub provenance_for: Option<usize>,
 }
 
 /// The result of one applied entry.

@@ -104,32 +104,70 @@ pub fn match_change<'a>(
         if !topic_fires(topic, change, resolver, base_url, &mut report.diagnostics) {
             continue;
         }
-        let Some(subs) = index.for_type(topic_id, change.resource_type) else { continue };
-        let mut found: Vec<&Arc<SubEntry>> = subs.everything().iter().filter(|s| counts(&s.spec.id)).collect();
-        // Without a state to filter on, every applicable filter fails (R5 filters look at the
-        // new state, or the old one on delete).
-        if subject.is_some() {
-            let mut candidates: Vec<&Arc<SubEntry>> = Vec::new();
-            for keyed in subs.keyed() {
-                for key in evaluations.keys(keyed.param(), keyed.space(), &mut report.diagnostics) {
-                    candidates.extend(keyed.get(key));
-                }
-            }
-            candidates.extend(subs.scanned());
-            for sub in candidates {
-                if counts(&sub.spec.id) && filters_match(sub, &mut evaluations, &mut report.diagnostics) {
-                    found.push(sub);
-                }
-            }
-        }
-        found.sort_unstable_by(|a, b| a.spec.id.cmp(&b.spec.id));
-        report.matches.extend(found.into_iter().map(|s| Match {
-            subscription_id: s.spec.id.clone(),
-            topic_id: topic.id.clone(),
-            topic_url: topic.url.clone(),
-        }));
+        select(topic, change.resource_type, subject.is_some(), registry, &mut evaluations, &counts, &mut report);
     }
     report
+}
+
+/// A business event for `eventTrigger`s: its code, its focus, and the state of the focus the
+/// subscriptions' filters are evaluated on.
+pub struct TopicEvent<'a> {
+    pub system: &'a str,
+    pub code: &'a str,
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub filter_subject: Option<&'a Value>,
+}
+
+/// Finds the subscriptions an event concerns: topics with an `eventTrigger` for its code and
+/// focus type, then their subscriptions' filters, exactly as for a resource change.
+pub fn match_event(event: &TopicEvent<'_>, registry: &Registry, base_url: &str, counts: impl Fn(&str) -> bool) -> MatchReport {
+    let mut report = MatchReport::default();
+    let mut evaluations = Evaluations::new(event.resource_type, event.id, event.filter_subject, base_url);
+    let mut topics: Vec<&Arc<TopicSpec>> =
+        registry.topics().filter(|t| t.fires_on_event(event.system, event.code, event.resource_type)).collect();
+    topics.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    for topic in topics {
+        select(topic, event.resource_type, event.filter_subject.is_some(), registry, &mut evaluations, &counts, &mut report);
+    }
+    report
+}
+
+/// Adds the subscriptions of `topic` whose filters pass for a change of `resource_type`.
+fn select(
+    topic: &TopicSpec,
+    resource_type: &str,
+    has_subject: bool,
+    registry: &Registry,
+    evaluations: &mut Evaluations<'_>,
+    counts: &impl Fn(&str) -> bool,
+    report: &mut MatchReport,
+) {
+    let Some(subs) = registry.index().for_type(&topic.id, resource_type) else { return };
+    let mut found: Vec<&Arc<SubEntry>> = subs.everything().iter().filter(|s| counts(&s.spec.id)).collect();
+    // Without a state to filter on, every applicable filter fails (R5 filters look at the
+    // new state, or the old one on delete).
+    if has_subject {
+        let mut candidates: Vec<&Arc<SubEntry>> = Vec::new();
+        for keyed in subs.keyed() {
+            for key in evaluations.keys(keyed.param(), keyed.space(), &mut report.diagnostics) {
+                candidates.extend(keyed.get(key));
+            }
+        }
+        candidates.extend(subs.scanned());
+        for sub in candidates {
+            if counts(&sub.spec.id) && filters_match(sub, evaluations, &mut report.diagnostics) {
+                found.push(sub);
+            }
+        }
+    }
+    found.sort_unstable_by(|a, b| a.spec.id.cmp(&b.spec.id));
+    found.dedup_by(|a, b| a.spec.id == b.spec.id);
+    report.matches.extend(found.into_iter().map(|s| Match {
+        subscription_id: s.spec.id.clone(),
+        topic_id: topic.id.clone(),
+        topic_url: topic.url.clone(),
+    }));
 }
 
 /// Does any trigger of `topic` fire for `change`?

@@ -173,6 +173,8 @@ fn payload_entry(ctx: &StatusContext<'_>, e: &EventWithVersion<'_>) -> Value {
     let (method, request_url, status) = match ev.interaction.as_str() {
         "create" => ("POST", ev.focus_type.clone(), "201"),
         "delete" => ("DELETE", format!("{}/{}", ev.focus_type, ev.focus_id), "204"),
+        // An eventTrigger event: the focus was read, not written, by this event.
+        "event" => ("GET", format!("{}/{}", ev.focus_type, ev.focus_id), "200"),
         _ => ("PUT", format!("{}/{}", ev.focus_type, ev.focus_id), "200"),
     };
     let mut entry = Map::new();

@@ -15,7 +15,7 @@ use crate::fhir::subscription::Filter;
 
 /// The types a topic's triggers fire for, `Resource` kept as is.
 fn trigger_types(topic: &TopicSpec) -> Vec<String> {
-    let mut types: Vec<String> = topic.trigger_types().map(str::to_string).collect();
+    let mut types: Vec<String> = topic.trigger_types().chain(topic.event_types()).map(str::to_string).collect();
     types.sort();
     types.dedup();
     types

@@ -322,3 +322,64 @@ async fn five_hundred_open_orders_one_subscription_only_own_changes() {
     assert_eq!(keys(&events), [(1, "Task/p-7"), (2, "Task/p-250"), (3, "Task/p-499")]);
     assert_eq!(statuses(&events), ["accepted", "in-progress", "accepted"]);
 }
+
+/// Shared outputs: the lab's report is a completed Task's output; the placer amends it and
+/// says so with `X-Provenance` on the same PUT; the lab, its originator, is told, with the
+/// Provenance Herald stored (its target set to the amended version) and the Task.
+#[tokio::test]
+async fn shared_outputs_the_originator_is_told_when_the_placer_amends_its_report() {
+    let server = TestServer::start().await;
+    let lab = Receiver::start().await;
+    subscribed(&server, "output-modified", &lab, json!([by("originator", "Organization/lab")])).await;
+
+    let mut report = json!({ "resourceType": "DiagnosticReport", "id": "lipids", "status": "final", "code": { "text": "Lipid panel" },
+                             "subject": { "reference": "Patient/pat-1" }, "performer": [{ "reference": "Organization/lab" }],
+                             "conclusion": "LDL 3.1 mmol/L" });
+    put(&server, report.clone()).await;
+    let output = json!([{ "type": { "text": "result" }, "valueReference": { "reference": "DiagnosticReport/lipids" } }]);
+    put(&server, task("order-1-task", "completed", json!({ "owner": owner("lab"), "output": output }))).await;
+
+    report["status"] = json!("amended");
+    report["conclusion"] = json!("LDL 3.1 mmol/L; patient on statins since 2025 (placer addendum)");
+    let prov = json!({ "resourceType": "Provenance", "recorded": "2026-11-27T10:00:00Z",
+                       "activity": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE" }] },
+                       "agent": [{ "who": { "reference": "Organization/placer" } }] });
+    let resp = server
+        .client
+        .put(server.url("DiagnosticReport/lipids"))
+        .header("content-type", "application/fhir+json")
+        .header("x-provenance", prov.to_string())
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let bundle = lab.next_within(T).await.body;
+    let event = &bundle["entry"][0]["resource"]["notificationEvent"][0];
+    assert_eq!(event["eventNumber"], "1");
+    assert_eq!(event["focus"]["reference"], server.url("DiagnosticReport/lipids"));
+    assert_eq!(entry(&bundle, &server.url("DiagnosticReport/lipids"))["resource"]["status"], "amended");
+    let context = event["additionalContext"].as_array().unwrap();
+    let prov_url = context[0]["reference"].as_str().unwrap();
+    let stored = &entry(&bundle, prov_url)["resource"];
+    assert_eq!(stored["resourceType"], "Provenance");
+    assert_eq!(stored["target"], json!([{ "reference": "DiagnosticReport/lipids/_history/2" }]));
+    assert_eq!(stored["agent"][0]["who"]["reference"], "Organization/placer");
+    assert_eq!(context[1]["reference"], server.url("Task/order-1-task"));
+    assert_every_reference_has_an_entry(&bundle);
+
+    // A malformed X-Provenance is refused, and the write with it.
+    let resp = server
+        .client
+        .put(server.url("DiagnosticReport/lipids"))
+        .header("content-type", "application/fhir+json")
+        .header("x-provenance", "{\"resourceType\":\"Patient\"}")
+        .json(&report)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let (_, now) = server.get("DiagnosticReport/lipids").await;
+    assert_eq!(now["meta"]["versionId"], "2");
+}

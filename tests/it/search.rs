@@ -316,20 +316,20 @@ async fn below_above_and_in_use_a_code_system_posted_to_herald() {
 async fn lookups_on_unindexed_parameters_stop_at_the_scan_limit() {
     let server = TestServer::start_with(|cfg| cfg.search.max_scan = 10).await;
     assert!(server.put("Patient/p", &json!({ "resourceType": "Patient", "id": "p" })).await.0.is_success());
-    // Provenance.target is not in the default index set: `_has` must read Provenances.
+    // Communication.subject is not in the default index set: `_has` must read Communications.
     for i in 0..15 {
-        let prov = json!({ "resourceType": "Provenance", "target": [{ "reference": format!("Patient/p{i}") }],
-            "recorded": "2026-11-27T08:00:00Z", "agent": [{ "who": { "reference": "Practitioner/x" } }] });
-        assert_eq!(server.post("Provenance", &prov).await.0, StatusCode::CREATED);
+        let prov = json!({ "resourceType": "Communication", "status": "completed", "subject": { "reference": format!("Patient/p{i}") },
+            "sender": { "reference": "Practitioner/x" } });
+        assert_eq!(server.post("Communication", &prov).await.0, StatusCode::CREATED);
     }
-    let (s, oo) = server.get("Patient?_has:Provenance:target:agent=Practitioner/x").await;
+    let (s, oo) = server.get("Patient?_has:Communication:subject:sender=Practitioner/x").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{oo}");
     assert_eq!(oo["issue"][0]["code"], "too-costly", "{oo}");
     // Under the limit the same lookup answers.
     let small = TestServer::start_with(|cfg| cfg.search.max_scan = 100).await;
     assert!(small.put("Patient/p", &json!({ "resourceType": "Patient", "id": "p" })).await.0.is_success());
-    let prov = json!({ "resourceType": "Provenance", "target": [{ "reference": "Patient/p" }],
-        "recorded": "2026-11-27T08:00:00Z", "agent": [{ "who": { "reference": "Practitioner/x" } }] });
-    assert_eq!(small.post("Provenance", &prov).await.0, StatusCode::CREATED);
-    assert_eq!(ids(&search(&small, "Patient?_has:Provenance:target:agent=Practitioner/x").await, "match"), ["p"]);
+    let prov = json!({ "resourceType": "Communication", "status": "completed", "subject": { "reference": "Patient/p" },
+        "sender": { "reference": "Practitioner/x" } });
+    assert_eq!(small.post("Communication", &prov).await.0, StatusCode::CREATED);
+    assert_eq!(ids(&search(&small, "Patient?_has:Communication:subject:sender=Practitioner/x").await, "match"), ["p"]);
 }

@@ -257,3 +257,69 @@ async fn query_criteria_without_require_both_fire_on_either_test() {
     let focus_ref = n.status()["notificationEvent"][0]["focus"]["reference"].as_str().unwrap();
     assert!(focus_ref.ends_with("Task/u"), "{focus_ref}");
 }
+
+/// notificationShape directives with `:iterate` and reverse includes, at `id-only`: the
+/// context is listed and has entries with `fullUrl`, `request` and `response`, no resource.
+/// Malformed directives refuse the topic with the element at fault.
+#[tokio::test]
+async fn notification_shape_includes_iterate_and_revincludes_at_id_only() {
+    let server = TestServer::start().await;
+    let url = "http://example.org/topics/shaped";
+    let topic = json!({
+        "resourceType": "SubscriptionTopic", "url": url, "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create"] }],
+        "notificationShape": [{ "resource": "Task",
+            "include": ["Task:focus&iterate=ServiceRequest.subject", "Task:nosuch"],
+            "revInclude": ["Provenance:target"] }]
+    });
+    assert_eq!(server.post("SubscriptionTopic", &topic).await.0, StatusCode::CREATED);
+    let bad = json!({ "resourceType": "SubscriptionTopic", "url": "http://example.org/topics/bad", "status": "active",
+        "resourceTrigger": [{ "resource": "Task" }], "notificationShape": [{ "resource": "Task", "include": ["Task"] }] });
+    let (s, oo) = server.post("SubscriptionTopic", &bad).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{oo}");
+    assert_eq!(oo["issue"][0]["expression"][0], "SubscriptionTopic.notificationShape[0].include[0]", "{oo}");
+
+    let rx = Receiver::start().await;
+    let id = server.subscribe(url, &rx.url, json!({})).await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status(&id, "active", T).await;
+
+    let put = |path: &'static str, body: Value| {
+        let server = &server;
+        async move { assert!(server.put(path, &body).await.0.is_success()) }
+    };
+    put("Patient/pat", json!({ "resourceType": "Patient", "id": "pat" })).await;
+    put(
+        "ServiceRequest/sr",
+        json!({ "resourceType": "ServiceRequest", "id": "sr", "status": "active", "intent": "order",
+                                     "subject": { "reference": "Patient/pat" } }),
+    )
+    .await;
+    // A Provenance pointing at the Task, created with it in one transaction.
+    let tx = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "resource": { "resourceType": "Task", "id": "t", "status": "requested", "intent": "order", "focus": { "reference": "ServiceRequest/sr" } },
+          "request": { "method": "PUT", "url": "Task/t" } },
+        { "resource": { "resourceType": "Provenance", "id": "pv", "target": [{ "reference": "Task/t" }], "recorded": "2026-11-27T10:00:00Z",
+                        "agent": [{ "who": { "reference": "Organization/placer" } }] },
+          "request": { "method": "PUT", "url": "Provenance/pv" } } ] });
+    let (s, b) = server.post("", &tx).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    let n = rx.next_of("event-notification", T).await;
+    let context: Vec<&str> = n.status()["notificationEvent"][0]["additionalContext"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["reference"].as_str().unwrap())
+        .collect();
+    let want: Vec<String> = ["ServiceRequest/sr", "Provenance/pv", "Patient/pat"].iter().map(|p| server.url(p)).collect();
+    assert_eq!(context, want);
+    let entries = n.body["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 5, "{}", n.body);
+    for e in &entries[2..] {
+        assert!(e.get("resource").is_none(), "id-only carries no resources: {e}");
+        assert_eq!(e["request"]["method"], "GET");
+        assert_eq!(e["response"]["status"], "200");
+    }
+    assert_eq!(entries[3]["response"]["etag"], "W/\"1\"", "the Provenance at the version this commit gave it");
+}

@@ -10,17 +10,22 @@ fn official(name: &str) -> Option<Value> {
 }
 
 #[test]
-fn official_topic_with_fhirpath_criteria_is_compiled_and_event_triggers_are_refused() {
+fn official_topics_with_fhirpath_criteria_and_event_triggers_are_compiled() {
     if let Some(topic) = official("SubscriptionTopic-example.json") {
         let spec = parse_topic("x", &topic).unwrap();
         let criteria = spec.triggers[0].fhir_path.as_ref().expect("fhirPathCriteria compiled");
         assert!(criteria.0.source().contains("%current.status"));
     }
     if let Some(topic) = official("SubscriptionTopic-admission.json") {
-        let issues = parse_topic("x", &topic).unwrap_err();
-        assert!(issues
-            .iter()
-            .any(|i| i.code == IssueType::NotSupported && i.expression.as_deref() == Some("SubscriptionTopic.eventTrigger")));
+        let spec = parse_topic("x", &topic).unwrap();
+        assert_eq!(spec.event_triggers.len(), 1);
+        assert!(spec.fires_on_event("http://terminology.hl7.org/CodeSystem/v2-0003", "A01", "Encounter"));
+        assert!(!spec.fires_on_event("http://terminology.hl7.org/CodeSystem/v2-0003", "A03", "Encounter"));
+        // Its shape names includes R5 has no reference parameter for (`Encounter:observation`):
+        // those are skipped, the others kept.
+        let shape = &spec.shapes[0];
+        assert!(shape.includes.iter().any(|i| i.param.is_some_and(|p| p.code == "patient")));
+        assert!(shape.includes.len() < shape.include.len());
     }
 }
 
