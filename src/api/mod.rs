@@ -11,6 +11,7 @@
 
 mod bundle;
 mod capability;
+mod emit;
 mod extract;
 pub mod outcome;
 mod rest;
@@ -53,6 +54,7 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
         .route("/$ingest", post(sidecar::ingest))
+        .route("/SubscriptionTopic/$emit", post(emit::emit))
         .route("/Subscription/$status", get(status::type_level).post(status::type_level_post))
         .route("/Subscription/{id}/$status", get(status::instance).post(status::instance))
         .route("/{type}", get(search::search).post(rest::create))

@@ -18,8 +18,8 @@ use super::outputs;
 use super::resolver::CommitResolver;
 use super::subscriptions::{self, RegistryOp};
 use super::{
-    ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneCommand, LaneSink, LaneView, Request, WriteEntry, WriteMethod,
-    WriteResult,
+    EmitResult, EmittedEvent, EventFocus, ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneCommand, LaneSink, LaneView,
+    Request, WriteEntry, WriteMethod, WriteResult,
 };
 use crate::fhir::instant::{format_millis, now_millis, Millis};
 use crate::fhir::subscription::SubscriptionLimits;
@@ -199,6 +199,15 @@ impl Committer {
         match req {
             Request::Write { entries, atomic, reply } => self.handle_write(entries, atomic, reply),
             Request::External { changes, reply } => self.handle_external(changes, reply),
+            Request::Emit { event, reply } => {
+                let mut plan = Plan::default();
+                match self.apply_emit(&mut plan, &event, now_millis()) {
+                    Ok(result) => self.finish(plan, result, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
             Request::Lane(cmd) => self.handle_lane(cmd),
         }
     }
@@ -382,38 +391,114 @@ impl Committer {
                 id: &modified.id,
                 filter_subject: Some(&modified.first),
             };
-            let report = match_event(&event, &self.registry, &self.cfg.base_url, |sub| {
-                self.state(plan, sub).is_some_and(|s| s.status.counts_events())
-            });
-            for d in &report.diagnostics {
-                tracing::warn!(resource.type = %modified.resource_type, diagnostic = %d, "matching.filter_error");
-            }
-            let prov = ContextRef { resource_type: "Provenance".into(), id: provenance.id.clone(), seq: provenance.seq };
-            let mut contexts: HashMap<String, Vec<ContextRef>> = HashMap::new();
-            for m in report.matches {
-                let Some(mut lane) = self.state(plan, &m.subscription_id) else { continue };
-                if !contexts.contains_key(&m.topic_id) {
-                    let context = match self.registry.topic(&m.topic_id) {
-                        Some(topic) => outputs::context(&self.store, &plan.pending, &self.cfg.base_url, topic, prov.clone(), &modified)?,
-                        None => vec![prov.clone()],
-                    };
-                    contexts.insert(m.topic_id.clone(), context);
-                }
-                let draft = EventDraft {
-                    timestamp: now,
-                    topic: &m.topic_url,
-                    interaction: "event",
-                    focus_type: &modified.resource_type,
-                    focus_id: &modified.id,
-                    focus_seq: modified.seq,
-                    context: contexts.get(&m.topic_id).map(Vec::as_slice).unwrap_or_default(),
-                };
-                self.outbox.enqueue(&mut plan.commit, &m.subscription_id, &mut lane, draft)?;
-                plan.states.insert(m.subscription_id.clone(), lane);
-                plan.touch(&m.subscription_id);
-            }
+            // The Provenance first, then the Tasks listing the output.
+            let mut given = vec![ContextRef { resource_type: "Provenance".into(), id: provenance.id.clone(), seq: provenance.seq }];
+            given.extend(modified.tasks.iter().cloned());
+            let focus = (modified.resource_type.as_str(), modified.id.as_str(), modified.seq, &modified.focus);
+            self.enqueue_event(plan, &event, focus, &given, now)?;
         }
         Ok(())
+    }
+
+    /// Emitted events: the focus (stored first if sent), the context, then as any event.
+    fn apply_emit(&self, plan: &mut Plan, ev: &EmittedEvent, now: Millis) -> Result<EmitResult, IngestError> {
+        let record = match &ev.focus {
+            EventFocus::Write(entry) => {
+                if entry.method == WriteMethod::Delete {
+                    return Err(IngestError::Invalid(vec![Issue::at(IssueType::Invalid, "focus", "an event's focus cannot be a delete")]));
+                }
+                self.apply_entry(plan, entry, now)?.record
+            }
+            EventFocus::Stored { resource_type, id } => {
+                let missing = || IngestError::NotFound(format!("{resource_type}/{id}"));
+                let latest = self.store.latest(resource_type, id)?.filter(|l| !l.deleted).ok_or_else(missing)?;
+                self.store.version(resource_type, id, latest.seq)?.ok_or_else(missing)?
+            }
+        };
+        let Some(focus_value) = record.resource.as_ref() else {
+            return Err(IngestError::NotFound(format!("{}/{}", record.resource_type, record.id)));
+        };
+        let mut given = Vec::with_capacity(ev.context.len());
+        for (i, (ty, id)) in ev.context.iter().enumerate() {
+            match self.store.latest(ty, id)? {
+                Some(l) if !l.deleted => given.push(ContextRef { resource_type: ty.clone(), id: id.clone(), seq: l.seq }),
+                _ if ty == &record.resource_type && id == &record.id => {}
+                _ => {
+                    return Err(IngestError::Invalid(vec![Issue::at(
+                        IssueType::NotFound,
+                        format!("Parameters.parameter[context][{i}]"),
+                        format!("{ty}/{id} is not a resource Herald holds"),
+                    )]))
+                }
+            }
+        }
+        let event = TopicEvent {
+            system: &ev.system,
+            code: &ev.code,
+            resource_type: &record.resource_type,
+            id: &record.id,
+            filter_subject: Some(focus_value),
+        };
+        let focus = (record.resource_type.as_str(), record.id.as_str(), record.seq, focus_value);
+        let (notified, topics) = self.enqueue_event(plan, &event, focus, &given, now)?;
+        Ok(EmitResult { focus: record.clone(), notified, topics })
+    }
+
+    /// Enqueues an `eventTrigger` event for the subscriptions it matches; each event carries
+    /// `given` then what its topic's shape adds. Returns how many were notified, and the topics.
+    fn enqueue_event(
+        &self,
+        plan: &mut Plan,
+        event: &TopicEvent<'_>,
+        focus: (&str, &str, u64, &Value),
+        given: &[ContextRef],
+        now: Millis,
+    ) -> Result<(usize, Vec<String>), IngestError> {
+        let (focus_type, focus_id, focus_seq, focus_value) = focus;
+        let report =
+            match_event(event, &self.registry, &self.cfg.base_url, |sub| self.state(plan, sub).is_some_and(|s| s.status.counts_events()));
+        for d in &report.diagnostics {
+            tracing::warn!(resource.type = %focus_type, diagnostic = %d, "matching.filter_error");
+        }
+        let mut contexts: HashMap<String, Vec<ContextRef>> = HashMap::new();
+        let mut topics: Vec<String> = Vec::new();
+        let mut notified = 0;
+        for m in report.matches {
+            let Some(mut lane) = self.state(plan, &m.subscription_id) else { continue };
+            if !contexts.contains_key(&m.topic_id) {
+                let mut context = given.to_vec();
+                if let Some(topic) = self.registry.topic(&m.topic_id) {
+                    let shaped = super::context::event_context(
+                        &self.store,
+                        &plan.pending,
+                        &self.cfg.base_url,
+                        topic,
+                        (focus_type, focus_id, focus_value),
+                    )?;
+                    for c in shaped {
+                        if !context.contains(&c) {
+                            context.push(c);
+                        }
+                    }
+                }
+                contexts.insert(m.topic_id.clone(), context);
+                topics.push(m.topic_url.clone());
+            }
+            let draft = EventDraft {
+                timestamp: now,
+                topic: &m.topic_url,
+                interaction: "event",
+                focus_type,
+                focus_id,
+                focus_seq,
+                context: contexts.get(&m.topic_id).map(Vec::as_slice).unwrap_or_default(),
+            };
+            self.outbox.enqueue(&mut plan.commit, &m.subscription_id, &mut lane, draft)?;
+            plan.states.insert(m.subscription_id.clone(), lane);
+            plan.touch(&m.subscription_id);
+            notified += 1;
+        }
+        Ok((notified, topics))
     }
 
     fn enqueue_matches(

@@ -92,6 +92,37 @@ pub struct ExternalChange {
     pub full_url: Option<String>,
 }
 
+/// A business event for topics' `eventTrigger`s, reported by a client
+/// (`POST /fhir/SubscriptionTopic/$emit`).
+#[derive(Clone, Debug)]
+pub struct EmittedEvent {
+    pub system: String,
+    pub code: String,
+    pub focus: EventFocus,
+    /// Local resources (`Type`, `id`) to carry as additional context, at their current version.
+    pub context: Vec<(String, String)>,
+}
+
+/// The resource an emitted event is about.
+#[derive(Clone, Debug)]
+pub enum EventFocus {
+    /// A resource Herald holds, at its current version.
+    Stored { resource_type: String, id: String },
+    /// A resource sent with the event: stored first (a create or an update), in the same commit.
+    Write(WriteEntry),
+}
+
+/// What an emitted event did.
+#[derive(Clone, Debug)]
+pub struct EmitResult {
+    /// The focus version the event names.
+    pub focus: VersionRecord,
+    /// Subscriptions notified.
+    pub notified: usize,
+    /// Urls of the topics that fired.
+    pub topics: Vec<String>,
+}
+
 /// Counts for a side-car feed.
 #[derive(Clone, Debug, Default)]
 pub struct ExternalSummary {
@@ -152,6 +183,7 @@ pub enum IngestError {
 pub(crate) enum Request {
     Write { entries: Vec<WriteEntry>, atomic: bool, reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>> },
     External { changes: Vec<ExternalChange>, reply: oneshot::Sender<Result<ExternalSummary, IngestError>> },
+    Emit { event: EmittedEvent, reply: oneshot::Sender<Result<EmitResult, IngestError>> },
     Lane(LaneCommand),
 }
 
@@ -180,6 +212,13 @@ impl Ingest {
     pub async fn external(&self, changes: Vec<ExternalChange>) -> Result<ExternalSummary, IngestError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Request::External { changes, reply }).await.map_err(|_| IngestError::Unavailable)?;
+        rx.await.map_err(|_| IngestError::Unavailable)?
+    }
+
+    /// Matches and enqueues a business event; returns once it is durable.
+    pub async fn emit(&self, event: EmittedEvent) -> Result<EmitResult, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Emit { event, reply }).await.map_err(|_| IngestError::Unavailable)?;
         rx.await.map_err(|_| IngestError::Unavailable)?
     }
 

@@ -23,10 +23,9 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::context::{event_context, versions_of, CommitIncludes, MAX_CONTEXT};
+use super::context::{versions_of, CommitIncludes, MAX_CONTEXT};
 use crate::fhir::search::include::{self, local_target, Found, Include};
 use crate::fhir::search::{SearchParam, SearchParams};
-use crate::fhir::topic::TopicSpec;
 use crate::store::{ContextRef, Store, StoreError};
 
 /// The event code of the built-in `output-modified` trigger.
@@ -144,26 +143,6 @@ pub(super) fn detect(
         }
         let tasks = versions_of(store, pending, tasks.found)?;
         out.push(OutputModified { resource_type: ty, id, seq, focus: current, first, tasks });
-    }
-    Ok(out)
-}
-
-/// The context an `output-modified` event carries for `topic`: the Provenance first, then the
-/// Tasks listing the output, then whatever else the topic's shape names.
-pub(super) fn context(
-    store: &Store,
-    pending: &HashMap<String, Option<Value>>,
-    base_url: &str,
-    topic: &TopicSpec,
-    provenance: ContextRef,
-    modified: &OutputModified,
-) -> Result<Vec<ContextRef>, StoreError> {
-    let mut out = vec![provenance];
-    let shaped = event_context(store, pending, base_url, topic, (&modified.resource_type, &modified.id, &modified.focus))?;
-    for c in modified.tasks.iter().cloned().chain(shaped) {
-        if !out.contains(&c) {
-            out.push(c);
-        }
     }
     Ok(out)
 }

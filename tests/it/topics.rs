@@ -323,3 +323,84 @@ async fn notification_shape_includes_iterate_and_revincludes_at_id_only() {
     }
     assert_eq!(entries[3]["response"]["etag"], "W/\"1\"", "the Provenance at the version this commit gave it");
 }
+
+/// `$emit`: a business event fires the topics whose `eventTrigger` lists its code for the
+/// focus type, filtered on the focus like any change; context and shape travel with it.
+#[tokio::test]
+async fn emitted_events_fire_event_trigger_topics_with_filters_and_context() {
+    let server = TestServer::start().await;
+    let url = "http://example.org/topics/admission";
+    let a01 = json!({ "system": "http://terminology.hl7.org/CodeSystem/v2-0003", "code": "A01" });
+    let topic = json!({
+        "resourceType": "SubscriptionTopic", "url": url, "status": "active",
+        "eventTrigger": [{ "event": { "coding": [a01] }, "resource": "http://hl7.org/fhir/StructureDefinition/Encounter" }],
+        "canFilterBy": [{ "resource": "Encounter", "filterParameter": "patient" }],
+        "notificationShape": [{ "resource": "Encounter", "include": ["Encounter:patient"] }]
+    });
+    let (s, b) = server.post("SubscriptionTopic", &topic).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let rx = Receiver::start().await;
+    let id = server
+        .subscribe(
+            url,
+            &rx.url,
+            json!({ "content": "full-resource", "filterBy": [{ "filterParameter": "patient", "value": "Patient/p1" }] }),
+        )
+        .await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status(&id, "active", T).await;
+    for p in ["p1", "p2"] {
+        assert!(server.put(&format!("Patient/{p}"), &json!({ "resourceType": "Patient", "id": p })).await.0.is_success());
+    }
+    assert!(server.put("Practitioner/dr", &json!({ "resourceType": "Practitioner", "id": "dr" })).await.0.is_success());
+
+    let emit = |event: Value, focus: Value, context: &[&str]| {
+        let mut parameter = vec![json!({ "name": "event", "valueCoding": event }), focus];
+        parameter.extend(context.iter().map(|r| json!({ "name": "context", "valueReference": { "reference": r } })));
+        json!({ "resourceType": "Parameters", "parameter": parameter })
+    };
+    let encounter =
+        |p: &str| json!({ "resourceType": "Encounter", "status": "in-progress", "subject": { "reference": format!("Patient/{p}") } });
+    let notified = |b: &Value| b["parameter"].as_array().unwrap().iter().find(|p| p["name"] == "notified").unwrap()["valueInteger"].clone();
+
+    // Another patient's admission, and another event code: nobody is told.
+    let (s, b) =
+        server.post("SubscriptionTopic/$emit", &emit(a01.clone(), json!({ "name": "focus", "resource": encounter("p2") }), &[])).await;
+    assert_eq!((s, notified(&b)), (StatusCode::OK, json!(0)), "{b}");
+    let a03 = json!({ "system": "http://terminology.hl7.org/CodeSystem/v2-0003", "code": "A03" });
+    let (s, b) = server.post("SubscriptionTopic/$emit", &emit(a03, json!({ "name": "focus", "resource": encounter("p1") }), &[])).await;
+    assert_eq!((s, notified(&b)), (StatusCode::OK, json!(0)), "{b}");
+    // p1's admission, the Encounter sent with the event: stored, then notified with its patient.
+    let (s, b) =
+        server.post("SubscriptionTopic/$emit", &emit(a01.clone(), json!({ "name": "focus", "resource": encounter("p1") }), &[])).await;
+    assert_eq!((s, notified(&b)), (StatusCode::OK, json!(1)), "{b}");
+    assert_eq!(b["parameter"][2], json!({ "name": "topic", "valueCanonical": url }));
+    let focus_ref = b["parameter"][0]["valueReference"]["reference"].as_str().unwrap().to_string();
+    let enc_id = focus_ref.split('/').nth(1).unwrap().to_string();
+    // The same Encounter by reference, with a practitioner as context.
+    let by_ref = json!({ "name": "focus", "valueReference": { "reference": format!("Encounter/{enc_id}") } });
+    let (s, b) = server.post("SubscriptionTopic/$emit", &emit(a01.clone(), by_ref, &["Practitioner/dr"])).await;
+    assert_eq!((s, notified(&b)), (StatusCode::OK, json!(1)), "{b}");
+
+    let got = rx.events(2, T).await;
+    assert_eq!(got.iter().flat_map(|n| n.event_numbers()).collect::<Vec<_>>(), [1, 2]);
+    let first = &got[0];
+    assert_eq!(first.body["entry"][1]["resource"]["id"], enc_id.as_str());
+    assert_eq!(first.body["entry"][1]["request"]["method"], "GET");
+    assert_eq!(first.status()["notificationEvent"][0]["additionalContext"], json!([{ "reference": server.url("Patient/p1") }]));
+    let second = got[1].status()["notificationEvent"][0]["additionalContext"].clone();
+    assert_eq!(second, json!([{ "reference": server.url("Practitioner/dr") }, { "reference": server.url("Patient/p1") }]));
+
+    // Bad requests change nothing.
+    let (s, oo) = server.post("SubscriptionTopic/$emit", &json!({ "resourceType": "Parameters", "parameter": [] })).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{oo}");
+    let missing = json!({ "name": "focus", "valueReference": { "reference": "Encounter/nope" } });
+    let (s, oo) = server.post("SubscriptionTopic/$emit", &emit(a01.clone(), missing, &[])).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{oo}");
+    let (s, oo) = server
+        .post("SubscriptionTopic/$emit", &emit(a01, json!({ "name": "focus", "resource": encounter("p1") }), &["Patient/nope"]))
+        .await;
+    assert!(s.is_client_error(), "{s} {oo}");
+    let (_, found) = server.get("Encounter?_summary=count").await;
+    assert_eq!(found["total"], 3, "the refused event stored no Encounter: {found}");
+}
