@@ -15,4 +15,5 @@ mod search_crash;
 mod sidecar;
 mod support;
 mod topics;
+mod websocket;
 mod workflows;
