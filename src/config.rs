@@ -248,9 +248,7 @@ impl Config {
         if self.websocket.max_connections == 0 {
             return Err(ConfigError::Invalid { key: "websocket.max_connections", message: "must be at least 1".into() });
         }
-        if !self.websocket.url.is_empty()
-            && !url::Url::parse(&self.websocket.url).is_ok_and(|u| matches!(u.scheme(), "ws" | "wss"))
-        {
+        if !self.websocket.url.is_empty() && !url::Url::parse(&self.websocket.url).is_ok_and(|u| matches!(u.scheme(), "ws" | "wss")) {
             return Err(ConfigError::Invalid { key: "websocket.url", message: "must be an absolute ws:// or wss:// URL".into() });
         }
         if self.subscriptions.max_events_per_query == 0 {

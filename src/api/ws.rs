@@ -38,6 +38,9 @@ use crate::fhir::IssueType;
 /// Most subscriptions one token may name.
 const MAX_IDS: usize = 100;
 
+/// Per-connection read buffer, in bytes.
+const READ_BUFFER: usize = 4096;
+
 /// How long closing a socket may take before it is just dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -111,7 +114,11 @@ pub(super) async fn token_type_level(State(state): State<Shared>, RawQuery(raw):
 }
 
 /// POST takes the ids in the query, a `Parameters` body (`id` as valueString/valueId), or a form.
-pub(super) async fn token_type_level_post(State(state): State<Shared>, RawQuery(raw): RawQuery, body: String) -> Result<Response, ApiError> {
+pub(super) async fn token_type_level_post(
+    State(state): State<Shared>,
+    RawQuery(raw): RawQuery,
+    body: String,
+) -> Result<Response, ApiError> {
     let mut pairs = query_pairs(raw);
     if let Ok(params) = serde_json::from_str::<Value>(&body) {
         for p in params.get("parameter").and_then(Value::as_array).into_iter().flatten() {
@@ -140,7 +147,11 @@ pub(super) async fn upgrade(State(state): State<Shared>, ws: Result<WebSocketUpg
     };
     let max = state.hub.config().max_message_bytes;
     let tracker = state.hub.sockets().clone();
-    ws.max_message_size(max)
+    // Small per-connection buffers (the library's defaults are 128 KiB each): clients send
+    // short control messages, and every frame Herald writes is flushed as one message.
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |ws| tracker.track_future(serve(state, ws, socket)))

@@ -64,6 +64,7 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    #[expect(clippy::too_many_arguments, reason = "each is a distinct shared service that lanes hold; a struct would only rename them")]
     pub fn new(
         store: Store,
         ingest: Ingest,

@@ -113,7 +113,8 @@ pub(crate) async fn run(
                     if ended != Some(state.generation) {
                         ended = Some(state.generation);
                         tracing::info!("subscription end reached; turning it off");
-                        let cmd = LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Off, error: None };
+                        let cmd =
+                            LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Off, error: None };
                         ctx.ingest.lane(cmd).await;
                     }
                 } else if end > now {
@@ -124,7 +125,8 @@ pub(crate) async fn run(
             match state.status {
                 SubStatus::Requested if activated != Some(state.generation) && ended != Some(state.generation) => {
                     activated = Some(state.generation);
-                    let cmd = LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Active, error: None };
+                    let cmd =
+                        LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Active, error: None };
                     ctx.ingest.lane(cmd).await;
                 }
                 SubStatus::Active if !lane.sockets.is_empty() => {
@@ -226,14 +228,14 @@ impl Lane {
     async fn push_next(&mut self, view: &LaneView) -> bool {
         let pending = view.state.events_since_start.saturating_sub(self.through);
         let max = usize::try_from(view.entry.spec.max_count.min(pending)).unwrap_or(1).max(1);
-        let events = match events_with_versions(&self.ctx.store, &self.sub, self.through.saturating_add(1), view.state.events_since_start, max)
-        {
-            Ok(events) => events,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
-                return false;
-            }
-        };
+        let events =
+            match events_with_versions(&self.ctx.store, &self.sub, self.through.saturating_add(1), view.state.events_since_start, max) {
+                Ok(events) => events,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
+                    return false;
+                }
+            };
         let Some(last) = events.last().map(|e| e.event.number) else {
             tracing::error!(
                 through = self.through,

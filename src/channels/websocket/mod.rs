@@ -94,8 +94,13 @@ pub struct Socket {
 /// Messages from sockets to a subscription's lane.
 pub(crate) enum Control {
     /// Send a handshake, replay from `since` if asked, then stream to this socket too.
-    Bind { socket: SocketHandle, since: Option<u64> },
-    Unbind { socket: u64 },
+    Bind {
+        socket: SocketHandle,
+        since: Option<u64>,
+    },
+    Unbind {
+        socket: u64,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

@@ -20,8 +20,13 @@ const MAX_TOKEN_LEN: usize = 512;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum ClientMessage {
-    Bind { token: String, since: Option<u64> },
-    Unbind { token: String },
+    Bind {
+        token: String,
+        since: Option<u64>,
+    },
+    Unbind {
+        token: String,
+    },
     Ping,
     /// Anything else, with the reason to tell the client.
     Invalid(String),
