@@ -87,7 +87,8 @@ async fn binding_token_operation_answers_parameters_and_refuses_what_it_cannot_b
     let (s, both) = server.get(&format!("Subscription/$get-ws-binding-token?id={a}&id={b}")).await;
     assert_eq!(s, StatusCode::OK, "{both}");
     assert_eq!(Binding::from_parameters(&both).subscriptions, vec![a.clone(), b.clone()]);
-    let body = json!({ "resourceType": "Parameters", "parameter": [{ "name": "id", "valueString": a }, { "name": "id", "valueString": b }] });
+    let body =
+        json!({ "resourceType": "Parameters", "parameter": [{ "name": "id", "valueString": a }, { "name": "id", "valueString": b }] });
     let (s, posted) = server.post("Subscription/$get-ws-binding-token", &body).await;
     assert_eq!(s, StatusCode::OK, "{posted}");
     assert_eq!(Binding::from_parameters(&posted).subscriptions.len(), 2);
@@ -146,6 +147,9 @@ async fn every_socket_bound_to_a_subscription_gets_the_stream() {
         let numbers: Vec<u64> = ws.events(2, WAIT).await.iter().flat_map(event_numbers).collect();
         assert_eq!(numbers, vec![1, 2]);
     }
+    // Shutdown closes bound sockets with 1001 rather than waiting for their clients to leave.
+    tokio::time::timeout(Duration::from_secs(20), server.stop()).await.expect("shutdown with sockets open");
+    assert_eq!(one.closed(WAIT).await, Some(1001));
 }
 
 #[tokio::test]
@@ -358,7 +362,8 @@ async fn events_operation_renders_the_version_each_event_saw_at_any_content_leve
     let id = server.subscribe_ws(TOPIC, json!({ "content": "full-resource" })).await;
     let task = server.create_task("requested", "Organization/a").await;
     for (version, status) in [("1", "accepted"), ("2", "completed")] {
-        let body = json!({ "resourceType": "Task", "id": task, "status": status, "intent": "order", "owner": { "reference": "Organization/a" } });
+        let body =
+            json!({ "resourceType": "Task", "id": task, "status": status, "intent": "order", "owner": { "reference": "Organization/a" } });
         let resp = server
             .client
             .put(server.url(&format!("Task/{task}")))

@@ -95,7 +95,8 @@ impl WsClient {
     pub async fn next_within(&mut self, d: Duration) -> WsEvent {
         let deadline = tokio::time::Instant::now() + d;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.stream.next()).await.unwrap_or_else(|_| panic!("nothing arrived within {d:?}"));
+            let next =
+                tokio::time::timeout_at(deadline, self.stream.next()).await.unwrap_or_else(|_| panic!("nothing arrived within {d:?}"));
             match next {
                 Some(Ok(Message::Text(t))) => return WsEvent::Json(serde_json::from_str(t.as_str()).expect("frames are JSON")),
                 Some(Ok(Message::Close(frame))) => return WsEvent::Closed(frame.map(|f| u16::from(f.code))),
