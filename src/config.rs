@@ -28,7 +28,27 @@ pub struct Config {
     pub delivery: DeliverySettings,
     pub subscriptions: SubscriptionSettings,
     pub search: SearchSettings,
+    pub websocket: WebsocketSettings,
     pub log: LogConfig,
+}
+
+/// The websocket channel (`[websocket]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebsocketSettings {
+    /// Public `ws://` or `wss://` URL `$get-ws-binding-token` returns; empty = derived from the
+    /// FHIR base URL (`http` to `ws`, `https` to `wss`) plus `/$subscription-ws`.
+    pub url: String,
+    /// How long a binding token may be used to bind.
+    pub token_lifetime: String,
+    /// Largest message a client may send (bytes); larger ones close the socket.
+    pub max_message_bytes: usize,
+    /// Frames queued per socket before the socket counts as slow.
+    pub send_buffer: usize,
+    /// How long a full send buffer may stay full before the socket is disconnected.
+    pub send_timeout: String,
+    /// Open websocket connections at once; more are refused with 503.
+    pub max_connections: usize,
 }
 
 /// REST search bounds (`[search]`).
@@ -112,6 +132,8 @@ pub struct SubscriptionSettings {
     pub max_timeout: String,
     pub max_heartbeat_period: String,
     pub max_count: u64,
+    /// Most events one `$events` call returns.
+    pub max_events_per_query: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -209,8 +231,28 @@ impl Config {
             ("delivery.max_age", &self.delivery.max_age),
             ("subscriptions.max_timeout", &self.subscriptions.max_timeout),
             ("subscriptions.max_heartbeat_period", &self.subscriptions.max_heartbeat_period),
+            ("websocket.token_lifetime", &self.websocket.token_lifetime),
+            ("websocket.send_timeout", &self.websocket.send_timeout),
         ] {
             parse_duration(key, text)?;
+        }
+        if self.duration("websocket.token_lifetime").is_zero() {
+            return Err(ConfigError::Invalid { key: "websocket.token_lifetime", message: "must be longer than zero".into() });
+        }
+        if self.websocket.send_buffer < 2 {
+            return Err(ConfigError::Invalid { key: "websocket.send_buffer", message: "must be at least 2".into() });
+        }
+        if self.websocket.max_message_bytes < 256 {
+            return Err(ConfigError::Invalid { key: "websocket.max_message_bytes", message: "must be at least 256".into() });
+        }
+        if self.websocket.max_connections == 0 {
+            return Err(ConfigError::Invalid { key: "websocket.max_connections", message: "must be at least 1".into() });
+        }
+        if !self.websocket.url.is_empty() && !url::Url::parse(&self.websocket.url).is_ok_and(|u| matches!(u.scheme(), "ws" | "wss")) {
+            return Err(ConfigError::Invalid { key: "websocket.url", message: "must be an absolute ws:// or wss:// URL".into() });
+        }
+        if self.subscriptions.max_events_per_query == 0 {
+            return Err(ConfigError::Invalid { key: "subscriptions.max_events_per_query", message: "must be at least 1".into() });
         }
         if !(1.0..=10.0).contains(&self.delivery.multiplier) {
             return Err(ConfigError::Invalid { key: "delivery.multiplier", message: "must be between 1 and 10".into() });
@@ -246,6 +288,19 @@ impl Config {
         }
     }
 
+    /// The websocket URL clients connect to: `websocket.url`, else derived from the FHIR base.
+    pub fn websocket_url(&self, base_url: &str) -> String {
+        if !self.websocket.url.is_empty() {
+            return self.websocket.url.clone();
+        }
+        let rest = base_url.strip_prefix("https://").map(|r| format!("wss://{r}"));
+        let url = rest.unwrap_or_else(|| match base_url.strip_prefix("http://") {
+            Some(r) => format!("ws://{r}"),
+            None => base_url.to_string(),
+        });
+        format!("{}/$subscription-ws", url.trim_end_matches('/'))
+    }
+
     pub fn duration(&self, key: &'static str) -> Duration {
         let text = match key {
             "server.shutdown_grace" => &self.server.shutdown_grace,
@@ -255,6 +310,8 @@ impl Config {
             "delivery.max_age" => &self.delivery.max_age,
             "subscriptions.max_timeout" => &self.subscriptions.max_timeout,
             "subscriptions.max_heartbeat_period" => &self.subscriptions.max_heartbeat_period,
+            "websocket.token_lifetime" => &self.websocket.token_lifetime,
+            "websocket.send_timeout" => &self.websocket.send_timeout,
             _ => return Duration::ZERO,
         };
         // Validated in `validate`.
@@ -323,6 +380,18 @@ mod tests {
         assert!(cfg.search.index_set().unwrap().covers("Task", "intent"));
         let err = Config::load(None, env(&[("HERALD_SEARCH__INDEX", "[\"Task.nope\"]")]), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("search.index") && err.to_string().contains("Task.nope"), "{err}");
+    }
+
+    #[test]
+    fn websocket_url_follows_the_base_unless_set() {
+        let mut cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(cfg.websocket_url("http://h:8080/fhir"), "ws://h:8080/fhir/$subscription-ws");
+        assert_eq!(cfg.websocket_url("https://h/base/fhir/"), "wss://h/base/fhir/$subscription-ws");
+        cfg.websocket.url = "wss://edge.example/ws".into();
+        assert_eq!(cfg.websocket_url("http://h/fhir"), "wss://edge.example/ws");
+        let err = Config::load(None, env(&[("HERALD_WEBSOCKET__URL", "http://x/ws")]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("websocket.url"), "{err}");
+        assert_eq!(cfg.duration("websocket.token_lifetime"), Duration::from_secs(300));
     }
 
     #[test]

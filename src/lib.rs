@@ -6,7 +6,7 @@
 //! per subscription:
 //!
 //! ```text
-//! api ─▶ ingest ─▶ matching ─▶ outbox (store) ─▶ channels ─▶ rest-hook endpoint
+//! api ─▶ ingest ─▶ matching ─▶ outbox (store) ─▶ channels ─▶ rest-hook endpoint / bound websockets
 //!          │  (registry: topics, subscriptions)        ▲
 //!          └──────────── notify (bundle shapes) ───────┘
 //! ```
@@ -17,7 +17,8 @@
 //! - `ingest`: the single-writer committer and group-commit flusher.
 //! - `matching`, `notify`: pure stages.
 //! - `outbox`: per-subscription durable lanes.
-//! - `channels`: delivery lanes, rest-hook, retry policy, address guard.
+//! - `channels`: delivery lanes, rest-hook, websocket (bound sockets, binding tokens), retry
+//!   policy, address guard.
 //! - `api`: axum routes. `config`: layered settings. `ops`: telemetry.
 
 pub mod api;
@@ -42,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::channels::guard::AddressPolicy;
+use crate::channels::websocket::{Hub, WsConfig};
 use crate::channels::{DeliveryConfig, Dispatcher, RetryPolicy};
 use crate::config::Config;
 use crate::fhir::subscription::SubscriptionLimits;
@@ -91,12 +93,35 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         max_concurrent: cfg.delivery.max_concurrent,
     };
     let cancel = CancellationToken::new();
+    // `stop` fires when shutdown starts: the server stops accepting and websockets close.
+    let stop = CancellationToken::new();
+    let sockets = TaskTracker::new();
+    let hub = Arc::new(Hub::new(
+        WsConfig {
+            url: cfg.websocket_url(&base_url),
+            token_lifetime: cfg.duration("websocket.token_lifetime"),
+            max_message_bytes: cfg.websocket.max_message_bytes,
+            send_buffer: cfg.websocket.send_buffer,
+            send_timeout: cfg.duration("websocket.send_timeout"),
+            max_connections: cfg.websocket.max_connections,
+        },
+        stop.clone(),
+        sockets.clone(),
+    ));
     let lanes = TaskTracker::new();
     let core = TaskTracker::new();
     let (ingest, queue) = ingest::channel(cfg.ingest.queue_depth);
     let client = channels::rest_hook::RestHookClient::new(policy.clone())?;
-    let dispatcher =
-        Arc::new(Dispatcher::new(store.clone(), ingest.clone(), client, delivery, base_url.clone(), cancel.clone(), lanes.clone()));
+    let dispatcher = Arc::new(Dispatcher::new(
+        store.clone(),
+        ingest.clone(),
+        client,
+        delivery,
+        base_url.clone(),
+        cancel.clone(),
+        lanes.clone(),
+        hub.clone(),
+    ));
     let committer_cfg = CommitterConfig {
         base_url: base_url.clone(),
         limits: SubscriptionLimits {
@@ -120,11 +145,12 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
             cheap_total: cfg.search.cheap_total,
         },
         ready: AtomicBool::new(false),
+        hub,
+        max_events_per_query: cfg.subscriptions.max_events_per_query,
     });
     let app = api::router(state.clone(), cfg.server.max_body_bytes);
     state.ready.store(true, Ordering::Release);
     tracing::info!(listen = %bound, base_url = %base_url, data_dir = %cfg.store.data_dir.display(), lanes = dispatcher.lane_count(), "Herald ready");
-    let stop = CancellationToken::new();
     let stop_signal = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -132,9 +158,14 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     });
     axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await?;
     tracing::info!("shutting down: delivery stopping, store flushing");
+    let grace = cfg.duration("server.shutdown_grace");
+    // Sockets saw `stop` and are closing (1001); give them the grace period too.
+    sockets.close();
+    if tokio::time::timeout(grace, sockets.wait()).await.is_err() {
+        tracing::warn!("websockets did not close within the grace period");
+    }
     cancel.cancel();
     lanes.close();
-    let grace = cfg.duration("server.shutdown_grace");
     if tokio::time::timeout(grace, lanes.wait()).await.is_err() {
         tracing::warn!("delivery lanes did not stop within the grace period");
     }

@@ -56,7 +56,9 @@ pub(super) async fn metadata(State(state): State<Shared>) -> Response {
                             { "name": "topic", "type": "uri", "definition": "http://hl7.org/fhir/SearchParameter/Subscription-topic" }
                         ]));
                         obj.insert("operation".into(), json!([
-                            { "name": "status", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-status" }
+                            { "name": "status", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-status" },
+                            { "name": "events", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-events" },
+                            { "name": "get-ws-binding-token", "definition": "http://hl7.org/fhir/OperationDefinition/Subscription-get-ws-binding-token" }
                         ]));
                         obj.insert("extension".into(), Value::Array(topics.iter().map(|u| json!({
                             "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
@@ -80,7 +82,7 @@ pub(super) async fn metadata(State(state): State<Shared>) -> Response {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Topic-based subscriptions (R5): rest-hook channel; content empty, id-only, full-resource; resource triggers by type and interaction with fhirPathCriteria or queryCriteria; eventTrigger for Herald's workflow events (output-modified) and for events reported with POST [base]/SubscriptionTopic/$emit (Herald's extension: Parameters with event valueCoding, focus resource or valueReference, context valueReference*); notificationShape include/revInclude as additionalContext; X-Provenance on create and update; filterBy with every comparator and modifier on official and stored SearchParameters; built-in clinical order workflow topics. Websocket, $events and conditional interactions are not supported yet. Side-car ingest: POST [base]/$ingest with a history or subscription-notification Bundle.",
+            "documentation": "Topic-based subscriptions (R5): rest-hook and websocket channels (websocket: $get-ws-binding-token, then bind-with-token on the returned websocket-url); $status and $events; content empty, id-only, full-resource; resource triggers by type and interaction with fhirPathCriteria or queryCriteria; eventTrigger for Herald's workflow events (output-modified) and for events reported with POST [base]/SubscriptionTopic/$emit (Herald's extension: Parameters with event valueCoding, focus resource or valueReference, context valueReference*); notificationShape include/revInclude as additionalContext; X-Provenance on create and update; filterBy with every comparator and modifier on official and stored SearchParameters; built-in clinical order workflow topics. Conditional interactions are not supported yet. Side-car ingest: POST [base]/$ingest with a history or subscription-notification Bundle.",
             "resource": resources,
             "interaction": [{ "code": "transaction" }, { "code": "batch" }],
             "operation": [{ "name": "ingest", "definition": "urn:herald:operation:ingest", "documentation": "Side-car mode: apply a history Bundle or a full-resource subscription-notification Bundle from another FHIR server as changes." }]

@@ -5,6 +5,8 @@
 //! - `search`: type-level search (`GET /fhir/{type}?...`, `POST /fhir/{type}/_search`).
 //! - `bundle`: batch and transaction Bundles at `POST /fhir`.
 //! - `status`: `$status` (instance and type level).
+//! - `events`: `$events` (instance level): stored events as the versions they saw.
+//! - `ws`: `$get-ws-binding-token` and the websocket endpoint (`/fhir/$subscription-ws`).
 //! - `sidecar`: `POST /fhir/$ingest`, changes fed by another FHIR server.
 //! - `capability`: `GET /fhir/metadata`.
 //! - `outcome`, `extract`: errors as OperationOutcomes, request bodies.
@@ -12,12 +14,14 @@
 mod bundle;
 mod capability;
 mod emit;
+mod events;
 mod extract;
 pub mod outcome;
 mod rest;
 pub mod search;
 mod sidecar;
 mod status;
+mod ws;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use axum::Router;
 use tracing::Instrument;
 
 use crate::channels::guard::AddressPolicy;
+use crate::channels::websocket::Hub;
 use crate::fhir::IssueType;
 use crate::ingest::Ingest;
 use crate::store::Store;
@@ -46,6 +51,10 @@ pub struct AppState {
     pub search: search::plan::Limits,
     /// Set once the registry is loaded and delivery started.
     pub ready: AtomicBool,
+    /// Websocket binding tokens and the websocket lanes sockets bind to.
+    pub hub: Arc<Hub>,
+    /// `subscriptions.max_events_per_query`: the most events one `$events` returns.
+    pub max_events_per_query: usize,
 }
 
 pub type Shared = Arc<AppState>;
@@ -57,6 +66,10 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/SubscriptionTopic/$emit", post(emit::emit))
         .route("/Subscription/$status", get(status::type_level).post(status::type_level_post))
         .route("/Subscription/{id}/$status", get(status::instance).post(status::instance))
+        .route("/Subscription/{id}/$events", get(events::instance).post(events::instance_post))
+        .route("/Subscription/$get-ws-binding-token", get(ws::token_type_level).post(ws::token_type_level_post))
+        .route("/Subscription/{id}/$get-ws-binding-token", get(ws::token_instance).post(ws::token_instance))
+        .route("/$subscription-ws", get(ws::upgrade))
         .route("/{type}", get(search::search).post(rest::create))
         .route("/{type}/_search", post(search::search_post))
         .route("/{type}/{id}", get(rest::read).put(rest::update).delete(rest::delete))

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{field, Instrument};
 
-use super::rest_hook::Attempt;
+use super::rest_hook::{Attempt, FailureKind};
 use super::retry::{classify, Verdict};
 use super::LaneContext;
 use crate::fhir::instant::{now_millis, Millis};
@@ -195,7 +195,11 @@ async fn post(
     );
     async {
         let _permit = ctx.permits.acquire().await;
-        let (attempt, took) = ctx.client.post(&spec.endpoint, &spec.headers, &spec.content_type, body, timeout_of(ctx, view)).await;
+        let (attempt, took) = match &spec.endpoint {
+            Some(endpoint) => ctx.client.post(endpoint, &spec.headers, &spec.content_type, body, timeout_of(ctx, view)).await,
+            // Only rest-hook subscriptions get this lane, and they always have an endpoint.
+            None => (Attempt::Failed { kind: FailureKind::Other, detail: "the subscription has no endpoint".into() }, Duration::ZERO),
+        };
         let verdict = classify(&attempt);
         let current = tracing::Span::current();
         if let Attempt::Answered { status, .. } = &attempt {

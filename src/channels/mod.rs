@@ -3,8 +3,10 @@
 //! outbox, sends them on the subscription's channel and reports the result back to the
 //! committer. Only this stage opens outbound connections, and only through the guarded client.
 //!
-//! - `lane`: one subscription's delivery loop (handshake, events in order, retries, heartbeats, end).
+//! - `lane`: one rest-hook subscription's delivery loop (handshake, events in order, retries,
+//!   heartbeats, end).
 //! - `rest_hook`: the HTTP POST itself.
+//! - `websocket`: the websocket channel: its lane, bound sockets, binding tokens.
 //! - `retry`: the one classifier of outcomes and the backoff schedule.
 //! - `guard`: which addresses delivery may connect to (SSRF defence).
 
@@ -12,6 +14,7 @@ pub mod guard;
 mod lane;
 pub mod rest_hook;
 pub mod retry;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,11 +24,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::fhir::subscription::ChannelType;
 use crate::ingest::{Ingest, LaneSink, LaneView};
 use crate::outbox::{Outbox, SledOutbox};
 use crate::store::Store;
 
 pub use retry::RetryPolicy;
+use websocket::Hub;
 
 /// Delivery settings.
 #[derive(Clone, Debug)]
@@ -47,16 +52,19 @@ pub(crate) struct LaneContext {
     pub base_url: String,
     pub shutdown: CancellationToken,
     pub permits: Semaphore,
+    pub hub: Arc<Hub>,
 }
 
-/// One lane per subscription, created on first publish, stopped on removal.
+/// One lane per subscription, created on first publish, stopped on removal, and restarted
+/// as the other kind when an update switches the subscription's channel.
 pub struct Dispatcher {
-    lanes: Mutex<HashMap<String, watch::Sender<LaneView>>>,
+    lanes: Mutex<HashMap<String, (ChannelType, watch::Sender<LaneView>)>>,
     ctx: Arc<LaneContext>,
     tracker: TaskTracker,
 }
 
 impl Dispatcher {
+    #[expect(clippy::too_many_arguments, reason = "each is a distinct shared service that lanes hold; a struct would only rename them")]
     pub fn new(
         store: Store,
         ingest: Ingest,
@@ -65,6 +73,7 @@ impl Dispatcher {
         base_url: String,
         shutdown: CancellationToken,
         tracker: TaskTracker,
+        hub: Arc<Hub>,
     ) -> Self {
         let permits = Semaphore::new(config.max_concurrent.max(1));
         Dispatcher {
@@ -78,6 +87,7 @@ impl Dispatcher {
                 base_url,
                 shutdown,
                 permits,
+                hub,
             }),
             tracker,
         }
@@ -100,16 +110,29 @@ impl LaneSink for Dispatcher {
                 // Dropping the sender ends the lane.
                 lanes.remove(sub);
             }
-            Some(view) => match lanes.get(sub) {
-                Some(tx) if !tx.is_closed() => {
-                    tx.send_replace(view);
+            Some(view) => {
+                let channel = view.entry.spec.channel;
+                match lanes.get(sub) {
+                    Some((running, tx)) if *running == channel && !tx.is_closed() => {
+                        tx.send_replace(view);
+                    }
+                    _ => {
+                        // Replacing the entry drops the old sender, which ends the old lane.
+                        let (tx, rx) = watch::channel(view);
+                        lanes.insert(sub.to_string(), (channel, tx));
+                        let ctx = self.ctx.clone();
+                        match channel {
+                            ChannelType::RestHook => self.tracker.spawn(lane::run(ctx, sub.to_string(), rx)),
+                            ChannelType::Websocket => {
+                                // Registered before the task runs, so a bind right after the
+                                // subscription's creation is answered finds the lane.
+                                let registration = self.ctx.hub.register(sub);
+                                self.tracker.spawn(websocket::lane::run(ctx, sub.to_string(), rx, registration))
+                            }
+                        };
+                    }
                 }
-                _ => {
-                    let (tx, rx) = watch::channel(view);
-                    lanes.insert(sub.to_string(), tx);
-                    self.tracker.spawn(lane::run(self.ctx.clone(), sub.to_string(), rx));
-                }
-            },
+            }
         }
     }
 }

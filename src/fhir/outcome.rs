@@ -21,6 +21,8 @@ pub enum IssueType {
     Transient,
     Exception,
     Informational,
+    /// An unknown or expired credential (a websocket binding token).
+    Security,
 }
 
 impl IssueType {
@@ -39,6 +41,7 @@ impl IssueType {
             IssueType::Transient => "transient",
             IssueType::Exception => "exception",
             IssueType::Informational => "informational",
+            IssueType::Security => "security",
         }
     }
 }

@@ -20,12 +20,15 @@ pub const CHANNEL_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/subscrip
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChannelType {
     RestHook,
+    /// R5 websocket: no endpoint; clients bind sockets with `$get-ws-binding-token` tokens.
+    Websocket,
 }
 
 impl ChannelType {
     pub fn code(self) -> &'static str {
         match self {
             ChannelType::RestHook => "rest-hook",
+            ChannelType::Websocket => "websocket",
         }
     }
 }
@@ -114,7 +117,9 @@ pub struct SubscriptionSpec {
     pub topic: String,
     pub requested_status: RequestedStatus,
     pub channel: ChannelType,
-    pub endpoint: Url,
+    /// The rest-hook endpoint; `None` for websocket, which needs none (a websocket
+    /// subscription's `endpoint`, if any, is ignored).
+    pub endpoint: Option<Url>,
     pub headers: Vec<ChannelHeader>,
     pub heartbeat_period_secs: Option<u64>,
     pub timeout_secs: Option<u64>,
@@ -209,11 +214,12 @@ pub fn parse_subscription(id: &str, sub: &Value, limits: &SubscriptionLimits, no
             let code = str_at(coding, "code");
             match (system, code) {
                 (Some(CHANNEL_SYSTEM) | None, Some("rest-hook")) => Some(ChannelType::RestHook),
-                (Some(CHANNEL_SYSTEM) | None, Some(other @ ("websocket" | "email" | "message"))) => {
+                (Some(CHANNEL_SYSTEM) | None, Some("websocket")) => Some(ChannelType::Websocket),
+                (Some(CHANNEL_SYSTEM) | None, Some(other @ ("email" | "message"))) => {
                     issues.push(Issue::at(
                         IssueType::NotSupported,
                         "Subscription.channelType",
-                        format!("channel '{other}' is not supported by this server yet; use rest-hook"),
+                        format!("channel '{other}' is not supported by this server yet; use rest-hook or websocket"),
                     ));
                     None
                 }
@@ -222,7 +228,7 @@ pub fn parse_subscription(id: &str, sub: &Value, limits: &SubscriptionLimits, no
                         IssueType::NotSupported,
                         "Subscription.channelType",
                         format!(
-                            "unknown channel type {}|{}; supported: {CHANNEL_SYSTEM}|rest-hook",
+                            "unknown channel type {}|{}; supported: {CHANNEL_SYSTEM}|rest-hook and websocket",
                             system.unwrap_or(""),
                             code.unwrap_or("")
                         ),
@@ -237,7 +243,8 @@ pub fn parse_subscription(id: &str, sub: &Value, limits: &SubscriptionLimits, no
         }
     };
 
-    let endpoint = match str_at(sub, "endpoint") {
+    // R5: a websocket subscription needs no endpoint (delivery goes to bound sockets).
+    let endpoint = match str_at(sub, "endpoint").filter(|_| channel != Some(ChannelType::Websocket)) {
         Some(raw) => match Url::parse(raw) {
             Ok(u) if !matches!(u.scheme(), "http" | "https") => {
                 issues.push(Issue::at(
@@ -424,8 +431,9 @@ pub fn parse_subscription(id: &str, sub: &Value, limits: &SubscriptionLimits, no
 
     let identifier = sub.get("identifier").and_then(Value::as_array).and_then(|a| a.first()).cloned();
 
-    match (issues.is_empty(), channel, endpoint) {
-        (true, Some(channel), Some(endpoint)) => Ok(SubscriptionSpec {
+    let endpoint_ok = endpoint.is_some() || channel == Some(ChannelType::Websocket);
+    match (issues.is_empty() && endpoint_ok, channel) {
+        (true, Some(channel)) => Ok(SubscriptionSpec {
             id: id.to_string(),
             topic,
             requested_status,

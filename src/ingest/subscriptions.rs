@@ -2,7 +2,9 @@
 //! registry change, and the subscription's server-side status.
 //!
 //! Status rules (R5 §2.1–2.2, digest items 7, 10–15):
-//! - create: `requested` (a handshake follows), or `off` if the client created it off;
+//! - create: `requested` (a handshake follows), or `off` if the client created it off; a
+//!   websocket subscription has no REST handshake and is `active` at once (wherever the
+//!   rules below say `requested`, a websocket subscription goes to `active`);
 //! - update to `requested`, or to `active` from `error`/`off`: back to `requested`, errors
 //!   cleared, a new handshake; `off` and `entered-in-error` stop delivery; `error` is
 //!   server-owned, so a client writing it changes nothing;
@@ -20,7 +22,7 @@ use super::IngestError;
 use crate::fhir::instant::now_millis;
 use crate::fhir::search::custom::custom_param;
 use crate::fhir::search::{SearchParam, SearchParams};
-use crate::fhir::subscription::{parse_subscription, RequestedStatus, SubscriptionLimits, SubscriptionSpec};
+use crate::fhir::subscription::{parse_subscription, ChannelType, RequestedStatus, SubscriptionLimits, SubscriptionSpec};
 use crate::fhir::topic::{parse_topic, TopicSpec};
 use crate::fhir::{Issue, IssueType};
 use crate::registry::{Registry, SubEntry};
@@ -81,9 +83,13 @@ fn delivery_changed(old: &SubscriptionSpec, new: &SubscriptionSpec) -> bool {
 }
 
 fn next_state(prev: Option<SubState>, old: Option<&SubscriptionSpec>, new: &SubscriptionSpec) -> SubState {
+    // R5 websocket: there is no REST handshake, so what would wait in `requested` is `active`
+    // at once; each socket bind gets its handshake instead (digest §2.1 item 8, §4).
+    let websocket = new.channel == ChannelType::Websocket;
     let Some(mut state) = prev else {
         let status = match new.requested_status {
             RequestedStatus::Off => SubStatus::Off,
+            _ if websocket => SubStatus::Active,
             _ => SubStatus::Requested,
         };
         return SubState::new(status);
@@ -102,11 +108,13 @@ fn next_state(prev: Option<SubState>, old: Option<&SubscriptionSpec>, new: &Subs
         (RequestedStatus::Active, _) => SubStatus::Requested,
         (RequestedStatus::Error, current) => current,
     };
+    let restart = target == SubStatus::Requested;
+    let target = if websocket && restart { SubStatus::Active } else { target };
     let client_asked = target != state.status || new.requested_status == RequestedStatus::Requested;
     if client_asked {
         state.generation += 1;
         state.status = target;
-        if target == SubStatus::Requested {
+        if restart {
             state.error = None;
             state.attempts = 0;
             state.next_attempt_at = None;

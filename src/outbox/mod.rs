@@ -11,6 +11,10 @@
 //! events of a lane, and `ack`, `nack` and `park` move the cursor or the retry schedule. The
 //! sled implementation here is the only one; the trait is the seam a multi-node deployment
 //! can put another queue behind without touching matching or channels.
+//!
+//! `replay` reads stored events back with the resource versions they saw (websocket, `$events`).
+
+pub mod replay;
 
 use crate::fhir::instant::Millis;
 use crate::store::records::FORMAT;

@@ -148,7 +148,7 @@ async fn invalid_subscription_reports_every_problem() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
     assert_eq!(oo["issue"][0]["expression"][0], "Subscription.topic");
     let (s, _) = server
-        .post("Subscription", &json!({ "resourceType": "Subscription", "status": "requested", "topic": "http://example.org/t", "channelType": { "code": "websocket" } }))
+        .post("Subscription", &json!({ "resourceType": "Subscription", "status": "requested", "topic": "http://example.org/t", "channelType": { "code": "email" } }))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }

@@ -5,6 +5,7 @@
 // Test code may fail loudly: the lints that keep input paths panic-free do not apply here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod clients;
 mod crash;
 mod fhir_rest;
 mod filters;
@@ -15,4 +16,5 @@ mod search_crash;
 mod sidecar;
 mod support;
 mod topics;
+mod websocket;
 mod workflows;

@@ -23,6 +23,24 @@ fn defaults_are_id_only_fhir_json_and_one_event_per_bundle() {
 }
 
 #[test]
+fn websocket_needs_no_endpoint_and_ignores_one() {
+    let mut sub = base();
+    sub["channelType"] = json!({ "system": CHANNEL_SYSTEM, "code": "websocket" });
+    sub.as_object_mut().unwrap().remove("endpoint");
+    let s = parse_subscription("s", &sub, &limits(), 0).unwrap();
+    assert_eq!(s.channel, ChannelType::Websocket);
+    assert!(s.endpoint.is_none());
+    sub["endpoint"] = json!("wss://ignored.example/socket");
+    assert!(parse_subscription("s", &sub, &limits(), 0).unwrap().endpoint.is_none());
+    sub["channelType"] = json!({ "code": "email" });
+    assert!(parse_subscription("s", &sub, &limits(), 0).is_err());
+    let mut rest = base();
+    rest.as_object_mut().unwrap().remove("endpoint");
+    let issues = parse_subscription("s", &rest, &limits(), 0).unwrap_err();
+    assert_eq!(issues[0].expression.as_deref(), Some("Subscription.endpoint"));
+}
+
+#[test]
 fn official_example_parses_with_its_filter() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fhir/examples/r5/Subscription-example.json");
     let Ok(text) = std::fs::read_to_string(path) else { return };

@@ -1,0 +1,158 @@
+//! `$events` (R5 `OperationDefinition/Subscription-events`):
+//! `GET|POST /fhir/Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`.
+//!
+//! Answers a `subscription-notification` Bundle whose SubscriptionStatus has type
+//! `query-event` and one `notificationEvent` per stored event in the inclusive range (default:
+//! from 1 to the current count), rendered at `content` (else the subscription's level) with
+//! the resource version each event saw, not today's. At most `subscriptions.max_events_per_query`
+//! events per call: ask again from the last eventNumber + 1. Reading events changes nothing.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::Value;
+
+use super::outcome::{fhir_response, ApiError};
+use super::rest::check_id;
+use super::Shared;
+use crate::fhir::instant::now_millis;
+use crate::fhir::subscription::ContentLevel;
+use crate::fhir::IssueType;
+use crate::notify::{notification_bundle, NotificationType, StatusContext};
+use crate::outbox::replay::{events_with_versions, Replayed};
+
+/// The operation's inputs, checked.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Range {
+    since: Option<u64>,
+    until: Option<u64>,
+    content: Option<ContentLevel>,
+}
+
+fn bad(text: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, IssueType::Value, text)
+}
+
+fn number(name: &str, value: &str) -> Result<u64, ApiError> {
+    value.trim().parse::<u64>().map_err(|_| bad(format!("{name} '{value}' is not a non-negative whole number")))
+}
+
+fn parse_range(pairs: &[(String, String)]) -> Result<Range, ApiError> {
+    let mut range = Range::default();
+    for (name, value) in pairs {
+        let seen = match name.as_str() {
+            "eventsSinceNumber" => range.since.replace(number(name, value)?).is_some(),
+            "eventsUntilNumber" => range.until.replace(number(name, value)?).is_some(),
+            "content" => {
+                let level = ContentLevel::from_code(value.trim())
+                    .ok_or_else(|| bad(format!("content '{value}' is not empty, id-only or full-resource")))?;
+                range.content.replace(level).is_some()
+            }
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::NotSupported,
+                    format!("$events takes eventsSinceNumber, eventsUntilNumber and content, not '{other}'"),
+                ))
+            }
+        };
+        if seen {
+            return Err(bad(format!("{name} is given more than once")));
+        }
+    }
+    if let (Some(since), Some(until)) = (range.since, range.until) {
+        if since > until {
+            return Err(bad(format!("eventsSinceNumber {since} is greater than eventsUntilNumber {until}")));
+        }
+    }
+    Ok(range)
+}
+
+fn run(state: &Shared, id: &str, pairs: &[(String, String)]) -> Result<Response, ApiError> {
+    check_id(id)?;
+    let range = parse_range(pairs)?;
+    let rec = state.store.latest("Subscription", id).map_err(|e| ApiError::internal(&e))?;
+    let resource = rec.as_ref().filter(|r| !r.deleted).and_then(|r| r.resource.as_ref());
+    let sub_state = state.store.sub_state(id).map_err(|e| ApiError::internal(&e))?;
+    let (Some(resource), Some(sub_state)) = (resource, sub_state) else {
+        return Err(ApiError::not_found(format!("Subscription/{id} not found")));
+    };
+    let topic = resource.get("topic").and_then(Value::as_str).unwrap_or_default();
+    let stored_content = resource.get("content").and_then(Value::as_str).and_then(ContentLevel::from_code);
+    let content = range.content.or(stored_content).unwrap_or(ContentLevel::IdOnly);
+    let since = range.since.unwrap_or(1).max(1);
+    let until = range.until.unwrap_or(u64::MAX).min(sub_state.events_since_start);
+    let events: Vec<Replayed> =
+        events_with_versions(&state.store, id, since, until, state.max_events_per_query).map_err(|e| ApiError::internal(&e))?;
+    let with_versions: Vec<_> = events.iter().map(Replayed::as_notify).collect();
+    let ctx = StatusContext {
+        base_url: &state.base_url,
+        subscription_id: id,
+        identifier: resource.get("identifier").and_then(Value::as_array).and_then(|a| a.first()),
+        topic_url: topic.split('|').next().unwrap_or(topic),
+        status: sub_state.status,
+        events_since_start: sub_state.events_since_start,
+        error: sub_state.error.as_ref(),
+        content,
+    };
+    let bundle = notification_bundle(&ctx, NotificationType::QueryEvent, &with_versions, now_millis());
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}
+
+fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
+pub(super) async fn instance(State(state): State<Shared>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+    run(&state, &id, &query_pairs(raw))
+}
+
+/// POST takes the inputs in the query, a `Parameters` body, or a form body.
+pub(super) async fn instance_post(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    body: String,
+) -> Result<Response, ApiError> {
+    let mut pairs = query_pairs(raw);
+    if let Ok(params) = serde_json::from_str::<Value>(&body) {
+        for p in params.get("parameter").and_then(Value::as_array).into_iter().flatten() {
+            let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+            let value = ["valueString", "valueCode", "valueInteger64", "valueInteger"]
+                .iter()
+                .find_map(|k| p.get(*k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                .unwrap_or_default();
+            pairs.push((name.to_string(), value));
+        }
+    } else if !body.trim().is_empty() {
+        pairs.extend(url::form_urlencoded::parse(body.as_bytes()).into_owned());
+    }
+    run(&state, &id, &pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert_eq!(parse_range(&pairs(&[])).unwrap(), Range::default());
+        let r = parse_range(&pairs(&[("eventsSinceNumber", "2"), ("eventsUntilNumber", "5"), ("content", "empty")])).unwrap();
+        assert_eq!(r, Range { since: Some(2), until: Some(5), content: Some(ContentLevel::Empty) });
+        for bad in [
+            vec![("eventsSinceNumber", "x")],
+            vec![("eventsSinceNumber", "-1")],
+            vec![("eventsSinceNumber", "5"), ("eventsUntilNumber", "2")],
+            vec![("eventsSinceNumber", "1"), ("eventsSinceNumber", "2")],
+            vec![("content", "everything")],
+            vec![("colour", "red")],
+        ] {
+            let err = parse_range(&pairs(&bad)).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Reading stored events back with the resource version each one saw, for whatever renders
+//! events after matching: the websocket lane (pushes, and replays on bind) and `$events`.
+//! Event records stay after delivery, so this reads delivered events too.
+
+use super::event_versions;
+use crate::notify::EventWithVersion;
+use crate::store::{EventRecord, Store, StoreError, VersionRecord};
+
+/// A stored event and the versions it saw: its focus (`None` if that version cannot be
+/// read) and its additional context, in order.
+pub struct Replayed {
+    pub event: EventRecord,
+    pub version: Option<VersionRecord>,
+    pub context: Vec<Option<VersionRecord>>,
+}
+
+impl Replayed {
+    /// The event as `notify` takes it.
+    pub fn as_notify(&self) -> EventWithVersion<'_> {
+        EventWithVersion { event: &self.event, version: self.version.as_ref(), context: &self.context }
+    }
+}
+
+/// Events `from..=until` of `sub` in number order, at most `max`, each with its versions.
+/// A version that cannot be read is logged and left out; the event is still returned.
+pub fn events_with_versions(store: &Store, sub: &str, from: u64, until: u64, max: usize) -> Result<Vec<Replayed>, StoreError> {
+    let from = from.max(1);
+    if until < from || max == 0 {
+        return Ok(Vec::new());
+    }
+    let span = usize::try_from(until - from).unwrap_or(usize::MAX).saturating_add(1);
+    let mut events = store.events(sub, from, max.min(span))?;
+    events.retain(|e| e.number <= until);
+    let versions = event_versions(store, &events);
+    Ok(events.into_iter().zip(versions).map(|(event, (version, context))| Replayed { event, version, context }).collect())
+}
