@@ -8,6 +8,8 @@
 mod crash;
 mod fhir_rest;
 mod filters;
+#[cfg(feature = "load")]
+mod load;
 mod rest_hook;
 mod scenarios;
 mod search;
