@@ -16,7 +16,7 @@ use herald::store::ceiling::{sled_insert_flush, InsertFlush};
 
 use crate::client::{self, Window};
 use crate::proc;
-use crate::report::{num, Latency, Row};
+use crate::report::{count, num, Latency, Row};
 use crate::workload::TaskWrites;
 use crate::{Result, Settings};
 
@@ -57,7 +57,7 @@ pub async fn http(client: &reqwest::Client, writes: &TaskWrites, s: &Settings) -
     let bytes = writes.typical_bytes();
     Ok(Row {
         scenario: "ceiling-http".into(),
-        what: format!("bare axum handler, PUT of {} B, 201, same client, {} in flight", num(bytes as f64), s.concurrency),
+        what: format!("bare axum handler, PUT of {} B, 201, same client, {} in flight", count(bytes), s.concurrency),
         writes_per_s: Some(outcome.writes_per_sec()),
         ack_latency: Latency::of(&outcome.ack, false),
         load_cpu_percent: cpu.await?.ok(),
@@ -91,7 +91,7 @@ pub async fn durable(dir: std::path::PathBuf, record_bytes: usize, s: &Settings)
     let secs = report.window.as_secs_f64();
     let mut row = Row {
         scenario: "ceiling-durable".into(),
-        what: format!("sled insert of {} B + group flush, {} writers, one flusher", num(record_bytes as f64), s.concurrency),
+        what: format!("sled insert of {} B + group flush, {} writers, one flusher", count(record_bytes), s.concurrency),
         writes_per_s: Some(report.writes as f64 / secs),
         ack_latency: Latency::of(&hist, false),
         load_cpu_percent: cpu.await?.ok(),

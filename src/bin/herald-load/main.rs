@@ -62,8 +62,9 @@ struct Args {
     /// Seconds run before each measurement and not counted [default: 3; --quick: 0.3].
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     warmup: Option<Duration>,
-    /// Requests in flight (closed loop) for the ceilings and S1, S2, S4; writers of the sled ceiling.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    /// Requests in flight (closed loop) in the ceilings, S1, S2 and S4; writers of the sled
+    /// ceiling; Tasks written in S6; requests at a time when creating subscriptions.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     concurrency: u32,
     /// S2: subscriptions, each filtered on its own owner [default: 10000; --quick: 50].
     #[arg(long, value_name = "N")]

@@ -14,7 +14,7 @@ use herald::matching::{match_change, ResourceChange};
 use herald::registry::Registry;
 use serde_json::{json, Value};
 
-use crate::report::{num, Row};
+use crate::report::{count, Row};
 use crate::Result;
 
 const BASE: &str = "http://herald.test/fhir";
@@ -106,7 +106,7 @@ pub fn run(sizes: &[usize], quick: bool) -> Result<Vec<Row>> {
         let us = m.per_event.as_secs_f64() * 1e6;
         let mut row = Row {
             scenario: "S5".into(),
-            what: format!("matching alone, {} subscriptions by owner (in-process)", num(n as f64)),
+            what: format!("matching alone, {} subscriptions by owner (in-process)", count(n)),
             matches: Some(m.matched),
             ..Row::default()
         };
@@ -121,7 +121,7 @@ pub fn run(sizes: &[usize], quick: bool) -> Result<Vec<Row>> {
         if timed.len() > 1 && first > 0.0 {
             let mut row = Row {
                 scenario: "S5".into(),
-                what: format!("ratio {} / {} subscriptions", num(n1 as f64), num(n0 as f64)),
+                what: format!("ratio {} / {} subscriptions", count(n1), count(n0)),
                 matches: rows.first().and_then(|r| r.matches),
                 ..Row::default()
             };

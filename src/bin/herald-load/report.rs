@@ -117,6 +117,19 @@ pub fn num(v: f64) -> String {
     out
 }
 
+/// A count with thousands separators.
+pub fn count(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn opt(v: Option<f64>, unit: &str) -> String {
     v.map_or_else(|| "—".to_string(), |v| format!("{}{unit}", num(v)))
 }
@@ -259,5 +272,8 @@ mod tests {
         assert_eq!(num(1.234), "1.23");
         assert_eq!(num(1_234_567.0), "1,234,567");
         assert_eq!(num(-1_234.0), "-1,234");
+        assert_eq!(count(20), "20");
+        assert_eq!(count(10_240), "10,240");
+        assert_eq!(count(100_000), "100,000");
     }
 }

@@ -16,7 +16,7 @@ use crate::ceiling::{self, Ceilings};
 use crate::client::{self, Gate, Outcome, Sent, Window};
 use crate::herald::{Herald, Scratch};
 use crate::receiver::{Receipt, Receiver};
-use crate::report::{num, Latency, Report, Row};
+use crate::report::{count, num, Latency, Report, Row};
 use crate::setup::{self, Filter, Plan};
 use crate::workload::{Owners, TaskWrites};
 use crate::{matching, proc, Result, Scenario, Settings};
@@ -81,7 +81,7 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
         let n = s.subscriptions;
         let spec = Spec {
             id: "S2",
-            what: format!("{} subscriptions, each on its own owner; each event matches one; id-only", num(n as f64)),
+            what: format!("{} subscriptions, each on its own owner; each event matches one; id-only", count(n)),
             plan: Plan { count: n, content: "id-only", filter: Filter::OwnOwner },
             owners: Owners::Spread(n),
             body_bytes: 0,
@@ -99,7 +99,7 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
             id: "S3",
             what: format!(
                 "fan-out: each event matches {} subscriptions; 1 writer, at most {FANOUT_AHEAD} events' fan-out outstanding",
-                num(n as f64)
+                count(n)
             ),
             plan: Plan { count: n, content: "id-only", filter: Filter::Owner(OWNER) },
             owners: Owners::One(OWNER),
@@ -115,7 +115,7 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
     if let (true, Some(large)) = (s.runs(Scenario::S4), large_ceilings) {
         let spec = Spec {
             id: "S4",
-            what: format!("Task updates of {} B, {} in flight, 1 subscription, full-resource", num(s.large_bytes as f64), s.concurrency),
+            what: format!("Task updates of {} B, {} in flight, 1 subscription, full-resource", count(s.large_bytes), s.concurrency),
             plan: one("full-resource"),
             owners: Owners::One(OWNER),
             body_bytes: s.large_bytes,
@@ -247,7 +247,7 @@ async fn drive(client: &reqwest::Client, s: &Settings, spec: &Spec<'_>, herald: 
     if spec.plan.count > 1 {
         row.notes.push(format!(
             "{} subscriptions created and active in {:.1} s (POSTs all answered after {:.1} s)",
-            num(spec.plan.count as f64),
+            count(spec.plan.count),
             active.as_secs_f64(),
             posted.as_secs_f64()
         ));
