@@ -11,9 +11,13 @@
 //! commit as the version they describe, so they can never disagree with it after a crash.
 //! Which parameters get entries is the store's `index::IndexSet`, fixed when it is opened.
 //!
+//! `ceiling` measures the engine alone (insert + group flush, no FHIR work) for `herald-load`;
+//! the server never calls it.
+//!
 //! Records are a file format: each carries a version tag and decodes through `records`, which
 //! returns an error for an unknown or damaged record instead of panicking.
 
+pub mod ceiling;
 pub mod index;
 mod keys;
 pub mod records;

@@ -9,6 +9,8 @@ mod clients;
 mod crash;
 mod fhir_rest;
 mod filters;
+#[cfg(feature = "load")]
+mod load;
 mod rest_hook;
 mod scenarios;
 mod search;

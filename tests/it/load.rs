@@ -1,0 +1,33 @@
+//! `herald-load --quick` end to end (issue #9): the load tool's own ceilings, then every
+//! scenario against the debug `herald` binary. It checks only that each scenario delivered
+//! events (S5: matched them); speed belongs in BENCHMARKS.md, not in a test. Built only with
+//! `--features load` (CI runs the tests with it); it runs alone (`.config/nextest.toml`), since
+//! it loads both cores.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn herald_load_quick_mode_delivers_in_every_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("load.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-load"))
+        .args(["--quick", "--herald", env!("CARGO_BIN_EXE_herald"), "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "herald-load --quick failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let scenarios: Vec<&str> = rows.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
+    for expected in ["ceiling-http", "ceiling-durable", "S1", "S2", "S3", "S4", "S5", "S6"] {
+        assert!(scenarios.contains(&expected), "no {expected} row in {scenarios:?}\n{stdout}");
+    }
+    for row in rows.iter().filter(|r| r["scenario"].as_str().is_some_and(|s| s.starts_with('S') && s != "S5")) {
+        assert!(row["notifications_total"].as_u64().unwrap() > 0, "nothing delivered: {row}");
+    }
+    assert!(stdout.contains("| S6 |"), "the table is printed:\n{stdout}");
+}
