@@ -134,6 +134,12 @@ pub struct SubscriptionSettings {
     pub max_count: u64,
     /// Most events one `$events` call returns.
     pub max_events_per_query: usize,
+    /// Retention: delivered events beyond the newest `events_keep` of a subscription, or older
+    /// than `events_max_age`, are removed every `events_prune_interval`. Undelivered events and
+    /// dead letters are never removed by retention.
+    pub events_keep: u64,
+    pub events_max_age: String,
+    pub events_prune_interval: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -233,6 +239,8 @@ impl Config {
             ("subscriptions.max_heartbeat_period", &self.subscriptions.max_heartbeat_period),
             ("websocket.token_lifetime", &self.websocket.token_lifetime),
             ("websocket.send_timeout", &self.websocket.send_timeout),
+            ("subscriptions.events_max_age", &self.subscriptions.events_max_age),
+            ("subscriptions.events_prune_interval", &self.subscriptions.events_prune_interval),
         ] {
             parse_duration(key, text)?;
         }
@@ -250,6 +258,9 @@ impl Config {
         }
         if !self.websocket.url.is_empty() && !url::Url::parse(&self.websocket.url).is_ok_and(|u| matches!(u.scheme(), "ws" | "wss")) {
             return Err(ConfigError::Invalid { key: "websocket.url", message: "must be an absolute ws:// or wss:// URL".into() });
+        }
+        if self.duration("subscriptions.events_prune_interval").is_zero() {
+            return Err(ConfigError::Invalid { key: "subscriptions.events_prune_interval", message: "must be longer than zero".into() });
         }
         if self.subscriptions.max_events_per_query == 0 {
             return Err(ConfigError::Invalid { key: "subscriptions.max_events_per_query", message: "must be at least 1".into() });
@@ -312,6 +323,8 @@ impl Config {
             "subscriptions.max_heartbeat_period" => &self.subscriptions.max_heartbeat_period,
             "websocket.token_lifetime" => &self.websocket.token_lifetime,
             "websocket.send_timeout" => &self.websocket.send_timeout,
+            "subscriptions.events_max_age" => &self.subscriptions.events_max_age,
+            "subscriptions.events_prune_interval" => &self.subscriptions.events_prune_interval,
             _ => return Duration::ZERO,
         };
         // Validated in `validate`.

@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod channels;
+pub mod cli;
 pub mod config;
 pub mod fhir;
 pub mod ingest;
@@ -130,6 +131,11 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
             max_count: cfg.subscriptions.max_count,
         },
         enforce_task_state_machine: cfg.ingest.enforce_task_state_machine,
+        retention: ingest::Retention {
+            keep: cfg.subscriptions.events_keep,
+            max_age: cfg.duration("subscriptions.events_max_age"),
+            interval: cfg.duration("subscriptions.events_prune_interval"),
+        },
     };
     let ingest_stop = CancellationToken::new();
     ingest::spawn(store.clone(), committer_cfg, queue, dispatcher.clone(), &core, ingest_stop.clone())?;

@@ -18,6 +18,72 @@ struct Cli {
 enum Command {
     /// Serve the FHIR R5 API at http://ADDR/fhir (the default when no command is given).
     Serve(ServeArgs),
+    /// Dead letters of a subscription on a running Herald: list, show one, replay.
+    Dead(DeadArgs),
+}
+
+#[derive(clap::Args)]
+struct DeadArgs {
+    /// FHIR base URL of the running Herald.
+    #[arg(long, env = "HERALD_SERVER", default_value = "http://127.0.0.1:8080/fhir", global = true)]
+    server: String,
+    /// Print the server's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: DeadCli,
+}
+
+#[derive(Subcommand)]
+enum DeadCli {
+    /// List a subscription's dead letters.
+    List { subscription: String },
+    /// Show one dead letter (no header values, no payload).
+    Show { subscription: String, number: u64 },
+    /// Send dead letters again, in order, once the subscription is active; they leave the
+    /// dead letters as their endpoint accepts them.
+    Replay {
+        subscription: String,
+        /// First event number to replay (default: every dead letter).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last event number to replay.
+        #[arg(long)]
+        until: Option<u64>,
+        /// Wait, showing progress, until the replayed dead letters are delivered.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+fn dead(args: DeadArgs) -> ExitCode {
+    use herald::cli::{Client, DeadCommand};
+    let cmd = match args.command {
+        DeadCli::List { subscription } => DeadCommand::List { subscription },
+        DeadCli::Show { subscription, number } => DeadCommand::Show { subscription, number },
+        DeadCli::Replay { subscription, from, until, wait } => DeadCommand::Replay { subscription, from, until, wait },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("herald: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let client = Client::new(&args.server)?;
+        client.dead(&cmd, args.json).await
+    });
+    match result {
+        Ok(out) => {
+            println!("{}", out.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("herald: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(clap::Args, Default)]
@@ -61,6 +127,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Dead(args)) => return dead(args),
         None => ServeArgs::default(),
     };
     let overrides = Overrides { listen: args.listen, data_dir: args.data_dir, allow_private_endpoints: args.allow_private_endpoints };

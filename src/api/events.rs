@@ -17,7 +17,7 @@ use super::rest::check_id;
 use super::Shared;
 use crate::fhir::instant::now_millis;
 use crate::fhir::subscription::ContentLevel;
-use crate::fhir::IssueType;
+use crate::fhir::{Issue, IssueType};
 use crate::notify::{notification_bundle, NotificationType, StatusContext};
 use crate::outbox::replay::{events_with_versions, Replayed};
 
@@ -80,7 +80,22 @@ fn run(state: &Shared, id: &str, pairs: &[(String, String)]) -> Result<Response,
     let topic = resource.get("topic").and_then(Value::as_str).unwrap_or_default();
     let stored_content = resource.get("content").and_then(Value::as_str).and_then(ContentLevel::from_code);
     let content = range.content.or(stored_content).unwrap_or(ContentLevel::IdOnly);
-    let since = range.since.unwrap_or(1).max(1);
+    // Retention (`subscriptions.events_*`) removed events up to `pruned_through`.
+    let first_kept = sub_state.pruned_through + 1;
+    if range.since.is_some_and(|s| s < first_kept) {
+        return Err(ApiError::issues(
+            StatusCode::GONE,
+            vec![Issue::at(
+                IssueType::NotFound,
+                "eventsSinceNumber",
+                format!(
+                    "events 1 to {} are past retention and no longer kept; events {first_kept} to {} are kept",
+                    sub_state.pruned_through, sub_state.events_since_start
+                ),
+            )],
+        ));
+    }
+    let since = range.since.unwrap_or(first_kept).max(1);
     let until = range.until.unwrap_or(u64::MAX).min(sub_state.events_since_start);
     let events: Vec<Replayed> =
         events_with_versions(&state.store, id, since, until, state.max_events_per_query).map_err(|e| ApiError::internal(&e))?;
@@ -99,8 +114,27 @@ fn run(state: &Shared, id: &str, pairs: &[(String, String)]) -> Result<Response,
     Ok(fhir_response(StatusCode::OK, &bundle))
 }
 
-fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
+pub(super) fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
+/// An operation's inputs from a `Parameters` body (primitive values as text) or a form body.
+pub(super) fn body_pairs(body: &str) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    if let Ok(params) = serde_json::from_str::<Value>(body) {
+        for p in params.get("parameter").and_then(Value::as_array).into_iter().flatten() {
+            let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+            let value = p
+                .as_object()
+                .and_then(|o| o.iter().find(|(k, _)| k.starts_with("value")))
+                .map(|(_, v)| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                .unwrap_or_default();
+            pairs.push((name.to_string(), value));
+        }
+    } else if !body.trim().is_empty() {
+        pairs.extend(url::form_urlencoded::parse(body.as_bytes()).into_owned());
+    }
+    pairs
 }
 
 pub(super) async fn instance(State(state): State<Shared>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
@@ -115,18 +149,7 @@ pub(super) async fn instance_post(
     body: String,
 ) -> Result<Response, ApiError> {
     let mut pairs = query_pairs(raw);
-    if let Ok(params) = serde_json::from_str::<Value>(&body) {
-        for p in params.get("parameter").and_then(Value::as_array).into_iter().flatten() {
-            let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
-            let value = ["valueString", "valueCode", "valueInteger64", "valueInteger"]
-                .iter()
-                .find_map(|k| p.get(*k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string)))
-                .unwrap_or_default();
-            pairs.push((name.to_string(), value));
-        }
-    } else if !body.trim().is_empty() {
-        pairs.extend(url::form_urlencoded::parse(body.as_bytes()).into_owned());
-    }
+    pairs.extend(body_pairs(&body));
     run(&state, &id, &pairs)
 }
 

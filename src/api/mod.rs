@@ -17,6 +17,7 @@ mod emit;
 mod events;
 mod extract;
 pub mod outcome;
+mod resend;
 mod rest;
 pub mod search;
 mod sidecar;
@@ -66,6 +67,8 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/SubscriptionTopic/$emit", post(emit::emit))
         .route("/Subscription/$status", get(status::type_level).post(status::type_level_post))
         .route("/Subscription/{id}/$status", get(status::instance).post(status::instance))
+        .route("/Subscription/{id}/$resend", axum::routing::post(resend::resend_post))
+        .route("/Subscription/{id}/$dead-letters", get(resend::dead_letters))
         .route("/Subscription/{id}/$events", get(events::instance).post(events::instance_post))
         .route("/Subscription/$get-ws-binding-token", get(ws::token_type_level).post(ws::token_type_level_post))
         .route("/Subscription/{id}/$get-ws-binding-token", get(ws::token_instance).post(ws::token_instance))

@@ -49,6 +49,15 @@ impl Cursor {
     }
 }
 
+/// The lane's progress on a resend (`SubState.resend`), ahead of the published state.
+struct ResendCursor {
+    id: u64,
+    next: u64,
+    attempts: u32,
+    next_attempt_at: Option<Millis>,
+    first_failure_at: Option<Millis>,
+}
+
 fn instant_in(ms: Millis) -> Instant {
     Instant::now() + Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0))
 }
@@ -73,6 +82,7 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
         // generation) arrives.
         let mut paused: Option<u64> = None;
         let mut last_sent = Instant::now();
+        let mut resend: Option<ResendCursor> = None;
         loop {
             let view = rx.borrow_and_update().clone();
             cursor.merge(&view.state);
@@ -118,6 +128,25 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
                     continue;
                 }
                 SubStatus::Active if paused != Some(state.generation) => {
+                    // A resend asked for by an operator or the client goes before new events.
+                    if let Some(r) = &state.resend {
+                        let rc = match resend.take() {
+                            Some(rc) if rc.id == r.id && rc.next >= r.next => rc,
+                            _ => ResendCursor { id: r.id, next: r.next, attempts: 0, next_attempt_at: None, first_failure_at: None },
+                        };
+                        let rc = resend.insert(rc);
+                        if rc.next <= r.until {
+                            match rc.next_attempt_at {
+                                Some(at) if at > now => wake = earliest(wake, instant_in(at - now)),
+                                _ => {
+                                    if resend_next(&ctx, &sub, &view, rc).await {
+                                        last_sent = Instant::now();
+                                    }
+                                    continue;
+                                }
+                            }
+                        }
+                    }
                     if cursor.through < state.events_since_start {
                         match cursor.next_attempt_at {
                             Some(at) if at > now => wake = earliest(wake, instant_in(at - now)),
@@ -310,6 +339,92 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
                         first_failure_at: first_failure,
                     })
                     .await;
+            }
+            false
+        }
+    }
+}
+
+/// Sends the next batch of a resend: stored events from the cursor on (for a dead-letter
+/// replay, the dead letters only), with their original numbers. Returns true when accepted.
+async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut ResendCursor) -> bool {
+    let Some(r) = view.state.resend.as_ref() else { return false };
+    let max = usize::try_from(view.entry.spec.max_count).unwrap_or(1).max(1);
+    let events = if r.dead_only {
+        match ctx.store.dead_letters_in(sub, rc.next, r.until, max) {
+            Ok(dead) => {
+                let mut events = Vec::with_capacity(dead.len());
+                for d in dead {
+                    match ctx.store.events(sub, d.number, 1) {
+                        Ok(mut e) if e.first().is_some_and(|e| e.number == d.number) => events.append(&mut e),
+                        Ok(_) => tracing::warn!(event.number = d.number, "dead letter has no stored event; skipped"),
+                        Err(err) => {
+                            tracing::error!(error = %err, "cannot read a dead letter's event; retrying in a second");
+                            rc.next_attempt_at = Some(now_millis() + 1000);
+                            return false;
+                        }
+                    }
+                }
+                events
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read dead letters; retrying in a second");
+                rc.next_attempt_at = Some(now_millis() + 1000);
+                return false;
+            }
+        }
+    } else {
+        match ctx.store.events(sub, rc.next, max) {
+            Ok(mut events) => {
+                events.retain(|e| e.number <= r.until);
+                events
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
+                rc.next_attempt_at = Some(now_millis() + 1000);
+                return false;
+            }
+        }
+    };
+    let Some(last) = events.last().map(|e| e.number) else {
+        // Nothing (left) to send in the range.
+        rc.next = r.until + 1;
+        ctx.ingest.lane(LaneCommand::Resent { sub: sub.to_string(), id: r.id, through: r.until }).await;
+        return false;
+    };
+    let versions = event_versions(&ctx.store, &events);
+    let with_versions: Vec<EventWithVersion<'_>> =
+        events.iter().zip(&versions).map(|(event, (v, context))| EventWithVersion { event, version: v.as_ref(), context }).collect();
+    let bundle = notification_bundle(
+        &status_context(ctx, view, view.state.status),
+        NotificationType::EventNotification,
+        &with_versions,
+        now_millis(),
+    );
+    let body = serde_json::to_vec(&bundle).unwrap_or_default();
+    let attempt_no = rc.attempts + 1;
+    let (verdict, _) = post(ctx, view, body, NotificationType::EventNotification, events.first().map(|e| e.number), attempt_no).await;
+    let now = now_millis();
+    match verdict {
+        Verdict::Delivered => {
+            rc.next = last + 1;
+            rc.attempts = 0;
+            rc.next_attempt_at = None;
+            rc.first_failure_at = None;
+            ctx.ingest.lane(LaneCommand::Resent { sub: sub.to_string(), id: r.id, through: last }).await;
+            true
+        }
+        Verdict::Retry { code, reason, retry_after } => {
+            let first_failure = *rc.first_failure_at.get_or_insert(now);
+            rc.attempts = attempt_no;
+            if ctx.config.retry.exhausted(attempt_no, first_failure, now) {
+                let error = StoredError { code: code.to_string(), text: format!("resend failed {attempt_no} times: {reason}"), at: now };
+                rc.next = r.until + 1;
+                ctx.ingest.lane(LaneCommand::ResendAbandoned { sub: sub.to_string(), id: r.id, error }).await;
+            } else {
+                let delay = ctx.config.retry.delay(attempt_no, retry_after);
+                tracing::warn!(attempts = attempt_no, retry_in_ms = delay.as_millis() as u64, reason = %reason, "resend failed; retry scheduled");
+                rc.next_attempt_at = Some(now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2));
             }
             false
         }

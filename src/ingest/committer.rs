@@ -19,7 +19,7 @@ use super::resolver::CommitResolver;
 use super::subscriptions::{self, RegistryOp};
 use super::{
     EmitResult, EmittedEvent, EventFocus, ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneCommand, LaneSink, LaneView,
-    Request, WriteEntry, WriteMethod, WriteResult,
+    Request, ResendRange, ResendSummary, WriteEntry, WriteMethod, WriteResult,
 };
 use crate::fhir::instant::{format_millis, now_millis, Millis};
 use crate::fhir::subscription::SubscriptionLimits;
@@ -30,7 +30,7 @@ use crate::matching::{match_change, match_event, ResourceChange, TopicEvent};
 use crate::outbox::{EventDraft, Outbox, SledOutbox};
 use crate::registry::Registry;
 use crate::store::records::FORMAT;
-use crate::store::{Commit, ContextRef, Store, SubState, SubStatus, VersionRecord};
+use crate::store::{Commit, ContextRef, Resend, Store, SubState, SubStatus, VersionRecord};
 
 /// What the committer needs from configuration.
 #[derive(Clone, Debug)]
@@ -39,7 +39,22 @@ pub struct CommitterConfig {
     pub limits: SubscriptionLimits,
     /// `ingest.enforce_task_state_machine`.
     pub enforce_task_state_machine: bool,
+    /// Event retention (`subscriptions.events_*`).
+    pub retention: Retention,
 }
+
+/// How long delivered events are kept for `$events` and `$resend`.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// Newest events kept per subscription.
+    pub keep: u64,
+    pub max_age: std::time::Duration,
+    pub interval: std::time::Duration,
+}
+
+/// Most event records one retention sweep removes per subscription (the rest wait for the
+/// next sweep), so that a sweep stays one modest batch.
+const PRUNE_BATCH: u64 = 10_000;
 
 /// Starts the committer and flusher on `tracker`; returns the handle to reach them. The
 /// registry and states are rebuilt from the store first, and every subscription's lane is
@@ -175,10 +190,16 @@ impl Committer {
     /// queued is still committed. (The delivery side holds a sender and the committer holds
     /// the delivery side, so without `stop` the channel would never close.)
     async fn run(mut self, mut rx: mpsc::Receiver<Request>, stop: CancellationToken) {
+        let mut prune = tokio::time::interval(self.cfg.retention.interval);
+        prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let req = tokio::select! {
                 biased;
                 req = rx.recv() => req,
+                _ = prune.tick() => {
+                    self.prune(now_millis());
+                    continue;
+                }
                 () = stop.cancelled() => {
                     rx.close();
                     while let Ok(req) = rx.try_recv() {
@@ -199,6 +220,10 @@ impl Committer {
         match req {
             Request::Write { entries, atomic, reply } => self.handle_write(entries, atomic, reply),
             Request::External { changes, reply } => self.handle_external(changes, reply),
+            Request::Resend { sub, range, dead_only, reply } => {
+                let result = self.schedule_resend(&sub, range, dead_only);
+                let _ = reply.send(result);
+            }
             Request::Emit { event, reply } => {
                 let mut plan = Plan::default();
                 match self.apply_emit(&mut plan, &event, now_millis()) {
@@ -643,11 +668,140 @@ impl Committer {
         Ok(None)
     }
 
+    /// Retention: removes delivered event records past `keep` or `max_age` (never undelivered
+    /// ones, dead letters, or those a resend still has to send).
+    fn prune(&mut self, now: Millis) {
+        let max_age = i64::try_from(self.cfg.retention.max_age.as_millis()).unwrap_or(i64::MAX);
+        let oldest_kept = now.saturating_sub(max_age);
+        let subs: Vec<String> = self.states.keys().cloned().collect();
+        for sub in subs {
+            let Some(mut lane) = self.states.get(&sub).cloned() else { continue };
+            let mut limit = lane.delivered_through.min(lane.events_since_start.saturating_sub(0));
+            if let Some(r) = &lane.resend {
+                limit = limit.min(r.next.saturating_sub(1));
+            }
+            let by_count = lane.events_since_start.saturating_sub(self.cfg.retention.keep);
+            let start = lane.pruned_through + 1;
+            let mut cutoff = by_count.min(limit);
+            // By age: events are numbered in commit order, so timestamps only grow.
+            let scan_to = limit.min(lane.pruned_through + PRUNE_BATCH);
+            if cutoff < scan_to {
+                match self.store.events(
+                    &sub,
+                    cutoff.max(lane.pruned_through) + 1,
+                    usize::try_from(scan_to - cutoff.max(lane.pruned_through)).unwrap_or(0),
+                ) {
+                    Ok(events) => {
+                        for e in events.iter().take_while(|e| e.timestamp < oldest_kept && e.number <= scan_to) {
+                            cutoff = cutoff.max(e.number);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(subscription.id = %sub, error = %e, "retention could not read events");
+                        continue;
+                    }
+                }
+            }
+            let cutoff = cutoff.min(lane.pruned_through + PRUNE_BATCH);
+            if cutoff < start {
+                continue;
+            }
+            let dead: Vec<u64> = match self.store.dead_letters_in(&sub, start, cutoff, usize::MAX) {
+                Ok(d) => d.into_iter().map(|d| d.number).collect(),
+                Err(e) => {
+                    tracing::error!(subscription.id = %sub, error = %e, "retention could not read dead letters");
+                    continue;
+                }
+            };
+            let mut plan = Plan::default();
+            for number in start..=cutoff {
+                if !dead.contains(&number) {
+                    plan.commit.remove_event(&sub, number);
+                }
+            }
+            lane.pruned_through = cutoff;
+            if let Err(e) = plan.commit.put_sub_state(&sub, &lane) {
+                tracing::error!(subscription.id = %sub, error = %e, "retention could not record its progress");
+                continue;
+            }
+            plan.states.insert(sub.clone(), lane);
+            if let Err(e) = self.apply_plan(plan) {
+                tracing::error!(error = %e, "retention sweep not applied");
+                return;
+            }
+            tracing::debug!(subscription.id = %sub, through = cutoff, "events past retention removed");
+        }
+    }
+
+    /// Records a resend of stored events (`$resend`, dead-letter replay) for the lane to carry out.
+    fn schedule_resend(&mut self, sub: &str, range: ResendRange, dead_only: bool) -> Result<ResendSummary, IngestError> {
+        let mut lane = self.states.get(sub).cloned().ok_or_else(|| IngestError::NotFound(format!("Subscription/{sub}")))?;
+        let (from, until) = match range {
+            ResendRange::Numbers { since, until } => {
+                (since.unwrap_or(1).max(1), until.unwrap_or(lane.events_since_start).min(lane.events_since_start))
+            }
+            ResendRange::Instants { since, until } => {
+                let mut first = None;
+                let mut last = None;
+                let mut from = lane.pruned_through + 1;
+                loop {
+                    let page = self.store.events(sub, from, 1000)?;
+                    let Some(end) = page.last().map(|e| e.number) else { break };
+                    for e in &page {
+                        let after = since.is_none_or(|s| e.timestamp >= s);
+                        let before = until.is_none_or(|u| e.timestamp <= u);
+                        if after && before {
+                            first.get_or_insert(e.number);
+                            last = Some(e.number);
+                        }
+                    }
+                    if until.is_some_and(|u| page.last().is_some_and(|e| e.timestamp > u)) {
+                        break;
+                    }
+                    from = end + 1;
+                }
+                match (first, last) {
+                    (Some(f), Some(l)) => (f, l),
+                    _ => (1, 0),
+                }
+            }
+        };
+        let first_kept = lane.pruned_through + 1;
+        if from < first_kept && !dead_only {
+            return Err(IngestError::Rejected(vec![Issue::at(
+                IssueType::NotFound,
+                "eventsSinceNumber",
+                format!(
+                    "events 1 to {} are past retention; events {first_kept} to {} are kept",
+                    lane.pruned_through, lane.events_since_start
+                ),
+            )]));
+        }
+        let count = if from > until {
+            0
+        } else if dead_only {
+            self.store.dead_letters_in(sub, from, until, usize::MAX)?.len() as u64
+        } else {
+            until - from + 1
+        };
+        lane.resends += 1;
+        let id = lane.resends;
+        lane.resend = (count > 0).then_some(Resend { next: from, until, dead_only, id });
+        let mut plan = Plan::default();
+        plan.commit.put_sub_state(sub, &lane)?;
+        plan.states.insert(sub.to_string(), lane);
+        plan.touch(sub);
+        self.apply_plan(plan)?;
+        Ok(ResendSummary { from, until, events: count })
+    }
+
     fn handle_lane(&mut self, cmd: LaneCommand) {
         let sub = match &cmd {
             LaneCommand::Delivered { sub, .. }
             | LaneCommand::Retry { sub, .. }
             | LaneCommand::Dead { sub, .. }
+            | LaneCommand::Resent { sub, .. }
+            | LaneCommand::ResendAbandoned { sub, .. }
             | LaneCommand::Status { sub, .. } => sub.clone(),
         };
         let Some(mut lane) = self.states.get(&sub).cloned() else {
@@ -670,6 +824,37 @@ impl Committer {
                 plan.touch(&sub);
                 parked.and_then(|()| plan.commit.put_sub_state(&sub, &lane))
             }
+            LaneCommand::Resent { id, through, .. } => match lane.resend.clone() {
+                Some(r) if r.id == id => {
+                    if r.dead_only {
+                        match self.store.dead_letters_in(&sub, r.next, through, usize::MAX) {
+                            Ok(dead) => {
+                                for d in dead {
+                                    plan.commit.remove_dead(&sub, d.number);
+                                    lane.dead_count = lane.dead_count.saturating_sub(1);
+                                }
+                            }
+                            Err(e) => tracing::error!(subscription.id = %sub, error = %e, "could not read dead letters after a replay"),
+                        }
+                    }
+                    lane.resend = (through < r.until).then_some(Resend { next: through + 1, ..r });
+                    if lane.resend.is_none() {
+                        tracing::info!(subscription.id = %sub, "resend finished");
+                    }
+                    plan.touch(&sub);
+                    plan.commit.put_sub_state(&sub, &lane)
+                }
+                _ => Ok(()),
+            },
+            LaneCommand::ResendAbandoned { id, error, .. } => match &lane.resend {
+                Some(r) if r.id == id => {
+                    tracing::error!(subscription.id = %sub, reason = %error.text, "resend abandoned; the events stay stored (and dead letters stay dead)");
+                    lane.resend = None;
+                    plan.touch(&sub);
+                    plan.commit.put_sub_state(&sub, &lane)
+                }
+                _ => Ok(()),
+            },
             LaneCommand::Status { generation, status, error, .. } => {
                 if lane.generation == generation && lane.status != status {
                     tracing::info!(subscription.id = %sub, from = lane.status.code(), to = status.code(), "subscription status changed");

@@ -34,7 +34,7 @@ use crate::fhir::Issue;
 use crate::registry::SubEntry;
 use crate::store::{StoreError, StoredError, SubState, SubStatus, VersionRecord};
 
-pub use committer::{spawn, CommitterConfig};
+pub use committer::{spawn, CommitterConfig, Retention};
 
 /// The committer's queue, created before the committer so that lanes can hold an `Ingest`
 /// handle while the committer is being started.
@@ -134,10 +134,58 @@ pub struct ExternalSummary {
 /// Results reported by delivery lanes.
 #[derive(Clone, Debug)]
 pub enum LaneCommand {
-    Delivered { sub: String, through: u64, at: Millis },
-    Retry { sub: String, attempts: u32, next_attempt_at: Millis, first_failure_at: Millis },
-    Dead { sub: String, generation: u64, through: u64, attempts: u32, error: StoredError },
-    Status { sub: String, generation: u64, status: SubStatus, error: Option<StoredError> },
+    Delivered {
+        sub: String,
+        through: u64,
+        at: Millis,
+    },
+    Retry {
+        sub: String,
+        attempts: u32,
+        next_attempt_at: Millis,
+        first_failure_at: Millis,
+    },
+    Dead {
+        sub: String,
+        generation: u64,
+        through: u64,
+        attempts: u32,
+        error: StoredError,
+    },
+    Status {
+        sub: String,
+        generation: u64,
+        status: SubStatus,
+        error: Option<StoredError>,
+    },
+    /// Resend `id` sent every event it covers through `through`.
+    Resent {
+        sub: String,
+        id: u64,
+        through: u64,
+    },
+    /// Resend `id` failed past the retry schedule; it is dropped.
+    ResendAbandoned {
+        sub: String,
+        id: u64,
+        error: StoredError,
+    },
+}
+
+/// Which stored events a resend covers (inclusive bounds; absent = open).
+#[derive(Clone, Copy, Debug)]
+pub enum ResendRange {
+    Numbers { since: Option<u64>, until: Option<u64> },
+    Instants { since: Option<Millis>, until: Option<Millis> },
+}
+
+/// What a resend will send.
+#[derive(Clone, Copy, Debug)]
+pub struct ResendSummary {
+    pub from: u64,
+    pub until: u64,
+    /// Events to send (for a dead-letter replay, the dead letters in the range).
+    pub events: u64,
 }
 
 /// What a lane needs to know about its subscription, republished after each durable change.
@@ -184,6 +232,7 @@ pub(crate) enum Request {
     Write { entries: Vec<WriteEntry>, atomic: bool, reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>> },
     External { changes: Vec<ExternalChange>, reply: oneshot::Sender<Result<ExternalSummary, IngestError>> },
     Emit { event: EmittedEvent, reply: oneshot::Sender<Result<EmitResult, IngestError>> },
+    Resend { sub: String, range: ResendRange, dead_only: bool, reply: oneshot::Sender<Result<ResendSummary, IngestError>> },
     Lane(LaneCommand),
 }
 
@@ -219,6 +268,14 @@ impl Ingest {
     pub async fn emit(&self, event: EmittedEvent) -> Result<EmitResult, IngestError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Request::Emit { event, reply }).await.map_err(|_| IngestError::Unavailable)?;
+        rx.await.map_err(|_| IngestError::Unavailable)?
+    }
+
+    /// Asks for stored events to be sent again on the subscription's channel, in order, once
+    /// it is active (`$resend`; with `dead_only`, a replay of its dead letters).
+    pub async fn resend(&self, sub: &str, range: ResendRange, dead_only: bool) -> Result<ResendSummary, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Resend { sub: sub.to_string(), range, dead_only, reply }).await.map_err(|_| IngestError::Unavailable)?;
         rx.await.map_err(|_| IngestError::Unavailable)?
     }
 

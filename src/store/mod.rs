@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-pub use records::{ContextRef, CurrentRecord, DeadRecord, EventRecord, StoredError, SubState, SubStatus, VersionRecord};
+pub use records::{ContextRef, CurrentRecord, DeadRecord, EventRecord, Resend, StoredError, SubState, SubStatus, VersionRecord};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -110,6 +110,14 @@ impl Commit {
 
     pub fn put_dead(&mut self, sub: &str, dead: &DeadRecord) -> Result<()> {
         self.put(keys::dead(sub, dead.number), dead)
+    }
+
+    pub fn remove_event(&mut self, sub: &str, number: u64) {
+        self.remove(keys::event(sub, number));
+    }
+
+    pub fn remove_dead(&mut self, sub: &str, number: u64) {
+        self.remove(keys::dead(sub, number));
     }
 
     /// Removes every event and dead letter of a subscription (on DELETE). Keys are listed by the
@@ -237,6 +245,22 @@ impl Store {
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
+            out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The dead letters numbered `from..=until`, in number order, at most `limit`.
+    pub fn dead_letters_in(&self, sub: &str, from: u64, until: u64, limit: usize) -> Result<Vec<DeadRecord>> {
+        let mut out = Vec::new();
+        if until < from {
+            return Ok(out);
+        }
+        for item in self.tree.range(keys::dead(sub, from)..=keys::dead(sub, until)) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
             out.push(decode(&k, &v)?);
         }
         Ok(out)

@@ -119,6 +119,27 @@ pub struct SubState {
     pub error: Option<StoredError>,
     pub dead_count: u64,
     pub last_delivery_at: Option<Millis>,
+    /// Events up to here were removed by retention (`[events]`); `$events` says so.
+    #[serde(default)]
+    pub pruned_through: u64,
+    /// A redelivery of stored events an operator or client asked for (`$resend`), in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend: Option<Resend>,
+    /// Resends asked for so far (the id of the next one); ids are never reused.
+    #[serde(default)]
+    pub resends: u64,
+}
+
+/// Stored events to send again, in number order, from `next` through `until`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resend {
+    pub next: u64,
+    pub until: u64,
+    /// Only the dead letters in the range (a dead-letter replay); each is removed from the
+    /// dead letters once its endpoint accepts it.
+    pub dead_only: bool,
+    /// Bumped for every new request, so that a lane's report about an older one is ignored.
+    pub id: u64,
 }
 
 impl SubState {
@@ -135,6 +156,9 @@ impl SubState {
             error: None,
             dead_count: 0,
             last_delivery_at: None,
+            pruned_through: 0,
+            resend: None,
+            resends: 0,
         }
     }
 

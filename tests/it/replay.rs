@@ -1,0 +1,156 @@
+//! Recovering what was missed (issue #8): `$resend` by number and by instant, dead-letter
+//! replay through the operation and the `herald dead` CLI (the real binary), and retention
+//! with `$events` naming what is still kept.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{Receiver, TestServer};
+
+const TOPIC: &str = "http://example.org/topics/task-changed";
+const T: Duration = Duration::from_secs(10);
+
+/// Polls `check` until it holds, failing after `T`.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + T;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn active_subscription(server: &TestServer, rx: &Receiver) -> String {
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status(&id, "active", T).await;
+    id
+}
+
+/// Runs `herald dead <args>` against `server`, off the runtime thread (which serves it).
+async fn herald_cli(server: &TestServer, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args(["dead", "--server", &server.base]).args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().expect("run herald");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn resend_sends_stored_events_again_with_their_numbers_before_new_ones() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let id = active_subscription(&server, &rx).await;
+    for _ in 0..3 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    let first: Vec<u64> = rx.events(3, T).await.iter().flat_map(|n| n.event_numbers()).collect();
+    assert_eq!(first, [1, 2, 3]);
+
+    let (s, oo) = server.post(&format!("Subscription/{id}/$resend?eventsSinceNumber=1&eventsUntilNumber=2"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{oo}");
+    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("2 events numbered 1 to 2"), "{oo}");
+    let again: Vec<u64> = rx.events(2, T).await.iter().flat_map(|n| n.event_numbers()).collect();
+    assert_eq!(again, [1, 2], "resent with their original numbers, in order");
+    server.create_task("requested", "Organization/lab").await;
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [4]);
+
+    // By instant: everything from the first event's time on.
+    let (_, events) = server.get(&format!("Subscription/{id}/$events?eventsSinceNumber=1&eventsUntilNumber=1")).await;
+    let since = events["entry"][0]["resource"]["notificationEvent"][0]["timestamp"].as_str().unwrap().to_string();
+    let body = json!({ "resourceType": "Parameters", "parameter": [{ "name": "eventsSinceInstant", "valueInstant": since }] });
+    let (s, oo) = server.post(&format!("Subscription/{id}/$resend"), &body).await;
+    assert_eq!(s, StatusCode::OK, "{oo}");
+    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("4 events numbered 1 to 4"), "{oo}");
+    let all: Vec<u64> = rx.events(4, T).await.iter().flat_map(|n| n.event_numbers()).collect();
+    assert_eq!(all, [1, 2, 3, 4]);
+
+    // Bad inputs.
+    for q in [
+        "eventsSinceNumber=x",
+        "eventsSinceNumber=3&eventsUntilNumber=1",
+        "eventsSinceNumber=1&eventsSinceInstant=2026-01-01T00:00:00Z",
+        "nosuch=1",
+    ] {
+        let (s, oo) = server.post(&format!("Subscription/{id}/$resend?{q}"), &json!({})).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {oo}");
+    }
+    let (s, _) = server.post("Subscription/nope/$resend", &json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_replayed_by_the_cli_once_the_endpoint_recovers() {
+    let server = TestServer::start_with(|c| c.delivery.max_attempts = 2).await;
+    let rx = Receiver::start().await;
+    let id = active_subscription(&server, &rx).await;
+    rx.set_status(500);
+    server.create_task("requested", "Organization/lab").await;
+    server.wait_status(&id, "error", T).await;
+    server.create_task("requested", "Organization/lab").await; // event 2: counted, not sent in error
+
+    // Listed (by the operation and the CLI), without header values or payloads.
+    let (s, dead) = server.get(&format!("Subscription/{id}/$dead-letters")).await;
+    assert_eq!(s, StatusCode::OK, "{dead}");
+    let letters = dead["parameter"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{dead}");
+    let (ok, table, err) = herald_cli(&server, &["list", &id]).await;
+    assert!(ok, "{err}");
+    assert!(table.lines().nth(1).is_some_and(|l| l.trim_start().starts_with("1 ") && l.contains("Task/")), "{table}");
+    let (ok, shown, err) = herald_cli(&server, &["show", &id, "1"]).await;
+    assert!(ok, "{err}");
+    assert!(shown.contains("interaction") && shown.contains("create"), "{shown}");
+    let (ok, _, err) = herald_cli(&server, &["show", &id, "9"]).await;
+    assert!(!ok && err.contains("no dead letter 9"), "{err}");
+
+    // The endpoint recovers; the client asks for a new handshake; event 2 follows.
+    rx.set_status(200);
+    rx.drain().await;
+    let (_, mut sub) = server.get(&format!("Subscription/{id}")).await;
+    sub["status"] = json!("requested");
+    assert_eq!(server.put(&format!("Subscription/{id}"), &sub).await.0, StatusCode::OK);
+    assert_eq!(rx.next_of("handshake", T).await.kind(), "handshake");
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [2]);
+
+    // The operator replays the dead letter, waiting for it to be delivered.
+    let (ok, out, err) = herald_cli(&server, &["replay", &id, "--wait"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("1 dead letters numbered 1 to 2") && out.contains("done"), "{out}");
+    assert!(err.contains("replayed 1/1"), "progress: {err}");
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [1]);
+    let (_, dead) = server.get(&format!("Subscription/{id}/$dead-letters")).await;
+    assert!(dead.get("parameter").is_none_or(|p| p.as_array().is_some_and(Vec::is_empty)), "{dead}");
+    let (ok, table, _) = herald_cli(&server, &["list", &id]).await;
+    assert!(ok && table.contains("no dead letters"), "{table}");
+}
+
+#[tokio::test]
+async fn retention_removes_delivered_events_and_events_names_what_is_kept() {
+    let server = TestServer::start_with(|c| {
+        c.subscriptions.events_keep = 2;
+        c.subscriptions.events_prune_interval = "100ms".into();
+    })
+    .await;
+    let rx = Receiver::start().await;
+    let id = active_subscription(&server, &rx).await;
+    for _ in 0..5 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    assert_eq!(rx.events(5, T).await.iter().flat_map(|n| n.event_numbers()).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    let path = format!("Subscription/{id}/$events?eventsSinceNumber=1");
+    until("events 1 to 3 to be pruned", || async { server.get(&path).await.0 == StatusCode::GONE }).await;
+    let (_, oo) = server.get(&path).await;
+    let text = oo["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(text.contains("events 1 to 3 are past retention") && text.contains("events 4 to 5 are kept"), "{text}");
+    // Without a lower bound, $events starts at what is kept.
+    let (s, b) = server.get(&format!("Subscription/{id}/$events")).await;
+    assert_eq!(s, StatusCode::OK);
+    let numbers: Vec<&Value> =
+        b["entry"][0]["resource"]["notificationEvent"].as_array().unwrap().iter().map(|e| &e["eventNumber"]).collect();
+    assert_eq!(numbers, [&json!("4"), &json!("5")]);
+    // $resend into the pruned range is refused with the same facts.
+    let (s, oo) = server.post(&format!("Subscription/{id}/$resend?eventsSinceNumber=2"), &json!({})).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
+}
