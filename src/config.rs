@@ -29,7 +29,30 @@ pub struct Config {
     pub subscriptions: SubscriptionSettings,
     pub search: SearchSettings,
     pub websocket: WebsocketSettings,
+    pub admin: AdminSettings,
     pub log: LogConfig,
+}
+
+/// Operator surfaces: `/metrics`, the dashboard and its API (`[admin]`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for `/metrics` and `/admin`; empty: they answer loopback clients only.
+    pub token: String,
+    /// Subscriptions with the most pending events that get their own queue gauges (0: none).
+    pub top_subscriptions: usize,
+    /// Delivery attempts kept per subscription in the (in-memory) delivery log.
+    pub delivery_log: usize,
+}
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("token", &if self.token.is_empty() { "" } else { "[redacted]" })
+            .field("top_subscriptions", &self.top_subscriptions)
+            .field("delivery_log", &self.delivery_log)
+            .finish()
+    }
 }
 
 /// The websocket channel (`[websocket]`).

@@ -109,6 +109,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         stop.clone(),
         sockets.clone(),
     ));
+    let delivery_log = Arc::new(ops::delivery_log::DeliveryLog::new(cfg.admin.delivery_log));
     let lanes = TaskTracker::new();
     let core = TaskTracker::new();
     let (ingest, queue) = ingest::channel(cfg.ingest.queue_depth);
@@ -122,6 +123,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         cancel.clone(),
         lanes.clone(),
         hub.clone(),
+        delivery_log.clone(),
     ));
     let committer_cfg = CommitterConfig {
         base_url: base_url.clone(),
@@ -153,6 +155,9 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         ready: AtomicBool::new(false),
         hub,
         max_events_per_query: cfg.subscriptions.max_events_per_query,
+        admin_token: (!cfg.admin.token.is_empty()).then(|| secret::Secret::new(cfg.admin.token.clone())),
+        top_subscriptions: cfg.admin.top_subscriptions,
+        delivery_log: delivery_log.clone(),
     });
     let app = api::router(state.clone(), cfg.server.max_body_bytes);
     state.ready.store(true, Ordering::Release);
@@ -162,7 +167,9 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         shutdown.await;
         stop_signal.cancel();
     });
-    axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .await?;
     tracing::info!("shutting down: delivery stopping, store flushing");
     let grace = cfg.duration("server.shutdown_grace");
     // Sockets saw `stop` and are closing (1001); give them the grace period too.

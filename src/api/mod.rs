@@ -11,6 +11,7 @@
 //! - `capability`: `GET /fhir/metadata`.
 //! - `outcome`, `extract`: errors as OperationOutcomes, request bodies.
 
+mod admin;
 mod bundle;
 mod capability;
 mod emit;
@@ -56,6 +57,11 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// `subscriptions.max_events_per_query`: the most events one `$events` returns.
     pub max_events_per_query: usize,
+    /// `admin.token`; `None`: operator surfaces answer loopback clients only.
+    pub admin_token: Option<crate::secret::Secret<String>>,
+    /// `admin.top_subscriptions`.
+    pub top_subscriptions: usize,
+    pub delivery_log: Arc<crate::ops::delivery_log::DeliveryLog>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -79,7 +85,10 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/{type}/{id}/_history", get(rest::history))
         .route("/{type}/{id}/_history/{vid}", get(rest::vread))
         .fallback(unknown_route);
+    let operator =
+        Router::new().route("/metrics", get(admin::metrics_text)).route_layer(middleware::from_fn_with_state(state.clone(), admin::guard));
     Router::new()
+        .merge(operator)
         .route("/healthz", get(healthz))
         .route("/fhir", post(bundle::batch_or_transaction))
         .route("/fhir/", post(bundle::batch_or_transaction))
@@ -109,8 +118,13 @@ async fn request_span(req: Request, next: Next) -> Response {
     let span = tracing::debug_span!("http.request", request_id = %request_id, method = %req.method(), route = %route, http.status = tracing::field::Empty);
     async move {
         let started = std::time::Instant::now();
+        let method = req.method().as_str().to_owned();
         let resp = next.run(req).await;
         tracing::Span::current().record("http.status", resp.status().as_u16());
+        let m = crate::ops::metrics::metrics();
+        let status = format!("{}xx", resp.status().as_u16() / 100);
+        m.http_requests.get_or_create(&crate::ops::metrics::HttpLabels { method, route: route.clone(), status }).inc();
+        m.http_duration.get_or_create(&crate::ops::metrics::Metrics::channel("api")).observe(started.elapsed().as_secs_f64());
         tracing::debug!(micros = started.elapsed().as_micros() as u64, "request done");
         resp
     }

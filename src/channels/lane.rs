@@ -27,6 +27,8 @@ use super::LaneContext;
 use crate::fhir::instant::{now_millis, Millis};
 use crate::ingest::{LaneCommand, LaneView};
 use crate::notify::{notification_bundle, EventWithVersion, NotificationType, StatusContext};
+use crate::ops::delivery_log::AttemptEntry;
+use crate::ops::metrics::{metrics, Metrics};
 use crate::outbox::event_versions;
 use crate::store::{StoredError, SubState, SubStatus};
 
@@ -208,10 +210,11 @@ async fn post(
     view: &LaneView,
     body: Vec<u8>,
     kind: NotificationType,
-    first_event: Option<u64>,
+    events: Option<(u64, u64)>,
     attempt: u32,
 ) -> (Verdict, Attempt) {
     let spec = &view.entry.spec;
+    let first_event = events.map(|(first, _)| first);
     let span = tracing::info_span!(
         "channels.deliver",
         channel = spec.channel.code(),
@@ -235,8 +238,32 @@ async fn post(
             current.record("http.status", status);
         }
         current.record("millis", took.as_millis() as u64);
-        current.record("outcome", if verdict == Verdict::Delivered { "delivered" } else { "failed" });
+        let outcome = if verdict == Verdict::Delivered { "delivered" } else { "failed" };
+        current.record("outcome", outcome);
         tracing::debug!("attempt finished");
+        let channel = spec.channel.code();
+        let m = metrics();
+        m.attempt_duration.get_or_create(&Metrics::channel(channel)).observe(took.as_secs_f64());
+        if kind == NotificationType::EventNotification {
+            m.delivery(channel, outcome);
+        }
+        let (status, error) = match &attempt {
+            Attempt::Answered { status, .. } => (Some(*status), None),
+            Attempt::Failed { kind, .. } => (None, Some(kind.code().to_owned())),
+        };
+        ctx.log.record(
+            &spec.id,
+            AttemptEntry {
+                at: now_millis(),
+                kind: kind.code().to_owned(),
+                events,
+                channel: channel.to_owned(),
+                status,
+                error,
+                outcome: outcome.to_owned(),
+                millis: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+            },
+        );
         (verdict, attempt)
     }
     .instrument(span)
@@ -291,10 +318,16 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
     let body = serde_json::to_vec(&bundle).unwrap_or_default();
     let attempt_no = cursor.attempts + 1;
     let first = events.first().map(|e| e.number);
-    let (verdict, _) = post(ctx, view, body, NotificationType::EventNotification, first, attempt_no).await;
+    let (verdict, _) = post(ctx, view, body, NotificationType::EventNotification, first.map(|f| (f, last)), attempt_no).await;
     let now = now_millis();
     match verdict {
         Verdict::Delivered => {
+            {
+                let latency = metrics().delivery_latency.get_or_create(&Metrics::channel(spec.channel.code()));
+                for e in &events {
+                    latency.observe(Duration::from_millis(u64::try_from(now - e.timestamp).unwrap_or(0)).as_secs_f64());
+                }
+            }
             cursor.through = last;
             cursor.attempts = 0;
             cursor.next_attempt_at = None;
@@ -306,6 +339,7 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
             let first_failure = *cursor.first_failure_at.get_or_insert(now);
             cursor.attempts = attempt_no;
             if ctx.config.retry.exhausted(attempt_no, first_failure, now) {
+                metrics().delivery(spec.channel.code(), "dead");
                 tracing::error!(events = %format!("{}..={last}", first.unwrap_or(last)), attempts = attempt_no, reason = %reason, "giving up; events dead-lettered, subscription goes to error");
                 let error = StoredError {
                     code: code.to_string(),
@@ -327,6 +361,7 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
                     })
                     .await;
             } else {
+                metrics().delivery_retries.get_or_create(&Metrics::channel(spec.channel.code())).inc();
                 let delay = ctx.config.retry.delay(attempt_no, retry_after);
                 let at = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                 tracing::warn!(attempts = attempt_no, retry_in_ms = delay.as_millis() as u64, reason = %reason, "delivery failed; retry scheduled");
@@ -403,7 +438,8 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
     );
     let body = serde_json::to_vec(&bundle).unwrap_or_default();
     let attempt_no = rc.attempts + 1;
-    let (verdict, _) = post(ctx, view, body, NotificationType::EventNotification, events.first().map(|e| e.number), attempt_no).await;
+    let (verdict, _) =
+        post(ctx, view, body, NotificationType::EventNotification, events.first().map(|e| (e.number, last)), attempt_no).await;
     let now = now_millis();
     match verdict {
         Verdict::Delivered => {

@@ -26,6 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::fhir::subscription::ChannelType;
 use crate::ingest::{Ingest, LaneSink, LaneView};
+use crate::ops::delivery_log::DeliveryLog;
 use crate::outbox::{Outbox, SledOutbox};
 use crate::store::Store;
 
@@ -53,6 +54,7 @@ pub(crate) struct LaneContext {
     pub shutdown: CancellationToken,
     pub permits: Semaphore,
     pub hub: Arc<Hub>,
+    pub log: Arc<DeliveryLog>,
 }
 
 /// One lane per subscription, created on first publish, stopped on removal, and restarted
@@ -74,6 +76,7 @@ impl Dispatcher {
         shutdown: CancellationToken,
         tracker: TaskTracker,
         hub: Arc<Hub>,
+        log: Arc<DeliveryLog>,
     ) -> Self {
         let permits = Semaphore::new(config.max_concurrent.max(1));
         Dispatcher {
@@ -88,6 +91,7 @@ impl Dispatcher {
                 shutdown,
                 permits,
                 hub,
+                log,
             }),
             tracker,
         }
@@ -109,6 +113,7 @@ impl LaneSink for Dispatcher {
             None => {
                 // Dropping the sender ends the lane.
                 lanes.remove(sub);
+                self.ctx.log.forget(sub);
             }
             Some(view) => {
                 let channel = view.entry.spec.channel;

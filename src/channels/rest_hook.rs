@@ -32,6 +32,18 @@ pub enum FailureKind {
     Other,
 }
 
+impl FailureKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            FailureKind::Dns => "dns",
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Blocked => "blocked",
+            FailureKind::Other => "other",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct RestHookClient {
     client: reqwest::Client,

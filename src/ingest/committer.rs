@@ -27,6 +27,7 @@ use crate::fhir::topic::Interaction;
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
 use crate::matching::{match_change, match_event, ResourceChange, TopicEvent};
+use crate::ops::metrics::metrics;
 use crate::outbox::{EventDraft, Outbox, SledOutbox};
 use crate::registry::Registry;
 use crate::store::records::FORMAT;
@@ -111,6 +112,23 @@ impl Plan {
         if !self.touched.iter().any(|s| s == sub) {
             self.touched.push(sub.to_string());
         }
+    }
+}
+
+/// Counts a match report in the metrics: each topic that fired once, each event.
+fn count_matches(report: &crate::matching::MatchReport) {
+    if report.matches.is_empty() {
+        return;
+    }
+    let m = metrics();
+    let mut last: Option<&str> = None;
+    for matched in &report.matches {
+        let label = m.topic_label(&matched.topic_url);
+        if last != Some(matched.topic_url.as_str()) {
+            m.topic_triggers.get_or_create(&label).inc();
+            last = Some(&matched.topic_url);
+        }
+        m.events.get_or_create(&label).inc();
     }
 }
 
@@ -270,6 +288,7 @@ impl Committer {
                     }
                 }
             }
+            Self::count_writes(&results);
             self.finish(plan, results, reply);
         } else {
             // Each entry its own commit; answered together once all are durable.
@@ -285,6 +304,7 @@ impl Committer {
                     }
                 }
             }
+            Self::count_writes(&results);
             self.finish(Plan::default(), results, reply);
         }
     }
@@ -310,6 +330,21 @@ impl Committer {
             let _ = self.flush_tx.send(FlushItem { reply: None, lanes });
         }
         Ok(())
+    }
+
+    /// Counts written versions in the metrics.
+    fn count_writes(results: &[WriteResult]) {
+        let m = metrics();
+        for r in results.iter().filter(|r| r.changed) {
+            let interaction = if r.record.deleted {
+                "delete"
+            } else if r.created {
+                "create"
+            } else {
+                "update"
+            };
+            m.write(&r.record.resource_type, interaction);
+        }
     }
 
     fn finish<T: Send + 'static>(&mut self, plan: Plan, value: T, reply: oneshot::Sender<Result<T, IngestError>>) {
@@ -485,6 +520,7 @@ impl Committer {
         for d in &report.diagnostics {
             tracing::warn!(resource.type = %focus_type, diagnostic = %d, "matching.filter_error");
         }
+        count_matches(&report);
         let mut contexts: HashMap<String, Vec<ContextRef>> = HashMap::new();
         let mut topics: Vec<String> = Vec::new();
         let mut notified = 0;
@@ -549,6 +585,7 @@ impl Committer {
         for d in &report.diagnostics {
             tracing::warn!(resource.type = %record.resource_type, diagnostic = %d, "matching.filter_error");
         }
+        count_matches(&report);
         // Each topic's notificationShape context, resolved once per change.
         let mut contexts: HashMap<String, Vec<ContextRef>> = HashMap::new();
         for m in report.matches {
@@ -814,6 +851,7 @@ impl Committer {
                 self.outbox.nack(&mut plan.commit, &sub, &mut lane, attempts, next_attempt_at, first_failure_at)
             }
             LaneCommand::Dead { generation, through, attempts, error, .. } => {
+                metrics().dead_letters.inc_by(through.saturating_sub(lane.delivered_through));
                 let parked = self.outbox.park(&mut plan.commit, &sub, &mut lane, through, attempts, &error);
                 // R5 §2.2: delivery failure puts the subscription in error; it stays there
                 // (still counting events) until the client asks for a new handshake.

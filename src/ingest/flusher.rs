@@ -37,6 +37,9 @@ pub(crate) async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<FlushItem>
             }
         };
         tracing::trace!(group = items.len(), micros = started.elapsed().as_micros() as u64, "ingest.flush");
+        let m = crate::ops::metrics::metrics();
+        m.flush_duration.observe(started.elapsed().as_secs_f64());
+        m.flush_batch.observe(items.iter().filter(|i| i.reply.is_some()).count() as f64);
         for item in items {
             if let Some(reply) = item.reply {
                 reply(ok);

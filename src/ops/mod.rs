@@ -1,4 +1,6 @@
-//! Operations: how Herald reports on itself. Today: logging setup (`telemetry`). Metrics, the
-//! delivery log and the dashboard arrive with issue #10.
+//! Operations: how Herald reports on itself: logging setup (`telemetry`), Prometheus
+//! metrics (`metrics`) and the per-subscription delivery log (`delivery_log`).
 
+pub mod delivery_log;
+pub mod metrics;
 pub mod telemetry;

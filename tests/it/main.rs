@@ -11,6 +11,7 @@ mod fhir_rest;
 mod filters;
 #[cfg(feature = "load")]
 mod load;
+mod operators;
 mod replay;
 mod rest_hook;
 mod scenarios;

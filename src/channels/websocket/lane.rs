@@ -250,6 +250,15 @@ impl Lane {
         if self.fan_out(&frame).await == 0 {
             return false;
         }
+        {
+            let m = crate::ops::metrics::metrics();
+            let now = now_millis();
+            let latency = m.delivery_latency.get_or_create(&crate::ops::metrics::Metrics::channel("websocket"));
+            for e in &events {
+                m.delivery("websocket", "delivered");
+                latency.observe(u64::try_from(now - e.event.timestamp).unwrap_or(0) as f64 / 1000.0);
+            }
+        }
         self.through = last;
         self.last_sent = Instant::now();
         self.ack().await;

@@ -74,6 +74,7 @@ impl SocketHandle {
     fn kick(&self, sub: &str, why: &str) {
         if !self.kicked.is_cancelled() {
             SLOW_DISCONNECTS.fetch_add(1, Ordering::Relaxed);
+            crate::ops::metrics::metrics().websocket_slow_disconnects.inc();
             tracing::warn!(subscription.id = %sub, socket = self.id, reason = why, "websocket client too slow; disconnecting it");
             self.kicked.cancel();
         }
@@ -89,6 +90,23 @@ pub struct Socket {
     pub kicked: CancellationToken,
     /// One of `max_connections`, released when the socket is dropped.
     _slot: OwnedSemaphorePermit,
+    _counted: Counted,
+}
+
+/// Counts an open connection in `herald_websocket_connections` while it lives.
+struct Counted;
+
+impl Counted {
+    fn new() -> Counted {
+        crate::ops::metrics::metrics().websocket_connections.inc();
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        crate::ops::metrics::metrics().websocket_connections.dec();
+    }
 }
 
 /// Messages from sockets to a subscription's lane.
@@ -167,7 +185,7 @@ impl Hub {
         let (tx, frames) = mpsc::channel(self.config.send_buffer.max(2));
         let kicked = CancellationToken::new();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Some(Socket { handle: SocketHandle { id, tx, kicked: kicked.clone() }, frames, kicked, _slot: slot })
+        Some(Socket { handle: SocketHandle { id, tx, kicked: kicked.clone() }, frames, kicked, _slot: slot, _counted: Counted::new() })
     }
 
     /// Asks `sub`'s lane to bind `socket` (the lane sends the handshake).
