@@ -18,20 +18,61 @@ struct Cli {
 enum Command {
     /// Serve the FHIR R5 API at http://ADDR/fhir (the default when no command is given).
     Serve(ServeArgs),
+    /// Totals and subscriptions by status, from a running Herald.
+    Status(ClientArgs),
+    /// Subscriptions of a running Herald: list, show (with the delivery log), pause, resume.
+    Subscriptions {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: SubscriptionsCli,
+    },
+    /// Topics of a running Herald and their subscriber counts.
+    Topics {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: TopicsCli,
+    },
     /// Dead letters of a subscription on a running Herald: list, show one, replay.
-    Dead(DeadArgs),
+    Dead {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: DeadCli,
+    },
 }
 
+/// How the operator commands reach Herald.
 #[derive(clap::Args)]
-struct DeadArgs {
+struct ClientArgs {
     /// FHIR base URL of the running Herald.
     #[arg(long, env = "HERALD_SERVER", default_value = "http://127.0.0.1:8080/fhir", global = true)]
     server: String,
-    /// Print the server's JSON instead of a table.
+    /// Admin token (`admin.token`) for the operator API; not needed on loopback without one.
+    #[arg(long, env = "HERALD_ADMIN_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
-    #[command(subcommand)]
-    command: DeadCli,
+}
+
+#[derive(Subcommand)]
+enum SubscriptionsCli {
+    /// Every subscription with its status, lag and failures.
+    List,
+    /// One subscription: state, pending events, dead letters, recent delivery attempts.
+    Show { subscription: String },
+    /// Turn a subscription off (delivery stops; events stay stored).
+    Pause { subscription: String },
+    /// Ask for a new handshake; then delivery resumes after the last delivered event.
+    Resume { subscription: String },
+}
+
+#[derive(Subcommand)]
+enum TopicsCli {
+    /// Every topic with its subscriber count.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -56,13 +97,8 @@ enum DeadCli {
     },
 }
 
-fn dead(args: DeadArgs) -> ExitCode {
-    use herald::cli::{Client, DeadCommand};
-    let cmd = match args.command {
-        DeadCli::List { subscription } => DeadCommand::List { subscription },
-        DeadCli::Show { subscription, number } => DeadCommand::Show { subscription, number },
-        DeadCli::Replay { subscription, from, until, wait } => DeadCommand::Replay { subscription, from, until, wait },
-    };
+/// Runs one operator command against a running Herald.
+fn operator(client: ClientArgs, command: herald::cli::Command) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -71,8 +107,8 @@ fn dead(args: DeadArgs) -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let client = Client::new(&args.server)?;
-        client.dead(&cmd, args.json).await
+        let http = herald::cli::Client::new(&client.server, client.token.as_deref())?;
+        http.run(&command, client.json).await
     });
     match result {
         Ok(out) => {
@@ -127,7 +163,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
-        Some(Command::Dead(args)) => return dead(args),
+        Some(Command::Status(client)) => return operator(client, herald::cli::Command::Status),
+        Some(Command::Subscriptions { client, command }) => {
+            use herald::cli::Command as C;
+            let cmd = match command {
+                SubscriptionsCli::List => C::SubscriptionsList,
+                SubscriptionsCli::Show { subscription } => C::SubscriptionShow { subscription },
+                SubscriptionsCli::Pause { subscription } => C::SubscriptionPause { subscription },
+                SubscriptionsCli::Resume { subscription } => C::SubscriptionResume { subscription },
+            };
+            return operator(client, cmd);
+        }
+        Some(Command::Topics { client, command: TopicsCli::List }) => return operator(client, herald::cli::Command::TopicsList),
+        Some(Command::Dead { client, command }) => {
+            use herald::cli::{Command as C, DeadCommand as D};
+            let cmd = match command {
+                DeadCli::List { subscription } => D::List { subscription },
+                DeadCli::Show { subscription, number } => D::Show { subscription, number },
+                DeadCli::Replay { subscription, from, until, wait } => D::Replay { subscription, from, until, wait },
+            };
+            return operator(client, C::Dead(cmd));
+        }
         None => ServeArgs::default(),
     };
     let overrides = Overrides { listen: args.listen, data_dir: args.data_dir, allow_private_endpoints: args.allow_private_endpoints };

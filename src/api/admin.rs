@@ -7,17 +7,24 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
+use std::collections::HashMap;
+
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
-use crate::fhir::instant::now_millis;
+use serde_json::{json, Value};
+
+use crate::fhir::instant::{format_millis, now_millis};
+use crate::fhir::types::is_valid_id;
+use crate::ingest::{IngestError, ResendRange};
 use crate::matching::criteria_errors_total;
+use crate::ops::delivery_log::DeliveryLog;
 use crate::ops::metrics::{metrics, StatusLabels, SubscriptionLabels};
 use crate::secret::Secret;
-use crate::store::SubStatus;
+use crate::store::{StoreError, SubState, SubStatus};
 
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -110,6 +117,181 @@ pub(super) async fn metrics_text(State(state): State<Shared>) -> Response {
     .await
     .unwrap_or_default();
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
+/// The dashboard page: one embedded file, no build step.
+pub(super) async fn dashboard() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], include_str!("dashboard.html"))
+        .into_response()
+}
+
+/// Where a rest-hook endpoint points, without path, query or credentials (which may carry
+/// secrets).
+fn endpoint_host(resource: &Value) -> Option<String> {
+    let url = url::Url::parse(resource.get("endpoint")?.as_str()?).ok()?;
+    Some(format!("{}://{}{}", url.scheme(), url.host_str()?, url.port().map(|p| format!(":{p}")).unwrap_or_default()))
+}
+
+fn subscription_row(id: &str, resource: &Value, s: &SubState, log: &DeliveryLog) -> Value {
+    let (attempts, failures) = log.counts(id);
+    json!({
+        "id": id,
+        "topic": resource.get("topic"),
+        "channel": resource.pointer("/channelType/code"),
+        "endpoint": endpoint_host(resource),
+        "content": resource.get("content"),
+        "status": s.status.code(),
+        "events": s.events_since_start,
+        "deliveredThrough": s.delivered_through,
+        "pending": s.pending(),
+        "dead": s.dead_count,
+        "lastDeliveryAt": s.last_delivery_at.map(format_millis),
+        "error": s.error.as_ref().map(|e| json!({ "code": e.code, "text": e.text, "at": format_millis(e.at) })),
+        "recentAttempts": attempts,
+        "recentFailures": failures,
+        "resending": s.resend.is_some(),
+    })
+}
+
+fn summary(state: &Shared) -> Result<Value, StoreError> {
+    let states: HashMap<String, SubState> = state.store.sub_states()?.into_iter().collect();
+    let mut subscriptions = Vec::new();
+    let mut per_topic: HashMap<String, usize> = HashMap::new();
+    for (id, cur) in state.store.list_current("Subscription", None, usize::MAX)? {
+        if cur.deleted {
+            continue;
+        }
+        let Some(rec) = state.store.version("Subscription", &id, cur.seq)? else { continue };
+        let Some(resource) = rec.resource else { continue };
+        let Some(s) = states.get(&id) else { continue };
+        if let Some(t) = resource.get("topic").and_then(Value::as_str) {
+            *per_topic.entry(t.split('|').next().unwrap_or(t).to_owned()).or_default() += 1;
+        }
+        subscriptions.push(subscription_row(&id, &resource, s, &state.delivery_log));
+    }
+    let mut topics = Vec::new();
+    for (id, cur) in state.store.list_current("SubscriptionTopic", None, usize::MAX)? {
+        if cur.deleted {
+            continue;
+        }
+        let Some(resource) = state.store.version("SubscriptionTopic", &id, cur.seq)?.and_then(|r| r.resource) else { continue };
+        let url = resource.get("url").and_then(Value::as_str).unwrap_or_default().to_owned();
+        topics.push(json!({
+            "id": id,
+            "url": url,
+            "title": resource.get("title").or_else(|| resource.get("name")),
+            "status": resource.get("status"),
+            "version": resource.get("version"),
+            "subscribers": per_topic.get(&url).copied().unwrap_or(0),
+        }));
+    }
+    let m = metrics();
+    let sum = |f: &dyn Fn(&str) -> bool| -> u64 {
+        let text = m.render();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && f(l))
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .map(|v| v as u64)
+            .sum()
+    };
+    let totals = json!({
+        "writes": sum(&|l| l.starts_with("herald_writes_total{")),
+        "events": sum(&|l| l.starts_with("herald_events_total{")),
+        "delivered": sum(&|l| l.starts_with("herald_deliveries_total{") && l.contains("outcome=\"delivered\"")),
+        "failed": sum(&|l| l.starts_with("herald_deliveries_total{") && l.contains("outcome=\"failed\"")),
+        "dead": sum(&|l| l.starts_with("herald_dead_letters_total")),
+        "websocketConnections": m.websocket_connections.get(),
+    });
+    Ok(json!({ "at": format_millis(now_millis()), "totals": totals, "subscriptions": subscriptions, "topics": topics }))
+}
+
+fn internal(e: &StoreError) -> Response {
+    tracing::error!(error = %e, "operator API could not read the store");
+    (StatusCode::INTERNAL_SERVER_ERROR, "store error").into_response()
+}
+
+pub(super) async fn summary_json(State(state): State<Shared>) -> Response {
+    match tokio::task::spawn_blocking(move || summary(&state)).await {
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+        Ok(Err(e)) => internal(&e),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "summary failed").into_response(),
+    }
+}
+
+fn subscription_detail(state: &Shared, id: &str) -> Result<Option<Value>, StoreError> {
+    let Some(rec) = state.store.latest("Subscription", id)?.filter(|r| !r.deleted) else { return Ok(None) };
+    let (Some(resource), Some(s)) = (rec.resource, state.store.sub_state(id)?) else { return Ok(None) };
+    let event_row = |e: &crate::store::EventRecord| {
+        json!({
+            "number": e.number,
+            "timestamp": format_millis(e.timestamp),
+            "interaction": e.interaction,
+            "focus": format!("{}/{}/_history/{}", e.focus_type, e.focus_id, e.focus_seq),
+        })
+    };
+    let pending: Vec<Value> = state.store.events(id, s.delivered_through + 1, 20)?.iter().map(event_row).collect();
+    let mut dead = Vec::new();
+    for d in state.store.dead_letters(id, 100)? {
+        let event = state.store.events(id, d.number, 1)?.into_iter().find(|e| e.number == d.number);
+        dead.push(json!({
+            "number": d.number,
+            "parkedAt": format_millis(d.parked_at),
+            "attempts": d.attempts,
+            "reason": d.reason,
+            "event": event.as_ref().map(event_row),
+        }));
+    }
+    let deliveries: Vec<Value> = state
+        .delivery_log
+        .recent(id, 50)
+        .into_iter()
+        .map(|a| {
+            json!({
+                "at": format_millis(a.at),
+                "kind": a.kind,
+                "events": a.events.map(|(f, l)| if f == l { f.to_string() } else { format!("{f}-{l}") }),
+                "channel": a.channel,
+                "status": a.status,
+                "error": a.error,
+                "outcome": a.outcome,
+                "millis": a.millis,
+            })
+        })
+        .collect();
+    let mut row = subscription_row(id, &resource, &s, &state.delivery_log);
+    if let Some(obj) = row.as_object_mut() {
+        obj.insert("deliveries".into(), Value::Array(deliveries));
+        obj.insert("pendingEvents".into(), Value::Array(pending));
+        obj.insert("deadLetters".into(), Value::Array(dead));
+    }
+    Ok(Some(row))
+}
+
+pub(super) async fn subscription_json(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+    if !is_valid_id(&id) {
+        return (StatusCode::BAD_REQUEST, "not a valid id").into_response();
+    }
+    match tokio::task::spawn_blocking(move || subscription_detail(&state, &id)).await {
+        Ok(Ok(Some(v))) => axum::Json(v).into_response(),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no such subscription").into_response(),
+        Ok(Err(e)) => internal(&e),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "detail failed").into_response(),
+    }
+}
+
+/// Replays the subscription's dead letters (the dashboard's button).
+pub(super) async fn replay(State(state): State<Shared>, Path(id): Path<String>) -> Response {
+    if !is_valid_id(&id) {
+        return (StatusCode::BAD_REQUEST, "not a valid id").into_response();
+    }
+    match state.ingest.resend(&id, ResendRange::Numbers { since: None, until: None }, true).await {
+        Ok(summary) => axum::Json(json!({ "deadLetters": summary.events, "from": summary.from, "until": summary.until })).into_response(),
+        Err(IngestError::NotFound(_)) => (StatusCode::NOT_FOUND, "no such subscription").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "dashboard replay refused");
+            (StatusCode::UNPROCESSABLE_ENTITY, "replay refused").into_response()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -85,10 +85,16 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/{type}/{id}/_history", get(rest::history))
         .route("/{type}/{id}/_history/{vid}", get(rest::vread))
         .fallback(unknown_route);
-    let operator =
-        Router::new().route("/metrics", get(admin::metrics_text)).route_layer(middleware::from_fn_with_state(state.clone(), admin::guard));
+    let operator = Router::new()
+        .route("/metrics", get(admin::metrics_text))
+        .route("/admin/api/summary", get(admin::summary_json))
+        .route("/admin/api/subscriptions/{id}", get(admin::subscription_json))
+        .route("/admin/api/subscriptions/{id}/replay", post(admin::replay))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin::guard));
     Router::new()
         .merge(operator)
+        // The page holds no data; its API calls are guarded (the page asks for the token).
+        .route("/admin/", get(admin::dashboard))
         .route("/healthz", get(healthz))
         .route("/fhir", post(bundle::batch_or_transaction))
         .route("/fhir/", post(bundle::batch_or_transaction))

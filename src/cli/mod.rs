@@ -1,8 +1,10 @@
-//! The operator CLI: `herald <command>` talking to a running Herald over its FHIR API.
+//! The operator CLI: `herald <command>` talking to a running Herald over HTTP: its FHIR API
+//! (`$dead-letters`, `$resend`, Subscription reads and updates) and its operator API
+//! (`/admin/api`, with `--token` when `admin.token` is set).
 //!
-//! Each command is one or a few HTTP requests; output is a human-readable table by default
-//! and the server's JSON with `--json`. The server is `--server` (or `HERALD_SERVER`), the
-//! FHIR base URL, default `http://127.0.0.1:8080/fhir`.
+//! Each command is one or a few requests; output is a human-readable table by default and JSON
+//! with `--json`. The server is `--server` (or `HERALD_SERVER`), the FHIR base URL, default
+//! `http://127.0.0.1:8080/fhir`; the operator API is at the same origin.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -19,6 +21,18 @@ impl std::fmt::Display for CliError {
     }
 }
 
+/// An operator command.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Status,
+    SubscriptionsList,
+    SubscriptionShow { subscription: String },
+    SubscriptionPause { subscription: String },
+    SubscriptionResume { subscription: String },
+    TopicsList,
+    Dead(DeadCommand),
+}
+
 /// `herald dead …`.
 #[derive(Debug, Clone)]
 pub enum DeadCommand {
@@ -30,6 +44,8 @@ pub enum DeadCommand {
 /// Talks to one Herald.
 pub struct Client {
     base: String,
+    origin: String,
+    token: Option<String>,
     http: reqwest::Client,
 }
 
@@ -45,24 +61,39 @@ fn outcome_text(body: &Value) -> String {
 }
 
 impl Client {
-    pub fn new(base: &str) -> Result<Client, CliError> {
+    pub fn new(base: &str, token: Option<&str>) -> Result<Client, CliError> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CliError(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Client { base: base.trim_end_matches('/').to_owned(), http })
+        let base = base.trim_end_matches('/').to_owned();
+        let parsed = url::Url::parse(&base).map_err(|e| CliError(format!("--server {base}: {e}")))?;
+        let origin = match base.strip_suffix("/fhir") {
+            Some(o) => o.to_owned(),
+            None => parsed.origin().ascii_serialization(),
+        };
+        Ok(Client { base, origin, token: token.filter(|t| !t.is_empty()).map(str::to_owned), http })
     }
 
     async fn call(&self, method: reqwest::Method, path: &str) -> Result<Value, CliError> {
-        let url = format!("{}/{path}", self.base);
-        let resp = self
-            .http
-            .request(method, &url)
-            .header("accept", "application/fhir+json")
-            .send()
-            .await
-            .map_err(|e| CliError(format!("{url}: {e}")))?;
+        self.send(method, format!("{}/{path}", self.base), None).await
+    }
+
+    /// The operator API (`/admin/api/…`).
+    async fn admin(&self, method: reqwest::Method, path: &str) -> Result<Value, CliError> {
+        self.send(method, format!("{}/admin/api/{path}", self.origin), None).await
+    }
+
+    async fn send(&self, method: reqwest::Method, url: String, body: Option<&Value>) -> Result<Value, CliError> {
+        let mut req = self.http.request(method, &url).header("accept", "application/fhir+json");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/fhir+json").body(b.to_string());
+        }
+        let resp = req.send().await.map_err(|e| CliError(format!("{url}: {e}")))?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_success() {
@@ -74,6 +105,50 @@ impl Client {
 
     async fn dead_letters(&self, sub: &str) -> Result<Value, CliError> {
         self.call(reqwest::Method::GET, &format!("Subscription/{sub}/$dead-letters")).await
+    }
+
+    /// Runs a command; returns what to print.
+    pub async fn run(&self, cmd: &Command, json: bool) -> Result<String, CliError> {
+        match cmd {
+            Command::Dead(d) => self.dead(d, json).await,
+            Command::Status => {
+                let s = self.admin(reqwest::Method::GET, "summary").await?;
+                if json {
+                    let subs = s.get("subscriptions").and_then(Value::as_array).map(Vec::len).unwrap_or(0);
+                    return Ok(serde_json::json!({ "at": s.get("at"), "totals": s.get("totals"), "subscriptions": subs }).to_string());
+                }
+                Ok(status_text(&s))
+            }
+            Command::SubscriptionsList => {
+                let s = self.admin(reqwest::Method::GET, "summary").await?;
+                let subs = s.get("subscriptions").cloned().unwrap_or(Value::Array(Vec::new()));
+                Ok(if json { subs.to_string() } else { subscriptions_table(&subs) })
+            }
+            Command::TopicsList => {
+                let s = self.admin(reqwest::Method::GET, "summary").await?;
+                let topics = s.get("topics").cloned().unwrap_or(Value::Array(Vec::new()));
+                Ok(if json { topics.to_string() } else { topics_table(&topics) })
+            }
+            Command::SubscriptionShow { subscription } => {
+                let d = self.admin(reqwest::Method::GET, &format!("subscriptions/{subscription}")).await?;
+                Ok(if json { d.to_string() } else { subscription_text(&d) })
+            }
+            Command::SubscriptionPause { subscription } => self.set_status(subscription, "off", json).await,
+            Command::SubscriptionResume { subscription } => self.set_status(subscription, "requested", json).await,
+        }
+    }
+
+    /// Pause (`off`) or resume (`requested`: a new handshake, then delivery resumes).
+    async fn set_status(&self, sub: &str, status: &str, json: bool) -> Result<String, CliError> {
+        let mut resource = self.call(reqwest::Method::GET, &format!("Subscription/{sub}")).await?;
+        if let Some(obj) = resource.as_object_mut() {
+            obj.insert("status".into(), Value::String(status.to_owned()));
+            obj.remove("meta");
+        }
+        let url = format!("{}/Subscription/{sub}", self.base);
+        let stored = self.send(reqwest::Method::PUT, url, Some(&resource)).await?;
+        let now = stored.get("status").and_then(Value::as_str).unwrap_or("?");
+        Ok(if json { stored.to_string() } else { format!("Subscription/{sub} is now {now}") })
     }
 
     /// Runs a `dead` command; returns what to print.
@@ -172,6 +247,111 @@ fn dead_table(body: &Value) -> String {
             part(l, "attempts"),
             part(l, "focus"),
             part(l, "reason")
+        );
+    }
+    out
+}
+
+fn text(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn status_text(s: &Value) -> String {
+    let totals = s.get("totals").cloned().unwrap_or(Value::Null);
+    let subs = s.get("subscriptions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut out = format!("at {}\n", text(s, "at"));
+    for k in ["writes", "events", "delivered", "failed", "dead", "websocketConnections"] {
+        let _ = writeln!(out, "{k:<22} {}", text(&totals, k));
+    }
+    for st in ["active", "requested", "error", "off", "entered-in-error"] {
+        let n = subs.iter().filter(|x| x.get("status").and_then(Value::as_str) == Some(st)).count();
+        let _ = writeln!(out, "subscriptions {st:<9} {n}");
+    }
+    let pending: u64 = subs.iter().filter_map(|x| x.get("pending").and_then(Value::as_u64)).sum();
+    let dead: u64 = subs.iter().filter_map(|x| x.get("dead").and_then(Value::as_u64)).sum();
+    let _ = writeln!(out, "{:<22} {pending}", "pending events");
+    let _ = writeln!(out, "{:<22} {dead}", "dead letters held");
+    out
+}
+
+fn subscriptions_table(subs: &Value) -> String {
+    let rows = subs.as_array().cloned().unwrap_or_default();
+    if rows.is_empty() {
+        return "no subscriptions".to_owned();
+    }
+    let mut out = format!(
+        "{:<38}  {:<16}  {:<10}  {:>8}  {:>8}  {:>6}  {:>8}  {}\n",
+        "ID", "STATUS", "CHANNEL", "EVENTS", "PENDING", "DEAD", "FAILURES", "TOPIC"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<38}  {:<16}  {:<10}  {:>8}  {:>8}  {:>6}  {:>8}  {}",
+            text(&r, "id"),
+            text(&r, "status"),
+            text(&r, "channel"),
+            text(&r, "events"),
+            text(&r, "pending"),
+            text(&r, "dead"),
+            text(&r, "recentFailures"),
+            text(&r, "topic")
+        );
+    }
+    out
+}
+
+fn topics_table(topics: &Value) -> String {
+    let rows = topics.as_array().cloned().unwrap_or_default();
+    let mut out = format!("{:>11}  {:<8}  {:<70}  {}\n", "SUBSCRIBERS", "STATUS", "URL", "TITLE");
+    for r in rows {
+        let _ = writeln!(out, "{:>11}  {:<8}  {:<70}  {}", text(&r, "subscribers"), text(&r, "status"), text(&r, "url"), text(&r, "title"));
+    }
+    out
+}
+
+fn subscription_text(d: &Value) -> String {
+    let mut out = String::new();
+    for k in ["id", "status", "channel", "endpoint", "topic", "content", "events", "deliveredThrough", "pending", "dead", "lastDeliveryAt"]
+    {
+        let _ = writeln!(out, "{k:<17} {}", text(d, k));
+    }
+    if let Some(e) = d.get("error").filter(|e| !e.is_null()) {
+        let _ = writeln!(out, "{:<17} {}: {}", "error", text(e, "code"), text(e, "text"));
+    }
+    let list = |key: &str| d.get(key).and_then(Value::as_array).cloned().unwrap_or_default();
+    let _ = writeln!(out, "\npending events (first 20)");
+    for e in list("pendingEvents") {
+        let _ =
+            writeln!(out, "  {:>8}  {}  {:<8}  {}", text(&e, "number"), text(&e, "timestamp"), text(&e, "interaction"), text(&e, "focus"));
+    }
+    let _ = writeln!(out, "\ndead letters");
+    for e in list("deadLetters") {
+        let _ = writeln!(
+            out,
+            "  {:>8}  {}  attempts {}  {}",
+            text(&e, "number"),
+            text(&e, "parkedAt"),
+            text(&e, "attempts"),
+            text(&e, "reason")
+        );
+    }
+    let _ = writeln!(out, "\ndelivery log (newest first)");
+    for a in list("deliveries") {
+        let result = if a.get("status").is_some_and(|v| !v.is_null()) { text(&a, "status") } else { text(&a, "error") };
+        let _ = writeln!(
+            out,
+            "  {}  {:<18}  events {:<9}  {:<9}  {:<5}  {:<9}  {} ms",
+            text(&a, "at"),
+            text(&a, "kind"),
+            text(&a, "events"),
+            text(&a, "channel"),
+            result,
+            text(&a, "outcome"),
+            text(&a, "millis")
         );
     }
     out

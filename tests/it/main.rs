@@ -7,6 +7,7 @@
 
 mod clients;
 mod crash;
+mod dashboard;
 mod fhir_rest;
 mod filters;
 #[cfg(feature = "load")]

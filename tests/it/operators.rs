@@ -89,3 +89,60 @@ async fn metrics_need_the_admin_token_when_one_is_set() {
     // The FHIR API is not behind the admin token.
     assert_eq!(server.get("metadata").await.0, StatusCode::OK);
 }
+
+/// Runs `herald <args>` (the real binary) against `server`, off the runtime thread.
+async fn herald(server: &TestServer, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args(args).env("HERALD_SERVER", &server.base).env_remove("HERALD_ADMIN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("HERALD_ADMIN_TOKEN", t);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().expect("run herald");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test]
+async fn cli_status_subscriptions_and_topics_against_a_running_herald() {
+    let server = TestServer::start_with(|c| c.admin.token = "cli-admin-token".into()).await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status(&id, "active", T).await;
+    server.create_task("requested", "Organization/lab").await;
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [1]);
+    let tok = Some("cli-admin-token");
+
+    // Without the token the operator API refuses, and the CLI says so.
+    let (ok, _, err) = herald(&server, None, &["status"]).await;
+    assert!(!ok && err.contains("401"), "{err}");
+
+    let (ok, out, err) = herald(&server, tok, &["status"]).await;
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("subscriptions active") && l.trim_end().ends_with(" 1")), "{out}");
+    let (ok, out, err) = herald(&server, tok, &["subscriptions", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.starts_with(&id) && l.contains("active") && l.contains(TOPIC)), "{out}");
+    let (ok, out, err) = herald(&server, tok, &["subscriptions", "list", "--json"]).await;
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["events"], 1);
+    let (ok, out, err) = herald(&server, tok, &["topics", "list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.trim_start().starts_with("1 ") && l.contains(TOPIC)), "{out}");
+    assert!(out.contains("http://herald.dev/fhir/SubscriptionTopic/task-assigned"), "{out}");
+    let (ok, out, err) = herald(&server, tok, &["subscriptions", "show", &id]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("delivery log") && out.contains("event-notification") && out.contains("delivered"), "{out}");
+
+    // Pause: off, nothing delivered; resume: a new handshake, then the events that waited.
+    let (ok, out, err) = herald(&server, tok, &["subscriptions", "pause", &id]).await;
+    assert!(ok && out.contains("is now off"), "{out}{err}");
+    server.wait_status(&id, "off", T).await;
+    let (ok, out, err) = herald(&server, tok, &["subscriptions", "resume", &id]).await;
+    assert!(ok && out.contains("is now requested"), "{out}{err}");
+    assert_eq!(rx.next_of("handshake", T).await.kind(), "handshake");
+    server.wait_status(&id, "active", T).await;
+    server.create_task("requested", "Organization/lab").await;
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [2]);
+}
