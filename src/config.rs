@@ -229,7 +229,9 @@ impl Config {
         }
         for (key, value) in env {
             let Some(rest) = key.strip_prefix("HERALD_") else { continue };
-            if rest == "CONFIG" || rest.is_empty() {
+            // Only HERALD_SECTION__KEY configures the server; other HERALD_* variables belong
+            // to other tools (the CLI's HERALD_SERVER and HERALD_ADMIN_TOKEN, test switches).
+            if rest == "CONFIG" || !rest.contains("__") {
                 continue;
             }
             let path = rest.to_ascii_lowercase().replace("__", ".");
@@ -399,6 +401,8 @@ mod tests {
     fn bad_values_name_their_key() {
         let err = Config::load(None, env(&[("HERALD_DELIVERY__DEFAULT_TIMEOUT", "soon")]), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("delivery.default_timeout"), "{err}");
+        let cfg = Config::load(None, env(&[("HERALD_SERVER", "http://x/fhir"), ("HERALD_ADMIN_TOKEN", "t")]), &Overrides::default());
+        assert!(cfg.is_ok(), "the CLI's variables are not configuration: {cfg:?}");
         let err = Config::load(None, env(&[("HERALD_DELIVERY__NOPE", "1")]), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         let cfg =
