@@ -154,3 +154,36 @@ async fn retention_removes_delivered_events_and_events_names_what_is_kept() {
     let (s, oo) = server.post(&format!("Subscription/{id}/$resend?eventsSinceNumber=2"), &json!({})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
 }
+
+#[tokio::test]
+async fn deleting_a_subscription_removes_its_events_and_off_keeps_them() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let id = active_subscription(&server, &rx).await;
+    for _ in 0..2 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    assert_eq!(rx.events(2, T).await.iter().flat_map(|n| n.event_numbers()).collect::<Vec<_>>(), [1, 2]);
+
+    // Off: delivery stops, new changes are not numbered, stored events stay readable.
+    let (_, mut sub) = server.get(&format!("Subscription/{id}")).await;
+    sub["status"] = json!("off");
+    assert_eq!(server.put(&format!("Subscription/{id}"), &sub).await.0, StatusCode::OK);
+    server.wait_status(&id, "off", T).await;
+    server.create_task("requested", "Organization/lab").await;
+    let (s, b) = server.get(&format!("Subscription/{id}/$events")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["entry"][0]["resource"]["notificationEvent"].as_array().unwrap().len(), 2, "{b}");
+
+    // Delete: the queue and its events go; the same id starts again from event 1.
+    assert!(server.delete(&format!("Subscription/{id}")).await.0.is_success());
+    assert_eq!(server.get(&format!("Subscription/{id}/$events")).await.0, StatusCode::NOT_FOUND);
+    sub["status"] = json!("requested");
+    assert!(server.put(&format!("Subscription/{id}"), &sub).await.0.is_success());
+    assert_eq!(rx.next_of("handshake", T).await.status()["eventsSinceSubscriptionStart"], "0");
+    server.wait_status(&id, "active", T).await;
+    let (_, b) = server.get(&format!("Subscription/{id}/$events")).await;
+    assert!(b["entry"][0]["resource"].get("notificationEvent").is_none(), "old events are gone: {b}");
+    server.create_task("requested", "Organization/lab").await;
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [1]);
+}
