@@ -22,6 +22,7 @@
 //! - `api`: axum routes. `config`: layered settings. `ops`: telemetry.
 
 pub mod api;
+pub mod auth;
 pub mod channels;
 pub mod cli;
 pub mod config;
