@@ -169,7 +169,7 @@ fn main() {
         }));
         let client = reqwest::Client::new();
         loop {
-            if client.get(format!("http://{addr}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            if client.get(format!("http://{addr}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

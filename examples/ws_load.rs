@@ -103,8 +103,8 @@ fn spawn_herald(n: usize) -> (Spawned, String, u32) {
     (Spawned { child, _dir: dir }, format!("http://127.0.0.1:{port}/fhir"), pid)
 }
 
-async fn wait_healthy(http: &reqwest::Client, base: &str) {
-    let url = base.replace("/fhir", "/healthz");
+async fn wait_ready(http: &reqwest::Client, base: &str) {
+    let url = base.replace("/fhir", "/readyz");
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -112,7 +112,7 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("herald at {base} not healthy");
+    panic!("herald at {base} not ready");
 }
 
 async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
@@ -157,7 +157,7 @@ async fn main() {
         _ => panic!("--base and --pid go together"),
     };
     let http = reqwest::Client::builder().pool_max_idle_per_host(a.concurrency).build().unwrap();
-    wait_healthy(&http, &base).await;
+    wait_ready(&http, &base).await;
 
     let topic = json!({
         "resourceType": "SubscriptionTopic", "url": TOPIC, "status": "active",

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use herald::config::{Config, Overrides};
@@ -138,25 +139,36 @@ struct ServeArgs {
     config: Option<PathBuf>,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            eprintln!("cannot listen for ctrl-c: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on the first SIGTERM or SIGINT (ctrl-c). The handlers are installed here, before
+/// the listener is bound, so that a signal during start-up is a clean stop too.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        async fn first(signal: std::io::Result<Signal>) {
+            match signal {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+        let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+        if let Err(e) = &term {
+            eprintln!("herald: cannot listen for SIGTERM: {e}");
+        }
+        async move {
+            tokio::select! { () = first(term) => {}, () = first(int) => {} }
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    {
+        async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -202,7 +214,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
+        let shutdown = shutdown_signal();
         let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -213,7 +226,7 @@ fn main() -> ExitCode {
         if cfg.delivery.allow_private_endpoints {
             tracing::warn!("delivery to private and loopback addresses is allowed (--allow-private-endpoints)");
         }
-        match herald::run(cfg, listener, shutdown_signal()).await {
+        match herald::run(cfg, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 let mut msg = e.to_string();
@@ -227,5 +240,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // `run` bounded every step by server.shutdown_grace; a blocking task it left behind (a
+    // flush that overran) is not waited for: the data it would have flushed is not needed for
+    // crash safety.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
 }

@@ -1,6 +1,8 @@
 //! The HTTP API (axum): FHIR REST at `/fhir`, operations, health. Handlers parse and check the
 //! request, then hand writes to `ingest` and read from `store`; none writes the store itself.
 //!
+//! - `health`: `/healthz` (liveness), `/readyz` (readiness) and the start-up `Gate` in front
+//!   of the full router.
 //! - `rest`: create, read, vread, update, delete, history.
 //! - `search`: type-level search (`GET /fhir/{type}?...`, `POST /fhir/{type}/_search`).
 //! - `bundle`: batch and transaction Bundles at `POST /fhir`.
@@ -17,6 +19,7 @@ mod capability;
 mod emit;
 mod events;
 mod extract;
+mod health;
 pub mod outcome;
 mod resend;
 mod rest;
@@ -25,13 +28,12 @@ mod sidecar;
 mod status;
 mod ws;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use tracing::Instrument;
@@ -41,6 +43,7 @@ use crate::channels::websocket::Hub;
 use crate::fhir::IssueType;
 use crate::ingest::Ingest;
 use crate::store::Store;
+pub use health::{front, Gate, Phase};
 use outcome::ApiError;
 
 /// What handlers share.
@@ -51,8 +54,6 @@ pub struct AppState {
     pub policy: AddressPolicy,
     pub max_bundle_entries: usize,
     pub search: search::plan::Limits,
-    /// Set once the registry is loaded and delivery started.
-    pub ready: AtomicBool,
     /// Websocket binding tokens and the websocket lanes sockets bind to.
     pub hub: Arc<Hub>,
     /// `subscriptions.max_events_per_query`: the most events one `$events` returns.
@@ -66,6 +67,7 @@ pub struct AppState {
 
 pub type Shared = Arc<AppState>;
 
+/// The full router, served through the `Gate` once Herald is ready (see `health`).
 pub fn router(state: Shared, max_body_bytes: usize) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
@@ -95,7 +97,6 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .merge(operator)
         // The page holds no data; its API calls are guarded (the page asks for the token).
         .route("/admin/", get(admin::dashboard))
-        .route("/healthz", get(healthz))
         .route("/fhir", post(bundle::batch_or_transaction))
         .route("/fhir/", post(bundle::batch_or_transaction))
         .nest("/fhir", fhir)
@@ -103,14 +104,6 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(request_span))
         .with_state(state)
-}
-
-async fn healthz(State(state): State<Shared>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ok").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
-    }
 }
 
 async fn unknown_route(req: Request) -> ApiError {

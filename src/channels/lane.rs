@@ -70,7 +70,10 @@ fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
 
 pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Receiver<LaneView>) {
     let span = tracing::info_span!("channels.lane", subscription.id = %sub);
-    async move {
+    // Shutdown abandons whatever the lane is doing, an attempt in flight included: the event
+    // is still pending in the outbox and is sent again after restart (at least once).
+    let shutdown = ctx.shutdown.clone();
+    let lane = async move {
         let first = rx.borrow().state.clone();
         let mut cursor = Cursor {
             through: first.delivered_through,
@@ -183,8 +186,12 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
             }
         }
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => {}
+        () = lane => {}
+    }
 }
 
 fn status_context<'a>(ctx: &'a LaneContext, view: &'a LaneView, status: SubStatus) -> StatusContext<'a> {

@@ -104,6 +104,10 @@ impl Dispatcher {
 
 impl LaneSink for Dispatcher {
     fn publish(&self, sub: &str, view: Option<LaneView>) {
+        // Stopping: commits still finish, but no lane starts (it would stop at once anyway).
+        if self.ctx.shutdown.is_cancelled() {
+            return;
+        }
         // A poisoned lock means a lane registry update panicked; keep serving with its data.
         let mut lanes = match self.lanes.lock() {
             Ok(l) => l,

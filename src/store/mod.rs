@@ -43,6 +43,9 @@ pub enum StoreError {
     CorruptIndex { key: String },
     #[error("could not encode a record")]
     Encode(#[source] serde_json::Error),
+    /// A caller stopped a long operation (an index rebuild) through its progress callback.
+    #[error("interrupted before it finished")]
+    Interrupted,
     /// Answering a lookup on an unindexed parameter would read more resources than allowed.
     #[error("answering {resource_type}.{code} without an index would read more than {limit} resources")]
     ScanLimit { resource_type: String, code: String, limit: usize },

@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 use crate::support::binary::{free_port, Herald};
 use crate::support::Receiver;
 
-const TOPIC: &str = "http://example.org/topics/task-changed";
+pub(crate) const TOPIC: &str = "http://example.org/topics/task-changed";
 
-async fn setup(h: &Herald, endpoint: &str) -> String {
+pub(crate) async fn setup(h: &Herald, endpoint: &str) -> String {
     let client = reqwest::Client::new();
     let topic =
         json!({ "resourceType": "SubscriptionTopic", "url": TOPIC, "status": "active", "resourceTrigger": [{ "resource": "Task" }] });
@@ -30,7 +30,7 @@ async fn setup(h: &Herald, endpoint: &str) -> String {
 
 /// Receives until every id in `want` has been seen as a focus; returns the event numbers in
 /// arrival order.
-async fn collect(rx: &Receiver, want: &HashSet<String>, d: Duration) -> Vec<u64> {
+pub(crate) async fn collect(rx: &Receiver, want: &HashSet<String>, d: Duration) -> Vec<u64> {
     let deadline = Instant::now() + d;
     let mut seen = HashSet::new();
     let mut numbers = Vec::new();
@@ -47,7 +47,7 @@ async fn collect(rx: &Receiver, want: &HashSet<String>, d: Duration) -> Vec<u64>
 }
 
 /// First occurrences must be 1, 2, 3, ... (no gap, in order); repeats are redeliveries.
-fn assert_gapless_in_order(numbers: &[u64]) {
+pub(crate) fn assert_gapless_in_order(numbers: &[u64]) {
     let mut next = 1;
     for &n in numbers {
         if n == next {

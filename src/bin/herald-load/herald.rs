@@ -1,6 +1,6 @@
 //! Herald as a child process: `herald serve --listen 127.0.0.1:PORT --data-dir DIR
 //! --allow-private-endpoints [--config FILE]` on a fresh data directory, its log in a file
-//! beside it, ready once `GET /healthz` answers 200. Stopped with SIGTERM (then SIGKILL after
+//! beside it, ready once `GET /readyz` answers 200. Stopped with SIGTERM (then SIGKILL after
 //! 20 s), and killed if dropped. Also the scratch directory every run writes under.
 
 use std::path::{Path, PathBuf};
@@ -76,7 +76,7 @@ impl Herald {
         }
         let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let mut herald = Herald { pid: child.id().to_string(), child, base: format!("http://127.0.0.1:{port}/fhir"), log };
-        let health = format!("http://127.0.0.1:{port}/healthz");
+        let health = format!("http://127.0.0.1:{port}/readyz");
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = herald.child.try_wait()? {

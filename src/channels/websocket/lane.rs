@@ -88,7 +88,10 @@ pub(crate) async fn run(
     let hub = ctx.hub.clone();
     let (registration, mut control) = registration;
     let span = tracing::info_span!("channels.lane", subscription.id = %sub, channel = "websocket");
-    async move {
+    // Shutdown abandons whatever the lane is doing: events not yet acknowledged stay pending
+    // and are sent after restart.
+    let shutdown = ctx.shutdown.clone();
+    let lane = async move {
         let _registered = Registration { hub: &hub, sub: &sub, id: registration };
         let through = rx.borrow().state.delivered_through;
         let mut lane =
@@ -166,8 +169,12 @@ pub(crate) async fn run(
             }
         }
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => {}
+        () = lane => {}
+    }
 }
 
 impl Lane {

@@ -24,7 +24,7 @@ pub mod set;
 
 mod check;
 
-pub use check::IndexCheck;
+pub use check::{IndexCheck, Progress, RebuildProgress, RebuildStep, PROGRESS_EVERY};
 pub use set::IndexSet;
 
 use std::collections::HashMap;

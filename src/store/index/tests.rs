@@ -239,6 +239,52 @@ fn an_index_built_under_another_set_is_rebuilt_at_open() {
 }
 
 #[test]
+fn a_rebuild_reports_progress_per_step_and_can_be_interrupted() {
+    use std::ops::ControlFlow;
+    let dir = tempfile::tempdir().unwrap();
+    let resources = 2 * PROGRESS_EVERY + 500;
+    {
+        let (store, _) = Store::open_indexed(dir.path(), IndexSet::none(), BASE).unwrap();
+        for chunk in (0..resources).collect::<Vec<_>>().chunks(500) {
+            let recs: Vec<VersionRecord> =
+                chunk.iter().map(|i| task(&format!("t{i}"), 1, "Organization/lab-1", "requested", "2026-01-05")).collect();
+            write(&store, &recs.iter().collect::<Vec<_>>());
+        }
+        store.flush().unwrap();
+    }
+    // Interrupted while writing entries: the set stays `rebuilding`, so the next open rebuilds.
+    let mut seen = Vec::new();
+    let mut stop_at_first_write_report = |p: RebuildProgress| {
+        seen.push(p);
+        if p.step == RebuildStep::Writing && p.done > 0 {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let interrupted = Store::open_indexed_with(dir.path(), IndexSet::All, BASE, Some(&mut stop_at_first_write_report));
+    assert!(matches!(interrupted, Err(StoreError::Interrupted)), "{:?}", interrupted.err());
+    assert_eq!(seen.first().map(|p| p.step), Some(RebuildStep::Clearing));
+    assert_eq!(seen.last(), Some(&RebuildProgress { step: RebuildStep::Writing, done: PROGRESS_EVERY, total: resources }));
+    let mut seen = Vec::new();
+    let mut record = |p: RebuildProgress| {
+        seen.push(p);
+        ControlFlow::Continue(())
+    };
+    let (store, rebuilt) = Store::open_indexed_with(dir.path(), IndexSet::All, BASE, Some(&mut record)).unwrap();
+    assert!(rebuilt.expect("interrupted rebuild redone").is_consistent());
+    assert!(store.check_index(BASE).unwrap().is_consistent());
+    // Each step starts at 0, counts up by PROGRESS_EVERY and ends at the total.
+    for step in [RebuildStep::Writing, RebuildStep::Checking] {
+        let done: Vec<usize> = seen.iter().filter(|p| p.step == step).map(|p| p.done).collect();
+        assert_eq!(done, vec![0, PROGRESS_EVERY, 2 * PROGRESS_EVERY, resources], "{step:?}");
+        assert!(seen.iter().filter(|p| p.step == step).all(|p| p.total == resources));
+    }
+    let steps: Vec<RebuildStep> = seen.iter().map(|p| p.step).collect();
+    assert!(steps.windows(2).all(|w| w[0] as u8 <= w[1] as u8), "steps run in order: {steps:?}");
+}
+
+#[test]
 fn index_sets_parse_and_name_bad_entries() {
     assert_eq!(IndexSet::from_spec(&["all"]).unwrap(), IndexSet::All);
     assert_eq!(IndexSet::from_spec(&["none"]).unwrap(), IndexSet::none());

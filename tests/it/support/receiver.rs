@@ -1,7 +1,9 @@
 //! A rest-hook endpoint: records every POST (headers, body, arrival time) into a channel and
-//! answers with the status the test sets (default 200).
+//! answers with the status the test sets (default 200), after the delay the test sets (default
+//! none). A delayed POST is recorded only once it is answered: one the sender gave up on
+//! (closed the connection) was never accepted and is not recorded.
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,17 @@ impl Received {
 struct Shared {
     tx: mpsc::UnboundedSender<Received>,
     status: AtomicU16,
+    delay_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// Counts a request as in flight until it is answered or dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct Receiver {
@@ -55,6 +68,12 @@ pub struct Receiver {
 }
 
 async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    let _in_flight = InFlight(&shared.in_flight);
+    let delay = shared.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let status = shared.status.load(Ordering::SeqCst);
     let _ = shared.tx.send(Received { headers, body, at: Instant::now() });
@@ -70,7 +89,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let local = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared { tx, status: AtomicU16::new(200) });
+        let shared = Arc::new(Shared { tx, status: AtomicU16::new(200), delay_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) });
         let app = Router::new().route("/hook", post(hook)).with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -80,6 +99,16 @@ impl Receiver {
 
     pub fn set_status(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers every later POST only after `d` (a slow endpoint).
+    pub fn set_delay(&self, d: Duration) {
+        self.shared.delay_ms.store(u64::try_from(d.as_millis()).unwrap(), Ordering::SeqCst);
+    }
+
+    /// POSTs received and not yet answered (nor given up by the sender).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
     }
 
     /// The next notification of any kind, or a failure naming the wait.

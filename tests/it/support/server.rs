@@ -49,12 +49,12 @@ impl TestServer {
         });
         let server =
             TestServer { base: format!("http://{addr}/fhir"), client: reqwest::Client::new(), stop: Some(stop), task: Some(task), dir };
-        server.wait_healthy().await;
+        server.wait_ready().await;
         server
     }
 
-    async fn wait_healthy(&self) {
-        let url = self.base.replace("/fhir", "/healthz");
+    async fn wait_ready(&self) {
+        let url = self.base.replace("/fhir", "/readyz");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(r) = self.client.get(&url).send().await {
@@ -64,7 +64,7 @@ impl TestServer {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("server not healthy within 10s");
+        panic!("server not ready within 10s");
     }
 
     /// Stops the server and waits for it to finish.

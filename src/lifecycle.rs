@@ -1,0 +1,239 @@
+//! One Herald's start and stop, around the listener `herald::run` already serves.
+//!
+//! `start` brings the stages up in order: the store (with the search index checked, or
+//! rebuilt when the configured set changed), the committer with the registry rebuilt from the
+//! store, and a lane per subscription. The slow steps run on blocking threads so that
+//! `/healthz` keeps answering; the index rebuild logs its progress and stops early when
+//! shutdown begins (it resumes at the next start). `Running::stop` is the shutdown sequence,
+//! every step bounded by one deadline: delivery stops (an attempt in flight is abandoned and
+//! retried after restart), open requests finish, websockets close, the committer commits what
+//! is queued, the store is flushed. Crash safety never depends on any of it: every
+//! acknowledged write was flushed before its answer.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::channels::guard::AddressPolicy;
+use crate::channels::websocket::{Hub, WsConfig};
+use crate::channels::{DeliveryConfig, Dispatcher, RetryPolicy};
+use crate::config::Config;
+use crate::fhir::subscription::SubscriptionLimits;
+use crate::ingest::CommitterConfig;
+use crate::store::index::{RebuildProgress, RebuildStep};
+use crate::store::Store;
+use crate::{api, channels, fhir, ingest, RunError};
+
+/// Least time between two progress lines of one rebuild step.
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Everything `stop` has to stop, and the state the full router serves.
+pub(crate) struct Running {
+    store: Store,
+    state: api::Shared,
+    dispatcher: Arc<Dispatcher>,
+    max_body_bytes: usize,
+    /// Stops the delivery lanes.
+    delivery: CancellationToken,
+    /// Stops the committer once what is queued is committed.
+    ingest_stop: CancellationToken,
+    sockets: TaskTracker,
+    lanes: TaskTracker,
+    core: TaskTracker,
+}
+
+/// Logs a rebuild: each step as it starts, then at most every `PROGRESS_LOG_EVERY`.
+struct RebuildLog {
+    step: Option<RebuildStep>,
+    last: std::time::Instant,
+}
+
+impl RebuildLog {
+    fn report(&mut self, p: RebuildProgress) {
+        let new_step = self.step != Some(p.step);
+        if !new_step && self.last.elapsed() < PROGRESS_LOG_EVERY {
+            return;
+        }
+        self.step = Some(p.step);
+        self.last = std::time::Instant::now();
+        match p.step {
+            RebuildStep::Clearing if new_step => tracing::info!(
+                "search index: the configured index set is not the one the store holds; rebuilding it \
+                 (live, not ready until done)"
+            ),
+            RebuildStep::Clearing => tracing::info!(removed = p.done, "search index rebuild: removing old entries"),
+            RebuildStep::Writing => tracing::info!(done = p.done, total = p.total, "search index rebuild: writing entries"),
+            RebuildStep::Checking => tracing::info!(done = p.done, total = p.total, "search index rebuild: checking"),
+        }
+    }
+}
+
+/// Opens the store (rebuilding the index if needed), starts the committer and the lanes.
+/// `stop` interrupts an index rebuild (`StoreError::Interrupted`); `stop` also closes websockets.
+pub(crate) async fn start(cfg: &Config, base_url: &str, stop: &CancellationToken) -> Result<Running, RunError> {
+    let index_set = cfg.search.index_set()?;
+    let dir = cfg.store.data_dir.clone();
+    let base = base_url.to_owned();
+    let interrupt = stop.clone();
+    let opened = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
+        fhir::search::SearchParams::r5()?;
+        let started = std::time::Instant::now();
+        let mut log = RebuildLog { step: None, last: started };
+        let mut progress = |p: RebuildProgress| {
+            log.report(p);
+            if interrupt.is_cancelled() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let (store, rebuilt) = Store::open_indexed_with(&dir, index_set, &base, Some(&mut progress))?;
+        if let Some(check) = rebuilt {
+            tracing::info!(
+                resources = check.resources,
+                entries = check.expected,
+                secs = started.elapsed().as_secs_f64(),
+                "search index rebuilt for the configured index set"
+            );
+        }
+        Ok(store)
+    });
+    let store = opened.await??.with_scan_limit(cfg.search.max_scan);
+    let policy =
+        AddressPolicy { allow_all_private: cfg.delivery.allow_private_endpoints, allow_nets: cfg.delivery.allow_private_networks.clone() };
+    let delivery_cfg = DeliveryConfig {
+        default_timeout: cfg.duration("delivery.default_timeout"),
+        retry: RetryPolicy {
+            initial_interval: cfg.duration("delivery.initial_interval"),
+            multiplier: cfg.delivery.multiplier,
+            max_interval: cfg.duration("delivery.max_interval"),
+            randomization_factor: cfg.delivery.randomization_factor,
+            max_attempts: cfg.delivery.max_attempts,
+            max_age: cfg.duration("delivery.max_age"),
+        },
+        max_concurrent: cfg.delivery.max_concurrent,
+    };
+    let delivery = CancellationToken::new();
+    let sockets = TaskTracker::new();
+    let hub = Arc::new(Hub::new(
+        WsConfig {
+            url: cfg.websocket_url(base_url),
+            token_lifetime: cfg.duration("websocket.token_lifetime"),
+            max_message_bytes: cfg.websocket.max_message_bytes,
+            send_buffer: cfg.websocket.send_buffer,
+            send_timeout: cfg.duration("websocket.send_timeout"),
+            max_connections: cfg.websocket.max_connections,
+        },
+        stop.clone(),
+        sockets.clone(),
+    ));
+    let delivery_log = Arc::new(crate::ops::delivery_log::DeliveryLog::new(cfg.admin.delivery_log));
+    let lanes = TaskTracker::new();
+    let core = TaskTracker::new();
+    let (ingest, queue) = ingest::channel(cfg.ingest.queue_depth);
+    let client = channels::rest_hook::RestHookClient::new(policy.clone())?;
+    let dispatcher = Arc::new(Dispatcher::new(
+        store.clone(),
+        ingest.clone(),
+        client,
+        delivery_cfg,
+        base_url.to_owned(),
+        delivery.clone(),
+        lanes.clone(),
+        hub.clone(),
+        delivery_log.clone(),
+    ));
+    let committer_cfg = CommitterConfig {
+        base_url: base_url.to_owned(),
+        limits: SubscriptionLimits {
+            max_timeout_secs: cfg.duration("subscriptions.max_timeout").as_secs(),
+            max_heartbeat_secs: cfg.duration("subscriptions.max_heartbeat_period").as_secs(),
+            max_count: cfg.subscriptions.max_count,
+        },
+        enforce_task_state_machine: cfg.ingest.enforce_task_state_machine,
+        retention: ingest::Retention {
+            keep: cfg.subscriptions.events_keep,
+            max_age: cfg.duration("subscriptions.events_max_age"),
+            interval: cfg.duration("subscriptions.events_prune_interval"),
+        },
+    };
+    let ingest_stop = CancellationToken::new();
+    // Loading the registry reads every topic and subscription (and installs the built-in
+    // topics): blocking work. It starts the committer and the flusher on `core` and a lane per
+    // subscription on `lanes`.
+    let (load_store, sink, load_core, load_stop) = (store.clone(), dispatcher.clone(), core.clone(), ingest_stop.clone());
+    tokio::task::spawn_blocking(move || ingest::spawn(load_store, committer_cfg, queue, sink, &load_core, load_stop)).await??;
+    let state = Arc::new(api::AppState {
+        store: store.clone(),
+        ingest,
+        base_url: base_url.to_owned(),
+        policy,
+        max_bundle_entries: cfg.server.max_bundle_entries,
+        search: api::search::plan::Limits {
+            max_scan: cfg.search.max_scan,
+            max_include: cfg.search.max_include,
+            cheap_total: cfg.search.cheap_total,
+        },
+        hub,
+        max_events_per_query: cfg.subscriptions.max_events_per_query,
+        admin_token: (!cfg.admin.token.is_empty()).then(|| crate::secret::Secret::new(cfg.admin.token.clone())),
+        top_subscriptions: cfg.admin.top_subscriptions,
+        delivery_log,
+    });
+    Ok(Running { store, state, dispatcher, max_body_bytes: cfg.server.max_body_bytes, delivery, ingest_stop, sockets, lanes, core })
+}
+
+impl Running {
+    /// The full router (`Gate::open` serves it).
+    pub(crate) fn router(&self) -> axum::Router {
+        api::router(self.state.clone(), self.max_body_bytes)
+    }
+
+    pub(crate) fn lane_count(&self) -> usize {
+        self.dispatcher.lane_count()
+    }
+
+    /// The shutdown sequence; `server` is the HTTP server, already told to stop accepting.
+    /// Each step gets what is left until `deadline`; a step that overruns is logged and left
+    /// behind (whatever it had not finished was not acknowledged, or is retried after restart).
+    pub(crate) async fn stop(self, deadline: Instant, server: JoinHandle<std::io::Result<()>>) {
+        // Delivery first: nothing it does must hold up the rest.
+        self.delivery.cancel();
+        // Open requests finish; the committer and flusher still run for them.
+        let abort = server.abort_handle();
+        if tokio::time::timeout_at(deadline, server).await.is_err() {
+            abort.abort();
+            tracing::warn!("requests still open at the end of server.shutdown_grace were cut off; their clients got no answer");
+        }
+        // Sockets saw `stop` and are closing with 1001.
+        self.sockets.close();
+        if tokio::time::timeout_at(deadline, self.sockets.wait()).await.is_err() {
+            tracing::warn!("websockets did not close within server.shutdown_grace");
+        }
+        self.lanes.close();
+        if tokio::time::timeout_at(deadline, self.lanes.wait()).await.is_err() {
+            tracing::warn!("delivery lanes did not stop within server.shutdown_grace");
+        }
+        drop(self.state);
+        drop(self.dispatcher);
+        // The committer commits what is queued (lane results included) and ends; the flusher
+        // flushes that and ends. Waiting for both means the store is closed when `run` returns.
+        self.ingest_stop.cancel();
+        self.core.close();
+        if tokio::time::timeout_at(deadline, self.core.wait()).await.is_err() {
+            tracing::warn!("the committer did not stop within server.shutdown_grace");
+        }
+        let store = self.store;
+        match tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || store.flush())).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "final flush failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "final flush thread failed"),
+            Err(_) => tracing::warn!("the final flush did not end within server.shutdown_grace"),
+        }
+    }
+}
