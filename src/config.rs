@@ -30,7 +30,49 @@ pub struct Config {
     pub search: SearchSettings,
     pub websocket: WebsocketSettings,
     pub admin: AdminSettings,
+    pub auth: AuthSettings,
     pub log: LogConfig,
+}
+
+/// Authentication of API clients (`[auth]`); see `crate::auth`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Required `iss` of bearer JWTs.
+    pub issuer: String,
+    /// Required `aud` of bearer JWTs (usually the FHIR base URL).
+    pub audience: String,
+    /// A JWKS file with the public keys JWTs are signed with (RS256, ES256, ...).
+    pub jwks_file: String,
+    /// Shared secrets for HS256 JWTs.
+    pub hs256_secrets: Vec<String>,
+    pub leeway: String,
+    /// Machine clients: `{ client, sha256, scopes }`, the key's SHA-256 in hex.
+    pub api_keys: Vec<ApiKeySetting>,
+    /// Serve anonymous requests on a non-loopback address when no authentication is
+    /// configured (`--allow-anonymous`).
+    pub allow_anonymous: bool,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySetting {
+    pub client: String,
+    pub sha256: String,
+    pub scopes: String,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("jwks_file", &self.jwks_file)
+            .field("hs256_secrets", &format!("[{} redacted]", self.hs256_secrets.len()))
+            .field("api_keys", &self.api_keys.iter().map(|k| &k.client).collect::<Vec<_>>())
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
 }
 
 /// Operator surfaces: `/metrics`, the dashboard and its API (`[admin]`).
@@ -180,6 +222,7 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub allow_private_endpoints: bool,
+    pub allow_anonymous: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +291,9 @@ impl Config {
         if overrides.allow_private_endpoints {
             cfg.delivery.allow_private_endpoints = true;
         }
+        if overrides.allow_anonymous {
+            cfg.auth.allow_anonymous = true;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -265,6 +311,7 @@ impl Config {
             ("websocket.token_lifetime", &self.websocket.token_lifetime),
             ("websocket.send_timeout", &self.websocket.send_timeout),
             ("subscriptions.events_max_age", &self.subscriptions.events_max_age),
+            ("auth.leeway", &self.auth.leeway),
             ("subscriptions.events_prune_interval", &self.subscriptions.events_prune_interval),
         ] {
             parse_duration(key, text)?;
@@ -349,6 +396,7 @@ impl Config {
             "websocket.token_lifetime" => &self.websocket.token_lifetime,
             "websocket.send_timeout" => &self.websocket.send_timeout,
             "subscriptions.events_max_age" => &self.subscriptions.events_max_age,
+            "auth.leeway" => &self.auth.leeway,
             "subscriptions.events_prune_interval" => &self.subscriptions.events_prune_interval,
             _ => return Duration::ZERO,
         };

@@ -76,6 +76,28 @@ pub enum RunError {
 pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
     let bound = listener.local_addr()?;
     let base_url = cfg.base_url(bound);
+    let authenticator = auth::Authenticator::from_config(&auth::AuthConfig {
+        issuer: &cfg.auth.issuer,
+        audience: &cfg.auth.audience,
+        jwks_file: &cfg.auth.jwks_file,
+        hs256_secrets: &cfg.auth.hs256_secrets,
+        leeway: cfg.duration("auth.leeway"),
+        api_keys: &cfg.auth.api_keys.iter().map(|k| (k.client.clone(), k.sha256.clone(), k.scopes.clone())).collect::<Vec<_>>(),
+    })
+    .map_err(|message| config::ConfigError::Invalid { key: "auth", message })?;
+    if authenticator.is_none() {
+        if !bound.ip().is_loopback() && !cfg.auth.allow_anonymous {
+            return Err(config::ConfigError::Invalid {
+                key: "auth",
+                message: format!(
+                    "no authentication is configured and Herald would listen on {bound}, beyond this machine; configure [auth] or pass --allow-anonymous"
+                ),
+            }
+            .into());
+        }
+        tracing::warn!(listen = %bound, "NO AUTHENTICATION: every request is served anonymously with full access ([auth] is empty)");
+    }
+    let authenticator = authenticator.map(std::sync::Arc::new);
     let grace = cfg.duration("server.shutdown_grace");
     if cfg.server.base_url.is_empty() && bound.ip().is_unspecified() {
         tracing::warn!(%base_url, "server.base_url is empty, so notifications and Location headers name the bound address; set it to the URL clients use");
@@ -96,7 +118,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     );
     let began = Instant::now();
     tracing::info!(listen = %bound, "listening; starting (GET /readyz answers 200 once ready)");
-    let running = match lifecycle::start(&cfg, &base_url, &stop).await {
+    let running = match lifecycle::start(&cfg, &base_url, &stop, authenticator).await {
         Ok(running) => running,
         Err(RunError::Store(store::StoreError::Interrupted)) => {
             tracing::info!("stopped during start-up; the search index rebuild starts again at the next start");

@@ -75,7 +75,12 @@ impl RebuildLog {
 
 /// Opens the store (rebuilding the index if needed), starts the committer and the lanes.
 /// `stop` interrupts an index rebuild (`StoreError::Interrupted`); `stop` also closes websockets.
-pub(crate) async fn start(cfg: &Config, base_url: &str, stop: &CancellationToken) -> Result<Running, RunError> {
+pub(crate) async fn start(
+    cfg: &Config,
+    base_url: &str,
+    stop: &CancellationToken,
+    auth: Option<Arc<crate::auth::Authenticator>>,
+) -> Result<Running, RunError> {
     let index_set = cfg.search.index_set()?;
     let dir = cfg.store.data_dir.clone();
     let base = base_url.to_owned();
@@ -184,6 +189,7 @@ pub(crate) async fn start(cfg: &Config, base_url: &str, stop: &CancellationToken
         admin_token: (!cfg.admin.token.is_empty()).then(|| crate::secret::Secret::new(cfg.admin.token.clone())),
         top_subscriptions: cfg.admin.top_subscriptions,
         delivery_log,
+        auth,
     });
     Ok(Running { store, state, dispatcher, max_body_bytes: cfg.server.max_body_bytes, delivery, ingest_stop, sockets, lanes, core })
 }

@@ -35,6 +35,8 @@ enum Command {
         #[command(subcommand)]
         command: TopicsCli,
     },
+    /// Print the SHA-256 of an API key, as `auth.api_keys[].sha256` stores it.
+    HashKey { key: String },
     /// Dead letters of a subscription on a running Herald: list, show one, replay.
     Dead {
         #[command(flatten)]
@@ -137,6 +139,9 @@ struct ServeArgs {
     /// Configuration file (TOML); see config/herald.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve anonymous requests on a non-loopback address when no authentication is configured.
+    #[arg(long)]
+    allow_anonymous: bool,
 }
 
 /// Completes on the first SIGTERM or SIGINT (ctrl-c). The handlers are installed here, before
@@ -175,6 +180,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::HashKey { key }) => {
+            println!("{}", herald::auth::api_key_digest(&key));
+            return ExitCode::SUCCESS;
+        }
         Some(Command::Status(client)) => return operator(client, herald::cli::Command::Status),
         Some(Command::Subscriptions { client, command }) => {
             use herald::cli::Command as C;
@@ -198,7 +207,12 @@ fn main() -> ExitCode {
         }
         None => ServeArgs::default(),
     };
-    let overrides = Overrides { listen: args.listen, data_dir: args.data_dir, allow_private_endpoints: args.allow_private_endpoints };
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        allow_private_endpoints: args.allow_private_endpoints,
+        allow_anonymous: args.allow_anonymous,
+    };
     let cfg = match Config::load(args.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,
         Err(e) => {

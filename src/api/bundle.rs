@@ -14,15 +14,19 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::access::entry_allowed;
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
 use super::rest::{check_body_type, guard_subscription, parse_etag, with_live_status};
 use super::Shared;
+use crate::auth::{Perm, Principal};
 use crate::fhir::instant::format_millis;
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
 use crate::ingest::{WriteEntry, WriteMethod, WriteResult};
+use axum::Extension;
+use std::sync::Arc;
 
 /// One parsed entry.
 struct Planned {
@@ -161,9 +165,17 @@ fn response_entry(state: &Shared, r: &WriteResult) -> Value {
     entry
 }
 
-async fn read_entry(state: &Shared, entry: &Value) -> Value {
+async fn read_entry(state: &Shared, principal: &Principal, entry: &Value) -> Value {
     let url = entry.pointer("/request/url").and_then(Value::as_str).unwrap_or("");
     let failed = |status: &str, code: IssueType, msg: String| json!({ "response": { "status": status, "outcome": operation_outcome(&[Issue::new(code, msg)]) } });
+    if let Some((ty, id)) = parse_url(&state.base_url, url) {
+        if let Err(why) = entry_allowed(principal, &ty, Perm::Read) {
+            return failed("403 Forbidden", IssueType::Security, why);
+        }
+        if ty == "Subscription" && id.as_deref().is_some_and(|id| !super::access::owns(state, principal, id)) {
+            return failed("404 Not Found", IssueType::NotFound, format!("{ty}/{} not found", id.unwrap_or_default()));
+        }
+    }
     match parse_url(&state.base_url, url) {
         Some((ty, Some(id))) if is_resource_type(&ty) && is_valid_id(&id) => match state.store.latest(&ty, &id) {
             Ok(Some(rec)) if !rec.deleted => {
@@ -181,7 +193,21 @@ async fn read_entry(state: &Shared, entry: &Value) -> Value {
     }
 }
 
-pub(super) async fn batch_or_transaction(State(state): State<Shared>, FhirBody(bundle): FhirBody) -> Result<Response, ApiError> {
+/// The permission an entry's write asks for.
+fn perm_of(method: WriteMethod) -> Perm {
+    match method {
+        WriteMethod::Create => Perm::Create,
+        WriteMethod::Update => Perm::Update,
+        WriteMethod::Delete => Perm::Delete,
+    }
+}
+
+pub(super) async fn batch_or_transaction(
+    State(state): State<Shared>,
+    principal: Option<Extension<Arc<Principal>>>,
+    FhirBody(bundle): FhirBody,
+) -> Result<Response, ApiError> {
+    let principal = principal.map_or_else(|| Arc::new(Principal::anonymous()), |Extension(p)| p);
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Invalid, "POST to the base URL takes a batch or transaction Bundle"));
     }
@@ -195,13 +221,13 @@ pub(super) async fn batch_or_transaction(State(state): State<Shared>, FhirBody(b
         ));
     }
     match kind {
-        "transaction" => transaction(&state, entries).await,
-        "batch" => batch(&state, entries).await,
+        "transaction" => transaction(&state, &principal, entries).await,
+        "batch" => batch(&state, &principal, entries).await,
         other => Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Value, format!("Bundle.type '{other}' cannot be processed here; use batch or transaction (or $ingest for history and notification Bundles)"))),
     }
 }
 
-async fn transaction(state: &Shared, entries: Vec<Value>) -> Result<Response, ApiError> {
+async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>) -> Result<Response, ApiError> {
     let mut issues = Vec::new();
     let mut planned = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
@@ -211,6 +237,11 @@ async fn transaction(state: &Shared, entries: Vec<Value>) -> Result<Response, Ap
                 issues.push(entry_error(index, IssueType::NotSupported, "GET entries are not supported inside a transaction; use a batch"))
             }
             Err(issue) => issues.push(issue),
+        }
+    }
+    for p in &planned {
+        if let Err(why) = entry_allowed(principal, &p.write.resource_type, perm_of(p.write.method)) {
+            return Err(ApiError::issues(StatusCode::FORBIDDEN, vec![entry_error(p.index, IssueType::Security, why)]));
         }
     }
     let mut seen = HashSet::new();
@@ -257,7 +288,7 @@ async fn transaction(state: &Shared, entries: Vec<Value>) -> Result<Response, Ap
     let mut order: Vec<usize> = (0..planned.len()).collect();
     order.sort_by_key(|&i| planned.get(i).map_or(3, |p| rank(p.write.method)));
     let writes: Vec<WriteEntry> = order.iter().filter_map(|&i| planned.get(i).map(|p| p.write.clone())).collect();
-    let results = state.ingest.write_all(writes, true).await.map_err(|e| match e {
+    let results = state.ingest.write_all_as(writes, true, principal.client.clone()).await.map_err(|e| match e {
         crate::ingest::IngestError::Entry { index, source } => {
             let original = order.get(index).and_then(|&i| planned.get(i)).map_or(index, |p| p.index);
             ApiError::from(crate::ingest::IngestError::Entry { index: original, source })
@@ -273,7 +304,7 @@ async fn transaction(state: &Shared, entries: Vec<Value>) -> Result<Response, Ap
     Ok(fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "transaction-response", "entry": out })))
 }
 
-async fn batch(state: &Shared, entries: Vec<Value>) -> Result<Response, ApiError> {
+async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>) -> Result<Response, ApiError> {
     let mut out = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let failed = |e: ApiError| {
@@ -281,8 +312,12 @@ async fn batch(state: &Shared, entries: Vec<Value>) -> Result<Response, ApiError
             json!({ "response": { "status": status.trim_end(), "outcome": operation_outcome(&e.issues) } })
         };
         let response = match plan_entry(state, index, entry) {
-            Ok(None) => read_entry(state, entry).await,
+            Ok(None) => read_entry(state, principal, entry).await,
             Err(issue) => failed(ApiError::issues(StatusCode::BAD_REQUEST, vec![issue])),
+            Ok(Some(p)) if entry_allowed(principal, &p.write.resource_type, perm_of(p.write.method)).is_err() => {
+                let why = entry_allowed(principal, &p.write.resource_type, perm_of(p.write.method)).err().unwrap_or_default();
+                failed(ApiError::new(StatusCode::FORBIDDEN, IssueType::Security, why))
+            }
             Ok(Some(p)) => {
                 let guarded = match &p.write.resource {
                     Some(r) => guard_subscription(state, &p.write.resource_type, r).await,
@@ -290,8 +325,9 @@ async fn batch(state: &Shared, entries: Vec<Value>) -> Result<Response, ApiError
                 };
                 match guarded {
                     Err(e) => failed(e),
-                    Ok(()) => match state.ingest.write(p.write).await {
-                        Ok(r) => response_entry(state, &r),
+                    Ok(()) => match state.ingest.write_all_as(vec![p.write], false, principal.client.clone()).await.map(|mut r| r.pop()) {
+                        Ok(Some(r)) => response_entry(state, &r),
+                        Ok(None) => failed(ApiError::from(crate::ingest::IngestError::Unavailable)),
                         Err(e) => failed(ApiError::from(e)),
                     },
                 }

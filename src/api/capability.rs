@@ -71,6 +71,17 @@ pub(super) async fn metadata(State(state): State<Shared>) -> Response {
             r
         })
         .collect();
+    let security = match &state.auth {
+        None => json!({
+            "cors": false,
+            "description": "NO AUTHENTICATION: this Herald serves every request anonymously with full access. It only does so on a loopback address unless started with --allow-anonymous. Configure [auth] (JWTs or API keys) before exposing it.",
+        }),
+        Some(_) => json!({
+            "cors": false,
+            "service": [{ "coding": [{ "system": "http://hl7.org/fhir/restful-security-service", "code": "SMART-on-FHIR" }] }],
+            "description": "Bearer JWTs (SMART scopes, validated offline against configured keys) or API keys. SMART v2 scopes system/, user/ and patient/ (compartment) are enforced on every interaction; a Subscription is visible to and usable by the client that created it only.",
+        }),
+    };
     let cs = json!({
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -82,6 +93,7 @@ pub(super) async fn metadata(State(state): State<Shared>) -> Response {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
+            "security": security,
             "documentation": "Topic-based subscriptions (R5): rest-hook and websocket channels (websocket: $get-ws-binding-token, then bind-with-token on the returned websocket-url); $status and $events; content empty, id-only, full-resource; resource triggers by type and interaction with fhirPathCriteria or queryCriteria; eventTrigger for Herald's workflow events (output-modified) and for events reported with POST [base]/SubscriptionTopic/$emit (Herald's extension: Parameters with event valueCoding, focus resource or valueReference, context valueReference*); notificationShape include/revInclude as additionalContext; X-Provenance on create and update; filterBy with every comparator and modifier on official and stored SearchParameters; built-in clinical order workflow topics. Conditional interactions are not supported yet. Side-car ingest: POST [base]/$ingest with a history or subscription-notification Bundle.",
             "resource": resources,
             "interaction": [{ "code": "transaction" }, { "code": "batch" }],

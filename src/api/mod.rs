@@ -13,6 +13,7 @@
 //! - `capability`: `GET /fhir/metadata`.
 //! - `outcome`, `extract`: errors as OperationOutcomes, request bodies.
 
+mod access;
 mod admin;
 mod bundle;
 mod capability;
@@ -63,6 +64,8 @@ pub struct AppState {
     /// `admin.top_subscriptions`.
     pub top_subscriptions: usize,
     pub delivery_log: Arc<crate::ops::delivery_log::DeliveryLog>,
+    /// `[auth]`; `None`: anonymous access (loopback only, unless allowed).
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -86,7 +89,12 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/{type}/{id}", get(rest::read).put(rest::update).delete(rest::delete))
         .route("/{type}/{id}/_history", get(rest::history))
         .route("/{type}/{id}/_history/{vid}", get(rest::vread))
-        .fallback(unknown_route);
+        .fallback(unknown_route)
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::guard));
+    let batch = Router::new()
+        .route("/fhir", post(bundle::batch_or_transaction))
+        .route("/fhir/", post(bundle::batch_or_transaction))
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::guard));
     let operator = Router::new()
         .route("/metrics", get(admin::metrics_text))
         .route("/admin/api/summary", get(admin::summary_json))
@@ -97,8 +105,7 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .merge(operator)
         // The page holds no data; its API calls are guarded (the page asks for the token).
         .route("/admin/", get(admin::dashboard))
-        .route("/fhir", post(bundle::batch_or_transaction))
-        .route("/fhir/", post(bundle::batch_or_transaction))
+        .merge(batch)
         .nest("/fhir", fhir)
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))

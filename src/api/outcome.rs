@@ -114,6 +114,7 @@ impl From<IngestError> for ApiError {
             // (FHIR http.html uses 405 for deletes refused on principle, 409 for transient,
             // resource-specific refusals; 403 would suggest other credentials could succeed).
             IngestError::ReadOnly(what) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, IssueType::NotSupported, what),
+            IngestError::Forbidden(what) => ApiError::new(StatusCode::FORBIDDEN, IssueType::Security, what),
             IngestError::Entry { index, source } => {
                 let mut inner = ApiError::from(*source);
                 for issue in &mut inner.issues {

@@ -2,14 +2,18 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::{json, Value};
 
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
 use super::Shared;
+use crate::auth::Principal;
 use crate::channels::guard::check_endpoint;
 use crate::fhir::instant::format_millis;
 use crate::fhir::types::{is_resource_type, is_valid_id};
@@ -58,9 +62,15 @@ fn x_provenance(headers: &HeaderMap) -> Result<Option<Value>, ApiError> {
 }
 
 /// Writes `entry`, with the `X-Provenance` resource in the same commit when one was sent.
-async fn write_with_provenance(state: &Shared, entry: WriteEntry, headers: &HeaderMap) -> Result<WriteResult, ApiError> {
+async fn write_with_provenance(
+    state: &Shared,
+    actor: Option<String>,
+    entry: WriteEntry,
+    headers: &HeaderMap,
+) -> Result<WriteResult, ApiError> {
     let Some(provenance) = x_provenance(headers)? else {
-        return Ok(state.ingest.write(entry).await?);
+        let mut results = state.ingest.write_all_as(vec![entry], false, actor).await?;
+        return results.pop().ok_or_else(|| ApiError::from(crate::ingest::IngestError::Unavailable));
     };
     let record = WriteEntry {
         method: WriteMethod::Create,
@@ -70,7 +80,7 @@ async fn write_with_provenance(state: &Shared, entry: WriteEntry, headers: &Head
         if_match: None,
         provenance_for: Some(0),
     };
-    let mut results = state.ingest.write_all(vec![entry, record], true).await?;
+    let mut results = state.ingest.write_all_as(vec![entry, record], true, actor).await?;
     results.truncate(1);
     results.pop().ok_or_else(|| ApiError::from(crate::ingest::IngestError::Unavailable))
 }
@@ -150,6 +160,11 @@ fn written(state: &Shared, result: &WriteResult, minimal: bool) -> Response {
     resp
 }
 
+/// The authenticated client a write is made for (`None`: anonymous).
+fn actor(principal: &Option<Extension<Arc<Principal>>>) -> Option<String> {
+    principal.as_ref().and_then(|Extension(p)| p.client.clone()).filter(|c| !c.is_empty())
+}
+
 fn prefers_minimal(headers: &HeaderMap) -> bool {
     headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|p| p.contains("return=minimal"))
 }
@@ -157,6 +172,7 @@ fn prefers_minimal(headers: &HeaderMap) -> bool {
 pub(super) async fn create(
     State(state): State<Shared>,
     Path(ty): Path<String>,
+    principal: Option<Extension<Arc<Principal>>>,
     headers: HeaderMap,
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
@@ -173,13 +189,14 @@ pub(super) async fn create(
     let id = uuid::Uuid::new_v4().to_string();
     let entry =
         WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None, provenance_for: None };
-    let result = write_with_provenance(&state, entry, &headers).await?;
+    let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
     Ok(written(&state, &result, prefers_minimal(&headers)))
 }
 
 pub(super) async fn update(
     State(state): State<Shared>,
     Path((ty, id)): Path<(String, String)>,
+    principal: Option<Extension<Arc<Principal>>>,
     headers: HeaderMap,
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
@@ -204,22 +221,26 @@ pub(super) async fn update(
     let if_match = if_match(&headers)?;
     guard_subscription(&state, &ty, &body).await?;
     let entry = WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match, provenance_for: None };
-    let result = write_with_provenance(&state, entry, &headers).await?;
+    let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
     Ok(written(&state, &result, prefers_minimal(&headers)))
 }
 
 pub(super) async fn delete(
     State(state): State<Shared>,
     Path((ty, id)): Path<(String, String)>,
+    principal: Option<Extension<Arc<Principal>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
     let if_match = if_match(&headers)?;
+    let entry = WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None };
     let result = state
         .ingest
-        .write(WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None })
-        .await?;
+        .write_all_as(vec![entry], false, actor(&principal))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::from(crate::ingest::IngestError::Unavailable))?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     if result.changed {
         version_headers(&mut resp, &result.record);

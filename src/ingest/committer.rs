@@ -105,6 +105,8 @@ pub(super) struct Plan {
     /// Resources of a multi-entry transaction (`Type/id` to their state in this commit), so
     /// that `resolve()` in topic criteria sees the transaction, not the store before it.
     pub pending: HashMap<String, Option<Value>>,
+    /// The authenticated client making the writes (`None`: anonymous, or Herald itself).
+    pub actor: Option<String>,
 }
 
 impl Plan {
@@ -236,7 +238,7 @@ impl Committer {
 
     fn handle(&mut self, req: Request) {
         match req {
-            Request::Write { entries, atomic, reply } => self.handle_write(entries, atomic, reply),
+            Request::Write { entries, atomic, actor, reply } => self.handle_write(entries, atomic, actor, reply),
             Request::External { changes, reply } => self.handle_external(changes, reply),
             Request::Resend { sub, range, dead_only, reply } => {
                 let result = self.schedule_resend(&sub, range, dead_only);
@@ -259,10 +261,16 @@ impl Committer {
         plan.states.get(sub).or_else(|| self.states.get(sub)).cloned()
     }
 
-    fn handle_write(&mut self, entries: Vec<WriteEntry>, atomic: bool, reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>>) {
+    fn handle_write(
+        &mut self,
+        entries: Vec<WriteEntry>,
+        atomic: bool,
+        actor: Option<String>,
+        reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>>,
+    ) {
         let now = now_millis();
         if atomic {
-            let mut plan = Plan::default();
+            let mut plan = Plan { actor: actor.clone(), ..Plan::default() };
             if entries.len() > 1 {
                 // Later entries may be referenced by earlier ones: start from what was sent.
                 for e in &entries {
@@ -294,7 +302,7 @@ impl Committer {
             // Each entry its own commit; answered together once all are durable.
             let mut results = Vec::with_capacity(entries.len());
             for entry in &entries {
-                let mut plan = Plan::default();
+                let mut plan = Plan { actor: actor.clone(), ..Plan::default() };
                 match self.apply_entry(&mut plan, entry, now).and_then(|r| self.apply_plan(plan).map(|()| r)) {
                     Ok(r) => results.push(r),
                     Err(e) => {
@@ -311,7 +319,7 @@ impl Committer {
 
     /// Applies a plan's commit and merges its side effects; returns the lane updates to publish.
     fn apply_plan(&mut self, plan: Plan) -> Result<(), IngestError> {
-        let Plan { commit, states, registry_ops, touched, removed, pending: _ } = plan;
+        let Plan { commit, states, registry_ops, touched, removed, pending: _, actor: _ } = plan;
         self.store.apply(commit)?;
         for op in registry_ops {
             op.apply(&mut self.registry);

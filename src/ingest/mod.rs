@@ -226,10 +226,13 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("the write path is shut down")]
     Unavailable,
+    /// The caller may not change this resource (another client's Subscription).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 pub(crate) enum Request {
-    Write { entries: Vec<WriteEntry>, atomic: bool, reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>> },
+    Write { entries: Vec<WriteEntry>, atomic: bool, actor: Option<String>, reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>> },
     External { changes: Vec<ExternalChange>, reply: oneshot::Sender<Result<ExternalSummary, IngestError>> },
     Emit { event: EmittedEvent, reply: oneshot::Sender<Result<EmitResult, IngestError>> },
     Resend { sub: String, range: ResendRange, dead_only: bool, reply: oneshot::Sender<Result<ResendSummary, IngestError>> },
@@ -253,8 +256,19 @@ impl Ingest {
     /// Applies entries; `atomic` makes them one all-or-nothing commit (a transaction),
     /// otherwise they are one commit each and the first failure stops the rest.
     pub async fn write_all(&self, entries: Vec<WriteEntry>, atomic: bool) -> Result<Vec<WriteResult>, IngestError> {
+        self.write_all_as(entries, atomic, None).await
+    }
+
+    /// Like `write_all`, on behalf of the authenticated client `actor` (it owns the
+    /// Subscriptions it creates, and may change only its own).
+    pub async fn write_all_as(
+        &self,
+        entries: Vec<WriteEntry>,
+        atomic: bool,
+        actor: Option<String>,
+    ) -> Result<Vec<WriteResult>, IngestError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request::Write { entries, atomic, reply }).await.map_err(|_| IngestError::Unavailable)?;
+        self.tx.send(Request::Write { entries, atomic, actor, reply }).await.map_err(|_| IngestError::Unavailable)?;
         rx.await.map_err(|_| IngestError::Unavailable)?
     }
 

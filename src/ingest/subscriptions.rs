@@ -140,10 +140,15 @@ pub(super) fn on_write(c: &Committer, plan: &mut Plan, ty: &str, id: &str, resou
             plan.registry_ops.push(RegistryOp::PutSearchParam(Box::new(param)));
         }
         "Subscription" => {
+            let current = c.current_state(plan, id);
+            check_owner(current.as_ref(), plan.actor.as_deref(), id)?;
             let spec = parse_subscription(id, resource, c.limits(), now_millis()).map_err(refusal)?;
             let entry = c.registry().bind(spec).map_err(refusal)?;
             let old = c.registry().subscription(id).map(|e| &e.spec);
-            let state = next_state(c.current_state(plan, id), old, &entry.spec);
+            let mut state = next_state(current, old, &entry.spec);
+            if state.owner.is_none() {
+                state.owner = plan.actor.clone();
+            }
             if let Some(obj) = resource.as_object_mut() {
                 obj.insert("status".into(), json!(state.status.code()));
                 obj.entry("content").or_insert_with(|| json!(entry.spec.content.code()));
@@ -159,6 +164,15 @@ pub(super) fn on_write(c: &Committer, plan: &mut Plan, ty: &str, id: &str, resou
     Ok(())
 }
 
+/// A Subscription another client owns may not be changed (anonymous writes, possible only
+/// when no authentication is configured, and Herald's own writes are not checked).
+fn check_owner(state: Option<&SubState>, actor: Option<&str>, id: &str) -> Result<(), IngestError> {
+    match (state.and_then(|s| s.owner.as_deref()), actor) {
+        (Some(owner), Some(actor)) if owner != actor => Err(IngestError::Forbidden(format!("Subscription/{id} belongs to another client"))),
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn on_delete(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> Result<(), IngestError> {
     match ty {
         "SubscriptionTopic" => {
@@ -171,6 +185,7 @@ pub(super) fn on_delete(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> R
             plan.registry_ops.push(RegistryOp::RemoveTopic(id.to_string()));
         }
         "Subscription" => {
+            check_owner(c.current_state(plan, id).as_ref(), plan.actor.as_deref(), id)?;
             plan.commit.remove_sub_state(id);
             plan.commit.remove_outbox(c.store(), id)?;
             plan.registry_ops.push(RegistryOp::RemoveSub(id.to_string()));

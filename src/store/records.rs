@@ -128,6 +128,10 @@ pub struct SubState {
     /// Resends asked for so far (the id of the next one); ids are never reused.
     #[serde(default)]
     pub resends: u64,
+    /// The authenticated client that created the subscription (`None`: created anonymously);
+    /// only it may read, change or use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Stored events to send again, in number order, from `next` through `until`.
@@ -159,6 +163,7 @@ impl SubState {
             pruned_through: 0,
             resend: None,
             resends: 0,
+            owner: None,
         }
     }
 

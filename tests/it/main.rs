@@ -19,6 +19,7 @@ mod rest_hook;
 mod scenarios;
 mod search;
 mod search_crash;
+mod security;
 mod sidecar;
 mod support;
 mod topics;
