@@ -52,6 +52,9 @@ pub struct AuthSettings {
     /// Serve anonymous requests on a non-loopback address when no authentication is
     /// configured (`--allow-anonymous`).
     pub allow_anonymous: bool,
+    /// Requests per second per client (0: no limit), with bursts of `rate_burst`.
+    pub rate_limit: f64,
+    pub rate_burst: f64,
 }
 
 #[derive(Clone, Serialize, Deserialize)]

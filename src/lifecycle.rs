@@ -190,6 +190,7 @@ pub(crate) async fn start(
         top_subscriptions: cfg.admin.top_subscriptions,
         delivery_log,
         auth,
+        rate_limit: api::ratelimit::RateLimiter::new(cfg.auth.rate_limit, cfg.auth.rate_burst),
     });
     Ok(Running { store, state, dispatcher, max_body_bytes: cfg.server.max_body_bytes, delivery, ingest_stop, sockets, lanes, core })
 }

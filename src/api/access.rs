@@ -18,7 +18,9 @@
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -118,6 +120,23 @@ pub(super) async fn guard(State(state): State<Shared>, mut req: Request, next: N
             }
         }
     };
+    if let Some(limiter) = &state.rate_limit {
+        let key = match principal.client.as_deref().filter(|c| !c.is_empty()) {
+            Some(c) => format!("client:{c}"),
+            None => {
+                req.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| "anonymous".to_owned(), |c| format!("peer:{}", c.0.ip()))
+            }
+        };
+        if let Err(wait) = limiter.check(&key) {
+            let mut resp =
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, IssueType::Throttled, format!("rate limit exceeded; retry in {wait} s"))
+                    .into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+    }
     let need = need(&method, &path);
     let mut compartment = false;
     if let Some(n) = &need {

@@ -22,6 +22,7 @@ mod events;
 mod extract;
 mod health;
 pub mod outcome;
+pub mod ratelimit;
 mod resend;
 mod rest;
 pub mod search;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub delivery_log: Arc<crate::ops::delivery_log::DeliveryLog>,
     /// `[auth]`; `None`: anonymous access (loopback only, unless allowed).
     pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// `auth.rate_limit`; `None`: no limit.
+    pub rate_limit: Option<ratelimit::RateLimiter>,
 }
 
 pub type Shared = Arc<AppState>;

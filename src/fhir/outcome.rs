@@ -23,6 +23,8 @@ pub enum IssueType {
     Informational,
     /// An unknown or expired credential (a websocket binding token).
     Security,
+    /// Too many requests (rate limit).
+    Throttled,
 }
 
 impl IssueType {
@@ -42,6 +44,7 @@ impl IssueType {
             IssueType::Exception => "exception",
             IssueType::Informational => "informational",
             IssueType::Security => "security",
+            IssueType::Throttled => "throttled",
         }
     }
 }

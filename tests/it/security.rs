@@ -188,3 +188,23 @@ async fn herald_refuses_to_serve_anonymously_beyond_loopback() {
     let err = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--allow-anonymous"), "{err}");
 }
+
+#[tokio::test]
+async fn clients_over_the_rate_limit_get_429_with_retry_after() {
+    let server = TestServer::start_with(|c| {
+        c.auth.rate_limit = 0.5;
+        c.auth.rate_burst = 3.0;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let resp = server.client.get(server.url("Task")).send().await.unwrap();
+        statuses.push(resp.status());
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(resp.headers()["retry-after"], "2");
+            let oo: Value = resp.json().await.unwrap();
+            assert_eq!(oo["issue"][0]["code"], "throttled");
+        }
+    }
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+}
