@@ -183,6 +183,8 @@ pub struct IngestConfig {
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
     pub allow_private_endpoints: bool,
+    /// Allow `full-resource` subscriptions with plain-http public endpoints.
+    pub allow_plain_http: bool,
     pub allow_private_networks: Vec<IpNet>,
     pub default_timeout: String,
     pub initial_interval: String,

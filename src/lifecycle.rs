@@ -191,6 +191,7 @@ pub(crate) async fn start(
         delivery_log,
         auth,
         rate_limit: api::ratelimit::RateLimiter::new(cfg.auth.rate_limit, cfg.auth.rate_burst),
+        allow_plain_http: cfg.delivery.allow_plain_http,
     });
     Ok(Running { store, state, dispatcher, max_body_bytes: cfg.server.max_body_bytes, delivery, ingest_stop, sockets, lanes, core })
 }

@@ -69,6 +69,8 @@ pub struct AppState {
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// `auth.rate_limit`; `None`: no limit.
     pub rate_limit: Option<ratelimit::RateLimiter>,
+    /// `delivery.allow_plain_http`: full-resource over plain http to public endpoints.
+    pub allow_plain_http: bool,
 }
 
 pub type Shared = Arc<AppState>;

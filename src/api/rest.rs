@@ -14,7 +14,7 @@ use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
 use super::Shared;
 use crate::auth::Principal;
-use crate::channels::guard::check_endpoint;
+use crate::channels::guard::{check_endpoint, stays_private};
 use crate::fhir::instant::format_millis;
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
@@ -117,7 +117,22 @@ pub(super) async fn guard_subscription(state: &Shared, ty: &str, body: &Value) -
     };
     check_endpoint(&url, &state.policy).await.map_err(|e| {
         ApiError::issues(StatusCode::UNPROCESSABLE_ENTITY, vec![Issue::at(IssueType::BusinessRule, "Subscription.endpoint", e.to_string())])
-    })
+    })?;
+    // Digest §6: full resources only over a secure channel. Plain http is accepted where it
+    // does not cross a public network (loopback or private addresses the operator allowed),
+    // or when the operator says so (`delivery.allow_plain_http`).
+    let full = body.get("content").and_then(Value::as_str) == Some("full-resource");
+    if full && url.scheme() == "http" && !state.allow_plain_http && !stays_private(&url).await {
+        return Err(ApiError::issues(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec![Issue::at(
+                IssueType::Security,
+                "Subscription.endpoint",
+                "full-resource content needs an https endpoint (or an operator setting delivery.allow_plain_http)",
+            )],
+        ));
+    }
+    Ok(())
 }
 
 /// Current status of a Subscription overlaid on its stored body: the server owns `status`.

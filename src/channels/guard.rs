@@ -114,6 +114,23 @@ pub async fn check_endpoint(url: &Url, policy: &AddressPolicy) -> Result<(), Gua
     Ok(())
 }
 
+/// Whether every address `url` names is non-global (loopback, private, link-local...): plain
+/// http there does not cross a public network. Names that do not resolve count as global.
+pub async fn stays_private(url: &Url) -> bool {
+    if let Some(ip) = literal_ip(url) {
+        return is_non_global(ip);
+    }
+    let Some(url::Host::Domain(host)) = url.host() else { return false };
+    let port = url.port_or_known_default().unwrap_or(80);
+    match tokio::time::timeout(Duration::from_secs(3), tokio::net::lookup_host((host, port))).await {
+        Ok(Ok(addrs)) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| is_non_global(a.ip()))
+        }
+        _ => false,
+    }
+}
+
 /// DNS resolution for the delivery client that drops forbidden addresses.
 pub struct GuardedResolver {
     pub policy: Arc<AddressPolicy>,

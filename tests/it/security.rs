@@ -208,3 +208,23 @@ async fn clients_over_the_rate_limit_get_429_with_retry_after() {
     }
     assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
 }
+
+#[tokio::test]
+async fn full_resource_needs_https_beyond_private_networks() {
+    let server = TestServer::start().await;
+    server.task_topic(TOPIC).await;
+    let sub = |endpoint: &str, content: &str| {
+        json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": content, "endpoint": endpoint,
+                "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" } })
+    };
+    // A public address (documentation-free, globally routed literal) over plain http.
+    let (s, oo) = server.post("Subscription", &sub("http://93.184.216.34/hook", "full-resource")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
+    assert_eq!(oo["issue"][0]["expression"][0], "Subscription.endpoint");
+    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("https"));
+    // id-only over http, full-resource over https, and full-resource to an allowed loopback
+    // receiver are accepted.
+    assert_eq!(server.post("Subscription", &sub("http://93.184.216.34/hook", "id-only")).await.0, StatusCode::CREATED);
+    assert_eq!(server.post("Subscription", &sub("https://93.184.216.34/hook", "full-resource")).await.0, StatusCode::CREATED);
+    assert_eq!(server.post("Subscription", &sub("http://127.0.0.1:9/hook", "full-resource")).await.0, StatusCode::CREATED);
+}
