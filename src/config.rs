@@ -283,7 +283,13 @@ impl Config {
                 continue;
             }
             let path = rest.to_ascii_lowercase().replace("__", ".");
-            let parsed: figment::value::Value = value.parse().unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+            // figment's value parser panics on some escapes followed by non-ASCII text (found
+            // by `fuzz::configuration_overrides_load_or_fail_cleanly`); such values are strings.
+            let parsed: figment::value::Value = if value.is_ascii() {
+                value.parse().unwrap_or_else(|_| figment::value::Value::from(value.clone()))
+            } else {
+                figment::value::Value::from(value.clone())
+            };
             figment = figment.merge(Serialized::default(&path, parsed));
         }
         let mut cfg: Config = figment.extract().map_err(|e| ConfigError::Figment(Box::new(e)))?;

@@ -39,6 +39,9 @@ pub mod registry;
 pub mod secret;
 pub mod store;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::future::{Future, IntoFuture};
 
 use tokio::net::TcpListener;
