@@ -114,7 +114,7 @@ pub(super) async fn guard(State(state): State<Shared>, mut req: Request, next: N
                 Err(_) if exempt => Principal { client: Some(String::new()), scopes: Default::default(), patient: None },
                 Err(AuthError::Missing) => return unauthorized("authentication required: a bearer token or API key"),
                 Err(AuthError::Invalid(why)) => {
-                    tracing::info!(reason = %why, "credentials refused");
+                    tracing::info!(target: "audit", path = %path, reason = %why, "audit.credentials_refused");
                     return unauthorized("the credentials are not valid");
                 }
             }

@@ -296,7 +296,7 @@ impl Committer {
                     }
                 }
             }
-            Self::count_writes(&results);
+            Self::count_writes(&results, actor.as_deref());
             self.finish(plan, results, reply);
         } else {
             // Each entry its own commit; answered together once all are durable.
@@ -312,7 +312,7 @@ impl Committer {
                     }
                 }
             }
-            Self::count_writes(&results);
+            Self::count_writes(&results, actor.as_deref());
             self.finish(Plan::default(), results, reply);
         }
     }
@@ -340,9 +340,23 @@ impl Committer {
         Ok(())
     }
 
-    /// Counts written versions in the metrics.
-    fn count_writes(results: &[WriteResult]) {
+    /// Counts written versions in the metrics, and records Subscription and topic changes in
+    /// the audit log (`tracing` target `audit`: who, what, which; never the resource body).
+    fn count_writes(results: &[WriteResult], actor: Option<&str>) {
         let m = metrics();
+        for r in results
+            .iter()
+            .filter(|r| r.changed && matches!(r.record.resource_type.as_str(), "Subscription" | "SubscriptionTopic" | "SearchParameter"))
+        {
+            let action = if r.record.deleted {
+                "delete"
+            } else if r.created {
+                "create"
+            } else {
+                "update"
+            };
+            tracing::info!(target: "audit", actor = actor.unwrap_or("anonymous"), action, resource.type = %r.record.resource_type, resource.id = %r.record.id, version = %r.record.version_id, "audit.write");
+        }
         for r in results.iter().filter(|r| r.changed) {
             let interaction = if r.record.deleted {
                 "delete"
@@ -837,6 +851,7 @@ impl Committer {
         plan.states.insert(sub.to_string(), lane);
         plan.touch(sub);
         self.apply_plan(plan)?;
+        tracing::info!(target: "audit", subscription = %sub, from, until, events = count, dead_only, "audit.resend");
         Ok(ResendSummary { from, until, events: count })
     }
 
