@@ -92,6 +92,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
             max_age: cfg.duration("delivery.max_age"),
         },
         max_concurrent: cfg.delivery.max_concurrent,
+        signing_keys: cfg.delivery.signing_secrets.keys()?,
     };
     let cancel = CancellationToken::new();
     // `stop` fires when shutdown starts: the server stops accepting and websockets close.
