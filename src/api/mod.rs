@@ -18,6 +18,7 @@ mod emit;
 mod events;
 mod extract;
 pub mod outcome;
+pub mod redact;
 mod resend;
 mod rest;
 pub mod search;

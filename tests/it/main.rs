@@ -18,6 +18,7 @@ mod rest_hook;
 mod scenarios;
 mod search;
 mod search_crash;
+mod secrets;
 mod sidecar;
 mod support;
 mod topics;

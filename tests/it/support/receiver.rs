@@ -1,4 +1,4 @@
-//! A rest-hook endpoint: records every POST (headers, body, arrival time) into a channel and
+//! A rest-hook endpoint: records every POST (headers, body and its bytes, arrival time) into a channel and
 //! answers with the status the test sets (default 200).
 
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, Mutex};
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body's bytes as they arrived (what a signature covers).
+    pub raw: Bytes,
     pub at: Instant,
 }
 
@@ -55,9 +57,9 @@ pub struct Receiver {
 }
 
 async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> StatusCode {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let status = shared.status.load(Ordering::SeqCst);
-    let _ = shared.tx.send(Received { headers, body, at: Instant::now() });
+    let _ = shared.tx.send(Received { headers, body: parsed, raw: body, at: Instant::now() });
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
 }
 
