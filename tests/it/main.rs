@@ -20,6 +20,7 @@ mod search;
 mod search_crash;
 mod secrets;
 mod sidecar;
+mod signatures;
 mod support;
 mod topics;
 mod websocket;
