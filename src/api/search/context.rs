@@ -1,8 +1,7 @@
 //! What search needs from the store beyond the resource in hand: current versions (with the
-//! server-owned Subscription status shown over the stored body and its secrets redacted),
-//! `resolve()` for chains,
-//! `referencing` for `_has` (through the reference index), and ValueSets stored in Herald for
-//! `:in`/`:not-in`.
+//! server-owned Subscription status shown over the stored body, and its secrets redacted),
+//! `resolve()` for chains, `referencing` for `_has` (through the reference index), and
+//! ValueSets stored in Herald for `:in`/`:not-in`.
 //!
 //! In: a `Store` and Herald's base URL. Out: resources and codes. It never writes. ValueSets
 //! are expanded from `expansion.contains`, or from `compose.include[].concept` when every
