@@ -14,6 +14,8 @@ use figment::Figment;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::fhir::subscription::secrets::MAX_SIGNING_SECRETS;
+use crate::fhir::subscription::SigningKey;
 use crate::store::index::IndexSet;
 
 /// The defaults, compiled in so the binary runs with no file present.
@@ -194,6 +196,40 @@ pub struct DeliverySettings {
     pub max_attempts: u32,
     pub max_age: String,
     pub max_concurrent: usize,
+    /// Standard Webhooks secrets (`whsec_...`) that sign the rest-hook POSTs of subscriptions
+    /// without a webhook-signing-secret extension of their own; empty: those go unsigned.
+    pub signing_secrets: SigningSecrets,
+}
+
+/// `delivery.signing_secrets`: kept out of `Debug` (the effective config may be logged).
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SigningSecrets(pub Vec<String>);
+
+impl std::fmt::Debug for SigningSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{} redacted]", self.0.len())
+    }
+}
+
+impl SigningSecrets {
+    /// The parsed keys; the error names the entry and the rule, never the value.
+    pub fn keys(&self) -> Result<Vec<SigningKey>, ConfigError> {
+        if self.0.len() > MAX_SIGNING_SECRETS {
+            return Err(ConfigError::Invalid {
+                key: "delivery.signing_secrets",
+                message: format!("at most {MAX_SIGNING_SECRETS} secrets"),
+            });
+        }
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                SigningKey::parse(text)
+                    .map_err(|why| ConfigError::Invalid { key: "delivery.signing_secrets", message: format!("entry {i}: {why}") })
+            })
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -354,6 +390,7 @@ impl Config {
         if !(0.0..=1.0).contains(&self.delivery.randomization_factor) {
             return Err(ConfigError::Invalid { key: "delivery.randomization_factor", message: "must be between 0 and 1".into() });
         }
+        self.delivery.signing_secrets.keys()?;
         if self.delivery.max_attempts == 0 {
             return Err(ConfigError::Invalid { key: "delivery.max_attempts", message: "must be at least 1".into() });
         }
@@ -467,6 +504,20 @@ mod tests {
         let cfg =
             Config::load(None, env(&[("HERALD_DELIVERY__ALLOW_PRIVATE_NETWORKS", "[\"127.0.0.0/8\"]")]), &Overrides::default()).unwrap();
         assert_eq!(cfg.delivery.allow_private_networks.len(), 1);
+    }
+
+    #[test]
+    fn signing_secrets_are_checked_and_never_printed() {
+        let good = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=";
+        let cfg =
+            Config::load(None, env(&[("HERALD_DELIVERY__SIGNING_SECRETS", &format!("[\"{good}\"]"))]), &Overrides::default()).unwrap();
+        assert_eq!(cfg.delivery.signing_secrets.keys().unwrap().len(), 1);
+        assert!(!format!("{cfg:?}").contains("MfKQ9r8"), "the secret shows in Debug");
+        let bad = "whsec_c2hvcnQ=";
+        let err = Config::load(None, env(&[("HERALD_DELIVERY__SIGNING_SECRETS", &format!("[\"{bad}\"]"))]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("delivery.signing_secrets") && err.contains("entry 0") && !err.contains("c2hvcnQ"), "{err}");
     }
 
     #[test]

@@ -122,6 +122,7 @@ pub(crate) async fn start(
             max_age: cfg.duration("delivery.max_age"),
         },
         max_concurrent: cfg.delivery.max_concurrent,
+        signing_keys: cfg.delivery.signing_secrets.keys()?,
     };
     let delivery = CancellationToken::new();
     let sockets = TaskTracker::new();

@@ -18,7 +18,7 @@ use super::access::entry_allowed;
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
 use super::rest::{check_body_type, guard_subscription, parse_etag, with_live_status};
-use super::Shared;
+use super::{redact, Shared};
 use crate::auth::{Perm, Principal};
 use crate::fhir::instant::format_millis;
 use crate::fhir::outcome::operation_outcome;
@@ -160,7 +160,9 @@ fn response_entry(state: &Shared, r: &WriteResult) -> Value {
     });
     if let (Some(res), Some(obj)) = (rec.resource.clone(), entry.as_object_mut()) {
         obj.insert("fullUrl".into(), json!(format!("{}/{}/{}", state.base_url, rec.resource_type, rec.id)));
-        obj.insert("resource".into(), with_live_status(state, res));
+        let mut res = with_live_status(state, res);
+        redact::subscription(&mut res);
+        obj.insert("resource".into(), res);
     }
     entry
 }

@@ -23,6 +23,7 @@ mod extract;
 mod health;
 pub mod outcome;
 pub mod ratelimit;
+pub mod redact;
 mod resend;
 mod rest;
 pub mod search;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
-use super::Shared;
+use super::{redact, Shared};
 use crate::auth::Principal;
 use crate::channels::guard::{check_endpoint, stays_private};
 use crate::fhir::instant::format_millis;
@@ -164,7 +164,8 @@ fn version_headers(resp: &mut Response, rec: &VersionRecord) {
 fn written(state: &Shared, result: &WriteResult, minimal: bool) -> Response {
     let rec = &result.record;
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
-    let body = rec.resource.clone().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
+    let mut body = rec.resource.clone().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
+    redact::subscription(&mut body);
     let mut resp = if minimal { status.into_response() } else { fhir_response(status, &body) };
     version_headers(&mut resp, rec);
     if result.created {
@@ -274,7 +275,9 @@ pub(super) async fn read(State(state): State<Shared>, Path((ty, id)): Path<(Stri
     let Some(resource) = rec.resource.clone().filter(|_| !rec.deleted) else {
         return Err(ApiError::new(StatusCode::GONE, IssueType::Deleted, format!("{ty}/{id} was deleted (version {})", rec.version_id)));
     };
-    let mut resp = fhir_response(StatusCode::OK, &with_live_status(&state, resource));
+    let mut body = with_live_status(&state, resource);
+    redact::subscription(&mut body);
+    let mut resp = fhir_response(StatusCode::OK, &body);
     version_headers(&mut resp, &rec);
     Ok(resp)
 }
@@ -285,9 +288,10 @@ pub(super) async fn vread(State(state): State<Shared>, Path((ty, id, vid)): Path
     let versions = state.store.history(&ty, &id, usize::MAX).map_err(store_err)?;
     let rec =
         versions.into_iter().find(|v| v.version_id == vid).ok_or_else(|| ApiError::not_found(format!("{ty}/{id} has no version {vid}")))?;
-    let Some(resource) = rec.resource.clone() else {
+    let Some(mut resource) = rec.resource.clone() else {
         return Err(ApiError::new(StatusCode::GONE, IssueType::Deleted, format!("version {vid} of {ty}/{id} is a deletion")));
     };
+    redact::subscription(&mut resource);
     let mut resp = fhir_response(StatusCode::OK, &resource);
     version_headers(&mut resp, &rec);
     Ok(resp)
@@ -305,7 +309,9 @@ pub(super) fn history_entry(base: &str, rec: &VersionRecord) -> Value {
         },
     });
     if let (Some(r), Some(obj)) = (&rec.resource, entry.as_object_mut()) {
-        obj.insert("resource".into(), r.clone());
+        let mut r = r.clone();
+        redact::subscription(&mut r);
+        obj.insert("resource".into(), r);
     }
     entry
 }

@@ -13,6 +13,8 @@
 //! - `error`, `off`, `entered-in-error`: send nothing; events keep accumulating.
 //! - `heartbeatPeriod`: when active, never stay silent longer than the period.
 //! - `end`: once past, ask for `off`.
+//! - signing: with signing keys (the subscription's, else `delivery.signing_secrets`) every
+//!   POST is signed (`signing`); an event batch keeps its `webhook-id` on every attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use tracing::{field, Instrument};
 
 use super::rest_hook::{Attempt, FailureKind};
 use super::retry::{classify, Verdict};
+use super::signing::{self, Signing};
 use super::LaneContext;
 use crate::fhir::instant::{now_millis, Millis};
 use crate::ingest::{LaneCommand, LaneView};
@@ -30,7 +33,7 @@ use crate::notify::{notification_bundle, EventWithVersion, NotificationType, Sta
 use crate::ops::delivery_log::AttemptEntry;
 use crate::ops::metrics::{metrics, Metrics};
 use crate::outbox::event_versions;
-use crate::store::{StoredError, SubState, SubStatus};
+use crate::store::{EventRecord, StoredError, SubState, SubStatus};
 
 /// The lane's view of its own progress; ahead of the published state between publications.
 struct Cursor {
@@ -211,7 +214,8 @@ fn timeout_of(ctx: &LaneContext, view: &LaneView) -> Duration {
     view.entry.spec.timeout_secs.map_or(ctx.config.default_timeout, Duration::from_secs)
 }
 
-/// Sends a bundle; `Ok` on a 2xx.
+/// Sends a bundle, signed as message `message_id` when there are signing keys (the
+/// subscription's, else the operator's); `Ok` on a 2xx.
 async fn post(
     ctx: &LaneContext,
     view: &LaneView,
@@ -219,8 +223,11 @@ async fn post(
     kind: NotificationType,
     events: Option<(u64, u64)>,
     attempt: u32,
+    message_id: &str,
 ) -> (Verdict, Attempt) {
     let spec = &view.entry.spec;
+    let keys = if spec.signing_keys.is_empty() { &ctx.config.signing_keys } else { &spec.signing_keys };
+    let signing = Signing { keys, message_id };
     let first_event = events.map(|(first, _)| first);
     let span = tracing::info_span!(
         "channels.deliver",
@@ -235,7 +242,9 @@ async fn post(
     async {
         let _permit = ctx.permits.acquire().await;
         let (attempt, took) = match &spec.endpoint {
-            Some(endpoint) => ctx.client.post(endpoint, &spec.headers, &spec.content_type, body, timeout_of(ctx, view)).await,
+            Some(endpoint) => {
+                ctx.client.post(endpoint, &spec.headers, Some(signing), &spec.content_type, body, timeout_of(ctx, view)).await
+            }
             // Only rest-hook subscriptions get this lane, and they always have an endpoint.
             None => (Attempt::Failed { kind: FailureKind::Other, detail: "the subscription has no endpoint".into() }, Duration::ZERO),
         };
@@ -277,6 +286,12 @@ async fn post(
     .await
 }
 
+/// The Standard Webhooks id of a batch: the same on every attempt and every resend of it.
+fn batch_message_id(sub: &str, events: &[EventRecord], last: u64) -> String {
+    let (first, committed_at) = events.first().map_or((last, 0), |e| (e.number, e.timestamp));
+    signing::event_message_id(sub, first, last, committed_at)
+}
+
 /// Handshake or heartbeat: not numbered, not retried.
 async fn send_control(ctx: &LaneContext, view: &LaneView, kind: NotificationType) -> Result<(), StoredError> {
     let status = match kind {
@@ -285,7 +300,7 @@ async fn send_control(ctx: &LaneContext, view: &LaneView, kind: NotificationType
     };
     let bundle = notification_bundle(&status_context(ctx, view, status), kind, &[], now_millis());
     let body = serde_json::to_vec(&bundle).unwrap_or_default();
-    match post(ctx, view, body, kind, None, 1).await.0 {
+    match post(ctx, view, body, kind, None, 1, &signing::fresh_message_id()).await.0 {
         Verdict::Delivered => Ok(()),
         Verdict::Retry { code, reason, .. } => {
             Err(StoredError { code: code.to_string(), text: format!("{} failed: {reason}", kind.code()), at: now_millis() })
@@ -325,7 +340,8 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
     let body = serde_json::to_vec(&bundle).unwrap_or_default();
     let attempt_no = cursor.attempts + 1;
     let first = events.first().map(|e| e.number);
-    let (verdict, _) = post(ctx, view, body, NotificationType::EventNotification, first.map(|f| (f, last)), attempt_no).await;
+    let message_id = batch_message_id(sub, &events, last);
+    let (verdict, _) = post(ctx, view, body, NotificationType::EventNotification, first.map(|f| (f, last)), attempt_no, &message_id).await;
     let now = now_millis();
     match verdict {
         Verdict::Delivered => {
@@ -445,8 +461,9 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
     );
     let body = serde_json::to_vec(&bundle).unwrap_or_default();
     let attempt_no = rc.attempts + 1;
+    let message_id = batch_message_id(sub, &events, last);
     let (verdict, _) =
-        post(ctx, view, body, NotificationType::EventNotification, events.first().map(|e| (e.number, last)), attempt_no).await;
+        post(ctx, view, body, NotificationType::EventNotification, events.first().map(|e| (e.number, last)), attempt_no, &message_id).await;
     let now = now_millis();
     match verdict {
         Verdict::Delivered => {

@@ -6,6 +6,7 @@
 //! - `lane`: one rest-hook subscription's delivery loop (handshake, events in order, retries,
 //!   heartbeats, end).
 //! - `rest_hook`: the HTTP POST itself.
+//! - `signing`: Standard Webhooks signatures on rest-hook POSTs.
 //! - `websocket`: the websocket channel: its lane, bound sockets, binding tokens.
 //! - `retry`: the one classifier of outcomes and the backoff schedule.
 //! - `guard`: which addresses delivery may connect to (SSRF defence).
@@ -14,6 +15,7 @@ pub mod guard;
 mod lane;
 pub mod rest_hook;
 pub mod retry;
+pub mod signing;
 pub mod websocket;
 
 use std::collections::HashMap;
@@ -24,7 +26,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::fhir::subscription::ChannelType;
+use crate::fhir::subscription::{ChannelType, SigningKey};
 use crate::ingest::{Ingest, LaneSink, LaneView};
 use crate::ops::delivery_log::DeliveryLog;
 use crate::outbox::{Outbox, SledOutbox};
@@ -41,6 +43,9 @@ pub struct DeliveryConfig {
     pub retry: RetryPolicy,
     /// Outbound requests in flight at once, across all subscriptions.
     pub max_concurrent: usize,
+    /// `delivery.signing_secrets`: the keys that sign rest-hook POSTs of subscriptions that
+    /// have none of their own.
+    pub signing_keys: Vec<SigningKey>,
 }
 
 /// What every lane shares.

@@ -2,15 +2,17 @@
 //!
 //! The client never follows redirects (a redirect could point at a private address), resolves
 //! names through the address guard, and sends each `Subscription.parameter` as a header whose
-//! value is marked sensitive. Nothing here logs header values or bodies.
+//! value is marked sensitive, plus the Standard Webhooks headers (`signing`) when the
+//! subscription has signing keys. Nothing here logs header values or bodies.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderName, HeaderValue};
 use url::Url;
 
 use super::guard::{check_literal, AddressPolicy, GuardedResolver};
+use super::signing::{self, Signing};
 use crate::fhir::subscription::ChannelHeader;
 
 /// How an attempt ended.
@@ -68,11 +70,12 @@ impl RestHookClient {
         &self.policy
     }
 
-    /// Sends one notification. Never panics, never logs secrets.
+    /// Sends one notification, signed when `signing` has keys. Never panics, never logs secrets.
     pub async fn post(
         &self,
         url: &Url,
         headers: &[ChannelHeader],
+        signing: Option<Signing<'_>>,
         content_type: &str,
         body: Vec<u8>,
         timeout: Duration,
@@ -81,7 +84,18 @@ impl RestHookClient {
         if let Err(e) = check_literal(url, &self.policy) {
             return (Attempt::Failed { kind: FailureKind::Blocked, detail: e.to_string() }, started.elapsed());
         }
+        // Standard Webhooks: the timestamp is this attempt's, so a retry is signed afresh.
+        let signed = signing.filter(|s| !s.keys.is_empty()).map(|s| {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            (s.message_id.to_owned(), now, signing::signature(s.keys, s.message_id, now, &body))
+        });
         let mut req = self.client.post(url.clone()).timeout(timeout).header(http::header::CONTENT_TYPE, content_type).body(body);
+        if let Some((id, timestamp, signature)) = signed {
+            req = req
+                .header(signing::ID_HEADER, id)
+                .header(signing::TIMESTAMP_HEADER, timestamp.to_string())
+                .header(signing::SIGNATURE_HEADER, signature);
+        }
         for h in headers {
             let (Ok(name), Ok(mut value)) = (HeaderName::from_bytes(h.name.as_bytes()), HeaderValue::from_str(h.value.expose())) else {
                 continue; // validated at creation; unreachable for stored subscriptions

@@ -4,6 +4,9 @@
 //! content, headers, periods, `end`). Whether the topic exists and the filters are allowed by
 //! it is the registry's job; whether the endpoint's address is allowed is the channel guard's.
 //!
+//! Secrets (header values, webhook signing secrets) are parsed, redacted and kept across
+//! updates by `secrets`.
+//!
 //! Defaults Herald applies and echoes back in the stored resource: `content` = `id-only`
 //! (the R5 security guidance's usual recommendation), `contentType` = `application/fhir+json`.
 
@@ -13,6 +16,10 @@ use url::Url;
 use super::instant::{parse_instant, Millis};
 use super::outcome::{Issue, IssueType};
 use crate::secret::Secret;
+
+pub mod secrets;
+
+pub use secrets::SigningKey;
 
 pub const CHANNEL_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/subscription-channel-type";
 
@@ -121,6 +128,9 @@ pub struct SubscriptionSpec {
     /// subscription's `endpoint`, if any, is ignored).
     pub endpoint: Option<Url>,
     pub headers: Vec<ChannelHeader>,
+    /// Standard Webhooks keys from the webhook-signing-secret extension, in order; every one
+    /// signs each rest-hook POST (rotation). Empty: the operator's default keys, if any.
+    pub signing_keys: Vec<SigningKey>,
     pub heartbeat_period_secs: Option<u64>,
     pub timeout_secs: Option<u64>,
     pub content_type: String,
@@ -144,8 +154,12 @@ impl SubscriptionSpec {
     }
 }
 
-/// Headers a subscription may not set: they belong to the HTTP exchange itself.
+/// Headers a subscription may not set: they belong to the HTTP exchange itself, or to the
+/// Standard Webhooks signature Herald adds.
 const RESERVED_HEADERS: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
     "host",
     "content-type",
     "content-length",
@@ -331,6 +345,8 @@ pub fn parse_subscription(id: &str, sub: &Value, limits: &SubscriptionLimits, no
         }
     }
 
+    let signing_keys = secrets::signing_keys(sub, &mut issues);
+
     let heartbeat_period_secs = seconds_at(sub, "heartbeatPeriod", limits.max_heartbeat_secs, 1, &mut issues);
     let timeout_secs = seconds_at(sub, "timeout", limits.max_timeout_secs, 1, &mut issues);
 
@@ -440,6 +456,7 @@ pub fn parse_subscription(id: &str, sub: &Value, limits: &SubscriptionLimits, no
             channel,
             endpoint,
             headers,
+            signing_keys,
             heartbeat_period_secs,
             timeout_secs,
             content_type,

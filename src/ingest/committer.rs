@@ -431,7 +431,7 @@ impl Committer {
                     super::workflow::check_task(live_prev.and_then(|p| p.resource.as_ref()), &resource)?;
                 }
                 meta_stamp(&mut resource, &entry.id, &version_id, now);
-                subscriptions::on_write(self, plan, ty, &entry.id, &mut resource)?;
+                subscriptions::on_write(self, plan, ty, &entry.id, &mut resource, live_prev.and_then(|p| p.resource.as_ref()))?;
                 let interaction = if live_prev.is_some() { Interaction::Update } else { Interaction::Create };
                 (interaction, Some(resource), if entry.method == WriteMethod::Create { "POST" } else { "PUT" })
             }

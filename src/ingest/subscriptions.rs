@@ -12,6 +12,11 @@
 //!   type) while active re-handshakes, so the new endpoint proves it is listening.
 //!
 //! Every client-driven change bumps `generation`, which makes stale delivery results harmless.
+//!
+//! Secrets: reads show `[redacted]` for header values and signing secrets
+//! (`fhir::subscription::secrets`); a write that sends the placeholder back keeps the stored
+//! value. This happens here, in the committer, so REST updates and transaction entries alike
+//! are covered, against the version the write replaces.
 
 use std::sync::Arc;
 
@@ -22,7 +27,7 @@ use super::IngestError;
 use crate::fhir::instant::now_millis;
 use crate::fhir::search::custom::custom_param;
 use crate::fhir::search::{SearchParam, SearchParams};
-use crate::fhir::subscription::{parse_subscription, ChannelType, RequestedStatus, SubscriptionLimits, SubscriptionSpec};
+use crate::fhir::subscription::{parse_subscription, secrets, ChannelType, RequestedStatus, SubscriptionLimits, SubscriptionSpec};
 use crate::fhir::topic::{parse_topic, TopicSpec};
 use crate::fhir::{Issue, IssueType};
 use crate::registry::{Registry, SubEntry};
@@ -124,7 +129,15 @@ fn next_state(prev: Option<SubState>, old: Option<&SubscriptionSpec>, new: &Subs
     state
 }
 
-pub(super) fn on_write(c: &Committer, plan: &mut Plan, ty: &str, id: &str, resource: &mut Value) -> Result<(), IngestError> {
+/// `stored` is the live version the write replaces, if any.
+pub(super) fn on_write(
+    c: &Committer,
+    plan: &mut Plan,
+    ty: &str,
+    id: &str,
+    resource: &mut Value,
+    stored: Option<&Value>,
+) -> Result<(), IngestError> {
     match ty {
         "SubscriptionTopic" => {
             let topic = parse_topic(id, resource).map_err(refusal)?;
@@ -142,6 +155,7 @@ pub(super) fn on_write(c: &Committer, plan: &mut Plan, ty: &str, id: &str, resou
         "Subscription" => {
             let current = c.current_state(plan, id);
             check_owner(current.as_ref(), plan.actor.as_deref(), id)?;
+            secrets::keep_stored(resource, stored).map_err(refusal)?;
             let spec = parse_subscription(id, resource, c.limits(), now_millis()).map_err(refusal)?;
             let entry = c.registry().bind(spec).map_err(refusal)?;
             let old = c.registry().subscription(id).map(|e| &e.spec);

@@ -11,14 +11,15 @@
 //! (the topic's `notificationShape` includes, resolved when the event was committed) is listed
 //! in `notificationEvent.additionalContext` and gets entries at the same level: `GET`
 //! request/response at `id-only`, the resource as well at `full-resource`, so every reference
-//! in the status resolves to an entry.
+//! in the status resolves to an entry. A Subscription carried as a resource has its secrets
+//! redacted.
 
 use std::collections::HashSet;
 
 use serde_json::{json, Map, Value};
 
 use crate::fhir::instant::{format_millis, Millis};
-use crate::fhir::subscription::ContentLevel;
+use crate::fhir::subscription::{secrets, ContentLevel};
 use crate::store::{ContextRef, EventRecord, StoredError, SubStatus, VersionRecord};
 
 /// `subscription-notification-type`.
@@ -146,13 +147,21 @@ pub fn subscription_status(ctx: &StatusContext<'_>, kind: NotificationType, even
     Value::Object(status)
 }
 
+/// A resource as a notification carries it: a Subscription (a topic may be about
+/// Subscriptions) with its secrets redacted, since the subscriber need not be its owner.
+fn shown(resource: &Value) -> Value {
+    let mut resource = resource.clone();
+    secrets::redact(&mut resource);
+    resource
+}
+
 /// The entry of an additional-context resource: like a focus entry, read rather than written.
 fn context_entry(ctx: &StatusContext<'_>, r: &ContextRef, v: &VersionRecord) -> Value {
     let mut entry = Map::new();
     entry.insert("fullUrl".into(), json!(resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v))));
     if ctx.content == ContentLevel::FullResource {
         if let Some(resource) = v.resource.as_ref() {
-            entry.insert("resource".into(), resource.clone());
+            entry.insert("resource".into(), shown(resource));
         }
     }
     entry.insert("request".into(), json!({ "method": "GET", "url": format!("{}/{}", r.resource_type, r.id) }));
@@ -181,7 +190,7 @@ fn payload_entry(ctx: &StatusContext<'_>, e: &EventWithVersion<'_>) -> Value {
     entry.insert("fullUrl".into(), json!(url));
     if ctx.content == ContentLevel::FullResource {
         if let Some(resource) = e.version.and_then(|v| v.resource.as_ref()) {
-            entry.insert("resource".into(), resource.clone());
+            entry.insert("resource".into(), shown(resource));
         }
     }
     entry.insert("request".into(), json!({ "method": method, "url": request_url }));

@@ -1,7 +1,7 @@
 //! What search needs from the store beyond the resource in hand: current versions (with the
-//! server-owned Subscription status shown over the stored body), `resolve()` for chains,
-//! `referencing` for `_has` (through the reference index), and ValueSets stored in Herald for
-//! `:in`/`:not-in`.
+//! server-owned Subscription status shown over the stored body, and its secrets redacted),
+//! `resolve()` for chains, `referencing` for `_has` (through the reference index), and
+//! ValueSets stored in Herald for `:in`/`:not-in`.
 //!
 //! In: a `Store` and Herald's base URL. Out: resources and codes. It never writes. ValueSets
 //! are expanded from `expansion.contains`, or from `compose.include[].concept` when every
@@ -51,6 +51,10 @@ impl<'a> StoreContext<'a> {
             if let (Some(state), Some(obj)) = (self.store.sub_state(id)?, resource.as_object_mut()) {
                 obj.insert("status".into(), json!(state.status.code()));
             }
+            // Redacted here, where search reads it, rather than when rendering: criteria,
+            // `_sort`, chains and `_include` all see the placeholder, so no search (a custom
+            // SearchParameter on `Subscription.parameter.value`, say) can test a secret.
+            crate::api::redact::subscription(&mut resource);
         }
         Ok(Some(resource))
     }

@@ -1,7 +1,7 @@
-//! A rest-hook endpoint: records every POST (headers, body, arrival time) into a channel and
-//! answers with the status the test sets (default 200), after the delay the test sets (default
-//! none). A delayed POST is recorded only once it is answered: one the sender gave up on
-//! (closed the connection) was never accepted and is not recorded.
+//! A rest-hook endpoint: records every POST (headers, body and its bytes, arrival time) into a
+//! channel and answers with the status the test sets (default 200), after the delay the test
+//! sets (default none). A delayed POST is recorded only once it is answered: one the sender
+//! gave up on (closed the connection) was never accepted and is not recorded.
 
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, Mutex};
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Value,
+    /// The body's bytes as they arrived (what a signature covers).
+    pub raw: Bytes,
     pub at: Instant,
 }
 
@@ -74,9 +76,9 @@ async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let status = shared.status.load(Ordering::SeqCst);
-    let _ = shared.tx.send(Received { headers, body, at: Instant::now() });
+    let _ = shared.tx.send(Received { headers, body: parsed, raw: body, at: Instant::now() });
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
 }
 
