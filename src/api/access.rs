@@ -98,6 +98,13 @@ pub(super) fn owns(state: &Shared, principal: &Principal, id: &str) -> bool {
     }
 }
 
+/// Whether `principal` is the authenticated client that created `Subscription/{id}`: the
+/// one caller who is shown its secrets.
+pub(super) fn is_owner(state: &Shared, principal: Option<&Principal>, id: &str) -> bool {
+    let Some(client) = principal.and_then(|p| p.client.as_deref()).filter(|c| !c.is_empty()) else { return false };
+    matches!(state.store.sub_state(id), Ok(Some(s)) if s.owner.as_deref() == Some(client))
+}
+
 /// The middleware.
 pub(super) async fn guard(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
     // Inside `nest("/fhir")` the URI has lost its prefix; the original keeps it.

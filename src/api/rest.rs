@@ -268,7 +268,11 @@ fn store_err(e: crate::store::StoreError) -> ApiError {
     ApiError::internal(&e)
 }
 
-pub(super) async fn read(State(state): State<Shared>, Path((ty, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+pub(super) async fn read(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    principal: Option<Extension<Arc<Principal>>>,
+) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
     let rec = state.store.latest(&ty, &id).map_err(store_err)?.ok_or_else(|| ApiError::not_found(format!("{ty}/{id} not found")))?;
@@ -276,7 +280,10 @@ pub(super) async fn read(State(state): State<Shared>, Path((ty, id)): Path<(Stri
         return Err(ApiError::new(StatusCode::GONE, IssueType::Deleted, format!("{ty}/{id} was deleted (version {})", rec.version_id)));
     };
     let mut body = with_live_status(&state, resource);
-    redact::subscription(&mut body);
+    // Secrets are shown to the authenticated client that owns the Subscription, no one else.
+    if !super::access::is_owner(&state, principal.as_ref().map(|Extension(p)| p.as_ref()), &id) {
+        redact::subscription(&mut body);
+    }
     let mut resp = fhir_response(StatusCode::OK, &body);
     version_headers(&mut resp, &rec);
     Ok(resp)

@@ -114,10 +114,15 @@ async fn a_subscription_is_visible_and_usable_only_by_its_creator() {
         json!({ "resourceType": "SubscriptionTopic", "url": TOPIC, "status": "active", "resourceTrigger": [{ "resource": "Task" }] });
     assert_eq!(call(&server, Method::POST, "SubscriptionTopic", Some(&a), Some(&topic)).await.0, StatusCode::CREATED);
     let sub = json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": "id-only",
-        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" } });
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" },
+        "parameter": [{ "name": "X-Tenant-Key", "value": "tenant-secret-9" }] });
     let (s, created) = call(&server, Method::POST, "Subscription", Some(&a), Some(&sub)).await;
     assert_eq!(s, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
+    // Its owner reads its own header value back; the create response and searches redact it.
+    let (_, own) = call(&server, Method::GET, &format!("Subscription/{id}"), Some(&a), None).await;
+    assert_eq!(own["parameter"][0]["value"], "tenant-secret-9", "{own}");
+    assert_ne!(created["parameter"][0]["value"], "tenant-secret-9");
     let (s, mine) = call(&server, Method::POST, "Subscription", Some(&b), Some(&sub)).await;
     assert_eq!(s, StatusCode::CREATED);
     let b_id = mine["id"].as_str().unwrap().to_string();
