@@ -9,6 +9,7 @@ mod clients;
 mod crash;
 mod fhir_rest;
 mod filters;
+mod ingest_group;
 #[cfg(feature = "load")]
 mod load;
 mod replay;
