@@ -104,9 +104,14 @@ async fn unknown_route(req: Request) -> ApiError {
 
 /// One span per request, named by its matched route; logs the outcome at `debug`.
 async fn request_span(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let span = tracing::debug_span!("http.request", request_id = %request_id, method = %req.method(), route = %route, http.status = tracing::field::Empty);
+    // The field values are computed only when the span is enabled (debug), not per request.
+    let span = tracing::debug_span!(
+        "http.request",
+        request_id = %uuid::Uuid::new_v4().simple(),
+        method = %req.method(),
+        route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()),
+        http.status = tracing::field::Empty
+    );
     async move {
         let started = std::time::Instant::now();
         let resp = next.run(req).await;

@@ -136,11 +136,15 @@ fn version_headers(resp: &mut Response, rec: &VersionRecord) {
     }
 }
 
-fn written(state: &Shared, result: &WriteResult, minimal: bool) -> Response {
-    let rec = &result.record;
+fn written(state: &Shared, mut result: WriteResult, minimal: bool) -> Response {
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
-    let body = rec.resource.clone().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
-    let mut resp = if minimal { status.into_response() } else { fhir_response(status, &body) };
+    let mut resp = if minimal {
+        status.into_response()
+    } else {
+        let body = result.record.resource.take().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
+        fhir_response(status, &body)
+    };
+    let rec = &result.record;
     version_headers(&mut resp, rec);
     if result.created {
         if let Ok(v) = HeaderValue::from_str(&format!("{}/{}/{}/_history/{}", state.base_url, rec.resource_type, rec.id, rec.version_id)) {
@@ -174,7 +178,7 @@ pub(super) async fn create(
     let entry =
         WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None, provenance_for: None };
     let result = write_with_provenance(&state, entry, &headers).await?;
-    Ok(written(&state, &result, prefers_minimal(&headers)))
+    Ok(written(&state, result, prefers_minimal(&headers)))
 }
 
 pub(super) async fn update(
@@ -205,7 +209,7 @@ pub(super) async fn update(
     guard_subscription(&state, &ty, &body).await?;
     let entry = WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match, provenance_for: None };
     let result = write_with_provenance(&state, entry, &headers).await?;
-    Ok(written(&state, &result, prefers_minimal(&headers)))
+    Ok(written(&state, result, prefers_minimal(&headers)))
 }
 
 pub(super) async fn delete(

@@ -119,8 +119,7 @@ impl Plan {
 
 /// `entry` (an `X-Provenance` Provenance) with the version `target` wrote added to its
 /// `target` (FHIR REST: the server sets the target to the resource version of the request).
-fn with_target(entry: &WriteEntry, target: &WriteResult) -> WriteEntry {
-    let mut entry = entry.clone();
+fn with_target(mut entry: WriteEntry, target: &WriteResult) -> WriteEntry {
     let reference = format!("{}/{}/_history/{}", target.record.resource_type, target.record.id, target.record.version_id);
     if let Some(obj) = entry.resource.as_mut().and_then(Value::as_object_mut) {
         let list = obj.entry("target").or_insert_with(|| json!([]));
@@ -295,13 +294,9 @@ impl Committer {
                 }
             }
             let mut results = Vec::with_capacity(entries.len());
-            for (index, entry) in entries.iter().enumerate() {
-                let patched;
+            for (index, entry) in entries.into_iter().enumerate() {
                 let entry = match entry.provenance_for.and_then(|i| results.get(i)) {
-                    Some(target) => {
-                        patched = with_target(entry, target);
-                        &patched
-                    }
+                    Some(target) => with_target(entry, target),
                     None => entry,
                 };
                 match self.apply_entry(&mut plan, entry, now) {
@@ -317,7 +312,7 @@ impl Committer {
         } else {
             // Each entry its own commit; answered together once all are durable.
             let mut results = Vec::with_capacity(entries.len());
-            for entry in &entries {
+            for entry in entries {
                 if self.group.holds(&entry.resource_type, &entry.id) {
                     self.apply_group();
                 }
@@ -416,7 +411,7 @@ impl Committer {
     }
 
     /// Plans one entry into `plan`: the version write, registry effects, matched events.
-    fn apply_entry(&self, plan: &mut Plan, entry: &WriteEntry, now: Millis) -> Result<WriteResult, IngestError> {
+    fn apply_entry(&self, plan: &mut Plan, mut entry: WriteEntry, now: Millis) -> Result<WriteResult, IngestError> {
         let ty = entry.resource_type.as_str();
         if !is_resource_type(ty) {
             return Err(IngestError::NotFound(format!("resource type '{ty}'")));
@@ -458,7 +453,7 @@ impl Committer {
                 if entry.method == WriteMethod::Create && prev.is_some() {
                     return Err(IngestError::Conflict(format!("{ty}/{} already exists", entry.id)));
                 }
-                let mut resource = entry.resource.clone().unwrap_or_else(|| json!({ "resourceType": ty }));
+                let mut resource = entry.resource.take().unwrap_or_else(|| json!({ "resourceType": ty }));
                 if ty == "Task" && self.cfg.enforce_task_state_machine {
                     super::workflow::check_task(live_prev.and_then(|p| p.resource.as_ref()), &resource)?;
                 }
@@ -521,7 +516,7 @@ impl Committer {
                 if entry.method == WriteMethod::Delete {
                     return Err(IngestError::Invalid(vec![Issue::at(IssueType::Invalid, "focus", "an event's focus cannot be a delete")]));
                 }
-                self.apply_entry(plan, entry, now)?.record
+                self.apply_entry(plan, entry.clone(), now)?.record
             }
             EventFocus::Stored { resource_type, id } => {
                 let missing = || IngestError::NotFound(format!("{resource_type}/{id}"));
