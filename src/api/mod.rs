@@ -125,17 +125,23 @@ async fn unknown_route(req: Request) -> ApiError {
 
 /// One span per request, named by its matched route; logs the outcome at `debug`.
 async fn request_span(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let span = tracing::debug_span!("http.request", request_id = %request_id, method = %req.method(), route = %route, http.status = tracing::field::Empty);
+    // The field values are computed only when the span is enabled (debug), not per request.
+    let span = tracing::debug_span!(
+        "http.request",
+        request_id = %uuid::Uuid::new_v4().simple(),
+        method = %req.method(),
+        route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()),
+        http.status = tracing::field::Empty
+    );
     async move {
         let started = std::time::Instant::now();
         let method = req.method().as_str().to_owned();
+        let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
         let resp = next.run(req).await;
         tracing::Span::current().record("http.status", resp.status().as_u16());
         let m = crate::ops::metrics::metrics();
         let status = format!("{}xx", resp.status().as_u16() / 100);
-        m.http_requests.get_or_create(&crate::ops::metrics::HttpLabels { method, route: route.clone(), status }).inc();
+        m.http_requests.get_or_create(&crate::ops::metrics::HttpLabels { method, route, status }).inc();
         m.http_duration.get_or_create(&crate::ops::metrics::Metrics::channel("api")).observe(started.elapsed().as_secs_f64());
         tracing::debug!(micros = started.elapsed().as_micros() as u64, "request done");
         resp

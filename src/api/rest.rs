@@ -161,12 +161,16 @@ fn version_headers(resp: &mut Response, rec: &VersionRecord) {
     }
 }
 
-fn written(state: &Shared, result: &WriteResult, minimal: bool) -> Response {
-    let rec = &result.record;
+fn written(state: &Shared, mut result: WriteResult, minimal: bool) -> Response {
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
-    let mut body = rec.resource.clone().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
-    redact::subscription(&mut body);
-    let mut resp = if minimal { status.into_response() } else { fhir_response(status, &body) };
+    let mut resp = if minimal {
+        status.into_response()
+    } else {
+        let mut body = result.record.resource.take().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
+        redact::subscription(&mut body);
+        fhir_response(status, &body)
+    };
+    let rec = &result.record;
     version_headers(&mut resp, rec);
     if result.created {
         if let Ok(v) = HeaderValue::from_str(&format!("{}/{}/{}/_history/{}", state.base_url, rec.resource_type, rec.id, rec.version_id)) {
@@ -206,7 +210,7 @@ pub(super) async fn create(
     let entry =
         WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None, provenance_for: None };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
-    Ok(written(&state, &result, prefers_minimal(&headers)))
+    Ok(written(&state, result, prefers_minimal(&headers)))
 }
 
 pub(super) async fn update(
@@ -238,7 +242,7 @@ pub(super) async fn update(
     guard_subscription(&state, &ty, &body).await?;
     let entry = WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match, provenance_for: None };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
-    Ok(written(&state, &result, prefers_minimal(&headers)))
+    Ok(written(&state, result, prefers_minimal(&headers)))
 }
 
 pub(super) async fn delete(

@@ -14,8 +14,9 @@ use tokio_util::task::TaskTracker;
 
 use super::builtin;
 use super::flusher::{self, FlushItem};
+use super::group::{self, Group};
 use super::outputs;
-use super::resolver::CommitResolver;
+use super::resolver::{CommitResolver, Pending};
 use super::subscriptions::{self, RegistryOp};
 use super::{
     EmitResult, EmittedEvent, EventFocus, ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneCommand, LaneSink, LaneView,
@@ -90,6 +91,8 @@ pub(super) struct Committer {
     states: HashMap<String, SubState>,
     cfg: CommitterConfig,
     flush_tx: mpsc::UnboundedSender<FlushItem>,
+    /// Commits planned and not yet applied (`ingest::group`).
+    group: Group,
 }
 
 /// Side effects of one commit, merged into the committer only if the commit applies.
@@ -136,8 +139,7 @@ fn count_matches(report: &crate::matching::MatchReport) {
 
 /// `entry` (an `X-Provenance` Provenance) with the version `target` wrote added to its
 /// `target` (FHIR REST: the server sets the target to the resource version of the request).
-fn with_target(entry: &WriteEntry, target: &WriteResult) -> WriteEntry {
-    let mut entry = entry.clone();
+fn with_target(mut entry: WriteEntry, target: &WriteResult) -> WriteEntry {
     let reference = format!("{}/{}/_history/{}", target.record.resource_type, target.record.id, target.record.version_id);
     if let Some(obj) = entry.resource.as_mut().and_then(Value::as_object_mut) {
         let list = obj.entry("target").or_insert_with(|| json!([]));
@@ -203,7 +205,7 @@ impl Committer {
         }
         states.retain(|id, _| registry.subscription(id).is_some());
         tracing::info!(topics = registry.topics().count(), subscriptions = loaded, "registry rebuilt from store");
-        Ok(Committer { outbox: SledOutbox::new(store.clone()), store, registry, states, cfg, flush_tx })
+        Ok(Committer { outbox: SledOutbox::new(store.clone()), store, registry, states, cfg, flush_tx, group: Group::default() })
     }
 
     /// Serve requests until every sender is gone or `stop` fires; on `stop`, what is already
@@ -213,10 +215,16 @@ impl Committer {
         let mut prune = tokio::time::interval(self.cfg.retention.interval);
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Nothing more queued (or the group is full): apply what was planned, so that the
+            // flusher can make it durable and answer it.
+            if rx.is_empty() || self.group.requests >= group::MAX_REQUESTS {
+                self.apply_group();
+            }
             let req = tokio::select! {
                 biased;
                 req = rx.recv() => req,
                 _ = prune.tick() => {
+                    self.apply_group();
                     self.prune(now_millis());
                     continue;
                 }
@@ -233,10 +241,39 @@ impl Committer {
                 None => break,
             }
         }
+        self.apply_group();
         tracing::debug!("committer stopped");
     }
 
     fn handle(&mut self, req: Request) {
+        let joins = group::joins(&req);
+        if !joins {
+            // It reads stored state while planning, or changes the registry: after the group.
+            self.apply_group();
+        }
+        self.group.open = joins;
+        self.group.requests += usize::from(joins);
+        self.dispatch(req);
+        self.group.open = false;
+    }
+
+    /// Applies the planned group (`ingest::group`); a refusal has been answered to its requests.
+    fn apply_group(&mut self) {
+        if self.group.is_empty() {
+            self.group.requests = 0;
+            return;
+        }
+        if let Err(e) = self.group.apply(&self.store, &mut self.states, &self.flush_tx) {
+            tracing::error!(error = %e, "the store refused a group of commits; its requests are answered as failed");
+        }
+    }
+
+    /// What `resolve()` and notificationShape read before the store while `plan` is planned.
+    fn pending<'p>(&'p self, plan: &'p Plan) -> Pending<'p> {
+        Pending { commit: &plan.pending, group: &self.group.pending }
+    }
+
+    fn dispatch(&mut self, req: Request) {
         match req {
             Request::Write { entries, atomic, actor, reply } => self.handle_write(entries, atomic, actor, reply),
             Request::External { changes, reply } => self.handle_external(changes, reply),
@@ -270,6 +307,10 @@ impl Committer {
     ) {
         let now = now_millis();
         if atomic {
+            // Each resource at most once per group: its stored latest is then the one before.
+            if entries.iter().any(|e| self.group.holds(&e.resource_type, &e.id)) {
+                self.apply_group();
+            }
             let mut plan = Plan { actor: actor.clone(), ..Plan::default() };
             if entries.len() > 1 {
                 // Later entries may be referenced by earlier ones: start from what was sent.
@@ -279,13 +320,9 @@ impl Committer {
                 }
             }
             let mut results = Vec::with_capacity(entries.len());
-            for (index, entry) in entries.iter().enumerate() {
-                let patched;
+            for (index, entry) in entries.into_iter().enumerate() {
                 let entry = match entry.provenance_for.and_then(|i| results.get(i)) {
-                    Some(target) => {
-                        patched = with_target(entry, target);
-                        &patched
-                    }
+                    Some(target) => with_target(entry, target),
                     None => entry,
                 };
                 match self.apply_entry(&mut plan, entry, now) {
@@ -297,13 +334,21 @@ impl Committer {
                 }
             }
             Self::count_writes(&results, actor.as_deref());
+            self.keep_pending(&mut plan, &results);
             self.finish(plan, results, reply);
         } else {
             // Each entry its own commit; answered together once all are durable.
             let mut results = Vec::with_capacity(entries.len());
-            for entry in &entries {
+            for entry in entries {
+                if self.group.holds(&entry.resource_type, &entry.id) {
+                    self.apply_group();
+                }
                 let mut plan = Plan { actor: actor.clone(), ..Plan::default() };
-                match self.apply_entry(&mut plan, entry, now).and_then(|r| self.apply_plan(plan).map(|()| r)) {
+                let planned = self.apply_entry(&mut plan, entry, now);
+                if let Ok(r) = &planned {
+                    self.keep_pending(&mut plan, std::slice::from_ref(r));
+                }
+                match planned.and_then(|r| self.apply_plan(plan).map(|()| r)) {
                     Ok(r) => results.push(r),
                     Err(e) => {
                         // Earlier entries are applied; they become durable with the next flush.
@@ -317,8 +362,37 @@ impl Committer {
         }
     }
 
-    /// Applies a plan's commit and merges its side effects; returns the lane updates to publish.
+    /// While grouping, the resources a planned write wrote become readable by the requests
+    /// planned after it (`Group::pending`).
+    fn keep_pending(&self, plan: &mut Plan, results: &[WriteResult]) {
+        if !self.group.open {
+            return;
+        }
+        for r in results.iter().filter(|r| r.changed) {
+            let key = format!("{}/{}", r.record.resource_type, r.record.id);
+            plan.pending.entry(key).or_insert_with(|| r.record.resource.clone());
+        }
+    }
+
+    /// Merges a plan into the open group, or applies it at once (with what the group held
+    /// before it) when no group is open or it changes the registry. An error means nothing of
+    /// the plan was applied, in the store or in memory.
     fn apply_plan(&mut self, plan: Plan) -> Result<(), IngestError> {
+        if self.group.open && plan.registry_ops.is_empty() && plan.removed.is_empty() {
+            let Plan { commit, states, touched, pending, .. } = plan;
+            for (sub, state) in states {
+                let before = self.states.insert(sub.clone(), state);
+                self.group.remember(&sub, before);
+            }
+            self.group.commit.append(commit);
+            self.group.pending.extend(pending);
+            let lanes = self.lane_views(Vec::new(), touched);
+            if !lanes.is_empty() {
+                self.group.push(FlushItem { reply: None, lanes });
+            }
+            return Ok(());
+        }
+        self.apply_group();
         let Plan { commit, states, registry_ops, touched, removed, pending: _, actor: _ } = plan;
         self.store.apply(commit)?;
         for op in registry_ops {
@@ -328,16 +402,22 @@ impl Committer {
         for sub in &removed {
             self.states.remove(sub);
         }
+        let lanes = self.lane_views(removed, touched);
+        if !lanes.is_empty() {
+            let _ = self.flush_tx.send(FlushItem { reply: None, lanes });
+        }
+        Ok(())
+    }
+
+    /// The lane publications for `removed` and `touched` subscriptions, as they are now.
+    fn lane_views(&self, removed: Vec<String>, touched: Vec<String>) -> Vec<(String, Option<LaneView>)> {
         let mut lanes: Vec<(String, Option<LaneView>)> = removed.into_iter().map(|s| (s, None)).collect();
         for sub in touched {
             if let (Some(entry), Some(state)) = (self.registry.subscription(&sub), self.states.get(&sub)) {
                 lanes.push((sub, Some(LaneView { entry: entry.clone(), state: state.clone() })));
             }
         }
-        if !lanes.is_empty() {
-            let _ = self.flush_tx.send(FlushItem { reply: None, lanes });
-        }
-        Ok(())
+        lanes
     }
 
     /// Counts written versions in the metrics, and records Subscription and topic changes in
@@ -380,11 +460,15 @@ impl Committer {
             })),
             lanes: Vec::new(),
         };
-        let _ = self.flush_tx.send(item);
+        if self.group.open {
+            self.group.push(item);
+        } else {
+            let _ = self.flush_tx.send(item);
+        }
     }
 
     /// Plans one entry into `plan`: the version write, registry effects, matched events.
-    fn apply_entry(&self, plan: &mut Plan, entry: &WriteEntry, now: Millis) -> Result<WriteResult, IngestError> {
+    fn apply_entry(&self, plan: &mut Plan, mut entry: WriteEntry, now: Millis) -> Result<WriteResult, IngestError> {
         let ty = entry.resource_type.as_str();
         if !is_resource_type(ty) {
             return Err(IngestError::NotFound(format!("resource type '{ty}'")));
@@ -426,7 +510,7 @@ impl Committer {
                 if entry.method == WriteMethod::Create && prev.is_some() {
                     return Err(IngestError::Conflict(format!("{ty}/{} already exists", entry.id)));
                 }
-                let mut resource = entry.resource.clone().unwrap_or_else(|| json!({ "resourceType": ty }));
+                let mut resource = entry.resource.take().unwrap_or_else(|| json!({ "resourceType": ty }));
                 if ty == "Task" && self.cfg.enforce_task_state_machine {
                     super::workflow::check_task(live_prev.and_then(|p| p.resource.as_ref()), &resource)?;
                 }
@@ -464,7 +548,7 @@ impl Committer {
     /// The `output-modified` events a Provenance records (`ingest::outputs`).
     fn enqueue_output_modified(&self, plan: &mut Plan, provenance: &VersionRecord, now: Millis) -> Result<(), IngestError> {
         let Some(resource) = provenance.resource.as_ref() else { return Ok(()) };
-        let found = outputs::detect(&self.store, &plan.pending, &self.cfg.base_url, resource)?;
+        let found = outputs::detect(&self.store, self.pending(plan), &self.cfg.base_url, resource)?;
         for modified in found {
             let event = TopicEvent {
                 system: outputs::EVENT_SYSTEM,
@@ -489,7 +573,7 @@ impl Committer {
                 if entry.method == WriteMethod::Delete {
                     return Err(IngestError::Invalid(vec![Issue::at(IssueType::Invalid, "focus", "an event's focus cannot be a delete")]));
                 }
-                self.apply_entry(plan, entry, now)?.record
+                self.apply_entry(plan, entry.clone(), now)?.record
             }
             EventFocus::Stored { resource_type, id } => {
                 let missing = || IngestError::NotFound(format!("{resource_type}/{id}"));
@@ -553,7 +637,7 @@ impl Committer {
                 if let Some(topic) = self.registry.topic(&m.topic_id) {
                     let shaped = super::context::event_context(
                         &self.store,
-                        &plan.pending,
+                        self.pending(plan),
                         &self.cfg.base_url,
                         topic,
                         (focus_type, focus_id, focus_value),
@@ -599,7 +683,7 @@ impl Committer {
             previous,
             current: record.resource.as_ref(),
         };
-        let resolver = CommitResolver::new(&self.store, &plan.pending, &self.cfg.base_url);
+        let resolver = CommitResolver::new(&self.store, self.pending(plan), &self.cfg.base_url);
         let resolver_ref = &resolver;
         let report = match_change(&change, &self.registry, &self.cfg.base_url, Some(&resolver_ref), |sub| {
             self.state(plan, sub).is_some_and(|s| s.status.counts_events())
@@ -616,7 +700,7 @@ impl Committer {
                 let found = match (self.registry.topic(&m.topic_id), record.resource.as_ref()) {
                     (Some(topic), Some(resource)) => super::context::event_context(
                         &self.store,
-                        &plan.pending,
+                        self.pending(plan),
                         &self.cfg.base_url,
                         topic,
                         (&record.resource_type, &record.id, resource),

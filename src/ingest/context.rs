@@ -2,15 +2,16 @@
 //! directives resolved while the change is committed, so an event records the versions it
 //! saw (digest §2.9; notifications render those versions, never today's).
 //!
-//! Reads go first to the transaction being committed (`Plan.pending`), then to the store, as
-//! `resolver` does for `resolve()`. A resource written by this commit gets the version number
-//! the commit gives it: each resource appears at most once in a transaction, so that is the
-//! stored latest plus one.
+//! Reads go first to the transaction being committed (`Plan.pending`) and its apply group,
+//! then to the store, as `resolver` does for `resolve()`. A resource written by this commit (or
+//! its group) gets the version number the commit gives it: each resource appears at most once
+//! in a transaction and in a group, so that is the stored latest plus one.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+use super::resolver::Pending;
 use crate::fhir::search::include::{self, Found, IncludeSource};
 use crate::fhir::search::{normalize_reference_query, SearchParam};
 use crate::fhir::topic::TopicSpec;
@@ -22,12 +23,12 @@ pub(super) const MAX_CONTEXT: usize = 100;
 
 pub(super) struct CommitIncludes<'c> {
     store: &'c Store,
-    pending: &'c HashMap<String, Option<Value>>,
+    pending: Pending<'c>,
     base_url: &'c str,
 }
 
 impl<'c> CommitIncludes<'c> {
-    pub(super) fn new(store: &'c Store, pending: &'c HashMap<String, Option<Value>>, base_url: &'c str) -> Self {
+    pub(super) fn new(store: &'c Store, pending: Pending<'c>, base_url: &'c str) -> Self {
         CommitIncludes { store, pending, base_url }
     }
 }
@@ -72,7 +73,7 @@ impl IncludeSource for CommitIncludes<'_> {
 /// The context `topic`'s shapes give an event on `focus` (`Type`, `id`, its new state).
 pub(super) fn event_context(
     store: &Store,
-    pending: &HashMap<String, Option<Value>>,
+    pending: Pending<'_>,
     base_url: &str,
     topic: &TopicSpec,
     focus: (&str, &str, &Value),
@@ -97,11 +98,7 @@ pub(super) fn event_context(
 }
 
 /// Each found resource with the version it has once this commit is applied.
-pub(super) fn versions_of(
-    store: &Store,
-    pending: &HashMap<String, Option<Value>>,
-    found: Vec<Found>,
-) -> Result<Vec<ContextRef>, StoreError> {
+pub(super) fn versions_of(store: &Store, pending: Pending<'_>, found: Vec<Found>) -> Result<Vec<ContextRef>, StoreError> {
     let mut out = Vec::with_capacity(found.len());
     for (rty, rid, _) in found {
         let latest = store.latest(&rty, &rid)?;

@@ -11,6 +11,7 @@
 //!
 //! - `committer`: the task, its request loop and the per-request apply logic.
 //! - `subscriptions`: what writing a Subscription or SubscriptionTopic does to the registry.
+//! - `group`: apply groups, the commits of requests queued back to back applied as one batch.
 //! - `flusher`: group commit.
 //! - `builtin`: Herald's built-in SubscriptionTopics, installed at start and read-only.
 
@@ -18,6 +19,7 @@ mod builtin;
 mod committer;
 mod context;
 mod flusher;
+mod group;
 mod outputs;
 mod resolver;
 mod subscriptions;

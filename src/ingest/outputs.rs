@@ -19,11 +19,10 @@
 //! version); subscriptions' filters are evaluated on the output's first version, so
 //! `originator=Organization/lab` selects the changes to the lab's own outputs.
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
 use super::context::{versions_of, CommitIncludes, MAX_CONTEXT};
+use super::resolver::Pending;
 use crate::fhir::search::include::{self, local_target, Found, Include};
 use crate::fhir::search::{SearchParam, SearchParams};
 use crate::store::{ContextRef, Store, StoreError};
@@ -78,12 +77,7 @@ fn history_version(reference: &str) -> Option<u64> {
 }
 
 /// The modifications `provenance` (just written as `Provenance/prov_id`) records.
-pub(super) fn detect(
-    store: &Store,
-    pending: &HashMap<String, Option<Value>>,
-    base_url: &str,
-    provenance: &Value,
-) -> Result<Vec<OutputModified>, StoreError> {
+pub(super) fn detect(store: &Store, pending: Pending<'_>, base_url: &str, provenance: &Value) -> Result<Vec<OutputModified>, StoreError> {
     let agents: Vec<(String, String)> = provenance
         .get("agent")
         .and_then(Value::as_array)

@@ -20,6 +20,9 @@ pub fn match_change_exhaustive<'a>(
 ) -> MatchReport {
     let mut report = MatchReport::default();
     for topic in registry.topics() {
+        if registry.subscriber_count(&topic.id) == 0 {
+            continue;
+        }
         if !topic_fires(topic, change, resolver, base_url, &mut report.diagnostics) {
             continue;
         }

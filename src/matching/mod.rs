@@ -15,7 +15,7 @@
 //! none. An evaluation that fails, including one stopped by its budget, does not fire, is
 //! reported in the diagnostics and counted in [`criteria_errors_total`].
 //!
-//! Cost (issue #5): O(topics with a trigger for the change's type + subscriptions the
+//! Cost (issue #5): O(subscribed topics with a trigger for the change's type + subscriptions the
 //! registry's [`Index`](crate::registry::Index) files under the change's keys + subscriptions
 //! it cannot file by key), not O(all subscriptions). `evaluations` evaluates each
 //! SearchParameter at most once per change, for lookups and verification alike;
@@ -101,6 +101,10 @@ pub fn match_change<'a>(
     let mut evaluations = Evaluations::new(change.resource_type, change.id, subject, base_url);
     for topic_id in index.topics_for(change.resource_type) {
         let Some(topic) = registry.topic(topic_id) else { continue };
+        // A topic nobody subscribes to (the built-in ones, often) needs no criteria evaluated.
+        if registry.subscriber_count(topic_id) == 0 {
+            continue;
+        }
         if !topic_fires(topic, change, resolver, base_url, &mut report.diagnostics) {
             continue;
         }

@@ -85,8 +85,10 @@ fn resource_url(base_url: &str, resource_type: &str, id: &str, version: Option<&
     }
 }
 
+/// A random (v4) UUID from the thread's userspace generator: `Uuid::new_v4` asks the kernel
+/// (`getrandom`) for every id, two per notification.
 fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
 }
 
 /// A `SubscriptionStatus` resource (its `id` is fresh each time).

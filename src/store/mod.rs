@@ -65,8 +65,9 @@ pub struct Store {
 /// A set of writes applied atomically by `Store::apply`.
 #[derive(Default)]
 pub struct Commit {
-    batch: sled::Batch,
-    writes: usize,
+    /// Inserts (`Some`) and removals (`None`) in order; on the same key the last one wins, as
+    /// in the sled `Batch` they become.
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Index entries this commit gave each resource so far (see `index::PendingEntries`).
     index_pending: index::PendingEntries,
 }
@@ -77,19 +78,32 @@ impl Commit {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.writes == 0
+        self.ops.is_empty()
+    }
+
+    /// Adds `later`'s writes after this commit's, so that both are applied as one atomic batch
+    /// (the committer's apply groups, `ingest::group`).
+    pub fn append(&mut self, later: Commit) {
+        if self.ops.is_empty() {
+            self.ops = later.ops;
+        } else {
+            self.ops.extend(later.ops);
+        }
+        self.index_pending.extend(later.index_pending);
     }
 
     fn put<T: serde::Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec(value).map_err(StoreError::Encode)?;
-        self.batch.insert(key, bytes);
-        self.writes += 1;
+        self.ops.push((key, Some(bytes)));
         Ok(())
     }
 
+    fn insert_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((key, Some(value)));
+    }
+
     fn remove(&mut self, key: Vec<u8>) {
-        self.batch.remove(key);
-        self.writes += 1;
+        self.ops.push((key, None));
     }
 
     /// Writes a resource version: its history entry and the current pointer.
@@ -154,9 +168,30 @@ impl Store {
     }
 
     /// Applies a commit atomically (not yet durable).
+    ///
+    /// A commit of one write is a plain insert or removal, which sled applies atomically on its
+    /// own: `apply_batch` rolls sled's IO buffer every time (a write and a sync in its thread
+    /// pool), which costs more than the rest of a small commit.
     pub fn apply(&self, commit: Commit) -> Result<()> {
-        if commit.writes > 0 {
-            self.tree.apply_batch(commit.batch)?;
+        let mut ops = commit.ops;
+        if ops.len() == 1 {
+            if let Some((key, value)) = ops.pop() {
+                match value {
+                    Some(value) => self.tree.insert(key, value)?,
+                    None => self.tree.remove(key)?,
+                };
+            }
+            return Ok(());
+        }
+        if !ops.is_empty() {
+            let mut batch = sled::Batch::default();
+            for (key, value) in ops {
+                match value {
+                    Some(value) => batch.insert(key, value),
+                    None => batch.remove(key),
+                }
+            }
+            self.tree.apply_batch(batch)?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ mod crash;
 mod dashboard;
 mod fhir_rest;
 mod filters;
+mod ingest_group;
 mod lifecycle;
 #[cfg(feature = "load")]
 mod load;

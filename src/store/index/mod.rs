@@ -232,8 +232,7 @@ impl Commit {
         }
         for new in &suffixes {
             if previous.binary_search(new).is_err() {
-                self.batch.insert(entry_key(resource_type, new, id), Vec::new());
-                self.writes += 1;
+                self.insert_raw(entry_key(resource_type, new, id), Vec::new());
             }
         }
         if suffixes.is_empty() {
@@ -241,8 +240,7 @@ impl Commit {
                 self.remove(list_key);
             }
         } else if suffixes != previous {
-            self.batch.insert(list_key, encode_entries(&suffixes));
-            self.writes += 1;
+            self.insert_raw(list_key, encode_entries(&suffixes));
         }
         self.index_pending.insert(slot, suffixes);
         Ok(())

@@ -1,0 +1,119 @@
+//! Apply groups: the commits of consecutive requests applied to the store as one sled batch.
+//!
+//! sled 0.34 rolls its IO buffer on every `apply_batch` (the buffer is written and synced by its
+//! thread pool, which wakes every idle pool thread), so applying each request's commit on its
+//! own cost more than planning it. The committer therefore plans the requests queued behind one
+//! another into one `Group` and applies it once its queue is empty (or the group is full). Each
+//! commit stays atomic, since a group is applied all or nothing, and nothing in a group is
+//! answered or published before the flush that follows its apply, as before.
+//!
+//! While a group is open, later commits must see what earlier ones did:
+//! - subscription states are merged into the committer at once; `undo` keeps what they were,
+//!   and a refused apply puts them back and answers every request of the group as failed;
+//! - resources written are kept in `pending`, which `resolve()`, notificationShape and
+//!   `output-modified` read before the store (`resolver::Pending`); a write to a resource the
+//!   group already holds applies the group first, so each resource appears at most once in it
+//!   and its stored latest version is the one before the group's;
+//! - requests that read other stored state while planning (side-car feeds, `$emit`, resends,
+//!   dead letters, retention) or that change the registry (Subscription, SubscriptionTopic,
+//!   SearchParameter) apply the group first and are applied alone, as every request was.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::flusher::FlushItem;
+use super::{IngestError, LaneCommand, Request};
+use crate::store::{Commit, Store, SubState};
+
+/// Most requests one group takes before it is applied, so that a steady stream of requests
+/// still gets applied (and answered) regularly.
+pub(super) const MAX_REQUESTS: usize = 128;
+
+/// Commits planned and not yet applied, with what to do once they are.
+#[derive(Default)]
+pub(super) struct Group {
+    /// The commits, in order.
+    pub commit: Commit,
+    /// `Type/id` of each resource written, with its new state (`None`: deleted).
+    pub pending: HashMap<String, Option<Value>>,
+    /// Subscription states before the group changed them (`None`: there was none).
+    undo: HashMap<String, Option<SubState>>,
+    /// Replies and lane publications, handed to the flusher once the group is applied.
+    items: Vec<FlushItem>,
+    /// Requests planned into the group.
+    pub requests: usize,
+    /// Set while a request that may join the group is being planned.
+    pub open: bool,
+}
+
+/// Whether `req` may be planned into a group (see the module doc for the others).
+pub(super) fn joins(req: &Request) -> bool {
+    match req {
+        Request::Write { entries, .. } => {
+            entries.iter().all(|e| !matches!(e.resource_type.as_str(), "Subscription" | "SubscriptionTopic" | "SearchParameter"))
+        }
+        Request::Lane(cmd) => matches!(cmd, LaneCommand::Delivered { .. } | LaneCommand::Retry { .. } | LaneCommand::Status { .. }),
+        Request::External { .. } | Request::Emit { .. } | Request::Resend { .. } => false,
+    }
+}
+
+impl Group {
+    pub(super) fn is_empty(&self) -> bool {
+        self.commit.is_empty() && self.items.is_empty()
+    }
+
+    /// Whether the group writes `Type/id`.
+    pub(super) fn holds(&self, resource_type: &str, id: &str) -> bool {
+        !self.pending.is_empty() && self.pending.contains_key(&format!("{resource_type}/{id}"))
+    }
+
+    /// Records the state `sub` had before the group first changed it.
+    pub(super) fn remember(&mut self, sub: &str, before: Option<SubState>) {
+        if !self.undo.contains_key(sub) {
+            self.undo.insert(sub.to_owned(), before);
+        }
+    }
+
+    pub(super) fn push(&mut self, item: FlushItem) {
+        self.items.push(item);
+    }
+
+    /// Applies the group as one batch and hands its items to the flusher. If the store refuses
+    /// it, the subscription states it changed are put back, its requests are answered as
+    /// failed (nothing of theirs was stored) and the error is returned. The group is empty
+    /// afterwards either way (and still open if it was).
+    pub(super) fn apply(
+        &mut self,
+        store: &Store,
+        states: &mut HashMap<String, SubState>,
+        flush_tx: &mpsc::UnboundedSender<FlushItem>,
+    ) -> Result<(), IngestError> {
+        let open = self.open;
+        let Group { commit, undo, items, .. } = std::mem::take(self);
+        self.open = open;
+        match store.apply(commit) {
+            Ok(()) => {
+                for item in items {
+                    let _ = flush_tx.send(item);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for (sub, before) in undo {
+                    match before {
+                        Some(state) => states.insert(sub, state),
+                        None => states.remove(&sub),
+                    };
+                }
+                for item in items {
+                    if let Some(reply) = item.reply {
+                        reply(false);
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
