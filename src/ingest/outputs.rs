@@ -6,8 +6,8 @@
 //! - **Who modified it** is the Provenance recorded for it: `agent.who` and `agent.onBehalfOf`
 //!   of a Provenance whose `target` names the output (posted alone, in the transaction that
 //!   changes the output, or with the change in an `X-Provenance` header). A change with no
-//!   Provenance names nobody, so it never fires; once authentication lands (issue #11) the
-//!   authenticated client can stand in for a missing Provenance.
+//!   Provenance names nobody, so it never fires (an authenticated client id names a system,
+//!   not the organization or practitioner an originator is).
 //! - **The originator** is whoever the output's *first* version names as its source: the
 //!   element in [`ORIGINATOR`] (`DiagnosticReport.performer`, `DocumentReference.author`...).
 //!   Resources state their source (COW §7.3), and reading the first version rather than the
