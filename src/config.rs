@@ -90,6 +90,10 @@ pub struct AdminSettings {
     pub top_subscriptions: usize,
     /// Delivery attempts kept per subscription in the (in-memory) delivery log.
     pub delivery_log: usize,
+    /// Entries the durable audit trail keeps (the oldest are trimmed once a minute).
+    pub audit_keep: u64,
+    /// Whether every delivery attempt goes into the audit trail too.
+    pub audit_deliveries: bool,
 }
 
 impl std::fmt::Debug for AdminSettings {
@@ -98,6 +102,8 @@ impl std::fmt::Debug for AdminSettings {
             .field("token", &if self.token.is_empty() { "" } else { "[redacted]" })
             .field("top_subscriptions", &self.top_subscriptions)
             .field("delivery_log", &self.delivery_log)
+            .field("audit_keep", &self.audit_keep)
+            .field("audit_deliveries", &self.audit_deliveries)
             .finish()
     }
 }

@@ -138,7 +138,11 @@ pub(crate) async fn start(
         stop.clone(),
         sockets.clone(),
     ));
-    let delivery_log = Arc::new(crate::ops::delivery_log::DeliveryLog::new(cfg.admin.delivery_log));
+    let mut delivery_log = crate::ops::delivery_log::DeliveryLog::new(cfg.admin.delivery_log);
+    if cfg.admin.audit_deliveries {
+        delivery_log = delivery_log.with_audit(store.clone());
+    }
+    let delivery_log = Arc::new(delivery_log);
     let lanes = TaskTracker::new();
     let core = TaskTracker::new();
     let (ingest, queue) = ingest::channel(cfg.ingest.queue_depth);
@@ -174,6 +178,7 @@ pub(crate) async fn start(
     // subscription on `lanes`.
     let (load_store, sink, load_core, load_stop) = (store.clone(), dispatcher.clone(), core.clone(), ingest_stop.clone());
     tokio::task::spawn_blocking(move || ingest::spawn(load_store, committer_cfg, queue, sink, &load_core, load_stop)).await??;
+    lanes.spawn(crate::ops::audit::trim(store.clone(), cfg.admin.audit_keep, delivery.clone()));
     let state = Arc::new(api::AppState {
         store: store.clone(),
         ingest,

@@ -37,6 +37,31 @@ enum Command {
     },
     /// Print the SHA-256 of an API key, as `auth.api_keys[].sha256` stores it.
     HashKey { key: String },
+    /// The audit trail of a running Herald, oldest first: subscription and topic changes,
+    /// deliveries, refused credentials, resends, dead letters, status changes.
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Entries after this sequence number (default: the newest).
+        #[arg(long)]
+        after: Option<u64>,
+        /// At most this many entries per page (at most 1000; default 100).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only entries about this subscription.
+        #[arg(long)]
+        subscription: Option<String>,
+        /// Only this action (create, update, delete, status, dead-letter, resend, delivery,
+        /// credentials-refused, withheld).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries by this actor (a client id, anonymous, herald, operator).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Keep printing new entries as they are recorded, until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Dead letters of a subscription on a running Herald: list, show one, replay.
     Dead {
         #[command(flatten)]
@@ -125,6 +150,48 @@ fn operator(client: ClientArgs, command: herald::cli::Command) -> ExitCode {
     }
 }
 
+/// `herald audit --follow`: prints pages of new entries as they come, polling once a second.
+fn audit_follow(client: ClientArgs, mut cmd: herald::cli::AuditCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("herald: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<(), herald::cli::CliError> = runtime.block_on(async {
+        let http = herald::cli::Client::new(&client.server, client.token.as_deref())?;
+        loop {
+            let (body, next) = http.audit(&cmd).await?;
+            let entries = body.get("entries").and_then(serde_json::Value::as_array).map_or(0, Vec::len);
+            if entries > 0 {
+                if client.json {
+                    for e in body.get("entries").and_then(serde_json::Value::as_array).into_iter().flatten() {
+                        println!("{e}");
+                    }
+                } else {
+                    print!("{}", herald::cli::audit_table(&body));
+                }
+            }
+            cmd.after = next.or(cmd.after);
+            // A full page: more may be waiting; otherwise wait for new entries.
+            if entries < cmd.limit.unwrap_or(100) {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[derive(clap::Args, Default)]
 struct ServeArgs {
     /// Address to listen on (overrides server.listen).
@@ -204,6 +271,13 @@ fn main() -> ExitCode {
                 DeadCli::Replay { subscription, from, until, wait } => D::Replay { subscription, from, until, wait },
             };
             return operator(client, C::Dead(cmd));
+        }
+        Some(Command::Audit { client, after, limit, subscription, action, actor, follow }) => {
+            let cmd = herald::cli::AuditCommand { after, limit, subscription, action, actor };
+            if follow {
+                return audit_follow(client, cmd);
+            }
+            return operator(client, herald::cli::Command::Audit(cmd));
         }
         None => ServeArgs::default(),
     };

@@ -121,7 +121,14 @@ pub(super) async fn guard(State(state): State<Shared>, mut req: Request, next: N
                 Err(_) if exempt => Principal { client: Some(String::new()), scopes: Default::default(), patient: None },
                 Err(AuthError::Missing) => return unauthorized("authentication required: a bearer token or API key"),
                 Err(AuthError::Invalid(why)) => {
-                    tracing::info!(target: "audit", path = %path, reason = %why, "audit.credentials_refused");
+                    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+                    crate::ops::audit::record(
+                        &state.store,
+                        &crate::ops::audit::AuditEntry::new("credentials-refused", None, "failure")
+                            .detail("path", path.clone())
+                            .detail("reason", why)
+                            .detail("peer", peer.unwrap_or_default()),
+                    );
                     return unauthorized("the credentials are not valid");
                 }
             }

@@ -284,13 +284,34 @@ pub(super) async fn replay(State(state): State<Shared>, Path(id): Path<String>) 
     if !is_valid_id(&id) {
         return (StatusCode::BAD_REQUEST, "not a valid id").into_response();
     }
-    match state.ingest.resend(&id, ResendRange::Numbers { since: None, until: None }, true).await {
+    match state.ingest.resend(&id, ResendRange::Numbers { since: None, until: None }, true, Some("operator".to_owned())).await {
         Ok(summary) => axum::Json(json!({ "deadLetters": summary.events, "from": summary.from, "until": summary.until })).into_response(),
         Err(IngestError::NotFound(_)) => (StatusCode::NOT_FOUND, "no such subscription").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "dashboard replay refused");
             (StatusCode::UNPROCESSABLE_ENTITY, "replay refused").into_response()
         }
+    }
+}
+
+/// The audit trail: `?after=SEQ` for entries after a sequence number (oldest first; without
+/// it, the newest), `limit` (at most 1000), and filters `subscription`, `action`, `actor`.
+pub(super) async fn audit_json(
+    State(state): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<crate::ops::audit::AuditQuery>,
+) -> Response {
+    let store = state.store.clone();
+    let after = q.after;
+    match tokio::task::spawn_blocking(move || crate::ops::audit::query(&store, &q)).await {
+        Ok(Ok(entries)) => {
+            let next = entries.last().map(|e| e.seq).or(after).unwrap_or(0);
+            axum::Json(json!({ "entries": entries, "next": next })).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "could not read the audit trail");
+            (StatusCode::INTERNAL_SERVER_ERROR, "could not read the audit trail").into_response()
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "could not read the audit trail").into_response(),
     }
 }
 

@@ -106,6 +106,7 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .route("/admin/api/summary", get(admin::summary_json))
         .route("/admin/api/subscriptions/{id}", get(admin::subscription_json))
         .route("/admin/api/subscriptions/{id}/replay", post(admin::replay))
+        .route("/admin/api/audit", get(admin::audit_json))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::guard));
     Router::new()
         .merge(operator)

@@ -14,15 +14,19 @@
 //!   `deadLetter` per event (number, when it was parked, attempts, the reason, and the event's
 //!   topic, interaction and focus). Header values and payloads are never included.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use axum::Extension;
 use serde_json::{json, Value};
 
 use super::events::{body_pairs, query_pairs};
 use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
 use super::Shared;
+use crate::auth::Principal;
 use crate::fhir::instant::{format_millis, parse_instant};
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::{Issue, IssueType};
@@ -86,7 +90,7 @@ fn channel_of(state: &Shared, id: &str) -> Result<String, ApiError> {
     Ok(resource.pointer("/channelType/code").and_then(Value::as_str).unwrap_or_default().to_owned())
 }
 
-async fn resend(state: &Shared, id: &str, pairs: &[(String, String)]) -> Result<Response, ApiError> {
+async fn resend(state: &Shared, id: &str, pairs: &[(String, String)], actor: Option<String>) -> Result<Response, ApiError> {
     check_id(id)?;
     let (range, dead_only) = parse(pairs)?;
     if channel_of(state, id)? != "rest-hook" {
@@ -96,7 +100,7 @@ async fn resend(state: &Shared, id: &str, pairs: &[(String, String)]) -> Result<
             "$resend is for rest-hook subscriptions; websocket clients read $events or bind with eventsSinceNumber",
         ));
     }
-    let summary = state.ingest.resend(id, range, dead_only).await?;
+    let summary = state.ingest.resend(id, range, dead_only, actor).await?;
     let what = if dead_only { "dead letters" } else { "events" };
     let text = if summary.events == 0 {
         format!("no {what} to resend in the range")
@@ -113,11 +117,13 @@ pub(super) async fn resend_post(
     State(state): State<Shared>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
+    principal: Option<Extension<Arc<Principal>>>,
     body: String,
 ) -> Result<Response, ApiError> {
     let mut pairs = query_pairs(raw);
     pairs.extend(body_pairs(&body));
-    resend(&state, &id, &pairs).await
+    let actor = principal.and_then(|Extension(p)| p.client.clone()).filter(|c| !c.is_empty());
+    resend(&state, &id, &pairs, actor).await
 }
 
 pub(super) async fn dead_letters(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {

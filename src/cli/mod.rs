@@ -31,6 +31,17 @@ pub enum Command {
     SubscriptionResume { subscription: String },
     TopicsList,
     Dead(DeadCommand),
+    Audit(AuditCommand),
+}
+
+/// `herald audit`: entries of the audit trail, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditCommand {
+    pub after: Option<u64>,
+    pub limit: Option<usize>,
+    pub subscription: Option<String>,
+    pub action: Option<String>,
+    pub actor: Option<String>,
 }
 
 /// `herald dead …`.
@@ -111,6 +122,10 @@ impl Client {
     pub async fn run(&self, cmd: &Command, json: bool) -> Result<String, CliError> {
         match cmd {
             Command::Dead(d) => self.dead(d, json).await,
+            Command::Audit(a) => {
+                let (body, _) = self.audit(a).await?;
+                Ok(if json { body.to_string() } else { audit_table(&body) })
+            }
             Command::Status => {
                 let s = self.admin(reqwest::Method::GET, "summary").await?;
                 if json {
@@ -149,6 +164,28 @@ impl Client {
         let stored = self.send(reqwest::Method::PUT, url, Some(&resource)).await?;
         let now = stored.get("status").and_then(Value::as_str).unwrap_or("?");
         Ok(if json { stored.to_string() } else { format!("Subscription/{sub} is now {now}") })
+    }
+
+    /// One page of the audit trail, and the sequence number to ask after for the next.
+    pub async fn audit(&self, a: &AuditCommand) -> Result<(Value, Option<u64>), CliError> {
+        let mut url = url::Url::parse(&format!("{}/admin/api/audit", self.origin)).map_err(|e| CliError(format!("{e}")))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(after) = a.after {
+                q.append_pair("after", &after.to_string());
+            }
+            if let Some(limit) = a.limit {
+                q.append_pair("limit", &limit.to_string());
+            }
+            for (k, v) in [("subscription", &a.subscription), ("action", &a.action), ("actor", &a.actor)] {
+                if let Some(v) = v {
+                    q.append_pair(k, v);
+                }
+            }
+        }
+        let body = self.send(reqwest::Method::GET, url.to_string(), None).await?;
+        let next = body.get("next").and_then(Value::as_u64);
+        Ok((body, next))
     }
 
     /// Runs a `dead` command; returns what to print.
@@ -352,6 +389,43 @@ fn subscription_text(d: &Value) -> String {
             result,
             text(&a, "outcome"),
             text(&a, "millis")
+        );
+    }
+    out
+}
+
+/// One line per audit entry: sequence, time, actor, action, outcome, subscription or entity,
+/// then the details as `key=value`.
+pub fn audit_table(body: &Value) -> String {
+    let rows = body.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut out = String::new();
+    for e in rows {
+        let at = e.get("at").and_then(Value::as_i64).map(crate::fhir::instant::format_millis).unwrap_or_default();
+        let what = match (e.get("entity").and_then(Value::as_str), e.get("subscription").and_then(Value::as_str)) {
+            (Some(entity), _) => entity.to_owned(),
+            (None, Some(sub)) => format!("Subscription/{sub}"),
+            (None, None) => String::new(),
+        };
+        let detail = e
+            .get("detail")
+            .and_then(Value::as_object)
+            .map(|d| {
+                d.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:>8}  {}  {:<20}  {:<19}  {:<7}  {:<40}  {}",
+            text(&e, "seq"),
+            at,
+            text(&e, "actor"),
+            text(&e, "action"),
+            text(&e, "outcome"),
+            what,
+            detail
         );
     }
     out

@@ -28,6 +28,7 @@ use crate::fhir::topic::Interaction;
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
 use crate::matching::{match_change, match_event, ResourceChange, TopicEvent};
+use crate::ops::audit::{self, AuditEntry};
 use crate::ops::metrics::metrics;
 use crate::outbox::{EventDraft, Outbox, SledOutbox};
 use crate::registry::Registry;
@@ -277,8 +278,8 @@ impl Committer {
         match req {
             Request::Write { entries, atomic, actor, reply } => self.handle_write(entries, atomic, actor, reply),
             Request::External { changes, reply } => self.handle_external(changes, reply),
-            Request::Resend { sub, range, dead_only, reply } => {
-                let result = self.schedule_resend(&sub, range, dead_only);
+            Request::Resend { sub, range, dead_only, actor, reply } => {
+                let result = self.schedule_resend(&sub, range, dead_only, actor.as_deref());
                 let _ = reply.send(result);
             }
             Request::Emit { event, reply } => {
@@ -333,7 +334,7 @@ impl Committer {
                     }
                 }
             }
-            Self::count_writes(&results, actor.as_deref());
+            self.count_writes(&results, actor.as_deref(), &mut plan.commit);
             self.keep_pending(&mut plan, &results);
             self.finish(plan, results, reply);
         } else {
@@ -357,8 +358,9 @@ impl Committer {
                     }
                 }
             }
-            Self::count_writes(&results, actor.as_deref());
-            self.finish(Plan::default(), results, reply);
+            let mut plan = Plan::default();
+            self.count_writes(&results, actor.as_deref(), &mut plan.commit);
+            self.finish(plan, results, reply);
         }
     }
 
@@ -420,9 +422,9 @@ impl Committer {
         lanes
     }
 
-    /// Counts written versions in the metrics, and records Subscription and topic changes in
-    /// the audit log (`tracing` target `audit`: who, what, which; never the resource body).
-    fn count_writes(results: &[WriteResult], actor: Option<&str>) {
+    /// Counts written versions in the metrics, and stages an audit entry for each Subscription,
+    /// topic and SearchParameter change in `commit` (who, what, which version; never the body).
+    fn count_writes(&self, results: &[WriteResult], actor: Option<&str>, commit: &mut Commit) {
         let m = metrics();
         for r in results
             .iter()
@@ -435,7 +437,12 @@ impl Committer {
             } else {
                 "update"
             };
-            tracing::info!(target: "audit", actor = actor.unwrap_or("anonymous"), action, resource.type = %r.record.resource_type, resource.id = %r.record.id, version = %r.record.version_id, "audit.write");
+            let mut entry = AuditEntry::new(action, actor, "success")
+                .entity(format!("{}/{}/_history/{}", r.record.resource_type, r.record.id, r.record.version_id));
+            if r.record.resource_type == "Subscription" {
+                entry = entry.subscription(r.record.id.clone());
+            }
+            audit::stage(&self.store, commit, &entry);
         }
         for r in results.iter().filter(|r| r.changed) {
             let interaction = if r.record.deleted {
@@ -877,7 +884,13 @@ impl Committer {
     }
 
     /// Records a resend of stored events (`$resend`, dead-letter replay) for the lane to carry out.
-    fn schedule_resend(&mut self, sub: &str, range: ResendRange, dead_only: bool) -> Result<ResendSummary, IngestError> {
+    fn schedule_resend(
+        &mut self,
+        sub: &str,
+        range: ResendRange,
+        dead_only: bool,
+        actor: Option<&str>,
+    ) -> Result<ResendSummary, IngestError> {
         let mut lane = self.states.get(sub).cloned().ok_or_else(|| IngestError::NotFound(format!("Subscription/{sub}")))?;
         let (from, until) = match range {
             ResendRange::Numbers { since, until } => {
@@ -932,10 +945,19 @@ impl Committer {
         lane.resend = (count > 0).then_some(Resend { next: from, until, dead_only, id });
         let mut plan = Plan::default();
         plan.commit.put_sub_state(sub, &lane)?;
+        audit::stage(
+            &self.store,
+            &mut plan.commit,
+            &AuditEntry::new("resend", actor, "success")
+                .subscription(sub)
+                .detail("from", from)
+                .detail("until", until)
+                .detail("events", count)
+                .detail("deadLettersOnly", dead_only),
+        );
         plan.states.insert(sub.to_string(), lane);
         plan.touch(sub);
         self.apply_plan(plan)?;
-        tracing::info!(target: "audit", subscription = %sub, from, until, events = count, dead_only, "audit.resend");
         Ok(ResendSummary { from, until, events: count })
     }
 
@@ -959,10 +981,25 @@ impl Committer {
             }
             LaneCommand::Dead { generation, through, attempts, error, .. } => {
                 metrics().dead_letters.inc_by(through.saturating_sub(lane.delivered_through));
+                audit::stage(
+                    &self.store,
+                    &mut plan.commit,
+                    &AuditEntry::herald("dead-letter", "failure")
+                        .subscription(sub.clone())
+                        .detail("from", lane.delivered_through + 1)
+                        .detail("through", through)
+                        .detail("attempts", attempts)
+                        .detail("error", error.code.clone()),
+                );
                 let parked = self.outbox.park(&mut plan.commit, &sub, &mut lane, through, attempts, &error);
                 // R5 §2.2: delivery failure puts the subscription in error; it stays there
                 // (still counting events) until the client asks for a new handshake.
                 if lane.generation == generation && lane.status == SubStatus::Active {
+                    audit::stage(
+                        &self.store,
+                        &mut plan.commit,
+                        &AuditEntry::herald("status", "failure").subscription(sub.clone()).detail("from", "active").detail("to", "error"),
+                    );
                     lane.status = SubStatus::Error;
                     lane.error = Some(error);
                 }
@@ -1003,6 +1040,14 @@ impl Committer {
             LaneCommand::Status { generation, status, error, .. } => {
                 if lane.generation == generation && lane.status != status {
                     tracing::info!(subscription.id = %sub, from = lane.status.code(), to = status.code(), "subscription status changed");
+                    audit::stage(
+                        &self.store,
+                        &mut plan.commit,
+                        &AuditEntry::herald("status", "success")
+                            .subscription(sub.clone())
+                            .detail("from", lane.status.code())
+                            .detail("to", status.code()),
+                    );
                     lane.status = status;
                     lane.error = if status == SubStatus::Active { None } else { error };
                     plan.touch(&sub);

@@ -234,10 +234,27 @@ pub enum IngestError {
 }
 
 pub(crate) enum Request {
-    Write { entries: Vec<WriteEntry>, atomic: bool, actor: Option<String>, reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>> },
-    External { changes: Vec<ExternalChange>, reply: oneshot::Sender<Result<ExternalSummary, IngestError>> },
-    Emit { event: EmittedEvent, reply: oneshot::Sender<Result<EmitResult, IngestError>> },
-    Resend { sub: String, range: ResendRange, dead_only: bool, reply: oneshot::Sender<Result<ResendSummary, IngestError>> },
+    Write {
+        entries: Vec<WriteEntry>,
+        atomic: bool,
+        actor: Option<String>,
+        reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>>,
+    },
+    External {
+        changes: Vec<ExternalChange>,
+        reply: oneshot::Sender<Result<ExternalSummary, IngestError>>,
+    },
+    Emit {
+        event: EmittedEvent,
+        reply: oneshot::Sender<Result<EmitResult, IngestError>>,
+    },
+    Resend {
+        sub: String,
+        range: ResendRange,
+        dead_only: bool,
+        actor: Option<String>,
+        reply: oneshot::Sender<Result<ResendSummary, IngestError>>,
+    },
     Lane(LaneCommand),
 }
 
@@ -289,9 +306,19 @@ impl Ingest {
 
     /// Asks for stored events to be sent again on the subscription's channel, in order, once
     /// it is active (`$resend`; with `dead_only`, a replay of its dead letters).
-    pub async fn resend(&self, sub: &str, range: ResendRange, dead_only: bool) -> Result<ResendSummary, IngestError> {
+    /// `actor` is who asked, for the audit trail.
+    pub async fn resend(
+        &self,
+        sub: &str,
+        range: ResendRange,
+        dead_only: bool,
+        actor: Option<String>,
+    ) -> Result<ResendSummary, IngestError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request::Resend { sub: sub.to_string(), range, dead_only, reply }).await.map_err(|_| IngestError::Unavailable)?;
+        self.tx
+            .send(Request::Resend { sub: sub.to_string(), range, dead_only, actor, reply })
+            .await
+            .map_err(|_| IngestError::Unavailable)?;
         rx.await.map_err(|_| IngestError::Unavailable)?
     }
 

@@ -12,6 +12,8 @@ use std::sync::{Mutex, PoisonError};
 use serde::Serialize;
 
 use crate::fhir::instant::Millis;
+use crate::ops::audit::{record, AuditEntry};
+use crate::store::Store;
 
 /// One attempt.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -35,14 +37,40 @@ pub struct AttemptEntry {
 pub struct DeliveryLog {
     capacity: usize,
     entries: Mutex<HashMap<String, VecDeque<AttemptEntry>>>,
+    /// Where every attempt is also recorded durably (`admin.audit_deliveries`).
+    audit: Option<Store>,
 }
 
 impl DeliveryLog {
     pub fn new(capacity: usize) -> DeliveryLog {
-        DeliveryLog { capacity, entries: Mutex::new(HashMap::new()) }
+        DeliveryLog { capacity, entries: Mutex::new(HashMap::new()), audit: None }
+    }
+
+    /// Also appends each attempt to the audit trail in `store`.
+    pub fn with_audit(mut self, store: Store) -> DeliveryLog {
+        self.audit = Some(store);
+        self
     }
 
     pub fn record(&self, sub: &str, entry: AttemptEntry) {
+        if let Some(store) = &self.audit {
+            let outcome = if entry.outcome == "delivered" { "success" } else { "failure" };
+            let mut audit = AuditEntry::herald("delivery", outcome)
+                .subscription(sub)
+                .detail("kind", entry.kind.clone())
+                .detail("channel", entry.channel.clone())
+                .detail("millis", entry.millis);
+            if let Some((first, last)) = entry.events {
+                audit = audit.detail("firstEvent", first).detail("lastEvent", last);
+            }
+            if let Some(status) = entry.status {
+                audit = audit.detail("status", status);
+            }
+            if let Some(error) = &entry.error {
+                audit = audit.detail("error", error.clone());
+            }
+            record(store, &audit);
+        }
         if self.capacity == 0 {
             return;
         }

@@ -11,6 +11,7 @@
 //! | `d` | subscription id NUL event number | `DeadRecord`: an event that was given up on |
 //! | `i` | type NUL param code NUL kind escaped-value NUL id | empty: one search index entry |
 //! | `x` | type NUL id | the resource's index entries (`index::Entries`), to remove them on change |
+//! | `a` | sequence number | `AuditEntry`: one entry of the audit trail (`ops::audit`) |
 //! | `m` | name | store metadata: `index-set`, the fingerprint of the index set (`index::set`) |
 //!
 //! Index values are escaped (`00` as `01 01`, `01` as `01 02`) so that the NUL after them ends
@@ -88,6 +89,15 @@ pub fn index_entries(resource_type: &str, id: &str) -> Vec<u8> {
 
 pub fn index_entries_all_prefix() -> Vec<u8> {
     vec![b'x']
+}
+
+/// `a` seq: one audit trail entry.
+pub fn audit(seq: u64) -> Vec<u8> {
+    join(b'a', &[&seq.to_be_bytes()])
+}
+
+pub fn audit_prefix() -> Vec<u8> {
+    vec![b'a']
 }
 
 /// `m` name: one metadata record.

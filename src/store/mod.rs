@@ -17,12 +17,14 @@
 //! Records are a file format: each carries a version tag and decodes through `records`, which
 //! returns an error for an unknown or damaged record instead of panicking.
 
+pub mod audit;
 pub mod ceiling;
 pub mod index;
 mod keys;
 pub mod records;
 
 use std::path::Path;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -60,6 +62,8 @@ pub struct Store {
     tree: sled::Tree,
     /// What the search index holds; fixed once the store is open (see `index::set`).
     index: Arc<index::IndexConfig>,
+    /// The next audit trail sequence number (`audit`).
+    audit_seq: Arc<AtomicU64>,
 }
 
 /// A set of writes applied atomically by `Store::apply`.
@@ -161,7 +165,8 @@ impl Store {
         // from the explicit group flush, never from this timer.
         let db = sled::Config::new().path(dir).flush_every_ms(Some(1000)).open()?;
         let tree = db.open_tree("herald")?;
-        let mut store = Store { db, tree, index: Arc::default() };
+        let audit_seq = Arc::new(AtomicU64::new(audit::next_seq(&tree)?));
+        let mut store = Store { db, tree, index: Arc::default(), audit_seq };
         let set = store.recorded_index_set()?.unwrap_or_default();
         store.index = Arc::new(index::IndexConfig { set, base_url: String::new(), scan_limit: index::UNINDEXED_SCAN_LIMIT });
         Ok(store)

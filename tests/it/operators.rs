@@ -91,7 +91,7 @@ async fn metrics_need_the_admin_token_when_one_is_set() {
 }
 
 /// Runs `herald <args>` (the real binary) against `server`, off the runtime thread.
-async fn herald(server: &TestServer, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+pub(crate) async fn herald(server: &TestServer, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.args(args).env("HERALD_SERVER", &server.base).env_remove("HERALD_ADMIN_TOKEN");
     if let Some(t) = token {

@@ -16,7 +16,7 @@ const ISSUER: &str = "https://issuer.example";
 const AUDIENCE: &str = "https://herald.example/fhir";
 const TOPIC: &str = "http://example.org/topics/task-changed";
 
-fn token(client: &str, scope: &str, patient: Option<&str>, ttl: i64) -> String {
+pub(crate) fn token(client: &str, scope: &str, patient: Option<&str>, ttl: i64) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let mut claims = json!({ "iss": ISSUER, "aud": AUDIENCE, "exp": now + ttl, "client_id": client, "scope": scope });
     if let Some(p) = patient {
@@ -25,7 +25,7 @@ fn token(client: &str, scope: &str, patient: Option<&str>, ttl: i64) -> String {
     encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
 }
 
-async fn secured() -> TestServer {
+pub(crate) async fn secured() -> TestServer {
     TestServer::start_with(|c| {
         c.auth.issuer = ISSUER.into();
         c.auth.audience = AUDIENCE.into();
@@ -39,7 +39,13 @@ async fn secured() -> TestServer {
     .await
 }
 
-async fn call(server: &TestServer, method: Method, path: &str, bearer: Option<&str>, body: Option<&Value>) -> (StatusCode, Value) {
+pub(crate) async fn call(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
     let mut req = server.client.request(method, server.url(path)).header("accept", "application/fhir+json");
     if let Some(t) = bearer {
         req = req.bearer_auth(t);
