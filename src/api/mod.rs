@@ -36,7 +36,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tracing::Instrument;
@@ -116,12 +116,51 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .nest("/fhir", fhir)
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(fhir_errors))
         .layer(middleware::from_fn(request_span))
         .with_state(state)
 }
 
 async fn unknown_route(req: Request) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, IssueType::NotFound, format!("no FHIR interaction at {} {}", req.method(), req.uri().path()))
+}
+
+/// Under `/fhir`, an error the router or an extractor answered itself (405 with an `Allow`
+/// header, a path it could not parse, ...) in plain text becomes an OperationOutcome with the
+/// same status and headers, so that FHIR clients always get one.
+async fn fhir_errors(req: Request, next: Next) -> Response {
+    let fhir = req.uri().path() == "/fhir" || req.uri().path().starts_with("/fhir/");
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.contains("json"));
+    if !fhir || !(status.is_client_error() || status.is_server_error()) || json || status == StatusCode::SWITCHING_PROTOCOLS {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let allow = parts.headers.get(axum::http::header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                format!("method not allowed here; allowed: {allow}")
+            }
+            other => other.canonical_reason().unwrap_or("request failed").to_owned(),
+        },
+    };
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => IssueType::NotSupported,
+        StatusCode::NOT_FOUND => IssueType::NotFound,
+        StatusCode::PAYLOAD_TOO_LARGE => IssueType::TooCostly,
+        s if s.is_server_error() => IssueType::Exception,
+        _ => IssueType::Invalid,
+    };
+    let mut oo = ApiError::new(status, code, text).into_response();
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    for (name, value) in parts.headers.iter() {
+        oo.headers_mut().insert(name.clone(), value.clone());
+    }
+    oo
 }
 
 /// One span per request, named by its matched route; logs the outcome at `debug`.

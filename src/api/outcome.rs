@@ -77,7 +77,8 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        // 405 must say what the target allows; the only 405 is a read-only resource.
+        // 405 must say what the target allows: GET, for a read-only resource (the router's own
+        // 405s keep their Allow header; see `fhir_errors`).
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
         }

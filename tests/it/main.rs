@@ -11,6 +11,7 @@ mod crash;
 mod dashboard;
 mod fhir_rest;
 mod filters;
+mod fuzz_intake;
 mod ingest_group;
 mod lifecycle;
 #[cfg(feature = "load")]
