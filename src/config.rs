@@ -57,6 +57,16 @@ pub struct AuthSettings {
     /// Requests per second per client (0: no limit), with bursts of `rate_burst`.
     pub rate_limit: f64,
     pub rate_burst: f64,
+    /// Managing entities: `{ reference, clients }`; the clients act for the entity, so they
+    /// share the subscriptions whose `managingEntity` is that reference.
+    pub entities: Vec<EntitySetting>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntitySetting {
+    pub reference: String,
+    pub clients: Vec<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -76,6 +86,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("hs256_secrets", &format!("[{} redacted]", self.hs256_secrets.len()))
             .field("api_keys", &self.api_keys.iter().map(|k| &k.client).collect::<Vec<_>>())
             .field("allow_anonymous", &self.allow_anonymous)
+            .field("entities", &self.entities)
             .finish()
     }
 }

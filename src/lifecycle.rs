@@ -171,6 +171,7 @@ pub(crate) async fn start(
             max_age: cfg.duration("subscriptions.events_max_age"),
             interval: cfg.duration("subscriptions.events_prune_interval"),
         },
+        entities: crate::auth::Entities::new(&cfg.auth.entities),
     };
     let ingest_stop = CancellationToken::new();
     // Loading the registry reads every topic and subscription (and installs the built-in
@@ -198,6 +199,7 @@ pub(crate) async fn start(
         auth,
         rate_limit: api::ratelimit::RateLimiter::new(cfg.auth.rate_limit, cfg.auth.rate_burst),
         allow_plain_http: cfg.delivery.allow_plain_http,
+        entities: crate::auth::Entities::new(&cfg.auth.entities),
     });
     Ok(Running { store, state, dispatcher, max_body_bytes: cfg.server.max_body_bytes, delivery, ingest_stop, sockets, lanes, core })
 }

@@ -11,7 +11,8 @@
 //! - **Patient scopes** (`patient/…` only): the resource must be in the token patient's
 //!   compartment: checked on the body of creates and updates, the stored resource of deletes,
 //!   the answer of reads; search results outside it are left out.
-//! - **Ownership**: a Subscription belongs to the client that created it (`SubState.owner`).
+//! - **Ownership**: a Subscription belongs to the client that created it (`SubState.owner`) and
+//!   to the clients the operator maps to its `managingEntity` (`auth.entities`).
 //!   Another client gets 404 for it on reads and operations, 403 on writes (the committer
 //!   checks those), and its searches and `$status` never list it.
 
@@ -89,7 +90,7 @@ fn perm_name(p: Perm) -> &'static str {
 pub(super) fn owns(state: &Shared, principal: &Principal, id: &str) -> bool {
     let Some(client) = principal.client.as_deref() else { return true };
     match state.store.sub_state(id) {
-        Ok(Some(s)) => s.owner.as_deref().is_none_or(|o| o == client),
+        Ok(Some(s)) => state.entities.may_manage(s.owner.as_deref(), s.managing_entity.as_deref(), client),
         Ok(None) => true,
         Err(e) => {
             tracing::error!(error = %e, "cannot read a subscription's owner; refusing access");
@@ -102,7 +103,7 @@ pub(super) fn owns(state: &Shared, principal: &Principal, id: &str) -> bool {
 /// one caller who is shown its secrets.
 pub(super) fn is_owner(state: &Shared, principal: Option<&Principal>, id: &str) -> bool {
     let Some(client) = principal.and_then(|p| p.client.as_deref()).filter(|c| !c.is_empty()) else { return false };
-    matches!(state.store.sub_state(id), Ok(Some(s)) if s.owner.as_deref() == Some(client))
+    matches!(state.store.sub_state(id), Ok(Some(s)) if s.owner.is_some() && state.entities.may_manage(s.owner.as_deref(), s.managing_entity.as_deref(), client))
 }
 
 /// The middleware.

@@ -72,6 +72,8 @@ pub struct AppState {
     pub rate_limit: Option<ratelimit::RateLimiter>,
     /// `delivery.allow_plain_http`: full-resource over plain http to public endpoints.
     pub allow_plain_http: bool,
+    /// `auth.entities`: who shares a subscription through its `managingEntity`.
+    pub entities: crate::auth::Entities,
 }
 
 pub type Shared = Arc<AppState>;

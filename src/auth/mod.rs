@@ -56,6 +56,36 @@ impl Principal {
     }
 }
 
+/// The operator's map of managing entities (`auth.entities`): which clients act for which
+/// `Subscription.managingEntity` reference.
+#[derive(Clone, Debug, Default)]
+pub struct Entities(std::collections::HashMap<String, Vec<String>>);
+
+impl Entities {
+    pub fn new(settings: &[crate::config::EntitySetting]) -> Entities {
+        let mut map: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        for e in settings {
+            map.entry(e.reference.clone()).or_default().extend(e.clients.iter().cloned());
+        }
+        Entities(map)
+    }
+
+    /// Whether the operator mapped any client to `reference`.
+    pub fn is_mapped(&self, reference: &str) -> bool {
+        self.0.contains_key(reference)
+    }
+
+    pub fn member(&self, reference: &str, client: &str) -> bool {
+        self.0.get(reference).is_some_and(|clients| clients.iter().any(|c| c == client))
+    }
+
+    /// Whether `client` may read, change and use a subscription created by `owner` (`None`:
+    /// anonymously, so anyone) and managed by `managing`.
+    pub fn may_manage(&self, owner: Option<&str>, managing: Option<&str>, client: &str) -> bool {
+        owner.is_none_or(|o| o == client) || managing.is_some_and(|m| self.member(m, client))
+    }
+}
+
 /// Why a request was not authenticated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {

@@ -44,6 +44,8 @@ pub struct CommitterConfig {
     pub enforce_task_state_machine: bool,
     /// Event retention (`subscriptions.events_*`).
     pub retention: Retention,
+    /// `auth.entities`: who shares a subscription through its `managingEntity`.
+    pub entities: crate::auth::Entities,
 }
 
 /// How long delivered events are kept for `$events` and `$resend`.
@@ -1073,6 +1075,10 @@ impl Committer {
 
     pub(super) fn current_state(&self, plan: &Plan, sub: &str) -> Option<SubState> {
         self.state(plan, sub)
+    }
+
+    pub(super) fn entities(&self) -> &crate::auth::Entities {
+        &self.cfg.entities
     }
 
     pub(super) fn limits(&self) -> &SubscriptionLimits {

@@ -154,7 +154,13 @@ pub(super) fn on_write(
         }
         "Subscription" => {
             let current = c.current_state(plan, id);
-            check_owner(current.as_ref(), plan.actor.as_deref(), id)?;
+            check_owner(c, current.as_ref(), plan.actor.as_deref(), id)?;
+            let managing = resource.pointer("/managingEntity/reference").and_then(Value::as_str).map(str::to_owned);
+            if let (Some(m), Some(actor)) = (managing.as_deref(), plan.actor.as_deref()) {
+                if c.entities().is_mapped(m) && !c.entities().member(m, actor) {
+                    return Err(IngestError::Forbidden(format!("client {actor} does not act for {m}, the managingEntity")));
+                }
+            }
             secrets::keep_stored(resource, stored).map_err(refusal)?;
             let spec = parse_subscription(id, resource, c.limits(), now_millis()).map_err(refusal)?;
             let entry = c.registry().bind(spec).map_err(refusal)?;
@@ -163,6 +169,7 @@ pub(super) fn on_write(
             if state.owner.is_none() {
                 state.owner = plan.actor.clone();
             }
+            state.managing_entity = managing;
             if let Some(obj) = resource.as_object_mut() {
                 obj.insert("status".into(), json!(state.status.code()));
                 obj.entry("content").or_insert_with(|| json!(entry.spec.content.code()));
@@ -178,11 +185,14 @@ pub(super) fn on_write(
     Ok(())
 }
 
-/// A Subscription another client owns may not be changed (anonymous writes, possible only
-/// when no authentication is configured, and Herald's own writes are not checked).
-fn check_owner(state: Option<&SubState>, actor: Option<&str>, id: &str) -> Result<(), IngestError> {
-    match (state.and_then(|s| s.owner.as_deref()), actor) {
-        (Some(owner), Some(actor)) if owner != actor => Err(IngestError::Forbidden(format!("Subscription/{id} belongs to another client"))),
+/// A Subscription another client owns may not be changed, unless the caller acts for its
+/// managing entity (anonymous writes, possible only when no authentication is configured, and
+/// Herald's own writes are not checked).
+fn check_owner(c: &Committer, state: Option<&SubState>, actor: Option<&str>, id: &str) -> Result<(), IngestError> {
+    match (state, actor) {
+        (Some(s), Some(actor)) if !c.entities().may_manage(s.owner.as_deref(), s.managing_entity.as_deref(), actor) => {
+            Err(IngestError::Forbidden(format!("Subscription/{id} belongs to another client")))
+        }
         _ => Ok(()),
     }
 }
@@ -199,7 +209,7 @@ pub(super) fn on_delete(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> R
             plan.registry_ops.push(RegistryOp::RemoveTopic(id.to_string()));
         }
         "Subscription" => {
-            check_owner(c.current_state(plan, id).as_ref(), plan.actor.as_deref(), id)?;
+            check_owner(c, c.current_state(plan, id).as_ref(), plan.actor.as_deref(), id)?;
             plan.commit.remove_sub_state(id);
             plan.commit.remove_outbox(c.store(), id)?;
             plan.registry_ops.push(RegistryOp::RemoveSub(id.to_string()));

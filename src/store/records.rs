@@ -132,6 +132,10 @@ pub struct SubState {
     /// only it may read, change or use it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The Subscription's `managingEntity` reference; the clients the operator maps to it
+    /// (`auth.entities`) share the owner's rights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managing_entity: Option<String>,
 }
 
 /// Stored events to send again, in number order, from `next` through `until`.
@@ -164,6 +168,7 @@ impl SubState {
             resend: None,
             resends: 0,
             owner: None,
+            managing_entity: None,
         }
     }
 

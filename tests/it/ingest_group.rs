@@ -43,6 +43,7 @@ impl Committer {
             limits: SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100 },
             enforce_task_state_machine: false,
             retention: Retention { keep: 1000, max_age: Duration::from_secs(3600), interval: Duration::from_secs(3600) },
+            entities: Default::default(),
         };
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();

@@ -239,3 +239,61 @@ async fn full_resource_needs_https_beyond_private_networks() {
     assert_eq!(server.post("Subscription", &sub("https://93.184.216.34/hook", "full-resource")).await.0, StatusCode::CREATED);
     assert_eq!(server.post("Subscription", &sub("http://127.0.0.1:9/hook", "full-resource")).await.0, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn clients_the_operator_maps_to_a_managing_entity_share_its_subscriptions() {
+    let server = TestServer::start_with(|c| {
+        c.auth.issuer = ISSUER.into();
+        c.auth.audience = AUDIENCE.into();
+        c.auth.hs256_secrets = vec![SECRET.into()];
+        c.auth.entities = vec![herald::config::EntitySetting {
+            reference: "Organization/acme-lab".into(),
+            clients: vec!["lab-app".into(), "lab-etl".into()],
+        }];
+    })
+    .await;
+    let app = token("lab-app", "system/*.cruds", None, 600);
+    let etl = token("lab-etl", "system/*.cruds", None, 600);
+    let outsider = token("placer", "system/*.cruds", None, 600);
+    let topic =
+        json!({ "resourceType": "SubscriptionTopic", "url": TOPIC, "status": "active", "resourceTrigger": [{ "resource": "Task" }] });
+    assert_eq!(call(&server, Method::POST, "SubscriptionTopic", Some(&app), Some(&topic)).await.0, StatusCode::CREATED);
+    let sub = |entity: &str| {
+        json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": "id-only",
+            "managingEntity": { "reference": entity },
+            "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" },
+            "parameter": [{ "name": "X-Lab-Key", "value": "lab-shared-secret-4" }] })
+    };
+    let (s, created) = call(&server, Method::POST, "Subscription", Some(&app), Some(&sub("Organization/acme-lab"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // The other client of the entity reads it (secrets included), uses it and changes it.
+    let (s, seen) = call(&server, Method::GET, &format!("Subscription/{id}"), Some(&etl), None).await;
+    assert_eq!(s, StatusCode::OK, "{seen}");
+    assert_eq!(seen["parameter"][0]["value"], "lab-shared-secret-4");
+    assert_eq!(call(&server, Method::GET, &format!("Subscription/{id}/$status"), Some(&etl), None).await.0, StatusCode::OK);
+    let (_, found) = call(&server, Method::GET, "Subscription", Some(&etl), None).await;
+    assert_eq!(found["entry"].as_array().map(Vec::len), Some(1), "{found}");
+    let mut changed = seen.clone();
+    changed["status"] = json!("off");
+    assert_eq!(call(&server, Method::PUT, &format!("Subscription/{id}"), Some(&etl), Some(&changed)).await.0, StatusCode::OK);
+
+    // Anyone else: not found, not listed, not changeable (writes are refused by the committer).
+    assert_eq!(call(&server, Method::GET, &format!("Subscription/{id}"), Some(&outsider), None).await.0, StatusCode::NOT_FOUND);
+    let (_, found) = call(&server, Method::GET, "Subscription", Some(&outsider), None).await;
+    assert_eq!(found["entry"].as_array().map_or(0, Vec::len), 0, "{found}");
+    assert_eq!(call(&server, Method::DELETE, &format!("Subscription/{id}"), Some(&outsider), None).await.0, StatusCode::FORBIDDEN);
+
+    // Naming an entity one does not act for is refused; an unmapped reference changes nothing.
+    let (s, oo) = call(&server, Method::POST, "Subscription", Some(&outsider), Some(&sub("Organization/acme-lab"))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{oo}");
+    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("managingEntity"), "{oo}");
+    let (s, own) = call(&server, Method::POST, "Subscription", Some(&outsider), Some(&sub("Organization/elsewhere"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{own}");
+    let own_id = own["id"].as_str().unwrap();
+    assert_eq!(call(&server, Method::GET, &format!("Subscription/{own_id}"), Some(&etl), None).await.0, StatusCode::NOT_FOUND);
+
+    // The entity's client deletes it.
+    assert!(call(&server, Method::DELETE, &format!("Subscription/{id}"), Some(&etl), None).await.0.is_success());
+}
