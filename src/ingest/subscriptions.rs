@@ -163,6 +163,12 @@ pub(super) fn on_write(
             if state.owner.is_none() {
                 state.owner = plan.actor.clone();
             }
+            // The grant of the last create or update by its owner is what send-time checks
+            // use (an API key's is looked up again in the configuration then). Writes without
+            // a client (anonymous, Herald's own) keep what was recorded.
+            if plan.grant.is_some() && plan.actor.is_some() && state.owner == plan.actor {
+                state.grant = plan.grant.clone();
+            }
             if let Some(obj) = resource.as_object_mut() {
                 obj.insert("status".into(), json!(state.status.code()));
                 obj.entry("content").or_insert_with(|| json!(entry.spec.content.code()));
