@@ -27,4 +27,5 @@ mod signatures;
 mod support;
 mod topics;
 mod websocket;
+mod withheld;
 mod workflows;
