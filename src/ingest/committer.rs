@@ -1018,7 +1018,8 @@ impl Committer {
                     // The focus id is left out: with the type and the event number an operator
                     // finds the resource, and the audit log need not hold what the subscriber
                     // was not allowed to see.
-                    tracing::info!(target: "audit", subscription = %sub, event.number = number, resource.type = %focus_type, reason = "not-authorized", "audit.withheld");
+                    let client = lane.owner.as_deref().unwrap_or("anonymous");
+                    tracing::info!(target: "audit", subscription = %sub, client, event.number = number, resource.type = %focus_type, reason = "not-authorized", "audit.withheld");
                 }
                 if changed {
                     plan.commit.put_sub_state(&sub, &lane)
