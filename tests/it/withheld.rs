@@ -247,3 +247,32 @@ async fn anonymous_subscribers_get_every_focus_and_context_unmarked() {
     let admin = wait_withheld(&server, &id, 0).await;
     assert_eq!(admin["events"], 2, "{admin}");
 }
+
+#[tokio::test]
+async fn a_websocket_subscriber_gets_uncovered_events_withheld_in_number_order() {
+    use crate::support::ws::{event_numbers, Binding, WsClient};
+    let server = TestServer::start_with(|c| secure(c, Vec::new())).await;
+    topic(&server, "etl-key", json!({ "resource": "Task" })).await;
+    let app = token("app", "user/Subscription.cruds patient/Task.rs", Some("p1"));
+    let sub = json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": "id-only",
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" } });
+    let (s, created) = call(&server, Method::POST, "Subscription", &app, Some(&sub)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (s, params) = call(&server, Method::GET, &format!("Subscription/{id}/$get-ws-binding-token"), &app, None).await;
+    assert_eq!(s, StatusCode::OK, "{params}");
+    let binding = Binding::from_parameters(&params);
+    let mut ws = WsClient::connect(&binding.url).await;
+    ws.bind(&binding.token).await;
+    ws.next_of("handshake", WAIT).await;
+
+    write(&server, Method::POST, "Task", &task_for("p2")).await;
+    write(&server, Method::POST, "Task", &task_for("p1")).await;
+    let frames = ws.events(2, WAIT).await;
+    let events: Vec<Value> =
+        frames.iter().flat_map(|f| f["entry"][0]["resource"]["notificationEvent"].as_array().cloned().unwrap_or_default()).collect();
+    assert_eq!(frames.iter().flat_map(event_numbers).collect::<Vec<_>>(), [1, 2]);
+    assert!(is_withheld(&events[0]) && events[0].get("focus").is_none(), "{frames:?}");
+    assert!(!is_withheld(&events[1]) && events[1].get("focus").is_some(), "{frames:?}");
+    wait_withheld(&server, &id, 1).await;
+}
