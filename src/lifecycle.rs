@@ -157,6 +157,7 @@ pub(crate) async fn start(
         lanes.clone(),
         hub.clone(),
         delivery_log.clone(),
+        auth.clone(),
     ));
     let committer_cfg = CommitterConfig {
         base_url: base_url.to_owned(),

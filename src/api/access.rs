@@ -29,8 +29,9 @@ use serde_json::Value;
 
 use super::outcome::ApiError;
 use super::Shared;
-use crate::auth::{in_compartment, AuthError, Perm, Principal};
+use crate::auth::{in_compartment, AuthError, Credential, Perm, Principal};
 use crate::fhir::IssueType;
+use crate::store::{GrantSource, StoredGrant};
 
 /// Largest answer body the compartment and ownership filters buffer.
 const MAX_FILTERED_BODY: usize = 64 * 1024 * 1024;
@@ -106,6 +107,18 @@ pub(super) fn is_owner(state: &Shared, principal: Option<&Principal>, id: &str) 
     matches!(state.store.sub_state(id), Ok(Some(s)) if s.owner.is_some() && state.entities.may_manage(s.owner.as_deref(), s.managing_entity.as_deref(), client))
 }
 
+/// The grant a write records for its author: send-time checks of the Subscriptions it
+/// creates or updates use it (`notify::withhold`). `None` for anonymous callers.
+pub(super) fn grant_of(principal: &Principal) -> Option<StoredGrant> {
+    let via = match principal.via {
+        Credential::ApiKey => GrantSource::ApiKey,
+        Credential::Jwt => GrantSource::Jwt,
+        Credential::None => return None,
+    };
+    principal.client.as_deref().filter(|c| !c.is_empty())?;
+    Some(StoredGrant { via, scopes: principal.scopes.to_string(), patient: principal.patient.clone() })
+}
+
 /// The middleware.
 pub(super) async fn guard(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
     // Inside `nest("/fhir")` the URI has lost its prefix; the original keeps it.
@@ -119,7 +132,9 @@ pub(super) async fn guard(State(state): State<Shared>, mut req: Request, next: N
             let api_key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
             match auth.authenticate(authorization, api_key) {
                 Ok(p) => p,
-                Err(_) if exempt => Principal { client: Some(String::new()), scopes: Default::default(), patient: None },
+                Err(_) if exempt => {
+                    Principal { client: Some(String::new()), scopes: Default::default(), patient: None, via: Credential::None }
+                }
                 Err(AuthError::Missing) => return unauthorized("authentication required: a bearer token or API key"),
                 Err(AuthError::Invalid(why)) => {
                     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());

@@ -145,6 +145,7 @@ fn subscription_row(id: &str, resource: &Value, s: &SubState, log: &DeliveryLog)
         "deliveredThrough": s.delivered_through,
         "pending": s.pending(),
         "dead": s.dead_count,
+        "withheld": s.withheld,
         "lastDeliveryAt": s.last_delivery_at.map(format_millis),
         "error": s.error.as_ref().map(|e| json!({ "code": e.code, "text": e.text, "at": format_millis(e.at) })),
         "recentAttempts": attempts,

@@ -290,13 +290,15 @@ async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>)
     let mut order: Vec<usize> = (0..planned.len()).collect();
     order.sort_by_key(|&i| planned.get(i).map_or(3, |p| rank(p.write.method)));
     let writes: Vec<WriteEntry> = order.iter().filter_map(|&i| planned.get(i).map(|p| p.write.clone())).collect();
-    let results = state.ingest.write_all_as(writes, true, principal.client.clone()).await.map_err(|e| match e {
-        crate::ingest::IngestError::Entry { index, source } => {
-            let original = order.get(index).and_then(|&i| planned.get(i)).map_or(index, |p| p.index);
-            ApiError::from(crate::ingest::IngestError::Entry { index: original, source })
-        }
-        other => ApiError::from(other),
-    })?;
+    let results = state.ingest.write_all_as(writes, true, principal.client.clone(), super::access::grant_of(principal)).await.map_err(
+        |e| match e {
+            crate::ingest::IngestError::Entry { index, source } => {
+                let original = order.get(index).and_then(|&i| planned.get(i)).map_or(index, |p| p.index);
+                ApiError::from(crate::ingest::IngestError::Entry { index: original, source })
+            }
+            other => ApiError::from(other),
+        },
+    )?;
     let mut out = vec![Value::Null; planned.len()];
     for (pos, result) in order.iter().zip(results.iter()) {
         if let Some(slot) = out.get_mut(*pos) {
@@ -327,7 +329,12 @@ async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>) -> Re
                 };
                 match guarded {
                     Err(e) => failed(e),
-                    Ok(()) => match state.ingest.write_all_as(vec![p.write], false, principal.client.clone()).await.map(|mut r| r.pop()) {
+                    Ok(()) => match state
+                        .ingest
+                        .write_all_as(vec![p.write], false, principal.client.clone(), super::access::grant_of(principal))
+                        .await
+                        .map(|mut r| r.pop())
+                    {
                         Ok(Some(r)) => response_entry(state, &r),
                         Ok(None) => failed(ApiError::from(crate::ingest::IngestError::Unavailable)),
                         Err(e) => failed(ApiError::from(e)),

@@ -18,6 +18,7 @@ use super::Shared;
 use crate::fhir::instant::now_millis;
 use crate::fhir::subscription::ContentLevel;
 use crate::fhir::{Issue, IssueType};
+use crate::notify::withhold::send_grant;
 use crate::notify::{notification_bundle, NotificationType, StatusContext};
 use crate::outbox::replay::{events_with_versions, Replayed};
 
@@ -97,8 +98,15 @@ fn run(state: &Shared, id: &str, pairs: &[(String, String)]) -> Result<Response,
     }
     let since = range.since.unwrap_or(first_kept).max(1);
     let until = range.until.unwrap_or(u64::MAX).min(sub_state.events_since_start);
-    let events: Vec<Replayed> =
+    let mut events: Vec<Replayed> =
         events_with_versions(&state.store, id, since, until, state.max_events_per_query).map_err(|e| ApiError::internal(&e))?;
+    // The subscription's grant applies here as on its channel (digest §6.1); events a lane
+    // withheld are counted there, so a query does not count them again.
+    if let Some(grant) = send_grant(sub_state.owner.as_deref(), sub_state.grant.as_ref(), state.auth.as_deref()) {
+        for e in &mut events {
+            e.screen(Some(&grant));
+        }
+    }
     let with_versions: Vec<_> = events.iter().map(Replayed::as_notify).collect();
     let ctx = StatusContext {
         base_url: &state.base_url,

@@ -19,7 +19,7 @@ use crate::fhir::instant::format_millis;
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
 use crate::ingest::{WriteEntry, WriteMethod, WriteResult};
-use crate::store::VersionRecord;
+use crate::store::{StoredGrant, VersionRecord};
 
 pub(super) fn check_type(ty: &str) -> Result<(), ApiError> {
     if is_resource_type(ty) {
@@ -64,12 +64,12 @@ fn x_provenance(headers: &HeaderMap) -> Result<Option<Value>, ApiError> {
 /// Writes `entry`, with the `X-Provenance` resource in the same commit when one was sent.
 async fn write_with_provenance(
     state: &Shared,
-    actor: Option<String>,
+    (actor, grant): (Option<String>, Option<StoredGrant>),
     entry: WriteEntry,
     headers: &HeaderMap,
 ) -> Result<WriteResult, ApiError> {
     let Some(provenance) = x_provenance(headers)? else {
-        let mut results = state.ingest.write_all_as(vec![entry], false, actor).await?;
+        let mut results = state.ingest.write_all_as(vec![entry], false, actor, grant).await?;
         return results.pop().ok_or_else(|| ApiError::from(crate::ingest::IngestError::Unavailable));
     };
     let record = WriteEntry {
@@ -80,7 +80,7 @@ async fn write_with_provenance(
         if_match: None,
         provenance_for: Some(0),
     };
-    let mut results = state.ingest.write_all_as(vec![entry, record], true, actor).await?;
+    let mut results = state.ingest.write_all_as(vec![entry, record], true, actor, grant).await?;
     results.truncate(1);
     results.pop().ok_or_else(|| ApiError::from(crate::ingest::IngestError::Unavailable))
 }
@@ -180,9 +180,11 @@ fn written(state: &Shared, mut result: WriteResult, minimal: bool) -> Response {
     resp
 }
 
-/// The authenticated client a write is made for (`None`: anonymous).
-fn actor(principal: &Option<Extension<Arc<Principal>>>) -> Option<String> {
-    principal.as_ref().and_then(|Extension(p)| p.client.clone()).filter(|c| !c.is_empty())
+/// The authenticated client a write is made for (`None`: anonymous), and its grant.
+fn actor(principal: &Option<Extension<Arc<Principal>>>) -> (Option<String>, Option<StoredGrant>) {
+    let client = principal.as_ref().and_then(|Extension(p)| p.client.clone()).filter(|c| !c.is_empty());
+    let grant = principal.as_ref().and_then(|Extension(p)| super::access::grant_of(p));
+    (client, grant)
 }
 
 fn prefers_minimal(headers: &HeaderMap) -> bool {
@@ -255,9 +257,10 @@ pub(super) async fn delete(
     check_id(&id)?;
     let if_match = if_match(&headers)?;
     let entry = WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None };
+    let (actor, grant) = actor(&principal);
     let result = state
         .ingest
-        .write_all_as(vec![entry], false, actor(&principal))
+        .write_all_as(vec![entry], false, actor, grant)
         .await?
         .pop()
         .ok_or_else(|| ApiError::from(crate::ingest::IngestError::Unavailable))?;

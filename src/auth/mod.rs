@@ -17,6 +17,7 @@
 //! token's `patient` claim and limit access to that patient's compartment (resources whose
 //! `subject`, `patient`, `for` or `beneficiary` is that Patient, and the Patient itself).
 
+pub mod grant;
 pub mod scopes;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+pub use grant::SendGrant;
 pub use scopes::{Perm, Scopes};
 
 use crate::secret::Secret;
@@ -39,11 +41,24 @@ pub struct Principal {
     pub scopes: Scopes,
     /// The `patient` launch context, for `patient/` scopes.
     pub patient: Option<String>,
+    /// How the caller proved who it is.
+    pub via: Credential,
+}
+
+/// The kind of credential a request carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// None: anonymous mode, or an exempt route.
+    None,
+    /// A configured API key (its scopes are configuration, looked up again at send time).
+    ApiKey,
+    /// A bearer JWT (its scopes are the token's, as of the request).
+    Jwt,
 }
 
 impl Principal {
     pub fn anonymous() -> Principal {
-        Principal { client: None, scopes: Scopes::all(), patient: None }
+        Principal { client: None, scopes: Scopes::all(), patient: None, via: Credential::None }
     }
 
     pub fn is_anonymous(&self) -> bool {
@@ -201,6 +216,17 @@ impl Authenticator {
         }))
     }
 
+    /// What the API keys configured for `client` grant now (all of them together; nothing
+    /// when the client has no key left). Send-time checks of API-key subscriptions use this,
+    /// so a narrowed or removed key takes effect at the next start.
+    pub fn client_scopes(&self, client: &str) -> Scopes {
+        let mut scopes = Scopes::default();
+        for key in self.api_keys.iter().filter(|k| k.client == client) {
+            scopes.extend(&key.scopes);
+        }
+        scopes
+    }
+
     /// The caller behind `authorization` (the header value) or `api_key` (`X-API-Key`).
     pub fn authenticate(&self, authorization: Option<&str>, api_key: Option<&str>) -> Result<Principal, AuthError> {
         let bearer = authorization.and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))).map(str::trim);
@@ -210,7 +236,7 @@ impl Authenticator {
         }
         let digest = sha256(credential.as_bytes());
         if let Some(key) = self.api_keys.iter().find(|k| same(&k.digest, &digest)) {
-            return Ok(Principal { client: Some(key.client.clone()), scopes: key.scopes.clone(), patient: None });
+            return Ok(Principal { client: Some(key.client.clone()), scopes: key.scopes.clone(), patient: None, via: Credential::ApiKey });
         }
         if api_key.is_some() || credential.matches('.').count() != 2 {
             return Err(AuthError::Invalid("unknown API key".into()));
@@ -272,7 +298,7 @@ fn principal_from(c: Claims) -> Result<Principal, AuthError> {
         _ => String::new(),
     };
     let scopes = Scopes::parse(&scope_text).map_err(|e| AuthError::Invalid(format!("scope: {e}")))?;
-    Ok(Principal { client: Some(client), scopes, patient: c.patient })
+    Ok(Principal { client: Some(client), scopes, patient: c.patient, via: Credential::Jwt })
 }
 
 /// Resource fields that place a resource in a patient's compartment (a practical subset of

@@ -91,6 +91,17 @@ impl Scopes {
         Ok(Scopes { grants, text: text.split_whitespace().collect::<Vec<_>>().join(" ") })
     }
 
+    /// Adds what `other` grants.
+    pub fn extend(&mut self, other: &Scopes) {
+        self.grants.extend(other.grants.iter().cloned());
+        if !other.text.is_empty() {
+            if !self.text.is_empty() {
+                self.text.push(' ');
+            }
+            self.text.push_str(&other.text);
+        }
+    }
+
     fn matching<'a>(&'a self, resource_type: &'a str, perm: Perm) -> impl Iterator<Item = &'a Grant> + 'a {
         self.grants.iter().filter(move |g| g.perms & perm.bit() != 0 && g.resource_type.as_deref().is_none_or(|t| t == resource_type))
     }

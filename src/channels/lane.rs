@@ -26,7 +26,7 @@ use tracing::{field, Instrument};
 use super::rest_hook::{Attempt, FailureKind};
 use super::retry::{classify, Verdict};
 use super::signing::{self, Signing};
-use super::LaneContext;
+use super::{screen_batch, LaneContext};
 use crate::fhir::instant::{now_millis, Millis};
 use crate::ingest::{LaneCommand, LaneView};
 use crate::notify::{notification_bundle, EventWithVersion, NotificationType, StatusContext};
@@ -332,9 +332,15 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
         ctx.ingest.lane(LaneCommand::Delivered { sub: sub.to_string(), through: cursor.through, at: now_millis() }).await;
         return false;
     };
-    let versions = event_versions(&ctx.store, &events);
-    let with_versions: Vec<EventWithVersion<'_>> =
-        events.iter().zip(&versions).map(|(event, (v, context))| EventWithVersion { event, version: v.as_ref(), context }).collect();
+    let mut versions = event_versions(&ctx.store, &events);
+    let (withheld, report) = screen_batch(ctx.send_grant(&view.state).as_ref(), &events, &mut versions);
+    ctx.report_withheld(sub, report).await;
+    let with_versions: Vec<EventWithVersion<'_>> = events
+        .iter()
+        .zip(&versions)
+        .zip(withheld)
+        .map(|((event, (v, context)), withheld)| EventWithVersion { event, version: v.as_ref(), context, withheld })
+        .collect();
     let bundle =
         notification_bundle(&status_context(ctx, view, state.status), NotificationType::EventNotification, &with_versions, now_millis());
     let body = serde_json::to_vec(&bundle).unwrap_or_default();
@@ -450,9 +456,15 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
         ctx.ingest.lane(LaneCommand::Resent { sub: sub.to_string(), id: r.id, through: r.until }).await;
         return false;
     };
-    let versions = event_versions(&ctx.store, &events);
-    let with_versions: Vec<EventWithVersion<'_>> =
-        events.iter().zip(&versions).map(|(event, (v, context))| EventWithVersion { event, version: v.as_ref(), context }).collect();
+    let mut versions = event_versions(&ctx.store, &events);
+    let (withheld, report) = screen_batch(ctx.send_grant(&view.state).as_ref(), &events, &mut versions);
+    ctx.report_withheld(sub, report).await;
+    let with_versions: Vec<EventWithVersion<'_>> = events
+        .iter()
+        .zip(&versions)
+        .zip(withheld)
+        .map(|((event, (v, context)), withheld)| EventWithVersion { event, version: v.as_ref(), context, withheld })
+        .collect();
     let bundle = notification_bundle(
         &status_context(ctx, view, view.state.status),
         NotificationType::EventNotification,

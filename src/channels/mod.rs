@@ -26,11 +26,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::{Authenticator, SendGrant};
 use crate::fhir::subscription::{ChannelType, SigningKey};
-use crate::ingest::{Ingest, LaneSink, LaneView};
+use crate::ingest::{Ingest, LaneCommand, LaneSink, LaneView};
+use crate::notify::withhold;
 use crate::ops::delivery_log::DeliveryLog;
-use crate::outbox::{Outbox, SledOutbox};
-use crate::store::Store;
+use crate::outbox::{EventVersions, Outbox, SledOutbox};
+use crate::store::{EventRecord, Store, SubState};
 
 pub use retry::RetryPolicy;
 use websocket::Hub;
@@ -60,6 +62,44 @@ pub(crate) struct LaneContext {
     pub permits: Semaphore,
     pub hub: Arc<Hub>,
     pub log: Arc<DeliveryLog>,
+    /// The server's authenticator (`None`: no `[auth]`), for send-time grants.
+    pub auth: Option<Arc<Authenticator>>,
+}
+
+impl LaneContext {
+    /// The subscription's grant at send time; `None` (no grant recorded, or no `[auth]`):
+    /// nothing to check, and nothing is decoded.
+    pub(crate) fn send_grant(&self, state: &SubState) -> Option<SendGrant> {
+        state.grant.as_ref()?;
+        withhold::send_grant(state.owner.as_deref(), state.grant.as_ref(), self.auth.as_deref())
+    }
+
+    /// Records withheld events with the committer, which counts each once, audits it and
+    /// counts it in the metrics.
+    pub(crate) async fn report_withheld(&self, sub: &str, events: Vec<(u64, String)>) {
+        if !events.is_empty() {
+            self.ingest.lane(LaneCommand::Withheld { sub: sub.to_owned(), events }).await;
+        }
+    }
+}
+
+/// Screens a batch against `grant`: which events are withheld (`notify::withhold::screen`,
+/// context versions the grant cannot read are cleared), and their numbers and focus types.
+pub(crate) fn screen_batch(
+    grant: Option<&SendGrant>,
+    events: &[EventRecord],
+    versions: &mut [EventVersions],
+) -> (Vec<bool>, Vec<(u64, String)>) {
+    let mut withheld = vec![false; events.len()];
+    let mut report = Vec::new();
+    let Some(grant) = grant else { return (withheld, report) };
+    for ((event, (focus, context)), w) in events.iter().zip(versions.iter_mut()).zip(withheld.iter_mut()) {
+        *w = withhold::screen(grant, event, focus.as_ref(), context);
+        if *w {
+            report.push((event.number, event.focus_type.clone()));
+        }
+    }
+    (withheld, report)
 }
 
 /// One lane per subscription, created on first publish, stopped on removal, and restarted
@@ -82,6 +122,7 @@ impl Dispatcher {
         tracker: TaskTracker,
         hub: Arc<Hub>,
         log: Arc<DeliveryLog>,
+        auth: Option<Arc<Authenticator>>,
     ) -> Self {
         let permits = Semaphore::new(config.max_concurrent.max(1));
         Dispatcher {
@@ -97,6 +138,7 @@ impl Dispatcher {
                 permits,
                 hub,
                 log,
+                auth,
             }),
             tracker,
         }

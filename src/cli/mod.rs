@@ -352,8 +352,20 @@ fn topics_table(topics: &Value) -> String {
 
 fn subscription_text(d: &Value) -> String {
     let mut out = String::new();
-    for k in ["id", "status", "channel", "endpoint", "topic", "content", "events", "deliveredThrough", "pending", "dead", "lastDeliveryAt"]
-    {
+    for k in [
+        "id",
+        "status",
+        "channel",
+        "endpoint",
+        "topic",
+        "content",
+        "events",
+        "deliveredThrough",
+        "pending",
+        "dead",
+        "withheld",
+        "lastDeliveryAt",
+    ] {
         let _ = writeln!(out, "{k:<17} {}", text(d, k));
     }
     if let Some(e) = d.get("error").filter(|e| !e.is_null()) {

@@ -33,7 +33,7 @@ use crate::ops::metrics::metrics;
 use crate::outbox::{EventDraft, Outbox, SledOutbox};
 use crate::registry::Registry;
 use crate::store::records::FORMAT;
-use crate::store::{Commit, ContextRef, Resend, Store, SubState, SubStatus, VersionRecord};
+use crate::store::{Commit, ContextRef, Resend, Store, StoredGrant, SubState, SubStatus, VersionRecord};
 
 /// What the committer needs from configuration.
 #[derive(Clone, Debug)]
@@ -113,6 +113,8 @@ pub(super) struct Plan {
     pub pending: HashMap<String, Option<Value>>,
     /// The authenticated client making the writes (`None`: anonymous, or Herald itself).
     pub actor: Option<String>,
+    /// What the actor is granted; recorded with the Subscriptions it creates or updates.
+    pub grant: Option<StoredGrant>,
 }
 
 impl Plan {
@@ -278,7 +280,7 @@ impl Committer {
 
     fn dispatch(&mut self, req: Request) {
         match req {
-            Request::Write { entries, atomic, actor, reply } => self.handle_write(entries, atomic, actor, reply),
+            Request::Write { entries, atomic, actor, grant, reply } => self.handle_write(entries, atomic, actor, grant, reply),
             Request::External { changes, reply } => self.handle_external(changes, reply),
             Request::Resend { sub, range, dead_only, actor, reply } => {
                 let result = self.schedule_resend(&sub, range, dead_only, actor.as_deref());
@@ -306,6 +308,7 @@ impl Committer {
         entries: Vec<WriteEntry>,
         atomic: bool,
         actor: Option<String>,
+        grant: Option<StoredGrant>,
         reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>>,
     ) {
         let now = now_millis();
@@ -314,7 +317,7 @@ impl Committer {
             if entries.iter().any(|e| self.group.holds(&e.resource_type, &e.id)) {
                 self.apply_group();
             }
-            let mut plan = Plan { actor: actor.clone(), ..Plan::default() };
+            let mut plan = Plan { actor: actor.clone(), grant: grant.clone(), ..Plan::default() };
             if entries.len() > 1 {
                 // Later entries may be referenced by earlier ones: start from what was sent.
                 for e in &entries {
@@ -346,7 +349,7 @@ impl Committer {
                 if self.group.holds(&entry.resource_type, &entry.id) {
                     self.apply_group();
                 }
-                let mut plan = Plan { actor: actor.clone(), ..Plan::default() };
+                let mut plan = Plan { actor: actor.clone(), grant: grant.clone(), ..Plan::default() };
                 let planned = self.apply_entry(&mut plan, entry, now);
                 if let Ok(r) = &planned {
                     self.keep_pending(&mut plan, std::slice::from_ref(r));
@@ -397,7 +400,7 @@ impl Committer {
             return Ok(());
         }
         self.apply_group();
-        let Plan { commit, states, registry_ops, touched, removed, pending: _, actor: _ } = plan;
+        let Plan { commit, states, registry_ops, touched, removed, pending: _, actor: _, grant: _ } = plan;
         self.store.apply(commit)?;
         for op in registry_ops {
             op.apply(&mut self.registry);
@@ -970,7 +973,8 @@ impl Committer {
             | LaneCommand::Dead { sub, .. }
             | LaneCommand::Resent { sub, .. }
             | LaneCommand::ResendAbandoned { sub, .. }
-            | LaneCommand::Status { sub, .. } => sub.clone(),
+            | LaneCommand::Status { sub, .. }
+            | LaneCommand::Withheld { sub, .. } => sub.clone(),
         };
         let Some(mut lane) = self.states.get(&sub).cloned() else {
             return; // deleted meanwhile
@@ -1039,6 +1043,38 @@ impl Committer {
                 }
                 _ => Ok(()),
             },
+            LaneCommand::Withheld { events, .. } => {
+                // Counted once per number: retries and resends render the same events again.
+                let mut changed = false;
+                for (number, focus_type) in events {
+                    if number <= lane.withheld_through {
+                        continue;
+                    }
+                    lane.withheld += 1;
+                    lane.withheld_through = number;
+                    changed = true;
+                    metrics().withheld(&focus_type);
+                    // The focus id is left out: with the type and the event number an operator
+                    // finds the resource, and the audit log need not hold what the subscriber
+                    // was not allowed to see.
+                    let client = lane.owner.as_deref().unwrap_or("anonymous");
+                    audit::stage(
+                        &self.store,
+                        &mut plan.commit,
+                        &AuditEntry::herald("withheld", "success")
+                            .subscription(sub.clone())
+                            .detail("client", client)
+                            .detail("event", number)
+                            .detail("resourceType", focus_type.clone())
+                            .detail("reason", "not-authorized"),
+                    );
+                }
+                if changed {
+                    plan.commit.put_sub_state(&sub, &lane)
+                } else {
+                    Ok(())
+                }
+            }
             LaneCommand::Status { generation, status, error, .. } => {
                 if lane.generation == generation && lane.status != status {
                     tracing::info!(subscription.id = %sub, from = lane.status.code(), to = status.code(), "subscription status changed");

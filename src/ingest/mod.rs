@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::fhir::instant::Millis;
 use crate::fhir::Issue;
 use crate::registry::SubEntry;
-use crate::store::{StoreError, StoredError, SubState, SubStatus, VersionRecord};
+use crate::store::{StoreError, StoredError, StoredGrant, SubState, SubStatus, VersionRecord};
 
 pub use committer::{spawn, CommitterConfig, Retention};
 
@@ -172,6 +172,12 @@ pub enum LaneCommand {
         id: u64,
         error: StoredError,
     },
+    /// These events (number, focus type) were rendered withheld: the subscription's grant
+    /// does not cover their focus. Each number is counted once (`SubState.withheld`).
+    Withheld {
+        sub: String,
+        events: Vec<(u64, String)>,
+    },
 }
 
 /// Which stored events a resend covers (inclusive bounds; absent = open).
@@ -238,6 +244,7 @@ pub(crate) enum Request {
         entries: Vec<WriteEntry>,
         atomic: bool,
         actor: Option<String>,
+        grant: Option<StoredGrant>,
         reply: oneshot::Sender<Result<Vec<WriteResult>, IngestError>>,
     },
     External {
@@ -275,19 +282,21 @@ impl Ingest {
     /// Applies entries; `atomic` makes them one all-or-nothing commit (a transaction),
     /// otherwise they are one commit each and the first failure stops the rest.
     pub async fn write_all(&self, entries: Vec<WriteEntry>, atomic: bool) -> Result<Vec<WriteResult>, IngestError> {
-        self.write_all_as(entries, atomic, None).await
+        self.write_all_as(entries, atomic, None, None).await
     }
 
     /// Like `write_all`, on behalf of the authenticated client `actor` (it owns the
-    /// Subscriptions it creates, and may change only its own).
+    /// Subscriptions it creates, and may change only its own) holding `grant` (recorded with
+    /// each Subscription it creates or updates, for send-time checks).
     pub async fn write_all_as(
         &self,
         entries: Vec<WriteEntry>,
         atomic: bool,
         actor: Option<String>,
+        grant: Option<StoredGrant>,
     ) -> Result<Vec<WriteResult>, IngestError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request::Write { entries, atomic, actor, reply }).await.map_err(|_| IngestError::Unavailable)?;
+        self.tx.send(Request::Write { entries, atomic, actor, grant, reply }).await.map_err(|_| IngestError::Unavailable)?;
         rx.await.map_err(|_| IngestError::Unavailable)?
     }
 

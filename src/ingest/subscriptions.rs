@@ -31,6 +31,7 @@ use crate::fhir::subscription::{parse_subscription, secrets, ChannelType, Reques
 use crate::fhir::topic::{parse_topic, TopicSpec};
 use crate::fhir::{Issue, IssueType};
 use crate::registry::{Registry, SubEntry};
+use crate::store::records::StoredGrant;
 use crate::store::{SubState, SubStatus};
 
 type Committer = super::committer::CommitterRef;
@@ -164,12 +165,21 @@ pub(super) fn on_write(
             secrets::keep_stored(resource, stored).map_err(refusal)?;
             let spec = parse_subscription(id, resource, c.limits(), now_millis()).map_err(refusal)?;
             let entry = c.registry().bind(spec).map_err(refusal)?;
+            if let (Some(grant), Some(topic)) = (plan.grant.as_ref(), c.registry().topic(&entry.topic_id)) {
+                check_topic_readable(grant, topic)?;
+            }
             let old = c.registry().subscription(id).map(|e| &e.spec);
             let mut state = next_state(current, old, &entry.spec);
             if state.owner.is_none() {
                 state.owner = plan.actor.clone();
             }
             state.managing_entity = managing;
+            // The grant of the last create or update by its owner is what send-time checks
+            // use (an API key's is looked up again in the configuration then). Writes without
+            // a client (anonymous, Herald's own) keep what was recorded.
+            if plan.grant.is_some() && plan.actor.is_some() && state.owner == plan.actor {
+                state.grant = plan.grant.clone();
+            }
             if let Some(obj) = resource.as_object_mut() {
                 obj.insert("status".into(), json!(state.status.code()));
                 obj.entry("content").or_insert_with(|| json!(entry.spec.content.code()));
@@ -183,6 +193,32 @@ pub(super) fn on_write(
         _ => {}
     }
     Ok(())
+}
+
+/// Authorization at creation (digest §6.1): a subscription is a request for future reads of
+/// what its topic notifies about, so its owner must be able to read (or search) at least one
+/// of the topic's resource types; otherwise every event would be withheld. Which resources of
+/// those types it may see is checked again per event at send time (`notify::withhold`).
+fn check_topic_readable(grant: &StoredGrant, topic: &TopicSpec) -> Result<(), IngestError> {
+    let Ok(scopes) = crate::auth::Scopes::parse(&grant.scopes) else {
+        return Err(IngestError::Forbidden("the client's scopes could not be read".into()));
+    };
+    let types = topic.triggers.iter().map(|t| t.resource.as_str()).chain(topic.event_triggers.iter().map(|t| t.resource.as_str()));
+    let mut named = Vec::new();
+    for ty in types {
+        if [crate::auth::Perm::Read, crate::auth::Perm::Search].into_iter().any(|p| scopes.allows(ty, p)) {
+            return Ok(());
+        }
+        named.push(ty);
+    }
+    if named.is_empty() {
+        return Ok(());
+    }
+    Err(IngestError::Forbidden(format!(
+        "the client may not read {} resources, which topic {} notifies about",
+        named.join(" or "),
+        topic.url
+    )))
 }
 
 /// A Subscription another client owns may not be changed, unless the caller acts for its

@@ -12,7 +12,11 @@
 //! in `notificationEvent.additionalContext` and gets entries at the same level: `GET`
 //! request/response at `id-only`, the resource as well at `full-resource`, so every reference
 //! in the status resolves to an entry. A Subscription carried as a resource has its secrets
-//! redacted.
+//! redacted. An event `withhold` marked (the subscriber's grant no longer covers its focus)
+//! keeps its number and timestamp but is rendered as at `empty`, with the [`WITHHELD_URL`]
+//! extension; context its grant cannot read was taken out before rendering.
+
+pub mod withhold;
 
 use std::collections::HashSet;
 
@@ -21,6 +25,8 @@ use serde_json::{json, Map, Value};
 use crate::fhir::instant::{format_millis, Millis};
 use crate::fhir::subscription::{secrets, ContentLevel};
 use crate::store::{ContextRef, EventRecord, StoredError, SubStatus, VersionRecord};
+
+pub use withhold::WITHHELD_URL;
 
 /// `subscription-notification-type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,12 +70,14 @@ pub struct EventWithVersion<'a> {
     pub event: &'a EventRecord,
     pub version: Option<&'a VersionRecord>,
     pub context: &'a [Option<VersionRecord>],
+    /// The subscriber may not see the focus (`withhold::screen`): no focus, no context.
+    pub withheld: bool,
 }
 
 impl<'a> EventWithVersion<'a> {
     /// An event whose context versions are not at hand (rendered without additional context).
     pub fn bare(event: &'a EventRecord, version: Option<&'a VersionRecord>) -> Self {
-        EventWithVersion { event, version, context: &[] }
+        EventWithVersion { event, version, context: &[], withheld: false }
     }
 
     /// The context the event can show: each reference with its version.
@@ -106,7 +114,11 @@ pub fn subscription_status(ctx: &StatusContext<'_>, kind: NotificationType, even
                 let mut ev = Map::new();
                 ev.insert("eventNumber".into(), json!(e.event.number.to_string()));
                 ev.insert("timestamp".into(), json!(format_millis(e.event.timestamp)));
-                if ctx.content != ContentLevel::Empty {
+                if e.withheld {
+                    // The number stays (a gap would send clients after an event forever);
+                    // what it was about does not.
+                    ev.insert("extension".into(), json!([{ "url": WITHHELD_URL, "valueCode": withhold::NOT_AUTHORIZED }]));
+                } else if ctx.content != ContentLevel::Empty {
                     let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
                     ev.insert("focus".into(), json!({ "reference": url }));
                     let additional: Vec<Value> = e
@@ -215,13 +227,13 @@ pub fn notification_bundle(ctx: &StatusContext<'_>, kind: NotificationType, even
         // Bundle rule bdl-7: one entry per (fullUrl, version). A focus comes first; context
         // already present (a focus, or an earlier event's context) is not repeated.
         let mut seen: HashSet<(String, String)> = HashSet::new();
-        for e in events {
+        for e in events.iter().filter(|e| !e.withheld) {
             let entry = payload_entry(ctx, e);
             let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
             seen.insert((url, e.version.map(|v| v.version_id.clone()).unwrap_or_default()));
             entries.push(entry);
         }
-        for e in events {
+        for e in events.iter().filter(|e| !e.withheld) {
             for (r, v) in e.context() {
                 let url = resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v));
                 if seen.insert((url, v.version_id.clone())) {

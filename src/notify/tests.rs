@@ -203,8 +203,8 @@ fn additional_context_follows_the_content_level_and_is_listed_once() {
     let ca = [Some(patient.clone())];
     let cb = [Some(patient.clone()), None];
     let events = [
-        EventWithVersion { event: &a, version: Some(&va), context: &ca },
-        EventWithVersion { event: &b, version: Some(&vb), context: &cb },
+        EventWithVersion { event: &a, version: Some(&va), context: &ca, withheld: false },
+        EventWithVersion { event: &b, version: Some(&vb), context: &cb, withheld: false },
     ];
     let url = format!("{BASE}/Patient/p");
     for (content, with_resource) in [(ContentLevel::IdOnly, false), (ContentLevel::FullResource, true)] {

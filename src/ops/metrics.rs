@@ -39,6 +39,11 @@ pub struct WriteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceTypeLabels {
+    pub resource_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TopicLabels {
     pub topic: String,
 }
@@ -91,6 +96,7 @@ pub struct Metrics {
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub delivery_retries: Family<ChannelLabels, Counter>,
     pub dead_letters: Counter,
+    pub events_withheld: Family<ResourceTypeLabels, Counter>,
     pub delivery_latency: Family<ChannelLabels, Histogram, fn() -> Histogram>,
     pub attempt_duration: Family<ChannelLabels, Histogram, fn() -> Histogram>,
     pub criteria_errors: Counter,
@@ -121,6 +127,7 @@ impl Metrics {
             deliveries: Family::default(),
             delivery_retries: Family::default(),
             dead_letters: Counter::default(),
+            events_withheld: Family::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram),
             attempt_duration: Family::new_with_constructor(attempt_histogram),
             criteria_errors: Counter::default(),
@@ -143,6 +150,11 @@ impl Metrics {
         registry.register("deliveries", "Notification deliveries by channel and outcome (delivered, failed, dead)", m.deliveries.clone());
         registry.register("delivery_retries", "Delivery attempts scheduled again after a failure", m.delivery_retries.clone());
         registry.register("dead_letters", "Events dead-lettered after the retry schedule was exhausted", m.dead_letters.clone());
+        registry.register(
+            "events_withheld",
+            "Events sent without their focus because the subscriber's grant does not cover it, by focus type",
+            m.events_withheld.clone(),
+        );
         registry.register(
             "delivery_latency_seconds",
             "From the event's commit to its endpoint accepting it (or its socket taking it)",
@@ -197,6 +209,10 @@ impl Metrics {
 
     pub fn delivery(&self, channel: &str, outcome: &str) {
         self.deliveries.get_or_create(&DeliveryLabels { channel: channel.to_owned(), outcome: outcome.to_owned() }).inc();
+    }
+
+    pub fn withheld(&self, resource_type: &str) {
+        self.events_withheld.get_or_create(&ResourceTypeLabels { resource_type: resource_type.to_owned() }).inc();
     }
 
     pub fn channel(channel: &str) -> ChannelLabels {

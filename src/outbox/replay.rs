@@ -3,6 +3,8 @@
 //! Event records stay after delivery, so this reads delivered events too.
 
 use super::event_versions;
+use crate::auth::SendGrant;
+use crate::notify::withhold::screen;
 use crate::notify::EventWithVersion;
 use crate::store::{EventRecord, Store, StoreError, VersionRecord};
 
@@ -12,12 +14,22 @@ pub struct Replayed {
     pub event: EventRecord,
     pub version: Option<VersionRecord>,
     pub context: Vec<Option<VersionRecord>>,
+    /// Its focus is not covered by the subscriber's grant (`notify::withhold::screen`).
+    pub withheld: bool,
 }
 
 impl Replayed {
     /// The event as `notify` takes it.
     pub fn as_notify(&self) -> EventWithVersion<'_> {
-        EventWithVersion { event: &self.event, version: self.version.as_ref(), context: &self.context }
+        EventWithVersion { event: &self.event, version: self.version.as_ref(), context: &self.context, withheld: self.withheld }
+    }
+
+    /// Applies the subscriber's grant (`None`: nothing to check); true when withheld.
+    pub fn screen(&mut self, grant: Option<&SendGrant>) -> bool {
+        if let Some(grant) = grant {
+            self.withheld = screen(grant, &self.event, self.version.as_ref(), &mut self.context);
+        }
+        self.withheld
     }
 }
 
@@ -32,5 +44,5 @@ pub fn events_with_versions(store: &Store, sub: &str, from: u64, until: u64, max
     let mut events = store.events(sub, from, max.min(span))?;
     events.retain(|e| e.number <= until);
     let versions = event_versions(store, &events);
-    Ok(events.into_iter().zip(versions).map(|(event, (version, context))| Replayed { event, version, context }).collect())
+    Ok(events.into_iter().zip(versions).map(|(event, (version, context))| Replayed { event, version, context, withheld: false }).collect())
 }

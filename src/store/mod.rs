@@ -29,7 +29,9 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-pub use records::{ContextRef, CurrentRecord, DeadRecord, EventRecord, Resend, StoredError, SubState, SubStatus, VersionRecord};
+pub use records::{
+    ContextRef, CurrentRecord, DeadRecord, EventRecord, GrantSource, Resend, StoredError, StoredGrant, SubState, SubStatus, VersionRecord,
+};
 
 #[derive(Debug, Error)]
 pub enum StoreError {

@@ -136,6 +136,42 @@ pub struct SubState {
     /// (`auth.entities`) share the owner's rights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managing_entity: Option<String>,
+    /// What the owner was granted when it last created or updated the subscription, checked
+    /// again for every event at send time (`notify::withhold`); `None`: anonymous, or written
+    /// before Herald recorded grants: nothing is withheld.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<StoredGrant>,
+    /// Events rendered without their focus because the grant no longer covered it, each
+    /// counted once (the first time a lane withheld it, in number order).
+    #[serde(default)]
+    pub withheld: u64,
+    /// The highest event number counted in `withheld`.
+    #[serde(default)]
+    pub withheld_through: u64,
+}
+
+/// How the owner of a subscription authenticated, which decides where send-time checks find
+/// its scopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GrantSource {
+    /// An API key: its client's *current* configured scopes (`auth.api_keys`), so narrowing a
+    /// key or removing it takes effect at the next start.
+    ApiKey,
+    /// A token: the scopes below, as of the last create or update (tokens expire; the
+    /// subscription outlives them, digest §6.1).
+    Jwt,
+}
+
+/// A snapshot of the grant a subscription was written under.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredGrant {
+    pub via: GrantSource,
+    /// The granted scopes, space-separated as in the token or key configuration.
+    pub scopes: String,
+    /// The `patient` launch context, which `patient/` scopes are limited to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
 }
 
 /// Stored events to send again, in number order, from `next` through `until`.
@@ -169,6 +205,9 @@ impl SubState {
             resends: 0,
             owner: None,
             managing_entity: None,
+            grant: None,
+            withheld: 0,
+            withheld_through: 0,
         }
     }
 

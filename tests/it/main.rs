@@ -29,4 +29,5 @@ mod signatures;
 mod support;
 mod topics;
 mod websocket;
+mod withheld;
 mod workflows;

@@ -297,3 +297,20 @@ async fn clients_the_operator_maps_to_a_managing_entity_share_its_subscriptions(
     // The entity's client deletes it.
     assert!(call(&server, Method::DELETE, &format!("Subscription/{id}"), Some(&etl), None).await.0.is_success());
 }
+
+#[tokio::test]
+async fn a_subscription_needs_a_grant_that_can_read_what_its_topic_notifies_about() {
+    let server = secured().await;
+    let admin = token("admin", "system/*.cruds", None, 600);
+    let topic =
+        json!({ "resourceType": "SubscriptionTopic", "url": TOPIC, "status": "active", "resourceTrigger": [{ "resource": "Task" }] });
+    assert_eq!(call(&server, Method::POST, "SubscriptionTopic", Some(&admin), Some(&topic)).await.0, StatusCode::CREATED);
+    let sub = json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": "id-only",
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" } });
+    let blind = token("blind", "system/Subscription.cruds system/Patient.rs", None, 600);
+    let (s, oo) = call(&server, Method::POST, "Subscription", Some(&blind), Some(&sub)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{oo}");
+    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("may not read Task"), "{oo}");
+    let searcher = token("searcher", "system/Subscription.cruds system/Task.s", None, 600);
+    assert_eq!(call(&server, Method::POST, "Subscription", Some(&searcher), Some(&sub)).await.0, StatusCode::CREATED);
+}

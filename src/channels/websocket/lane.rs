@@ -224,6 +224,15 @@ impl Lane {
                 }
             };
             next = events.last().map_or(self.through, |e| e.event.number).saturating_add(1);
+            // A replay renders events the lane already pushed (and reported): screen, no report.
+            let grant = self.ctx.send_grant(&view.state);
+            let events: Vec<Replayed> = events
+                .into_iter()
+                .map(|mut e| {
+                    e.screen(grant.as_ref());
+                    e
+                })
+                .collect();
             let frame = render(&self.ctx.base_url, view, NotificationType::EventNotification, &events);
             if socket.tx.try_send(frame).is_err() {
                 return;
@@ -235,7 +244,7 @@ impl Lane {
     async fn push_next(&mut self, view: &LaneView) -> bool {
         let pending = view.state.events_since_start.saturating_sub(self.through);
         let max = usize::try_from(view.entry.spec.max_count.min(pending)).unwrap_or(1).max(1);
-        let events =
+        let mut events =
             match events_with_versions(&self.ctx.store, &self.sub, self.through.saturating_add(1), view.state.events_since_start, max) {
                 Ok(events) => events,
                 Err(err) => {
@@ -253,6 +262,11 @@ impl Lane {
             self.ack().await;
             return true;
         };
+        if let Some(grant) = self.ctx.send_grant(&view.state) {
+            let report =
+                events.iter_mut().filter_map(|e| e.screen(Some(&grant)).then(|| (e.event.number, e.event.focus_type.clone()))).collect();
+            self.ctx.report_withheld(&self.sub, report).await;
+        }
         let frame = render(&self.ctx.base_url, view, NotificationType::EventNotification, &events);
         if self.fan_out(&frame).await == 0 {
             return false;
