@@ -131,6 +131,9 @@ pub struct SearchSettings {
     pub max_include: usize,
     /// Up to this many candidates, searches give an accurate `total` by default.
     pub cheap_total: usize,
+    /// Most `name=value` parameters one search may have (query string and form body,
+    /// `_include`s and result parameters included); more: 400 `too-costly`.
+    pub max_params: usize,
     /// Which SearchParameters get index entries: `"default"`, `"all"`, `"none"`, or a list of
     /// `Type.code` / `Type.*` / `"default"` (see `store::index::IndexSet`).
     pub index: IndexSpec,
@@ -396,6 +399,9 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid { key: "server.max_body_bytes", message: "must be at least 1024".into() });
+        }
+        if self.search.max_params == 0 {
+            return Err(ConfigError::Invalid { key: "search.max_params", message: "must be at least 1".into() });
         }
         if !self.server.base_url.is_empty() && url::Url::parse(&self.server.base_url).is_err() {
             return Err(ConfigError::Invalid { key: "server.base_url", message: "must be an absolute URL".into() });
