@@ -8,6 +8,7 @@
 mod clients;
 mod crash;
 mod dashboard;
+mod edge;
 mod fhir_rest;
 mod filters;
 mod ingest_group;
