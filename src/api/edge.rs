@@ -3,13 +3,14 @@
 //! In: the bound `TcpListener`, an optional rustls configuration (`tls::server_config`) and
 //! `server.max_connections_per_client`. Out: `Edge`, an `axum::serve::Listener` whose streams
 //! (`EdgeStream`, plain TCP or TLS) each hold their client's connection slot until dropped, so
-//! an upgraded websocket keeps counting. One task accepts. A client (an IPv4 address, an IPv6
-//! /64) already holding its quota has the new connection closed at once, before any TLS or HTTP
-//! work: answering 429 would need the handshake and the request parse the bound is there to
-//! save. TLS handshakes run in their own tasks, bounded by `HANDSHAKE_TIMEOUT`, so a slow,
-//! failed or plain-HTTP handshake closes only its own connection and never holds the accept
-//! loop. When `axum::serve` drops the `Edge` (shutdown), the accept task ends and the port
-//! closes. It never reads or writes HTTP.
+//! an upgraded websocket keeps counting. A client (an IPv4 address, an IPv6 /64) already
+//! holding its quota has the new connection closed at once, before any TLS or HTTP work:
+//! answering 429 would need the handshake and the request parse the bound is there to save.
+//! Plain connections are accepted in `Edge::accept` itself. With TLS one task accepts and
+//! starts a handshake task per connection, bounded by `HANDSHAKE_TIMEOUT`, so a slow, failed or
+//! plain-HTTP handshake closes only its own connection and never holds the accept loop. When
+//! `axum::serve` drops the `Edge` (shutdown), accepting ends and the port closes. It never
+//! reads or writes HTTP.
 
 use std::collections::HashMap;
 use std::io;
@@ -35,18 +36,31 @@ const BACKLOG: usize = 256;
 
 /// The listener `axum::serve` serves: connections accepted, counted and, with TLS, handshaken.
 pub struct Edge {
-    incoming: mpsc::Receiver<(EdgeStream, SocketAddr)>,
+    mode: Mode,
     local: SocketAddr,
 }
 
+enum Mode {
+    /// Plain TCP: accepted and counted in `accept` itself, as axum's own `TcpListener` is.
+    Plain { listener: TcpListener, clients: Clients },
+    /// TLS: the accept task hands over the connections whose handshake completed.
+    Tls { incoming: mpsc::Receiver<(EdgeStream, SocketAddr)> },
+}
+
 impl Edge {
-    /// Starts accepting on `listener`. `max_per_client` 0 means no bound.
+    /// Serves `listener`, with TLS when `tls` is given. `max_per_client` 0 means no bound.
     pub fn spawn(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, max_per_client: usize) -> io::Result<Edge> {
         let local = listener.local_addr()?;
-        let (tx, incoming) = mpsc::channel(BACKLOG);
         let clients = Clients { max: max_per_client, open: Arc::new(Mutex::new(HashMap::new())) };
-        tokio::spawn(accept_loop(listener, tls.map(TlsAcceptor::from), clients, tx));
-        Ok(Edge { incoming, local })
+        let mode = match tls {
+            None => Mode::Plain { listener, clients },
+            Some(config) => {
+                let (tx, incoming) = mpsc::channel(BACKLOG);
+                tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), clients, tx));
+                Mode::Tls { incoming }
+            }
+        };
+        Ok(Edge { mode, local })
     }
 }
 
@@ -55,10 +69,17 @@ impl axum::serve::Listener for Edge {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (EdgeStream, SocketAddr) {
-        match self.incoming.recv().await {
-            Some(connection) => connection,
-            // The accept task only ends once this `Edge` is gone; nothing more will come.
-            None => std::future::pending().await,
+        match &mut self.mode {
+            Mode::Plain { listener, clients } => loop {
+                if let Some((tcp, peer, slot)) = admit(listener, clients).await {
+                    return (EdgeStream { io: Io::Plain(tcp), _slot: slot }, peer);
+                }
+            },
+            Mode::Tls { incoming } => match incoming.recv().await {
+                Some(connection) => connection,
+                // The accept task only ends once this `Edge` is gone; nothing more will come.
+                None => std::future::pending().await,
+            },
         }
     }
 
@@ -67,34 +88,38 @@ impl axum::serve::Listener for Edge {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, clients: Clients, tx: mpsc::Sender<(EdgeStream, SocketAddr)>) {
+/// The next connection, if it is within its client's quota; `None` when it was closed (over
+/// the quota) or accepting failed. Cancel-safe: nothing is awaited after a connection is taken.
+async fn admit(listener: &TcpListener, clients: &Clients) -> Option<(TcpStream, SocketAddr, Slot)> {
+    let (tcp, peer) = match listener.accept().await {
+        Ok(pair) => pair,
+        Err(e) => {
+            accept_failed(e).await;
+            return None;
+        }
+    };
+    // Responses and TLS records go out as they are written: with Nagle, a small write (a TLS
+    // 1.3 session ticket, then the response) waits for the peer's delayed ACK.
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(peer = %peer.ip(), error = %e, "cannot set TCP_NODELAY");
+    }
+    let Some(slot) = clients.take(peer.ip()) else {
+        metrics().connections_rejected.get_or_create(&RejectLabels { reason: "per_client" }).inc();
+        tracing::debug!(peer = %peer.ip(), limit = clients.max, "connection closed: the client holds server.max_connections_per_client connections");
+        return None;
+    };
+    Some((tcp, peer, slot))
+}
+
+/// With TLS: accepts, and starts one handshake task per connection within its quota.
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, clients: Clients, tx: mpsc::Sender<(EdgeStream, SocketAddr)>) {
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let admitted = tokio::select! {
+            admitted = admit(&listener, &clients) => admitted,
             () = tx.closed() => return,
         };
-        let (tcp, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                accept_failed(e).await;
-                continue;
-            }
-        };
-        let Some(slot) = clients.take(peer.ip()) else {
-            metrics().connections_rejected.get_or_create(&RejectLabels { reason: "per_client" }).inc();
-            tracing::debug!(peer = %peer.ip(), limit = clients.max, "connection closed: the client holds server.max_connections_per_client connections");
-            drop(tcp);
-            continue;
-        };
-        match &tls {
-            None => {
-                if tx.send((EdgeStream { io: Io::Plain(tcp), _slot: slot }, peer)).await.is_err() {
-                    return;
-                }
-            }
-            Some(acceptor) => {
-                tokio::spawn(handshake(acceptor.clone(), tcp, peer, slot, tx.clone()));
-            }
+        if let Some((tcp, peer, slot)) = admitted {
+            tokio::spawn(handshake(acceptor.clone(), tcp, peer, slot, tx.clone()));
         }
     }
 }
