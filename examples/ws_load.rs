@@ -95,6 +95,8 @@ fn spawn_herald(n: usize) -> (Spawned, String, u32) {
         .arg(dir.path())
         .env("HERALD_LOG__LEVEL", "warn")
         .env("HERALD_WEBSOCKET__MAX_CONNECTIONS", (n + 64).to_string())
+        // Every socket comes from 127.0.0.1: one client, as far as the per-client bound knows.
+        .env("HERALD_SERVER__MAX_CONNECTIONS_PER_CLIENT", "0")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

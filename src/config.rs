@@ -148,6 +148,9 @@ pub struct SearchSettings {
     pub max_include: usize,
     /// Up to this many candidates, searches give an accurate `total` by default.
     pub cheap_total: usize,
+    /// Most `name=value` parameters one search may have (query string and form body,
+    /// `_include`s and result parameters included); more: 400 `too-costly`.
+    pub max_params: usize,
     /// Which SearchParameters get index entries: `"default"`, `"all"`, `"none"`, or a list of
     /// `Type.code` / `Type.*` / `"default"` (see `store::index::IndexSet`).
     pub index: IndexSpec,
@@ -181,6 +184,13 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub max_bundle_entries: usize,
     pub shutdown_grace: String,
+    /// PEM certificate chain (leaf first) for TLS on `listen`; empty with `tls_key`: plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: String,
+    /// Open connections one client (an IPv4 address, an IPv6 /64) may hold; more are closed
+    /// at once (0: no bound).
+    pub max_connections_per_client: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -414,6 +424,10 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid { key: "server.max_body_bytes", message: "must be at least 1024".into() });
         }
+        self.tls_files()?;
+        if self.search.max_params == 0 {
+            return Err(ConfigError::Invalid { key: "search.max_params", message: "must be at least 1".into() });
+        }
         if !self.server.base_url.is_empty() && url::Url::parse(&self.server.base_url).is_err() {
             return Err(ConfigError::Invalid { key: "server.base_url", message: "must be an absolute URL".into() });
         }
@@ -427,10 +441,34 @@ impl Config {
         Ok(())
     }
 
-    /// The FHIR base URL notifications and references use.
+    /// Whether Herald serves TLS on its listener (`server.tls_cert` and `server.tls_key`).
+    pub fn tls(&self) -> bool {
+        matches!(self.tls_files(), Ok(Some(_)))
+    }
+
+    /// The certificate and key paths when TLS is on; an error when only one is set.
+    pub fn tls_files(&self) -> Result<Option<(&str, &str)>, ConfigError> {
+        let (cert, key) = (self.server.tls_cert.trim(), self.server.tls_key.trim());
+        match (cert.is_empty(), key.is_empty()) {
+            (false, false) => Ok(Some((cert, key))),
+            (true, true) => Ok(None),
+            (false, true) => Err(ConfigError::Invalid {
+                key: "server.tls_key",
+                message: "is empty but server.tls_cert is set; set both (TLS) or neither (plain HTTP)".into(),
+            }),
+            (true, false) => Err(ConfigError::Invalid {
+                key: "server.tls_cert",
+                message: "is empty but server.tls_key is set; set both (TLS) or neither (plain HTTP)".into(),
+            }),
+        }
+    }
+
+    /// The FHIR base URL notifications and references use: `server.base_url`, else
+    /// `http://{bound}/fhir` (`https` when Herald serves TLS).
     pub fn base_url(&self, bound: SocketAddr) -> String {
         if self.server.base_url.is_empty() {
-            format!("http://{bound}/fhir")
+            let scheme = if self.tls() { "https" } else { "http" };
+            format!("{scheme}://{bound}/fhir")
         } else {
             self.server.base_url.trim_end_matches('/').to_string()
         }
@@ -559,6 +597,29 @@ mod tests {
         let err = Config::load(None, env(&[("HERALD_WEBSOCKET__URL", "http://x/ws")]), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("websocket.url"), "{err}");
         assert_eq!(cfg.duration("websocket.token_lifetime"), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_turns_the_derived_urls_secure() {
+        let err = Config::load(None, env(&[("HERALD_SERVER__TLS_CERT", "/etc/herald/cert.pem")]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("server.tls_key"), "{err}");
+        let err = Config::load(None, env(&[("HERALD_SERVER__TLS_KEY", "/etc/herald/key.pem")]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("server.tls_cert"), "{err}");
+        let cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        let bound: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        assert!(!cfg.tls());
+        assert_eq!(cfg.base_url(bound), "http://127.0.0.1:8443/fhir");
+        let cfg = Config::load(
+            None,
+            env(&[("HERALD_SERVER__TLS_CERT", "/etc/herald/cert.pem"), ("HERALD_SERVER__TLS_KEY", "/etc/herald/key.pem")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert!(cfg.tls());
+        assert_eq!(cfg.base_url(bound), "https://127.0.0.1:8443/fhir");
+        assert_eq!(cfg.websocket_url(&cfg.base_url(bound)), "wss://127.0.0.1:8443/fhir/$subscription-ws");
+        let err = Config::load(None, env(&[("HERALD_SEARCH__MAX_PARAMS", "0")]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("search.max_params"), "{err}");
     }
 
     #[test]

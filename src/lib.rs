@@ -44,6 +44,7 @@ mod fuzz;
 
 use std::future::{Future, IntoFuture};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +71,8 @@ pub enum RunError {
 
 /// Runs Herald on `listener` until `shutdown` completes.
 ///
+/// With `server.tls_cert` and `server.tls_key` it serves HTTPS (and wss) on `listener`; an
+/// unreadable or unusable certificate or key is an error before anything is served.
 /// The listener is served at once: `/healthz` answers 200 while the store opens and the search
 /// index is checked or rebuilt, `/readyz` and every FHIR request answer 503 until Herald is
 /// ready (`api::Gate`). When `shutdown` completes, Herald stops accepting, stops delivery (an
@@ -101,6 +104,11 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         tracing::warn!(listen = %bound, "NO AUTHENTICATION: every request is served anonymously with full access ([auth] is empty)");
     }
     let authenticator = authenticator.map(std::sync::Arc::new);
+    // Read before anything is served, so that a bad certificate or key stops startup.
+    let tls = match cfg.tls_files()? {
+        Some((cert, key)) => Some(api::tls::server_config(cert, key)?),
+        None => None,
+    };
     let grace = cfg.duration("server.shutdown_grace");
     if cfg.server.base_url.is_empty() && bound.ip().is_unspecified() {
         tracing::warn!(%base_url, "server.base_url is empty, so notifications and Location headers name the bound address; set it to the URL clients use");
@@ -114,13 +122,17 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         stop_signal.cancel();
     });
     let gate = api::Gate::new();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let edge = api::edge::Edge::spawn(listener, tls, cfg.server.max_connections_per_client)?;
+    // `tap_io` with nothing to do: axum provides `ConnectInfo<SocketAddr>` (the peer address
+    // the rate limits and loopback checks read) for a `TapIo` over any listener, not for ours.
     let server = tokio::spawn(
-        axum::serve(listener, api::front(gate.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        axum::serve(edge.tap_io(|_| ()), api::front(gate.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
     );
     let began = Instant::now();
-    tracing::info!(listen = %bound, "listening; starting (GET /readyz answers 200 once ready)");
+    tracing::info!(listen = %bound, scheme, "listening; starting (GET /readyz answers 200 once ready)");
     let running = match lifecycle::start(&cfg, &base_url, &stop, authenticator).await {
         Ok(running) => running,
         Err(RunError::Store(store::StoreError::Interrupted)) => {

@@ -1,5 +1,6 @@
 //! Request bodies: `FhirBody` takes the raw bytes (size-limited by the router), checks the
-//! media type, and parses a JSON object, answering every failure with an OperationOutcome.
+//! media type, and parses a JSON object, answering every failure with an OperationOutcome
+//! (nesting deeper than `MAX_JSON_DEPTH`: 400 `too-costly`).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -8,6 +9,9 @@ use serde_json::Value;
 
 use super::outcome::ApiError;
 use crate::fhir::IssueType;
+
+/// How deep serde_json lets arrays and objects nest (its fixed recursion limit).
+pub const MAX_JSON_DEPTH: usize = 128;
 
 /// A parsed JSON object body.
 pub struct FhirBody(pub Value);
@@ -52,8 +56,20 @@ impl<S: Send + Sync> FromRequest<S> for FhirBody {
                 "the request body is empty; expected a FHIR resource in JSON",
             ));
         }
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, format!("body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            // serde_json stops at `MAX_JSON_DEPTH` nested arrays and objects, so no later
+            // recursive walk over a body (validation, FHIRPath, indexing) can run out of
+            // stack; it reports that as a syntax error, told apart only by its text.
+            if e.to_string().starts_with("recursion limit exceeded") {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::TooCostly,
+                    format!("body nests JSON arrays and objects deeper than {MAX_JSON_DEPTH} levels ({e})"),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, format!("body is not valid JSON: {e}"))
+            }
+        })?;
         if !value.is_object() {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, "body must be a JSON object (a FHIR resource)"));
         }

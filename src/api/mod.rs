@@ -12,11 +12,13 @@
 //! - `sidecar`: `POST /fhir/$ingest`, changes fed by another FHIR server.
 //! - `capability`: `GET /fhir/metadata`.
 //! - `outcome`, `extract`: errors as OperationOutcomes, request bodies.
+//! - `edge`, `tls`: the listener itself: TLS (rustls) and connections per client.
 
 mod access;
 mod admin;
 mod bundle;
 mod capability;
+pub mod edge;
 mod emit;
 mod events;
 mod extract;
@@ -29,6 +31,7 @@ mod rest;
 pub mod search;
 mod sidecar;
 mod status;
+pub mod tls;
 mod ws;
 
 use std::sync::Arc;

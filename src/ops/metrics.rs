@@ -71,6 +71,12 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+/// Why the listener closed a connection before serving it: `per_client`, `tls_handshake`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SubscriptionLabels {
     pub subscription: String,
@@ -106,6 +112,9 @@ pub struct Metrics {
     pub flush_batch: Histogram,
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_duration: Family<ChannelLabels, Histogram, fn() -> Histogram>,
+    /// Connections the listener holds (plain or TLS, websockets included).
+    pub connections_open: Gauge,
+    pub connections_rejected: Family<RejectLabels, Counter>,
     // Computed at scrape time.
     pub subscriptions: Family<StatusLabels, Gauge>,
     pub pending_events: Gauge,
@@ -137,6 +146,8 @@ impl Metrics {
             flush_batch: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(attempt_histogram),
+            connections_open: Gauge::default(),
+            connections_rejected: Family::default(),
             subscriptions: Family::default(),
             pending_events: Gauge::default(),
             dead_letters_held: Gauge::default(),
@@ -167,6 +178,16 @@ impl Metrics {
             "websocket_slow_disconnects",
             "Sockets closed because they did not keep up",
             m.websocket_slow_disconnects.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Connections the listener holds (plain or TLS, websockets included)",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Connections closed before being served: per_client (server.max_connections_per_client), tls_handshake",
+            m.connections_rejected.clone(),
         );
         registry.register("flush_duration_seconds", "Group commit: duration of one store flush", m.flush_duration.clone());
         registry.register("flush_batch_commits", "Group commit: commits made durable by one flush", m.flush_batch.clone());

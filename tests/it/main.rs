@@ -9,6 +9,7 @@ mod audit;
 mod clients;
 mod crash;
 mod dashboard;
+mod edge;
 mod fhir_rest;
 mod filters;
 mod fuzz_intake;

@@ -9,7 +9,8 @@
 //! Bundle. Searches run on a blocking thread: they read sled and may read many resources.
 //!
 //! Unknown parameters are ignored and reported under `lenient` (the default, R5) and refused
-//! with 400 under `strict`; an invalid value is always 400.
+//! with 400 under `strict`; an invalid value is always 400. More than `search.max_params`
+//! parameters: 400 `too-costly`, before any is parsed.
 
 pub mod context;
 pub mod page;
@@ -98,6 +99,15 @@ struct Outcome {
 
 async fn run(State(state): State<Shared>, ty: String, headers: &HeaderMap, parts: Vec<(String, String)>) -> Result<Response, ApiError> {
     check_type(&ty)?;
+    // Every parameter is parsed, and may be a chain, `_has` or an include to expand: bound them
+    // before any of that work.
+    if parts.len() > state.search.max_params {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::TooCostly,
+            format!("this search has {} parameters; Herald accepts at most {} (search.max_params)", parts.len(), state.search.max_params),
+        ));
+    }
     let params = SearchParams::r5().map_err(|e| ApiError::internal(&e))?;
     // `_include:iterate` is not a control parameter name `Query::parse` knows: take includes out.
     let (includes, rest): (Vec<_>, Vec<_>) =

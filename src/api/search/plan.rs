@@ -37,6 +37,8 @@ pub struct Limits {
     pub max_include: usize,
     /// Up to this many candidates, an accurate `total` is given by default.
     pub cheap_total: usize,
+    /// Most `name=value` parameters one search may have.
+    pub max_params: usize,
 }
 
 #[derive(Debug, thiserror::Error)]

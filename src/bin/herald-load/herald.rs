@@ -65,6 +65,8 @@ impl Herald {
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir.join("data"))
             .arg("--allow-private-endpoints")
+            // All load comes from 127.0.0.1, one client to the per-client connection bound.
+            .env("HERALD_SERVER__MAX_CONNECTIONS_PER_CLIENT", "0")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);

@@ -10,5 +10,5 @@ pub mod server;
 pub mod ws;
 
 pub use receiver::{Received, Receiver};
-pub use server::TestServer;
+pub use server::{TestCert, TestServer};
 pub use ws::WsClient;

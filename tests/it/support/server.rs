@@ -1,5 +1,5 @@
 //! Herald in-process: `herald::run` on 127.0.0.1:0 over a fresh temp dir, with a shutdown the
-//! test owns. Delivery to 127.0.0.0/8 is allowed explicitly (the guard test runs without it)
+//! test owns (plain HTTP, or HTTPS with a fresh self-signed `TestCert`). Delivery to 127.0.0.0/8 is allowed explicitly (the guard test runs without it)
 //! and retries are fast.
 
 use std::time::{Duration, Instant};
@@ -28,6 +28,47 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     cfg
 }
 
+/// A self-signed certificate for `127.0.0.1` and `localhost` (rcgen), as PEM files.
+pub struct TestCert {
+    pub cert_pem: String,
+    pub cert_path: std::path::PathBuf,
+    pub key_path: std::path::PathBuf,
+}
+
+impl TestCert {
+    pub fn write(dir: &std::path::Path) -> TestCert {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
+        TestCert { cert_pem: cert.pem(), cert_path, key_path }
+    }
+
+    /// An HTTPS client that trusts this certificate and no other.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    /// A rustls client configuration that trusts this certificate and no other.
+    pub fn rustls_client(&self) -> std::sync::Arc<rustls::ClientConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        std::sync::Arc::new(config)
+    }
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
@@ -37,6 +78,23 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = test_config(dir.path());
         adjust(&mut cfg);
+        Self::launch(cfg, dir, "http", reqwest::Client::new()).await
+    }
+
+    /// Herald serving HTTPS with a fresh self-signed certificate for 127.0.0.1 (`TestCert`,
+    /// written into the server's temp dir); `client` trusts that certificate alone.
+    pub async fn start_tls(adjust: impl FnOnce(&mut Config)) -> (TestServer, TestCert) {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = TestCert::write(dir.path());
+        let mut cfg = test_config(dir.path());
+        cfg.server.tls_cert = cert.cert_path.display().to_string();
+        cfg.server.tls_key = cert.key_path.display().to_string();
+        adjust(&mut cfg);
+        let client = cert.client();
+        (Self::launch(cfg, dir, "https", client).await, cert)
+    }
+
+    async fn launch(cfg: Config, dir: tempfile::TempDir, scheme: &str, client: reqwest::Client) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -47,8 +105,7 @@ impl TestServer {
             .await
             .unwrap();
         });
-        let server =
-            TestServer { base: format!("http://{addr}/fhir"), client: reqwest::Client::new(), stop: Some(stop), task: Some(task), dir };
+        let server = TestServer { base: format!("{scheme}://{addr}/fhir"), client, stop: Some(stop), task: Some(task), dir };
         server.wait_ready().await;
         server
     }
