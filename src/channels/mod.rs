@@ -63,11 +63,13 @@ pub(crate) struct LaneContext {
 }
 
 /// One lane per subscription, created on first publish, stopped on removal, and restarted
-/// as the other kind when an update switches the subscription's channel.
+/// as the other kind when an update switches the subscription's channel. Lanes run on the
+/// delivery runtime (`runtime`), apart from the tasks that serve requests.
 pub struct Dispatcher {
     lanes: Mutex<HashMap<String, (ChannelType, watch::Sender<LaneView>)>>,
     ctx: Arc<LaneContext>,
     tracker: TaskTracker,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Dispatcher {
@@ -82,6 +84,7 @@ impl Dispatcher {
         tracker: TaskTracker,
         hub: Arc<Hub>,
         log: Arc<DeliveryLog>,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         let permits = Semaphore::new(config.max_concurrent.max(1));
         Dispatcher {
@@ -99,6 +102,7 @@ impl Dispatcher {
                 log,
             }),
             tracker,
+            runtime,
         }
     }
 
@@ -136,12 +140,12 @@ impl LaneSink for Dispatcher {
                         lanes.insert(sub.to_string(), (channel, tx));
                         let ctx = self.ctx.clone();
                         match channel {
-                            ChannelType::RestHook => self.tracker.spawn(lane::run(ctx, sub.to_string(), rx)),
+                            ChannelType::RestHook => self.tracker.spawn_on(lane::run(ctx, sub.to_string(), rx), &self.runtime),
                             ChannelType::Websocket => {
                                 // Registered before the task runs, so a bind right after the
                                 // subscription's creation is answered finds the lane.
                                 let registration = self.ctx.hub.register(sub);
-                                self.tracker.spawn(websocket::lane::run(ctx, sub.to_string(), rx, registration))
+                                self.tracker.spawn_on(websocket::lane::run(ctx, sub.to_string(), rx, registration), &self.runtime)
                             }
                         };
                     }
