@@ -125,7 +125,9 @@ impl LaneSink for Dispatcher {
         match view {
             None => {
                 // Dropping the sender ends the lane.
-                lanes.remove(sub);
+                if let Some((ChannelType::Websocket, _)) = lanes.remove(sub) {
+                    self.ctx.hub.forget(sub);
+                }
                 self.ctx.log.forget(sub);
             }
             Some(view) => {
@@ -136,6 +138,9 @@ impl LaneSink for Dispatcher {
                     }
                     _ => {
                         // Replacing the entry drops the old sender, which ends the old lane.
+                        if channel != ChannelType::Websocket && lanes.get(sub).is_some_and(|(c, _)| *c == ChannelType::Websocket) {
+                            self.ctx.hub.forget(sub);
+                        }
                         let (tx, rx) = watch::channel(view);
                         lanes.insert(sub.to_string(), (channel, tx));
                         let ctx = self.ctx.clone();
