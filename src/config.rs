@@ -223,6 +223,8 @@ pub struct DeliverySettings {
     pub max_attempts: u32,
     pub max_age: String,
     pub max_concurrent: usize,
+    /// Worker threads of the delivery runtime (0: one per CPU).
+    pub threads: usize,
     /// Standard Webhooks secrets (`whsec_...`) that sign the rest-hook POSTs of subscriptions
     /// without a webhook-signing-secret extension of their own; empty: those go unsigned.
     pub signing_secrets: SigningSecrets,

@@ -45,6 +45,42 @@ pub(crate) struct Running {
     sockets: TaskTracker,
     lanes: TaskTracker,
     core: TaskTracker,
+    /// Where `lanes` run; shut down once they have stopped.
+    delivery_runtime: DeliveryRuntime,
+}
+
+/// The runtime the delivery lanes run on, apart from the one serving requests: a lane sends
+/// one notification at a time, so its rate is the latency of each, which on the request
+/// runtime was mostly spent queued behind the writers' connection tasks. Shut down without
+/// blocking when dropped (dropping a runtime inside an async context would block).
+struct DeliveryRuntime(Option<tokio::runtime::Runtime>);
+
+impl DeliveryRuntime {
+    /// `threads` workers, or one per CPU for 0.
+    fn start(threads: usize) -> std::io::Result<DeliveryRuntime> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.thread_name("herald-delivery").enable_all();
+        if threads > 0 {
+            builder.worker_threads(threads);
+        }
+        Ok(DeliveryRuntime(Some(builder.build()?)))
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            // Only `drop` takes the runtime out.
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for DeliveryRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Logs a rebuild: each step as it starts, then at most every `PROGRESS_LOG_EVERY`.
@@ -144,6 +180,7 @@ pub(crate) async fn start(
     }
     let delivery_log = Arc::new(delivery_log);
     let lanes = TaskTracker::new();
+    let delivery_runtime = DeliveryRuntime::start(cfg.delivery.threads)?;
     let core = TaskTracker::new();
     let (ingest, queue) = ingest::channel(cfg.ingest.queue_depth);
     let client = channels::rest_hook::RestHookClient::new(policy.clone())?;
@@ -158,6 +195,7 @@ pub(crate) async fn start(
         hub.clone(),
         delivery_log.clone(),
         auth.clone(),
+        delivery_runtime.handle(),
     ));
     let committer_cfg = CommitterConfig {
         base_url: base_url.to_owned(),
@@ -203,7 +241,18 @@ pub(crate) async fn start(
         allow_plain_http: cfg.delivery.allow_plain_http,
         entities: crate::auth::Entities::new(&cfg.auth.entities),
     });
-    Ok(Running { store, state, dispatcher, max_body_bytes: cfg.server.max_body_bytes, delivery, ingest_stop, sockets, lanes, core })
+    Ok(Running {
+        store,
+        state,
+        dispatcher,
+        max_body_bytes: cfg.server.max_body_bytes,
+        delivery,
+        ingest_stop,
+        sockets,
+        lanes,
+        core,
+        delivery_runtime,
+    })
 }
 
 impl Running {
@@ -239,6 +288,7 @@ impl Running {
         }
         drop(self.state);
         drop(self.dispatcher);
+        drop(self.delivery_runtime);
         // The committer commits what is queued (lane results included) and ends; the flusher
         // flushes that and ends. Waiting for both means the store is closed when `run` returns.
         self.ingest_stop.cancel();

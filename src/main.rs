@@ -8,6 +8,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use herald::config::{Config, Overrides};
 
+/// mimalloc instead of glibc's malloc: the S1 profile spent 23 % of Herald's CPU in glibc's
+/// malloc and free (`malloc_consolidate` and `unlink_chunk` alone 7 %), spread over sled's
+/// node copies, hyper's buffers and JSON values (issue #9, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "herald", version, about = "FHIR R5 topic-based subscription broker")]
 struct Cli {

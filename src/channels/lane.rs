@@ -28,8 +28,9 @@ use super::retry::{classify, Verdict};
 use super::signing::{self, Signing};
 use super::{screen_batch, LaneContext};
 use crate::fhir::instant::{now_millis, Millis};
+use crate::fhir::subscription::ContentLevel;
 use crate::ingest::{LaneCommand, LaneView};
-use crate::notify::{notification_bundle, EventWithVersion, NotificationType, StatusContext};
+use crate::notify::{notification_bytes, EventWithVersion, NotificationType, StatusContext};
 use crate::ops::delivery_log::AttemptEntry;
 use crate::ops::metrics::{metrics, Metrics};
 use crate::outbox::event_versions;
@@ -229,7 +230,8 @@ async fn post(
     let keys = if spec.signing_keys.is_empty() { &ctx.config.signing_keys } else { &spec.signing_keys };
     let signing = Signing { keys, message_id };
     let first_event = events.map(|(first, _)| first);
-    let span = tracing::info_span!(
+    // Per attempt, so `debug` (STYLE §9): at `info` the span is not even built.
+    let span = tracing::debug_span!(
         "channels.deliver",
         channel = spec.channel.code(),
         kind = kind.code(),
@@ -298,8 +300,7 @@ async fn send_control(ctx: &LaneContext, view: &LaneView, kind: NotificationType
         NotificationType::Handshake => SubStatus::Requested,
         _ => view.state.status,
     };
-    let bundle = notification_bundle(&status_context(ctx, view, status), kind, &[], now_millis());
-    let body = serde_json::to_vec(&bundle).unwrap_or_default();
+    let body = notification_bytes(&status_context(ctx, view, status), kind, &[], now_millis());
     match post(ctx, view, body, kind, None, 1, &signing::fresh_message_id()).await.0 {
         Verdict::Delivered => Ok(()),
         Verdict::Retry { code, reason, .. } => {
@@ -332,8 +333,10 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
         ctx.ingest.lane(LaneCommand::Delivered { sub: sub.to_string(), through: cursor.through, at: now_millis() }).await;
         return false;
     };
-    let mut versions = event_versions(&ctx.store, &events);
-    let (withheld, report) = screen_batch(ctx.send_grant(&view.state).as_ref(), &events, &mut versions);
+    let grant = ctx.send_grant(&view.state);
+    // Screening a patient/ grant reads the resources; otherwise only full-resource needs them.
+    let mut versions = event_versions(&ctx.store, &events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
+    let (withheld, report) = screen_batch(grant.as_ref(), &events, &mut versions);
     ctx.report_withheld(sub, report).await;
     let with_versions: Vec<EventWithVersion<'_>> = events
         .iter()
@@ -341,9 +344,8 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
         .zip(withheld)
         .map(|((event, (v, context)), withheld)| EventWithVersion { event, version: v.as_ref(), context, withheld })
         .collect();
-    let bundle =
-        notification_bundle(&status_context(ctx, view, state.status), NotificationType::EventNotification, &with_versions, now_millis());
-    let body = serde_json::to_vec(&bundle).unwrap_or_default();
+    let body =
+        notification_bytes(&status_context(ctx, view, state.status), NotificationType::EventNotification, &with_versions, now_millis());
     let attempt_no = cursor.attempts + 1;
     let first = events.first().map(|e| e.number);
     let message_id = batch_message_id(sub, &events, last);
@@ -456,8 +458,9 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
         ctx.ingest.lane(LaneCommand::Resent { sub: sub.to_string(), id: r.id, through: r.until }).await;
         return false;
     };
-    let mut versions = event_versions(&ctx.store, &events);
-    let (withheld, report) = screen_batch(ctx.send_grant(&view.state).as_ref(), &events, &mut versions);
+    let grant = ctx.send_grant(&view.state);
+    let mut versions = event_versions(&ctx.store, &events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
+    let (withheld, report) = screen_batch(grant.as_ref(), &events, &mut versions);
     ctx.report_withheld(sub, report).await;
     let with_versions: Vec<EventWithVersion<'_>> = events
         .iter()
@@ -465,13 +468,12 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
         .zip(withheld)
         .map(|((event, (v, context)), withheld)| EventWithVersion { event, version: v.as_ref(), context, withheld })
         .collect();
-    let bundle = notification_bundle(
+    let body = notification_bytes(
         &status_context(ctx, view, view.state.status),
         NotificationType::EventNotification,
         &with_versions,
         now_millis(),
     );
-    let body = serde_json::to_vec(&bundle).unwrap_or_default();
     let attempt_no = rc.attempts + 1;
     let message_id = batch_message_id(sub, &events, last);
     let (verdict, _) =

@@ -103,11 +103,13 @@ pub(crate) fn screen_batch(
 }
 
 /// One lane per subscription, created on first publish, stopped on removal, and restarted
-/// as the other kind when an update switches the subscription's channel.
+/// as the other kind when an update switches the subscription's channel. Lanes run on the
+/// delivery runtime (`runtime`), apart from the tasks that serve requests.
 pub struct Dispatcher {
     lanes: Mutex<HashMap<String, (ChannelType, watch::Sender<LaneView>)>>,
     ctx: Arc<LaneContext>,
     tracker: TaskTracker,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Dispatcher {
@@ -123,6 +125,7 @@ impl Dispatcher {
         hub: Arc<Hub>,
         log: Arc<DeliveryLog>,
         auth: Option<Arc<Authenticator>>,
+        runtime: tokio::runtime::Handle,
     ) -> Self {
         let permits = Semaphore::new(config.max_concurrent.max(1));
         Dispatcher {
@@ -141,6 +144,7 @@ impl Dispatcher {
                 auth,
             }),
             tracker,
+            runtime,
         }
     }
 
@@ -163,7 +167,9 @@ impl LaneSink for Dispatcher {
         match view {
             None => {
                 // Dropping the sender ends the lane.
-                lanes.remove(sub);
+                if let Some((ChannelType::Websocket, _)) = lanes.remove(sub) {
+                    self.ctx.hub.forget(sub);
+                }
                 self.ctx.log.forget(sub);
             }
             Some(view) => {
@@ -174,16 +180,19 @@ impl LaneSink for Dispatcher {
                     }
                     _ => {
                         // Replacing the entry drops the old sender, which ends the old lane.
+                        if channel != ChannelType::Websocket && lanes.get(sub).is_some_and(|(c, _)| *c == ChannelType::Websocket) {
+                            self.ctx.hub.forget(sub);
+                        }
                         let (tx, rx) = watch::channel(view);
                         lanes.insert(sub.to_string(), (channel, tx));
                         let ctx = self.ctx.clone();
                         match channel {
-                            ChannelType::RestHook => self.tracker.spawn(lane::run(ctx, sub.to_string(), rx)),
+                            ChannelType::RestHook => self.tracker.spawn_on(lane::run(ctx, sub.to_string(), rx), &self.runtime),
                             ChannelType::Websocket => {
                                 // Registered before the task runs, so a bind right after the
                                 // subscription's creation is answered finds the lane.
                                 let registration = self.ctx.hub.register(sub);
-                                self.tracker.spawn(websocket::lane::run(ctx, sub.to_string(), rx, registration))
+                                self.tracker.spawn_on(websocket::lane::run(ctx, sub.to_string(), rx, registration), &self.runtime)
                             }
                         };
                     }

@@ -27,7 +27,7 @@ use crate::fhir::subscription::SubscriptionLimits;
 use crate::fhir::topic::Interaction;
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
-use crate::matching::{match_change, match_event, ResourceChange, TopicEvent};
+use crate::matching::{self, match_change, match_event, ResourceChange, TopicEvent};
 use crate::ops::audit::{self, AuditEntry};
 use crate::ops::metrics::metrics;
 use crate::outbox::{EventDraft, Outbox, SledOutbox};
@@ -96,6 +96,8 @@ pub(super) struct Committer {
     flush_tx: mpsc::UnboundedSender<FlushItem>,
     /// Commits planned and not yet applied (`ingest::group`).
     group: Group,
+    /// `matching::any_change_reads_others` for the current registry, once asked.
+    reads_others: Option<bool>,
 }
 
 /// Side effects of one commit, merged into the committer only if the commit applies.
@@ -210,7 +212,16 @@ impl Committer {
         }
         states.retain(|id, _| registry.subscription(id).is_some());
         tracing::info!(topics = registry.topics().count(), subscriptions = loaded, "registry rebuilt from store");
-        Ok(Committer { outbox: SledOutbox::new(store.clone()), store, registry, states, cfg, flush_tx, group: Group::default() })
+        Ok(Committer {
+            outbox: SledOutbox::new(store.clone()),
+            store,
+            registry,
+            states,
+            cfg,
+            flush_tx,
+            group: Group::default(),
+            reads_others: None,
+        })
     }
 
     /// Serve requests until every sender is gone or `stop` fires; on `stop`, what is already
@@ -252,8 +263,10 @@ impl Committer {
 
     fn handle(&mut self, req: Request) {
         let joins = group::joins(&req);
-        if !joins {
-            // It reads stored state while planning, or changes the registry: after the group.
+        let provenance = matches!(&req, Request::Write { entries, .. } if entries.iter().any(|e| e.resource_type == "Provenance"));
+        if !joins || (self.group.partial && provenance) {
+            // It reads stored state while planning, or changes the registry, or reads the
+            // resources of a group that does not hold them (`output-modified`): after the group.
             self.apply_group();
         }
         self.group.open = joins;
@@ -370,14 +383,23 @@ impl Committer {
     }
 
     /// While grouping, the resources a planned write wrote become readable by the requests
-    /// planned after it (`Group::pending`).
-    fn keep_pending(&self, plan: &mut Plan, results: &[WriteResult]) {
+    /// planned after it (`Group::pending`), when some subscribed topic can make planning read
+    /// other resources; otherwise only their keys are kept and the group is partial.
+    fn keep_pending(&mut self, plan: &mut Plan, results: &[WriteResult]) {
         if !self.group.open {
             return;
         }
+        let overlay = *self.reads_others.get_or_insert_with(|| matching::any_change_reads_others(&self.registry));
         for r in results.iter().filter(|r| r.changed) {
             let key = format!("{}/{}", r.record.resource_type, r.record.id);
-            plan.pending.entry(key).or_insert_with(|| r.record.resource.clone());
+            self.group.written.insert(key.clone());
+            if overlay {
+                plan.pending.entry(key).or_insert_with(|| r.record.resource.clone());
+            }
+        }
+        if !overlay {
+            self.group.partial |= results.iter().any(|r| r.changed);
+            plan.pending.clear();
         }
     }
 
@@ -402,6 +424,9 @@ impl Committer {
         self.apply_group();
         let Plan { commit, states, registry_ops, touched, removed, pending: _, actor: _, grant: _ } = plan;
         self.store.apply(commit)?;
+        if !registry_ops.is_empty() {
+            self.reads_others = None;
+        }
         for op in registry_ops {
             op.apply(&mut self.registry);
         }
@@ -497,8 +522,24 @@ impl Committer {
         if ty == "SubscriptionTopic" {
             builtin::refuse_client_write(&entry.id, entry.method, entry.resource.as_ref())?;
         }
-        let prev = self.store.latest(ty, &entry.id)?;
+        // The previous version's pointer; its resource only when something will look at it
+        // (decoding it was a fifth of planning a plain update): a delete (filters look at the
+        // old state), the Task state machine, subscribed criteria (`%previous`), or a
+        // Subscription update (it keeps the stored secrets sent back as `[redacted]`).
+        let prev = self.store.current(ty, &entry.id)?;
         let live_prev = prev.as_ref().filter(|p| !p.deleted);
+        let state_machine = ty == "Task" && self.cfg.enforce_task_state_machine;
+        let previous = match live_prev {
+            Some(p)
+                if entry.method == WriteMethod::Delete
+                    || state_machine
+                    || ty == "Subscription"
+                    || matching::change_reads(&self.registry, ty).previous =>
+            {
+                self.store.version(ty, &entry.id, p.seq)?.and_then(|v| v.resource)
+            }
+            _ => None,
+        };
         if let Some(expected) = &entry.if_match {
             let actual = live_prev.map(|p| p.version_id.clone()).unwrap_or_else(|| "none".into());
             if live_prev.map(|p| &p.version_id) != Some(expected) {
@@ -513,7 +554,10 @@ impl Committer {
                     return Err(IngestError::NotFound(format!("{ty}/{}", entry.id)));
                 };
                 if p.deleted {
-                    return Ok(WriteResult { record: p.clone(), created: false, changed: false });
+                    let Some(record) = self.store.version(ty, &entry.id, p.seq)? else {
+                        return Err(IngestError::NotFound(format!("{ty}/{}", entry.id)));
+                    };
+                    return Ok(WriteResult { record, created: false, changed: false });
                 }
                 subscriptions::on_delete(self, plan, ty, &entry.id)?;
                 (Interaction::Delete, None, "DELETE")
@@ -523,11 +567,11 @@ impl Committer {
                     return Err(IngestError::Conflict(format!("{ty}/{} already exists", entry.id)));
                 }
                 let mut resource = entry.resource.take().unwrap_or_else(|| json!({ "resourceType": ty }));
-                if ty == "Task" && self.cfg.enforce_task_state_machine {
-                    super::workflow::check_task(live_prev.and_then(|p| p.resource.as_ref()), &resource)?;
+                if state_machine {
+                    super::workflow::check_task(previous.as_ref(), &resource)?;
                 }
                 meta_stamp(&mut resource, &entry.id, &version_id, now);
-                subscriptions::on_write(self, plan, ty, &entry.id, &mut resource, live_prev.and_then(|p| p.resource.as_ref()))?;
+                subscriptions::on_write(self, plan, ty, &entry.id, &mut resource, previous.as_ref())?;
                 let interaction = if live_prev.is_some() { Interaction::Update } else { Interaction::Create };
                 (interaction, Some(resource), if entry.method == WriteMethod::Create { "POST" } else { "PUT" })
             }
@@ -550,7 +594,7 @@ impl Committer {
         if !plan.pending.is_empty() {
             plan.pending.insert(format!("{ty}/{}", record.id), record.resource.clone());
         }
-        self.enqueue_matches(plan, &record, interaction, live_prev.and_then(|p| p.resource.as_ref()), now)?;
+        self.enqueue_matches(plan, &record, interaction, previous.as_ref(), now)?;
         if ty == "Provenance" {
             self.enqueue_output_modified(plan, &record, now)?;
         }

@@ -11,14 +11,17 @@
 //! - subscription states are merged into the committer at once; `undo` keeps what they were,
 //!   and a refused apply puts them back and answers every request of the group as failed;
 //! - resources written are kept in `pending`, which `resolve()`, notificationShape and
-//!   `output-modified` read before the store (`resolver::Pending`); a write to a resource the
-//!   group already holds applies the group first, so each resource appears at most once in it
-//!   and its stored latest version is the one before the group's;
+//!   `output-modified` read before the store (`resolver::Pending`), when some subscribed topic
+//!   can make planning read other resources (`matching::any_change_reads_others`); otherwise
+//!   only their keys are (`written`), the group is `partial`, and a Provenance write (which
+//!   always reads others) applies it first;
+//! - a write to a resource the group already holds applies the group first, so each resource
+//!   appears at most once in it and its stored latest version is the one before the group's;
 //! - requests that read other stored state while planning (side-car feeds, `$emit`, resends,
 //!   dead letters, retention) or that change the registry (Subscription, SubscriptionTopic,
 //!   SearchParameter) apply the group first and are applied alone, as every request was.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -36,8 +39,14 @@ pub(super) const MAX_REQUESTS: usize = 128;
 pub(super) struct Group {
     /// The commits, in order.
     pub commit: Commit,
-    /// `Type/id` of each resource written, with its new state (`None`: deleted).
+    /// `Type/id` of each resource written, with its new state (`None`: deleted), unless the
+    /// group is `partial`.
     pub pending: HashMap<String, Option<Value>>,
+    /// `Type/id` of each resource written.
+    pub written: HashSet<String>,
+    /// Some written resource is missing from `pending`: nothing that reads other resources
+    /// while planning may join.
+    pub partial: bool,
     /// Subscription states before the group changed them (`None`: there was none).
     undo: HashMap<String, Option<SubState>>,
     /// Replies and lane publications, handed to the flusher once the group is applied.
@@ -66,7 +75,7 @@ impl Group {
 
     /// Whether the group writes `Type/id`.
     pub(super) fn holds(&self, resource_type: &str, id: &str) -> bool {
-        !self.pending.is_empty() && self.pending.contains_key(&format!("{resource_type}/{id}"))
+        !self.written.is_empty() && self.written.contains(&format!("{resource_type}/{id}"))
     }
 
     /// Records the state `sub` had before the group first changed it.

@@ -113,6 +113,50 @@ pub fn match_change<'a>(
     report
 }
 
+/// What matching a change of one resource type, and resolving its events' context, may read
+/// besides the change's new state (the committer skips reading what is not needed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeReads {
+    /// The previous state: a subscribed topic's trigger for the type has criteria
+    /// (`%previous`, `queryCriteria`'s previous). Deletes always need it (filters look at it).
+    pub previous: bool,
+    /// Other resources: criteria may `resolve()` or chain, a notificationShape for the type
+    /// includes or reverse-includes.
+    pub others: bool,
+}
+
+/// `ChangeReads` for changes of `resource_type`, from the subscribed topics that may fire.
+pub fn change_reads(registry: &Registry, resource_type: &str) -> ChangeReads {
+    let mut reads = ChangeReads::default();
+    for topic_id in registry.index().topics_for(resource_type) {
+        let Some(topic) = registry.topic(topic_id) else { continue };
+        if registry.subscriber_count(topic_id) == 0 {
+            continue;
+        }
+        let criteria = topic
+            .triggers
+            .iter()
+            .any(|t| (t.resource == resource_type || t.resource == "Resource") && (t.fhir_path.is_some() || t.query.is_some()));
+        let shaped = topic
+            .shapes
+            .iter()
+            .any(|s| (s.resource == resource_type || s.resource == "Resource") && !(s.includes.is_empty() && s.rev_includes.is_empty()));
+        reads.previous |= criteria;
+        reads.others |= criteria || shaped;
+    }
+    reads
+}
+
+/// Whether any subscribed topic, for any type, has criteria or a notificationShape that
+/// includes: whether planning some change may read resources other than its own.
+pub fn any_change_reads_others(registry: &Registry) -> bool {
+    registry.topics().any(|topic| {
+        registry.subscriber_count(&topic.id) > 0
+            && (topic.triggers.iter().any(|t| t.fhir_path.is_some() || t.query.is_some())
+                || topic.shapes.iter().any(|s| !(s.includes.is_empty() && s.rev_includes.is_empty())))
+    })
+}
+
 /// A business event for `eventTrigger`s: its code, its focus, and the state of the focus the
 /// subscriptions' filters are evaluated on.
 pub struct TopicEvent<'a> {

@@ -18,9 +18,11 @@
 
 pub mod withhold;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::fhir::instant::{format_millis, Millis};
 use crate::fhir::subscription::{secrets, ContentLevel};
@@ -99,156 +101,247 @@ fn new_id() -> String {
     uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
 }
 
+// The shapes below serialize, field by field and in this order, to the JSON of the R5
+// resources; `notification_bytes` writes them straight out, `notification_bundle` and
+// `subscription_status` as `Value`s. Resources sent at `full-resource` are borrowed
+// (Subscriptions excepted: they are copied to redact their secrets).
+
+#[derive(Serialize)]
+struct Reference {
+    reference: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventOut {
+    /// The `withheld` mark (`notify::withhold`), on an event sent without its focus.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extension: Option<[WithheldOut; 1]>,
+    event_number: String,
+    timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    focus: Option<Reference>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    additional_context: Vec<Reference>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WithheldOut {
+    url: &'static str,
+    value_code: &'static str,
+}
+
+#[derive(Serialize)]
+struct SubscriptionOut<'a> {
+    reference: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identifier: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct Coding<'a> {
+    system: &'static str,
+    code: &'a str,
+}
+
+#[derive(Serialize)]
+struct ErrorOut<'a> {
+    coding: [Coding<'a>; 1],
+    text: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusOut<'a> {
+    resource_type: &'static str,
+    id: String,
+    status: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    events_since_subscription_start: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notification_event: Vec<EventOut>,
+    subscription: SubscriptionOut<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<[ErrorOut<'a>; 1]>,
+}
+
+#[derive(Serialize)]
+struct RequestOut {
+    method: &'static str,
+    url: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_modified: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum EntryOut<'a> {
+    #[serde(rename_all = "camelCase")]
+    Status { full_url: String, resource: StatusOut<'a> },
+    #[serde(rename_all = "camelCase")]
+    Resource {
+        full_url: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resource: Option<Cow<'a, Value>>,
+        request: RequestOut,
+        response: ResponseOut,
+    },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BundleOut<'a> {
+    resource_type: &'static str,
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    timestamp: String,
+    entry: Vec<EntryOut<'a>>,
+}
+
+fn status_out<'a>(ctx: &StatusContext<'a>, kind: NotificationType, events: &[EventWithVersion<'_>]) -> StatusOut<'a> {
+    let notification_event = events
+        .iter()
+        .map(|e| {
+            // A withheld event keeps its number (a gap would send clients after an event
+            // forever); what it was about does not go out.
+            let shown = ctx.content != ContentLevel::Empty && !e.withheld;
+            EventOut {
+                extension: e.withheld.then_some([WithheldOut { url: WITHHELD_URL, value_code: withhold::NOT_AUTHORIZED }]),
+                event_number: e.event.number.to_string(),
+                timestamp: format_millis(e.event.timestamp),
+                focus: shown
+                    .then(|| Reference { reference: resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version) }),
+                additional_context: if shown {
+                    e.context()
+                        .map(|(r, v)| Reference { reference: resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v)) })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect();
+    StatusOut {
+        resource_type: "SubscriptionStatus",
+        id: new_id(),
+        status: ctx.status.code(),
+        kind: kind.code(),
+        events_since_subscription_start: ctx.events_since_start.to_string(),
+        notification_event,
+        subscription: SubscriptionOut {
+            reference: format!("{}/Subscription/{}", ctx.base_url, ctx.subscription_id),
+            identifier: ctx.identifier,
+        },
+        // R5 §2.8: topic SHOULD NOT be present at `empty` (it can reveal PHI), MAY/SHOULD otherwise.
+        topic: (ctx.content != ContentLevel::Empty).then_some(ctx.topic_url),
+        error: ctx.error.filter(|_| ctx.status == SubStatus::Error).map(|err| {
+            [ErrorOut {
+                coding: [Coding { system: "http://terminology.hl7.org/CodeSystem/subscription-error", code: &err.code }],
+                text: &err.text,
+            }]
+        }),
+    }
+}
+
 /// A `SubscriptionStatus` resource (its `id` is fresh each time).
 pub fn subscription_status(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventWithVersion<'_>]) -> Value {
-    let mut status = Map::new();
-    status.insert("resourceType".into(), json!("SubscriptionStatus"));
-    status.insert("id".into(), json!(new_id()));
-    status.insert("status".into(), json!(ctx.status.code()));
-    status.insert("type".into(), json!(kind.code()));
-    status.insert("eventsSinceSubscriptionStart".into(), json!(ctx.events_since_start.to_string()));
-    if !events.is_empty() {
-        let list: Vec<Value> = events
-            .iter()
-            .map(|e| {
-                let mut ev = Map::new();
-                ev.insert("eventNumber".into(), json!(e.event.number.to_string()));
-                ev.insert("timestamp".into(), json!(format_millis(e.event.timestamp)));
-                if e.withheld {
-                    // The number stays (a gap would send clients after an event forever);
-                    // what it was about does not.
-                    ev.insert("extension".into(), json!([{ "url": WITHHELD_URL, "valueCode": withhold::NOT_AUTHORIZED }]));
-                } else if ctx.content != ContentLevel::Empty {
-                    let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
-                    ev.insert("focus".into(), json!({ "reference": url }));
-                    let additional: Vec<Value> = e
-                        .context()
-                        .map(|(r, v)| json!({ "reference": resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v)) }))
-                        .collect();
-                    if !additional.is_empty() {
-                        ev.insert("additionalContext".into(), Value::Array(additional));
-                    }
-                }
-                Value::Object(ev)
-            })
-            .collect();
-        status.insert("notificationEvent".into(), Value::Array(list));
-    }
-    let mut subscription = Map::new();
-    subscription.insert("reference".into(), json!(format!("{}/Subscription/{}", ctx.base_url, ctx.subscription_id)));
-    if let Some(identifier) = ctx.identifier {
-        subscription.insert("identifier".into(), identifier.clone());
-    }
-    status.insert("subscription".into(), Value::Object(subscription));
-    // R5 §2.8: topic SHOULD NOT be present at `empty` (it can reveal PHI), MAY/SHOULD otherwise.
-    if ctx.content != ContentLevel::Empty {
-        status.insert("topic".into(), json!(ctx.topic_url));
-    }
-    if let Some(err) = ctx.error {
-        if ctx.status == SubStatus::Error {
-            status.insert(
-                "error".into(),
-                json!([{
-                    "coding": [{
-                        "system": "http://terminology.hl7.org/CodeSystem/subscription-error",
-                        "code": err.code,
-                    }],
-                    "text": err.text,
-                }]),
-            );
-        }
-    }
-    Value::Object(status)
+    serde_json::to_value(status_out(ctx, kind, events)).unwrap_or_default()
 }
 
 /// A resource as a notification carries it: a Subscription (a topic may be about
-/// Subscriptions) with its secrets redacted, since the subscriber need not be its owner.
-fn shown(resource: &Value) -> Value {
+/// Subscriptions) with its secrets redacted, since the subscriber need not be its owner;
+/// any other resource borrowed as stored.
+fn shown(resource: &Value) -> Cow<'_, Value> {
+    if resource.get("resourceType").and_then(Value::as_str) != Some("Subscription") {
+        return Cow::Borrowed(resource);
+    }
     let mut resource = resource.clone();
     secrets::redact(&mut resource);
-    resource
+    Cow::Owned(resource)
 }
 
 /// The entry of an additional-context resource: like a focus entry, read rather than written.
-fn context_entry(ctx: &StatusContext<'_>, r: &ContextRef, v: &VersionRecord) -> Value {
-    let mut entry = Map::new();
-    entry.insert("fullUrl".into(), json!(resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v))));
-    if ctx.content == ContentLevel::FullResource {
-        if let Some(resource) = v.resource.as_ref() {
-            entry.insert("resource".into(), shown(resource));
-        }
+fn context_entry<'a>(ctx: &StatusContext<'_>, r: &ContextRef, v: &'a VersionRecord) -> EntryOut<'a> {
+    EntryOut::Resource {
+        full_url: resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v)),
+        resource: v.resource.as_ref().filter(|_| ctx.content == ContentLevel::FullResource).map(shown),
+        request: RequestOut { method: "GET", url: format!("{}/{}", r.resource_type, r.id) },
+        response: ResponseOut {
+            status: "200",
+            etag: Some(format!("W/\"{}\"", v.version_id)),
+            last_modified: Some(format_millis(v.last_updated)),
+        },
     }
-    entry.insert("request".into(), json!({ "method": "GET", "url": format!("{}/{}", r.resource_type, r.id) }));
-    entry.insert(
-        "response".into(),
-        json!({
-            "status": "200",
-            "etag": format!("W/\"{}\"", v.version_id),
-            "lastModified": format_millis(v.last_updated),
-        }),
-    );
-    Value::Object(entry)
 }
 
-fn payload_entry(ctx: &StatusContext<'_>, e: &EventWithVersion<'_>) -> Value {
+fn payload_entry<'a>(ctx: &StatusContext<'_>, e: &EventWithVersion<'a>) -> EntryOut<'a> {
     let ev = e.event;
-    let url = resource_url(ctx.base_url, &ev.focus_type, &ev.focus_id, e.version);
-    let (method, request_url, status) = match ev.interaction.as_str() {
+    let (method, url, status) = match ev.interaction.as_str() {
         "create" => ("POST", ev.focus_type.clone(), "201"),
         "delete" => ("DELETE", format!("{}/{}", ev.focus_type, ev.focus_id), "204"),
         // An eventTrigger event: the focus was read, not written, by this event.
         "event" => ("GET", format!("{}/{}", ev.focus_type, ev.focus_id), "200"),
         _ => ("PUT", format!("{}/{}", ev.focus_type, ev.focus_id), "200"),
     };
-    let mut entry = Map::new();
-    entry.insert("fullUrl".into(), json!(url));
-    if ctx.content == ContentLevel::FullResource {
-        if let Some(resource) = e.version.and_then(|v| v.resource.as_ref()) {
-            entry.insert("resource".into(), shown(resource));
-        }
+    EntryOut::Resource {
+        full_url: resource_url(ctx.base_url, &ev.focus_type, &ev.focus_id, e.version),
+        resource: e.version.and_then(|v| v.resource.as_ref()).filter(|_| ctx.content == ContentLevel::FullResource).map(shown),
+        request: RequestOut { method, url },
+        response: ResponseOut {
+            status,
+            etag: e.version.map(|v| format!("W/\"{}\"", v.version_id)),
+            last_modified: e.version.map(|v| format_millis(v.last_updated)),
+        },
     }
-    entry.insert("request".into(), json!({ "method": method, "url": request_url }));
-    let mut response = Map::new();
-    response.insert("status".into(), json!(status));
-    if let Some(v) = e.version {
-        response.insert("etag".into(), json!(format!("W/\"{}\"", v.version_id)));
-        response.insert("lastModified".into(), json!(format_millis(v.last_updated)));
-    }
-    entry.insert("response".into(), Value::Object(response));
-    Value::Object(entry)
 }
 
-/// A notification Bundle of type `subscription-notification`.
-pub fn notification_bundle(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventWithVersion<'_>], now: Millis) -> Value {
-    let status = subscription_status(ctx, kind, events);
-    let status_url = format!("urn:uuid:{}", status.get("id").and_then(Value::as_str).unwrap_or_default());
-    let mut entries = vec![json!({ "fullUrl": status_url, "resource": status })];
+fn bundle_out<'a>(ctx: &StatusContext<'a>, kind: NotificationType, events: &[EventWithVersion<'a>], now: Millis) -> BundleOut<'a> {
+    let status = status_out(ctx, kind, events);
+    let status_url = format!("urn:uuid:{}", status.id);
+    let mut entry = vec![EntryOut::Status { full_url: status_url, resource: status }];
     if ctx.content != ContentLevel::Empty {
         // Bundle rule bdl-7: one entry per (fullUrl, version). A focus comes first; context
         // already present (a focus, or an earlier event's context) is not repeated.
         let mut seen: HashSet<(String, String)> = HashSet::new();
         for e in events.iter().filter(|e| !e.withheld) {
-            let entry = payload_entry(ctx, e);
             let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
             seen.insert((url, e.version.map(|v| v.version_id.clone()).unwrap_or_default()));
-            entries.push(entry);
+            entry.push(payload_entry(ctx, e));
         }
         for e in events.iter().filter(|e| !e.withheld) {
             for (r, v) in e.context() {
                 let url = resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v));
                 if seen.insert((url, v.version_id.clone())) {
-                    entries.push(context_entry(ctx, r, v));
+                    entry.push(context_entry(ctx, r, v));
                 }
             }
         }
     }
-    json!({
-        "resourceType": "Bundle",
-        "id": new_id(),
-        "type": "subscription-notification",
-        "timestamp": format_millis(now),
-        "entry": entries,
-    })
+    BundleOut { resource_type: "Bundle", id: new_id(), kind: "subscription-notification", timestamp: format_millis(now), entry }
+}
+
+/// A notification Bundle of type `subscription-notification`.
+pub fn notification_bundle(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventWithVersion<'_>], now: Millis) -> Value {
+    serde_json::to_value(bundle_out(ctx, kind, events, now)).unwrap_or_default()
+}
+
+/// The same Bundle as `notification_bundle`, as the JSON bytes a channel sends, written
+/// without building a `Value` first (the delivery lanes' hot path).
+pub fn notification_bytes(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventWithVersion<'_>], now: Millis) -> Vec<u8> {
+    serde_json::to_vec(&bundle_out(ctx, kind, events, now)).unwrap_or_default()
 }
 
 #[cfg(test)]

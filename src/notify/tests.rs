@@ -228,3 +228,262 @@ fn additional_context_follows_the_content_level_and_is_listed_once() {
     assert_eq!(bundle["entry"].as_array().unwrap().len(), 1);
     assert!(bundle["entry"][0]["resource"]["notificationEvent"][0].get("additionalContext").is_none());
 }
+
+/// The bundle builder as it was before it wrote `Serialize` shapes (issue #9), kept as the
+/// reference the new one must reproduce byte for byte, random ids aside.
+mod reference {
+    use std::collections::HashSet;
+
+    use serde_json::{json, Map, Value};
+
+    use super::super::{ContextRef, EventWithVersion, NotificationType, StatusContext};
+    use crate::fhir::instant::{format_millis, Millis};
+    use crate::fhir::subscription::{secrets, ContentLevel};
+    use crate::store::{SubStatus, VersionRecord};
+
+    fn shown(resource: &Value) -> Value {
+        let mut resource = resource.clone();
+        secrets::redact(&mut resource);
+        resource
+    }
+
+    fn resource_url(base_url: &str, resource_type: &str, id: &str, version: Option<&VersionRecord>) -> String {
+        match version.and_then(|v| v.full_url.as_deref()) {
+            Some(url) => url.to_string(),
+            None => format!("{base_url}/{resource_type}/{id}"),
+        }
+    }
+
+    /// A random (v4) UUID from the thread's userspace generator: `Uuid::new_v4` asks the kernel
+    /// (`getrandom`) for every id, two per notification.
+    fn new_id() -> String {
+        uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
+    }
+
+    /// A `SubscriptionStatus` resource (its `id` is fresh each time).
+    pub(super) fn subscription_status(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventWithVersion<'_>]) -> Value {
+        let mut status = Map::new();
+        status.insert("resourceType".into(), json!("SubscriptionStatus"));
+        status.insert("id".into(), json!(new_id()));
+        status.insert("status".into(), json!(ctx.status.code()));
+        status.insert("type".into(), json!(kind.code()));
+        status.insert("eventsSinceSubscriptionStart".into(), json!(ctx.events_since_start.to_string()));
+        if !events.is_empty() {
+            let list: Vec<Value> = events
+                .iter()
+                .map(|e| {
+                    let mut ev = Map::new();
+                    ev.insert("eventNumber".into(), json!(e.event.number.to_string()));
+                    ev.insert("timestamp".into(), json!(format_millis(e.event.timestamp)));
+                    if ctx.content != ContentLevel::Empty {
+                        let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
+                        ev.insert("focus".into(), json!({ "reference": url }));
+                        let additional: Vec<Value> = e
+                            .context()
+                            .map(|(r, v)| json!({ "reference": resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v)) }))
+                            .collect();
+                        if !additional.is_empty() {
+                            ev.insert("additionalContext".into(), Value::Array(additional));
+                        }
+                    }
+                    Value::Object(ev)
+                })
+                .collect();
+            status.insert("notificationEvent".into(), Value::Array(list));
+        }
+        let mut subscription = Map::new();
+        subscription.insert("reference".into(), json!(format!("{}/Subscription/{}", ctx.base_url, ctx.subscription_id)));
+        if let Some(identifier) = ctx.identifier {
+            subscription.insert("identifier".into(), identifier.clone());
+        }
+        status.insert("subscription".into(), Value::Object(subscription));
+        // R5 §2.8: topic SHOULD NOT be present at `empty` (it can reveal PHI), MAY/SHOULD otherwise.
+        if ctx.content != ContentLevel::Empty {
+            status.insert("topic".into(), json!(ctx.topic_url));
+        }
+        if let Some(err) = ctx.error {
+            if ctx.status == SubStatus::Error {
+                status.insert(
+                    "error".into(),
+                    json!([{
+                        "coding": [{
+                            "system": "http://terminology.hl7.org/CodeSystem/subscription-error",
+                            "code": err.code,
+                        }],
+                        "text": err.text,
+                    }]),
+                );
+            }
+        }
+        Value::Object(status)
+    }
+
+    /// The entry of an additional-context resource: like a focus entry, read rather than written.
+    fn context_entry(ctx: &StatusContext<'_>, r: &ContextRef, v: &VersionRecord) -> Value {
+        let mut entry = Map::new();
+        entry.insert("fullUrl".into(), json!(resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v))));
+        if ctx.content == ContentLevel::FullResource {
+            if let Some(resource) = v.resource.as_ref() {
+                entry.insert("resource".into(), shown(resource));
+            }
+        }
+        entry.insert("request".into(), json!({ "method": "GET", "url": format!("{}/{}", r.resource_type, r.id) }));
+        entry.insert(
+            "response".into(),
+            json!({
+                "status": "200",
+                "etag": format!("W/\"{}\"", v.version_id),
+                "lastModified": format_millis(v.last_updated),
+            }),
+        );
+        Value::Object(entry)
+    }
+
+    fn payload_entry(ctx: &StatusContext<'_>, e: &EventWithVersion<'_>) -> Value {
+        let ev = e.event;
+        let url = resource_url(ctx.base_url, &ev.focus_type, &ev.focus_id, e.version);
+        let (method, request_url, status) = match ev.interaction.as_str() {
+            "create" => ("POST", ev.focus_type.clone(), "201"),
+            "delete" => ("DELETE", format!("{}/{}", ev.focus_type, ev.focus_id), "204"),
+            // An eventTrigger event: the focus was read, not written, by this event.
+            "event" => ("GET", format!("{}/{}", ev.focus_type, ev.focus_id), "200"),
+            _ => ("PUT", format!("{}/{}", ev.focus_type, ev.focus_id), "200"),
+        };
+        let mut entry = Map::new();
+        entry.insert("fullUrl".into(), json!(url));
+        if ctx.content == ContentLevel::FullResource {
+            if let Some(resource) = e.version.and_then(|v| v.resource.as_ref()) {
+                entry.insert("resource".into(), shown(resource));
+            }
+        }
+        entry.insert("request".into(), json!({ "method": method, "url": request_url }));
+        let mut response = Map::new();
+        response.insert("status".into(), json!(status));
+        if let Some(v) = e.version {
+            response.insert("etag".into(), json!(format!("W/\"{}\"", v.version_id)));
+            response.insert("lastModified".into(), json!(format_millis(v.last_updated)));
+        }
+        entry.insert("response".into(), Value::Object(response));
+        Value::Object(entry)
+    }
+
+    /// A notification Bundle of type `subscription-notification`.
+    pub(super) fn notification_bundle(
+        ctx: &StatusContext<'_>,
+        kind: NotificationType,
+        events: &[EventWithVersion<'_>],
+        now: Millis,
+    ) -> Value {
+        let status = subscription_status(ctx, kind, events);
+        let status_url = format!("urn:uuid:{}", status.get("id").and_then(Value::as_str).unwrap_or_default());
+        let mut entries = vec![json!({ "fullUrl": status_url, "resource": status })];
+        if ctx.content != ContentLevel::Empty {
+            // Bundle rule bdl-7: one entry per (fullUrl, version). A focus comes first; context
+            // already present (a focus, or an earlier event's context) is not repeated.
+            let mut seen: HashSet<(String, String)> = HashSet::new();
+            for e in events {
+                let entry = payload_entry(ctx, e);
+                let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
+                seen.insert((url, e.version.map(|v| v.version_id.clone()).unwrap_or_default()));
+                entries.push(entry);
+            }
+            for e in events {
+                for (r, v) in e.context() {
+                    let url = resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v));
+                    if seen.insert((url, v.version_id.clone())) {
+                        entries.push(context_entry(ctx, r, v));
+                    }
+                }
+            }
+        }
+        json!({
+            "resourceType": "Bundle",
+            "id": new_id(),
+            "type": "subscription-notification",
+            "timestamp": format_millis(now),
+            "entry": entries,
+        })
+    }
+}
+
+/// The text of `v` with the random ids (Bundle, SubscriptionStatus, its `urn:uuid` fullUrl)
+/// replaced.
+fn without_ids(v: &Value) -> String {
+    let mut v = v.clone();
+    v["id"] = json!("B");
+    if v["entry"].is_array() {
+        v["entry"][0]["fullUrl"] = json!("urn:uuid:S");
+        v["entry"][0]["resource"]["id"] = json!("S");
+    } else {
+        v["id"] = json!("S");
+    }
+    serde_json::to_string(&v).unwrap()
+}
+
+#[test]
+fn bundles_and_bytes_are_what_the_value_builder_wrote() {
+    let patient = version_of("Patient", "p", 3, json!({ "resourceType": "Patient", "id": "p", "active": true, "n": 1.50 }));
+    let mut elsewhere = version_of("Patient", "q", 2, json!({ "resourceType": "Patient", "id": "q" }));
+    elsewhere.full_url = Some("http://other.example/fhir/Patient/q".into());
+    // A topic may be about Subscriptions: their secrets are redacted in every bundle.
+    let subscription = version_of(
+        "Subscription",
+        "s",
+        5,
+        json!({ "resourceType": "Subscription", "id": "s", "parameter": [{ "name": "Authorization", "value": "Bearer hunter2" }] }),
+    );
+    let mut a = event(1, "create", "a");
+    let mut b = event(2, "update", "b");
+    let c = event(3, "delete", "c");
+    let d = event(4, "event", "d");
+    a.context = vec![ContextRef { resource_type: "Patient".into(), id: "p".into(), seq: 3 }];
+    b.context = vec![
+        a.context[0].clone(),
+        ContextRef { resource_type: "Patient".into(), id: "q".into(), seq: 2 },
+        ContextRef { resource_type: "Subscription".into(), id: "s".into(), seq: 5 },
+    ];
+    let (va, vb) = (
+        version_of("Encounter", "a", 1, json!({ "resourceType": "Encounter", "id": "a", "status": "planned" })),
+        version_of("Encounter", "b", 4, json!({})),
+    );
+    let ca = [Some(patient.clone())];
+    let cb = [Some(patient.clone()), Some(elsewhere), Some(subscription)];
+    let events = [
+        EventWithVersion { event: &a, version: Some(&va), context: &ca, withheld: false },
+        EventWithVersion { event: &b, version: Some(&vb), context: &cb, withheld: false },
+        EventWithVersion::bare(&c, None),
+        EventWithVersion::bare(&d, Some(&va)),
+    ];
+    let err = StoredError { code: "no-response".into(), text: "timed out".into(), at: 0 };
+    let identifier = json!({ "system": "urn:ietf:rfc:3986", "value": "urn:uuid:1" });
+    let mut compared = 0;
+    for content in [ContentLevel::Empty, ContentLevel::IdOnly, ContentLevel::FullResource] {
+        for (status, error) in [(SubStatus::Active, None), (SubStatus::Error, Some(&err)), (SubStatus::Active, Some(&err))] {
+            for kind in [
+                NotificationType::Handshake,
+                NotificationType::Heartbeat,
+                NotificationType::EventNotification,
+                NotificationType::QueryEvent,
+            ] {
+                for n in [0, 1, 4] {
+                    let mut c = ctx(status, 9, content, error);
+                    if n == 4 {
+                        c.identifier = Some(&identifier);
+                    }
+                    let events = &events[..n];
+                    let want = reference::notification_bundle(&c, kind, events, 1_795_000_000_000);
+                    let got = notification_bundle(&c, kind, events, 1_795_000_000_000);
+                    assert_eq!(without_ids(&got), without_ids(&want));
+                    let raw = notification_bytes(&c, kind, events, 1_795_000_000_000);
+                    assert!(!String::from_utf8_lossy(&raw).contains("hunter2"), "a Subscription secret was sent");
+                    let bytes: Value = serde_json::from_slice(&raw).unwrap();
+                    assert_eq!(without_ids(&bytes), without_ids(&want));
+                    let status = subscription_status(&c, kind, events);
+                    assert_eq!(without_ids(&status), without_ids(&reference::subscription_status(&c, kind, events)));
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 3 * 3 * 4 * 3);
+}

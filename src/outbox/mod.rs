@@ -147,8 +147,14 @@ impl Outbox for SledOutbox {
 /// The versions each event saw: its focus, and its additional context in order.
 pub type EventVersions = (Option<VersionRecord>, Vec<Option<VersionRecord>>);
 
-pub fn event_versions(store: &Store, events: &[EventRecord]) -> Vec<EventVersions> {
-    let read = |number: u64, ty: &str, id: &str, seq: u64| match store.version(ty, id, seq) {
+/// The versions `events` saw; `with_resources: false` leaves their resources out (enough
+/// for every content level but `full-resource`).
+pub fn event_versions(store: &Store, events: &[EventRecord], with_resources: bool) -> Vec<EventVersions> {
+    let read = |number: u64, ty: &str, id: &str, seq: u64| match if with_resources {
+        store.version(ty, id, seq)
+    } else {
+        store.version_without_resource(ty, id, seq)
+    } {
         Ok(v) => v,
         Err(err) => {
             tracing::error!(event.number = number, error = %err, "could not read a resource version the event saw; sending without it");

@@ -43,6 +43,6 @@ pub fn events_with_versions(store: &Store, sub: &str, from: u64, until: u64, max
     let span = usize::try_from(until - from).unwrap_or(usize::MAX).saturating_add(1);
     let mut events = store.events(sub, from, max.min(span))?;
     events.retain(|e| e.number <= until);
-    let versions = event_versions(store, &events);
+    let versions = event_versions(store, &events, true);
     Ok(events.into_iter().zip(versions).map(|(event, (version, context))| Replayed { event, version, context, withheld: false }).collect())
 }

@@ -224,6 +224,11 @@ impl Store {
         self.get(&keys::history(resource_type, id, seq))
     }
 
+    /// `version` with `resource` left out (`None`), without building it.
+    pub fn version_without_resource(&self, resource_type: &str, id: &str, seq: u64) -> Result<Option<VersionRecord>> {
+        Ok(self.get::<records::VersionHead>(&keys::history(resource_type, id, seq))?.map(VersionRecord::from))
+    }
+
     /// The latest version record (possibly a deletion).
     pub fn latest(&self, resource_type: &str, id: &str) -> Result<Option<VersionRecord>> {
         match self.current(resource_type, id)? {

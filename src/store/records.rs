@@ -50,6 +50,40 @@ pub struct VersionRecord {
     pub full_url: Option<String>,
 }
 
+/// A `VersionRecord` read without its resource, which is skipped rather than built: what
+/// notifications below `full-resource` need (`Store::version_without_resource`).
+#[derive(Deserialize)]
+pub(super) struct VersionHead {
+    #[serde(deserialize_with = "format_v1")]
+    v: u8,
+    resource_type: String,
+    id: String,
+    seq: u64,
+    version_id: String,
+    last_updated: Millis,
+    method: String,
+    deleted: bool,
+    #[serde(default)]
+    full_url: Option<String>,
+}
+
+impl From<VersionHead> for VersionRecord {
+    fn from(h: VersionHead) -> VersionRecord {
+        VersionRecord {
+            v: h.v,
+            resource_type: h.resource_type,
+            id: h.id,
+            seq: h.seq,
+            version_id: h.version_id,
+            last_updated: h.last_updated,
+            method: h.method,
+            deleted: h.deleted,
+            resource: None,
+            full_url: h.full_url,
+        }
+    }
+}
+
 /// Server-side status of a subscription (`subscription-status`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -140,3 +140,38 @@ async fn a_grouped_write_sees_the_resources_written_before_it_in_its_group() {
     assert!(published.iter().any(|(s, n)| s == &sub && *n == Some(3)), "{published:?}");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn without_criteria_or_shapes_a_group_keeps_only_keys_and_still_numbers_every_version() {
+    let sink = Arc::new(Published::default());
+    let c = Committer::start(sink.clone());
+    let topic = json!({
+        "resourceType": "SubscriptionTopic", "id": "plain", "url": "http://example.org/topics/plain", "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create", "update"] }],
+        "notificationShape": [{ "resource": "Task" }]
+    });
+    c.ingest.write(put(topic)).await.unwrap();
+    let sub = json!({
+        "resourceType": "Subscription", "id": "s", "status": "requested", "topic": "http://example.org/topics/plain",
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
+        "endpoint": "http://127.0.0.1:9/hook", "content": "id-only", "contentType": "application/fhir+json"
+    });
+    c.ingest.write(put(sub)).await.unwrap();
+
+    // The same Task three times and another once, all queued before the committer runs: the
+    // group is applied before each repeated write, so each sees the version before it.
+    let (a, b, d, e) = tokio::join!(
+        c.ingest.write(put(task("t", "requested", "ServiceRequest/x"))),
+        c.ingest.write(put(task("u", "requested", "ServiceRequest/x"))),
+        c.ingest.write(put(task("t", "in-progress", "ServiceRequest/x"))),
+        c.ingest.write(put(task("t", "completed", "ServiceRequest/x"))),
+    );
+    let seqs: Vec<u64> = [a, b, d, e].into_iter().map(|r| r.unwrap().record.seq).collect();
+    assert_eq!(seqs, vec![1, 1, 2, 3]);
+    let events = c.store.events("s", 1, 10).unwrap();
+    let seen: Vec<(u64, &str, u64, &str)> =
+        events.iter().map(|e| (e.number, e.focus_id.as_str(), e.focus_seq, e.interaction.as_str())).collect();
+    assert_eq!(seen, vec![(1, "t", 1, "create"), (2, "u", 1, "create"), (3, "t", 2, "update"), (4, "t", 3, "update")]);
+    assert_eq!(c.store.sub_state("s").unwrap().unwrap().events_since_start, 4);
+    c.stop().await;
+}

@@ -40,12 +40,15 @@ async fn metrics_count_writes_events_and_deliveries_and_never_show_secrets() {
     }
     assert_eq!(rx.events(3, T).await.len(), 3);
 
-    // Delivery results reach the metrics just after the receiver answers: wait for them.
+    // Delivery results reach the metrics just after the receiver answers, and the lane's
+    // cursor reaches the store (`herald_pending_events`) a committer step later: wait for both.
     let deadline = Instant::now() + T;
     let text = loop {
         let (s, text) = scrape(&server, None).await;
         assert_eq!(s, StatusCode::OK);
-        if sample(&text, "herald_deliveries_total{channel=\"rest-hook\",outcome=\"delivered\"}") == Some(3.0) {
+        if sample(&text, "herald_deliveries_total{channel=\"rest-hook\",outcome=\"delivered\"}") == Some(3.0)
+            && sample(&text, "herald_pending_events") == Some(0.0)
+        {
             break text;
         }
         assert!(Instant::now() < deadline, "deliveries never reached 3:\n{text}");

@@ -23,7 +23,7 @@ use super::{Control, Frame, Hub, SocketHandle};
 use crate::channels::LaneContext;
 use crate::fhir::instant::{now_millis, Millis};
 use crate::ingest::{LaneCommand, LaneView};
-use crate::notify::{notification_bundle, NotificationType, StatusContext};
+use crate::notify::{notification_bytes, NotificationType, StatusContext};
 use crate::outbox::replay::{events_with_versions, Replayed};
 use crate::store::SubStatus;
 
@@ -74,8 +74,7 @@ fn status_context<'a>(base_url: &'a str, view: &'a LaneView) -> StatusContext<'a
 
 fn render(base_url: &str, view: &LaneView, kind: NotificationType, events: &[Replayed]) -> Frame {
     let with_versions: Vec<_> = events.iter().map(Replayed::as_notify).collect();
-    let bundle = notification_bundle(&status_context(base_url, view), kind, &with_versions, now_millis());
-    Frame::from(serde_json::to_vec(&bundle).unwrap_or_default())
+    Frame::from(notification_bytes(&status_context(base_url, view), kind, &with_versions, now_millis()))
 }
 
 /// Runs the lane of `sub`; `registration` is its entry in the hub (`Hub::register`).

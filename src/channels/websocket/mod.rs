@@ -211,6 +211,13 @@ impl Hub {
         (registration, rx)
     }
 
+    /// `sub`'s websocket lane is being stopped (deleted, or moved to another channel): binds
+    /// fail from now on instead of queueing for a lane that ends without reading them. The
+    /// lane runs on the delivery runtime and may take a while to notice.
+    pub(crate) fn forget(&self, sub: &str) {
+        self.lanes().remove(sub);
+    }
+
     /// A websocket lane ends; a newer lane's registration for the same id is left alone.
     pub(crate) fn unregister(&self, sub: &str, registration: u64) {
         let mut lanes = self.lanes();

@@ -21,6 +21,7 @@ mod lex;
 mod ops;
 mod parse;
 pub mod quantity;
+mod roots;
 pub mod temporal;
 mod types;
 mod value;
@@ -46,6 +47,9 @@ pub const MAX_DEPTH: usize = 64;
 pub struct Expression {
     source: String,
     root: ast::Expr,
+    /// The resource elements every path of the expression starts from, when it is only such
+    /// paths (`roots`).
+    roots: Option<Vec<roots::Root>>,
 }
 
 /// Finds the resource a reference points to, for `resolve()`.
@@ -170,7 +174,16 @@ impl Expression {
     /// Compile `source`. Errors carry the byte offset of the problem.
     pub fn parse(source: &str) -> Result<Expression, FhirPathError> {
         let root = parse::parse(source)?;
-        Ok(Expression { source: source.to_owned(), root })
+        let roots = roots::roots(&root);
+        Ok(Expression { source: source.to_owned(), root, roots })
+    }
+
+    /// Whether evaluating on `resource` (as the resource, without context) certainly selects
+    /// nothing and raises no error, decided without evaluating: the expression is a union of
+    /// paths from elements the resource does not have (see `roots`). `false` when it cannot
+    /// tell.
+    pub fn selects_nothing_from(&self, resource: &Value) -> bool {
+        self.roots.as_deref().is_some_and(|roots| roots::selects_nothing(roots, resource))
     }
 
     pub fn source(&self) -> &str {

@@ -68,6 +68,10 @@ impl CompiledPath {
         let Some(expression) = &self.expression else {
             return Ok(Vec::new());
         };
+        // Most parameters of a type name elements a given resource does not have.
+        if expression.selects_nothing_from(resource) {
+            return Ok(Vec::new());
+        }
         let env = Env::new(Some(resource)).with_resolver(&TargetTypes);
         let outputs = expression.evaluate(&env)?;
         Ok(outputs

@@ -189,6 +189,49 @@ fn every_official_expression_compiles_and_evaluates_on_the_examples_of_its_bases
     assert!(whole_refused.keys().all(|k| k.starts_with("http://hl7.org/fhir/SearchParameter/clinical-date on ")), "{whole_refused:#?}");
 }
 
+/// `CompiledPath::evaluate` skips the engine when the expression certainly selects nothing
+/// (`Expression::selects_nothing_from`); on every official parameter and every example of
+/// its bases, each also without each of its top-level elements and with none, a skip must
+/// be exactly what the engine answers: no error and nothing selected.
+#[test]
+fn a_skipped_evaluation_is_what_the_engine_answers() {
+    let Some(shared) = shared() else {
+        return;
+    };
+    let examples = examples(&shared);
+    let (mut checked, mut skipped) = (0usize, 0usize);
+    let mut failures = Vec::new();
+    for (label, resource) in &examples {
+        let ty = resource["resourceType"].as_str().unwrap_or("");
+        let Some(obj) = resource.as_object() else { continue };
+        let mut variants = vec![resource.clone(), json!({ "resourceType": ty, "id": "x" })];
+        for key in obj.keys().filter(|k| *k != "resourceType") {
+            let mut without = obj.clone();
+            without.remove(key);
+            variants.push(Value::Object(without));
+        }
+        for param in r5().iter().filter(|p| p.expression.is_some() && p.applies_to(ty)) {
+            let Some(expression) = param.path_for(ty).ok().and_then(|p| p.expression()) else { continue };
+            for variant in &variants {
+                checked += 1;
+                if !expression.selects_nothing_from(variant) {
+                    continue;
+                }
+                skipped += 1;
+                let env = Env::new(Some(variant)).with_resolver(&TargetTypes);
+                match expression.evaluate(&env) {
+                    Ok(found) if found.is_empty() => {}
+                    Ok(found) => failures.push(format!("{label}: {} selects {} items", param.url, found.len())),
+                    Err(e) => failures.push(format!("{label}: {}: {e}", param.url)),
+                }
+            }
+        }
+    }
+    println!("(parameter, resource) pairs: {checked}, decided without the engine: {skipped}");
+    assert!(failures.is_empty(), "{} failures: {:#?}", failures.len(), &failures[..failures.len().min(30)]);
+    assert!(skipped > checked / 4, "the shortcut should apply to most absent elements: {skipped} of {checked}");
+}
+
 /// Release-build cost of one (parameter, example) evaluation through `SearchParam::values`:
 /// `cargo test --release --lib search_evaluation_cost -- --ignored --nocapture`.
 #[test]
