@@ -175,13 +175,17 @@ pub(crate) async fn start(
         sockets.clone(),
     ));
     let mut delivery_log = crate::ops::delivery_log::DeliveryLog::new(cfg.admin.delivery_log);
+    let core = TaskTracker::new();
+    let ingest_stop = CancellationToken::new();
     if cfg.admin.audit_deliveries {
-        delivery_log = delivery_log.with_audit(store.clone());
+        // On `core`, stopped with the committer: shutdown stores what the lanes queued.
+        let (writer, task) = crate::ops::audit::AuditWriter::start(store.clone(), ingest_stop.clone());
+        core.spawn(task);
+        delivery_log = delivery_log.with_audit(writer);
     }
     let delivery_log = Arc::new(delivery_log);
     let lanes = TaskTracker::new();
     let delivery_runtime = DeliveryRuntime::start(cfg.delivery.threads)?;
-    let core = TaskTracker::new();
     let (ingest, queue) = ingest::channel(cfg.ingest.queue_depth);
     let client = channels::rest_hook::RestHookClient::new(policy.clone())?;
     let dispatcher = Arc::new(Dispatcher::new(
@@ -212,7 +216,6 @@ pub(crate) async fn start(
         },
         entities: crate::auth::Entities::new(&cfg.auth.entities),
     };
-    let ingest_stop = CancellationToken::new();
     // Loading the registry reads every topic and subscription (and installs the built-in
     // topics): blocking work. It starts the committer and the flusher on `core` and a lane per
     // subscription on `lanes`.

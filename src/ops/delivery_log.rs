@@ -12,8 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use serde::Serialize;
 
 use crate::fhir::instant::Millis;
-use crate::ops::audit::{record, AuditEntry};
-use crate::store::Store;
+use crate::ops::audit::{AuditEntry, AuditWriter};
 
 /// One attempt.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -38,7 +37,7 @@ pub struct DeliveryLog {
     capacity: usize,
     entries: Mutex<HashMap<String, VecDeque<AttemptEntry>>>,
     /// Where every attempt is also recorded durably (`admin.audit_deliveries`).
-    audit: Option<Store>,
+    audit: Option<AuditWriter>,
 }
 
 impl DeliveryLog {
@@ -46,14 +45,14 @@ impl DeliveryLog {
         DeliveryLog { capacity, entries: Mutex::new(HashMap::new()), audit: None }
     }
 
-    /// Also appends each attempt to the audit trail in `store`.
-    pub fn with_audit(mut self, store: Store) -> DeliveryLog {
-        self.audit = Some(store);
+    /// Also appends each attempt to the audit trail, through `writer`.
+    pub fn with_audit(mut self, writer: AuditWriter) -> DeliveryLog {
+        self.audit = Some(writer);
         self
     }
 
     pub fn record(&self, sub: &str, entry: AttemptEntry) {
-        if let Some(store) = &self.audit {
+        if let Some(writer) = &self.audit {
             let outcome = if entry.outcome == "delivered" { "success" } else { "failure" };
             let mut audit = AuditEntry::herald("delivery", outcome)
                 .subscription(sub)
@@ -69,7 +68,7 @@ impl DeliveryLog {
             if let Some(error) = &entry.error {
                 audit = audit.detail("error", error.clone());
             }
-            record(store, &audit);
+            writer.record(audit);
         }
         if self.capacity == 0 {
             return;

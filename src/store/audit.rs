@@ -33,6 +33,16 @@ impl Store {
         Ok(())
     }
 
+    /// Appends several numbered entries as one batch.
+    pub fn append_audit_batch<T: serde::Serialize>(&self, entries: &[(u64, T)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (seq, entry) in entries {
+            batch.insert(keys::audit(*seq), serde_json::to_vec(entry).map_err(StoreError::Encode)?);
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Entries with a sequence number above `after` (oldest first), or the newest ones when
     /// `after` is `None` (still returned oldest first), keeping those `keep` accepts, at most
     /// `limit`, reading at most `max_read` entries.
