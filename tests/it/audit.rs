@@ -61,6 +61,12 @@ async fn subscription_changes_deliveries_and_refused_credentials_are_recorded_wi
     let task = json!({ "resourceType": "Task", "status": "requested", "intent": "order" });
     assert_eq!(call(&server, Method::POST, "Task", Some(&owner), Some(&task)).await.0, StatusCode::CREATED);
     receiver.events(1, WAIT).await;
+    // The attempt is recorded once Herald has the receiver's answer (and stored within the
+    // writer's gathering interval): wait for it, so that the delete below comes after it.
+    wait_audit(&server, &format!("subscription={id}&action=delivery"), "the event delivery", |e| {
+        has(e, "delivery", |d| d["detail"]["kind"] == "event-notification")
+    })
+    .await;
     let forged = "eyJhbGciOiJIUzI1NiJ9.eyJjbGllbnRfaWQiOiJ4In0.forged-signature-55";
     assert_eq!(call(&server, Method::GET, "Task", Some(forged), None).await.0, StatusCode::UNAUTHORIZED);
     let (s, _) = call(&server, Method::DELETE, &format!("Subscription/{id}"), Some(&owner), None).await;
@@ -122,7 +128,10 @@ async fn dead_letters_and_the_fall_into_error_are_recorded() {
     receiver.set_status(500);
     server.create_task("requested", "Organization/lab").await;
     server.wait_status(&id, "error", WAIT).await;
-    let trail = wait_audit(&server, &format!("subscription={id}"), "the dead letter", |e| has(e, "dead-letter", |_| true)).await;
+    let trail = wait_audit(&server, &format!("subscription={id}"), "the dead letter and five failed attempts", |e| {
+        has(e, "dead-letter", |_| true) && e.iter().filter(|x| x["action"] == "delivery" && x["outcome"] == "failure").count() >= 5
+    })
+    .await;
     let dead = trail.iter().find(|e| e["action"] == "dead-letter").unwrap();
     assert_eq!((dead["detail"]["from"].as_u64(), dead["detail"]["through"].as_u64()), (Some(1), Some(1)));
     assert_eq!(dead["detail"]["attempts"], 5);
