@@ -84,6 +84,10 @@ struct Args {
     /// S6: writes per second to schedule, instead of half of S1's measured rate.
     #[arg(long, value_name = "PER_SEC")]
     open_rate: Option<f64>,
+    /// `maxCount` of every subscription created (default: absent, which Herald takes as 1:
+    /// one event per notification).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    max_count: Option<u64>,
     /// Also write the table as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -112,6 +116,7 @@ pub struct Settings {
     pub large_bytes: usize,
     pub drain: Duration,
     pub open_rate: Option<f64>,
+    pub max_count: Option<u64>,
     pub quick: bool,
 }
 
@@ -135,6 +140,7 @@ impl Settings {
             large_bytes: a.large_bytes,
             drain: pick(a.drain, 60.0, 30.0),
             open_rate: a.open_rate,
+            max_count: a.max_count,
             quick: q,
         };
         if s.duration.is_zero() {

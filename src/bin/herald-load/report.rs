@@ -79,6 +79,8 @@ pub struct Meta {
     pub duration_s: f64,
     pub warmup_s: f64,
     pub concurrency: usize,
+    /// `--max-count`: the subscriptions' `maxCount` (absent: one event per notification).
+    pub max_count: Option<u64>,
     pub cores: usize,
     pub load_average_start: Option<f64>,
     pub load_average_end: Option<f64>,
@@ -164,6 +166,7 @@ impl Report {
                 duration_s: s.duration.as_secs_f64(),
                 warmup_s: s.warmup.as_secs_f64(),
                 concurrency: s.concurrency,
+                max_count: s.max_count,
                 cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
                 load_average_start: proc::load_average(),
                 load_average_end: None,
@@ -209,13 +212,14 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "\nherald-load: {} core(s), load average {} at start and {} at the end; {} s measured after {} s warm-up, concurrency {}{}; Herald: {}",
+            "\nherald-load: {} core(s), load average {} at start and {} at the end; {} s measured after {} s warm-up, concurrency {}{}{}; Herald: {}",
             m.cores,
             opt(m.load_average_start, ""),
             opt(m.load_average_end, ""),
             num(m.duration_s),
             num(m.warmup_s),
             m.concurrency,
+            m.max_count.map(|n| format!(", subscriptions with maxCount {n}")).unwrap_or_default(),
             if m.quick { " (--quick: not a measurement)" } else { "" },
             m.herald
         );

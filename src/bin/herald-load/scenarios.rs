@@ -55,7 +55,7 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
     } else {
         None
     };
-    let one = |content| Plan { count: 1, content, filter: Filter::Owner(OWNER) };
+    let one = |content| Plan { count: 1, content, filter: Filter::Owner(OWNER), max_count: s.max_count };
 
     let mut s1_rate = None;
     if s.runs(Scenario::S1) || (s.runs(Scenario::S6) && s.open_rate.is_none()) {
@@ -82,7 +82,7 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
         let spec = Spec {
             id: "S2",
             what: format!("{} subscriptions, each on its own owner; each event matches one; id-only", count(n)),
-            plan: Plan { count: n, content: "id-only", filter: Filter::OwnOwner },
+            plan: Plan { count: n, content: "id-only", filter: Filter::OwnOwner, max_count: s.max_count },
             owners: Owners::Spread(n),
             body_bytes: 0,
             drive: Drive::Closed { concurrency: s.concurrency, gate_ahead: None },
@@ -101,7 +101,7 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
                 "fan-out: each event matches {} subscriptions; 1 writer, at most {FANOUT_AHEAD} events' fan-out outstanding",
                 count(n)
             ),
-            plan: Plan { count: n, content: "id-only", filter: Filter::Owner(OWNER) },
+            plan: Plan { count: n, content: "id-only", filter: Filter::Owner(OWNER), max_count: s.max_count },
             owners: Owners::One(OWNER),
             body_bytes: 0,
             drive: Drive::Closed { concurrency: 1, gate_ahead: Some(FANOUT_AHEAD) },

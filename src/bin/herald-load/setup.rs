@@ -43,6 +43,8 @@ pub struct Plan<'a> {
     /// `id-only` or `full-resource`.
     pub content: &'a str,
     pub filter: Filter<'a>,
+    /// `maxCount`, when set.
+    pub max_count: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -58,7 +60,7 @@ fn subscription(plan: &Plan<'_>, endpoint: &str, i: usize) -> Value {
         Filter::Owner(name) => format!("Organization/{name}"),
         Filter::OwnOwner => format!("Organization/o{i}"),
     };
-    json!({
+    let mut sub = json!({
         "resourceType": "Subscription",
         "status": "requested",
         "topic": TOPIC,
@@ -67,7 +69,11 @@ fn subscription(plan: &Plan<'_>, endpoint: &str, i: usize) -> Value {
         "endpoint": endpoint,
         "content": plan.content,
         "contentType": "application/fhir+json"
-    })
+    });
+    if let Some(n) = plan.max_count {
+        sub["maxCount"] = json!(n);
+    }
+    sub
 }
 
 /// Creates the plan's subscriptions, `concurrency` requests at a time; returns their ids.
