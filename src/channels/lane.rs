@@ -288,6 +288,23 @@ async fn post(
     .await
 }
 
+/// The event-notification body for `events`: their versions read, screened against the
+/// subscription's grant (withheld ones reported to the committer), written as bytes.
+async fn event_body(ctx: &LaneContext, sub: &str, view: &LaneView, events: &[EventRecord], status: SubStatus) -> Vec<u8> {
+    let grant = ctx.send_grant(&view.state);
+    // Screening a grant reads the resources; otherwise only full-resource needs them.
+    let mut versions = event_versions(&ctx.store, events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
+    let (withheld, report) = screen_batch(grant.as_ref(), events, &mut versions);
+    ctx.report_withheld(sub, report).await;
+    let with_versions: Vec<EventWithVersion<'_>> = events
+        .iter()
+        .zip(&versions)
+        .zip(withheld)
+        .map(|((event, (v, context)), withheld)| EventWithVersion { event, version: v.as_ref(), context, withheld })
+        .collect();
+    notification_bytes(&status_context(ctx, view, status), NotificationType::EventNotification, &with_versions, now_millis())
+}
+
 /// The Standard Webhooks id of a batch: the same on every attempt and every resend of it.
 fn batch_message_id(sub: &str, events: &[EventRecord], last: u64) -> String {
     let (first, committed_at) = events.first().map_or((last, 0), |e| (e.number, e.timestamp));
@@ -333,19 +350,7 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
         ctx.ingest.lane(LaneCommand::Delivered { sub: sub.to_string(), through: cursor.through, at: now_millis() }).await;
         return false;
     };
-    let grant = ctx.send_grant(&view.state);
-    // Screening a patient/ grant reads the resources; otherwise only full-resource needs them.
-    let mut versions = event_versions(&ctx.store, &events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
-    let (withheld, report) = screen_batch(grant.as_ref(), &events, &mut versions);
-    ctx.report_withheld(sub, report).await;
-    let with_versions: Vec<EventWithVersion<'_>> = events
-        .iter()
-        .zip(&versions)
-        .zip(withheld)
-        .map(|((event, (v, context)), withheld)| EventWithVersion { event, version: v.as_ref(), context, withheld })
-        .collect();
-    let body =
-        notification_bytes(&status_context(ctx, view, state.status), NotificationType::EventNotification, &with_versions, now_millis());
+    let body = event_body(ctx, sub, view, &events, state.status).await;
     let attempt_no = cursor.attempts + 1;
     let first = events.first().map(|e| e.number);
     let message_id = batch_message_id(sub, &events, last);
@@ -458,22 +463,7 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
         ctx.ingest.lane(LaneCommand::Resent { sub: sub.to_string(), id: r.id, through: r.until }).await;
         return false;
     };
-    let grant = ctx.send_grant(&view.state);
-    let mut versions = event_versions(&ctx.store, &events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
-    let (withheld, report) = screen_batch(grant.as_ref(), &events, &mut versions);
-    ctx.report_withheld(sub, report).await;
-    let with_versions: Vec<EventWithVersion<'_>> = events
-        .iter()
-        .zip(&versions)
-        .zip(withheld)
-        .map(|((event, (v, context)), withheld)| EventWithVersion { event, version: v.as_ref(), context, withheld })
-        .collect();
-    let body = notification_bytes(
-        &status_context(ctx, view, view.state.status),
-        NotificationType::EventNotification,
-        &with_versions,
-        now_millis(),
-    );
+    let body = event_body(ctx, sub, view, &events, view.state.status).await;
     let attempt_no = rc.attempts + 1;
     let message_id = batch_message_id(sub, &events, last);
     let (verdict, _) =

@@ -195,7 +195,12 @@ async fn an_api_key_narrowed_across_a_restart_gets_later_events_withheld() {
     })
     .await;
     write(&second, Method::POST, "Task", &task_for("p1")).await;
-    let (n, event, bundle) = next_event(&rx).await;
+    // Delivery is at least once: if the first server stopped before recording event 1 as
+    // delivered, the second sends it again (withheld now) before event 2.
+    let (mut n, mut event, mut bundle) = next_event(&rx).await;
+    if n == 1 {
+        (n, event, bundle) = next_event(&rx).await;
+    }
     assert_eq!(n, 2);
     assert!(is_withheld(&event) && event.get("focus").is_none(), "{bundle}");
     assert_eq!(bundle["entry"].as_array().unwrap().len(), 1, "{bundle}");

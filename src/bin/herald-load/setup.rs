@@ -70,8 +70,8 @@ fn subscription(plan: &Plan<'_>, endpoint: &str, i: usize) -> Value {
         "content": plan.content,
         "contentType": "application/fhir+json"
     });
-    if let Some(n) = plan.max_count {
-        sub["maxCount"] = json!(n);
+    if let (Some(n), Some(obj)) = (plan.max_count, sub.as_object_mut()) {
+        obj.insert("maxCount".into(), json!(n));
     }
     sub
 }
