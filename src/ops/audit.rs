@@ -341,7 +341,7 @@ mod tests {
         assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![7, 8, 9, 10]);
         drop(store);
         // Numbering continues after a reopen.
-        let store = Store::open(dir.path()).expect("reopen");
+        let store = crate::store::when_unlocked(|| Store::open(dir.path())).expect("reopen");
         record(&store, &AuditEntry::herald("delivery", "success"));
         let last = query(&store, &AuditQuery { limit: Some(1), ..Default::default() }).expect("query");
         assert_eq!(last[0].seq, 11);

@@ -159,6 +159,21 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T>
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: keys::display(key), source })
 }
 
+#[cfg(test)]
+/// Tests: runs `open` until sled lets go of the directory's lock: a handle just dropped releases it
+/// from sled's background flush thread, a moment later (seen under load in CI).
+pub(crate) fn when_unlocked<T>(mut open: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(StoreError::Engine(e)) if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the database under `dir`, with the index set it was built with (the
     /// default set for a new store). The server opens with `open_indexed` instead.

@@ -262,7 +262,8 @@ fn a_rebuild_reports_progress_per_step_and_can_be_interrupted() {
             ControlFlow::Continue(())
         }
     };
-    let interrupted = Store::open_indexed_with(dir.path(), IndexSet::All, BASE, Some(&mut stop_at_first_write_report));
+    let interrupted =
+        crate::store::when_unlocked(|| Store::open_indexed_with(dir.path(), IndexSet::All, BASE, Some(&mut stop_at_first_write_report)));
     assert!(matches!(interrupted, Err(StoreError::Interrupted)), "{:?}", interrupted.err());
     assert_eq!(seen.first().map(|p| p.step), Some(RebuildStep::Clearing));
     assert_eq!(seen.last(), Some(&RebuildProgress { step: RebuildStep::Writing, done: PROGRESS_EVERY, total: resources }));
@@ -271,7 +272,8 @@ fn a_rebuild_reports_progress_per_step_and_can_be_interrupted() {
         seen.push(p);
         ControlFlow::Continue(())
     };
-    let (store, rebuilt) = Store::open_indexed_with(dir.path(), IndexSet::All, BASE, Some(&mut record)).unwrap();
+    let (store, rebuilt) =
+        crate::store::when_unlocked(|| Store::open_indexed_with(dir.path(), IndexSet::All, BASE, Some(&mut record))).unwrap();
     assert!(rebuilt.expect("interrupted rebuild redone").is_consistent());
     assert!(store.check_index(BASE).unwrap().is_consistent());
     // Each step starts at 0, counts up by PROGRESS_EVERY and ends at the total.
