@@ -118,18 +118,7 @@ fn id_only_matches_the_official_example() {
 fn full_resource_matches_the_official_example() {
     let Some(expected) = example("notification-full-resource.json") else { return };
     let resource = expected["entry"][1]["resource"].clone();
-    let version = VersionRecord {
-        v: FORMAT,
-        resource_type: "Encounter".into(),
-        id: "2".into(),
-        seq: 1,
-        version_id: "1".into(),
-        last_updated: 0,
-        method: "PUT".into(),
-        deleted: false,
-        resource: Some(resource),
-        full_url: None,
-    };
+    let version = version_of("Encounter", "2", 1, resource);
     let e = event(2, "update", "2");
     let events = [EventWithVersion::bare(&e, Some(&version))];
     check(
@@ -176,7 +165,8 @@ fn counters_are_json_strings_and_highest_event_equals_count() {
     assert_eq!(bundle["entry"][2]["request"], json!({ "method": "DELETE", "url": "Encounter/b" }));
 }
 
-fn version_of(ty: &str, id: &str, seq: u64, resource: Value) -> VersionRecord {
+/// A stored version `seq` (versionId the same) of `ty/id`; shared with `withhold::tests`.
+pub(super) fn version_of(ty: &str, id: &str, seq: u64, resource: Value) -> VersionRecord {
     VersionRecord {
         v: FORMAT,
         resource_type: ty.into(),
@@ -236,7 +226,7 @@ mod reference {
 
     use serde_json::{json, Map, Value};
 
-    use super::super::{ContextRef, EventWithVersion, NotificationType, StatusContext};
+    use super::super::{new_id, resource_url, ContextRef, EventWithVersion, NotificationType, StatusContext};
     use crate::fhir::instant::{format_millis, Millis};
     use crate::fhir::subscription::{secrets, ContentLevel};
     use crate::store::{SubStatus, VersionRecord};
@@ -245,19 +235,6 @@ mod reference {
         let mut resource = resource.clone();
         secrets::redact(&mut resource);
         resource
-    }
-
-    fn resource_url(base_url: &str, resource_type: &str, id: &str, version: Option<&VersionRecord>) -> String {
-        match version.and_then(|v| v.full_url.as_deref()) {
-            Some(url) => url.to_string(),
-            None => format!("{base_url}/{resource_type}/{id}"),
-        }
-    }
-
-    /// A random (v4) UUID from the thread's userspace generator: `Uuid::new_v4` asks the kernel
-    /// (`getrandom`) for every id, two per notification.
-    fn new_id() -> String {
-        uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()
     }
 
     /// A `SubscriptionStatus` resource (its `id` is fresh each time).

@@ -9,18 +9,7 @@ use crate::store::{ContextRef, SubStatus};
 const BASE: &str = "http://herald.test/fhir";
 
 fn version(ty: &str, id: &str, resource: Value) -> VersionRecord {
-    VersionRecord {
-        v: FORMAT,
-        resource_type: ty.into(),
-        id: id.into(),
-        seq: 1,
-        version_id: "1".into(),
-        last_updated: 0,
-        method: "PUT".into(),
-        deleted: false,
-        resource: Some(resource),
-        full_url: None,
-    }
+    crate::notify::tests::version_of(ty, id, 1, resource)
 }
 
 fn task_event(number: u64, context: Vec<ContextRef>) -> EventRecord {
