@@ -86,9 +86,15 @@ async fn subscribed(c: &Committer) -> String {
                               "fhirPathCriteria": "%current.focus.resolve().priority = 'urgent'" }],
         "notificationShape": [{ "resource": "Task", "include": ["Task:focus"] }]
     });
+    subscribe_to(c, topic).await
+}
+
+/// Stores `topic` and subscription `s` to it (left `requested`: it counts events).
+async fn subscribe_to(c: &Committer, topic: Value) -> String {
+    let url = topic["url"].clone();
     c.ingest.write(put(topic)).await.unwrap();
     let sub = json!({
-        "resourceType": "Subscription", "id": "s", "status": "requested", "topic": "http://example.org/topics/urgent",
+        "resourceType": "Subscription", "id": "s", "status": "requested", "topic": url,
         "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
         "endpoint": "http://127.0.0.1:9/hook", "content": "id-only", "contentType": "application/fhir+json"
     });
@@ -150,13 +156,7 @@ async fn without_criteria_or_shapes_a_group_keeps_only_keys_and_still_numbers_ev
         "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create", "update"] }],
         "notificationShape": [{ "resource": "Task" }]
     });
-    c.ingest.write(put(topic)).await.unwrap();
-    let sub = json!({
-        "resourceType": "Subscription", "id": "s", "status": "requested", "topic": "http://example.org/topics/plain",
-        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
-        "endpoint": "http://127.0.0.1:9/hook", "content": "id-only", "contentType": "application/fhir+json"
-    });
-    c.ingest.write(put(sub)).await.unwrap();
+    subscribe_to(&c, topic).await;
 
     // The same Task three times and another once, all queued before the committer runs: the
     // group is applied before each repeated write, so each sees the version before it.
