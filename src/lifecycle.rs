@@ -177,11 +177,12 @@ pub(crate) async fn start(
     let mut delivery_log = crate::ops::delivery_log::DeliveryLog::new(cfg.admin.delivery_log);
     let core = TaskTracker::new();
     let ingest_stop = CancellationToken::new();
+    // On `core`, stopped with the committer: shutdown stores what was queued.
+    let (audit, audit_task) = crate::ops::audit::AuditWriter::start(store.clone(), ingest_stop.clone());
+    core.spawn(audit_task);
+    let audit = Arc::new(audit);
     if cfg.admin.audit_deliveries {
-        // On `core`, stopped with the committer: shutdown stores what the lanes queued.
-        let (writer, task) = crate::ops::audit::AuditWriter::start(store.clone(), ingest_stop.clone());
-        core.spawn(task);
-        delivery_log = delivery_log.with_audit(writer);
+        delivery_log = delivery_log.with_audit(audit.clone());
     }
     let delivery_log = Arc::new(delivery_log);
     let lanes = TaskTracker::new();
@@ -243,6 +244,7 @@ pub(crate) async fn start(
         rate_limit: api::ratelimit::RateLimiter::new(cfg.auth.rate_limit, cfg.auth.rate_burst),
         allow_plain_http: cfg.delivery.allow_plain_http,
         entities: crate::auth::Entities::new(&cfg.auth.entities),
+        audit,
     });
     Ok(Running {
         store,

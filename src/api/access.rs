@@ -138,9 +138,8 @@ pub(super) async fn guard(State(state): State<Shared>, mut req: Request, next: N
                 Err(AuthError::Missing) => return unauthorized("authentication required: a bearer token or API key"),
                 Err(AuthError::Invalid(why)) => {
                     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-                    crate::ops::audit::record(
-                        &state.store,
-                        &crate::ops::audit::AuditEntry::new("credentials-refused", None, "failure")
+                    state.audit.record(
+                        crate::ops::audit::AuditEntry::new("credentials-refused", None, "failure")
                             .detail("path", path.clone())
                             .detail("reason", why)
                             .detail("peer", peer.unwrap_or_default()),

@@ -77,6 +77,8 @@ pub struct AppState {
     pub allow_plain_http: bool,
     /// `auth.entities`: who shares a subscription through its `managingEntity`.
     pub entities: crate::auth::Entities,
+    /// The audit trail's writer, for what requests record outside any commit.
+    pub audit: Arc<crate::ops::audit::AuditWriter>,
 }
 
 pub type Shared = Arc<AppState>;

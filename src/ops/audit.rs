@@ -7,10 +7,10 @@
 //! or payloads. Each entry is also written to the `tracing` target `audit`.
 //!
 //! Durability: entries about a change are staged in that change's commit (`stage`), so they
-//! survive exactly when the change does; delivery attempts and refused credentials are plain
-//! inserts (`record`), flushed with the next group flush or within sled's one-second flush.
-//! Losing the last second of delivery entries in a crash loses no notification: the outbox
-//! cursor, not the trail, decides what is resent.
+//! survive exactly when the change does; delivery attempts and refused credentials go through
+//! the `AuditWriter`, stored within 100 ms and flushed with the next group flush or within
+//! sled's one-second flush. Losing the last second of those in a crash loses no notification:
+//! the outbox cursor, not the trail, decides what is resent.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -106,14 +106,6 @@ pub fn stage(store: &Store, commit: &mut Commit, entry: &AuditEntry) {
     entry.trace();
     if let Err(e) = commit.put_audit(store.next_audit_seq(), entry) {
         tracing::error!(error = %e, "could not encode an audit entry");
-    }
-}
-
-/// Appends `entry` now. A storage failure is logged; it never fails what is being audited.
-pub fn record(store: &Store, entry: &AuditEntry) {
-    entry.trace();
-    if let Err(e) = store.append_audit(store.next_audit_seq(), entry) {
-        tracing::error!(error = %e, "could not store an audit entry");
     }
 }
 
@@ -324,13 +316,17 @@ mod tests {
         assert!(!out[3].1.detail.contains_key("attempts"));
     }
 
+    fn append(store: &Store, entry: &AuditEntry) {
+        store.append_audit(store.next_audit_seq(), entry).expect("append");
+    }
+
     #[test]
     fn entries_are_kept_in_order_filtered_and_trimmed() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open(dir.path()).expect("store");
         for i in 0..10 {
             let sub = if i % 2 == 0 { "a" } else { "b" };
-            record(&store, &AuditEntry::herald("delivery", "success").subscription(sub).detail("i", i));
+            append(&store, &AuditEntry::herald("delivery", "success").subscription(sub).detail("i", i));
         }
         let newest = query(&store, &AuditQuery { limit: Some(3), ..Default::default() }).expect("query");
         assert_eq!(newest.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![8, 9, 10]);
@@ -342,7 +338,7 @@ mod tests {
         drop(store);
         // Numbering continues after a reopen.
         let store = crate::store::when_unlocked(|| Store::open(dir.path())).expect("reopen");
-        record(&store, &AuditEntry::herald("delivery", "success"));
+        append(&store, &AuditEntry::herald("delivery", "success"));
         let last = query(&store, &AuditQuery { limit: Some(1), ..Default::default() }).expect("query");
         assert_eq!(last[0].seq, 11);
     }

@@ -7,7 +7,7 @@
 //! class, the outcome and the latency; never header values, payloads or error bodies.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -37,7 +37,7 @@ pub struct DeliveryLog {
     capacity: usize,
     entries: Mutex<HashMap<String, VecDeque<AttemptEntry>>>,
     /// Where every attempt is also recorded durably (`admin.audit_deliveries`).
-    audit: Option<AuditWriter>,
+    audit: Option<Arc<AuditWriter>>,
 }
 
 impl DeliveryLog {
@@ -46,7 +46,7 @@ impl DeliveryLog {
     }
 
     /// Also appends each attempt to the audit trail, through `writer`.
-    pub fn with_audit(mut self, writer: AuditWriter) -> DeliveryLog {
+    pub fn with_audit(mut self, writer: Arc<AuditWriter>) -> DeliveryLog {
         self.audit = Some(writer);
         self
     }
