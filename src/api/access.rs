@@ -1,71 +1,42 @@
-//! Access control for the FHIR API: authentication, SMART scopes, the patient compartment and
-//! Subscription ownership, as one middleware in front of every FHIR route.
+//! Who is calling (authentication, one middleware) and what they may touch (authorization,
+//! decided by the handlers on the data they resolved).
 //!
-//! - **Who**: with `[auth]` configured, every request but `GET /fhir/metadata` and the
-//!   websocket endpoint (its binding token is the credential) needs a valid bearer JWT or API
-//!   key (`crate::auth`), else 401 with `WWW-Authenticate: Bearer`. Without `[auth]` every
-//!   request is anonymous with full access (allowed only on loopback; see `lib.rs`).
-//! - **What**: the route gives the resource type and permission (read, search, create,
-//!   update, delete); a scope must grant it, else 403. Batch and transaction entries are
-//!   checked one by one (`bundle`); side-car `$ingest` and `$emit` need a wildcard grant.
-//! - **Patient scopes** (`patient/…` only): the resource must be in the token patient's
-//!   compartment: checked on the body of creates and updates, the stored resource of deletes,
-//!   the answer of reads; search results outside it are left out.
-//! - **Ownership**: a Subscription belongs to the client that created it (`SubState.owner`) and
-//!   to the clients the operator maps to its `managingEntity` (`auth.entities`).
-//!   Another client gets 404 for it on reads and operations, 403 on writes (the committer
-//!   checks those), and its searches and `$status` never list it.
+//! - **Who**: `authenticate` runs in front of every FHIR route. With `[auth]` configured, a
+//!   route whose row in `api::ROUTES` needs nothing (`/metadata`, the websocket endpoint,
+//!   whose binding token is the credential) answers without credentials; every other route
+//!   needs a valid bearer JWT or API key (`crate::auth`), else 401 with `WWW-Authenticate`.
+//!   The exemption is read from the route the router matched, never from the raw path, so no
+//!   spelling of another route can borrow it. Without `[auth]` every caller is anonymous with
+//!   full access (allowed only on loopback; see `lib.rs`). The principal travels to the handler
+//!   in the request's extensions; `Caller` takes it out, and fails closed when it is missing.
+//! - **What**: handlers decide on what they actually read or write, after the path, query
+//!   and body are decoded: `Access::require` (a scope must grant the permission on the type,
+//!   403), `Access::sees` (the version at hand: the patient compartment for `patient/`-only
+//!   scopes, ownership for Subscriptions), `Access::current` and `Access::subscription` (load
+//!   and check in one step). Searches see the store through `Access::sees` (`search::context`),
+//!   so matches, totals, includes, chains and `_has` never count what the caller may not see.
+//!   Writes are checked again by the committer on the stored version they replace
+//!   (`ingest::committer`), where no concurrent write can slip between check and commit.
+//! - **Ownership**: a Subscription belongs to the client that created it (`SubState.owner`)
+//!   and to the clients the operator maps to its `managingEntity` (`auth.entities`). To
+//!   anyone else it does not exist: 404 on every read, operation and write, never 403, and no
+//!   search, `$status` or count lists it.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::outcome::ApiError;
-use super::Shared;
-use crate::auth::{in_compartment, AuthError, Credential, Perm, Principal};
+use super::{AppState, Shared};
+use crate::auth::{AuthError, Credential, Perm, Principal};
 use crate::fhir::IssueType;
-use crate::store::{GrantSource, StoredGrant};
-
-/// Largest answer body the compartment and ownership filters buffer.
-const MAX_FILTERED_BODY: usize = 64 * 1024 * 1024;
-
-/// What a route asks for.
-#[derive(Debug, PartialEq, Eq)]
-struct Need {
-    resource_type: String,
-    id: Option<String>,
-    perm: Perm,
-    /// An operation on `Subscription/{id}` or the Subscription type.
-    operation: bool,
-}
-
-fn need(method: &Method, path: &str) -> Option<Need> {
-    let rest = path.strip_prefix("/fhir")?.trim_start_matches('/');
-    let segs: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
-    let n = |ty: &str, id: Option<&str>, perm: Perm, operation: bool| {
-        Some(Need { resource_type: ty.to_owned(), id: id.map(str::to_owned), perm, operation })
-    };
-    match (method, segs.as_slice()) {
-        (_, []) | (_, ["metadata"]) | (_, ["$subscription-ws"]) => None,
-        (_, ["$ingest"]) | (_, ["SubscriptionTopic", "$emit"]) => n("*", None, Perm::Create, true),
-        (_, [ty, op]) if op.starts_with('$') => n(ty, None, Perm::Search, true),
-        (_, [ty, id, op]) if op.starts_with('$') => n(ty, Some(id), Perm::Read, true),
-        (&Method::GET, [ty]) => n(ty, None, Perm::Search, false),
-        (&Method::POST, [ty]) => n(ty, None, Perm::Create, false),
-        (&Method::POST, [ty, "_search"]) => n(ty, None, Perm::Search, false),
-        (&Method::GET, [ty, id, ..]) => n(ty, Some(id), Perm::Read, false),
-        (&Method::PUT, [ty, id]) => n(ty, Some(id), Perm::Update, false),
-        (&Method::DELETE, [ty, id]) => n(ty, Some(id), Perm::Delete, false),
-        _ => None,
-    }
-}
+use crate::store::{GrantSource, StoredGrant, SubState, VersionRecord};
 
 fn unauthorized(why: &str) -> Response {
     let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, IssueType::Security, why).into_response();
@@ -73,11 +44,7 @@ fn unauthorized(why: &str) -> Response {
     resp
 }
 
-fn forbidden(why: String) -> Response {
-    ApiError::new(StatusCode::FORBIDDEN, IssueType::Security, why).into_response()
-}
-
-fn perm_name(p: Perm) -> &'static str {
+pub(super) fn perm_name(p: Perm) -> &'static str {
     match p {
         Perm::Create => "create",
         Perm::Read => "read",
@@ -87,28 +54,9 @@ fn perm_name(p: Perm) -> &'static str {
     }
 }
 
-/// Whether `client` may see `Subscription/{id}` (unowned ones are visible to all).
-pub(super) fn owns(state: &Shared, principal: &Principal, id: &str) -> bool {
-    let Some(client) = principal.client.as_deref() else { return true };
-    match state.store.sub_state(id) {
-        Ok(Some(s)) => state.entities.may_manage(s.owner.as_deref(), s.managing_entity.as_deref(), client),
-        Ok(None) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read a subscription's owner; refusing access");
-            false
-        }
-    }
-}
-
-/// Whether `principal` is the authenticated client that created `Subscription/{id}`: the
-/// one caller who is shown its secrets.
-pub(super) fn is_owner(state: &Shared, principal: Option<&Principal>, id: &str) -> bool {
-    let Some(client) = principal.and_then(|p| p.client.as_deref()).filter(|c| !c.is_empty()) else { return false };
-    matches!(state.store.sub_state(id), Ok(Some(s)) if s.owner.is_some() && state.entities.may_manage(s.owner.as_deref(), s.managing_entity.as_deref(), client))
-}
-
 /// The grant a write records for its author: send-time checks of the Subscriptions it
-/// creates or updates use it (`notify::withhold`). `None` for anonymous callers.
+/// creates or updates use it (`notify::withhold`), and the committer checks the patient
+/// compartment of what it replaces with it. `None` for anonymous callers.
 pub(super) fn grant_of(principal: &Principal) -> Option<StoredGrant> {
     let via = match principal.via {
         Credential::ApiKey => GrantSource::ApiKey,
@@ -119,28 +67,29 @@ pub(super) fn grant_of(principal: &Principal) -> Option<StoredGrant> {
     Some(StoredGrant { via, scopes: principal.scopes.to_string(), patient: principal.patient.clone() })
 }
 
-/// The middleware.
-pub(super) async fn guard(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
-    // Inside `nest("/fhir")` the URI has lost its prefix; the original keeps it.
-    let path = req.extensions().get::<axum::extract::OriginalUri>().map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
-    let method = req.method().clone();
+/// The middleware: authenticates, rate-limits, and hands the principal to the handler.
+pub(super) async fn authenticate(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
     let principal = match &state.auth {
         None => Principal::anonymous(),
         Some(auth) => {
-            let exempt = need(&method, &path).is_none() && (path.ends_with("/metadata") || path.ends_with("/$subscription-ws"));
+            let exempt = req
+                .extensions()
+                .get::<MatchedPath>()
+                .and_then(|m| super::route_for(m.as_str()))
+                .and_then(|r| r.needs(req.method()))
+                .is_some_and(|n| n == super::Needs::Nothing);
             let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
             let api_key = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
             match auth.authenticate(authorization, api_key) {
                 Ok(p) => p,
-                Err(_) if exempt => {
-                    Principal { client: Some(String::new()), scopes: Default::default(), patient: None, via: Credential::None }
-                }
+                // An exempt route with missing or bad credentials: a caller with no rights.
+                Err(_) if exempt => Principal::unauthenticated(),
                 Err(AuthError::Missing) => return unauthorized("authentication required: a bearer token or API key"),
                 Err(AuthError::Invalid(why)) => {
                     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
                     state.audit.record(
                         crate::ops::audit::AuditEntry::new("credentials-refused", None, "failure")
-                            .detail("path", path.clone())
+                            .detail("path", req.uri().path().to_owned())
                             .detail("reason", why)
                             .detail("peer", peer.unwrap_or_default()),
                     );
@@ -166,141 +115,138 @@ pub(super) async fn guard(State(state): State<Shared>, mut req: Request, next: N
             return resp;
         }
     }
-    let need = need(&method, &path);
-    let mut compartment = false;
-    if let Some(n) = &need {
-        if !principal.may(&n.resource_type, n.perm) {
-            return forbidden(format!(
-                "no granted scope allows {} on {}",
-                perm_name(n.perm),
-                if n.resource_type == "*" { "every resource type" } else { &n.resource_type }
+    req.extensions_mut().insert(Arc::new(principal));
+    next.run(req).await
+}
+
+/// The authenticated caller, as `authenticate` found it. A handler reached without it (a
+/// route added without the middleware) refuses rather than serve as if anonymous.
+pub(super) struct Caller(pub Arc<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Arc<Principal>>() {
+            Some(p) => Ok(Caller(p.clone())),
+            None => {
+                tracing::error!(path = %parts.uri.path(), "a FHIR handler ran without authentication; refusing");
+                Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, IssueType::Exception, "internal error"))
+            }
+        }
+    }
+}
+
+/// One caller's rights over the store: every FHIR handler asks it before it returns or
+/// changes anything.
+pub(super) struct Access<'a> {
+    state: &'a AppState,
+    who: &'a Principal,
+}
+
+impl<'a> Access<'a> {
+    pub fn new(state: &'a AppState, who: &'a Principal) -> Self {
+        Access { state, who }
+    }
+
+    pub fn state(&self) -> &'a AppState {
+        self.state
+    }
+
+    /// A scope must grant `perm` on `resource_type` (`*`: on every type), else 403; `patient/`
+    /// scopes need the token's patient claim.
+    pub fn require(&self, resource_type: &str, perm: Perm) -> Result<(), ApiError> {
+        if !self.who.may(resource_type, perm) {
+            let what = if resource_type == "*" { "every resource type" } else { resource_type };
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                IssueType::Security,
+                format!("no granted scope allows {} on {what}", perm_name(perm)),
             ));
         }
-        compartment = !principal.is_anonymous() && principal.scopes.needs_compartment(&n.resource_type, n.perm);
-        if compartment && principal.patient.is_none() {
-            return forbidden("patient/ scopes need a token with a patient claim".into());
+        if !self.who.is_anonymous() && self.who.patient.is_none() && self.who.scopes.needs_compartment(resource_type, perm) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, IssueType::Security, "patient/ scopes need a token with a patient claim"));
         }
-        if n.resource_type == "Subscription" {
-            if let Some(id) = &n.id {
-                if matches!(n.perm, Perm::Read) && !owns(&state, &principal, id) {
-                    return ApiError::not_found(format!("Subscription/{id} not found")).into_response();
-                }
-            }
-            // Type-level token requests name their subscriptions in the query.
-            if n.operation && n.id.is_none() {
-                let query = req.uri().query().unwrap_or_default().to_owned();
-                for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-                    if k == "id" && !owns(&state, &principal, &v) {
-                        return ApiError::not_found(format!("Subscription/{v} not found")).into_response();
-                    }
-                }
-            }
-        }
-    }
-    // Patient scopes: writes must stay in the compartment.
-    if compartment {
-        let Some(n) = &need else { return next.run(req).await };
-        let patient = principal.patient.clone().unwrap_or_default();
-        match n.perm {
-            Perm::Create | Perm::Update => {
-                let (parts, body) = req.into_parts();
-                let Ok(bytes) = to_bytes(body, MAX_FILTERED_BODY).await else {
-                    return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, IssueType::TooCostly, "body too large").into_response();
-                };
-                let inside = serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| in_compartment(&v, &patient));
-                if !inside {
-                    return forbidden(format!("the resource is not in Patient/{patient}'s compartment"));
-                }
-                req = Request::from_parts(parts, Body::from(bytes));
-            }
-            Perm::Delete => {
-                let stored = n.id.as_ref().and_then(|id| state.store.latest(&n.resource_type, id).ok().flatten()).and_then(|r| r.resource);
-                if stored.is_some_and(|r| !in_compartment(&r, &patient)) {
-                    return forbidden(format!("the resource is not in Patient/{patient}'s compartment"));
-                }
-            }
-            _ => {}
-        }
-    }
-    let filter_subscriptions = !principal.is_anonymous()
-        && need.as_ref().is_some_and(|n| n.resource_type == "Subscription" && n.id.is_none() && n.perm == Perm::Search);
-    let filter_compartment = compartment && need.as_ref().is_some_and(|n| matches!(n.perm, Perm::Read | Perm::Search));
-    let principal = Arc::new(principal);
-    req.extensions_mut().insert(principal.clone());
-    let resp = next.run(req).await;
-    if !(filter_subscriptions || filter_compartment) || !resp.status().is_success() {
-        return resp;
-    }
-    // Filter the answer: other clients' Subscriptions, resources outside the compartment.
-    let (parts, body) = resp.into_parts();
-    let Ok(bytes) = to_bytes(body, MAX_FILTERED_BODY).await else {
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, IssueType::TooCostly, "answer too large to filter").into_response();
-    };
-    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else { return Response::from_parts(parts, Body::from(bytes)) };
-    let patient = principal.patient.clone().unwrap_or_default();
-    let visible = |r: &Value| -> bool {
-        if filter_compartment && !in_compartment(r, &patient) {
-            return false;
-        }
-        if filter_subscriptions {
-            let id = match r.get("resourceType").and_then(Value::as_str) {
-                Some("Subscription") => r.get("id").and_then(Value::as_str),
-                Some("SubscriptionStatus") => {
-                    r.pointer("/subscription/reference").and_then(Value::as_str).and_then(|s| s.rsplit('/').next())
-                }
-                _ => None,
-            };
-            if let Some(id) = id {
-                return owns(&state, &principal, id);
-            }
-        }
-        true
-    };
-    if value.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
-        if let Some(entries) = value.get_mut("entry").and_then(Value::as_array_mut) {
-            entries.retain(|e| {
-                e.get("resource").is_none_or(|r| r.get("resourceType").and_then(Value::as_str) == Some("OperationOutcome") || visible(r))
-            });
-        }
-    } else if !visible(&value) {
-        return ApiError::not_found("not found").into_response();
-    }
-    let mut resp = axum::Json(value).into_response();
-    *resp.status_mut() = parts.status;
-    for (k, v) in parts.headers.iter() {
-        if k != header::CONTENT_LENGTH {
-            resp.headers_mut().insert(k.clone(), v.clone());
-        }
-    }
-    resp
-}
-
-/// Checks a batch or transaction entry's interaction against the caller's scopes.
-pub(super) fn entry_allowed(principal: &Principal, resource_type: &str, perm: Perm) -> Result<(), String> {
-    let compartment_only = !principal.is_anonymous() && principal.scopes.needs_compartment(resource_type, perm);
-    if principal.may(resource_type, perm) && !compartment_only {
         Ok(())
-    } else {
-        Err(format!("no granted scope allows {} on {resource_type} (patient/ scopes are not accepted in batches)", perm_name(perm)))
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    /// A scope must grant `perm` on every resource type, and not only within a patient's
+    /// compartment: side-car feeds and emitted events name resources of any type and patient.
+    pub fn require_everything(&self, perm: Perm) -> Result<(), ApiError> {
+        self.require("*", perm)?;
+        if !self.who.is_anonymous() && self.who.scopes.needs_compartment("*", perm) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                IssueType::Security,
+                format!("{} on every resource type needs a system/ or user/ scope, not a patient/ one", perm_name(perm)),
+            ));
+        }
+        Ok(())
+    }
 
-    #[test]
-    fn routes_map_to_type_and_permission() {
-        let n = |m: Method, p: &str| need(&m, p).map(|n| (n.resource_type, n.id, n.perm, n.operation));
-        assert_eq!(n(Method::GET, "/fhir/Task"), Some(("Task".into(), None, Perm::Search, false)));
-        assert_eq!(n(Method::POST, "/fhir/Task/_search"), Some(("Task".into(), None, Perm::Search, false)));
-        assert_eq!(n(Method::GET, "/fhir/Task/1/_history/2"), Some(("Task".into(), Some("1".into()), Perm::Read, false)));
-        assert_eq!(n(Method::PUT, "/fhir/Task/1"), Some(("Task".into(), Some("1".into()), Perm::Update, false)));
-        assert_eq!(n(Method::DELETE, "/fhir/Task/1"), Some(("Task".into(), Some("1".into()), Perm::Delete, false)));
-        assert_eq!(n(Method::POST, "/fhir/Subscription/s/$events"), Some(("Subscription".into(), Some("s".into()), Perm::Read, true)));
-        assert_eq!(n(Method::GET, "/fhir/Subscription/$status"), Some(("Subscription".into(), None, Perm::Search, true)));
-        assert_eq!(n(Method::POST, "/fhir/$ingest"), Some(("*".into(), None, Perm::Create, true)));
-        assert_eq!(n(Method::GET, "/fhir/metadata"), None);
-        assert_eq!(n(Method::POST, "/fhir"), None);
+    /// Whether the caller may be shown this version of `resource_type/id` (`None`: a
+    /// deletion): a scope to read or search the type (within the patient's compartment where
+    /// only `patient/` scopes grant it) and, for a Subscription, being one of its managers.
+    pub fn sees(&self, resource_type: &str, id: &str, resource: Option<&Value>) -> bool {
+        if self.who.is_anonymous() {
+            return true;
+        }
+        self.who.may_see(resource_type, resource) && (resource_type != "Subscription" || self.manages(id))
+    }
+
+    /// Whether the caller may see, change and use `Subscription/{id}`. Authenticated callers
+    /// manage only live subscriptions (a deleted one has no owner left to compare with).
+    pub fn manages(&self, id: &str) -> bool {
+        let Some(client) = self.who.client.as_deref() else { return true };
+        match self.state.store.sub_state(id) {
+            Ok(Some(s)) => !client.is_empty() && self.state.entities.may_manage(s.owner.as_deref(), s.managing_entity.as_deref(), client),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a subscription's owner; refusing access");
+                false
+            }
+        }
+    }
+
+    /// Whether the caller is shown `Subscription/{id}`'s secrets: only an authenticated
+    /// client that manages it (anonymous callers never see them).
+    pub fn shows_secrets(&self, id: &str) -> bool {
+        !self.who.is_anonymous() && self.manages(id)
+    }
+
+    /// The current record of `resource_type/id` for an interaction needing `perm`: 404 when
+    /// it does not exist or the caller may not see it (the two are not told apart), 410 when
+    /// the caller could see it and it is deleted.
+    pub fn current(&self, resource_type: &str, id: &str, perm: Perm) -> Result<VersionRecord, ApiError> {
+        self.require(resource_type, perm)?;
+        let not_found = || ApiError::not_found(format!("{resource_type}/{id} not found"));
+        let rec = self.state.store.latest(resource_type, id).map_err(|e| ApiError::internal(&e))?.ok_or_else(not_found)?;
+        let live = rec.resource.as_ref().filter(|_| !rec.deleted);
+        if !self.sees(resource_type, id, live) {
+            return Err(not_found());
+        }
+        if live.is_none() {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                IssueType::Deleted,
+                format!("{resource_type}/{id} was deleted (version {})", rec.version_id),
+            ));
+        }
+        Ok(rec)
+    }
+
+    /// A live Subscription and its state for an operation needing `perm`; 404 when it does
+    /// not exist, was deleted, or is another client's.
+    pub fn subscription(&self, id: &str, perm: Perm) -> Result<(Value, SubState), ApiError> {
+        self.require("Subscription", perm)?;
+        let not_found = || ApiError::not_found(format!("Subscription/{id} not found"));
+        let store = &self.state.store;
+        let rec = store.latest("Subscription", id).map_err(|e| ApiError::internal(&e))?;
+        let Some(resource) = rec.filter(|r| !r.deleted).and_then(|r| r.resource) else { return Err(not_found()) };
+        let state = store.sub_state(id).map_err(|e| ApiError::internal(&e))?.ok_or_else(not_found)?;
+        if !self.sees("Subscription", id, Some(&resource)) {
+            return Err(not_found());
+        }
+        Ok((resource, state))
     }
 }

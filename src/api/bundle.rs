@@ -14,10 +14,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::access::entry_allowed;
+use super::access::{Access, Caller};
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
-use super::rest::{check_body_type, guard_subscription, parse_etag, with_live_status};
+use super::rest::{check_body_type, check_replaced, guard_subscription, parse_etag, with_live_status};
 use super::{redact, Shared};
 use crate::auth::{Perm, Principal};
 use crate::fhir::instant::format_millis;
@@ -25,8 +25,6 @@ use crate::fhir::outcome::operation_outcome;
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
 use crate::ingest::{WriteEntry, WriteMethod, WriteResult};
-use axum::Extension;
-use std::sync::Arc;
 
 /// One parsed entry.
 struct Planned {
@@ -141,7 +139,9 @@ fn rewrite_references(value: &mut Value, map: &HashMap<String, String>) {
     }
 }
 
-fn response_entry(state: &Shared, r: &WriteResult) -> Value {
+/// The response entry of a write or read; `shows_secrets`: the caller manages this
+/// Subscription and is shown its secrets (reads only; writes never echo them).
+fn response_entry(state: &Shared, r: &WriteResult, shows_secrets: bool) -> Value {
     let rec = &r.record;
     let status = if !r.changed || rec.deleted {
         "204 No Content"
@@ -161,37 +161,54 @@ fn response_entry(state: &Shared, r: &WriteResult) -> Value {
     if let (Some(res), Some(obj)) = (rec.resource.clone(), entry.as_object_mut()) {
         obj.insert("fullUrl".into(), json!(format!("{}/{}/{}", state.base_url, rec.resource_type, rec.id)));
         let mut res = with_live_status(state, res);
-        redact::subscription(&mut res);
+        if !shows_secrets {
+            redact::subscription(&mut res);
+        }
         obj.insert("resource".into(), res);
     }
     entry
 }
 
+/// A GET entry, checked as `GET /fhir/Type/id` is: the caller's scope and the stored
+/// version (404 for what the caller may not see).
 async fn read_entry(state: &Shared, principal: &Principal, entry: &Value) -> Value {
     let url = entry.pointer("/request/url").and_then(Value::as_str).unwrap_or("");
-    let failed = |status: &str, code: IssueType, msg: String| json!({ "response": { "status": status, "outcome": operation_outcome(&[Issue::new(code, msg)]) } });
-    if let Some((ty, id)) = parse_url(&state.base_url, url) {
-        if let Err(why) = entry_allowed(principal, &ty, Perm::Read) {
-            return failed("403 Forbidden", IssueType::Security, why);
+    let failed = |e: ApiError| {
+        let status = format!("{} {}", e.status.as_u16(), e.status.canonical_reason().unwrap_or(""));
+        json!({ "response": { "status": status.trim_end(), "outcome": operation_outcome(&e.issues) } })
+    };
+    let (ty, id) = match parse_url(&state.base_url, url) {
+        Some((ty, Some(id))) if is_resource_type(&ty) && is_valid_id(&id) => (ty, id),
+        _ => {
+            return failed(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::NotSupported,
+                format!("GET {url}: only reads (Type/id) are supported in a batch"),
+            ))
         }
-        if ty == "Subscription" && id.as_deref().is_some_and(|id| !super::access::owns(state, principal, id)) {
-            return failed("404 Not Found", IssueType::NotFound, format!("{ty}/{} not found", id.unwrap_or_default()));
-        }
-    }
-    match parse_url(&state.base_url, url) {
-        Some((ty, Some(id))) if is_resource_type(&ty) && is_valid_id(&id) => match state.store.latest(&ty, &id) {
-            Ok(Some(rec)) if !rec.deleted => {
-                let mut e = response_entry(state, &WriteResult { record: rec, created: false, changed: true });
-                if let Some(r) = e.pointer_mut("/response/status") {
-                    *r = json!("200 OK");
-                }
-                e
+    };
+    let access = Access::new(state, principal);
+    match access.current(&ty, &id, Perm::Read) {
+        Ok(rec) => {
+            let shows_secrets = access.shows_secrets(&id);
+            let mut e = response_entry(state, &WriteResult { record: rec, created: false, changed: true }, shows_secrets);
+            if let Some(r) = e.pointer_mut("/response/status") {
+                *r = json!("200 OK");
             }
-            Ok(Some(_)) => failed("410 Gone", IssueType::Deleted, format!("{ty}/{id} was deleted")),
-            Ok(None) => failed("404 Not Found", IssueType::NotFound, format!("{ty}/{id} not found")),
-            Err(_) => failed("500 Internal Server Error", IssueType::Exception, "store failure".into()),
-        },
-        _ => failed("400 Bad Request", IssueType::NotSupported, format!("GET {url}: only reads (Type/id) are supported in a batch")),
+            e
+        }
+        Err(e) => failed(e),
+    }
+}
+
+/// A write entry is checked as the route it stands for (`POST Type`, `PUT` or `DELETE
+/// Type/id`): the scope, and the stored version it replaces (404 for what the caller may not
+/// see). The committer checks the patient compartment again when it applies the entry.
+fn entry_allowed(state: &Shared, principal: &Principal, write: &WriteEntry) -> Result<(), ApiError> {
+    let perm = perm_of(write.method);
+    match write.method {
+        WriteMethod::Create => Access::new(state, principal).require(&write.resource_type, perm),
+        WriteMethod::Update | WriteMethod::Delete => check_replaced(state, principal, &write.resource_type, &write.id, perm),
     }
 }
 
@@ -206,10 +223,9 @@ fn perm_of(method: WriteMethod) -> Perm {
 
 pub(super) async fn batch_or_transaction(
     State(state): State<Shared>,
-    principal: Option<Extension<Arc<Principal>>>,
+    Caller(principal): Caller,
     FhirBody(bundle): FhirBody,
 ) -> Result<Response, ApiError> {
-    let principal = principal.map_or_else(|| Arc::new(Principal::anonymous()), |Extension(p)| p);
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Invalid, "POST to the base URL takes a batch or transaction Bundle"));
     }
@@ -242,8 +258,9 @@ async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>)
         }
     }
     for p in &planned {
-        if let Err(why) = entry_allowed(principal, &p.write.resource_type, perm_of(p.write.method)) {
-            return Err(ApiError::issues(StatusCode::FORBIDDEN, vec![entry_error(p.index, IssueType::Security, why)]));
+        if let Err(e) = entry_allowed(state, principal, &p.write) {
+            let issues = e.issues.into_iter().map(|i| entry_error(p.index, i.code, i.diagnostics)).collect();
+            return Err(ApiError::issues(e.status, issues));
         }
     }
     let mut seen = HashSet::new();
@@ -302,7 +319,7 @@ async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>)
     let mut out = vec![Value::Null; planned.len()];
     for (pos, result) in order.iter().zip(results.iter()) {
         if let Some(slot) = out.get_mut(*pos) {
-            *slot = response_entry(state, result);
+            *slot = response_entry(state, result, false);
         }
     }
     Ok(fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "transaction-response", "entry": out })))
@@ -318,11 +335,11 @@ async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>) -> Re
         let response = match plan_entry(state, index, entry) {
             Ok(None) => read_entry(state, principal, entry).await,
             Err(issue) => failed(ApiError::issues(StatusCode::BAD_REQUEST, vec![issue])),
-            Ok(Some(p)) if entry_allowed(principal, &p.write.resource_type, perm_of(p.write.method)).is_err() => {
-                let why = entry_allowed(principal, &p.write.resource_type, perm_of(p.write.method)).err().unwrap_or_default();
-                failed(ApiError::new(StatusCode::FORBIDDEN, IssueType::Security, why))
-            }
             Ok(Some(p)) => {
+                if let Err(e) = entry_allowed(state, principal, &p.write) {
+                    out.push(failed(e));
+                    continue;
+                }
                 let guarded = match &p.write.resource {
                     Some(r) => guard_subscription(state, &p.write.resource_type, r).await,
                     None => Ok(()),
@@ -335,7 +352,7 @@ async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>) -> Re
                         .await
                         .map(|mut r| r.pop())
                     {
-                        Ok(Some(r)) => response_entry(state, &r),
+                        Ok(Some(r)) => response_entry(state, &r, false),
                         Ok(None) => failed(ApiError::from(crate::ingest::IngestError::Unavailable)),
                         Err(e) => failed(ApiError::from(e)),
                     },

@@ -23,10 +23,12 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::access::{Access, Caller};
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
 use super::rest::{check_id, check_type};
 use super::Shared;
+use crate::auth::Perm;
 use crate::fhir::search::include::local_target;
 use crate::fhir::{Issue, IssueType};
 use crate::ingest::{EmittedEvent, EventFocus, WriteEntry, WriteMethod};
@@ -99,7 +101,9 @@ fn parse(body: &Value, base_url: &str) -> Result<EmittedEvent, ApiError> {
     Ok(EmittedEvent { system: system.to_owned(), code: code.to_owned(), focus, context })
 }
 
-pub(super) async fn emit(State(state): State<Shared>, FhirBody(body): FhirBody) -> Result<Response, ApiError> {
+pub(super) async fn emit(State(state): State<Shared>, Caller(principal): Caller, FhirBody(body): FhirBody) -> Result<Response, ApiError> {
+    // An emitted event may name any resource as its focus and reach any subscriber.
+    Access::new(&state, &principal).require_everything(Perm::Create)?;
     let event = parse(&body, &state.base_url)?;
     let result = state.ingest.emit(event).await?;
     let focus = &result.focus;

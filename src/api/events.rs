@@ -12,9 +12,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
+use super::access::{Access, Caller};
 use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
 use super::Shared;
+use crate::auth::{Perm, Principal};
 use crate::fhir::instant::now_millis;
 use crate::fhir::subscription::ContentLevel;
 use crate::fhir::{Issue, IssueType};
@@ -69,15 +71,10 @@ fn parse_range(pairs: &[(String, String)]) -> Result<Range, ApiError> {
     Ok(range)
 }
 
-fn run(state: &Shared, id: &str, pairs: &[(String, String)]) -> Result<Response, ApiError> {
+fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String)]) -> Result<Response, ApiError> {
     check_id(id)?;
+    let (resource, sub_state) = Access::new(state, principal).subscription(id, Perm::Read)?;
     let range = parse_range(pairs)?;
-    let rec = state.store.latest("Subscription", id).map_err(|e| ApiError::internal(&e))?;
-    let resource = rec.as_ref().filter(|r| !r.deleted).and_then(|r| r.resource.as_ref());
-    let sub_state = state.store.sub_state(id).map_err(|e| ApiError::internal(&e))?;
-    let (Some(resource), Some(sub_state)) = (resource, sub_state) else {
-        return Err(ApiError::not_found(format!("Subscription/{id} not found")));
-    };
     let topic = resource.get("topic").and_then(Value::as_str).unwrap_or_default();
     let stored_content = resource.get("content").and_then(Value::as_str).and_then(ContentLevel::from_code);
     let content = range.content.or(stored_content).unwrap_or(ContentLevel::IdOnly);
@@ -145,20 +142,26 @@ pub(super) fn body_pairs(body: &str) -> Vec<(String, String)> {
     pairs
 }
 
-pub(super) async fn instance(State(state): State<Shared>, Path(id): Path<String>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    run(&state, &id, &query_pairs(raw))
+pub(super) async fn instance(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Caller(principal): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    run(&state, &principal, &id, &query_pairs(raw))
 }
 
 /// POST takes the inputs in the query, a `Parameters` body, or a form body.
 pub(super) async fn instance_post(
     State(state): State<Shared>,
     Path(id): Path<String>,
+    Caller(principal): Caller,
     RawQuery(raw): RawQuery,
     body: String,
 ) -> Result<Response, ApiError> {
     let mut pairs = query_pairs(raw);
     pairs.extend(body_pairs(&body));
-    run(&state, &id, &pairs)
+    run(&state, &principal, &id, &pairs)
 }
 
 #[cfg(test)]

@@ -40,10 +40,11 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tracing::Instrument;
 
+use crate::auth::Perm;
 use crate::channels::guard::AddressPolicy;
 use crate::channels::websocket::Hub;
 use crate::fhir::IssueType;
@@ -83,31 +84,119 @@ pub struct AppState {
 
 pub type Shared = Arc<AppState>;
 
+/// What a route needs before it touches data. The handler enforces it on the target it
+/// resolved (after decoding path, query and body), through `access::Access`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// Nothing: the CapabilityStatement, and the websocket endpoint (its binding token is the
+    /// credential, checked again at bind time).
+    Nothing,
+    /// A scope granting the permission on every resource type (side-car feeds, `$emit`).
+    Everything(Perm),
+    /// The permission on the path's resource type; a search returns, counts and includes
+    /// only what the caller may see, a create must land in the caller's patient compartment.
+    Type(Perm),
+    /// The permission on the type, and the stored version the interaction reads or replaces:
+    /// in the caller's patient compartment (for `patient/`-only scopes), one of the caller's
+    /// Subscriptions. Otherwise 404, as if it did not exist.
+    Instance(Perm),
+    /// An operation on Subscriptions, named in the path, in an `id` list in the query, or in
+    /// a `Parameters` body: every one must be the caller's (404 otherwise); a type-level
+    /// listing shows only the caller's.
+    Subscriptions(Perm),
+    /// A batch or transaction: every entry is checked as the route it stands for.
+    Entries,
+}
+
+/// One FHIR route: its path template, its methods with what each needs, and its handlers.
+/// `HEAD` is answered wherever `GET` is, by the same handler, with the same checks.
+pub struct Route {
+    pub path: &'static str,
+    pub methods: &'static [(&'static str, Needs)],
+    handler: fn() -> MethodRouter<Shared>,
+}
+
+/// Every FHIR route. The router is built from this table, so a route cannot exist without a
+/// row saying what it needs (`tests/it/access.rs` walks it).
+pub static ROUTES: &[Route] = &[
+    Route { path: "/fhir", methods: &[("POST", Needs::Entries)], handler: || post(bundle::batch_or_transaction) },
+    Route { path: "/fhir/", methods: &[("POST", Needs::Entries)], handler: || post(bundle::batch_or_transaction) },
+    Route { path: "/fhir/metadata", methods: &[("GET", Needs::Nothing)], handler: || get(capability::metadata) },
+    Route { path: "/fhir/$subscription-ws", methods: &[("GET", Needs::Nothing)], handler: || get(ws::upgrade) },
+    Route { path: "/fhir/$ingest", methods: &[("POST", Needs::Everything(Perm::Create))], handler: || post(sidecar::ingest) },
+    Route { path: "/fhir/SubscriptionTopic/$emit", methods: &[("POST", Needs::Everything(Perm::Create))], handler: || post(emit::emit) },
+    Route {
+        path: "/fhir/Subscription/$status",
+        methods: &[("GET", Needs::Subscriptions(Perm::Search)), ("POST", Needs::Subscriptions(Perm::Search))],
+        handler: || get(status::type_level).post(status::type_level_post),
+    },
+    Route {
+        path: "/fhir/Subscription/{id}/$status",
+        methods: &[("GET", Needs::Subscriptions(Perm::Read)), ("POST", Needs::Subscriptions(Perm::Read))],
+        handler: || get(status::instance).post(status::instance),
+    },
+    Route {
+        path: "/fhir/Subscription/{id}/$resend",
+        methods: &[("POST", Needs::Subscriptions(Perm::Read))],
+        handler: || post(resend::resend_post),
+    },
+    Route {
+        path: "/fhir/Subscription/{id}/$dead-letters",
+        methods: &[("GET", Needs::Subscriptions(Perm::Read))],
+        handler: || get(resend::dead_letters),
+    },
+    Route {
+        path: "/fhir/Subscription/{id}/$events",
+        methods: &[("GET", Needs::Subscriptions(Perm::Read)), ("POST", Needs::Subscriptions(Perm::Read))],
+        handler: || get(events::instance).post(events::instance_post),
+    },
+    Route {
+        path: "/fhir/Subscription/$get-ws-binding-token",
+        methods: &[("GET", Needs::Subscriptions(Perm::Read)), ("POST", Needs::Subscriptions(Perm::Read))],
+        handler: || get(ws::token_type_level).post(ws::token_type_level_post),
+    },
+    Route {
+        path: "/fhir/Subscription/{id}/$get-ws-binding-token",
+        methods: &[("GET", Needs::Subscriptions(Perm::Read)), ("POST", Needs::Subscriptions(Perm::Read))],
+        handler: || get(ws::token_instance).post(ws::token_instance),
+    },
+    Route {
+        path: "/fhir/{type}",
+        methods: &[("GET", Needs::Type(Perm::Search)), ("POST", Needs::Type(Perm::Create))],
+        handler: || get(search::search).post(rest::create),
+    },
+    Route { path: "/fhir/{type}/_search", methods: &[("POST", Needs::Type(Perm::Search))], handler: || post(search::search_post) },
+    Route {
+        path: "/fhir/{type}/{id}",
+        methods: &[("GET", Needs::Instance(Perm::Read)), ("PUT", Needs::Instance(Perm::Update)), ("DELETE", Needs::Instance(Perm::Delete))],
+        handler: || get(rest::read).put(rest::update).delete(rest::delete),
+    },
+    Route { path: "/fhir/{type}/{id}/_history", methods: &[("GET", Needs::Instance(Perm::Read))], handler: || get(rest::history) },
+    Route { path: "/fhir/{type}/{id}/_history/{vid}", methods: &[("GET", Needs::Instance(Perm::Read))], handler: || get(rest::vread) },
+];
+
+impl Route {
+    /// What `method` needs on this route (`HEAD` as `GET`); `None`: the route does not
+    /// answer it.
+    pub fn needs(&self, method: &axum::http::Method) -> Option<Needs> {
+        let method = if method == axum::http::Method::HEAD { "GET" } else { method.as_str() };
+        self.methods.iter().find(|(m, _)| *m == method).map(|(_, n)| *n)
+    }
+}
+
+/// The row of `ROUTES` whose template is `matched` (axum's `MatchedPath`).
+pub fn route_for(matched: &str) -> Option<&'static Route> {
+    ROUTES.iter().find(|r| r.path == matched)
+}
+
 /// The full router, served through the `Gate` once Herald is ready (see `health`).
 pub fn router(state: Shared, max_body_bytes: usize) -> Router {
-    let fhir = Router::new()
-        .route("/metadata", get(capability::metadata))
-        .route("/$ingest", post(sidecar::ingest))
-        .route("/SubscriptionTopic/$emit", post(emit::emit))
-        .route("/Subscription/$status", get(status::type_level).post(status::type_level_post))
-        .route("/Subscription/{id}/$status", get(status::instance).post(status::instance))
-        .route("/Subscription/{id}/$resend", axum::routing::post(resend::resend_post))
-        .route("/Subscription/{id}/$dead-letters", get(resend::dead_letters))
-        .route("/Subscription/{id}/$events", get(events::instance).post(events::instance_post))
-        .route("/Subscription/$get-ws-binding-token", get(ws::token_type_level).post(ws::token_type_level_post))
-        .route("/Subscription/{id}/$get-ws-binding-token", get(ws::token_instance).post(ws::token_instance))
-        .route("/$subscription-ws", get(ws::upgrade))
-        .route("/{type}", get(search::search).post(rest::create))
-        .route("/{type}/_search", post(search::search_post))
-        .route("/{type}/{id}", get(rest::read).put(rest::update).delete(rest::delete))
-        .route("/{type}/{id}/_history", get(rest::history))
-        .route("/{type}/{id}/_history/{vid}", get(rest::vread))
-        .fallback(unknown_route)
-        .route_layer(middleware::from_fn_with_state(state.clone(), access::guard));
-    let batch = Router::new()
-        .route("/fhir", post(bundle::batch_or_transaction))
-        .route("/fhir/", post(bundle::batch_or_transaction))
-        .route_layer(middleware::from_fn_with_state(state.clone(), access::guard));
+    let mut fhir = Router::new();
+    for route in ROUTES {
+        fhir = fhir.route(route.path, (route.handler)());
+    }
+    // Authentication only: what each request may touch is decided in its handler.
+    let fhir = fhir.route_layer(middleware::from_fn_with_state(state.clone(), access::authenticate));
     let operator = Router::new()
         .route("/metrics", get(admin::metrics_text))
         .route("/admin/api/summary", get(admin::summary_json))
@@ -119,8 +208,7 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .merge(operator)
         // The page holds no data; its API calls are guarded (the page asks for the token).
         .route("/admin/", get(admin::dashboard))
-        .merge(batch)
-        .nest("/fhir", fhir)
+        .merge(fhir)
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(fhir_errors))

@@ -14,19 +14,17 @@
 //!   `deadLetter` per event (number, when it was parked, attempts, the reason, and the event's
 //!   topic, interaction and focus). Header values and payloads are never included.
 
-use std::sync::Arc;
-
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::Extension;
 use serde_json::{json, Value};
 
+use super::access::{Access, Caller};
 use super::events::{body_pairs, query_pairs};
 use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
 use super::Shared;
-use crate::auth::Principal;
+use crate::auth::{Perm, Principal};
 use crate::fhir::instant::{format_millis, parse_instant};
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::{Issue, IssueType};
@@ -83,17 +81,18 @@ fn parse(pairs: &[(String, String)]) -> Result<(ResendRange, bool), ApiError> {
     Ok((range, dead.unwrap_or(!by_number && !by_instant)))
 }
 
-fn channel_of(state: &Shared, id: &str) -> Result<String, ApiError> {
-    let rec = state.store.latest("Subscription", id).map_err(|e| ApiError::internal(&e))?;
-    let resource =
-        rec.filter(|r| !r.deleted).and_then(|r| r.resource).ok_or_else(|| ApiError::not_found(format!("Subscription/{id} not found")))?;
+/// The channel of one of the caller's subscriptions (404 for anyone else's).
+fn channel_of(state: &Shared, principal: &Principal, id: &str) -> Result<String, ApiError> {
+    let (resource, _) = Access::new(state, principal).subscription(id, Perm::Read)?;
     Ok(resource.pointer("/channelType/code").and_then(Value::as_str).unwrap_or_default().to_owned())
 }
 
-async fn resend(state: &Shared, id: &str, pairs: &[(String, String)], actor: Option<String>) -> Result<Response, ApiError> {
+async fn resend(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String)]) -> Result<Response, ApiError> {
     check_id(id)?;
+    let channel = channel_of(state, principal, id)?;
     let (range, dead_only) = parse(pairs)?;
-    if channel_of(state, id)? != "rest-hook" {
+    let actor = principal.client.clone().filter(|c| !c.is_empty());
+    if channel != "rest-hook" {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             IssueType::NotSupported,
@@ -117,18 +116,21 @@ pub(super) async fn resend_post(
     State(state): State<Shared>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
-    principal: Option<Extension<Arc<Principal>>>,
+    Caller(principal): Caller,
     body: String,
 ) -> Result<Response, ApiError> {
     let mut pairs = query_pairs(raw);
     pairs.extend(body_pairs(&body));
-    let actor = principal.and_then(|Extension(p)| p.client.clone()).filter(|c| !c.is_empty());
-    resend(&state, &id, &pairs, actor).await
+    resend(&state, &principal, &id, &pairs).await
 }
 
-pub(super) async fn dead_letters(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn dead_letters(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Caller(principal): Caller,
+) -> Result<Response, ApiError> {
     check_id(&id)?;
-    channel_of(&state, &id)?;
+    channel_of(&state, &principal, &id)?;
     let dead = state.store.dead_letters(&id, MAX_LISTED).map_err(|e| ApiError::internal(&e))?;
     let mut parameter = Vec::with_capacity(dead.len());
     for d in dead {

@@ -2,18 +2,16 @@
 
 use std::collections::BTreeMap;
 
-use std::sync::Arc;
-
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use serde_json::{json, Value};
 
+use super::access::{Access, Caller};
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
 use super::{redact, Shared};
-use crate::auth::Principal;
+use crate::auth::{Perm, Principal};
 use crate::channels::guard::{check_endpoint, stays_private};
 use crate::fhir::instant::format_millis;
 use crate::fhir::types::{is_resource_type, is_valid_id};
@@ -181,10 +179,8 @@ fn written(state: &Shared, mut result: WriteResult, minimal: bool) -> Response {
 }
 
 /// The authenticated client a write is made for (`None`: anonymous), and its grant.
-fn actor(principal: &Option<Extension<Arc<Principal>>>) -> (Option<String>, Option<StoredGrant>) {
-    let client = principal.as_ref().and_then(|Extension(p)| p.client.clone()).filter(|c| !c.is_empty());
-    let grant = principal.as_ref().and_then(|Extension(p)| super::access::grant_of(p));
-    (client, grant)
+fn actor(principal: &Principal) -> (Option<String>, Option<StoredGrant>) {
+    (principal.client.clone().filter(|c| !c.is_empty()), super::access::grant_of(principal))
 }
 
 fn prefers_minimal(headers: &HeaderMap) -> bool {
@@ -194,11 +190,12 @@ fn prefers_minimal(headers: &HeaderMap) -> bool {
 pub(super) async fn create(
     State(state): State<Shared>,
     Path(ty): Path<String>,
-    principal: Option<Extension<Arc<Principal>>>,
+    Caller(principal): Caller,
     headers: HeaderMap,
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
+    Access::new(&state, &principal).require(&ty, Perm::Create)?;
     check_body_type(&body, &ty)?;
     if headers.contains_key("if-none-exist") {
         return Err(ApiError::new(
@@ -215,15 +212,33 @@ pub(super) async fn create(
     Ok(written(&state, result, prefers_minimal(&headers)))
 }
 
+/// The stored version an update or delete replaces must be one the caller may see (its
+/// patient compartment, its own Subscription): otherwise 404, as for an unknown id. The
+/// committer checks the compartment again under its lock (`ingest::committer`).
+pub(super) fn check_replaced(state: &Shared, principal: &Principal, ty: &str, id: &str, perm: Perm) -> Result<(), ApiError> {
+    let access = Access::new(state, principal);
+    access.require(ty, perm)?;
+    if principal.is_anonymous() {
+        return Ok(());
+    }
+    let stored = state.store.latest(ty, id).map_err(store_err)?;
+    let live = stored.as_ref().filter(|r| !r.deleted).and_then(|r| r.resource.as_ref());
+    match live {
+        Some(r) if !access.sees(ty, id, Some(r)) => Err(ApiError::not_found(format!("{ty}/{id} not found"))),
+        _ => Ok(()),
+    }
+}
+
 pub(super) async fn update(
     State(state): State<Shared>,
     Path((ty, id)): Path<(String, String)>,
-    principal: Option<Extension<Arc<Principal>>>,
+    Caller(principal): Caller,
     headers: HeaderMap,
     FhirBody(body): FhirBody,
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
+    check_replaced(&state, &principal, &ty, &id, Perm::Update)?;
     check_body_type(&body, &ty)?;
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id == id => {}
@@ -250,11 +265,12 @@ pub(super) async fn update(
 pub(super) async fn delete(
     State(state): State<Shared>,
     Path((ty, id)): Path<(String, String)>,
-    principal: Option<Extension<Arc<Principal>>>,
+    Caller(principal): Caller,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
+    check_replaced(&state, &principal, &ty, &id, Perm::Delete)?;
     let if_match = if_match(&headers)?;
     let entry = WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None };
     let (actor, grant) = actor(&principal);
@@ -278,17 +294,16 @@ fn store_err(e: crate::store::StoreError) -> ApiError {
 pub(super) async fn read(
     State(state): State<Shared>,
     Path((ty, id)): Path<(String, String)>,
-    principal: Option<Extension<Arc<Principal>>>,
+    Caller(principal): Caller,
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
-    let rec = state.store.latest(&ty, &id).map_err(store_err)?.ok_or_else(|| ApiError::not_found(format!("{ty}/{id} not found")))?;
-    let Some(resource) = rec.resource.clone().filter(|_| !rec.deleted) else {
-        return Err(ApiError::new(StatusCode::GONE, IssueType::Deleted, format!("{ty}/{id} was deleted (version {})", rec.version_id)));
-    };
+    let access = Access::new(&state, &principal);
+    let rec = access.current(&ty, &id, Perm::Read)?;
+    let resource = rec.resource.clone().unwrap_or(Value::Null);
     let mut body = with_live_status(&state, resource);
     // Secrets are shown to the authenticated client that owns the Subscription, no one else.
-    if !super::access::is_owner(&state, principal.as_ref().map(|Extension(p)| p.as_ref()), &id) {
+    if !access.shows_secrets(&id) {
         redact::subscription(&mut body);
     }
     let mut resp = fhir_response(StatusCode::OK, &body);
@@ -296,10 +311,37 @@ pub(super) async fn read(
     Ok(resp)
 }
 
-pub(super) async fn vread(State(state): State<Shared>, Path((ty, id, vid)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+/// Versions of `ty/id` the caller may see, newest first, at most `limit`: each version is
+/// checked on its own content (a resource may have moved into or out of a compartment).
+fn visible_history(state: &Shared, principal: &Principal, ty: &str, id: &str, limit: usize) -> Result<Vec<VersionRecord>, ApiError> {
+    let access = Access::new(state, principal);
+    access.require(ty, Perm::Read)?;
+    let versions = state.store.history(ty, id, limit).map_err(store_err)?;
+    if principal.is_anonymous() {
+        return Ok(versions);
+    }
+    // A deletion is shown when the caller could see the version it deleted.
+    let mut out = Vec::with_capacity(versions.len());
+    for (i, v) in versions.iter().enumerate() {
+        let shown = match &v.resource {
+            Some(r) => access.sees(ty, id, Some(r)),
+            None => versions.get(i + 1).and_then(|prev| prev.resource.as_ref()).is_some_and(|r| access.sees(ty, id, Some(r))),
+        };
+        if shown {
+            out.push(v.clone());
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn vread(
+    State(state): State<Shared>,
+    Path((ty, id, vid)): Path<(String, String, String)>,
+    Caller(principal): Caller,
+) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
-    let versions = state.store.history(&ty, &id, usize::MAX).map_err(store_err)?;
+    let versions = visible_history(&state, &principal, &ty, &id, usize::MAX)?;
     let rec =
         versions.into_iter().find(|v| v.version_id == vid).ok_or_else(|| ApiError::not_found(format!("{ty}/{id} has no version {vid}")))?;
     let Some(mut resource) = rec.resource.clone() else {
@@ -333,6 +375,7 @@ pub(super) fn history_entry(base: &str, rec: &VersionRecord) -> Value {
 pub(super) async fn history(
     State(state): State<Shared>,
     Path((ty, id)): Path<(String, String)>,
+    Caller(principal): Caller,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
@@ -343,7 +386,7 @@ pub(super) async fn history(
         }
         None => 100,
     };
-    let versions = state.store.history(&ty, &id, count).map_err(store_err)?;
+    let versions = visible_history(&state, &principal, &ty, &id, count)?;
     if versions.is_empty() {
         return Err(ApiError::not_found(format!("{ty}/{id} not found")));
     }

@@ -17,9 +17,11 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::access::{Access, Caller};
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
 use super::Shared;
+use crate::auth::Perm;
 use crate::fhir::instant::parse_instant;
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::{Issue, IssueType};
@@ -72,7 +74,13 @@ fn to_change(entry: &Value) -> Option<ExternalChange> {
     Some(ExternalChange { resource_type, id, version_id, deleted, resource, last_updated, full_url })
 }
 
-pub(super) async fn ingest(State(state): State<Shared>, FhirBody(bundle): FhirBody) -> Result<Response, ApiError> {
+pub(super) async fn ingest(
+    State(state): State<Shared>,
+    Caller(principal): Caller,
+    FhirBody(bundle): FhirBody,
+) -> Result<Response, ApiError> {
+    // A side-car feed writes any type of resource.
+    Access::new(&state, &principal).require_everything(Perm::Create)?;
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(ApiError::bad_request("$ingest takes a history or subscription-notification Bundle"));
     }

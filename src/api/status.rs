@@ -9,18 +9,26 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::access::{Access, Caller};
 use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
 use super::Shared;
+use crate::auth::{Perm, Principal};
 use crate::fhir::subscription::ContentLevel;
 use crate::fhir::IssueType;
 use crate::notify::{subscription_status, NotificationType, StatusContext};
-use crate::store::{StoreError, SubStatus};
+use crate::store::SubStatus;
 
-fn status_entry(state: &Shared, id: &str) -> Result<Option<Value>, StoreError> {
-    let Some(rec) = state.store.latest("Subscription", id)? else { return Ok(None) };
-    let (Some(resource), false) = (rec.resource.as_ref(), rec.deleted) else { return Ok(None) };
-    let Some(sub_state) = state.store.sub_state(id)? else { return Ok(None) };
+/// The `query-status` entry of one of the caller's subscriptions; `None` when it does not
+/// exist or is another client's (the two are not told apart).
+fn status_entry(access: &Access<'_>, id: &str, perm: Perm) -> Result<Option<Value>, ApiError> {
+    let (resource, sub_state) = match access.subscription(id, perm) {
+        Ok(found) => found,
+        Err(e) if e.status == StatusCode::NOT_FOUND => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let state = access.state();
+    let resource = &resource;
     let topic = resource.get("topic").and_then(Value::as_str).unwrap_or_default();
     let topic_url = topic.split('|').next().unwrap_or(topic);
     let content = resource.get("content").and_then(Value::as_str).and_then(ContentLevel::from_code).unwrap_or(ContentLevel::IdOnly);
@@ -46,11 +54,11 @@ fn searchset(entries: Vec<Value>) -> Response {
     fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries }))
 }
 
-pub(super) async fn instance(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn instance(State(state): State<Shared>, Path(id): Path<String>, Caller(principal): Caller) -> Result<Response, ApiError> {
     check_id(&id)?;
-    let entry = status_entry(&state, &id)
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::not_found(format!("Subscription/{id} not found")))?;
+    let access = Access::new(&state, &principal);
+    access.require("Subscription", Perm::Read)?;
+    let entry = status_entry(&access, &id, Perm::Read)?.ok_or_else(|| ApiError::not_found(format!("Subscription/{id} not found")))?;
     Ok(searchset(vec![entry]))
 }
 
@@ -62,7 +70,9 @@ fn collect_params(pairs: &[(String, String)], name: &str) -> Vec<String> {
         .collect()
 }
 
-fn type_level_run(state: &Shared, pairs: Vec<(String, String)>) -> Result<Response, ApiError> {
+fn type_level_run(state: &Shared, principal: &Principal, pairs: Vec<(String, String)>) -> Result<Response, ApiError> {
+    let access = Access::new(state, principal);
+    access.require("Subscription", Perm::Search)?;
     for (k, _) in &pairs {
         if k != "id" && k != "status" {
             return Err(ApiError::new(
@@ -93,7 +103,11 @@ fn type_level_run(state: &Shared, pairs: Vec<(String, String)>) -> Result<Respon
     };
     let mut entries = Vec::new();
     for id in candidates {
-        if let Some(entry) = status_entry(state, &id).map_err(|e| ApiError::internal(&e))? {
+        // Ids that are not valid FHIR ids name no subscription.
+        if !crate::fhir::types::is_valid_id(&id) {
+            continue;
+        }
+        if let Some(entry) = status_entry(&access, &id, Perm::Search)? {
             let code = entry.pointer("/resource/status").and_then(Value::as_str).unwrap_or("");
             if statuses.is_empty() || statuses.iter().any(|s| s == code) {
                 entries.push(entry);
@@ -103,13 +117,22 @@ fn type_level_run(state: &Shared, pairs: Vec<(String, String)>) -> Result<Respon
     Ok(searchset(entries))
 }
 
-pub(super) async fn type_level(State(state): State<Shared>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+pub(super) async fn type_level(
+    State(state): State<Shared>,
+    Caller(principal): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect();
-    type_level_run(&state, pairs)
+    type_level_run(&state, &principal, pairs)
 }
 
 /// POST takes a `Parameters` resource (or form data).
-pub(super) async fn type_level_post(State(state): State<Shared>, RawQuery(raw): RawQuery, body: String) -> Result<Response, ApiError> {
+pub(super) async fn type_level_post(
+    State(state): State<Shared>,
+    Caller(principal): Caller,
+    RawQuery(raw): RawQuery,
+    body: String,
+) -> Result<Response, ApiError> {
     let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect();
     if let Ok(params) = serde_json::from_str::<Value>(&body) {
         for p in params.get("parameter").and_then(Value::as_array).into_iter().flatten() {
@@ -120,5 +143,5 @@ pub(super) async fn type_level_post(State(state): State<Shared>, RawQuery(raw): 
     } else if !body.trim().is_empty() {
         pairs.extend(url::form_urlencoded::parse(body.as_bytes()).into_owned());
     }
-    type_level_run(&state, pairs)
+    type_level_run(&state, &principal, pairs)
 }

@@ -16,6 +16,7 @@
 //! closed with 1008; on shutdown every socket is closed with 1001.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -26,9 +27,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tracing::Instrument;
 
+use super::access::{Access, Caller};
 use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
 use super::Shared;
+use crate::auth::{Perm, Principal};
 use crate::channels::websocket::protocol::{self, ClientMessage};
 use crate::channels::websocket::tokens::{digest, TokenError};
 use crate::channels::websocket::{Frame, Socket};
@@ -48,7 +51,11 @@ fn is_websocket(resource: &Value) -> bool {
     resource.pointer("/channelType/code").and_then(Value::as_str) == Some("websocket")
 }
 
-fn issue_token(state: &Shared, ids: Vec<String>) -> Result<Response, ApiError> {
+/// A token for `ids`, every one of them a websocket subscription the caller may use (404 for
+/// an unknown one and for another client's alike).
+fn issue_token(state: &Shared, principal: Arc<Principal>, ids: Vec<String>) -> Result<Response, ApiError> {
+    let access = Access::new(state, &principal);
+    access.require("Subscription", Perm::Read)?;
     let mut unique = BTreeSet::new();
     let ids: Vec<String> = ids.into_iter().filter(|id| unique.insert(id.clone())).collect();
     if ids.is_empty() {
@@ -59,11 +66,8 @@ fn issue_token(state: &Shared, ids: Vec<String>) -> Result<Response, ApiError> {
     }
     for id in &ids {
         check_id(id)?;
-        let rec = state.store.latest("Subscription", id).map_err(|e| ApiError::internal(&e))?;
-        let Some(resource) = rec.as_ref().filter(|r| !r.deleted).and_then(|r| r.resource.as_ref()) else {
-            return Err(ApiError::not_found(format!("Subscription/{id} not found")));
-        };
-        if !is_websocket(resource) {
+        let (resource, _) = access.subscription(id, Perm::Read)?;
+        if !is_websocket(&resource) {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 IssueType::BusinessRule,
@@ -71,7 +75,7 @@ fn issue_token(state: &Shared, ids: Vec<String>) -> Result<Response, ApiError> {
             ));
         }
     }
-    let issued = state.hub.tokens().issue(ids.clone()).map_err(|e| match e {
+    let issued = state.hub.tokens().issue(ids.clone(), principal.clone()).map_err(|e| match e {
         TokenError::Full => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient, e.to_string()),
         TokenError::Random(_) => ApiError::internal(&e),
     })?;
@@ -105,17 +109,26 @@ fn query_pairs(raw: Option<String>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
 }
 
-pub(super) async fn token_instance(State(state): State<Shared>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    issue_token(&state, vec![id])
+pub(super) async fn token_instance(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Caller(principal): Caller,
+) -> Result<Response, ApiError> {
+    issue_token(&state, principal, vec![id])
 }
 
-pub(super) async fn token_type_level(State(state): State<Shared>, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
-    issue_token(&state, ids_from(query_pairs(raw))?)
+pub(super) async fn token_type_level(
+    State(state): State<Shared>,
+    Caller(principal): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    issue_token(&state, principal, ids_from(query_pairs(raw))?)
 }
 
 /// POST takes the ids in the query, a `Parameters` body (`id` as valueString/valueId), or a form.
 pub(super) async fn token_type_level_post(
     State(state): State<Shared>,
+    Caller(principal): Caller,
     RawQuery(raw): RawQuery,
     body: String,
 ) -> Result<Response, ApiError> {
@@ -129,7 +142,7 @@ pub(super) async fn token_type_level_post(
     } else if !body.trim().is_empty() {
         pairs.extend(url::form_urlencoded::parse(body.as_bytes()).into_owned());
     }
-    issue_token(&state, ids_from(pairs)?)
+    issue_token(&state, principal, ids_from(pairs)?)
 }
 
 /// `GET /fhir/$subscription-ws`: upgrades, within `websocket.max_connections`.
@@ -196,13 +209,20 @@ async fn on_text(state: &Shared, ws: &mut WebSocket, socket: &Socket, bindings: 
             Flow::Continue
         }
         ClientMessage::Bind { token, since } => {
-            let Some(subs) = hub.tokens().redeem(&token) else {
+            let Some(redeemed) = hub.tokens().redeem(&token) else {
                 tracing::debug!("bind refused: unknown or expired token");
                 send_text(ws, protocol::error_frame(IssueType::Security, "the binding token is unknown or expired")).await;
                 return if bindings.is_empty() { Flow::Close(1008, "invalid or expired binding token") } else { Flow::Continue };
             };
             let key = digest(&token);
-            for sub in subs {
+            let access = Access::new(state, &redeemed.holder);
+            for sub in redeemed.subscriptions {
+                // Checked again now: the holder may have lost the subscription (deleted, its
+                // id reused by another client) since the token was issued.
+                if access.subscription(&sub, Perm::Read).is_err() {
+                    send_text(ws, protocol::error_frame(IssueType::NotFound, format!("Subscription/{sub} not found"))).await;
+                    continue;
+                }
                 match hub.bind(&sub, &socket.handle, since).await {
                     Ok(()) => {
                         bindings.by_sub.entry(sub).or_default().insert(key);

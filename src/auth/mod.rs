@@ -61,8 +61,19 @@ impl Principal {
         Principal { client: None, scopes: Scopes::all(), patient: None, via: Credential::None }
     }
 
+    /// A caller with no credentials on a route that needs none: it may do nothing.
+    pub fn unauthenticated() -> Principal {
+        Principal { client: Some(String::new()), scopes: Scopes::default(), patient: None, via: Credential::None }
+    }
+
     pub fn is_anonymous(&self) -> bool {
         self.client.is_none()
+    }
+
+    /// May this caller be shown `resource`, a version of a `resource_type` resource (`None`:
+    /// a deletion)? See [`covers`]. Subscription ownership needs the store: the API checks it.
+    pub fn may_see(&self, resource_type: &str, resource: Option<&Value>) -> bool {
+        self.is_anonymous() || covers(&self.scopes, self.patient.as_deref(), resource_type, resource)
     }
 
     /// May this caller do `perm` on resources of `resource_type`?
@@ -299,6 +310,27 @@ fn principal_from(c: Claims) -> Result<Principal, AuthError> {
     };
     let scopes = Scopes::parse(&scope_text).map_err(|e| AuthError::Invalid(format!("scope: {e}")))?;
     Ok(Principal { client: Some(client), scopes, patient: c.patient, via: Credential::Jwt })
+}
+
+/// Whether `scopes` (with the `patient` claim) cover reading a version of a `resource_type`
+/// resource: a scope grants read or search on the type (a client that may search a type
+/// learns its resources anyway) and, where only `patient/` scopes do, the version is in that
+/// patient's compartment. A version without content (a deletion) cannot be placed in a
+/// compartment, so `patient/`-only scopes do not cover it: the check fails closed.
+pub fn covers(scopes: &Scopes, patient: Option<&str>, resource_type: &str, resource: Option<&Value>) -> bool {
+    let mut patient_only = false;
+    for perm in [Perm::Read, Perm::Search] {
+        if scopes.allows(resource_type, perm) {
+            if !scopes.needs_compartment(resource_type, perm) {
+                return true;
+            }
+            patient_only = true;
+        }
+    }
+    match (patient_only, patient, resource) {
+        (true, Some(patient), Some(r)) => in_compartment(r, patient),
+        _ => false,
+    }
 }
 
 /// Resource fields that place a resource in a patient's compartment (a practical subset of

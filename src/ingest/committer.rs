@@ -529,10 +529,12 @@ impl Committer {
         let prev = self.store.current(ty, &entry.id)?;
         let live_prev = prev.as_ref().filter(|p| !p.deleted);
         let state_machine = ty == "Task" && self.cfg.enforce_task_state_machine;
+        let bounded = super::compartment::bound(plan.grant.as_ref(), ty, entry.method)?;
         let previous = match live_prev {
             Some(p)
                 if entry.method == WriteMethod::Delete
                     || state_machine
+                    || bounded.is_some()
                     || ty == "Subscription"
                     || matching::change_reads(&self.registry, ty).previous =>
             {
@@ -540,6 +542,9 @@ impl Committer {
             }
             _ => None,
         };
+        if let Some(patient) = &bounded {
+            super::compartment::check(patient, ty, &entry.id, previous.as_ref(), entry.resource.as_ref())?;
+        }
         if let Some(expected) = &entry.if_match {
             let actual = live_prev.map(|p| p.version_id.clone()).unwrap_or_else(|| "none".into());
             if live_prev.map(|p| &p.version_id) != Some(expected) {

@@ -17,6 +17,7 @@
 
 mod builtin;
 mod committer;
+mod compartment;
 mod context;
 mod flusher;
 mod group;

@@ -223,11 +223,12 @@ fn check_topic_readable(grant: &StoredGrant, topic: &TopicSpec) -> Result<(), In
 
 /// A Subscription another client owns may not be changed, unless the caller acts for its
 /// managing entity (anonymous writes, possible only when no authentication is configured, and
-/// Herald's own writes are not checked).
+/// Herald's own writes are not checked). To anyone else it does not exist: "not found", as
+/// every read and operation answers them, so that no answer tells its id is taken.
 fn check_owner(c: &Committer, state: Option<&SubState>, actor: Option<&str>, id: &str) -> Result<(), IngestError> {
     match (state, actor) {
         (Some(s), Some(actor)) if !c.entities().may_manage(s.owner.as_deref(), s.managing_entity.as_deref(), actor) => {
-            Err(IngestError::Forbidden(format!("Subscription/{id} belongs to another client")))
+            Err(IngestError::NotFound(format!("Subscription/{id}")))
         }
         _ => Ok(()),
     }

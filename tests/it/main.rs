@@ -5,6 +5,7 @@
 // Test code may fail loudly: the lints that keep input paths panic-free do not apply here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod access;
 mod audit;
 mod clients;
 mod crash;

@@ -3,7 +3,10 @@
 //! `resolve()` for chains, `referencing` for `_has` (through the reference index), and
 //! ValueSets stored in Herald for `:in`/`:not-in`.
 //!
-//! In: a `Store` and Herald's base URL. Out: resources and codes. It never writes. ValueSets
+//! In: a `Store`, Herald's base URL and, for an authenticated caller, what that caller may
+//! see (`restricted`): every resource a search reads comes through `load`, so a resource the
+//! caller may not see is absent for matching, totals, chains, `_has` and includes alike.
+//! Out: resources and codes. It never writes. ValueSets
 //! are expanded from `expansion.contains`, or from `compose.include[].concept` when every
 //! include lists its codes; anything needing a terminology server (filters, whole code
 //! systems, other value sets) is an error the caller reports, never a silent empty set.
@@ -26,17 +29,34 @@ const MAX_REFERENCING: usize = 1_000;
 /// A ValueSet's codes, or why they cannot be had (see `SearchContext::value_set`).
 type Expansion = Result<Option<Vec<Code>>, String>;
 
+/// Whether the caller may see `(type, id, resource)`.
+pub type Visible<'a> = Box<dyn Fn(&str, &str, &Value) -> bool + 'a>;
+
 pub struct StoreContext<'a> {
     pub store: &'a Store,
     pub base_url: &'a str,
     value_sets: RefCell<HashMap<String, Expansion>>,
     /// The first store failure met inside a trait method (which cannot return it).
     pub failure: RefCell<Option<StoreError>>,
+    /// What the caller may see; `None`: everything (anonymous access).
+    visible: Option<Visible<'a>>,
 }
 
 impl<'a> StoreContext<'a> {
     pub fn new(store: &'a Store, base_url: &'a str) -> Self {
-        StoreContext { store, base_url, value_sets: RefCell::new(HashMap::new()), failure: RefCell::new(None) }
+        StoreContext { store, base_url, value_sets: RefCell::new(HashMap::new()), failure: RefCell::new(None), visible: None }
+    }
+
+    /// The same context for a caller who may see only what `visible` admits.
+    pub fn restricted(mut self, visible: Visible<'a>) -> Self {
+        self.visible = Some(visible);
+        self
+    }
+
+    /// Whether this context hides anything from its caller (totals then come from checked
+    /// matches only, never from index counts).
+    pub fn is_restricted(&self) -> bool {
+        self.visible.is_some()
     }
 
     /// The current, live version of `Type/id` as a search sees it; `None` if absent or deleted.
@@ -55,6 +75,9 @@ impl<'a> StoreContext<'a> {
             // `_sort`, chains and `_include` all see the placeholder, so no search (a custom
             // SearchParameter on `Subscription.parameter.value`, say) can test a secret.
             crate::api::redact::subscription(&mut resource);
+        }
+        if self.visible.as_ref().is_some_and(|visible| !visible(resource_type, id, &resource)) {
+            return Ok(None);
         }
         Ok(Some(resource))
     }

@@ -24,9 +24,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use std::sync::Arc;
+
+use super::access::{Access, Caller};
 use super::outcome::{fhir_response, ApiError};
 use super::rest::check_type;
 use super::Shared;
+use crate::auth::{Perm, Principal};
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::search::query::{decode, Query};
 use crate::fhir::search::SearchParams;
@@ -39,16 +43,18 @@ use render::Found;
 pub(super) async fn search(
     state: State<Shared>,
     Path(ty): Path<String>,
+    Caller(principal): Caller,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let parts = split_raw(raw.as_deref().unwrap_or(""));
-    run(state, ty, &headers, parts).await
+    run(state, principal, ty, &headers, parts).await
 }
 
 pub(super) async fn search_post(
     state: State<Shared>,
     Path(ty): Path<String>,
+    Caller(principal): Caller,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: String,
@@ -56,7 +62,7 @@ pub(super) async fn search_post(
     let mut parts = split_raw(raw.as_deref().unwrap_or(""));
     // A form body: `+` is a space and everything is percent-encoded.
     parts.extend(url::form_urlencoded::parse(body.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())));
-    run(state, ty, &headers, parts).await
+    run(state, principal, ty, &headers, parts).await
 }
 
 /// `name=value` pairs of a raw query string, percent-decoded (`+` kept).
@@ -97,8 +103,15 @@ struct Outcome {
     notes: Vec<Issue>,
 }
 
-async fn run(State(state): State<Shared>, ty: String, headers: &HeaderMap, parts: Vec<(String, String)>) -> Result<Response, ApiError> {
+async fn run(
+    State(state): State<Shared>,
+    principal: Arc<Principal>,
+    ty: String,
+    headers: &HeaderMap,
+    parts: Vec<(String, String)>,
+) -> Result<Response, ApiError> {
     check_type(&ty)?;
+    Access::new(&state, &principal).require(&ty, Perm::Search)?;
     // Every parameter is parsed, and may be a chain, `_has` or an include to expand: bound them
     // before any of that work.
     if parts.len() > state.search.max_params {
@@ -149,7 +162,7 @@ async fn run(State(state): State<Shared>, ty: String, headers: &HeaderMap, parts
     let worker = state.clone();
     let q = query.clone();
     let o = opts.clone();
-    let outcome = tokio::task::spawn_blocking(move || execute(&worker, &q, &o, &limits))
+    let outcome = tokio::task::spawn_blocking(move || execute(&worker, &principal, &q, &o, &limits))
         .await
         .map_err(|e| ApiError::internal(&e))?
         .map_err(ApiError::from)?;
@@ -165,12 +178,25 @@ fn clause_name(e: &crate::fhir::search::query::QueryError) -> String {
 }
 
 /// Runs the search: candidates, matches, the page, includes.
-fn execute(state: &super::AppState, query: &Query, opts: &Options, limits: &Limits) -> Result<Outcome, SearchFailure> {
-    let ctx = StoreContext::new(&state.store, &state.base_url);
+fn execute(
+    state: &super::AppState,
+    principal: &Principal,
+    query: &Query,
+    opts: &Options,
+    limits: &Limits,
+) -> Result<Outcome, SearchFailure> {
+    let mut ctx = StoreContext::new(&state.store, &state.base_url);
+    if !principal.is_anonymous() {
+        let access = Access::new(state, principal);
+        ctx = ctx.restricted(Box::new(move |ty, id, resource| access.sees(ty, id, Some(resource))));
+    }
     let ty = query.resource_type.as_str();
     let found = plan::candidates(&ctx, query, limits, true)?;
     let mut errors = 0usize;
+    // A restricted caller's totals and paging come from checked matches only: a count of
+    // index candidates would include what it may not see.
     let complete = opts.summary_count
+        || ctx.is_restricted()
         || opts.total == Total::Accurate
         || !opts.id_order()
         || (opts.total == Total::Default && found.ids.len() <= limits.cheap_total);
