@@ -101,7 +101,7 @@ async fn resend(state: &Shared, principal: &Principal, id: &str, pairs: &[(Strin
     }
     let summary = state.ingest.resend(id, range, dead_only, actor).await?;
     let what = if dead_only { "dead letters" } else { "events" };
-    let text = if summary.events == 0 {
+    let mut text = if summary.events == 0 {
         format!("no {what} to resend in the range")
     } else {
         format!(
@@ -109,6 +109,11 @@ async fn resend(state: &Shared, principal: &Principal, id: &str, pairs: &[(Strin
             summary.events, summary.from, summary.until
         )
     };
+    if let Some(pending) = summary.pending_from {
+        text.push_str(&format!(
+            "; events from {pending} on have not been accepted yet and are delivered in order as usual, not resent"
+        ));
+    }
     Ok(fhir_response(StatusCode::OK, &operation_outcome(&[Issue::info(text)])))
 }
 

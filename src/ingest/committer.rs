@@ -296,8 +296,13 @@ impl Committer {
             Request::Write { entries, atomic, actor, grant, reply } => self.handle_write(entries, atomic, actor, grant, reply),
             Request::External { changes, reply } => self.handle_external(changes, reply),
             Request::Resend { sub, range, dead_only, actor, reply } => {
-                let result = self.schedule_resend(&sub, range, dead_only, actor.as_deref());
-                let _ = reply.send(result);
+                // Answered once durable, like every acknowledged change.
+                match self.schedule_resend(&sub, range, dead_only, actor.as_deref()) {
+                    Ok((plan, summary)) => self.finish(plan, summary, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Request::Emit { event, reply } => {
                 let mut plan = Plan::default();
@@ -937,14 +942,17 @@ impl Committer {
         }
     }
 
-    /// Records a resend of stored events (`$resend`, dead-letter replay) for the lane to carry out.
+    /// Plans a resend of stored events (`$resend`, dead-letter replay) for the lane to carry
+    /// out. A resend never overtakes an event that was not yet accepted or dead-lettered: its
+    /// range ends at `delivered_through`, and the events after it are delivered in order by
+    /// the lane as usual (a resend of them would send them before the one being retried).
     fn schedule_resend(
         &mut self,
         sub: &str,
         range: ResendRange,
         dead_only: bool,
         actor: Option<&str>,
-    ) -> Result<ResendSummary, IngestError> {
+    ) -> Result<(Plan, ResendSummary), IngestError> {
         let mut lane = self.states.get(sub).cloned().ok_or_else(|| IngestError::NotFound(format!("Subscription/{sub}")))?;
         let (from, until) = match range {
             ResendRange::Numbers { since, until } => {
@@ -987,6 +995,9 @@ impl Committer {
                 ),
             )]));
         }
+        let asked_until = until;
+        let until = until.min(lane.delivered_through);
+        let pending = (asked_until > until).then(|| (until + 1).max(from));
         let count = if from > until {
             0
         } else if dead_only {
@@ -1011,8 +1022,7 @@ impl Committer {
         );
         plan.states.insert(sub.to_string(), lane);
         plan.touch(sub);
-        self.apply_plan(plan)?;
-        Ok(ResendSummary { from, until, events: count })
+        Ok((plan, ResendSummary { from, until, events: count, pending_from: pending }))
     }
 
     fn handle_lane(&mut self, cmd: LaneCommand) {

@@ -187,3 +187,49 @@ async fn deleting_a_subscription_removes_its_events_and_off_keeps_them() {
     server.create_task("requested", "Organization/lab").await;
     assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [1]);
 }
+
+#[tokio::test]
+async fn a_resend_never_overtakes_an_event_still_being_retried() {
+    let server = TestServer::start_with(|c| {
+        c.delivery.max_attempts = 1000;
+        c.delivery.initial_interval = "100ms".into();
+        c.delivery.max_interval = "100ms".into();
+    })
+    .await;
+    let rx = Receiver::start().await;
+    let id = active_subscription(&server, &rx).await;
+    for _ in 0..2 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    let first: Vec<u64> = rx.events(2, T).await.iter().flat_map(|n| n.event_numbers()).collect();
+    assert_eq!(first, [1, 2]);
+    // Event 3 is refused and retried; 4 to 6 wait behind it.
+    rx.set_status(500);
+    for _ in 0..4 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [3]);
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [3], "retried");
+    // A resend from 4 must not send 4..6 ahead of 3: it resends nothing, and says why.
+    let (s, oo) = server.post(&format!("Subscription/{id}/$resend?eventsSinceNumber=4"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{oo}");
+    let text = oo["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(text.contains("no events to resend") && text.contains("from 4 on have not been accepted"), "{oo}");
+    // From 1: only 1 and 2, which were accepted, are resent (they precede 3, so no order breaks).
+    let (s, oo) = server.post(&format!("Subscription/{id}/$resend?eventsSinceNumber=1"), &json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{oo}");
+    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("2 events numbered 1 to 2"), "{oo}");
+    rx.set_status(200);
+    // Every POST from now on, in arrival order: 3 (still failing, maybe several times) must be
+    // accepted before any of 4..6, and 4..6 arrive once each, in order.
+    let mut seen = Vec::new();
+    while !seen.contains(&6) {
+        let n = rx.next_of("event-notification", T).await;
+        seen.extend(n.event_numbers());
+    }
+    let first_after_3 = seen.iter().position(|&n| n > 3).unwrap();
+    assert!(seen[..first_after_3].contains(&3), "3 was not accepted before 4..6: {seen:?}");
+    let rest: Vec<u64> = seen[first_after_3..].iter().copied().filter(|&n| n > 3).collect();
+    assert_eq!(rest, [4, 5, 6], "{seen:?}");
+    assert!(seen[first_after_3..].iter().all(|&n| n > 3 || n < 3), "3 again after 4: {seen:?}");
+}
