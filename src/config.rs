@@ -197,6 +197,21 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     pub data_dir: PathBuf,
+    /// How long a read waits for what it saw to become durable before answering 503.
+    #[serde(default = "default_read_committed_timeout")]
+    pub read_committed_timeout: String,
+    /// Testing only: holds every group flush this long and turns off sled's background flush,
+    /// so that a crash test can land between a commit being applied and being flushed.
+    #[serde(default = "zero_duration")]
+    pub dangerous_flush_delay: String,
+}
+
+fn default_read_committed_timeout() -> String {
+    "5s".into()
+}
+
+fn zero_duration() -> String {
+    "0s".into()
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -389,6 +404,8 @@ impl Config {
             ("subscriptions.events_max_age", &self.subscriptions.events_max_age),
             ("auth.leeway", &self.auth.leeway),
             ("subscriptions.events_prune_interval", &self.subscriptions.events_prune_interval),
+            ("store.read_committed_timeout", &self.store.read_committed_timeout),
+            ("store.dangerous_flush_delay", &self.store.dangerous_flush_delay),
         ] {
             parse_duration(key, text)?;
         }
@@ -503,6 +520,8 @@ impl Config {
             "subscriptions.events_max_age" => &self.subscriptions.events_max_age,
             "auth.leeway" => &self.auth.leeway,
             "subscriptions.events_prune_interval" => &self.subscriptions.events_prune_interval,
+            "store.read_committed_timeout" => &self.store.read_committed_timeout,
+            "store.dangerous_flush_delay" => &self.store.dangerous_flush_delay,
             _ => return Duration::ZERO,
         };
         // Validated in `validate`.

@@ -121,6 +121,9 @@ pub(crate) async fn start(
     let dir = cfg.store.data_dir.clone();
     let base = base_url.to_owned();
     let interrupt = stop.clone();
+    // `store.dangerous_flush_delay` (crash tests) also stops sled's own timer, so that only
+    // the group flush makes anything durable.
+    let background_flush = cfg.duration("store.dangerous_flush_delay").is_zero();
     let opened = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
         fhir::search::SearchParams::r5()?;
         let started = std::time::Instant::now();
@@ -133,7 +136,7 @@ pub(crate) async fn start(
                 ControlFlow::Continue(())
             }
         };
-        let (store, rebuilt) = Store::open_indexed_with(&dir, index_set, &base, Some(&mut progress))?;
+        let (store, rebuilt) = Store::open_indexed_opts(&dir, index_set, &base, Some(&mut progress), background_flush)?;
         if let Some(check) = rebuilt {
             tracing::info!(
                 resources = check.resources,
@@ -216,6 +219,7 @@ pub(crate) async fn start(
             interval: cfg.duration("subscriptions.events_prune_interval"),
         },
         entities: crate::auth::Entities::new(&cfg.auth.entities),
+        flush_delay: cfg.duration("store.dangerous_flush_delay"),
     };
     // Loading the registry reads every topic and subscription (and installs the built-in
     // topics): blocking work. It starts the committer and the flusher on `core` and a lane per
@@ -245,6 +249,7 @@ pub(crate) async fn start(
         allow_plain_http: cfg.delivery.allow_plain_http,
         entities: crate::auth::Entities::new(&cfg.auth.entities),
         audit,
+        read_committed_timeout: cfg.duration("store.read_committed_timeout"),
     });
     Ok(Running {
         store,

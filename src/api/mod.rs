@@ -18,6 +18,7 @@ mod access;
 mod admin;
 mod bundle;
 mod capability;
+mod committed;
 pub mod edge;
 mod emit;
 mod events;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub entities: crate::auth::Entities,
     /// The audit trail's writer, for what requests record outside any commit.
     pub audit: Arc<crate::ops::audit::AuditWriter>,
+    /// `store.read_committed_timeout`: how long a read waits for what it saw to be durable.
+    pub read_committed_timeout: std::time::Duration,
 }
 
 pub type Shared = Arc<AppState>;
@@ -196,7 +199,9 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         fhir = fhir.route(route.path, (route.handler)());
     }
     // Authentication only: what each request may touch is decided in its handler.
-    let fhir = fhir.route_layer(middleware::from_fn_with_state(state.clone(), access::authenticate));
+    let fhir = fhir
+        .route_layer(middleware::from_fn_with_state(state.clone(), committed::read_committed))
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::authenticate));
     let operator = Router::new()
         .route("/metrics", get(admin::metrics_text))
         .route("/admin/api/summary", get(admin::summary_json))

@@ -46,6 +46,8 @@ pub struct CommitterConfig {
     pub retention: Retention,
     /// `auth.entities`: who shares a subscription through its `managingEntity`.
     pub entities: crate::auth::Entities,
+    /// `store.dangerous_flush_delay` (testing only): how long each group flush is held.
+    pub flush_delay: std::time::Duration,
 }
 
 /// How long delivered events are kept for `$events` and `$resend`.
@@ -74,13 +76,14 @@ pub fn spawn(
 ) -> Result<(), IngestError> {
     let rx = queue.0;
     let (flush_tx, flush_rx) = mpsc::unbounded_channel();
+    let flush_delay = cfg.flush_delay;
     let committer = Committer::load(store.clone(), cfg, flush_tx)?;
     for (id, entry) in committer.registry.subscriptions().map(|e| (e.spec.id.clone(), e.clone())) {
         if let Some(state) = committer.states.get(&id) {
             sink.publish(&id, Some(LaneView { entry, state: state.clone() }));
         }
     }
-    tracker.spawn(flusher::run(store, flush_rx, sink));
+    tracker.spawn(flusher::run(store, flush_rx, sink, flush_delay));
     tracker.spawn(committer.run(rx, stop));
     Ok(())
 }

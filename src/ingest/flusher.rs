@@ -4,7 +4,7 @@
 //! keeps applying, so the next flush covers a larger group.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -17,8 +17,12 @@ pub(crate) struct FlushItem {
     pub lanes: Vec<(String, Option<LaneView>)>,
 }
 
-pub(crate) async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<FlushItem>, sink: Arc<dyn LaneSink>) {
+/// `delay` (`store.dangerous_flush_delay`, zero outside crash tests) holds each flush.
+pub(crate) async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<FlushItem>, sink: Arc<dyn LaneSink>, delay: Duration) {
     while let Some(first) = rx.recv().await {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut items = vec![first];
         while let Ok(item) = rx.try_recv() {
             items.push(item);

@@ -24,7 +24,7 @@ mod keys;
 pub mod records;
 
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -66,6 +66,21 @@ pub struct Store {
     index: Arc<index::IndexConfig>,
     /// The next audit trail sequence number (`audit`).
     audit_seq: Arc<AtomicU64>,
+    /// What has been applied, and how much of it is durable (read committed).
+    marks: Arc<Marks>,
+}
+
+/// Commits applied so far and the count of them known durable: a reader that saw the store at
+/// `applied` waits for `durable` to reach it before it answers (`Store::durable_through`).
+struct Marks {
+    applied: AtomicU64,
+    durable: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Marks {
+    fn default() -> Self {
+        Marks { applied: AtomicU64::new(0), durable: tokio::sync::watch::Sender::new(0) }
+    }
 }
 
 /// A set of writes applied atomically by `Store::apply`.
@@ -178,12 +193,18 @@ impl Store {
     /// Opens (or creates) the database under `dir`, with the index set it was built with (the
     /// default set for a new store). The server opens with `open_indexed` instead.
     pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_with(dir, true)
+    }
+
+    /// `open`, with sled's background flush timer on or off (`store.dangerous_flush_delay`
+    /// turns it off so that only the group flush makes anything durable).
+    pub fn open_with(dir: &Path, background_flush: bool) -> Result<Store> {
         // Background flushing stays on as a safety net; durability of acknowledged writes comes
         // from the explicit group flush, never from this timer.
-        let db = sled::Config::new().path(dir).flush_every_ms(Some(1000)).open()?;
+        let db = sled::Config::new().path(dir).flush_every_ms(background_flush.then_some(1000)).open()?;
         let tree = db.open_tree("herald")?;
         let audit_seq = Arc::new(AtomicU64::new(audit::next_seq(&tree)?));
-        let mut store = Store { db, tree, index: Arc::default(), audit_seq };
+        let mut store = Store { db, tree, index: Arc::default(), audit_seq, marks: Arc::default() };
         let set = store.recorded_index_set()?.unwrap_or_default();
         store.index = Arc::new(index::IndexConfig { set, base_url: String::new(), scan_limit: index::UNINDEXED_SCAN_LIMIT });
         Ok(store)
@@ -215,13 +236,37 @@ impl Store {
             }
             self.tree.apply_batch(batch)?;
         }
+        self.marks.applied.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
     /// Makes everything applied so far durable. Blocking: call from a blocking thread. (sled
     /// 0.34's `flush_async` hangs with many concurrent callers; see PLATFORM.md.)
     pub fn flush(&self) -> Result<usize> {
-        Ok(self.db.flush()?)
+        // Everything applied before the flush starts is covered by it.
+        let mark = self.marks.applied.load(Ordering::SeqCst);
+        let flushed = self.db.flush()?;
+        self.marks.durable.send_if_modified(|durable| {
+            let advanced = mark > *durable;
+            if advanced {
+                *durable = mark;
+            }
+            advanced
+        });
+        Ok(flushed)
+    }
+
+    /// A mark covering every commit applied so far (and so everything a read made now sees).
+    pub fn applied_mark(&self) -> u64 {
+        self.marks.applied.load(Ordering::SeqCst)
+    }
+
+    /// Waits until every commit up to `mark` is durable (read committed: an answer built from
+    /// what a read saw is sent only once that cannot be lost).
+    pub async fn durable_through(&self, mark: u64) {
+        let mut rx = self.marks.durable.subscribe();
+        // The sender lives as long as this store handle, so `wait_for` ends only when it holds.
+        let _ = rx.wait_for(|durable| *durable >= mark).await;
     }
 
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {

@@ -179,3 +179,60 @@ async fn custom_search_parameters_are_reloaded_after_kill_9() {
     let bundle: Value = client.get(format!("{}/Task?lab-section=chemistry", h.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(bundle["entry"].as_array().map(|e| e.iter().filter(|x| x["search"]["mode"] == "match").count()), Some(1), "{bundle}");
 }
+
+/// Reads see only durable state: with every group flush held back (testing knob
+/// `store.dangerous_flush_delay`, which also stops sled's own flush timer), a read of a write
+/// that is applied but not yet flushed does not answer; a `kill -9` in that window loses the
+/// write, and nobody was ever shown it.
+#[tokio::test]
+async fn a_read_never_shows_a_version_a_crash_can_still_lose() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let delay = [("HERALD_STORE__DANGEROUS_FLUSH_DELAY", "5s")];
+    let h = Herald::start_with(dir.path(), port, &delay, None).await;
+    let client = reqwest::Client::new();
+    let task = json!({ "resourceType": "Task", "id": "rc-1", "status": "requested", "intent": "order" });
+    let put = tokio::spawn({
+        let (client, url) = (client.clone(), format!("{}/Task/rc-1", h.base));
+        async move { client.put(url).json(&task).send().await.map(|r| r.status()) }
+    });
+    // The committer has planned (and so applied) the write once it counts it.
+    let metrics = format!("{}/metrics", h.root);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = client.get(&metrics).send().await.unwrap().text().await.unwrap();
+        if text.lines().any(|l| l.starts_with("herald_writes_total") && l.contains("Task") && !l.ends_with(" 0")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the write was never applied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let read = tokio::spawn({
+        let (client, url) = (client.clone(), format!("{}/Task/rc-1", h.base));
+        async move {
+            let r = client.get(url).send().await?;
+            let status = r.status();
+            r.text().await.map(|body| (status, body, Instant::now()))
+        }
+    });
+    // Nothing is flushed for 5 s; the read must still be waiting when Herald dies.
+    let waited = tokio::time::timeout(Duration::from_millis(700), async {
+        while !read.is_finished() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let killed_at = Instant::now();
+    h.kill9();
+    match read.await.unwrap() {
+        Ok((status, body, at)) => {
+            panic!("the read answered {status} before the write was durable ({:?} before the kill): {body}", killed_at - at)
+        }
+        Err(_) => assert!(waited.is_err(), "the read ended without an answer before the kill"),
+    }
+    assert!(put.await.unwrap().is_err(), "the write was acknowledged before it was flushed");
+    // After the restart the write is gone, as nobody was told otherwise.
+    let h = Herald::start(dir.path(), port).await;
+    let status = client.get(format!("{}/Task/rc-1", h.base)).send().await.unwrap().status();
+    assert_eq!(status, StatusCode::NOT_FOUND, "an unacknowledged, unflushed write survived; this test shows nothing then");
+}

@@ -44,6 +44,7 @@ impl Committer {
             enforce_task_state_machine: false,
             retention: Retention { keep: 1000, max_age: Duration::from_secs(3600), interval: Duration::from_secs(3600) },
             entities: Default::default(),
+            flush_delay: Duration::ZERO,
         };
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
