@@ -314,3 +314,20 @@ async fn a_subscription_needs_a_grant_that_can_read_what_its_topic_notifies_abou
     let searcher = token("searcher", "system/Subscription.cruds system/Task.s", None, 600);
     assert_eq!(call(&server, Method::POST, "Subscription", Some(&searcher), Some(&sub)).await.0, StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn a_refused_endpoint_host_does_not_reveal_what_it_resolves_to() {
+    // No private allowlist: `localhost` resolves to loopback, which is refused; the refusal
+    // names the host, never the address, so creation cannot be used to resolve names.
+    let server = TestServer::start_with(|c| c.delivery.allow_private_networks.clear()).await;
+    server.task_topic(TOPIC).await;
+    let sub = json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": "id-only",
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
+        "endpoint": "http://localhost:9/hook" });
+    let (s, oo) = server.post("Subscription", &sub).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
+    assert_eq!(oo["issue"][0]["expression"][0], "Subscription.endpoint");
+    let text = oo.to_string();
+    assert!(text.contains("localhost") && text.contains("not public"), "{text}");
+    assert!(!text.contains("127.0.0.1") && !text.contains("::1"), "{text}");
+}
