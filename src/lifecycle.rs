@@ -215,7 +215,7 @@ pub(crate) async fn start(
             max_age: cfg.duration("subscriptions.events_max_age"),
             interval: cfg.duration("subscriptions.events_prune_interval"),
         },
-        entities: crate::auth::Entities::new(&cfg.auth.entities),
+        entities: crate::auth::Entities::new(&cfg.auth.entities, &cfg.auth.jwt_as_api_key_clients),
     };
     // Loading the registry reads every topic and subscription (and installs the built-in
     // topics): blocking work. It starts the committer and the flusher on `core` and a lane per
@@ -243,7 +243,7 @@ pub(crate) async fn start(
         auth,
         rate_limit: api::ratelimit::RateLimiter::new(cfg.auth.rate_limit, cfg.auth.rate_burst),
         allow_plain_http: cfg.delivery.allow_plain_http,
-        entities: crate::auth::Entities::new(&cfg.auth.entities),
+        entities: crate::auth::Entities::new(&cfg.auth.entities, &cfg.auth.jwt_as_api_key_clients),
         audit,
     });
     Ok(Running {
