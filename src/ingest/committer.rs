@@ -16,18 +16,19 @@ use super::builtin;
 use super::flusher::{self, FlushItem};
 use super::group::{self, Group};
 use super::outputs;
-use super::resolver::{CommitResolver, Pending};
+use super::resolver::{CommitResolver, Pending, SeenChange};
 use super::subscriptions::{self, RegistryOp};
 use super::{
     EmitResult, EmittedEvent, EventFocus, ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneCommand, LaneSink, LaneView,
     Request, ResendRange, ResendSummary, WriteEntry, WriteMethod, WriteResult,
 };
 use crate::fhir::instant::{format_millis, now_millis, Millis};
+use crate::fhir::subscription::secrets::redacted;
 use crate::fhir::subscription::SubscriptionLimits;
 use crate::fhir::topic::Interaction;
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
-use crate::matching::{self, match_change, match_event, ResourceChange, TopicEvent};
+use crate::matching::{self, match_change, match_event, TopicEvent};
 use crate::ops::audit::{self, AuditEntry};
 use crate::ops::metrics::metrics;
 use crate::outbox::{EventDraft, Outbox, SledOutbox};
@@ -677,6 +678,9 @@ impl Committer {
         now: Millis,
     ) -> Result<(usize, Vec<String>), IngestError> {
         let (focus_type, focus_id, focus_seq, focus_value) = focus;
+        // Filters see a Subscription focus without its secrets, as changes are matched.
+        let subject = event.filter_subject.map(redacted);
+        let event = &TopicEvent { filter_subject: subject.as_deref(), ..*event };
         let report =
             match_event(event, &self.registry, &self.cfg.base_url, |sub| self.state(plan, sub).is_some_and(|s| s.status.counts_events()));
         for d in &report.diagnostics {
@@ -732,13 +736,9 @@ impl Committer {
         previous: Option<&Value>,
         now: Millis,
     ) -> Result<(), IngestError> {
-        let change = ResourceChange {
-            resource_type: &record.resource_type,
-            id: &record.id,
-            interaction,
-            previous,
-            current: record.resource.as_ref(),
-        };
+        // Matched as seen: a Subscription without its secrets (`resolver` module doc).
+        let seen = SeenChange::new(record, interaction, previous);
+        let change = seen.change();
         let resolver = CommitResolver::new(&self.store, self.pending(plan), &self.cfg.base_url);
         let resolver_ref = &resolver;
         let report = match_change(&change, &self.registry, &self.cfg.base_url, Some(&resolver_ref), |sub| {
