@@ -6,7 +6,9 @@
 //! covered when a scope grants read or search (`r`/`s` in SMART v2, `read` in v1) on its type,
 //! and, when only `patient/` scopes do, the version is in that patient's compartment. A
 //! version without content (a deletion, or one that could not be read) cannot be placed in a
-//! compartment, so `patient/`-only grants do not cover it: the check fails closed.
+//! compartment, so `patient/`-only grants do not cover it: the check fails closed. No grant
+//! covers a Subscription: it carries another client's endpoint and secrets, and its owner reads
+//! it through the API, never as a notification's focus or context.
 //! Pure: no IO; callers pass the resource versions the event saw.
 
 use serde_json::Value;
@@ -32,6 +34,9 @@ impl SendGrant {
     /// May the owner see this version of a `resource_type` resource? `resource` is the
     /// version's content (`None`: a deletion, or unreadable).
     pub fn may_read(&self, resource_type: &str, resource: Option<&Value>) -> bool {
+        if resource_type == "Subscription" {
+            return false;
+        }
         let mut patient_only = false;
         for perm in READS {
             if self.scopes.allows(resource_type, perm) {
@@ -96,6 +101,16 @@ mod tests {
         assert!(g.may_read("Task", Some(&task_for("p2"))));
         assert!(g.may_read("Task", None));
         assert!(!g.may_read("Observation", None));
+    }
+
+    #[test]
+    fn no_grant_covers_a_subscription() {
+        let sub = json!({ "resourceType": "Subscription", "id": "s", "status": "active" });
+        for scopes in ["system/*.cruds", "system/Subscription.rs", "user/*.*", "system/*.read"] {
+            assert!(!grant(scopes, None).may_read("Subscription", Some(&sub)), "{scopes}");
+            assert!(!grant(scopes, None).may_read("Subscription", None), "{scopes}");
+        }
+        assert!(!grant("patient/*.rs", Some("p1")).may_read("Subscription", Some(&sub)));
     }
 
     #[test]
