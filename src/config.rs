@@ -51,6 +51,9 @@ pub struct AuthSettings {
     pub leeway: String,
     /// Machine clients: `{ client, sha256, scopes }`, the key's SHA-256 in hex.
     pub api_keys: Vec<ApiKeySetting>,
+    /// JWT client ids that are the same client as the API-key client of that name; any other
+    /// token's client is `jwt:<client_id>` (see `crate::auth`).
+    pub jwt_as_api_key_clients: Vec<String>,
     /// Serve anonymous requests on a non-loopback address when no authentication is
     /// configured (`--allow-anonymous`).
     pub allow_anonymous: bool,
@@ -85,6 +88,7 @@ impl std::fmt::Debug for AuthSettings {
             .field("jwks_file", &self.jwks_file)
             .field("hs256_secrets", &format!("[{} redacted]", self.hs256_secrets.len()))
             .field("api_keys", &self.api_keys.iter().map(|k| &k.client).collect::<Vec<_>>())
+            .field("jwt_as_api_key_clients", &self.jwt_as_api_key_clients)
             .field("allow_anonymous", &self.allow_anonymous)
             .field("entities", &self.entities)
             .finish()

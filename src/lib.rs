@@ -89,6 +89,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
         hs256_secrets: &cfg.auth.hs256_secrets,
         leeway: cfg.duration("auth.leeway"),
         api_keys: &cfg.auth.api_keys.iter().map(|k| (k.client.clone(), k.sha256.clone(), k.scopes.clone())).collect::<Vec<_>>(),
+        jwt_as_api_key_clients: &cfg.auth.jwt_as_api_key_clients,
     })
     .map_err(|message| config::ConfigError::Invalid { key: "auth", message })?;
     if authenticator.is_none() {

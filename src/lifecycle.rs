@@ -218,7 +218,7 @@ pub(crate) async fn start(
             max_age: cfg.duration("subscriptions.events_max_age"),
             interval: cfg.duration("subscriptions.events_prune_interval"),
         },
-        entities: crate::auth::Entities::new(&cfg.auth.entities),
+        entities: crate::auth::Entities::new(&cfg.auth.entities, &cfg.auth.jwt_as_api_key_clients),
         flush_delay: cfg.duration("store.dangerous_flush_delay"),
     };
     // Loading the registry reads every topic and subscription (and installs the built-in
@@ -247,7 +247,7 @@ pub(crate) async fn start(
         auth,
         rate_limit: api::ratelimit::RateLimiter::new(cfg.auth.rate_limit, cfg.auth.rate_burst),
         allow_plain_http: cfg.delivery.allow_plain_http,
-        entities: crate::auth::Entities::new(&cfg.auth.entities),
+        entities: crate::auth::Entities::new(&cfg.auth.entities, &cfg.auth.jwt_as_api_key_clients),
         audit,
         read_committed_timeout: cfg.duration("store.read_committed_timeout"),
     });

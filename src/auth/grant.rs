@@ -6,12 +6,14 @@
 //! covered when a scope grants read or search (`r`/`s` in SMART v2, `read` in v1) on its type,
 //! and, when only `patient/` scopes do, the version is in that patient's compartment. A
 //! version without content (a deletion, or one that could not be read) cannot be placed in a
-//! compartment, so `patient/`-only grants do not cover it: the check fails closed.
+//! compartment, so `patient/`-only grants do not cover it: the check fails closed. No grant
+//! covers a Subscription: it carries another client's endpoint and secrets, and its owner reads
+//! it through the API, never as a notification's focus or context.
 //! Pure: no IO; callers pass the resource versions the event saw.
 
 use serde_json::Value;
 
-use super::{in_compartment, Perm, Scopes};
+use super::{covers, Scopes};
 
 /// What a subscription's owner may read at send time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,31 +22,17 @@ pub struct SendGrant {
     patient: Option<String>,
 }
 
-/// Send-time reads need either permission: a subscriber that may search a type learns its
-/// resources anyway.
-const READS: [Perm; 2] = [Perm::Read, Perm::Search];
-
 impl SendGrant {
     pub fn new(scopes: Scopes, patient: Option<String>) -> SendGrant {
         SendGrant { scopes, patient }
     }
 
     /// May the owner see this version of a `resource_type` resource? `resource` is the
-    /// version's content (`None`: a deletion, or unreadable).
+    /// version's content (`None`: a deletion, or unreadable). The same rule as a read through
+    /// the API (`super::covers`), except that no grant covers a Subscription: another client's
+    /// would carry its endpoint and headers, and a subscriber's own is not news to it.
     pub fn may_read(&self, resource_type: &str, resource: Option<&Value>) -> bool {
-        let mut patient_only = false;
-        for perm in READS {
-            if self.scopes.allows(resource_type, perm) {
-                if !self.scopes.needs_compartment(resource_type, perm) {
-                    return true;
-                }
-                patient_only = true;
-            }
-        }
-        match (patient_only, self.patient.as_deref(), resource) {
-            (true, Some(patient), Some(r)) => in_compartment(r, patient),
-            _ => false,
-        }
+        resource_type != "Subscription" && covers(&self.scopes, self.patient.as_deref(), resource_type, resource)
     }
 }
 
@@ -96,6 +84,16 @@ mod tests {
         assert!(g.may_read("Task", Some(&task_for("p2"))));
         assert!(g.may_read("Task", None));
         assert!(!g.may_read("Observation", None));
+    }
+
+    #[test]
+    fn no_grant_covers_a_subscription() {
+        let sub = json!({ "resourceType": "Subscription", "id": "s", "status": "active" });
+        for scopes in ["system/*.cruds", "system/Subscription.rs", "user/*.*", "system/*.read"] {
+            assert!(!grant(scopes, None).may_read("Subscription", Some(&sub)), "{scopes}");
+            assert!(!grant(scopes, None).may_read("Subscription", None), "{scopes}");
+        }
+        assert!(!grant("patient/*.rs", Some("p1")).may_read("Subscription", Some(&sub)));
     }
 
     #[test]

@@ -4,13 +4,19 @@
 //! - **JWTs** are checked offline against configured keys: `auth.jwks_file` (a JWKS with RSA or
 //!   EC public keys, `kid`-matched) and/or `auth.hs256_secrets`; `iss` must equal
 //!   `auth.issuer`, `aud` must contain `auth.audience`, `exp` and `nbf` are enforced with
-//!   `auth.leeway`. The client is `client_id` (else `azp`, else `sub`); scopes come from
-//!   `scope` (space-separated, SMART) or `scp`.
+//!   `auth.leeway`. The client is `jwt:<client_id>` (else `azp`, else `sub`); scopes come
+//!   from `scope` (space-separated, SMART) or `scp`.
 //! - **API keys** (`auth.api_keys`) are stored as SHA-256 digests with a client id and scopes;
-//!   sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+//!   sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`. The client is the key's
+//!   configured name, which may not start with `jwt:`.
 //! - **Anonymous** access exists only when no authentication is configured: every request is
 //!   then allowed (a local trial), and Herald refuses to start on a non-loopback address
 //!   unless `--allow-anonymous` is given.
+//!
+//! A client is its credential's kind and name: a token whose `client_id` equals an API key's
+//! client name is a different client (it owns other Subscriptions and never reads that key's
+//! secrets), unless the operator lists the id in `auth.jwt_as_api_key_clients`; then the token's
+//! client is the bare name, the same client as the API key's.
 //!
 //! Scopes follow SMART v2 (`system/Task.cruds`, `user/*.rs`, `patient/Observation.r`) and
 //! accept v1 forms (`system/*.read`, `user/Task.write`, `.*`). `patient/` scopes need the
@@ -20,6 +26,7 @@
 pub mod grant;
 pub mod scopes;
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
@@ -33,10 +40,15 @@ pub use scopes::{Perm, Scopes};
 
 use crate::secret::Secret;
 
+/// What a JWT client's name starts with (`jwt:<client_id>`), unless the operator made the id the
+/// same client as the API-key client of that name (`auth.jwt_as_api_key_clients`).
+pub const JWT_CLIENT_PREFIX: &str = "jwt:";
+
 /// The authenticated caller.
 #[derive(Clone, Debug)]
 pub struct Principal {
-    /// `None` for anonymous access (no authentication configured).
+    /// `None` for anonymous access (no authentication configured). An API key's client name,
+    /// or `jwt:<client_id>` for a token (the bare id when aliased, see the module docs).
     pub client: Option<String>,
     pub scopes: Scopes,
     /// The `patient` launch context, for `patient/` scopes.
@@ -83,32 +95,46 @@ impl Principal {
 }
 
 /// The operator's map of managing entities (`auth.entities`): which clients act for which
-/// `Subscription.managingEntity` reference.
+/// `Subscription.managingEntity` reference; and which JWT client ids are the same client as the
+/// API-key client of that name (`auth.jwt_as_api_key_clients`).
 #[derive(Clone, Debug, Default)]
-pub struct Entities(std::collections::HashMap<String, Vec<String>>);
+pub struct Entities {
+    members: HashMap<String, Vec<String>>,
+    /// Aliased ids: such a token's client is the bare name, and it also answers for what is
+    /// named `jwt:<id>` (Subscriptions its tokens created before it was aliased, or stored by
+    /// older releases), since both name the same party.
+    jwt_aliases: HashSet<String>,
+}
 
 impl Entities {
-    pub fn new(settings: &[crate::config::EntitySetting]) -> Entities {
-        let mut map: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    pub fn new(settings: &[crate::config::EntitySetting], jwt_as_api_key_clients: &[String]) -> Entities {
+        let mut members: HashMap<String, Vec<String>> = HashMap::new();
         for e in settings {
-            map.entry(e.reference.clone()).or_default().extend(e.clients.iter().cloned());
+            members.entry(e.reference.clone()).or_default().extend(e.clients.iter().cloned());
         }
-        Entities(map)
+        Entities { members, jwt_aliases: jwt_as_api_key_clients.iter().cloned().collect() }
     }
 
     /// Whether the operator mapped any client to `reference`.
     pub fn is_mapped(&self, reference: &str) -> bool {
-        self.0.contains_key(reference)
+        self.members.contains_key(reference)
     }
 
     pub fn member(&self, reference: &str, client: &str) -> bool {
-        self.0.get(reference).is_some_and(|clients| clients.iter().any(|c| c == client))
+        self.members.get(reference).is_some_and(|clients| clients.iter().any(|c| self.same_client(c, client)))
     }
 
     /// Whether `client` may read, change and use a subscription created by `owner` (`None`:
     /// anonymously, so anyone) and managed by `managing`.
     pub fn may_manage(&self, owner: Option<&str>, managing: Option<&str>, client: &str) -> bool {
-        owner.is_none_or(|o| o == client) || managing.is_some_and(|m| self.member(m, client))
+        owner.is_none_or(|o| self.same_client(o, client)) || managing.is_some_and(|m| self.member(m, client))
+    }
+
+    /// Whether the stored or configured name `named` is the caller `client`. Names compare
+    /// exactly (an API key's `etl` is never the token client `jwt:etl`), except that an aliased
+    /// id is also its `jwt:` name.
+    fn same_client(&self, named: &str, client: &str) -> bool {
+        named == client || (self.jwt_aliases.contains(client) && named.strip_prefix(JWT_CLIENT_PREFIX) == Some(client))
     }
 }
 
@@ -136,6 +162,8 @@ pub struct Authenticator {
     jwks: Option<JwkSet>,
     hs256: Vec<Secret<Vec<u8>>>,
     api_keys: Vec<ApiKey>,
+    /// `auth.jwt_as_api_key_clients`: token client ids kept bare (see the module docs).
+    jwt_aliases: HashSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -189,6 +217,8 @@ pub struct AuthConfig<'a> {
     pub hs256_secrets: &'a [String],
     pub leeway: Duration,
     pub api_keys: &'a [(String, String, String)],
+    /// Token client ids that are the same client as the API-key client of that name.
+    pub jwt_as_api_key_clients: &'a [String],
 }
 
 impl Authenticator {
@@ -207,7 +237,17 @@ impl Authenticator {
             if client.is_empty() {
                 return Err(format!("auth.api_keys[{i}].client is empty"));
             }
+            if client.starts_with(JWT_CLIENT_PREFIX) {
+                return Err(format!("auth.api_keys[{i}].client may not start with \"{JWT_CLIENT_PREFIX}\", which names token clients"));
+            }
             api_keys.push(ApiKey { client: client.clone(), digest, scopes });
+        }
+        for (i, id) in cfg.jwt_as_api_key_clients.iter().enumerate() {
+            if id.is_empty() || id.starts_with(JWT_CLIENT_PREFIX) {
+                return Err(format!(
+                    "auth.jwt_as_api_key_clients[{i}] must be a token's client id, not empty nor \"{JWT_CLIENT_PREFIX}...\""
+                ));
+            }
         }
         let hs256: Vec<Secret<Vec<u8>>> = cfg.hs256_secrets.iter().map(|s| Secret::new(s.as_bytes().to_vec())).collect();
         let jwt = jwks.is_some() || !hs256.is_empty();
@@ -224,12 +264,14 @@ impl Authenticator {
             jwks,
             hs256,
             api_keys,
+            jwt_aliases: cfg.jwt_as_api_key_clients.iter().cloned().collect(),
         }))
     }
 
     /// What the API keys configured for `client` grant now (all of them together; nothing
     /// when the client has no key left). Send-time checks of API-key subscriptions use this,
-    /// so a narrowed or removed key takes effect at the next start.
+    /// so a narrowed or removed key takes effect at the next start. A `jwt:` name gets nothing:
+    /// no key may carry such a name (`from_config`).
     pub fn client_scopes(&self, client: &str) -> Scopes {
         let mut scopes = Scopes::default();
         for key in self.api_keys.iter().filter(|k| k.client == client) {
@@ -292,24 +334,27 @@ impl Authenticator {
                 v.set_audience(&[aud]);
             }
             match decode::<Claims>(token, &key, &v) {
-                Ok(data) => return principal_from(data.claims),
+                Ok(data) => return self.principal_from(data.claims),
                 Err(e) => last = e.to_string(),
             }
         }
         Err(AuthError::Invalid(last))
     }
-}
 
-fn principal_from(c: Claims) -> Result<Principal, AuthError> {
-    let client = c.client_id.or(c.azp).or(c.sub).ok_or_else(|| AuthError::Invalid("the token names no client".into()))?;
-    let scope_text = match (c.scope, c.scp) {
-        (Some(s), _) => s,
-        (None, Some(Value::Array(list))) => list.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "),
-        (None, Some(Value::String(s))) => s,
-        _ => String::new(),
-    };
-    let scopes = Scopes::parse(&scope_text).map_err(|e| AuthError::Invalid(format!("scope: {e}")))?;
-    Ok(Principal { client: Some(client), scopes, patient: c.patient, via: Credential::Jwt })
+    fn principal_from(&self, c: Claims) -> Result<Principal, AuthError> {
+        let id = c.client_id.or(c.azp).or(c.sub).ok_or_else(|| AuthError::Invalid("the token names no client".into()))?;
+        // The kind goes into the name, so that no token can be an API-key client by choosing
+        // its client_id, unless the operator said they are the same.
+        let client = if self.jwt_aliases.contains(&id) { id } else { format!("{JWT_CLIENT_PREFIX}{id}") };
+        let scope_text = match (c.scope, c.scp) {
+            (Some(s), _) => s,
+            (None, Some(Value::Array(list))) => list.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "),
+            (None, Some(Value::String(s))) => s,
+            _ => String::new(),
+        };
+        let scopes = Scopes::parse(&scope_text).map_err(|e| AuthError::Invalid(format!("scope: {e}")))?;
+        Ok(Principal { client: Some(client), scopes, patient: c.patient, via: Credential::Jwt })
+    }
 }
 
 /// Whether `scopes` (with the `patient` claim) cover reading a version of a `resource_type`

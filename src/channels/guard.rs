@@ -47,14 +47,19 @@ fn v6_forbidden(ip: Ipv6Addr) -> bool {
         || ip.is_multicast()
         || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10: deprecated, still routed inside some sites
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64 can reach IPv4 private space
+        || s[0] == 0x2002 // 6to4 embeds an IPv4 address, private ones included, behind a relay
+        || (s[0] == 0x2001 && s[1] == 0x0000) // Teredo tunnels to an embedded IPv4 address too
+        || (s[0] == 0x0100 && s[1] == 0 && s[2] == 0 && s[3] == 0) // discard-only 100::/64
         || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0)
     // IPv4-compatible
 }
 
 /// True for loopback, private, link-local, CGNAT, multicast, documentation, metadata and other
-/// non-global addresses.
+/// non-global addresses, and for the IPv6 prefixes that tunnel to an embedded IPv4 address
+/// (NAT64, 6to4, Teredo) or are reserved (site-local, discard).
 pub fn is_non_global(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4_forbidden(v4),
@@ -70,9 +75,14 @@ impl AddressPolicy {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GuardError {
+    /// The URL names the address itself, so repeating it tells the caller nothing new.
     #[error("endpoint address {0} is loopback, private, link-local or otherwise not public; the operator has not allowed it")]
     Forbidden(IpAddr),
-    #[error("endpoint host {host} resolves to {ip}, which is not public; the operator has not allowed it")]
+    /// The text names the host but never the address it resolved to: this error reaches the
+    /// subscriber (422 on create, `$status` after a delivery, the audit trail), and naming the
+    /// address would let anyone use Subscription creation to resolve names inside the network.
+    /// `ip` is kept for operator-level logs only.
+    #[error("endpoint host {host} resolves to an address that is not public; the operator has not allowed it")]
     ResolvesForbidden { host: String, ip: IpAddr },
     #[error("endpoint URL has no host")]
     NoHost,
@@ -107,6 +117,7 @@ pub async fn check_endpoint(url: &Url, policy: &AddressPolicy) -> Result<(), Gua
     if let Ok(Ok(addrs)) = lookup {
         for addr in addrs {
             if !policy.permits(addr.ip()) {
+                tracing::debug!(host, ip = %addr.ip(), "endpoint host resolves to a forbidden address");
                 return Err(GuardError::ResolvesForbidden { host: host.to_string(), ip: addr.ip() });
             }
         }
@@ -145,7 +156,10 @@ impl Resolve for GuardedResolver {
             let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| policy.permits(a.ip())).collect();
             if allowed.is_empty() {
                 let err: Box<dyn std::error::Error + Send + Sync> = match addrs.first() {
-                    Some(a) => Box::new(GuardError::ResolvesForbidden { host, ip: a.ip() }),
+                    Some(a) => {
+                        tracing::debug!(host, ip = %a.ip(), "delivery host resolves only to forbidden addresses");
+                        Box::new(GuardError::ResolvesForbidden { host, ip: a.ip() })
+                    }
                     None => format!("{host} has no addresses").into(),
                 };
                 return Err(err);
@@ -198,6 +212,53 @@ mod tests {
         assert!(!policy.permits("10.0.0.1".parse().unwrap()));
         let open = AddressPolicy { allow_all_private: true, allow_nets: vec![] };
         assert!(open.permits("10.0.0.1".parse().unwrap()));
+    }
+
+    /// Each tunnelling or reserved IPv6 prefix, with an address inside it.
+    const TUNNELS_AND_RESERVED: [(&str, &str); 4] = [
+        ("2002::/16", "2002:c0a8:101::1"),    // 6to4 wrapping 192.168.1.1
+        ("fec0::/10", "fec0::1"),             // site-local
+        ("2001::/32", "2001:0:4136:e378::1"), // Teredo
+        ("100::/64", "100::1"),               // discard
+    ];
+
+    #[test]
+    fn tunnel_and_reserved_v6_prefixes_are_refused_by_default() {
+        let policy = AddressPolicy::default();
+        for (net, ip) in TUNNELS_AND_RESERVED {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(!policy.permits(ip), "{ip} in {net} should be forbidden");
+        }
+        // Neighbours of those prefixes stay global.
+        for ip in ["2001:4860::8888", "2003::1", "100:0:0:1::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(policy.permits(ip), "{ip} should be allowed");
+        }
+    }
+
+    #[test]
+    fn tunnel_and_reserved_v6_prefixes_are_permitted_when_allowlisted() {
+        for (net, ip) in TUNNELS_AND_RESERVED {
+            let policy = AddressPolicy { allow_all_private: false, allow_nets: vec![net.parse().unwrap()] };
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(policy.permits(ip), "{ip} should be permitted once {net} is allowlisted");
+        }
+    }
+
+    #[test]
+    fn a_resolved_address_never_appears_in_the_error_text() {
+        let err = GuardError::ResolvesForbidden { host: "intranet.example".into(), ip: "10.9.8.7".parse().unwrap() };
+        let text = err.to_string();
+        assert!(text.contains("intranet.example"), "{text}");
+        assert!(text.contains("resolves to an address that is not public"), "{text}");
+        assert!(!text.contains("10.9.8.7"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn creation_check_hides_what_localhost_resolves_to() {
+        let err = check_endpoint(&Url::parse("http://localhost:9/x").unwrap(), &AddressPolicy::default()).await.unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("127.0.0.1") && !text.contains("::1"), "{text}");
     }
 
     #[tokio::test]

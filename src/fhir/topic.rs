@@ -4,7 +4,8 @@
 //! Herald evaluates resource triggers by type, interaction, `fhirPathCriteria` and
 //! `queryCriteria`, both compiled here, once, when the topic is stored; criteria that do not
 //! compile are refused with the position or clause at fault. `eventTrigger`s are kept by code
-//! and focus type; events come from Herald's own workflow detection (`ingest::workflow`).
+//! and focus type; events come from Herald's own workflow detection (`ingest::workflow`). No
+//! element may name `Subscription` (see `resource_type_at`).
 //!
 //! When a trigger has both `queryCriteria` and `fhirPathCriteria`, R5 calls them two
 //! computable renderings of one concept, to be implemented consistently and never ANDed
@@ -314,8 +315,20 @@ fn strings_at(v: &Value, key: &str, path: &str, issues: &mut Vec<Issue>) -> Vec<
     out
 }
 
+/// A topic's resource type (a trigger's, a filter's or a shape's), by name or
+/// StructureDefinition URL. `Subscription` is refused, whatever the auth mode: a Subscription
+/// carries its client's endpoint and header secrets, so a topic on it would tell every
+/// subscriber about every other client's subscriptions (docs/decisions.md).
 fn resource_type_at(uri: &str, path: &str, allow_any: bool, issues: &mut Vec<Issue>) -> Option<String> {
     let name = type_from_uri(uri);
+    if name == "Subscription" {
+        issues.push(Issue::at(
+            IssueType::BusinessRule,
+            path,
+            "a topic may not name Subscription: Subscriptions carry other clients' endpoints and secrets",
+        ));
+        return None;
+    }
     if (allow_any && name == "Resource") || is_resource_type(name) {
         Some(name.to_string())
     } else {

@@ -16,18 +16,19 @@ use super::builtin;
 use super::flusher::{self, FlushItem};
 use super::group::{self, Group};
 use super::outputs;
-use super::resolver::{CommitResolver, Pending};
+use super::resolver::{CommitResolver, Pending, SeenChange};
 use super::subscriptions::{self, RegistryOp};
 use super::{
     EmitResult, EmittedEvent, EventFocus, ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneCommand, LaneSink, LaneView,
     Request, ResendRange, ResendSummary, WriteEntry, WriteMethod, WriteResult,
 };
 use crate::fhir::instant::{format_millis, now_millis, Millis};
+use crate::fhir::subscription::secrets::redacted;
 use crate::fhir::subscription::SubscriptionLimits;
 use crate::fhir::topic::Interaction;
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
-use crate::matching::{self, match_change, match_event, ResourceChange, TopicEvent};
+use crate::matching::{self, match_change, match_event, TopicEvent};
 use crate::ops::audit::{self, AuditEntry};
 use crate::ops::metrics::metrics;
 use crate::outbox::{EventDraft, Outbox, SledOutbox};
@@ -180,7 +181,10 @@ impl Committer {
         let mut registry = Registry::with_base_url(&cfg.base_url);
         subscriptions::load_search_params(&store)?;
         // Built-in topics first, so that the loop below loads them like any stored topic.
-        builtin::install(&store, &cfg.base_url, now_millis())?;
+        if !builtin::install(&store, &cfg.base_url, now_millis())?.is_empty() {
+            // Durable before anything is served (reads wait for what they saw to be flushed).
+            store.flush()?;
+        }
         for (id, cur) in store.list_current("SubscriptionTopic", None, usize::MAX)? {
             if cur.deleted {
                 continue;
@@ -442,10 +446,10 @@ impl Committer {
         for sub in &removed {
             self.states.remove(sub);
         }
+        // Always to the flusher, lanes or not: what was applied is readable only once a flush
+        // made it durable (`api::committed`), so every apply must be followed by one.
         let lanes = self.lane_views(removed, touched);
-        if !lanes.is_empty() {
-            let _ = self.flush_tx.send(FlushItem { reply: None, lanes });
-        }
+        let _ = self.flush_tx.send(FlushItem { reply: None, lanes });
         Ok(())
     }
 
@@ -690,6 +694,9 @@ impl Committer {
         now: Millis,
     ) -> Result<(usize, Vec<String>), IngestError> {
         let (focus_type, focus_id, focus_seq, focus_value) = focus;
+        // Filters see a Subscription focus without its secrets, as changes are matched.
+        let subject = event.filter_subject.map(redacted);
+        let event = &TopicEvent { filter_subject: subject.as_deref(), ..*event };
         let report =
             match_event(event, &self.registry, &self.cfg.base_url, |sub| self.state(plan, sub).is_some_and(|s| s.status.counts_events()));
         for d in &report.diagnostics {
@@ -745,13 +752,9 @@ impl Committer {
         previous: Option<&Value>,
         now: Millis,
     ) -> Result<(), IngestError> {
-        let change = ResourceChange {
-            resource_type: &record.resource_type,
-            id: &record.id,
-            interaction,
-            previous,
-            current: record.resource.as_ref(),
-        };
+        // Matched as seen: a Subscription without its secrets (`resolver` module doc).
+        let seen = SeenChange::new(record, interaction, previous);
+        let change = seen.change();
         let resolver = CommitResolver::new(&self.store, self.pending(plan), &self.cfg.base_url);
         let resolver_ref = &resolver;
         let report = match_change(&change, &self.registry, &self.cfg.base_url, Some(&resolver_ref), |sub| {

@@ -104,6 +104,11 @@ impl Group {
         self.open = open;
         match store.apply(commit) {
             Ok(()) => {
+                // Every apply is followed by a flush, even one nobody waits for: reads wait
+                // for it (`api::committed`).
+                if items.is_empty() {
+                    let _ = flush_tx.send(FlushItem { reply: None, lanes: Vec::new() });
+                }
                 for item in items {
                     let _ = flush_tx.send(item);
                 }

@@ -23,7 +23,8 @@ pub const NOT_AUTHORIZED: &str = "not-authorized";
 /// What the subscription's owner may read now; `None`: nothing to check. `owner` is the
 /// subscription's owner (`SubState.owner`); `auth` the server's authenticator (`None`: no
 /// `[auth]`, everything is allowed). An API key's grant is its client's configured scopes
-/// today (none left: nothing); a token's is the recorded snapshot (unparsable: nothing).
+/// today (none left: nothing); a token's is the recorded snapshot (unparsable: nothing). A
+/// `jwt:` owner has no API key (`auth::Authenticator::client_scopes`), so it never gets one's.
 pub fn send_grant(owner: Option<&str>, stored: Option<&StoredGrant>, auth: Option<&Authenticator>) -> Option<SendGrant> {
     let stored = stored?;
     let auth = auth?;

@@ -30,7 +30,8 @@ use std::sync::Arc;
 use thiserror::Error;
 
 pub use records::{
-    ContextRef, CurrentRecord, DeadRecord, EventRecord, GrantSource, Resend, StoredError, StoredGrant, SubState, SubStatus, VersionRecord,
+    ContextRef, CurrentRecord, DeadRecord, EventRecord, GrantSource, OwnerForm, Resend, StoredError, StoredGrant, SubState, SubStatus,
+    VersionRecord,
 };
 
 #[derive(Debug, Error)]
@@ -331,8 +332,9 @@ impl Store {
         Ok(out)
     }
 
+    /// A subscription's state, upgraded from older releases' form (`SubState::upgraded`).
     pub fn sub_state(&self, sub: &str) -> Result<Option<SubState>> {
-        self.get(&keys::sub_state(sub))
+        Ok(self.get::<SubState>(&keys::sub_state(sub))?.map(SubState::upgraded))
     }
 
     pub fn sub_states(&self) -> Result<Vec<(String, SubState)>> {
@@ -341,7 +343,7 @@ impl Store {
         for item in self.tree.scan_prefix(&prefix) {
             let (k, v) = item?;
             let id = String::from_utf8_lossy(k.get(prefix.len()..).unwrap_or_default()).into_owned();
-            out.push((id, decode(&k, &v)?));
+            out.push((id, decode::<SubState>(&k, &v)?.upgraded()));
         }
         Ok(out)
     }

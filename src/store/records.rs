@@ -163,9 +163,17 @@ pub struct SubState {
     #[serde(default)]
     pub resends: u64,
     /// The authenticated client that created the subscription (`None`: created anonymously);
-    /// only it may read, change or use it.
+    /// only it may read, change or use it. Named as `auth::Principal::client` names it: an
+    /// API key's client, or `jwt:<client_id>` for a token (the bare id when the operator
+    /// aliased it). Releases before that stored a token's bare client id; see `owner_form`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// How `owner` names its client. Absent from records of older releases (`Bare`): on
+    /// decode (`upgraded`) a bare owner whose grant came from a token becomes
+    /// `jwt:<owner>`, so an API key of that name does not take it over. Records written
+    /// before grants were recorded cannot tell a token from a key and keep their bare owner.
+    #[serde(default)]
+    pub owner_form: OwnerForm,
     /// The Subscription's `managingEntity` reference; the clients the operator maps to it
     /// (`auth.entities`) share the owner's rights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +190,17 @@ pub struct SubState {
     /// The highest event number counted in `withheld`.
     #[serde(default)]
     pub withheld_through: u64,
+}
+
+/// How `SubState.owner` names a client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OwnerForm {
+    /// Older releases: a token's client is its bare client id, like an API key's.
+    #[default]
+    Bare,
+    /// A token's client is `jwt:<client_id>` unless aliased: the owner is used as stored.
+    Kinded,
 }
 
 /// How the owner of a subscription authenticated, which decides where send-time checks find
@@ -238,11 +257,25 @@ impl SubState {
             resend: None,
             resends: 0,
             owner: None,
+            owner_form: OwnerForm::Kinded,
             managing_entity: None,
             grant: None,
             withheld: 0,
             withheld_through: 0,
         }
+    }
+
+    /// This record as the current release reads it: an older release's token owner becomes
+    /// `jwt:<owner>` (see `owner_form`). The store applies it to every SubState it decodes.
+    pub fn upgraded(mut self) -> Self {
+        if self.owner_form == OwnerForm::Bare {
+            let from_token = self.grant.as_ref().is_some_and(|g| g.via == GrantSource::Jwt);
+            if let Some(owner) = self.owner.as_mut().filter(|o| from_token && !o.starts_with(crate::auth::JWT_CLIENT_PREFIX)) {
+                *owner = format!("{}{owner}", crate::auth::JWT_CLIENT_PREFIX);
+            }
+            self.owner_form = OwnerForm::Kinded;
+        }
+        self
     }
 
     /// Events assigned but not yet delivered or dead-lettered.

@@ -73,3 +73,45 @@ fn unknown_format_and_damaged_records_are_errors_not_panics() {
         other => panic!("expected a corrupt-record error, got {other:?}"),
     }
 }
+
+/// A SubState as an older release wrote it: no `owner_form`.
+fn older_release_state(owner: &str, via: Option<GrantSource>) -> Vec<u8> {
+    let mut state = SubState::new(SubStatus::Active);
+    state.owner = Some(owner.into());
+    state.grant = via.map(|via| StoredGrant { via, scopes: "system/*.rs".into(), patient: None });
+    let mut value = serde_json::to_value(&state).unwrap();
+    value.as_object_mut().unwrap().remove("owner_form");
+    serde_json::to_vec(&value).unwrap()
+}
+
+#[test]
+fn older_token_owners_are_read_as_jwt_clients_and_current_records_as_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for (sub, bytes) in [
+        ("old-jwt", older_release_state("etl", Some(GrantSource::Jwt))),
+        ("old-key", older_release_state("etl", Some(GrantSource::ApiKey))),
+        ("old-ungranted", older_release_state("etl", None)),
+    ] {
+        store.tree.insert(keys::sub_state(sub), bytes).unwrap();
+    }
+    // Written by this release for an aliased token client: the bare name is meant.
+    let mut aliased = SubState::new(SubStatus::Active);
+    aliased.owner = Some("etl".into());
+    aliased.grant = Some(StoredGrant { via: GrantSource::Jwt, scopes: "system/*.rs".into(), patient: None });
+    let mut c = Commit::new();
+    c.put_sub_state("aliased", &aliased).unwrap();
+    store.apply(c).unwrap();
+
+    let owner = |sub: &str| store.sub_state(sub).unwrap().unwrap().owner.unwrap();
+    assert_eq!(owner("old-jwt"), "jwt:etl", "a token's bare id is not the API key's client");
+    assert_eq!(owner("old-key"), "etl");
+    assert_eq!(owner("old-ungranted"), "etl", "without a grant the credential kind is unknown");
+    assert_eq!(owner("aliased"), "etl");
+    let all: std::collections::HashMap<String, SubState> = store.sub_states().unwrap().into_iter().collect();
+    assert_eq!(all["old-jwt"].owner.as_deref(), Some("jwt:etl"));
+    assert_eq!(all["aliased"].owner.as_deref(), Some("etl"));
+    assert!(all.values().all(|s| s.owner_form == OwnerForm::Kinded));
+    // Upgrading twice changes nothing.
+    assert_eq!(all["old-jwt"].clone().upgraded(), all["old-jwt"]);
+}

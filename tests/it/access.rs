@@ -636,3 +636,45 @@ async fn a_binding_token_binds_only_what_its_holder_may_still_use() {
     let b_token = w.call(Who::B, Method::GET, &format!("/fhir/Subscription/{}/$get-ws-binding-token", w.ws), None).await;
     assert_eq!(b_token.status, StatusCode::OK, "{}", b_token.text);
 }
+
+#[tokio::test]
+async fn topic_criteria_cannot_spell_out_another_clients_secret() {
+    let w = world().await;
+    // The reproduction: a topic on Subscription whose criteria test A's header value.
+    let probe = json!({ "resourceType": "SubscriptionTopic", "url": "http://example.org/topics/probe", "status": "active",
+        "resourceTrigger": [{ "resource": "Subscription", "supportedInteraction": ["create", "update"],
+            "fhirPathCriteria": "%current.parameter.where(name='Authorization').value.startsWith('Bearer S3')" }] });
+    let refused = w.call(Who::B, Method::POST, "/fhir/SubscriptionTopic", Some((FHIR, probe.to_string()))).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert!(refused.text.contains("Subscription"), "{}", refused.text);
+    // Nor through a topic on Task that follows a reference into a Subscription: criteria see
+    // it redacted, so a Task naming A's subscription never matches a test of its secret.
+    let via_task = json!({ "resourceType": "SubscriptionTopic", "url": "http://example.org/topics/probe-2", "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create"],
+            "fhirPathCriteria": "%current.focus.resolve().parameter.where(name='Authorization').value.startsWith('Bearer S3')" }] });
+    let created = w.call(Who::B, Method::POST, "/fhir/SubscriptionTopic", Some((FHIR, via_task.to_string()))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let sub = json!({ "resourceType": "Subscription", "status": "requested", "topic": "http://example.org/topics/probe-2", "content": "id-only",
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" } });
+    let mine = w.call(Who::B, Method::POST, "/fhir/Subscription", Some((FHIR, sub.to_string()))).await.json();
+    let id = mine["id"].as_str().unwrap();
+    let task = json!({ "resourceType": "Task", "status": "requested", "intent": "order", "focus": { "reference": format!("Subscription/{}", w.hook) } });
+    assert_eq!(w.call(Who::B, Method::POST, "/fhir/Task", Some((FHIR, task.to_string()))).await.status, StatusCode::CREATED);
+    let status = w.call(Who::B, Method::GET, &format!("/fhir/Subscription/{id}/$status"), None).await.json();
+    assert_eq!(status["entry"][0]["resource"]["eventsSinceSubscriptionStart"], "0", "the secret was tested: {status}");
+    // The same criteria on a value that is not secret do match: the test can fail.
+    let control = json!({ "resourceType": "SubscriptionTopic", "url": "http://example.org/topics/probe-3", "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create"],
+            "fhirPathCriteria": "%current.focus.resolve().parameter.where(name='Authorization').exists()" }] });
+    assert_eq!(
+        w.call(Who::B, Method::POST, "/fhir/SubscriptionTopic", Some((FHIR, control.to_string()))).await.status,
+        StatusCode::CREATED
+    );
+    let mut sub = sub;
+    sub["topic"] = json!("http://example.org/topics/probe-3");
+    let control_id =
+        w.call(Who::B, Method::POST, "/fhir/Subscription", Some((FHIR, sub.to_string()))).await.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(w.call(Who::B, Method::POST, "/fhir/Task", Some((FHIR, task.to_string()))).await.status, StatusCode::CREATED);
+    let status = w.call(Who::B, Method::GET, &format!("/fhir/Subscription/{control_id}/$status"), None).await.json();
+    assert_eq!(status["entry"][0]["resource"]["eventsSinceSubscriptionStart"], "1", "{status}");
+}

@@ -78,7 +78,7 @@ async fn subscription_changes_deliveries_and_refused_credentials_are_recorded_wi
     })
     .await;
     let create = trail.iter().find(|e| e["action"] == "create").expect("a create entry");
-    assert_eq!(create["actor"], "placer-7");
+    assert_eq!(create["actor"], "jwt:placer-7", "a token client is named by its kind");
     assert_eq!(create["entity"], format!("Subscription/{id}/_history/1"));
     assert_eq!(create["outcome"], "success");
     let handshake = trail.iter().find(|e| e["action"] == "delivery" && e["detail"]["kind"] == "handshake").expect("the handshake");
@@ -88,7 +88,7 @@ async fn subscription_changes_deliveries_and_refused_credentials_are_recorded_wi
     assert_eq!((event["detail"]["firstEvent"].as_u64(), event["detail"]["lastEvent"].as_u64()), (Some(1), Some(1)));
     assert!(has(&trail, "status", |e| e["detail"]["from"] == "requested" && e["detail"]["to"] == "active"), "{trail:#?}");
     let delete = trail.iter().find(|e| e["action"] == "delete").expect("a delete entry");
-    assert_eq!(delete["actor"], "placer-7");
+    assert_eq!(delete["actor"], "jwt:placer-7");
     // Oldest first, numbered in the order things happened.
     let seqs: Vec<u64> = trail.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
@@ -112,7 +112,7 @@ async fn subscription_changes_deliveries_and_refused_credentials_are_recorded_wi
     assert!(ok, "{err}");
     let printed: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(entries(&printed).len(), trail.len());
-    let (ok, table, err) = herald(&server, None, &["audit", "--action", "create", "--actor", "placer-7"]).await;
+    let (ok, table, err) = herald(&server, None, &["audit", "--action", "create", "--actor", "jwt:placer-7"]).await;
     assert!(ok, "{err}");
     assert!(table.contains(&format!("Subscription/{id}/_history/1")), "{table}");
     assert!(!table.contains("delivery"), "{table}");

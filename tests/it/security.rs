@@ -248,7 +248,7 @@ async fn clients_the_operator_maps_to_a_managing_entity_share_its_subscriptions(
         c.auth.hs256_secrets = vec![SECRET.into()];
         c.auth.entities = vec![herald::config::EntitySetting {
             reference: "Organization/acme-lab".into(),
-            clients: vec!["lab-app".into(), "lab-etl".into()],
+            clients: vec!["jwt:lab-app".into(), "jwt:lab-etl".into()],
         }];
     })
     .await;
@@ -313,4 +313,84 @@ async fn a_subscription_needs_a_grant_that_can_read_what_its_topic_notifies_abou
     assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("may not read Task"), "{oo}");
     let searcher = token("searcher", "system/Subscription.cruds system/Task.s", None, 600);
     assert_eq!(call(&server, Method::POST, "Subscription", Some(&searcher), Some(&sub)).await.0, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn a_refused_endpoint_host_does_not_reveal_what_it_resolves_to() {
+    // No private allowlist: `localhost` resolves to loopback, which is refused; the refusal
+    // names the host, never the address, so creation cannot be used to resolve names.
+    let server = TestServer::start_with(|c| c.delivery.allow_private_networks.clear()).await;
+    server.task_topic(TOPIC).await;
+    let sub = json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": "id-only",
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
+        "endpoint": "http://localhost:9/hook" });
+    let (s, oo) = server.post("Subscription", &sub).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
+    assert_eq!(oo["issue"][0]["expression"][0], "Subscription.endpoint");
+    let text = oo.to_string();
+    assert!(text.contains("localhost") && text.contains("not public"), "{text}");
+    assert!(!text.contains("127.0.0.1") && !text.contains("::1"), "{text}");
+}
+
+/// `secured()`, with `aliases` as `auth.jwt_as_api_key_clients`.
+async fn secured_with_aliases(aliases: &[&str]) -> TestServer {
+    let aliases: Vec<String> = aliases.iter().map(|a| a.to_string()).collect();
+    TestServer::start_with(move |c| {
+        c.auth.issuer = ISSUER.into();
+        c.auth.audience = AUDIENCE.into();
+        c.auth.hs256_secrets = vec![SECRET.into()];
+        c.auth.api_keys = vec![ApiKeySetting {
+            client: "etl".into(),
+            sha256: herald::auth::api_key_digest("etl-key-1"),
+            scopes: "system/*.cruds".into(),
+        }];
+        c.auth.jwt_as_api_key_clients = aliases;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_token_named_like_an_api_key_client_is_another_client_unless_the_operator_aliases_it() {
+    const KEY: &str = "etl-key-1";
+    const HEADER_SECRET: &str = "etl-header-secret-73";
+    let topic =
+        json!({ "resourceType": "SubscriptionTopic", "url": TOPIC, "status": "active", "resourceTrigger": [{ "resource": "Task" }] });
+    let sub = json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": "id-only",
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" },
+        "parameter": [{ "name": "X-Etl-Key", "value": HEADER_SECRET }] });
+    for aliased in [false, true] {
+        let server = secured_with_aliases(if aliased { &["etl"] } else { &[] }).await;
+        // A token whose client_id is the API key's client name.
+        let jwt = token("etl", "system/*.cruds", None, 600);
+        assert_eq!(call(&server, Method::POST, "SubscriptionTopic", Some(KEY), Some(&topic)).await.0, StatusCode::CREATED);
+        let (s, created) = call(&server, Method::POST, "Subscription", Some(KEY), Some(&sub)).await;
+        assert_eq!(s, StatusCode::CREATED, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let path = format!("Subscription/{id}");
+        let (s, seen) = call(&server, Method::GET, &path, Some(&jwt), None).await;
+        let (_, listed) = call(&server, Method::GET, "Subscription", Some(&jwt), None).await;
+        let mut edited = created.clone();
+        edited["status"] = json!("off");
+        if !aliased {
+            assert_eq!(s, StatusCode::NOT_FOUND, "{seen}");
+            assert_eq!(listed["entry"].as_array().map_or(0, Vec::len), 0, "{listed}");
+            assert!(!seen.to_string().contains(HEADER_SECRET) && !listed.to_string().contains(HEADER_SECRET));
+            assert_eq!(call(&server, Method::PUT, &path, Some(&jwt), Some(&edited)).await.0, StatusCode::NOT_FOUND);
+            assert_eq!(call(&server, Method::DELETE, &path, Some(&jwt), None).await.0, StatusCode::NOT_FOUND);
+            // Nor the other way round: the key's client does not see the token client's.
+            let (s, theirs) = call(&server, Method::POST, "Subscription", Some(&jwt), Some(&sub)).await;
+            assert_eq!(s, StatusCode::CREATED, "{theirs}");
+            let theirs = format!("Subscription/{}", theirs["id"].as_str().unwrap());
+            assert_eq!(call(&server, Method::GET, &theirs, Some(KEY), None).await.0, StatusCode::NOT_FOUND);
+            // The key's client still has its own, secret included.
+            let (s, own) = call(&server, Method::GET, &path, Some(KEY), None).await;
+            assert_eq!((s, own["parameter"][0]["value"].as_str()), (StatusCode::OK, Some(HEADER_SECRET)), "{own}");
+        } else {
+            assert_eq!(s, StatusCode::OK, "{seen}");
+            assert_eq!(seen["parameter"][0]["value"], HEADER_SECRET, "the same client reads its secrets");
+            assert_eq!(listed["entry"].as_array().map_or(0, Vec::len), 1, "{listed}");
+            assert_eq!(call(&server, Method::PUT, &path, Some(&jwt), Some(&edited)).await.0, StatusCode::OK);
+            assert!(call(&server, Method::DELETE, &path, Some(&jwt), None).await.0.is_success());
+        }
+    }
 }

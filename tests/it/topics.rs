@@ -404,3 +404,49 @@ async fn emitted_events_fire_event_trigger_topics_with_filters_and_context() {
     let (_, found) = server.get("Encounter?_summary=count").await;
     assert_eq!(found["total"], 3, "the refused event stored no Encounter: {found}");
 }
+
+#[tokio::test]
+async fn topics_naming_subscription_are_refused_on_create_and_update_in_every_auth_mode() {
+    let on_subscription = json!({ "resourceType": "SubscriptionTopic", "url": "http://example.org/topics/subs", "status": "active",
+        "resourceTrigger": [{ "resource": "http://hl7.org/fhir/StructureDefinition/Subscription" }],
+        "canFilterBy": [{ "resource": "Subscription", "filterParameter": "url" }],
+        "notificationShape": [{ "resource": "Subscription" }] });
+    let refused = |s: StatusCode, oo: &Value| {
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{oo}");
+        let issues = oo["issue"].as_array().unwrap();
+        let at: Vec<&str> = issues.iter().filter_map(|i| i["expression"][0].as_str()).collect();
+        for want in [
+            "SubscriptionTopic.resourceTrigger[0].resource",
+            "SubscriptionTopic.canFilterBy[0].resource",
+            "SubscriptionTopic.notificationShape[0].resource",
+        ] {
+            assert!(at.contains(&want), "{want} not in {oo}");
+        }
+        assert!(issues.iter().all(|i| i["code"] == "business-rule"), "{oo}");
+    };
+
+    // Anonymous (no [auth]): create, then update of a valid topic.
+    let server = TestServer::start().await;
+    let (s, oo) = server.post("SubscriptionTopic", &on_subscription).await;
+    refused(s, &oo);
+    let (s, topic) = server
+        .put(
+            "SubscriptionTopic/t1",
+            &json!({ "resourceType": "SubscriptionTopic", "id": "t1",
+        "url": "http://example.org/topics/tasks", "status": "active", "resourceTrigger": [{ "resource": "Task" }] }),
+        )
+        .await;
+    assert!(s.is_success(), "{topic}");
+    let mut changed = on_subscription.clone();
+    changed["id"] = json!("t1");
+    let (s, oo) = server.put("SubscriptionTopic/t1", &changed).await;
+    refused(s, &oo);
+    let (_, stored) = server.get("SubscriptionTopic/t1").await;
+    assert_eq!(stored["resourceTrigger"][0]["resource"], "Task", "the refused update changed nothing");
+
+    // Authenticated, with every scope.
+    let server = crate::security::secured().await;
+    let admin = crate::security::token("admin", "system/*.cruds", None, 600);
+    let (s, oo) = crate::security::call(&server, reqwest::Method::POST, "SubscriptionTopic", Some(&admin), Some(&on_subscription)).await;
+    refused(s, &oo);
+}

@@ -3,10 +3,13 @@
 //! keys, repeatable for rotation).
 //!
 //! In: Subscription JSON. Out: the parsed signing keys (`signing_keys`), the resource with every
-//! secret replaced by [`REDACTED`] (`redact`, for output), and, on an update, the resource with
-//! the stored value put back wherever the client sent [`REDACTED`] (`keep_stored`), so a read,
-//! edit, write round trip never overwrites a secret with the placeholder. No message here ever
+//! secret replaced by [`REDACTED`] (`redact` for output, `redacted` for matching and
+//! indexing), and, on an update, the resource with the stored value put back wherever the
+//! client sent [`REDACTED`] (`keep_stored`), so a read, edit, write round trip never overwrites
+//! a secret with the placeholder. No message here ever
 //! contains a secret value. Pure: no IO.
+
+use std::borrow::Cow;
 
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -108,6 +111,18 @@ pub fn redact(resource: &mut Value) {
             }
         }
     }
+}
+
+/// `resource` as code that is not its owner's may see it: a Subscription as a redacted copy,
+/// anything else as it is. Matching, `resolve()` during a commit and the search index read
+/// resources through this, so no criteria, filter or index-only answer can test a secret.
+pub fn redacted(resource: &Value) -> Cow<'_, Value> {
+    if resource.get("resourceType").and_then(Value::as_str) != Some("Subscription") {
+        return Cow::Borrowed(resource);
+    }
+    let mut copy = resource.clone();
+    redact(&mut copy);
+    Cow::Owned(copy)
 }
 
 /// One kind of secret in a resource: its slots in order, each with the key that groups them

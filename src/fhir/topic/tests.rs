@@ -97,6 +97,34 @@ fn every_problem_is_reported_with_its_location() {
     }
 }
 
+#[test]
+fn no_element_may_name_subscription_and_each_one_that_does_is_reported() {
+    const CANONICAL: &str = "http://hl7.org/fhir/StructureDefinition/Subscription";
+    let issues = parse_topic(
+        "t",
+        &json!({ "url": "u", "status": "active",
+            "resourceTrigger": [{ "resource": "Task" }, { "resource": "Subscription", "fhirPathCriteria": "%current.status = 'active'" }],
+            "eventTrigger": [{ "event": { "coding": [{ "system": "s", "code": "c" }] }, "resource": CANONICAL }],
+            "canFilterBy": [{ "resource": "Subscription", "filterParameter": "url" }],
+            "notificationShape": [{ "resource": CANONICAL }] }),
+    )
+    .unwrap_err();
+    let mut refused: Vec<&str> =
+        issues.iter().filter(|i| i.code == IssueType::BusinessRule).filter_map(|i| i.expression.as_deref()).collect();
+    refused.sort_unstable();
+    assert_eq!(
+        refused,
+        [
+            "SubscriptionTopic.canFilterBy[0].resource",
+            "SubscriptionTopic.eventTrigger[0].resource",
+            "SubscriptionTopic.notificationShape[0].resource",
+            "SubscriptionTopic.resourceTrigger[1].resource",
+        ],
+        "{issues:?}"
+    );
+    assert_eq!(issues.len(), 4, "nothing else is wrong: {issues:?}");
+}
+
 fn criteria(query: Value) -> QueryCriteria {
     let topic = json!({ "url": "u", "status": "active", "resourceTrigger": [{ "resource": "Task", "queryCriteria": query }] });
     parse_topic("t", &topic).unwrap().triggers[0].query.clone().unwrap()

@@ -114,6 +114,7 @@ fn no_recorded_grant_or_no_auth_checks_nothing_and_api_keys_use_todays_configura
         hs256_secrets: &[],
         leeway: std::time::Duration::ZERO,
         api_keys: &keys,
+        jwt_as_api_key_clients: &[],
     })
     .unwrap()
     .unwrap();

@@ -10,6 +10,10 @@
 //! entry exists for every value a search could match. A parameter that cannot be evaluated on
 //! the resource gets no entry: the matcher cannot match it either.
 //!
+//! A Subscription is indexed in its redacted form (`secrets::redacted`): its header values and
+//! signing secrets get no entry, so no answer from the index alone (`_summary=count`, a
+//! `_total`, a custom SearchParameter on `Subscription.parameter.value`) can count them.
+//!
 //! Keys are compacted (`compact`): the R5 equality keys of a value (`system|code`, `|code`,
 //! `code`, `system|`; `Type/id`, `id`, `Type/id/_history/v`) become one key, the code or the
 //! id, and a probe is mapped the same way, so a probe still finds every resource that has its
@@ -25,6 +29,7 @@ use super::{Entry, EntryKind, IndexSet};
 use crate::fhir::search::date::{parse_range, DateRange};
 use crate::fhir::search::value::normalize_string;
 use crate::fhir::search::{reference_keys, token_keys, ParamType, SearchParam, SearchParams};
+use crate::fhir::subscription::secrets::redacted;
 
 pub const MAX_PER_PARAM: usize = 64;
 pub const MAX_PER_RESOURCE: usize = 512;
@@ -64,8 +69,10 @@ pub fn indexed_params(resource_type: &str) -> ParamList {
 }
 
 /// The entries of `resource` (a `resource_type`) for the parameters `set` covers, sorted and
-/// without duplicates.
+/// without duplicates. A Subscription's are those of its redacted form (see the module doc).
 pub fn entries(set: &IndexSet, resource_type: &str, resource: &Value, base_url: &str) -> Vec<Entry> {
+    let resource = redacted(resource);
+    let resource = resource.as_ref();
     let mut out = Vec::new();
     for param in indexed_params(resource_type).iter() {
         if !set.covers(resource_type, &param.code) {
@@ -93,7 +100,8 @@ pub fn entries(set: &IndexSet, resource_type: &str, resource: &Value, base_url: 
 /// before `compact`): what a scan for an unindexed parameter compares probes with. `None`
 /// when the parameter cannot be evaluated on the resource.
 pub fn raw_entries(param: &SearchParam, resource_type: &str, resource: &Value, base_url: &str) -> Option<Vec<Entry>> {
-    let selected = param.values(resource_type, resource).ok()?;
+    let resource = redacted(resource);
+    let selected = param.values(resource_type, &resource).ok()?;
     Some(param_entries(param, &selected, base_url, false))
 }
 

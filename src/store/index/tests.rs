@@ -302,3 +302,50 @@ fn index_sets_parse_and_name_bad_entries() {
         assert!(IndexSet::from_spec(&[bad]).unwrap_err().contains(bad), "{bad}");
     }
 }
+
+#[test]
+fn a_subscriptions_secrets_get_no_index_entry_and_no_scan_finds_them() {
+    const SECRET: &str = "Bearer idx-secret-58";
+    // An operator's parameter on the header values: the way a count could test a guess.
+    let params = crate::fhir::search::SearchParams::r5().unwrap();
+    let header_value = json!({ "resourceType": "SearchParameter", "url": "http://herald.test/sp/subscription-header-value",
+        "code": "header-value", "base": ["Subscription"], "type": "token", "expression": "Subscription.parameter.value" });
+    params.register_custom(crate::fhir::search::custom::custom_param(&header_value, params).unwrap());
+    let sub = VersionRecord {
+        v: records::FORMAT,
+        resource_type: "Subscription".into(),
+        id: "s1".into(),
+        seq: 1,
+        version_id: "1".into(),
+        last_updated: 1,
+        method: "PUT".into(),
+        deleted: false,
+        resource: Some(json!({ "resourceType": "Subscription", "id": "s1", "status": "active", "topic": "http://t",
+            "channelType": { "code": "rest-hook" }, "endpoint": "https://rx.example/hook",
+            "parameter": [{ "name": "Authorization", "value": SECRET }] })),
+        full_url: None,
+    };
+    let every = extract::entries(&IndexSet::All, "Subscription", sub.resource.as_ref().unwrap(), BASE);
+    assert!(!every.is_empty(), "status, topic, url... are indexed");
+    assert!(every.iter().all(|e| !String::from_utf8_lossy(&e.suffix()).contains("idx-secret")), "{every:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    // Custom parameters get no entries: a lookup reads the resources (`scan_unindexed`).
+    let (store, _) = Store::open_indexed(dir.path(), IndexSet::default(), BASE).unwrap();
+    write(&store, &[&sub]);
+    assert!(!store.index_answers("Subscription", "header-value", &Probe::Equal(SECRET.into())));
+    let found = |value: &str| {
+        let mut out = Vec::new();
+        store
+            .index_scan("Subscription", "header-value", &Probe::Equal(value.into()), |id| {
+                out.push(id.to_owned());
+                true
+            })
+            .unwrap();
+        out
+    };
+    assert!(found(SECRET).is_empty(), "the secret value is never counted");
+    assert_eq!(found(crate::fhir::subscription::secrets::REDACTED), ["s1"], "the parameter itself works");
+    assert!(store.check_index(BASE).unwrap().is_consistent());
+    params.unregister_custom("http://herald.test/sp/subscription-header-value");
+}

@@ -70,6 +70,17 @@ fn redact_blanks_parameter_values_and_signing_secrets_only() {
 }
 
 #[test]
+fn redacted_copies_subscriptions_only() {
+    let sub = stored();
+    let seen = redacted(&sub);
+    assert!(matches!(seen, Cow::Owned(_)));
+    assert!(!seen.to_string().contains("tok-1") && !seen.to_string().contains(S1));
+    assert_eq!(sub["parameter"][0]["value"], "Bearer tok-1", "the original is untouched");
+    let task = json!({ "resourceType": "Task", "parameter": [{ "value": "x" }] });
+    assert!(matches!(redacted(&task), Cow::Borrowed(t) if std::ptr::eq(t, &task)));
+}
+
+#[test]
 fn a_redacted_round_trip_keeps_every_stored_secret() {
     let mut sub = stored();
     redact(&mut sub);
