@@ -96,7 +96,7 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
     let since = range.since.unwrap_or(first_kept).max(1);
     let until = range.until.unwrap_or(u64::MAX).min(sub_state.events_since_start);
     let mut events: Vec<Replayed> =
-        events_with_versions(&state.store, id, since, until, state.max_events_per_query).map_err(|e| ApiError::internal(&e))?;
+        events_with_versions(&state.store, id, None, since, until, state.max_events_per_query).map_err(|e| ApiError::internal(&e))?;
     // The subscription's grant applies here as on its channel (digest §6.1); events a lane
     // withheld are counted there, so a query does not count them again.
     if let Some(grant) = send_grant(sub_state.owner.as_deref(), sub_state.grant.as_ref(), state.auth.as_deref()) {

@@ -93,6 +93,11 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
         let mut last_sent = Instant::now();
         let mut resend: Option<ResendCursor> = None;
         loop {
+            // The dispatcher dropped this lane (the subscription was deleted, or its id now
+            // names another incarnation): stop before sending anything more.
+            if rx.has_changed().is_err() {
+                return;
+            }
             let view = rx.borrow_and_update().clone();
             cursor.merge(&view.state);
             let spec = &view.entry.spec;
@@ -106,12 +111,10 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
                         ended = Some(state.generation);
                         tracing::info!("subscription end reached; turning it off");
                         ctx.ingest
-                            .lane(LaneCommand::Status {
-                                sub: sub.clone(),
-                                generation: state.generation,
-                                status: SubStatus::Off,
-                                error: None,
-                            })
+                            .lane(
+                                view.state.incarnation,
+                                LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Off, error: None },
+                            )
                             .await;
                     }
                 } else if end > now {
@@ -133,7 +136,9 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
                             (SubStatus::Error, Some(err))
                         }
                     };
-                    ctx.ingest.lane(LaneCommand::Status { sub: sub.clone(), generation: state.generation, status, error }).await;
+                    ctx.ingest
+                        .lane(view.state.incarnation, LaneCommand::Status { sub: sub.clone(), generation: state.generation, status, error })
+                        .await;
                     continue;
                 }
                 SubStatus::Active if paused != Some(state.generation) => {
@@ -295,7 +300,7 @@ async fn event_body(ctx: &LaneContext, sub: &str, view: &LaneView, events: &[Eve
     // Screening a grant reads the resources; otherwise only full-resource needs them.
     let mut versions = event_versions(&ctx.store, events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
     let (withheld, report) = screen_batch(grant.as_ref(), events, &mut versions);
-    ctx.report_withheld(sub, report).await;
+    ctx.report_withheld(sub, view.state.incarnation, report).await;
     let with_versions: Vec<EventWithVersion<'_>> = events
         .iter()
         .zip(&versions)
@@ -332,7 +337,7 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
     let state = &view.state;
     let pending = state.events_since_start.saturating_sub(cursor.through);
     let max = usize::try_from(spec.max_count.min(pending)).unwrap_or(1).max(1);
-    let events = match ctx.outbox.claim(sub, cursor.through, max) {
+    let events = match ctx.outbox.claim(sub, view.state.incarnation, cursor.through, max) {
         Ok(events) => events,
         Err(err) => {
             tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
@@ -347,7 +352,9 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
             "outbox has no records for pending events; skipping to the counter"
         );
         cursor.through = state.events_since_start;
-        ctx.ingest.lane(LaneCommand::Delivered { sub: sub.to_string(), through: cursor.through, at: now_millis() }).await;
+        ctx.ingest
+            .lane(view.state.incarnation, LaneCommand::Delivered { sub: sub.to_string(), through: cursor.through, at: now_millis() })
+            .await;
         return false;
     };
     let body = event_body(ctx, sub, view, &events, state.status).await;
@@ -368,7 +375,7 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
             cursor.attempts = 0;
             cursor.next_attempt_at = None;
             cursor.first_failure_at = None;
-            ctx.ingest.lane(LaneCommand::Delivered { sub: sub.to_string(), through: last, at: now }).await;
+            ctx.ingest.lane(view.state.incarnation, LaneCommand::Delivered { sub: sub.to_string(), through: last, at: now }).await;
             true
         }
         Verdict::Retry { code, reason, retry_after } => {
@@ -388,13 +395,16 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
                 cursor.first_failure_at = None;
                 *paused = Some(state.generation);
                 ctx.ingest
-                    .lane(LaneCommand::Dead {
-                        sub: sub.to_string(),
-                        generation: state.generation,
-                        through: last,
-                        attempts: attempt_no,
-                        error,
-                    })
+                    .lane(
+                        view.state.incarnation,
+                        LaneCommand::Dead {
+                            sub: sub.to_string(),
+                            generation: state.generation,
+                            through: last,
+                            attempts: attempt_no,
+                            error,
+                        },
+                    )
                     .await;
             } else {
                 metrics().delivery_retries.get_or_create(&Metrics::channel(spec.channel.code())).inc();
@@ -403,12 +413,15 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
                 tracing::warn!(attempts = attempt_no, retry_in_ms = delay.as_millis() as u64, reason = %reason, "delivery failed; retry scheduled");
                 cursor.next_attempt_at = Some(at);
                 ctx.ingest
-                    .lane(LaneCommand::Retry {
-                        sub: sub.to_string(),
-                        attempts: attempt_no,
-                        next_attempt_at: at,
-                        first_failure_at: first_failure,
-                    })
+                    .lane(
+                        view.state.incarnation,
+                        LaneCommand::Retry {
+                            sub: sub.to_string(),
+                            attempts: attempt_no,
+                            next_attempt_at: at,
+                            first_failure_at: first_failure,
+                        },
+                    )
                     .await;
             }
             false
@@ -427,7 +440,9 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
                 let mut events = Vec::with_capacity(dead.len());
                 for d in dead {
                     match ctx.store.events(sub, d.number, 1) {
-                        Ok(mut e) if e.first().is_some_and(|e| e.number == d.number) => events.append(&mut e),
+                        Ok(mut e) if e.first().is_some_and(|e| e.number == d.number && e.incarnation == view.state.incarnation) => {
+                            events.append(&mut e)
+                        }
                         Ok(_) => tracing::warn!(event.number = d.number, "dead letter has no stored event; skipped"),
                         Err(err) => {
                             tracing::error!(error = %err, "cannot read a dead letter's event; retrying in a second");
@@ -447,7 +462,7 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
     } else {
         match ctx.store.events(sub, rc.next, max) {
             Ok(mut events) => {
-                events.retain(|e| e.number <= r.until);
+                events.retain(|e| e.number <= r.until && e.incarnation == view.state.incarnation);
                 events
             }
             Err(err) => {
@@ -460,7 +475,7 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
     let Some(last) = events.last().map(|e| e.number) else {
         // Nothing (left) to send in the range.
         rc.next = r.until + 1;
-        ctx.ingest.lane(LaneCommand::Resent { sub: sub.to_string(), id: r.id, through: r.until }).await;
+        ctx.ingest.lane(view.state.incarnation, LaneCommand::Resent { sub: sub.to_string(), id: r.id, through: r.until }).await;
         return false;
     };
     let body = event_body(ctx, sub, view, &events, view.state.status).await;
@@ -475,7 +490,7 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
             rc.attempts = 0;
             rc.next_attempt_at = None;
             rc.first_failure_at = None;
-            ctx.ingest.lane(LaneCommand::Resent { sub: sub.to_string(), id: r.id, through: last }).await;
+            ctx.ingest.lane(view.state.incarnation, LaneCommand::Resent { sub: sub.to_string(), id: r.id, through: last }).await;
             true
         }
         Verdict::Retry { code, reason, retry_after } => {
@@ -484,7 +499,7 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
             if ctx.config.retry.exhausted(attempt_no, first_failure, now) {
                 let error = StoredError { code: code.to_string(), text: format!("resend failed {attempt_no} times: {reason}"), at: now };
                 rc.next = r.until + 1;
-                ctx.ingest.lane(LaneCommand::ResendAbandoned { sub: sub.to_string(), id: r.id, error }).await;
+                ctx.ingest.lane(view.state.incarnation, LaneCommand::ResendAbandoned { sub: sub.to_string(), id: r.id, error }).await;
             } else {
                 let delay = ctx.config.retry.delay(attempt_no, retry_after);
                 tracing::warn!(attempts = attempt_no, retry_in_ms = delay.as_millis() as u64, reason = %reason, "resend failed; retry scheduled");

@@ -76,9 +76,9 @@ impl LaneContext {
 
     /// Records withheld events with the committer, which counts each once, audits it and
     /// counts it in the metrics.
-    pub(crate) async fn report_withheld(&self, sub: &str, events: Vec<(u64, String)>) {
+    pub(crate) async fn report_withheld(&self, sub: &str, incarnation: u64, events: Vec<(u64, String)>) {
         if !events.is_empty() {
-            self.ingest.lane(LaneCommand::Withheld { sub: sub.to_owned(), events }).await;
+            self.ingest.lane(incarnation, LaneCommand::Withheld { sub: sub.to_owned(), events }).await;
         }
     }
 }
@@ -175,7 +175,10 @@ impl LaneSink for Dispatcher {
             Some(view) => {
                 let channel = view.entry.spec.channel;
                 match lanes.get(sub) {
-                    Some((running, tx)) if *running == channel && !tx.is_closed() => {
+                    // The same channel and incarnation: the running lane takes the new view.
+                    Some((running, tx))
+                        if *running == channel && !tx.is_closed() && tx.borrow().state.incarnation == view.state.incarnation =>
+                    {
                         tx.send_replace(view);
                     }
                     _ => {

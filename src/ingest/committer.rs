@@ -320,7 +320,7 @@ impl Committer {
                     }
                 }
             }
-            Request::Lane(cmd) => self.handle_lane(cmd),
+            Request::Lane(incarnation, cmd) => self.handle_lane(incarnation, cmd),
         }
     }
 
@@ -588,7 +588,7 @@ impl Committer {
                     super::workflow::check_task(previous.as_ref(), &resource)?;
                 }
                 meta_stamp(&mut resource, &entry.id, &version_id, now);
-                subscriptions::on_write(self, plan, ty, &entry.id, &mut resource, previous.as_ref())?;
+                subscriptions::on_write(self, plan, ty, &entry.id, &mut resource, previous.as_ref(), seq)?;
                 let interaction = if live_prev.is_some() { Interaction::Update } else { Interaction::Create };
                 (interaction, Some(resource), if entry.method == WriteMethod::Create { "POST" } else { "PUT" })
             }
@@ -1031,7 +1031,7 @@ impl Committer {
         Ok((plan, ResendSummary { from, until, events: count, pending_from: pending }))
     }
 
-    fn handle_lane(&mut self, cmd: LaneCommand) {
+    fn handle_lane(&mut self, incarnation: u64, cmd: LaneCommand) {
         let sub = match &cmd {
             LaneCommand::Delivered { sub, .. }
             | LaneCommand::Retry { sub, .. }
@@ -1044,6 +1044,12 @@ impl Committer {
         let Some(mut lane) = self.states.get(&sub).cloned() else {
             return; // deleted meanwhile
         };
+        if lane.incarnation != incarnation {
+            // A lane of a deleted incarnation of this id, reporting an attempt that was in
+            // flight across the delete: it says nothing about the events numbered since.
+            tracing::debug!(subscription.id = %sub, incarnation, current = lane.incarnation, "lane report for an older incarnation ignored");
+            return;
+        }
         let mut plan = Plan::default();
         let result = match cmd {
             LaneCommand::Delivered { through, at, .. } => self.outbox.ack(&mut plan.commit, &sub, &mut lane, through, at),

@@ -63,7 +63,7 @@ pub(super) fn joins(req: &Request) -> bool {
         Request::Write { entries, .. } => {
             entries.iter().all(|e| !matches!(e.resource_type.as_str(), "Subscription" | "SubscriptionTopic" | "SearchParameter"))
         }
-        Request::Lane(cmd) => matches!(cmd, LaneCommand::Delivered { .. } | LaneCommand::Retry { .. } | LaneCommand::Status { .. }),
+        Request::Lane(_, cmd) => matches!(cmd, LaneCommand::Delivered { .. } | LaneCommand::Retry { .. } | LaneCommand::Status { .. }),
         Request::External { .. } | Request::Emit { .. } | Request::Resend { .. } => false,
     }
 }

@@ -266,7 +266,7 @@ pub(crate) enum Request {
         actor: Option<String>,
         reply: oneshot::Sender<Result<ResendSummary, IngestError>>,
     },
-    Lane(LaneCommand),
+    Lane(u64, LaneCommand),
 }
 
 /// The handle the API and the lanes use to reach the committer. Cheap to clone; the bounded
@@ -336,8 +336,10 @@ impl Ingest {
     }
 
     /// Reports a delivery result; not awaited for durability (a lost ack means a redelivery).
-    pub async fn lane(&self, cmd: LaneCommand) {
-        if self.tx.send(Request::Lane(cmd)).await.is_err() {
+    /// `incarnation` is the subscription incarnation the lane serves (`SubState.incarnation`);
+    /// a report about another one is ignored.
+    pub async fn lane(&self, incarnation: u64, cmd: LaneCommand) {
+        if self.tx.send(Request::Lane(incarnation, cmd)).await.is_err() {
             tracing::debug!("lane command dropped: committer stopped");
         }
     }

@@ -130,7 +130,7 @@ fn next_state(prev: Option<SubState>, old: Option<&SubscriptionSpec>, new: &Subs
     state
 }
 
-/// `stored` is the live version the write replaces, if any.
+/// `stored` is the live version the write replaces, if any; `seq` the version being written.
 pub(super) fn on_write(
     c: &Committer,
     plan: &mut Plan,
@@ -138,6 +138,7 @@ pub(super) fn on_write(
     id: &str,
     resource: &mut Value,
     stored: Option<&Value>,
+    seq: u64,
 ) -> Result<(), IngestError> {
     match ty {
         "SubscriptionTopic" => {
@@ -169,7 +170,13 @@ pub(super) fn on_write(
                 check_topic_readable(grant, topic)?;
             }
             let old = c.registry().subscription(id).map(|e| &e.spec);
+            let created = current.is_none();
             let mut state = next_state(current, old, &entry.spec);
+            if created {
+                // A new life of this id (first create, or after a delete): named by the
+                // version that begins it, which no later create of the id can repeat.
+                state.incarnation = seq;
+            }
             if state.owner.is_none() {
                 state.owner = plan.actor.clone();
             }

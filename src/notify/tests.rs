@@ -53,6 +53,7 @@ fn event(number: u64, interaction: &str, id: &str) -> EventRecord {
         focus_id: id.into(),
         focus_seq: 1,
         context: Vec::new(),
+        incarnation: 0,
     }
 }
 

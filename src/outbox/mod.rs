@@ -34,8 +34,9 @@ pub struct EventDraft<'a> {
 pub trait Outbox: Send + Sync {
     /// Appends an event to a lane in `commit`, giving it the lane's next number.
     fn enqueue(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, draft: EventDraft<'_>) -> Result<EventRecord, StoreError>;
-    /// Up to `max` events after `after`, in number order.
-    fn claim(&self, sub: &str, after: u64, max: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// Up to `max` events of `incarnation` after `after`, in number order (none of another
+    /// incarnation: the id was deleted and reused since the caller last looked).
+    fn claim(&self, sub: &str, incarnation: u64, after: u64, max: usize) -> Result<Vec<EventRecord>, StoreError>;
     /// Every event up to `through` was accepted.
     fn ack(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, through: u64, at: Millis) -> Result<(), StoreError>;
     /// The next event failed; try again at `next_attempt_at`.
@@ -85,14 +86,17 @@ impl Outbox for SledOutbox {
             focus_id: draft.focus_id.to_string(),
             focus_seq: draft.focus_seq,
             context: draft.context.to_vec(),
+            incarnation: lane.incarnation,
         };
         commit.put_event(sub, &event)?;
         commit.put_sub_state(sub, lane)?;
         Ok(event)
     }
 
-    fn claim(&self, sub: &str, after: u64, max: usize) -> Result<Vec<EventRecord>, StoreError> {
-        self.store.events(sub, after.saturating_add(1), max)
+    fn claim(&self, sub: &str, incarnation: u64, after: u64, max: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let mut events = self.store.events(sub, after.saturating_add(1), max)?;
+        events.retain(|e| e.incarnation == incarnation);
+        Ok(events)
     }
 
     fn ack(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, through: u64, at: Millis) -> Result<(), StoreError> {

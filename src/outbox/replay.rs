@@ -35,14 +35,22 @@ impl Replayed {
 
 /// Events `from..=until` of `sub` in number order, at most `max`, each with its versions.
 /// A version that cannot be read is logged and left out; the event is still returned.
-pub fn events_with_versions(store: &Store, sub: &str, from: u64, until: u64, max: usize) -> Result<Vec<Replayed>, StoreError> {
+/// `incarnation`: only events of that incarnation (a lane's); `None`: whatever is stored now.
+pub fn events_with_versions(
+    store: &Store,
+    sub: &str,
+    incarnation: Option<u64>,
+    from: u64,
+    until: u64,
+    max: usize,
+) -> Result<Vec<Replayed>, StoreError> {
     let from = from.max(1);
     if until < from || max == 0 {
         return Ok(Vec::new());
     }
     let span = usize::try_from(until - from).unwrap_or(usize::MAX).saturating_add(1);
     let mut events = store.events(sub, from, max.min(span))?;
-    events.retain(|e| e.number <= until);
+    events.retain(|e| e.number <= until && incarnation.is_none_or(|i| e.incarnation == i));
     let versions = event_versions(store, &events, true);
     Ok(events.into_iter().zip(versions).map(|(event, (version, context))| Replayed { event, version, context, withheld: false }).collect())
 }

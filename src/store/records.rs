@@ -141,6 +141,12 @@ pub struct SubState {
     pub status: SubStatus,
     /// Bumped whenever a client changes the status; delivery results carry the generation they
     /// were produced under so that a stale one cannot undo a newer client request.
+    /// Which life of this subscription id the state belongs to: the version number of the
+    /// Subscription create that began it (0 for records from before incarnations were kept).
+    /// A deleted and re-created id starts a new one, so that a lane's report about the old one
+    /// (an attempt in flight across the delete) is recognised and ignored.
+    #[serde(default)]
+    pub incarnation: u64,
     pub generation: u64,
     /// `eventsSinceSubscriptionStart`: the last event number assigned.
     pub events_since_start: u64,
@@ -244,6 +250,7 @@ impl SubState {
         SubState {
             v: FORMAT,
             status,
+            incarnation: 0,
             generation: 0,
             events_since_start: 0,
             delivered_through: 0,
@@ -302,6 +309,14 @@ pub struct EventRecord {
     /// (`notificationEvent.additionalContext`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context: Vec<ContextRef>,
+    /// The subscription incarnation (`SubState.incarnation`) the event was numbered in: a lane
+    /// of an older incarnation never sends a newer one's events.
+    #[serde(default, rename = "inc", skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A resource version an event carries as additional context.

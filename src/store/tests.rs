@@ -43,6 +43,7 @@ fn commit_is_applied_whole_and_read_back_in_order() {
                 focus_id: "a".into(),
                 focus_seq: 1,
                 context: Vec::new(),
+                incarnation: 0,
             },
         )
         .unwrap();

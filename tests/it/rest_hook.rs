@@ -414,3 +414,68 @@ async fn max_count_batches_pending_events_in_order() {
     let last = got.last().unwrap();
     assert_eq!(last.status()["eventsSinceSubscriptionStart"], "7");
 }
+
+/// Polls until `cond` holds, failing after `T`.
+async fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + T;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Issue #18: a lane whose subscription was deleted while an attempt was in flight must not
+/// touch the subscription that reuses the id: its late acknowledgement does not move the new
+/// incarnation's cursor, and it sends the new incarnation nothing.
+#[tokio::test]
+async fn a_lane_of_a_deleted_subscription_cannot_touch_the_id_reused() {
+    let server = TestServer::start().await;
+    let (old_rx, new_rx) = (Receiver::start().await, Receiver::start().await);
+    server.task_topic(TOPIC).await;
+    let sub = |endpoint: &str| {
+        json!({ "resourceType": "Subscription", "id": "reused", "status": "requested", "topic": TOPIC, "content": "id-only",
+            "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
+            "endpoint": endpoint })
+    };
+    assert!(server.put("Subscription/reused", &sub(&old_rx.url)).await.0.is_success());
+    assert_eq!(old_rx.next_within(T).await.kind(), "handshake");
+    server.wait_status("reused", "active", T).await;
+    for _ in 0..3 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    let first: Vec<u64> = old_rx.events(3, T).await.iter().flat_map(|n| n.event_numbers()).collect();
+    assert_eq!(first, [1, 2, 3]);
+    // Event 4 goes out to a receiver that holds it for a while.
+    old_rx.set_delay(Duration::from_millis(1500));
+    server.create_task("requested", "Organization/lab").await;
+    wait_for("event 4 in flight", || old_rx.in_flight() == 1).await;
+    // Meanwhile the subscription is deleted and its id created again for another endpoint,
+    // which is slow too, so that the old attempt ends while the new lane is still early on.
+    assert!(server.delete("Subscription/reused").await.0.is_success());
+    new_rx.set_delay(Duration::from_millis(400));
+    assert!(server.put("Subscription/reused", &sub(&new_rx.url)).await.0.is_success());
+    for _ in 0..5 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    // The old attempt completes (and is acknowledged by the old receiver) first. Two more
+    // writes publish the subscription's state to its lane after that late acknowledgement
+    // reached the committer (a lane learns the state only when it is published).
+    let late = old_rx.next_of("event-notification", T).await;
+    assert_eq!(late.event_numbers(), [4]);
+    for _ in 0..2 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    // The new incarnation gets its handshake and all seven events, 1 to 7, in order, none
+    // skipped by the old lane's late acknowledgement of "through 4".
+    assert_eq!(new_rx.next_within(T).await.kind(), "handshake");
+    let numbers: Vec<u64> = new_rx.events(7, T).await.iter().flat_map(|n| n.event_numbers()).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6, 7]);
+    let st = server.wait_status("reused", "active", T).await;
+    assert_eq!(st["eventsSinceSubscriptionStart"], "7");
+    // And nothing of the new incarnation ever went to the old endpoint.
+    old_rx.set_delay(Duration::ZERO);
+    server.create_task("requested", "Organization/lab").await;
+    assert_eq!(new_rx.next_of("event-notification", T).await.event_numbers(), [8]);
+    let stray = old_rx.drain().await;
+    assert!(stray.is_empty(), "the old endpoint got {} more notifications", stray.len());
+}

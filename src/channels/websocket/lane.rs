@@ -49,6 +49,8 @@ struct Lane {
     through: u64,
     /// When every bound socket last got a frame.
     last_sent: Instant,
+    /// The subscription incarnation this lane serves (`SubState.incarnation`).
+    incarnation: u64,
 }
 
 fn instant_in(ms: Millis) -> Instant {
@@ -92,15 +94,29 @@ pub(crate) async fn run(
     let shutdown = ctx.shutdown.clone();
     let lane = async move {
         let _registered = Registration { hub: &hub, sub: &sub, id: registration };
-        let through = rx.borrow().state.delivered_through;
-        let mut lane =
-            Lane { ctx: ctx.clone(), hub: hub.clone(), sub: sub.clone(), sockets: Vec::new(), through, last_sent: Instant::now() };
+        let (through, incarnation) = {
+            let first = rx.borrow();
+            (first.state.delivered_through, first.state.incarnation)
+        };
+        let mut lane = Lane {
+            ctx: ctx.clone(),
+            hub: hub.clone(),
+            sub: sub.clone(),
+            sockets: Vec::new(),
+            through,
+            last_sent: Instant::now(),
+            incarnation,
+        };
         let mut activated: Option<u64> = None;
         let mut ended: Option<u64> = None;
         loop {
             while let Ok(msg) = control.try_recv() {
                 let view = rx.borrow().clone();
                 lane.apply(msg, &view);
+            }
+            // Dropped by the dispatcher (deleted, or the id reused): stop.
+            if rx.has_changed().is_err() {
+                return;
             }
             let view = rx.borrow_and_update().clone();
             lane.through = lane.through.max(view.state.delivered_through);
@@ -117,7 +133,7 @@ pub(crate) async fn run(
                         tracing::info!("subscription end reached; turning it off");
                         let cmd =
                             LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Off, error: None };
-                        ctx.ingest.lane(cmd).await;
+                        ctx.ingest.lane(incarnation, cmd).await;
                     }
                 } else if end > now {
                     wake = earliest(wake, instant_in(end - now));
@@ -129,7 +145,7 @@ pub(crate) async fn run(
                     activated = Some(state.generation);
                     let cmd =
                         LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Active, error: None };
-                    ctx.ingest.lane(cmd).await;
+                    ctx.ingest.lane(incarnation, cmd).await;
                 }
                 SubStatus::Active if !lane.sockets.is_empty() => {
                     if lane.through < state.events_since_start {
@@ -214,7 +230,7 @@ impl Lane {
                 let _ = socket.tx.try_send(Frame::from(info_frame(note)));
                 return;
             }
-            let events = match events_with_versions(&self.ctx.store, &self.sub, next, self.through, max_count) {
+            let events = match events_with_versions(&self.ctx.store, &self.sub, Some(self.incarnation), next, self.through, max_count) {
                 Ok(events) if !events.is_empty() => events,
                 Ok(_) => return,
                 Err(err) => {
@@ -243,14 +259,20 @@ impl Lane {
     async fn push_next(&mut self, view: &LaneView) -> bool {
         let pending = view.state.events_since_start.saturating_sub(self.through);
         let max = usize::try_from(view.entry.spec.max_count.min(pending)).unwrap_or(1).max(1);
-        let mut events =
-            match events_with_versions(&self.ctx.store, &self.sub, self.through.saturating_add(1), view.state.events_since_start, max) {
-                Ok(events) => events,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
-                    return false;
-                }
-            };
+        let mut events = match events_with_versions(
+            &self.ctx.store,
+            &self.sub,
+            Some(self.incarnation),
+            self.through.saturating_add(1),
+            view.state.events_since_start,
+            max,
+        ) {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
+                return false;
+            }
+        };
         let Some(last) = events.last().map(|e| e.event.number) else {
             tracing::error!(
                 through = self.through,
@@ -264,7 +286,7 @@ impl Lane {
         if let Some(grant) = self.ctx.send_grant(&view.state) {
             let report =
                 events.iter_mut().filter_map(|e| e.screen(Some(&grant)).then(|| (e.event.number, e.event.focus_type.clone()))).collect();
-            self.ctx.report_withheld(&self.sub, report).await;
+            self.ctx.report_withheld(&self.sub, self.incarnation, report).await;
         }
         let frame = render(&self.ctx.base_url, view, NotificationType::EventNotification, &events);
         if self.fan_out(&frame).await == 0 {
@@ -287,7 +309,7 @@ impl Lane {
 
     async fn ack(&self) {
         let cmd = LaneCommand::Delivered { sub: self.sub.clone(), through: self.through, at: now_millis() };
-        self.ctx.ingest.lane(cmd).await;
+        self.ctx.ingest.lane(self.incarnation, cmd).await;
     }
 
     /// Queues `frame` on every bound socket, waiting at most `send_timeout` in all for room;

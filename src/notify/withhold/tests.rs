@@ -23,6 +23,7 @@ fn task_event(number: u64, context: Vec<ContextRef>) -> EventRecord {
         focus_id: "t".into(),
         focus_seq: 1,
         context,
+        incarnation: 0,
     }
 }
 
