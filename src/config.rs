@@ -294,6 +294,14 @@ pub struct SubscriptionSettings {
     pub events_keep: u64,
     pub events_max_age: String,
     pub events_prune_interval: String,
+    /// Most events one commit removes, for retention and for a deleted subscription's backlog
+    /// (the rest in later commits), so that no single write batch grows with a backlog.
+    #[serde(default = "default_purge_batch")]
+    pub purge_batch: u64,
+}
+
+fn default_purge_batch() -> u64 {
+    10_000
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -430,6 +438,9 @@ impl Config {
         }
         if self.duration("subscriptions.events_prune_interval").is_zero() {
             return Err(ConfigError::Invalid { key: "subscriptions.events_prune_interval", message: "must be longer than zero".into() });
+        }
+        if self.subscriptions.purge_batch == 0 {
+            return Err(ConfigError::Invalid { key: "subscriptions.purge_batch", message: "must be at least 1".into() });
         }
         if self.subscriptions.max_events_per_query == 0 {
             return Err(ConfigError::Invalid { key: "subscriptions.max_events_per_query", message: "must be at least 1".into() });

@@ -217,6 +217,7 @@ pub(crate) async fn start(
             keep: cfg.subscriptions.events_keep,
             max_age: cfg.duration("subscriptions.events_max_age"),
             interval: cfg.duration("subscriptions.events_prune_interval"),
+            batch: cfg.subscriptions.purge_batch,
         },
         entities: crate::auth::Entities::new(&cfg.auth.entities, &cfg.auth.jwt_as_api_key_clients),
         flush_delay: cfg.duration("store.dangerous_flush_delay"),

@@ -110,7 +110,9 @@ async fn resend(state: &Shared, principal: &Principal, id: &str, pairs: &[(Strin
         )
     };
     if let Some(pending) = summary.pending_from {
-        text.push_str(&format!("; events from {pending} on have not been accepted yet and are delivered in order as usual, not resent"));
+        text.push_str(&format!(
+            "; events from {pending} on have not been accepted yet: they are delivered in order first, then sent again"
+        ));
     }
     Ok(fhir_response(StatusCode::OK, &operation_outcome(&[Issue::info(text)])))
 }

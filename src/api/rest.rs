@@ -341,9 +341,22 @@ pub(super) async fn vread(
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
-    let versions = visible_history(&state, &principal, &ty, &id, usize::MAX)?;
-    let rec =
-        versions.into_iter().find(|v| v.version_id == vid).ok_or_else(|| ApiError::not_found(format!("{ty}/{id} has no version {vid}")))?;
+    let access = Access::new(&state, &principal);
+    access.require(&ty, Perm::Read)?;
+    let missing = || ApiError::not_found(format!("{ty}/{id} has no version {vid}"));
+    let rec = state.store.version_by_id(&ty, &id, &vid).map_err(store_err)?.ok_or_else(missing)?;
+    // The version asked for is the data touched; a deletion shows when the version it deleted
+    // would (`visible_history`).
+    let shown = match &rec.resource {
+        Some(r) => access.sees(&ty, &id, Some(r)),
+        None => {
+            let before = rec.seq.checked_sub(1).map(|seq| state.store.version(&ty, &id, seq)).transpose().map_err(store_err)?.flatten();
+            principal.is_anonymous() || before.and_then(|b| b.resource).is_some_and(|r| access.sees(&ty, &id, Some(&r)))
+        }
+    };
+    if !shown {
+        return Err(missing());
+    }
     let Some(mut resource) = rec.resource.clone() else {
         return Err(ApiError::new(StatusCode::GONE, IssueType::Deleted, format!("version {vid} of {ty}/{id} is a deletion")));
     };

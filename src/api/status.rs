@@ -14,8 +14,9 @@ use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
 use super::Shared;
 use crate::auth::{Perm, Principal};
+use crate::fhir::outcome::operation_outcome;
 use crate::fhir::subscription::ContentLevel;
-use crate::fhir::IssueType;
+use crate::fhir::{Issue, IssueType};
 use crate::notify::{subscription_status, NotificationType, StatusContext};
 use crate::store::SubStatus;
 
@@ -50,8 +51,24 @@ fn status_entry(access: &Access<'_>, id: &str, perm: Perm) -> Result<Option<Valu
     Ok(Some(json!({ "fullUrl": full_url, "resource": status, "search": { "mode": "match" } })))
 }
 
-fn searchset(entries: Vec<Value>) -> Response {
-    fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries }))
+/// Most entries one `$status` answers.
+const MAX_STATUS_ENTRIES: usize = 1_000;
+
+/// Subscriptions read per store page by a type-level `$status` without ids.
+const STATUS_PAGE: usize = 256;
+
+/// The answer; `note`: the listing stopped at a bound (an `outcome` entry says so, and `total`
+/// is left out since it is not known).
+fn searchset(mut entries: Vec<Value>, note: Option<String>) -> Response {
+    let total = entries.len();
+    let bundle = match note {
+        None => json!({ "resourceType": "Bundle", "type": "searchset", "total": total, "entry": entries }),
+        Some(text) => {
+            entries.push(json!({ "resource": operation_outcome(&[Issue::info(text)]), "search": { "mode": "outcome" } }));
+            json!({ "resourceType": "Bundle", "type": "searchset", "entry": entries })
+        }
+    };
+    fhir_response(StatusCode::OK, &bundle)
 }
 
 pub(super) async fn instance(State(state): State<Shared>, Path(id): Path<String>, Caller(principal): Caller) -> Result<Response, ApiError> {
@@ -59,7 +76,7 @@ pub(super) async fn instance(State(state): State<Shared>, Path(id): Path<String>
     let access = Access::new(&state, &principal);
     access.require("Subscription", Perm::Read)?;
     let entry = status_entry(&access, &id, Perm::Read)?.ok_or_else(|| ApiError::not_found(format!("Subscription/{id} not found")))?;
-    Ok(searchset(vec![entry]))
+    Ok(searchset(vec![entry], None))
 }
 
 fn collect_params(pairs: &[(String, String)], name: &str) -> Vec<String> {
@@ -89,32 +106,50 @@ fn type_level_run(state: &Shared, principal: &Principal, pairs: Vec<(String, Str
             return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Value, format!("'{s}' is not a subscription status")));
         }
     }
-    let candidates: Vec<String> = if ids.is_empty() {
-        state
-            .store
-            .list_current("Subscription", None, usize::MAX)
-            .map_err(|e| ApiError::internal(&e))?
-            .into_iter()
-            .filter(|(_, c)| !c.deleted)
-            .map(|(id, _)| id)
-            .collect()
-    } else {
-        ids
-    };
+    if ids.len() > MAX_STATUS_ENTRIES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::TooCostly,
+            format!("$status takes at most {MAX_STATUS_ENTRIES} ids at once"),
+        ));
+    }
     let mut entries = Vec::new();
-    for id in candidates {
-        // Ids that are not valid FHIR ids name no subscription.
-        if !crate::fhir::types::is_valid_id(&id) {
-            continue;
-        }
-        if let Some(entry) = status_entry(&access, &id, Perm::Search)? {
-            let code = entry.pointer("/resource/status").and_then(Value::as_str).unwrap_or("");
-            if statuses.is_empty() || statuses.iter().any(|s| s == code) {
+    let wanted = |entry: &Value| {
+        let code = entry.pointer("/resource/status").and_then(Value::as_str).unwrap_or("");
+        statuses.is_empty() || statuses.iter().any(|s| s == code)
+    };
+    if !ids.is_empty() {
+        for id in ids.iter().filter(|id| crate::fhir::types::is_valid_id(id)) {
+            if let Some(entry) = status_entry(&access, id, Perm::Search)?.filter(|e| wanted(e)) {
                 entries.push(entry);
             }
         }
+        return Ok(searchset(entries, None));
     }
-    Ok(searchset(entries))
+    // Every subscription the caller may see: read page by page, and no more than
+    // `search.max_scan` subscriptions or `MAX_STATUS_ENTRIES` answers (the rest by id or status).
+    let mut after: Option<String> = None;
+    let mut scanned = 0usize;
+    let limit = state.search.max_scan;
+    loop {
+        let page = state.store.list_current("Subscription", after.as_deref(), STATUS_PAGE).map_err(|e| ApiError::internal(&e))?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (id, _) in page.iter().filter(|(_, c)| !c.deleted) {
+            if scanned >= limit || entries.len() >= MAX_STATUS_ENTRIES {
+                let note = format!("stopped after {scanned} subscriptions and {} answers; ask for the rest by id or status", entries.len());
+                return Ok(searchset(entries, Some(note)));
+            }
+            scanned += 1;
+            if let Some(entry) = status_entry(&access, id, Perm::Search)?.filter(|e| wanted(e)) {
+                entries.push(entry);
+            }
+        }
+        if page.len() < STATUS_PAGE {
+            break;
+        }
+    }
+    Ok(searchset(entries, None))
 }
 
 pub(super) async fn type_level(

@@ -149,11 +149,13 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
                             _ => ResendCursor { id: r.id, next: r.next, attempts: 0, next_attempt_at: None, first_failure_at: None },
                         };
                         let rc = resend.insert(rc);
-                        if rc.next <= r.until {
+                        // Never ahead of the delivery cursor: an event not yet accepted (or
+                        // dead-lettered) is first delivered in order, and resent after.
+                        if rc.next <= r.until && rc.next <= cursor.through {
                             match rc.next_attempt_at {
                                 Some(at) if at > now => wake = earliest(wake, instant_in(at - now)),
                                 _ => {
-                                    if resend_next(&ctx, &sub, &view, rc).await {
+                                    if resend_next(&ctx, &sub, &view, rc, cursor.through).await {
                                         last_sent = Instant::now();
                                     }
                                     continue;
@@ -430,12 +432,14 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
 }
 
 /// Sends the next batch of a resend: stored events from the cursor on (for a dead-letter
-/// replay, the dead letters only), with their original numbers. Returns true when accepted.
-async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut ResendCursor) -> bool {
+/// replay, the dead letters only), with their original numbers, up to `accepted` (the
+/// delivery cursor: nothing after it is resent yet). Returns true when accepted.
+async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut ResendCursor, accepted: u64) -> bool {
     let Some(r) = view.state.resend.as_ref() else { return false };
+    let until = r.until.min(accepted);
     let max = usize::try_from(view.entry.spec.max_count).unwrap_or(1).max(1);
     let events = if r.dead_only {
-        match ctx.store.dead_letters_in(sub, rc.next, r.until, max) {
+        match ctx.store.dead_letters_in(sub, rc.next, until, max) {
             Ok(dead) => {
                 let mut events = Vec::with_capacity(dead.len());
                 for d in dead {
@@ -462,7 +466,7 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
     } else {
         match ctx.store.events(sub, rc.next, max) {
             Ok(mut events) => {
-                events.retain(|e| e.number <= r.until && e.incarnation == view.state.incarnation);
+                events.retain(|e| e.number <= until && e.incarnation == view.state.incarnation);
                 events
             }
             Err(err) => {
@@ -473,6 +477,11 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
         }
     };
     let Some(last) = events.last().map(|e| e.number) else {
+        if until < r.until {
+            // Nothing up to the cursor; the rest of the range waits for delivery to pass it.
+            rc.next = until + 1;
+            return false;
+        }
         // Nothing (left) to send in the range.
         rc.next = r.until + 1;
         ctx.ingest.lane(view.state.incarnation, LaneCommand::Resent { sub: sub.to_string(), id: r.id, through: r.until }).await;

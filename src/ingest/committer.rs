@@ -58,11 +58,9 @@ pub struct Retention {
     pub keep: u64,
     pub max_age: std::time::Duration,
     pub interval: std::time::Duration,
+    /// Most events one commit removes (`subscriptions.purge_batch`).
+    pub batch: u64,
 }
-
-/// Most event records one retention sweep removes per subscription (the rest wait for the
-/// next sweep), so that a sweep stays one modest batch.
-const PRUNE_BATCH: u64 = 10_000;
 
 /// Starts the committer and flusher on `tracker`; returns the handle to reach them. The
 /// registry and states are rebuilt from the store first, and every subscription's lane is
@@ -102,6 +100,9 @@ pub(super) struct Committer {
     group: Group,
     /// `matching::any_change_reads_others` for the current registry, once asked.
     reads_others: Option<bool>,
+    /// Deleted subscriptions whose events are still being removed, a bounded commit at a time
+    /// while no request waits (`purge_step`); their ids cannot be created again until then.
+    purges: std::collections::VecDeque<String>,
 }
 
 /// Side effects of one commit, merged into the committer only if the commit applies.
@@ -121,6 +122,8 @@ pub(super) struct Plan {
     pub actor: Option<String>,
     /// What the actor is granted; recorded with the Subscriptions it creates or updates.
     pub grant: Option<StoredGrant>,
+    /// Deleted subscriptions with events left to remove after this commit.
+    pub purging: Vec<String>,
 }
 
 impl Plan {
@@ -219,6 +222,8 @@ impl Committer {
         }
         states.retain(|id, _| registry.subscription(id).is_some());
         tracing::info!(topics = registry.topics().count(), subscriptions = loaded, "registry rebuilt from store");
+        // Purges a restart interrupted resume where they stopped.
+        let store_purges = store.purges()?.into_iter().collect();
         Ok(Committer {
             outbox: SledOutbox::new(store.clone()),
             store,
@@ -228,6 +233,7 @@ impl Committer {
             flush_tx,
             group: Group::default(),
             reads_others: None,
+            purges: store_purges,
         })
     }
 
@@ -249,6 +255,12 @@ impl Committer {
                 _ = prune.tick() => {
                     self.apply_group();
                     self.prune(now_millis());
+                    continue;
+                }
+                // Idle, with a deleted subscription's events left to remove: one bounded step.
+                () = std::future::ready(()), if !self.purges.is_empty() => {
+                    self.apply_group();
+                    self.purge_step();
                     continue;
                 }
                 () = stop.cancelled() => {
@@ -434,7 +446,7 @@ impl Committer {
             return Ok(());
         }
         self.apply_group();
-        let Plan { commit, states, registry_ops, touched, removed, pending: _, actor: _, grant: _ } = plan;
+        let Plan { commit, states, registry_ops, touched, removed, pending: _, actor: _, grant: _, purging } = plan;
         self.store.apply(commit)?;
         if !registry_ops.is_empty() {
             self.reads_others = None;
@@ -446,6 +458,7 @@ impl Committer {
         for sub in &removed {
             self.states.remove(sub);
         }
+        self.purges.extend(purging);
         // Always to the flusher, lanes or not: what was applied is readable only once a flush
         // made it durable (`api::committed`), so every apply must be followed by one.
         let lanes = self.lane_views(removed, touched);
@@ -899,7 +912,7 @@ impl Committer {
             let start = lane.pruned_through + 1;
             let mut cutoff = by_count.min(limit);
             // By age: events are numbered in commit order, so timestamps only grow.
-            let scan_to = limit.min(lane.pruned_through + PRUNE_BATCH);
+            let scan_to = limit.min(lane.pruned_through + self.cfg.retention.batch);
             if cutoff < scan_to {
                 match self.store.events(
                     &sub,
@@ -917,7 +930,7 @@ impl Committer {
                     }
                 }
             }
-            let cutoff = cutoff.min(lane.pruned_through + PRUNE_BATCH);
+            let cutoff = cutoff.min(lane.pruned_through + self.cfg.retention.batch);
             if cutoff < start {
                 continue;
             }
@@ -948,10 +961,41 @@ impl Committer {
         }
     }
 
+    /// Removes the next bounded batch of the oldest pending purge's events (its own commit,
+    /// flushed like any other).
+    fn purge_step(&mut self) {
+        let Some(sub) = self.purges.front().cloned() else { return };
+        let mut plan = Plan::default();
+        let done = match plan.commit.purge_outbox(&self.store, &sub, self.purge_batch()) {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, subscription.id = %sub, "cannot list a deleted subscription's events; retrying later");
+                return;
+            }
+        };
+        if let Err(e) = self.apply_plan(plan) {
+            tracing::error!(error = %e, subscription.id = %sub, "purge step not applied; retrying later");
+            return;
+        }
+        if done {
+            self.purges.pop_front();
+            tracing::debug!(subscription.id = %sub, "deleted subscription's events removed");
+        }
+    }
+
+    /// Most events one commit removes (`subscriptions.purge_batch`).
+    pub(super) fn purge_batch(&self) -> usize {
+        usize::try_from(self.cfg.retention.batch).unwrap_or(usize::MAX)
+    }
+
+    /// Whether `Subscription/{id}`'s events from a deleted incarnation are still being removed.
+    pub(super) fn purging(&self, sub: &str) -> bool {
+        self.purges.iter().any(|s| s == sub)
+    }
+
     /// Plans a resend of stored events (`$resend`, dead-letter replay) for the lane to carry
-    /// out. A resend never overtakes an event that was not yet accepted or dead-lettered: its
-    /// range ends at `delivered_through`, and the events after it are delivered in order by
-    /// the lane as usual (a resend of them would send them before the one being retried).
+    /// out. The lane never lets a resend overtake an event not yet accepted or dead-lettered
+    /// (`channels::lane`): what lies beyond its cursor is resent once delivery got past it.
     fn schedule_resend(
         &mut self,
         sub: &str,
@@ -1001,9 +1045,7 @@ impl Committer {
                 ),
             )]));
         }
-        let asked_until = until;
-        let until = until.min(lane.delivered_through);
-        let pending = (asked_until > until).then(|| (until + 1).max(from));
+        let pending = (until > lane.delivered_through).then(|| (lane.delivered_through + 1).max(from));
         let count = if from > until {
             0
         } else if dead_only {

@@ -195,8 +195,8 @@ pub struct ResendSummary {
     pub until: u64,
     /// Events to send (for a dead-letter replay, the dead letters in the range).
     pub events: u64,
-    /// The range asked for reaches past what was accepted or dead-lettered: from this number
-    /// on, events are still on their way in order and are not resent.
+    /// The range reaches past what was accepted or dead-lettered: from this number on, events
+    /// are first delivered in order as usual, and resent after that.
     pub pending_from: Option<u64>,
 }
 

@@ -157,6 +157,11 @@ pub(super) fn on_write(
         "Subscription" => {
             let current = c.current_state(plan, id);
             check_owner(c, current.as_ref(), plan.actor.as_deref(), id)?;
+            if current.is_none() && c.purging(id) {
+                return Err(IngestError::Conflict(format!(
+                    "Subscription/{id} was deleted and its events are still being removed; create it again shortly"
+                )));
+            }
             let managing = resource.pointer("/managingEntity/reference").and_then(Value::as_str).map(str::to_owned);
             if let (Some(m), Some(actor)) = (managing.as_deref(), plan.actor.as_deref()) {
                 if c.entities().is_mapped(m) && !c.entities().member(m, actor) {
@@ -255,7 +260,10 @@ pub(super) fn on_delete(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> R
         "Subscription" => {
             check_owner(c, c.current_state(plan, id).as_ref(), plan.actor.as_deref(), id)?;
             plan.commit.remove_sub_state(id);
-            plan.commit.remove_outbox(c.store(), id)?;
+            // A long backlog is removed in bounded commits after this one (`purge_step`).
+            if !plan.commit.purge_outbox(c.store(), id, c.purge_batch())? {
+                plan.purging.push(id.to_string());
+            }
             plan.registry_ops.push(RegistryOp::RemoveSub(id.to_string()));
             plan.removed.push(id.to_string());
         }

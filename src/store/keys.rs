@@ -49,6 +49,15 @@ pub fn sub_state(sub: &str) -> Vec<u8> {
     join(b's', &[sub.as_bytes()])
 }
 
+/// A deleted subscription whose events and dead letters are still being removed.
+pub fn purge(sub: &str) -> Vec<u8> {
+    join(b'p', &[sub.as_bytes()])
+}
+
+pub fn purge_prefix() -> Vec<u8> {
+    vec![b'p']
+}
+
 pub fn sub_state_prefix() -> Vec<u8> {
     vec![b's']
 }

@@ -58,6 +58,9 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Most version heads `Store::version_by_id` reads looking for a foreign version id.
+pub const MAX_VERSIONS_SCANNED: usize = 10_000;
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -159,15 +162,25 @@ impl Commit {
         self.remove(keys::dead(sub, number));
     }
 
-    /// Removes every event and dead letter of a subscription (on DELETE). Keys are listed by the
-    /// caller from a scan so that the removal is part of this atomic commit.
-    pub fn remove_outbox(&mut self, store: &Store, sub: &str) -> Result<()> {
+    /// Removes up to `max` of a deleted subscription's events and dead letters, and records
+    /// (or, once none are left, forgets) that more remain, so that the removal of a long
+    /// backlog goes in bounded commits and resumes after a restart (`Store::purges`). Keys are
+    /// listed by the caller from a scan so that the removal is part of this atomic commit.
+    /// Returns true when nothing is left.
+    pub fn purge_outbox(&mut self, store: &Store, sub: &str, max: usize) -> Result<bool> {
+        let mut removed = 0usize;
         for prefix in [keys::event_prefix(sub), keys::dead_prefix(sub)] {
             for item in store.tree.scan_prefix(&prefix).keys() {
+                if removed == max {
+                    self.insert_raw(keys::purge(sub), Vec::new());
+                    return Ok(false);
+                }
                 self.remove(item?.to_vec());
+                removed += 1;
             }
         }
-        Ok(())
+        self.remove(keys::purge(sub));
+        Ok(true)
     }
 }
 
@@ -298,6 +311,27 @@ impl Store {
         }
     }
 
+    /// The version of one resource whose versionId is `version_id`. Herald numbers its own
+    /// versions by their sequence, so that is one read; versions mirrored from another server
+    /// (`$ingest`) keep that server's ids and are looked for among the version heads (never
+    /// the resources), newest first, at most `MAX_VERSIONS_SCANNED` of them.
+    pub fn version_by_id(&self, resource_type: &str, id: &str, version_id: &str) -> Result<Option<VersionRecord>> {
+        if let Ok(seq) = version_id.parse::<u64>() {
+            if let Some(v) = self.version(resource_type, id, seq)?.filter(|v| v.version_id == version_id) {
+                return Ok(Some(v));
+            }
+        }
+        let prefix = keys::history_prefix(resource_type, id);
+        for item in self.tree.scan_prefix(&prefix).rev().take(MAX_VERSIONS_SCANNED) {
+            let (k, v) = item?;
+            let head: VersionRecord = decode::<records::VersionHead>(&k, &v)?.into();
+            if head.version_id == version_id {
+                return self.version(resource_type, id, head.seq);
+            }
+        }
+        Ok(None)
+    }
+
     /// Versions of one resource, newest first, at most `limit`.
     pub fn history(&self, resource_type: &str, id: &str, limit: usize) -> Result<Vec<VersionRecord>> {
         let prefix = keys::history_prefix(resource_type, id);
@@ -305,6 +339,17 @@ impl Store {
         for item in self.tree.scan_prefix(&prefix).rev().take(limit) {
             let (k, v) = item?;
             out.push(decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Deleted subscriptions whose events are still being removed (`Commit::purge_outbox`).
+    pub fn purges(&self) -> Result<Vec<String>> {
+        let prefix = keys::purge_prefix();
+        let mut out = Vec::new();
+        for key in self.tree.scan_prefix(&prefix).keys() {
+            let key = key?;
+            out.push(String::from_utf8_lossy(key.get(prefix.len()..).unwrap_or_default()).into_owned());
         }
         Ok(out)
     }

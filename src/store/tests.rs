@@ -116,3 +116,65 @@ fn older_token_owners_are_read_as_jwt_clients_and_current_records_as_stored() {
     // Upgrading twice changes nothing.
     assert_eq!(all["old-jwt"].clone().upgraded(), all["old-jwt"]);
 }
+
+fn event(n: u64) -> EventRecord {
+    EventRecord {
+        v: 1,
+        number: n,
+        timestamp: 0,
+        topic: "t".into(),
+        interaction: "create".into(),
+        focus_type: "Task".into(),
+        focus_id: "a".into(),
+        focus_seq: 1,
+        context: Vec::new(),
+        incarnation: 0,
+    }
+}
+
+#[test]
+fn a_deleted_subscriptions_events_go_in_bounded_commits_recorded_until_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = Commit::new();
+    for n in 1..=10 {
+        c.put_event("gone", &event(n)).unwrap();
+    }
+    c.put_event("kept", &event(1)).unwrap();
+    store.apply(c).unwrap();
+    let mut steps = 0;
+    loop {
+        let mut c = Commit::new();
+        let done = c.purge_outbox(&store, "gone", 4).unwrap();
+        assert!(c.ops.len() <= 5, "at most 4 removals and the marker per commit");
+        store.apply(c).unwrap();
+        steps += 1;
+        if done {
+            break;
+        }
+        assert_eq!(store.purges().unwrap(), ["gone"], "the rest is recorded, for a restart to resume");
+    }
+    assert_eq!(steps, 3);
+    assert!(store.events("gone", 1, 100).unwrap().is_empty());
+    assert!(store.purges().unwrap().is_empty());
+    assert_eq!(store.events("kept", 1, 10).unwrap().len(), 1, "another subscription's events stay");
+}
+
+#[test]
+fn a_version_is_found_by_its_id_without_reading_every_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = Commit::new();
+    for seq in 1..=5 {
+        c.put_version(&version("a", seq)).unwrap();
+    }
+    // A version mirrored from another server keeps that server's id.
+    let mut foreign = version("a", 6);
+    foreign.version_id = "W-remote-9".into();
+    c.put_version(&foreign).unwrap();
+    store.apply(c).unwrap();
+    assert_eq!(store.version_by_id("Task", "a", "3").unwrap().map(|v| v.seq), Some(3));
+    assert_eq!(store.version_by_id("Task", "a", "W-remote-9").unwrap().map(|v| v.seq), Some(6));
+    assert!(store.version_by_id("Task", "a", "7").unwrap().is_none());
+    assert!(store.version_by_id("Task", "b", "1").unwrap().is_none());
+}

@@ -42,7 +42,7 @@ impl Committer {
             base_url: BASE.into(),
             limits: SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100 },
             enforce_task_state_machine: false,
-            retention: Retention { keep: 1000, max_age: Duration::from_secs(3600), interval: Duration::from_secs(3600) },
+            retention: Retention { keep: 1000, max_age: Duration::from_secs(3600), interval: Duration::from_secs(3600), batch: 10_000 },
             entities: Default::default(),
             flush_delay: Duration::ZERO,
         };

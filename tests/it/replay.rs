@@ -210,26 +210,108 @@ async fn a_resend_never_overtakes_an_event_still_being_retried() {
     }
     assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [3]);
     assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), [3], "retried");
-    // A resend from 4 must not send 4..6 ahead of 3: it resends nothing, and says why.
+    // A resend from 4 must not send 4..6 ahead of 3: it waits for delivery to pass them, and
+    // says so.
     let (s, oo) = server.post(&format!("Subscription/{id}/$resend?eventsSinceNumber=4"), &json!({})).await;
     assert_eq!(s, StatusCode::OK, "{oo}");
     let text = oo["issue"][0]["diagnostics"].as_str().unwrap();
-    assert!(text.contains("no events to resend") && text.contains("from 4 on have not been accepted"), "{oo}");
-    // From 1: only 1 and 2, which were accepted, are resent (they precede 3, so no order breaks).
-    let (s, oo) = server.post(&format!("Subscription/{id}/$resend?eventsSinceNumber=1"), &json!({})).await;
-    assert_eq!(s, StatusCode::OK, "{oo}");
-    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("2 events numbered 1 to 2"), "{oo}");
+    assert!(text.contains("3 events numbered 4 to 6") && text.contains("from 4 on have not been accepted yet"), "{oo}");
     rx.set_status(200);
-    // Every POST from now on, in arrival order: 3 (still failing, maybe several times) must be
-    // accepted before any of 4..6, and 4..6 arrive once each, in order.
+    // Every POST from now on, in arrival order, until the resent 6 arrives: 3 (still failing,
+    // maybe several times) is accepted before any of 4..6; 4..6 arrive first in order, and
+    // only then again.
     let mut seen = Vec::new();
-    while !seen.contains(&6) {
+    while seen.iter().filter(|&&n| n == 6).count() < 2 {
         let n = rx.next_of("event-notification", T).await;
         seen.extend(n.event_numbers());
     }
     let first_after_3 = seen.iter().position(|&n| n > 3).unwrap();
     assert!(seen[..first_after_3].contains(&3), "3 was not accepted before 4..6: {seen:?}");
-    let rest: Vec<u64> = seen[first_after_3..].iter().copied().filter(|&n| n > 3).collect();
-    assert_eq!(rest, [4, 5, 6], "{seen:?}");
     assert!(!seen[first_after_3..].contains(&3), "3 again after 4: {seen:?}");
+    let tail = &seen[first_after_3..];
+    let mut firsts: Vec<u64> = Vec::new();
+    for &n in tail {
+        if !firsts.contains(&n) {
+            firsts.push(n);
+        }
+    }
+    assert_eq!(firsts, [4, 5, 6], "first deliveries in order: {seen:?}");
+    for n in [4, 5, 6] {
+        let at = tail.iter().position(|&m| m == n).unwrap();
+        assert_eq!(tail.iter().filter(|&&m| m == n).count(), 2, "{n} once delivered and once resent: {seen:?}");
+        assert!(tail[..at].iter().all(|&m| m < n), "{n} first arrived after a later event: {seen:?}");
+    }
+}
+
+/// Issue #18: deleting a subscription with a long backlog removes its events in bounded
+/// commits (`subscriptions.purge_batch`); its id is not created again over leftovers.
+#[tokio::test]
+async fn a_deleted_backlog_goes_in_bounded_commits_and_never_leaks_into_the_id_reused() {
+    let server = TestServer::start_with(|c| c.subscriptions.purge_batch = 3).await;
+    let (rx, rx2) = (Receiver::start().await, Receiver::start().await);
+    server.task_topic(TOPIC).await;
+    let sub = |endpoint: &str| {
+        json!({ "resourceType": "Subscription", "id": "backlog", "status": "requested", "topic": TOPIC, "content": "id-only",
+            "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
+            "endpoint": endpoint })
+    };
+    assert!(server.put("Subscription/backlog", &sub(&rx.url)).await.0.is_success());
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status("backlog", "active", T).await;
+    rx.set_status(503);
+    for _ in 0..11 {
+        server.create_task("requested", "Organization/lab").await;
+    }
+    assert!(server.delete("Subscription/backlog").await.0.is_success());
+    // Created again at once (for another endpoint): 409 while the old events are still being
+    // removed, then 201.
+    let deadline = Instant::now() + T;
+    loop {
+        let (s, body) = server.put("Subscription/backlog", &sub(&rx2.url)).await;
+        if s.is_success() {
+            break;
+        }
+        assert_eq!(s, StatusCode::CONFLICT, "{body}");
+        assert!(Instant::now() < deadline, "the old backlog was never removed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rx2.next_within(T).await.kind(), "handshake");
+    // The new incarnation starts empty: no old event is counted, listed or sent.
+    let (_, events) = server.get("Subscription/backlog/$events").await;
+    assert_eq!(events["entry"][0]["resource"]["eventsSinceSubscriptionStart"], "0", "{events}");
+    let task = server.create_task("requested", "Organization/lab").await;
+    let n = rx2.next_of("event-notification", T).await;
+    assert_eq!(n.event_numbers(), [1]);
+    let focus = n.status()["notificationEvent"][0]["focus"]["reference"].as_str().unwrap().to_owned();
+    assert!(focus.contains(&task), "{focus}");
+    let (_, events) = server.get("Subscription/backlog/$events").await;
+    let listed = events["entry"][0]["resource"]["notificationEvent"].as_array().map(Vec::len);
+    assert_eq!(listed, Some(1), "only the new event is kept: {events}");
+}
+
+/// Issue #18: a type-level `$status` without ids reads at most `search.max_scan` subscriptions
+/// and says where it stopped.
+#[tokio::test]
+async fn status_without_ids_is_bounded_and_says_where_it_stopped() {
+    let server = TestServer::start_with(|c| c.search.max_scan = 3).await;
+    server.task_topic(TOPIC).await;
+    let ws = json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": "id-only",
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" } });
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (s, b) = server.post("Subscription", &ws).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        ids.push(b["id"].as_str().unwrap().to_owned());
+    }
+    let (s, all) = server.get("Subscription/$status").await;
+    assert_eq!(s, StatusCode::OK);
+    let entries = all["entry"].as_array().unwrap();
+    let statuses = entries.iter().filter(|e| e["resource"]["resourceType"] == "SubscriptionStatus").count();
+    assert_eq!(statuses, 3, "{all}");
+    let note = entries.iter().find(|e| e["search"]["mode"] == "outcome").expect("a note says it stopped");
+    assert!(note["resource"]["issue"][0]["diagnostics"].as_str().unwrap().contains("stopped after 3"), "{all}");
+    assert!(all.get("total").is_none(), "no total that is not known: {all}");
+    // By id, every one is still reachable.
+    let (_, one) = server.get(&format!("Subscription/$status?id={}", ids[4])).await;
+    assert_eq!(one["total"], 1, "{one}");
 }
