@@ -322,6 +322,13 @@ fn main() -> ExitCode {
         }
         match herald::run(cfg, listener, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
+            // A data directory Herald must not serve (foreign, newer, or missing acknowledged
+            // data): said plainly on stderr too, with its own exit code, for supervisors.
+            Err(herald::RunError::Store(herald::store::StoreError::Refused(why))) => {
+                tracing::error!(error = %why, "Herald refused its data directory");
+                eprintln!("herald: {why}");
+                ExitCode::from(3)
+            }
             Err(e) => {
                 let mut msg = e.to_string();
                 let mut src = std::error::Error::source(&e);

@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod ceiling;
+mod dir;
 pub mod index;
 mod keys;
 pub mod records;
@@ -51,6 +52,10 @@ pub enum StoreError {
     /// A caller stopped a long operation (an index rebuild) through its progress callback.
     #[error("interrupted before it finished")]
     Interrupted,
+    /// The data directory is not one this build may serve: another program's, written by a
+    /// newer Herald, or missing data it acknowledged (`dir`).
+    #[error("{0}")]
+    Refused(String),
     /// Answering a lookup on an unindexed parameter would read more resources than allowed.
     #[error("answering {resource_type}.{code} without an index would read more than {limit} resources")]
     ScanLimit { resource_type: String, code: String, limit: usize },
@@ -72,6 +77,8 @@ pub struct Store {
     audit_seq: Arc<AtomicU64>,
     /// What has been applied, and how much of it is durable (read committed).
     marks: Arc<Marks>,
+    /// Records the durable commit count beside the store (`dir`: `herald.ack`).
+    ack: Arc<dir::AckWriter>,
 }
 
 /// Commits applied so far and the count of them known durable: a reader that saw the store at
@@ -81,11 +88,16 @@ struct Marks {
     durable: tokio::sync::watch::Sender<u64>,
 }
 
-impl Default for Marks {
-    fn default() -> Self {
-        Marks { applied: AtomicU64::new(0), durable: tokio::sync::watch::Sender::new(0) }
+impl Marks {
+    /// Marks for a store that already holds `commits` durable commits.
+    fn at(commits: u64) -> Self {
+        Marks { applied: AtomicU64::new(commits), durable: tokio::sync::watch::Sender::new(commits) }
     }
 }
+
+/// Meta keys: the store's id (`dir`), and the commits it held at its last flush.
+const STORE_ID: &str = "store-id";
+const COMMITS: &str = "commits";
 
 /// A set of writes applied atomically by `Store::apply`.
 #[derive(Default)]
@@ -212,13 +224,51 @@ impl Store {
 
     /// `open`, with sled's background flush timer on or off (`store.dangerous_flush_delay`
     /// turns it off so that only the group flush makes anything durable).
-    pub fn open_with(dir: &Path, background_flush: bool) -> Result<Store> {
+    pub fn open_with(path: &Path, background_flush: bool) -> Result<Store> {
+        // A foreign, newer or damaged directory is refused before sled writes anything in it.
+        let found = dir::inspect(path)?;
         // Background flushing stays on as a safety net; durability of acknowledged writes comes
         // from the explicit group flush, never from this timer.
-        let db = sled::Config::new().path(dir).flush_every_ms(background_flush.then_some(1000)).open()?;
+        let db = sled::Config::new().path(path).flush_every_ms(background_flush.then_some(1000)).open()?;
+        if matches!(found, dir::Found::Unmarked) && !db.tree_names().iter().any(|n| n.as_ref() == b"herald") {
+            return Err(StoreError::Refused(format!(
+                "data directory {}: holds a sled database that is not Herald's; refusing to start rather than write into it",
+                path.display()
+            )));
+        }
         let tree = db.open_tree("herald")?;
+        let recorded = tree.get(keys::meta(STORE_ID))?.map(|v| String::from_utf8_lossy(&v).into_owned());
+        let store_id = match (found, recorded) {
+            (dir::Found::Marked { store }, Some(recorded)) if store != recorded => {
+                return Err(StoreError::Refused(format!(
+                    "data directory {}: its marker names store {store} but the store inside is {recorded}; the directory was assembled from two stores",
+                    path.display()
+                )));
+            }
+            (dir::Found::Marked { store }, _) => store,
+            // A new store, or one written before the marker existed (adopted, same format).
+            (_, recorded) => {
+                let id = recorded.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                tree.insert(keys::meta(STORE_ID), id.as_bytes())?;
+                db.flush()?;
+                dir::mark(path, &id)?;
+                id
+            }
+        };
+        let commits = match tree.get(keys::meta(COMMITS))? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| StoreError::CorruptIndex { key: COMMITS.into() })?),
+            None => 0,
+        };
+        dir::check_ack(path, &store_id, commits)?;
         let audit_seq = Arc::new(AtomicU64::new(audit::next_seq(&tree)?));
-        let mut store = Store { db, tree, index: Arc::default(), audit_seq, marks: Arc::default() };
+        let mut store = Store {
+            db,
+            tree,
+            index: Arc::default(),
+            audit_seq,
+            marks: Arc::new(Marks::at(commits)),
+            ack: Arc::new(dir::AckWriter::new(path, &store_id)),
+        };
         let set = store.recorded_index_set()?.unwrap_or_default();
         store.index = Arc::new(index::IndexConfig { set, base_url: String::new(), scan_limit: index::UNINDEXED_SCAN_LIMIT });
         Ok(store)
@@ -257,8 +307,10 @@ impl Store {
     /// Makes everything applied so far durable. Blocking: call from a blocking thread. (sled
     /// 0.34's `flush_async` hangs with many concurrent callers; see PLATFORM.md.)
     pub fn flush(&self) -> Result<usize> {
-        // Everything applied before the flush starts is covered by it.
+        // Everything applied before the flush starts is covered by it, and the store records
+        // how many commits that is, for `herald.ack` to be checked against (`dir`).
         let mark = self.marks.applied.load(Ordering::SeqCst);
+        self.tree.insert(keys::meta(COMMITS), &mark.to_be_bytes())?;
         let flushed = self.db.flush()?;
         self.marks.durable.send_if_modified(|durable| {
             let advanced = mark > *durable;
@@ -267,6 +319,7 @@ impl Store {
             }
             advanced
         });
+        self.ack.durable(mark);
         Ok(flushed)
     }
 

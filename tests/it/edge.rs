@@ -118,7 +118,7 @@ async fn startup_refuses_half_or_unusable_tls_settings() {
     let dir = tempfile::tempdir().unwrap();
     let cert = TestCert::write(dir.path());
     let run = |adjust: &dyn Fn(&mut Config)| {
-        let mut cfg = test_config(dir.path());
+        let mut cfg = test_config(&dir.path().join("store"));
         adjust(&mut cfg);
         async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

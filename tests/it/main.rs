@@ -10,6 +10,7 @@ mod audit;
 mod clients;
 mod crash;
 mod dashboard;
+mod datadir;
 mod edge;
 mod fhir_rest;
 mod filters;

@@ -86,7 +86,8 @@ impl TestServer {
     pub async fn start_tls(adjust: impl FnOnce(&mut Config)) -> (TestServer, TestCert) {
         let dir = tempfile::tempdir().unwrap();
         let cert = TestCert::write(dir.path());
-        let mut cfg = test_config(dir.path());
+        // The store in a directory of its own: Herald refuses one holding other files.
+        let mut cfg = test_config(&dir.path().join("store"));
         cfg.server.tls_cert = cert.cert_path.display().to_string();
         cfg.server.tls_key = cert.key_path.display().to_string();
         adjust(&mut cfg);
