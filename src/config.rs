@@ -204,6 +204,9 @@ pub struct StoreConfig {
     /// How long a read waits for what it saw to become durable before answering 503.
     #[serde(default = "default_read_committed_timeout")]
     pub read_committed_timeout: String,
+    /// Writes are refused (503) while less than this many MiB are free where the store lives.
+    #[serde(default = "default_min_free_mib")]
+    pub min_free_mib: u64,
     /// Testing only: holds every group flush this long and turns off sled's background flush,
     /// so that a crash test can land between a commit being applied and being flushed.
     #[serde(default = "zero_duration")]
@@ -212,6 +215,10 @@ pub struct StoreConfig {
 
 fn default_read_committed_timeout() -> String {
     "5s".into()
+}
+
+fn default_min_free_mib() -> u64 {
+    16
 }
 
 fn zero_duration() -> String {

@@ -67,6 +67,10 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     #[error("a start-up task failed")]
     Task(#[from] tokio::task::JoinError),
+    /// The store failed to apply or flush while serving (a full disk): what was acknowledged
+    /// is durable; the store must be opened again from disk.
+    #[error("the store failed to write")]
+    StoreLost,
 }
 
 /// Runs Herald on `listener` until `shutdown` completes.
@@ -134,7 +138,8 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     );
     let began = Instant::now();
     tracing::info!(listen = %bound, scheme, "listening; starting (GET /readyz answers 200 once ready)");
-    let running = match lifecycle::start(&cfg, &base_url, &stop, authenticator).await {
+    let store_lost = CancellationToken::new();
+    let running = match lifecycle::start(&cfg, &base_url, &stop, authenticator, &store_lost).await {
         Ok(running) => running,
         Err(RunError::Store(store::StoreError::Interrupted)) => {
             tracing::info!("stopped during start-up; the search index rebuild starts again at the next start");
@@ -158,11 +163,23 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
             "Herald ready"
         );
     }
-    stop.cancelled().await;
+    let lost = tokio::select! {
+        () = stop.cancelled() => false,
+        () = store_lost.cancelled() => true,
+    };
+    if lost {
+        // sled keeps failing after an IO error (a full disk, a failing device): stop, and let
+        // the caller open the store again from what is durable (`main` does, after a pause).
+        tracing::error!("the store failed to write; stopping to reopen it from what is durable");
+        stop.cancel();
+    }
     let stopping = Instant::now();
     gate.stopping();
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, delivery stopped, open requests finishing");
     running.stop(stopping + grace, server).await;
     tracing::info!(millis = stopping.elapsed().as_millis() as u64, "Herald stopped");
+    if lost {
+        return Err(RunError::StoreLost);
+    }
     Ok(())
 }

@@ -111,11 +111,13 @@ impl RebuildLog {
 
 /// Opens the store (rebuilding the index if needed), starts the committer and the lanes.
 /// `stop` interrupts an index rebuild (`StoreError::Interrupted`); `stop` also closes websockets.
+/// `store_lost` is cancelled if the store fails to apply or flush after start.
 pub(crate) async fn start(
     cfg: &Config,
     base_url: &str,
     stop: &CancellationToken,
     auth: Option<Arc<crate::auth::Authenticator>>,
+    store_lost: &CancellationToken,
 ) -> Result<Running, RunError> {
     let index_set = cfg.search.index_set()?;
     let dir = cfg.store.data_dir.clone();
@@ -221,6 +223,9 @@ pub(crate) async fn start(
         },
         entities: crate::auth::Entities::new(&cfg.auth.entities, &cfg.auth.jwt_as_api_key_clients),
         flush_delay: cfg.duration("store.dangerous_flush_delay"),
+        store_lost: store_lost.clone(),
+        data_dir: cfg.store.data_dir.clone(),
+        min_free_bytes: cfg.store.min_free_mib.saturating_mul(1024 * 1024),
     };
     // Loading the registry reads every topic and subscription (and installs the built-in
     // topics): blocking work. It starts the committer and the flusher on `core` and a lane per

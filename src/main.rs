@@ -309,8 +309,14 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
-        let shutdown = shutdown_signal();
-        let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let signal = shutdown_signal();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            signal.await;
+            on_signal.cancel();
+        });
+        let listener = match tokio::net::TcpListener::bind(cfg.server.listen).await.and_then(|l| l.into_std()) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(listen = %cfg.server.listen, error = %e, "cannot listen");
@@ -320,7 +326,42 @@ fn main() -> ExitCode {
         if cfg.delivery.allow_private_endpoints {
             tracing::warn!("delivery to private and loopback addresses is allowed (--allow-private-endpoints)");
         }
-        match herald::run(cfg, listener, shutdown).await {
+        // When the store fails while serving (a full disk), Herald stops and opens it again
+        // from what is durable, on the same socket (connections wait in its backlog), after a
+        // pause that grows while it keeps failing; it ends only on a signal.
+        let mut pause = Duration::from_millis(500);
+        let mut recovering = false;
+        let outcome = loop {
+            let serving = match listener.try_clone().and_then(tokio::net::TcpListener::from_std) {
+                Ok(l) => l,
+                Err(e) => break Err(herald::RunError::Io(e)),
+            };
+            let began = std::time::Instant::now();
+            let lost = match herald::run(cfg.clone(), serving, stop.clone().cancelled_owned()).await {
+                Err(herald::RunError::StoreLost) => true,
+                // While recovering, the store may not open yet either (still full, or sled
+                // still holding the old files): keep trying.
+                Err(herald::RunError::Store(herald::store::StoreError::Engine(e))) if recovering => {
+                    tracing::warn!(error = %e, "the store cannot be opened yet");
+                    true
+                }
+                other => break other,
+            };
+            if !lost || stop.is_cancelled() {
+                break Ok(());
+            }
+            if began.elapsed() > Duration::from_secs(60) {
+                pause = Duration::from_millis(500); // it had recovered: a new failure starts over
+            }
+            recovering = true;
+            tracing::warn!(pause_ms = pause.as_millis() as u64, "reopening the store");
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = stop.cancelled() => break Ok(()),
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        };
+        match outcome {
             Ok(()) => ExitCode::SUCCESS,
             // A data directory Herald must not serve (foreign, newer, or missing acknowledged
             // data): said plainly on stderr too, with its own exit code, for supervisors.

@@ -131,6 +131,16 @@ impl From<IngestError> for ApiError {
                 IssueType::Transient,
                 "the write path is not available (shutting down or storage failure); retry",
             ),
+            IngestError::StorageFull => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Transient,
+                "the disk holding the store is nearly full; writes resume once space is freed",
+            ),
+            // The storage engine failed (a full disk): nothing was acknowledged, and Herald
+            // reopens the store; the client retries.
+            IngestError::Store(crate::store::StoreError::Engine(_)) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient, "storage is failing (full or unwritable); retry")
+            }
             IngestError::Store(e) => ApiError::internal(&e),
         }
     }

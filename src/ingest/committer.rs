@@ -49,6 +49,12 @@ pub struct CommitterConfig {
     pub entities: crate::auth::Entities,
     /// `store.dangerous_flush_delay` (testing only): how long each group flush is held.
     pub flush_delay: std::time::Duration,
+    /// The store's directory and `store.min_free_mib` (0: no check), for the free-space guard.
+    pub data_dir: std::path::PathBuf,
+    pub min_free_bytes: u64,
+    /// Cancelled when the store fails to apply or flush: sled keeps failing after an IO error
+    /// (a full disk), so Herald reopens it from what is durable (`herald::run`).
+    pub store_lost: CancellationToken,
 }
 
 /// How long delivered events are kept for `$events` and `$resend`.
@@ -76,13 +82,14 @@ pub fn spawn(
     let rx = queue.0;
     let (flush_tx, flush_rx) = mpsc::unbounded_channel();
     let flush_delay = cfg.flush_delay;
+    let lost = cfg.store_lost.clone();
     let committer = Committer::load(store.clone(), cfg, flush_tx)?;
     for (id, entry) in committer.registry.subscriptions().map(|e| (e.spec.id.clone(), e.clone())) {
         if let Some(state) = committer.states.get(&id) {
             sink.publish(&id, Some(LaneView { entry, state: state.clone() }));
         }
     }
-    tracker.spawn(flusher::run(store, flush_rx, sink, flush_delay));
+    tracker.spawn(flusher::run(store, flush_rx, sink, flush_delay, lost));
     tracker.spawn(committer.run(rx, stop));
     Ok(())
 }
@@ -100,6 +107,8 @@ pub(super) struct Committer {
     group: Group,
     /// `matching::any_change_reads_others` for the current registry, once asked.
     reads_others: Option<bool>,
+    /// The last free-space check: when, and whether there was too little.
+    space: Option<(std::time::Instant, bool)>,
     /// Deleted subscriptions whose events are still being removed, a bounded commit at a time
     /// while no request waits (`purge_step`); their ids cannot be created again until then.
     purges: std::collections::VecDeque<String>,
@@ -233,6 +242,7 @@ impl Committer {
             flush_tx,
             group: Group::default(),
             reads_others: None,
+            space: None,
             purges: store_purges,
         })
     }
@@ -302,6 +312,7 @@ impl Committer {
         }
         if let Err(e) = self.group.apply(&self.store, &mut self.states, &self.flush_tx) {
             tracing::error!(error = %e, "the store refused a group of commits; its requests are answered as failed");
+            self.cfg.store_lost.cancel();
         }
     }
 
@@ -310,7 +321,37 @@ impl Committer {
         Pending { commit: &plan.pending, group: &self.group.pending }
     }
 
+    /// Whether the filesystem holding the store has less than `store.min_free_mib` free
+    /// (`store::space`), asked at most every 250 ms.
+    fn storage_full(&mut self) -> bool {
+        if self.cfg.min_free_bytes == 0 {
+            return false;
+        }
+        if let Some((at, full)) = self.space {
+            if at.elapsed() < std::time::Duration::from_millis(250) {
+                return full;
+            }
+        }
+        let full = crate::store::space::free_bytes(&self.cfg.data_dir).is_some_and(|free| free < self.cfg.min_free_bytes);
+        if full && !self.space.is_some_and(|(_, was)| was) {
+            tracing::error!(
+                min_free_bytes = self.cfg.min_free_bytes,
+                "the disk holding the store is nearly full; refusing writes until space is freed"
+            );
+        } else if !full && self.space.is_some_and(|(_, was)| was) {
+            tracing::info!("space was freed; writes accepted again");
+        }
+        self.space = Some((std::time::Instant::now(), full));
+        full
+    }
+
     fn dispatch(&mut self, req: Request) {
+        // Before sled runs out of space: writes are refused, nothing is applied. Delivery
+        // results still are (small, and they free the outbox of nothing but keep it moving).
+        if !matches!(req, Request::Lane(..)) && self.storage_full() {
+            req.refuse(IngestError::StorageFull);
+            return;
+        }
         match req {
             Request::Write { entries, atomic, actor, grant, reply } => self.handle_write(entries, atomic, actor, grant, reply),
             Request::External { changes, reply } => self.handle_external(changes, reply),
@@ -447,7 +488,12 @@ impl Committer {
         }
         self.apply_group();
         let Plan { commit, states, registry_ops, touched, removed, pending: _, actor: _, grant: _, purging } = plan;
-        self.store.apply(commit)?;
+        if let Err(e) = self.store.apply(commit) {
+            if matches!(e, crate::store::StoreError::Engine(_)) {
+                self.cfg.store_lost.cancel();
+            }
+            return Err(e.into());
+        }
         if !registry_ops.is_empty() {
             self.reads_others = None;
         }

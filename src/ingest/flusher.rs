@@ -18,7 +18,14 @@ pub(crate) struct FlushItem {
 }
 
 /// `delay` (`store.dangerous_flush_delay`, zero outside crash tests) holds each flush.
-pub(crate) async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<FlushItem>, sink: Arc<dyn LaneSink>, delay: Duration) {
+/// `lost` is cancelled when a flush fails: sled does not recover from an IO error in place.
+pub(crate) async fn run(
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<FlushItem>,
+    sink: Arc<dyn LaneSink>,
+    delay: Duration,
+    lost: tokio_util::sync::CancellationToken,
+) {
     while let Some(first) = rx.recv().await {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
@@ -33,6 +40,7 @@ pub(crate) async fn run(store: Store, mut rx: mpsc::UnboundedReceiver<FlushItem>
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "store flush failed; writes in this group are not acknowledged");
+                lost.cancel();
                 false
             }
             Err(e) => {

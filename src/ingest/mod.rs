@@ -236,6 +236,9 @@ pub enum IngestError {
     },
     #[error("store failure")]
     Store(#[from] StoreError),
+    /// Less than `store.min_free_mib` is free where the store lives: nothing was written.
+    #[error("the disk holding the store is nearly full")]
+    StorageFull,
     #[error("the write path is shut down")]
     Unavailable,
     /// The caller may not change this resource (another client's Subscription).
@@ -267,6 +270,19 @@ pub(crate) enum Request {
         reply: oneshot::Sender<Result<ResendSummary, IngestError>>,
     },
     Lane(u64, LaneCommand),
+}
+
+impl Request {
+    /// Answers the request with `error` without doing it (a lane report has nobody waiting).
+    pub(crate) fn refuse(self, error: IngestError) {
+        match self {
+            Request::Write { reply, .. } => drop(reply.send(Err(error))),
+            Request::External { reply, .. } => drop(reply.send(Err(error))),
+            Request::Emit { reply, .. } => drop(reply.send(Err(error))),
+            Request::Resend { reply, .. } => drop(reply.send(Err(error))),
+            Request::Lane(..) => {}
+        }
+    }
 }
 
 /// The handle the API and the lanes use to reach the committer. Cheap to clone; the bounded

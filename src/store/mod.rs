@@ -23,6 +23,7 @@ mod dir;
 pub mod index;
 mod keys;
 pub mod records;
+pub mod space;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

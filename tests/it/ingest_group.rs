@@ -45,6 +45,9 @@ impl Committer {
             retention: Retention { keep: 1000, max_age: Duration::from_secs(3600), interval: Duration::from_secs(3600), batch: 10_000 },
             entities: Default::default(),
             flush_delay: Duration::ZERO,
+            store_lost: CancellationToken::new(),
+            data_dir: std::path::PathBuf::new(),
+            min_free_bytes: 0,
         };
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();
