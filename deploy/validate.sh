@@ -35,7 +35,9 @@ mkdir "$work/context"
 sed -n 's/^!//p' .dockerignore | while IFS= read -r path; do
   cp -r "${path%/}" "$work/context/"
 done
-cargo metadata --locked --offline --format-version 1 --manifest-path "$work/context/Cargo.toml" >/dev/null
+# Not --offline: the lock file names packages no build on this machine ever downloaded (figment's
+# `atomic`, say), and a fresh machine has only what its builds fetched.
+cargo metadata --locked --format-version 1 --manifest-path "$work/context/Cargo.toml" >/dev/null
 missing=0
 while IFS= read -r hit; do
   file=${hit%%:*}
