@@ -15,7 +15,12 @@ use crate::Result;
 pub const TOPIC: &str = "http://example.org/topics/herald-chaos-task";
 
 pub fn build() -> Result<reqwest::Client> {
-    Ok(reqwest::Client::builder().no_proxy().tcp_nodelay(true).timeout(Duration::from_secs(10)).build()?)
+    build_with(Duration::from_secs(10))
+}
+
+/// A client whose every request gives up after `timeout`.
+pub fn build_with(timeout: Duration) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder().no_proxy().tcp_nodelay(true).timeout(timeout).build()?)
 }
 
 /// One answer, as far as the findings need it.

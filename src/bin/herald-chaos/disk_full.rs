@@ -43,7 +43,9 @@ pub async fn run(s: &Settings, found: &mut Findings) -> Result<Ran> {
 }
 
 async fn full_disk(s: &Settings, found: &mut Findings, scratch: &Scratch, mount: &Mount) -> Result<()> {
-    let client = client::build()?;
+    // Long enough for a read to wait out `store.read_committed_timeout` (5 s) and be answered;
+    // a Herald that answers nothing at all is found out in 7 s per request, not 10.
+    let client = client::build_with(Duration::from_secs(7))?;
     let launch = Launch::new(&s.herald, &mount.dir.join("data"), free_port()?, &scratch.file("herald.log"));
     let base = launch.base();
     let (mut h, _) = launch.start(&client).await?;
@@ -63,7 +65,9 @@ async fn full_disk(s: &Settings, found: &mut Findings, scratch: &Scratch, mount:
 
     // While full: a few more writes, a read, a search, readiness.
     let mut answers = vec![first];
-    for _ in 0..4 {
+    // A few more, unless Herald has stopped answering at all (each would only wait out the
+    // timeout again).
+    while answers.len() < 5 && answers.last().is_some_and(|a| a.is_ok()) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         answers.push(chained(client::create_task(&client, &base, NOTE_BYTES).await.map(|(a, _)| a)));
     }
@@ -72,14 +76,24 @@ async fn full_disk(s: &Settings, found: &mut Findings, scratch: &Scratch, mount:
     found.row(
         "writes once the disk is full",
         "503 + OperationOutcome + Retry-After",
-        format!("first failure: {}; the next {}: {}", answers.first().map(text).unwrap_or_default(), later.len(), counted(later)),
+        match later.len() {
+            0 => format!("first failure: {}; no more tried", answers.first().map(text).unwrap_or_default()),
+            n => format!("first failure: {}; the next {n}: {}", answers.first().map(text).unwrap_or_default(), counted(later)),
+        },
         Verdict::of(answers.iter().all(good)),
     );
-    let read = match acked.first() {
-        Some(id) => timed(client::get(&client, &format!("{base}/Task/{id}"))).await,
-        None => (Err("no write was acknowledged to read back".into()), Duration::ZERO),
-    };
-    let search = timed(client::get(&client, &format!("{base}/Task?_count=5"))).await;
+    // Both at once: each may wait out `store.read_committed_timeout` (5 s) before it answers.
+    let read_url = acked.first().map(|id| format!("{base}/Task/{id}"));
+    let search_url = format!("{base}/Task?_count=5");
+    let (read, search) = tokio::join!(
+        async {
+            match &read_url {
+                Some(url) => timed(client::get(&client, url)).await,
+                None => (Err("no write was acknowledged to read back".into()), Duration::ZERO),
+            }
+        },
+        timed(client::get(&client, &search_url))
+    );
     let reads_ok = read.0.as_ref().is_ok_and(|a| a.status == 200) && search.0.as_ref().is_ok_and(|a| a.status == 200);
     found.row(
         "reads while the disk is full",
