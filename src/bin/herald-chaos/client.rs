@@ -119,13 +119,15 @@ pub async fn create_task(client: &reqwest::Client, base: &str, note_bytes: usize
     Ok((a, id))
 }
 
-/// The ids that do not read back with 200 (eight reads at a time).
-pub async fn unreadable(client: &reqwest::Client, base: &str, ids: &[String]) -> Vec<String> {
+/// The ids that do not read back with 200 (eight reads at a time), each with what its read
+/// got instead.
+pub async fn unreadable(client: &reqwest::Client, base: &str, ids: &[String]) -> Vec<(String, String)> {
     stream::iter(ids)
         .map(|id| async move {
             match get(client, &format!("{base}/Task/{id}")).await {
                 Ok(a) if a.status == 200 => None,
-                _ => Some(id.clone()),
+                Ok(a) => Some((id.clone(), a.describe())),
+                Err(e) => Some((id.clone(), format!("no answer: {}", crate::chain(e.as_ref())))),
             }
         })
         .buffer_unordered(8)

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
-use crate::herald::{panics, tail, Launch, Startup};
+use crate::herald::{errors, panics, tail, Launch, Startup};
 use crate::report::{Findings, Ran, Verdict};
 use crate::scratch::{copy_tree, free_port, Scratch};
 use crate::{client, Result, Settings};
@@ -102,6 +102,8 @@ struct Probe {
     tasks: Option<u64>,
     /// The last lines of its output.
     message: String,
+    /// The first ERROR line of its log, if any.
+    first_error: Option<String>,
     panicked: Vec<String>,
 }
 
@@ -109,10 +111,11 @@ impl Probe {
     fn summary(&self) -> String {
         match &self.startup {
             Startup::Ready(d) => format!(
-                "ready in {:.2} s, serving {} Tasks{}",
+                "ready in {:.2} s, serving {} Tasks{}; {}",
                 d.as_secs_f64(),
                 self.tasks.map_or_else(|| "?".to_string(), |t| t.to_string()),
-                self.missing.map_or_else(String::new, |m| format!(", {m} of the acknowledged ones missing"))
+                self.missing.map_or_else(String::new, |m| format!(", {m} of the acknowledged ones missing")),
+                self.first_error.as_deref().map_or_else(|| "no ERROR in its log".to_string(), |e| format!("its first ERROR: '{e}'"))
             ),
             Startup::Exited(st, d) => format!("{st} after {:.2} s: '{}'", d.as_secs_f64(), self.message),
             Startup::Hung => format!("neither ready nor exited within 30 s: '{}'", self.message),
@@ -137,7 +140,14 @@ async fn probe(s: &Settings, scratch: &Scratch, dir: &Path, client: &reqwest::Cl
         drop(h);
     }
     let message = tail(&launch.log, 3).replace('\n', " / ");
-    Ok(Probe { startup, missing, tasks, message: message.chars().take(300).collect(), panicked: panics(&launch.log) })
+    Ok(Probe {
+        startup,
+        missing,
+        tasks,
+        message: message.chars().take(300).collect(),
+        first_error: errors(&launch.log, 1).into_iter().next(),
+        panicked: panics(&launch.log),
+    })
 }
 
 /// The three rows of a damaged case.

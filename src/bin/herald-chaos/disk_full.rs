@@ -249,8 +249,9 @@ fn counted(v: Vec<String>) -> String {
     out.iter().map(|(s, n)| format!("{n} × {s}")).collect::<Vec<_>>().join("; ")
 }
 
-fn example(ids: &[String]) -> String {
-    ids.first().map_or_else(String::new, |id| format!(" (e.g. Task/{id})"))
+/// The first unreadable id and what reading it got.
+fn example(missing: &[(String, String)]) -> String {
+    missing.first().map_or_else(String::new, |(id, got)| format!(" (e.g. Task/{id}: {got})"))
 }
 
 fn alive(h: &mut crate::herald::Herald) -> &'static str {
