@@ -7,6 +7,8 @@
 
 mod access;
 mod audit;
+#[cfg(feature = "load")]
+mod chaos;
 mod clients;
 mod crash;
 mod dashboard;
