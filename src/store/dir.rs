@@ -80,6 +80,14 @@ pub(super) fn inspect(dir: &Path) -> Result<Found> {
         names.push(entry.file_name().to_string_lossy().into_owned());
     }
     names.sort();
+    // A crash while replacing the marker or the ack file leaves its temporary copy: ours, and
+    // never read (the rename is what makes a new version count).
+    for tmp in [format!("{MARKER}.tmp"), format!("{ACK}.tmp")] {
+        if names.contains(&tmp) {
+            std::fs::remove_file(dir.join(&tmp)).map_err(|e| refused(dir, format!("cannot remove {tmp}: {e}")))?;
+            names.retain(|n| *n != tmp);
+        }
+    }
     let foreign: Vec<&String> = names.iter().filter(|n| !is_sled_file(n) && *n != MARKER && *n != ACK).collect();
     if !foreign.is_empty() {
         let shown: Vec<&str> = foreign.iter().take(5).map(|s| s.as_str()).collect();
@@ -210,6 +218,10 @@ mod tests {
         assert!(inspect(dir.path()).err().unwrap().to_string().contains("damaged"));
         mark(dir.path(), "s1").unwrap();
         assert!(matches!(inspect(dir.path()).unwrap(), Found::Marked { store } if store == "s1"));
+        // A kill -9 while the ack file was being replaced leaves its temporary copy behind.
+        std::fs::write(dir.path().join("herald.ack.tmp"), "{\"store\":").unwrap();
+        assert!(matches!(inspect(dir.path()).unwrap(), Found::Marked { .. }));
+        assert!(!dir.path().join("herald.ack.tmp").exists());
     }
 
     #[test]

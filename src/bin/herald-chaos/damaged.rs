@@ -219,7 +219,13 @@ fn truncate_largest(dir: &Path) -> Result<(String, u64, u64)> {
 
 /// A top-level file of the store whose name says it records a format or version.
 fn marker(dir: &Path) -> Option<String> {
-    names(dir).into_iter().find(|n| {
+    // Herald's own marker (`herald-store.json`, whose first number is the format), else any
+    // file whose name says it holds a format or version.
+    let names = names(dir);
+    if names.iter().any(|n| n == "herald-store.json") {
+        return Some("herald-store.json".to_owned());
+    }
+    names.into_iter().find(|n| {
         let lower = n.to_ascii_lowercase();
         !n.contains('/') && (lower.contains("format") || lower.contains("version"))
     })
