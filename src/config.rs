@@ -204,6 +204,9 @@ pub struct StoreConfig {
     /// How long a read waits for what it saw to become durable before answering 503.
     #[serde(default = "default_read_committed_timeout")]
     pub read_committed_timeout: String,
+    /// A group flush that takes longer ends the process (status 4) for a restart.
+    #[serde(default = "default_flush_timeout")]
+    pub flush_timeout: String,
     /// Writes are refused (503) while less than this many MiB are free where the store lives.
     #[serde(default = "default_min_free_mib")]
     pub min_free_mib: u64,
@@ -215,6 +218,10 @@ pub struct StoreConfig {
 
 fn default_read_committed_timeout() -> String {
     "5s".into()
+}
+
+fn default_flush_timeout() -> String {
+    "30s".into()
 }
 
 fn default_min_free_mib() -> u64 {
@@ -425,6 +432,7 @@ impl Config {
             ("subscriptions.events_prune_interval", &self.subscriptions.events_prune_interval),
             ("store.read_committed_timeout", &self.store.read_committed_timeout),
             ("store.dangerous_flush_delay", &self.store.dangerous_flush_delay),
+            ("store.flush_timeout", &self.store.flush_timeout),
         ] {
             parse_duration(key, text)?;
         }
@@ -445,6 +453,12 @@ impl Config {
         }
         if self.duration("subscriptions.events_prune_interval").is_zero() {
             return Err(ConfigError::Invalid { key: "subscriptions.events_prune_interval", message: "must be longer than zero".into() });
+        }
+        if self.duration("store.flush_timeout") <= self.duration("store.dangerous_flush_delay") {
+            return Err(ConfigError::Invalid {
+                key: "store.flush_timeout",
+                message: "must be longer than store.dangerous_flush_delay".into(),
+            });
         }
         if self.subscriptions.purge_batch == 0 {
             return Err(ConfigError::Invalid { key: "subscriptions.purge_batch", message: "must be at least 1".into() });
@@ -544,6 +558,7 @@ impl Config {
             "subscriptions.events_prune_interval" => &self.subscriptions.events_prune_interval,
             "store.read_committed_timeout" => &self.store.read_committed_timeout,
             "store.dangerous_flush_delay" => &self.store.dangerous_flush_delay,
+            "store.flush_timeout" => &self.store.flush_timeout,
             _ => return Duration::ZERO,
         };
         // Validated in `validate`.

@@ -225,6 +225,7 @@ pub(crate) async fn start(
         flush_delay: cfg.duration("store.dangerous_flush_delay"),
         store_lost: store_lost.clone(),
         data_dir: cfg.store.data_dir.clone(),
+        flush_timeout: cfg.duration("store.flush_timeout"),
         min_free_bytes: cfg.store.min_free_mib.saturating_mul(1024 * 1024),
     };
     // Loading the registry reads every topic and subscription (and installs the built-in

@@ -49,6 +49,8 @@ pub struct CommitterConfig {
     pub entities: crate::auth::Entities,
     /// `store.dangerous_flush_delay` (testing only): how long each group flush is held.
     pub flush_delay: std::time::Duration,
+    /// `store.flush_timeout`: a flush that takes longer ends the process (`flusher`).
+    pub flush_timeout: std::time::Duration,
     /// The store's directory and `store.min_free_mib` (0: no check), for the free-space guard.
     pub data_dir: std::path::PathBuf,
     pub min_free_bytes: u64,
@@ -83,13 +85,14 @@ pub fn spawn(
     let (flush_tx, flush_rx) = mpsc::unbounded_channel();
     let flush_delay = cfg.flush_delay;
     let lost = cfg.store_lost.clone();
+    let flush_timeout = cfg.flush_timeout;
     let committer = Committer::load(store.clone(), cfg, flush_tx)?;
     for (id, entry) in committer.registry.subscriptions().map(|e| (e.spec.id.clone(), e.clone())) {
         if let Some(state) = committer.states.get(&id) {
             sink.publish(&id, Some(LaneView { entry, state: state.clone() }));
         }
     }
-    tracker.spawn(flusher::run(store, flush_rx, sink, flush_delay, lost));
+    tracker.spawn(flusher::run(store, flush_rx, sink, flush_delay, lost, flush_timeout));
     tracker.spawn(committer.run(rx, stop));
     Ok(())
 }

@@ -25,6 +25,7 @@ pub(crate) async fn run(
     sink: Arc<dyn LaneSink>,
     delay: Duration,
     lost: tokio_util::sync::CancellationToken,
+    flush_timeout: Duration,
 ) {
     while let Some(first) = rx.recv().await {
         if !delay.is_zero() {
@@ -36,7 +37,17 @@ pub(crate) async fn run(
         }
         let started = Instant::now();
         let flush_store = store.clone();
-        let ok = match tokio::task::spawn_blocking(move || flush_store.flush()).await {
+        let flushing = tokio::task::spawn_blocking(move || flush_store.flush());
+        // A storage engine that neither finishes nor fails a flush (sled waiting forever on a
+        // write the full disk failed) would hold every waiting client and, through its locks,
+        // the committer's thread: past `store.flush_timeout` Herald exits (status 4) for its
+        // supervisor to restart it. Nothing unflushed was acknowledged; a restart loses nothing.
+        let Ok(flushed) = tokio::time::timeout(flush_timeout, flushing).await else {
+            tracing::error!(timeout_s = flush_timeout.as_secs(), "the store did not finish a flush in time; exiting for a restart");
+            eprintln!("herald: the store did not finish a flush within {} s; exiting (status 4) for a restart", flush_timeout.as_secs());
+            std::process::exit(4);
+        };
+        let ok = match flushed {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "store flush failed; writes in this group are not acknowledged");

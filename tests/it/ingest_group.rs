@@ -47,6 +47,7 @@ impl Committer {
             flush_delay: Duration::ZERO,
             store_lost: CancellationToken::new(),
             data_dir: std::path::PathBuf::new(),
+            flush_timeout: Duration::from_secs(30),
             min_free_bytes: 0,
         };
         let tracker = TaskTracker::new();
