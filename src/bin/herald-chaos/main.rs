@@ -3,9 +3,10 @@
 //! It runs the real `herald` binary as a child process (`herald`) on loopback ports, with a
 //! fresh data directory per scenario and hand-written receivers that can misbehave at the TCP
 //! level (`receiver`), puts it through five fault scenarios (`crash_loop`, `disk_full`,
-//! `outage`, `hostile`, `damaged`), checks what crossed the wire against what was acknowledged
-//! (`ledger`), and prints one Markdown table of expectations with PASS/FAIL (`report`),
-//! optionally also as JSON. It writes nothing outside its scratch directory, which it removes.
+//! `outage`, `hostile`, `damaged`) while `writers` keep creating Tasks, waits for delivery to
+//! catch up (`drain`), checks what crossed the wire against what was acknowledged (`ledger`),
+//! and prints one Markdown table of expectations with PASS/FAIL (`report`), optionally also as
+//! JSON. It writes nothing outside its scratch directory (`scratch`), which it removes.
 //!
 //! The exit status is 0 when every scenario ran (or was skipped with a reason) and no
 //! acknowledged write was lost, no event number reused and no first delivery out of order. A
