@@ -182,11 +182,20 @@ impl AckWriter {
         AckWriter { dir: dir.to_path_buf(), store: store.to_owned(), last: Mutex::new(None) }
     }
 
-    /// `durable` commits are now durable. A failure to record it is logged, never fatal: the
-    /// file only ever lags.
+    /// `durable` commits are now durable; recorded unless the file was written less than
+    /// `ACK_EVERY` ago. A failure to record it is logged, never fatal: the file only ever lags.
     pub fn durable(&self, durable: u64) {
+        self.record(durable, false);
+    }
+
+    /// `durable`, recorded now whatever the throttle says.
+    pub fn durable_now(&self, durable: u64) {
+        self.record(durable, true);
+    }
+
+    fn record(&self, durable: u64, now: bool) {
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_some_and(|at| at.elapsed() < ACK_EVERY) {
+        if !now && last.is_some_and(|at| at.elapsed() < ACK_EVERY) {
             return;
         }
         *last = Some(Instant::now());

@@ -324,6 +324,14 @@ impl Store {
         Ok(flushed)
     }
 
+    /// `flush`, then records the durable count in `herald.ack` whatever the throttle says (a
+    /// clean stop, where nothing follows to catch up).
+    pub fn flush_and_record(&self) -> Result<usize> {
+        let flushed = self.flush()?;
+        self.ack.durable_now(*self.marks.durable.borrow());
+        Ok(flushed)
+    }
+
     /// A mark covering every commit applied so far (and so everything a read made now sees).
     pub fn applied_mark(&self) -> u64 {
         self.marks.applied.load(Ordering::SeqCst)
