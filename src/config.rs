@@ -25,6 +25,7 @@ pub const DEFAULTS: &str = include_str!("../config/default.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub fhir: FhirSettings,
     pub store: StoreConfig,
     pub ingest: IngestConfig,
     pub delivery: DeliverySettings,
@@ -34,6 +35,14 @@ pub struct Config {
     pub admin: AdminSettings,
     pub auth: AuthSettings,
     pub log: LogConfig,
+}
+
+/// The FHIR version the instance serves (`[fhir]`); see `crate::fhir::version`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FhirSettings {
+    /// `4.0.1` (R4), `4.3.0` (R4B) or `5.0.0` (R5).
+    pub version: String,
 }
 
 /// Authentication of API clients (`[auth]`); see `crate::auth`.
@@ -331,6 +340,7 @@ pub struct LogConfig {
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
+    pub fhir_version: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub allow_private_endpoints: bool,
     pub allow_anonymous: bool,
@@ -411,12 +421,26 @@ impl Config {
         if overrides.allow_anonymous {
             cfg.auth.allow_anonymous = true;
         }
+        if let Some(version) = &overrides.fhir_version {
+            cfg.fhir.version = version.clone();
+        }
         cfg.validate()?;
         Ok(cfg)
     }
 
+    /// The FHIR version `fhir.version` names (checked by `validate`, so R5 is only a fallback).
+    pub fn fhir_version(&self) -> crate::fhir::FhirVersion {
+        crate::fhir::FhirVersion::parse(&self.fhir.version).unwrap_or(crate::fhir::FhirVersion::R5)
+    }
+
     /// Cross-field and value checks.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if crate::fhir::FhirVersion::parse(&self.fhir.version).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "fhir.version",
+                message: format!("must be 4.0.1 (R4), 4.3.0 (R4B) or 5.0.0 (R5), not {:?}", self.fhir.version),
+            });
+        }
         for (key, text) in [
             ("server.shutdown_grace", &self.server.shutdown_grace),
             ("delivery.default_timeout", &self.delivery.default_timeout),

@@ -85,6 +85,8 @@ pub enum RunError {
 /// the store is closed. Crash safety never depends on this path.
 pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
     let bound = listener.local_addr()?;
+    // Before anything reads the model, the search parameters or the store.
+    fhir::version::select(cfg.fhir_version()).map_err(|message| config::ConfigError::Invalid { key: "fhir.version", message })?;
     let base_url = cfg.base_url(bound);
     let authenticator = auth::Authenticator::from_config(&auth::AuthConfig {
         issuer: &cfg.auth.issuer,

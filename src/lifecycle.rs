@@ -127,7 +127,7 @@ pub(crate) async fn start(
     // the group flush makes anything durable.
     let background_flush = cfg.duration("store.dangerous_flush_delay").is_zero();
     let opened = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
-        fhir::search::SearchParams::r5()?;
+        fhir::search::SearchParams::current()?;
         let started = std::time::Instant::now();
         let mut log = RebuildLog { step: None, last: started };
         let mut progress = |p: RebuildProgress| {

@@ -212,6 +212,9 @@ struct ServeArgs {
     /// Configuration file (TOML); see config/herald.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// FHIR version to serve: 4.0.1 (R4), 4.3.0 (R4B) or 5.0.0 (R5); overrides fhir.version.
+    #[arg(long, value_name = "VERSION")]
+    fhir_version: Option<String>,
     /// Serve anonymous requests on a non-loopback address when no authentication is configured.
     #[arg(long)]
     allow_anonymous: bool,
@@ -289,6 +292,7 @@ fn main() -> ExitCode {
     };
     let overrides = Overrides {
         listen: args.listen,
+        fhir_version: args.fhir_version,
         data_dir: args.data_dir,
         allow_private_endpoints: args.allow_private_endpoints,
         allow_anonymous: args.allow_anonymous,

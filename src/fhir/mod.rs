@@ -12,6 +12,7 @@
 //! - `model`: the R5 type model (elements, choice types, base types), generated from the spec.
 //! - `fhirpath`: the FHIRPath engine topics and search parameters evaluate with.
 //! - `search`: the R5 SearchParameters and the path subset that evaluates them.
+//! - `version`: the FHIR version the instance serves (R4, R4B or R5), chosen once per process.
 
 pub mod fhirpath;
 pub mod instant;
@@ -21,5 +22,7 @@ pub mod search;
 pub mod subscription;
 pub mod topic;
 pub mod types;
+pub mod version;
 
 pub use outcome::{Issue, IssueType};
+pub use version::FhirVersion;

@@ -156,7 +156,7 @@ impl QueryCriteria {
 
 /// Parse `queryCriteria` of a trigger on `resource_type` at `path`, reporting every problem.
 fn parse_query_criteria(resource_type: &str, value: &Value, path: &str, issues: &mut Vec<Issue>) -> Option<QueryCriteria> {
-    let Some(params) = SearchParams::r5().ok() else {
+    let Some(params) = SearchParams::current().ok() else {
         issues.push(Issue::at(IssueType::Exception, path, "the search parameter definitions are unavailable"));
         return None;
     };
@@ -475,7 +475,7 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
         let include = strings_at(s, "include", &path, &mut issues);
         let rev_include = strings_at(s, "revInclude", &path, &mut issues);
         let mut directives = |texts: &[String], element: &str, reverse: bool| -> Vec<Include> {
-            let Ok(params) = SearchParams::r5() else { return Vec::new() };
+            let Ok(params) = SearchParams::current() else { return Vec::new() };
             let mut out = Vec::new();
             for (j, text) in texts.iter().enumerate() {
                 match parse_shape_directive(text, reverse, params) {

@@ -58,7 +58,7 @@ pub(super) struct OutputModified {
 
 fn originator_param(resource_type: &str) -> Option<&'static SearchParam> {
     let (_, code) = ORIGINATOR.iter().find(|(t, _)| *t == resource_type)?;
-    SearchParams::r5().ok()?.get(resource_type, code)
+    SearchParams::current().ok()?.get(resource_type, code)
 }
 
 /// `Type/id` of every local reference `nodes` hold.
@@ -91,7 +91,7 @@ pub(super) fn detect(store: &Store, pending: Pending<'_>, base_url: &str, proven
     if agents.is_empty() {
         return Ok(Vec::new());
     }
-    let Ok(params) = SearchParams::r5() else { return Ok(Vec::new()) };
+    let Ok(params) = SearchParams::current() else { return Ok(Vec::new()) };
     let Some(task_output) = params.get("Task", "output") else { return Ok(Vec::new()) };
     let listed_by = [Include { source: "Task".into(), param: Some(task_output), target: None, iterate: false }];
     let mut out: Vec<OutputModified> = Vec::new();

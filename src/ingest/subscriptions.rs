@@ -55,12 +55,12 @@ impl RegistryOp {
             RegistryOp::PutSub(e) => registry.put_subscription(e),
             RegistryOp::RemoveSub(id) => registry.remove_subscription(&id),
             RegistryOp::PutSearchParam(p) => {
-                if let Ok(params) = SearchParams::r5() {
+                if let Ok(params) = SearchParams::current() {
                     params.register_custom(*p);
                 }
             }
             RegistryOp::RemoveSearchParam(url) => {
-                if let Ok(params) = SearchParams::r5() {
+                if let Ok(params) = SearchParams::current() {
                     params.unregister_custom(&url);
                 }
             }
@@ -146,7 +146,8 @@ pub(super) fn on_write(
             plan.registry_ops.push(RegistryOp::PutTopic(topic));
         }
         "SearchParameter" => {
-            let params = SearchParams::r5().map_err(|e| IngestError::Invalid(vec![Issue::new(IssueType::Exception, e.to_string())]))?;
+            let params =
+                SearchParams::current().map_err(|e| IngestError::Invalid(vec![Issue::new(IssueType::Exception, e.to_string())]))?;
             let param = custom_param(resource, params).map_err(refusal)?;
             // A new url for the same resource: the old definition goes away.
             if let Some(old_url) = stored_url(c, ty, id).filter(|u| *u != param.url) {
@@ -286,7 +287,7 @@ fn stored_url(c: &Committer, ty: &str, id: &str) -> Option<String> {
 /// Registers the stored SearchParameters at start, before topics and subscriptions that may
 /// name them are parsed. One that no longer checks is logged and skipped.
 pub(super) fn load_search_params(store: &crate::store::Store) -> Result<(), IngestError> {
-    let Ok(params) = SearchParams::r5() else { return Ok(()) };
+    let Ok(params) = SearchParams::current() else { return Ok(()) };
     for (id, cur) in store.list_current("SearchParameter", None, usize::MAX)? {
         if cur.deleted {
             continue;

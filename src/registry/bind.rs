@@ -45,7 +45,7 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
     if topic.status == "retired" {
         issues.push(Issue::at(IssueType::BusinessRule, "Subscription.topic", format!("topic '{}' is retired", topic.url)));
     }
-    let params = match SearchParams::r5() {
+    let params = match SearchParams::current() {
         Ok(p) => Some(p),
         Err(e) => {
             issues.push(Issue::new(IssueType::Exception, format!("search parameters unavailable: {e}")));

@@ -1,8 +1,9 @@
 //! The data directory's identity, and what it vouches for, kept beside sled's files so that a
 //! damaged, foreign or newer store is refused at start instead of served (issue #18).
 //!
-//! - `herald-store.json`: `{ "format": 1, "store": "<uuid>" }`, written when Herald creates a
-//!   store, or adopts one written before the marker existed. `format` is the layout and record
+//! - `herald-store.json`: `{ "format": 1, "store": "<uuid>", "fhir_version": "5.0.0" }`, written
+//!   when Herald creates a store, or adopts one written before the marker existed. A store is
+//!   refused by an instance serving another FHIR version (a marker without `fhir_version` is R5). `format` is the layout and record
 //!   format of the store; a build refuses a format newer than its own. The store holds the same
 //!   id under its `store-id` meta key, so that a marker and a store of different origins (a
 //!   directory assembled from two backups) are refused too.
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{Result, StoreError};
+use crate::fhir::FhirVersion;
 
 /// The store format this build writes and reads.
 pub const FORMAT: u32 = 1;
@@ -44,6 +46,14 @@ fn is_sled_file(name: &str) -> bool {
 struct Marker {
     format: u32,
     store: String,
+    /// The FHIR version the store's resources are in; stores written before it was recorded
+    /// are R5, the only version Herald served then.
+    #[serde(default = "r5_number")]
+    fhir_version: String,
+}
+
+fn r5_number() -> String {
+    FhirVersion::R5.number().to_owned()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -123,6 +133,16 @@ pub(super) fn inspect(dir: &Path) -> Result<Found> {
     if marker.format == 0 {
         return Err(refused(dir, format!("{MARKER} names store format 0, which no Herald wrote")));
     }
+    let serving = crate::fhir::version::instance();
+    if FhirVersion::parse(&marker.fhir_version) != Some(serving) {
+        return Err(refused(
+            dir,
+            format!(
+                "holds FHIR {} resources and this instance serves FHIR {serving}; start it with --fhir-version {} or use another data directory",
+                marker.fhir_version, marker.fhir_version
+            ),
+        ));
+    }
     Ok(Found::Marked { store: marker.store })
 }
 
@@ -142,7 +162,8 @@ fn replace(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes the marker for store `store` (a new store, or one adopted from before markers).
 pub(super) fn mark(dir: &Path, store: &str) -> Result<()> {
-    let bytes = serde_json::to_vec(&Marker { format: FORMAT, store: store.to_owned() }).map_err(StoreError::Encode)?;
+    let fhir_version = crate::fhir::version::instance().number().to_owned();
+    let bytes = serde_json::to_vec(&Marker { format: FORMAT, store: store.to_owned(), fhir_version }).map_err(StoreError::Encode)?;
     replace(dir, MARKER, &bytes).map_err(|e| refused(dir, format!("cannot write {MARKER}: {e}")))
 }
 

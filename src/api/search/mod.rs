@@ -121,7 +121,7 @@ async fn run(
             format!("this search has {} parameters; Herald accepts at most {} (search.max_params)", parts.len(), state.search.max_params),
         ));
     }
-    let params = SearchParams::r5().map_err(|e| ApiError::internal(&e))?;
+    let params = SearchParams::current().map_err(|e| ApiError::internal(&e))?;
     // `_include:iterate` is not a control parameter name `Query::parse` knows: take includes out.
     let (includes, rest): (Vec<_>, Vec<_>) =
         parts.iter().cloned().partition(|(n, _)| n.starts_with("_include") || n.starts_with("_revinclude"));

@@ -95,7 +95,7 @@ fn type_root(expr: &Expr) -> Option<&str> {
 pub(super) fn selects_nothing(roots: &[Root], resource: &Value) -> bool {
     let Some(obj) = resource.as_object() else { return false };
     let Some(ty) = obj.get("resourceType").and_then(Value::as_str) else { return false };
-    let Ok(model) = crate::fhir::model::Model::r5() else { return false };
+    let Ok(model) = crate::fhir::model::Model::current() else { return false };
     roots.iter().all(|root| {
         if let Some(type_name) = &root.type_name {
             if !types::is_fhir_type(type_name) {

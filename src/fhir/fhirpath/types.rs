@@ -17,7 +17,7 @@ pub(super) const SYSTEM_TYPES: [&str; 10] =
     ["Boolean", "String", "Integer", "Long", "Decimal", "Date", "DateTime", "Time", "Quantity", "Any"];
 
 fn model() -> Option<&'static Model> {
-    Model::r5().ok()
+    Model::current().ok()
 }
 
 /// The model's own copy of a type name, so items can hold it without allocating.

@@ -147,6 +147,11 @@ impl Model {
         R5.get_or_init(|| Model::from_json(R5_MODEL)).as_ref().map_err(Clone::clone)
     }
 
+    /// The model of the FHIR version this instance serves (`fhir::version::instance`).
+    pub fn current() -> Result<&'static Model, ModelError> {
+        Model::r5()
+    }
+
     /// Parse and check a model file in the format `tools/gen_fhir_model.py` writes.
     pub fn from_json(text: &str) -> Result<Model, ModelError> {
         let raw: RawModel = serde_json::from_str(text).map_err(|e| ModelError::Parse(e.to_string()))?;

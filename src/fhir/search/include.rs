@@ -136,7 +136,7 @@ pub fn local_target(reference: &str, base_url: &str) -> Option<(String, String)>
 fn reference_params(ty: &str, inc: &Include) -> Vec<&'static SearchParam> {
     match inc.param {
         Some(p) => vec![p],
-        None => SearchParams::r5()
+        None => SearchParams::current()
             .map(|all| all.iter().filter(|p| p.kind == ParamType::Reference && p.applies_to(ty)).collect())
             .unwrap_or_default(),
     }

@@ -390,7 +390,7 @@ fn composite_matches(
     ctx: &dyn SearchContext,
 ) -> Result<bool, SearchError> {
     let compiled = param.component_expressions().map_err(|why| unsupported(param, &why))?;
-    let params = super::SearchParams::r5()?;
+    let params = super::SearchParams::current()?;
     for item in selected {
         let mut all = true;
         for ((component, expr), part) in param.components.iter().zip(compiled).zip(parts) {

@@ -261,6 +261,11 @@ impl SearchParams {
         R5.get_or_init(|| SearchParams::from_compact_json(R5_DEFINITIONS)).as_ref().map_err(Clone::clone)
     }
 
+    /// The official set of the FHIR version this instance serves (`fhir::version::instance`).
+    pub fn current() -> Result<&'static SearchParams, SearchError> {
+        SearchParams::r5()
+    }
+
     /// Build a set from text in the compact format of `tools/gen_search_params.py`.
     /// Errors on malformed JSON, an unknown type, or a duplicate url or (base, code).
     pub fn from_compact_json(text: &str) -> Result<SearchParams, SearchError> {

@@ -50,7 +50,7 @@ pub fn indexed_params(resource_type: &str) -> ParamList {
         return list;
     }
     let mut list = Vec::new();
-    if let Ok(params) = SearchParams::r5() {
+    if let Ok(params) = SearchParams::current() {
         for p in params.iter() {
             if p.code != "_id"
                 && indexed_kind(p.kind)

@@ -299,7 +299,7 @@ impl Store {
         if !self.index.set.covers(resource_type, code) {
             return None;
         }
-        let kind = SearchParams::r5().ok().and_then(|p| p.get(resource_type, code)).map(|p| p.kind);
+        let kind = SearchParams::current().ok().and_then(|p| p.get(resource_type, code)).map(|p| p.kind);
         match (probe, kind) {
             (Probe::Equal(key), Some(kind)) => extract::compact(kind, key).map(|k| Probe::Equal(k.to_owned())),
             (Probe::Prefix(EntryKind::Equal, _), Some(ParamType::Token | ParamType::Reference)) => None,
@@ -310,7 +310,7 @@ impl Store {
     /// `index_scan` for a probe the entries cannot answer: reads every current resource of the
     /// type and compares the probe with the raw entries of `code`, as a full index would.
     fn scan_unindexed(&self, resource_type: &str, code: &str, probe: &Probe, mut visit: impl FnMut(&str) -> bool) -> Result<()> {
-        let Some(param) = SearchParams::r5().ok().and_then(|p| p.get(resource_type, code)) else { return Ok(()) };
+        let Some(param) = SearchParams::current().ok().and_then(|p| p.get(resource_type, code)) else { return Ok(()) };
         let (start, end) = probe_range(resource_type, code, probe);
         let mut after: Option<String> = None;
         let mut read = 0usize;
