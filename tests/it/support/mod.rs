@@ -12,3 +12,19 @@ pub mod ws;
 pub use receiver::{Received, Receiver};
 pub use server::{TestCert, TestServer};
 pub use ws::WsClient;
+pub mod profile;
+
+/// `../shared/fhir/<rel>` when it exists. When it is absent the test prints a note and passes
+/// (`None`), except under CI (`CI=true`), where a missing data set must fail the test rather
+/// than turn conformance checks into no-ops.
+pub fn shared_data(rel: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fhir").join(rel);
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true")) {
+        panic!("{} is missing and CI=true: the conformance data must be present under CI", path.display());
+    }
+    println!("note: {} is absent; skipping the checks that need it", path.display());
+    None
+}
