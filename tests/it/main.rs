@@ -17,6 +17,7 @@ mod edge;
 mod fhir_rest;
 mod filters;
 mod fuzz_intake;
+mod inferno;
 mod ingest_group;
 mod lifecycle;
 #[cfg(feature = "load")]

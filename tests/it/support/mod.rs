@@ -12,6 +12,7 @@ pub mod ws;
 pub use receiver::{Received, Receiver};
 pub use server::{TestCert, TestServer};
 pub use ws::WsClient;
+pub mod inferno;
 pub mod profile;
 
 /// `../shared/fhir/<rel>` when it exists. When it is absent the test prints a note and passes

@@ -339,7 +339,8 @@ impl Definitions {
             if e["id"] != "Extension.value[x]" {
                 continue;
             }
-            let allowed: Vec<String> = e["type"].as_array().into_iter().flatten().map(|t| format!("value{}", capitalized(&type_code(t)))).collect();
+            let allowed: Vec<String> =
+                e["type"].as_array().into_iter().flatten().map(|t| format!("value{}", capitalized(&type_code(t)))).collect();
             let keys: Vec<&String> = ext.as_object().into_iter().flatten().map(|(k, _)| k).filter(|k| k.starts_with("value")).collect();
             if keys.len() != 1 || !allowed.contains(keys[0]) {
                 errors.push(format!("extension {profile}: value must be one of {allowed:?}, has {keys:?}"));
@@ -428,7 +429,8 @@ fn children_in_slice<'a>(by_id: &HashMap<&str, &Value>, parent: Item<'a>, id: &s
             items.retain(|i| i.value["url"].as_str() == Some(want.as_str()));
         }
         (Some("value"), Some(path)) => {
-            let want = by_id.get(format!("{slice_id}.{path}").as_str()).and_then(|e| e["fixedString"].as_str().or(e["patternString"].as_str()));
+            let want =
+                by_id.get(format!("{slice_id}.{path}").as_str()).and_then(|e| e["fixedString"].as_str().or(e["patternString"].as_str()));
             items.retain(|i| i.value[path].as_str() == want);
         }
         (Some("type"), Some(path)) => {
@@ -497,7 +499,8 @@ mod tests {
         let Some(defs) = Definitions::of("r4") else { return };
         let examples = shared_fhir().join("backport/examples");
         let read = |name: &str| -> Value { serde_json::from_str(&std::fs::read_to_string(examples.join(name)).unwrap()).unwrap() };
-        const NOTIFICATION_R4: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification-r4";
+        const NOTIFICATION_R4: &str =
+            "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification-r4";
         const SUBSCRIPTION: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription";
         for name in ["handshake", "heartbeat", "empty", "id-only", "full-resource", "multi-resource", "error"] {
             let bundle = read(&format!("Bundle-r4-notification-{name}.json"));
@@ -506,7 +509,8 @@ mod tests {
         let sub = read("Subscription-subscription-admission.json");
         assert_eq!(defs.check(&sub, SUBSCRIPTION), Vec::<String>::new());
         let r4b = Definitions::of("r4b").unwrap();
-        const NOTIFICATION_R4B: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification";
+        const NOTIFICATION_R4B: &str =
+            "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification";
         for name in ["handshake", "heartbeat", "empty", "id-only", "full-resource", "multi-resource", "error"] {
             let bundle = read(&format!("Bundle-r4b-notification-{name}.json"));
             assert_eq!(r4b.check(&bundle, NOTIFICATION_R4B), Vec::<String>::new(), "r4b {name}");
@@ -515,7 +519,8 @@ mod tests {
 
         let mut broken = read("Bundle-r4-notification-full-resource.json");
         broken["type"] = "searchset".into();
-        broken["entry"][0]["resource"]["parameter"][1]["valueString"] = broken["entry"][0]["resource"]["parameter"][1]["valueCanonical"].take();
+        broken["entry"][0]["resource"]["parameter"][1]["valueString"] =
+            broken["entry"][0]["resource"]["parameter"][1]["valueCanonical"].take();
         broken["entry"][0]["resource"]["parameter"][1].as_object_mut().unwrap().remove("valueCanonical");
         broken["entry"][1]["request"]["bogus"] = true.into();
         let errors = defs.check(&broken, NOTIFICATION_R4);
