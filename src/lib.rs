@@ -41,6 +41,8 @@ pub mod store;
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod testdata;
 
 use std::future::{Future, IntoFuture};
 

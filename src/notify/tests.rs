@@ -13,6 +13,7 @@ const BASE: &str = "http://example.org/FHIR/R5";
 const TOPIC: &str = "http://example.org/FHIR/R5/SubscriptionTopic/admission";
 
 fn example(name: &str) -> Option<Value> {
+    crate::testdata::shared(format!("{EXAMPLES}/{name}"))?;
     let text = std::fs::read_to_string(format!("{EXAMPLES}/{name}")).ok()?;
     serde_json::from_str(&text).ok()
 }

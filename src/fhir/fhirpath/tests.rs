@@ -14,13 +14,7 @@ use serde_json::{json, Value};
 use super::{Env, ErrorClass, Expression, Limits, Output, Resolver};
 
 fn data_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fhir/data/fhirpath-r5");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("skipping: {} is absent", dir.display());
-        None
-    }
+    crate::testdata::fhir("data/fhirpath-r5")
 }
 
 struct Case {

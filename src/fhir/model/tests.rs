@@ -326,13 +326,7 @@ fn every_snapshot_element_of_the_official_definitions_resolves() {
 }
 
 fn shared_dir(dir: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(dir);
-    if path.is_dir() {
-        Some(path)
-    } else {
-        println!("note: {dir} is absent; skipping the checks that need it");
-        None
-    }
+    crate::testdata::shared(dir)
 }
 
 fn json_files(dir: &Path) -> Vec<PathBuf> {

@@ -24,13 +24,7 @@ fn is_skipped(id: &str) -> bool {
 }
 
 fn shared() -> Option<PathBuf> {
-    let path = PathBuf::from(SHARED);
-    if path.is_dir() {
-        Some(path)
-    } else {
-        println!("note: {SHARED} is absent; skipping the checks that need it");
-        None
-    }
+    crate::testdata::shared(SHARED)
 }
 
 fn read_json(path: &Path) -> Value {

@@ -1,7 +1,6 @@
 //! Search semantics, table-driven against official R5 examples: one row per
 //! (resource, search string, expected), covering every parameter type and modifier.
 
-use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
@@ -10,8 +9,7 @@ use super::query::{Query, QueryError};
 use super::{SearchError, SearchParam, SearchParams};
 
 fn example(name: &str) -> Option<Value> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fhir/examples/r5").join(name);
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    crate::testdata::fhir_json(&format!("examples/r5/{name}"))
 }
 
 /// A context with a fixed clock, a few resources to chain into, and one local ValueSet.

@@ -35,13 +35,7 @@ fn read_json(path: &Path) -> Value {
 }
 
 fn shared_dir(dir: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(dir);
-    if path.is_dir() {
-        Some(path)
-    } else {
-        println!("note: {dir} is absent; skipping the checks that need it");
-        None
-    }
+    crate::testdata::shared(dir)
 }
 
 /// Every official example resource: each `*.json` in `examples/r5` and

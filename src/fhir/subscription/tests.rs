@@ -42,9 +42,7 @@ fn websocket_needs_no_endpoint_and_ignores_one() {
 
 #[test]
 fn official_example_parses_with_its_filter() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fhir/examples/r5/Subscription-example.json");
-    let Ok(text) = std::fs::read_to_string(path) else { return };
-    let mut sub: Value = serde_json::from_str(&text).unwrap();
+    let Some(mut sub) = crate::testdata::fhir_json("examples/r5/Subscription-example.json") else { return };
     // The example has no endpoint (it is a fragment); give it one.
     sub["endpoint"] = json!("https://rx.example/hook");
     let s = parse_subscription("example", &sub, &limits(), 0).unwrap();

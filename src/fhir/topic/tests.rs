@@ -5,8 +5,7 @@ use serde_json::{json, Value};
 use super::*;
 
 fn official(name: &str) -> Option<Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fhir/examples/r5/");
-    serde_json::from_str(&std::fs::read_to_string(format!("{path}{name}")).ok()?).ok()
+    crate::testdata::fhir_json(&format!("examples/r5/{name}"))
 }
 
 #[test]
