@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::security::token;
 use crate::support::ws::{Binding, WsClient, WsEvent};
-use crate::support::{Receiver, TestServer};
+use crate::support::{versions, Receiver, TestServer};
 use herald::api::{Needs, ROUTES};
 use herald::config::ApiKeySetting;
 
@@ -41,6 +41,8 @@ enum Who {
 
 struct World {
     server: TestServer,
+    /// The FHIR version served; topics and Subscriptions take its shapes.
+    version: &'static str,
     p1: String,
     /// A's rest-hook and websocket subscriptions.
     hook: String,
@@ -79,11 +81,11 @@ impl World {
             let a = self.call(Who::A, Method::GET, &path, None).await;
             assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
             let v = a.json();
-            out.push(format!("{path} v{} {} {}", v["meta"]["versionId"], v["status"], v["parameter"]));
+            out.push(format!("{path} v{} {} {:?}", v["meta"]["versionId"], v["status"], versions::header_values(&v)));
         }
         for id in [&self.hook, &self.ws] {
             let st = self.call(Who::A, Method::GET, &format!("/fhir/Subscription/{id}/$status"), None).await.json();
-            out.push(format!("{id} {}", st["entry"][0]["resource"]["eventsSinceSubscriptionStart"]));
+            out.push(format!("{id} {:?}", versions::field(&st["entry"][0]["resource"], "events-since-subscription-start")));
         }
         let count = self.call(Who::A, Method::GET, "/fhir/Observation?_summary=count", None).await.json();
         out.push(format!("observations {}", count["total"]));
@@ -160,8 +162,13 @@ impl Answer {
 }
 
 async fn world() -> World {
+    world_in(versions::R5).await
+}
+
+async fn world_in(version: &'static str) -> World {
     let receiver = Receiver::start().await;
     let server = TestServer::start_with(|c| {
+        c.fhir.version = version.into();
         c.auth.issuer = crate::security::ISSUER.into();
         c.auth.audience = crate::security::AUDIENCE.into();
         c.auth.hs256_secrets = vec![crate::security::SECRET.into()];
@@ -172,22 +179,16 @@ async fn world() -> World {
     })
     .await;
     let p1 = token("portal", "patient/*.cruds", Some("p1"), 3600);
-    let mut w = World { server, p1, hook: String::new(), ws: String::new(), b_ws: String::new(), _receiver: receiver };
-    let topic = json!({ "resourceType": "SubscriptionTopic", "url": TOPIC, "status": "active",
-        "resourceTrigger": [{ "resource": "Task" }], "canFilterBy": [{ "resource": "Task", "filterParameter": "status" }] });
+    let mut w = World { server, version, p1, hook: String::new(), ws: String::new(), b_ws: String::new(), _receiver: receiver };
+    let (topic_type, topic) = versions::topic(version, TOPIC, "Task", &["status"]);
     let fhir = |v: &Value| Some(("application/fhir+json", v.to_string()));
-    assert_eq!(w.call(Who::A, Method::POST, "/fhir/SubscriptionTopic", fhir(&topic)).await.status, StatusCode::CREATED);
-    let hook = json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": "id-only",
-        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
-        "endpoint": w._receiver.url, "parameter": [{ "name": "Authorization", "value": SECRET_A }] });
+    let created = w.call(Who::A, Method::POST, &format!("/fhir/{topic_type}"), fhir(&topic)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let hook = versions::subscription(version, TOPIC, &w._receiver.url, "id-only", "Task", &[], &[("Authorization", SECRET_A)]);
     let created = w.call(Who::A, Method::POST, "/fhir/Subscription", fhir(&hook)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     w.hook = created.json()["id"].as_str().unwrap().to_owned();
-    let ws = |secret: &str| {
-        json!({ "resourceType": "Subscription", "status": "requested", "topic": TOPIC, "content": "id-only",
-            "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" },
-            "parameter": [{ "name": "X-Tenant-Key", "value": secret }] })
-    };
+    let ws = |secret: &str| versions::websocket_subscription(version, TOPIC, "requested", &[("X-Tenant-Key", secret)]);
     let created = w.call(Who::A, Method::POST, "/fhir/Subscription", fhir(&ws(SECRET_WS))).await;
     w.ws = created.json()["id"].as_str().unwrap().to_owned();
     let created = w.call(Who::B, Method::POST, "/fhir/Subscription", fhir(&ws("b-own-secret"))).await;
@@ -206,7 +207,7 @@ async fn world() -> World {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let st = w.call(Who::A, Method::GET, &format!("/fhir/Subscription/{}/$status", w.hook), None).await.json();
-        if st["entry"][0]["resource"]["status"] == "active" {
+        if versions::field(&st["entry"][0]["resource"], "status").as_deref() == Some("active") {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "the rest-hook subscription did not become active: {st}");
@@ -379,8 +380,7 @@ async fn instance(w: &World, method: &Method, route: &str, ty: &str, id: &str, w
         Method::PUT => {
             // A replacement that would move the target into the attacker's reach.
             let mut v = match ty {
-                "Subscription" => json!({ "resourceType": "Subscription", "status": "off", "topic": TOPIC, "content": "full-resource",
-                    "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" } }),
+                "Subscription" => versions::websocket_subscription(w.version, TOPIC, "off", &[]),
                 "Observation" => {
                     json!({ "resourceType": "Observation", "status": "final", "code": { "text": "x" }, "subject": { "reference": "Patient/p1" } })
                 }
@@ -439,8 +439,11 @@ async fn entries(w: &World, method: &Method, route: &str, sp: &Spelling, a_secre
         ] {
             let url = format!("{}/{}", spell(ty, &sp.ty, sp.upper), spell(id, &sp.id, sp.upper));
             let replacement = match ty {
-                "Subscription" => json!({ "resourceType": "Subscription", "id": id, "status": "off", "topic": TOPIC, "content": "id-only",
-                    "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" } }),
+                "Subscription" => {
+                    let mut s = versions::websocket_subscription(w.version, TOPIC, "off", &[]);
+                    s["id"] = id.into();
+                    s
+                }
                 _ => {
                     json!({ "resourceType": ty, "id": id, "status": "final", "code": { "text": "x" }, "subject": { "reference": "Patient/p1" } })
                 }
@@ -470,7 +473,21 @@ async fn entries(w: &World, method: &Method, route: &str, sp: &Spelling, a_secre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_hides_and_keeps_what_the_caller_may_not_touch() {
-    let w = world().await;
+    route_walk(versions::R5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_hides_and_keeps_what_the_caller_may_not_touch_r4() {
+    route_walk(versions::R4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_hides_and_keeps_what_the_caller_may_not_touch_r4b() {
+    route_walk(versions::R4B).await;
+}
+
+async fn route_walk(version: &'static str) {
+    let w = world_in(version).await;
     let before = w.snapshot().await;
     let cases: u32 = std::env::var("HERALD_ACCESS_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let handle = tokio::runtime::Handle::current();
@@ -491,7 +508,7 @@ async fn every_route_hides_and_keeps_what_the_caller_may_not_touch() {
     assert_eq!(w.snapshot().await, before, "an attacker changed the victim's data");
     // The owner still reads its own secret: the walk changed nothing it should not have.
     let own = w.call(Who::A, Method::GET, &format!("/fhir/Subscription/{}", w.hook), None).await.json();
-    assert_eq!(own["parameter"][0]["value"], SECRET_A);
+    assert_eq!(versions::header_values(&own), vec![SECRET_A.to_owned()]);
 }
 
 /// `%XX` for the first character of `id`.

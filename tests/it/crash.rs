@@ -12,12 +12,27 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::support::binary::{free_port, Herald};
-use crate::support::Receiver;
+use crate::support::{versions, Receiver};
 
 pub(crate) const TOPIC: &str = "http://example.org/topics/task-changed";
 
 pub(crate) async fn setup(h: &Herald, endpoint: &str) -> String {
+    setup_in(h, endpoint, versions::R5).await
+}
+
+/// `setup` in the shapes of FHIR `version`.
+pub(crate) async fn setup_in(h: &Herald, endpoint: &str, version: &str) -> String {
     let client = reqwest::Client::new();
+    if version != versions::R5 {
+        let (ty, topic) = versions::topic(version, TOPIC, "Task", &[]);
+        let r = client.post(format!("{}/{ty}", h.base)).json(&topic).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
+        let sub = versions::subscription(version, TOPIC, endpoint, "id-only", "Task", &[], &[]);
+        let r = client.post(format!("{}/Subscription", h.base)).json(&sub).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let body: serde_json::Value = r.json().await.unwrap();
+        return body["id"].as_str().unwrap().to_string();
+    }
     let topic =
         json!({ "resourceType": "SubscriptionTopic", "url": TOPIC, "status": "active", "resourceTrigger": [{ "resource": "Task" }] });
     assert_eq!(client.post(format!("{}/SubscriptionTopic", h.base)).json(&topic).send().await.unwrap().status(), StatusCode::CREATED);
@@ -39,9 +54,7 @@ pub(crate) async fn collect(rx: &Receiver, want: &HashSet<String>, d: Duration) 
         assert!(!left.is_zero(), "missing {} acknowledged events after restart", want.difference(&seen).count());
         let r = rx.next_of("event-notification", left).await;
         numbers.extend(r.event_numbers());
-        for e in r.status()["notificationEvent"].as_array().unwrap() {
-            seen.insert(e["focus"]["reference"].as_str().unwrap().rsplit('/').next().unwrap().to_string());
-        }
+        seen.extend(r.focus_ids());
     }
     numbers
 }
@@ -104,11 +117,26 @@ async fn acknowledged_writes_survive_kill_9_while_receiver_is_down() {
 
 #[tokio::test]
 async fn every_acknowledged_write_is_delivered_after_kill_9_mid_burst() {
+    kill_9_mid_burst(versions::R5).await;
+}
+
+#[tokio::test]
+async fn every_acknowledged_write_is_delivered_after_kill_9_mid_burst_r4() {
+    kill_9_mid_burst(versions::R4).await;
+}
+
+#[tokio::test]
+async fn every_acknowledged_write_is_delivered_after_kill_9_mid_burst_r4b() {
+    kill_9_mid_burst(versions::R4B).await;
+}
+
+async fn kill_9_mid_burst(version: &str) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let rx = Receiver::start().await;
-    let h = Herald::start(dir.path(), port).await;
-    setup(&h, &rx.url).await;
+    let env = [("HERALD_FHIR__VERSION", version)];
+    let h = Herald::start_with(dir.path(), port, &env, None).await;
+    setup_in(&h, &rx.url, version).await;
     assert_eq!(rx.next_within(Duration::from_secs(10)).await.kind(), "handshake");
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -148,7 +176,7 @@ async fn every_acknowledged_write_is_delivered_after_kill_9_mid_burst() {
         let _ = w.await;
     }
     let acked = acked.lock().unwrap().clone();
-    let _h = Herald::start(dir.path(), port).await;
+    let _h = Herald::start_with(dir.path(), port, &env, None).await;
     let numbers = collect(&rx, &acked, Duration::from_secs(60)).await;
     assert_gapless_in_order(&numbers);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{Receiver, TestServer};
+use crate::support::{versions, Receiver, TestServer};
 
 const TOPIC: &str = "http://example.org/topics/task-changed";
 const T: Duration = Duration::from_secs(10);
@@ -222,7 +222,21 @@ async fn unknown_or_undeclared_filters_are_refused() {
 
 #[tokio::test]
 async fn receipt_order_equals_event_order_under_concurrent_writers() {
-    let server = TestServer::start().await;
+    receipt_order_under_concurrent_writers(versions::R5).await;
+}
+
+#[tokio::test]
+async fn receipt_order_equals_event_order_under_concurrent_writers_r4() {
+    receipt_order_under_concurrent_writers(versions::R4).await;
+}
+
+#[tokio::test]
+async fn receipt_order_equals_event_order_under_concurrent_writers_r4b() {
+    receipt_order_under_concurrent_writers(versions::R4B).await;
+}
+
+async fn receipt_order_under_concurrent_writers(version: &str) {
+    let server = TestServer::start_with(|c| c.fhir.version = version.into()).await;
     let rx = Receiver::start().await;
     server.task_topic(TOPIC).await;
     let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
@@ -254,7 +268,21 @@ async fn receipt_order_equals_event_order_under_concurrent_writers() {
 
 #[tokio::test]
 async fn retries_after_500_keep_number_and_order() {
-    let server = TestServer::start().await;
+    retries_keep_number_and_order(versions::R5).await;
+}
+
+#[tokio::test]
+async fn retries_after_500_keep_number_and_order_r4() {
+    retries_keep_number_and_order(versions::R4).await;
+}
+
+#[tokio::test]
+async fn retries_after_500_keep_number_and_order_r4b() {
+    retries_keep_number_and_order(versions::R4B).await;
+}
+
+async fn retries_keep_number_and_order(version: &str) {
+    let server = TestServer::start_with(|c| c.fhir.version = version.into()).await;
     let rx = Receiver::start().await;
     server.task_topic(TOPIC).await;
     let id = server.subscribe(TOPIC, &rx.url, json!({})).await;

@@ -1,7 +1,6 @@
 //! Search semantics, table-driven against official R5 examples: one row per
 //! (resource, search string, expected), covering every parameter type and modifier.
 
-
 use serde_json::{json, Value};
 
 use super::matcher::{clause_matches, NoContext, SearchContext};

@@ -14,6 +14,7 @@ pub use server::{TestCert, TestServer};
 pub use ws::WsClient;
 pub mod inferno;
 pub mod profile;
+pub mod versions;
 
 /// `../shared/fhir/<rel>` when it exists. When it is absent the test prints a note and passes
 /// (`None`), except under CI (`CI=true`), where a missing data set must fail the test rather

@@ -29,20 +29,23 @@ impl Received {
         &self.body["entry"][0]["resource"]
     }
 
-    pub fn kind(&self) -> &str {
-        self.status()["type"].as_str().unwrap_or("")
+    /// The notification type, in any version's status shape.
+    pub fn kind(&self) -> String {
+        super::versions::field(self.status(), "type").unwrap_or_default()
     }
 
     /// Event numbers carried, as integers.
     pub fn event_numbers(&self) -> Vec<u64> {
-        self.status()["notificationEvent"]
-            .as_array()
-            .map(|a| a.iter().map(|e| e["eventNumber"].as_str().unwrap().parse().unwrap()).collect())
-            .unwrap_or_default()
+        super::versions::events(self.status()).into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// The ids of the events' focus resources (events without a focus left out).
+    pub fn focus_ids(&self) -> Vec<String> {
+        super::versions::events(self.status()).into_iter().filter_map(|(_, f)| Some(f?.rsplit('/').next()?.to_owned())).collect()
     }
 
     pub fn subscription_id(&self) -> String {
-        self.status()["subscription"]["reference"].as_str().unwrap().rsplit('/').next().unwrap().to_string()
+        super::versions::field(self.status(), "subscription").unwrap().rsplit('/').next().unwrap().to_string()
     }
 }
 

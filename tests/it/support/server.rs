@@ -15,6 +15,8 @@ pub struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     pub dir: tempfile::TempDir,
+    /// The FHIR version served (`fhir.version`), for the version-dependent helpers below.
+    pub version: String,
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
@@ -98,6 +100,7 @@ impl TestServer {
     async fn launch(cfg: Config, dir: tempfile::TempDir, scheme: &str, client: reqwest::Client) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let version = herald::fhir::FhirVersion::parse(&cfg.fhir.version).unwrap().number().to_owned();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             herald::run(cfg, listener, async move {
@@ -106,7 +109,7 @@ impl TestServer {
             .await
             .unwrap();
         });
-        let server = TestServer { base: format!("{scheme}://{addr}/fhir"), client, stop: Some(stop), task: Some(task), dir };
+        let server = TestServer { base: format!("{scheme}://{addr}/fhir"), client, stop: Some(stop), task: Some(task), dir, version };
         server.wait_ready().await;
         server
     }
@@ -164,6 +167,12 @@ impl TestServer {
 
     /// Creates a topic on Task create/update/delete with the usual Task filters.
     pub async fn task_topic(&self, url: &str) {
+        if self.version != super::versions::R5 {
+            let (ty, topic) = super::versions::topic(&self.version, url, "Task", &["owner", "status", "requester"]);
+            let (s, b) = self.post(ty, &topic).await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            return;
+        }
         let topic = json!({
             "resourceType": "SubscriptionTopic",
             "url": url,
@@ -182,6 +191,14 @@ impl TestServer {
 
     /// Creates a rest-hook subscription; `extra` is merged into the resource.
     pub async fn subscribe(&self, topic: &str, endpoint: &str, extra: Value) -> String {
+        if self.version != super::versions::R5 {
+            assert!(extra.as_object().is_none_or(|o| o.is_empty()), "R5 fields on a {} Subscription: {extra}", self.version);
+            let sub = super::versions::subscription(&self.version, topic, endpoint, "id-only", "Task", &[], &[]);
+            let (s, b) = self.post("Subscription", &sub).await;
+            assert_eq!(s, StatusCode::CREATED, "{b}");
+            assert_eq!(b["status"], "requested", "a new rest-hook subscription answers requested: {b}");
+            return b["id"].as_str().unwrap().to_string();
+        }
         let mut sub = json!({
             "resourceType": "Subscription",
             "status": "requested",
@@ -214,7 +231,7 @@ impl TestServer {
         let deadline = Instant::now() + d;
         loop {
             let st = self.status_of(id).await;
-            if st["status"] == status {
+            if super::versions::field(&st, "status").as_deref() == Some(status) {
                 return st;
             }
             if Instant::now() > deadline {
