@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{Receiver, TestServer};
+use crate::support::{versions, Receiver, TestServer};
 
 const TOPIC: &str = "http://example.org/topics/task-changed";
 const T: Duration = Duration::from_secs(10);
@@ -79,4 +79,72 @@ async fn upstream_notification_bundles_are_applied() {
     assert_eq!(s, StatusCode::GONE);
     let (s, _) = server.post("$ingest", &json!({ "resourceType": "Bundle", "type": "collection" })).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+/// One upstream event-notification for `Task/<id>` at version `v`, in the shape of FHIR
+/// `upstream` (R4: `Parameters` status in a `history` Bundle; R4B: `SubscriptionStatus` in a
+/// `history` Bundle; R5: a `subscription-notification` Bundle).
+fn upstream_notification(upstream: &str, id: &str, v: u32) -> serde_json::Value {
+    let sub = "http://upstream.example/fhir/Subscription/s";
+    let status_request = json!({ "method": "GET", "url": format!("{sub}/$status") });
+    let task = json!({ "fullUrl": format!("http://upstream.example/fhir/Task/{id}"),
+        "resource": { "resourceType": "Task", "id": id, "meta": { "versionId": v.to_string() }, "status": "requested", "intent": "order" },
+        "request": { "method": "PUT", "url": format!("Task/{id}") }, "response": { "status": "200" } });
+    match upstream {
+        versions::R4 => json!({ "resourceType": "Bundle", "type": "history", "entry": [
+            { "fullUrl": "urn:uuid:9a1c", "resource": { "resourceType": "Parameters", "parameter": [
+                { "name": "subscription", "valueReference": { "reference": sub } },
+                { "name": "status", "valueCode": "active" },
+                { "name": "type", "valueCode": "event-notification" },
+                { "name": "events-since-subscription-start", "valueString": v.to_string() },
+                { "name": "notification-event", "part": [
+                    { "name": "event-number", "valueString": v.to_string() },
+                    { "name": "focus", "valueReference": { "reference": format!("http://upstream.example/fhir/Task/{id}") } } ] } ] },
+              "request": status_request, "response": { "status": "200" } },
+            task ] }),
+        versions::R4B => json!({ "resourceType": "Bundle", "type": "history", "entry": [
+            { "fullUrl": "urn:uuid:9a1d", "resource": { "resourceType": "SubscriptionStatus", "status": "active", "type": "event-notification",
+                "eventsSinceSubscriptionStart": v.to_string(), "subscription": { "reference": sub },
+                "notificationEvent": [{ "eventNumber": v.to_string(), "focus": { "reference": format!("http://upstream.example/fhir/Task/{id}") } }] },
+              "request": status_request, "response": { "status": "200" } },
+            task ] }),
+        _ => json!({ "resourceType": "Bundle", "type": "subscription-notification", "entry": [
+            { "fullUrl": "urn:uuid:9a1e", "resource": { "resourceType": "SubscriptionStatus", "status": "active", "type": "event-notification",
+                "eventsSinceSubscriptionStart": v.to_string(), "subscription": { "reference": sub },
+                "notificationEvent": [{ "eventNumber": v.to_string(), "focus": { "reference": format!("http://upstream.example/fhir/Task/{id}") } }] } },
+            task ] }),
+    }
+}
+
+/// The side-car takes R4, R4B and R5 upstream notifications whatever version it serves.
+async fn upstream_notifications_of_every_version(instance: &str) {
+    let server = TestServer::start_with(|c| c.fhir.version = instance.into()).await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    server.wait_status(&id, "active", T).await;
+    for (n, upstream) in [versions::R4, versions::R4B, versions::R5].into_iter().enumerate() {
+        let task = format!("up-{n}");
+        let (s, oo) = server.post("$ingest", &upstream_notification(upstream, &task, 1)).await;
+        assert_eq!(s, StatusCode::OK, "{upstream} into {instance}: {oo}");
+        let got = rx.next_of("event-notification", T).await;
+        assert_eq!(got.focus_ids(), vec![task.clone()], "{upstream} into {instance}");
+        let (s, stored) = server.get(&format!("Task/{task}")).await;
+        assert_eq!((s, &stored["meta"]["versionId"]), (StatusCode::OK, &json!("1")), "{upstream} into {instance}");
+    }
+}
+
+#[tokio::test]
+async fn upstream_notifications_of_every_version_reach_an_r4_instance() {
+    upstream_notifications_of_every_version(versions::R4).await;
+}
+
+#[tokio::test]
+async fn upstream_notifications_of_every_version_reach_an_r4b_instance() {
+    upstream_notifications_of_every_version(versions::R4B).await;
+}
+
+#[tokio::test]
+async fn upstream_notifications_of_every_version_reach_an_r5_instance() {
+    upstream_notifications_of_every_version(versions::R5).await;
 }
