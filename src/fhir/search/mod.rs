@@ -76,3 +76,5 @@ mod engine_tests;
 mod query_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod version_tests;

@@ -30,14 +30,14 @@ fn is_token_or_reference(param: &SearchParam) -> bool {
     matches!(param.kind, ParamType::Token | ParamType::Reference)
 }
 
-fn read_json(path: &Path) -> Value {
+pub(super) fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// `dir`, or `None` with a note when `shared/` is absent; under CI (`CI=true`) a missing data
 /// set fails the test instead.
-fn shared_dir(dir: &str) -> Option<PathBuf> {
+pub(super) fn shared_dir(dir: &str) -> Option<PathBuf> {
     crate::fhir::shared_data(dir)
 }
 
@@ -501,7 +501,7 @@ fn union_branches_are_split_with_their_roots() {
 }
 
 /// The official bundle projected as `tools/gen_search_params.py` does it.
-fn project(resource: &Value) -> Value {
+pub(super) fn project(resource: &Value) -> Value {
     let mut out = serde_json::Map::new();
     for key in ["url", "code", "base", "type", "expression"] {
         if let Some(v) = resource.get(key) {
