@@ -33,6 +33,7 @@ mod sidecar;
 mod signatures;
 mod support;
 mod topics;
+mod versions;
 mod websocket;
 mod withheld;
 mod workflows;
