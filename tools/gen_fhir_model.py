@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Project the official FHIR R5 StructureDefinitions onto the compact type model Herald embeds.
+"""Project the official FHIR StructureDefinitions onto the compact type model Herald embeds.
 
-Reads  shared/fhir/data/profiles-types.json      (R5 5.0.0 data types, Bundle id `types`)
-       shared/fhir/data/profiles-resources.json  (R5 5.0.0 resources, Bundle id `resources`)
-Writes src/fhir/model/model-r5.json              (one JSON object, one type per line)
+One model per FHIR version Herald serves (`--version`, default r5):
+  r5   reads shared/fhir/data/profiles-{types,resources}.json      (5.0.0)
+       writes src/fhir/model/model-r5.json
+  r4b  reads shared/fhir/data/r4b/profiles-{types,resources}.json  (4.3.0)
+       writes src/fhir/model/model-r4b.json
+  r4   reads shared/fhir/data/r4/profiles-{types,resources}.json   (4.0.1)
+       writes src/fhir/model/model-r4.json
+The inputs are the Bundles with ids `types` and `resources`; the output is one JSON object,
+one type per line.
 
 The output is what FHIRPath navigation needs and nothing more:
-- `types`: every StructureDefinition with derivation `specialization` (plus the root `Base`),
-  one object per type with keys name, kind, base (absent for roots), abstract, implements
+- `types`: every StructureDefinition with derivation `specialization` (plus the roots: `Base`
+  in R5, `Element` and `Resource` in R4 and R4B), one object per type with keys name, kind, base (absent for roots), abstract, implements
   (R5 interfaces such as CanonicalResource, absent when empty) and elements. Backbone
   elements become pseudo-types named by their path (`Patient.contact`, kind `backbone`,
   base BackboneElement or Element), and the FHIRPath system types used by primitive
@@ -21,12 +27,13 @@ The output is what FHIRPath navigation needs and nothing more:
   found through DomainResource -> Resource. The script checks that lookup through the base
   chain reproduces every snapshot element of every type before it writes anything.
 - `aliases`: constraint profiles on data types (SimpleQuantity, MoneyQuantity) -> base type.
+- Logical models are left out (R4 ships `MetadataResource` as one; it is no resource type).
 
 Output is sorted by type name and byte-for-byte reproducible.
 
 Usage:
-    tools/gen_fhir_model.py            # regenerate the embedded file
-    tools/gen_fhir_model.py --check    # exit 1 if the embedded file is stale
+    tools/gen_fhir_model.py [--version r4|r4b|r5]            # regenerate the embedded file
+    tools/gen_fhir_model.py [--version r4|r4b|r5] --check    # exit 1 if it is stale
 """
 
 import argparse
@@ -36,9 +43,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "fhir" / "data"
-DEFAULT_TYPES = DATA / "profiles-types.json"
-DEFAULT_RESOURCES = DATA / "profiles-resources.json"
-DEFAULT_OUTPUT = REPO / "src" / "fhir" / "model" / "model-r5.json"
+MODEL_DIR = REPO / "src" / "fhir" / "model"
 
 SD_PREFIX = "http://hl7.org/fhir/StructureDefinition/"
 SYSTEM_PREFIX = "http://hl7.org/fhirpath/System."
@@ -47,10 +52,36 @@ EXT_IMPLEMENTS = SD_PREFIX + "structuredefinition-implements"
 # FHIRPath's own types (FHIRPath N1 section 5.1, with Long from 2.0); the data uses a subset.
 SYSTEM_TYPES = ["Boolean", "Date", "DateTime", "Decimal", "Integer", "Long", "Quantity", "String", "Time"]
 KINDS = {"primitive-type", "complex-type", "resource"}
-FHIR_VERSION = "5.0.0"
-# Definitions in R5 5.0.0 (Base and 47 complex types, 4 of them abstract resources among
-# the 162), so a wrong or truncated input fails loudly.
-EXPECTED_COUNTS = {"primitive-type": 21, "complex-type": 48, "resource": 162}
+
+
+class Release:
+    """What differs between the FHIR versions: where the definitions are, which types are
+    roots, and how many definitions of each kind a complete input has (so that a wrong or
+    truncated input fails loudly)."""
+
+    def __init__(self, number, data, output, roots, counts):
+        self.number = number
+        self.types = data / "profiles-types.json"
+        self.resources = data / "profiles-resources.json"
+        self.output = output
+        self.roots = roots
+        self.counts = counts
+
+
+RELEASES = {
+    # Base and 47 complex types; 162 resources, 4 of them abstract (Resource, DomainResource,
+    # CanonicalResource, MetadataResource).
+    "r5": Release("5.0.0", DATA, MODEL_DIR / "model-r5.json", {"Base"},
+                  {"primitive-type": 21, "complex-type": 48, "resource": 162}),
+    # 43 complex-type definitions less the 2 constraint profiles; 143 resources, Resource and
+    # DomainResource abstract (data/r4b/README.md).
+    "r4b": Release("4.3.0", DATA / "r4b", MODEL_DIR / "model-r4b.json", {"Element", "Resource"},
+                   {"primitive-type": 20, "complex-type": 42, "resource": 143}),
+    # 43 complex-type definitions less the 2 constraint profiles; 149 resource definitions less
+    # the logical MetadataResource, Resource and DomainResource abstract (data/r4/README.md).
+    "r4": Release("4.0.1", DATA / "r4", MODEL_DIR / "model-r4.json", {"Element", "Resource"},
+                  {"primitive-type": 20, "complex-type": 41, "resource": 148}),
+}
 
 
 def load_definitions(path, bundle_id):
@@ -210,10 +241,12 @@ def ancestors_first(types):
     return order
 
 
-def build(definitions):
+def build(definitions, release):
     types, aliases = {}, {}
     for sd in definitions:
         kind, derivation = sd.get("kind"), sd.get("derivation")
+        if kind == "logical" and release.roots != {"Base"}:
+            continue
         if kind not in KINDS:
             raise ValueError(f"{sd.get('url')}: unexpected kind {kind!r}")
         if derivation == "constraint":
@@ -221,7 +254,7 @@ def build(definitions):
                 raise ValueError(f"{sd['url']}: unexpected constraint profile")
             aliases[sd["name"]] = sd["type"]
             continue
-        if derivation not in ("specialization", None) or (derivation is None and sd["type"] != "Base"):
+        if derivation not in ("specialization", None) or (derivation is None and sd["type"] not in release.roots):
             raise ValueError(f"{sd['url']}: unexpected derivation {derivation!r}")
         if sd["url"] != SD_PREFIX + sd["type"] or sd["name"] != sd["type"]:
             raise ValueError(f"{sd['url']}: name, type and url disagree")
@@ -240,9 +273,9 @@ def build(definitions):
             "snapshot": {},
         }
 
-    counts = {k: sum(1 for t in types.values() if t["kind"] == k) for k in EXPECTED_COUNTS}
-    if counts != EXPECTED_COUNTS:
-        raise ValueError(f"expected {EXPECTED_COUNTS} definitions, found {counts}")
+    counts = {k: sum(1 for t in types.values() if t["kind"] == k) for k in release.counts}
+    if counts != release.counts:
+        raise ValueError(f"expected {release.counts} definitions, found {counts}")
 
     # Keep an element unless the base chain already yields it unchanged. Ancestors are done
     # first, so `find` sees their final element lists.
@@ -269,7 +302,7 @@ def build(definitions):
     return types, aliases
 
 
-def render(types, aliases):
+def render(types, aliases, fhir_version):
     def compact(t):
         out = {"name": t["name"], "kind": t["kind"]}
         if t["base"] is not None:
@@ -286,7 +319,7 @@ def render(types, aliases):
 
     lines = [dump(compact(types[name])) for name in sorted(types)]
     return (
-        "{" + f'"fhirVersion":{dump(FHIR_VERSION)},"aliases":{dump(dict(sorted(aliases.items())))},"types":[\n'
+        "{" + f'"fhirVersion":{dump(fhir_version)},"aliases":{dump(dict(sorted(aliases.items())))},"types":[\n'
         + ",\n".join(lines)
         + "\n]}\n"
     )
@@ -294,15 +327,20 @@ def render(types, aliases):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--types", type=Path, default=DEFAULT_TYPES)
-    parser.add_argument("--resources", type=Path, default=DEFAULT_RESOURCES)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--version", choices=sorted(RELEASES), default="r5", help="FHIR version (default r5)")
+    parser.add_argument("--types", type=Path, help="data types Bundle (default: the version's)")
+    parser.add_argument("--resources", type=Path, help="resources Bundle (default: the version's)")
+    parser.add_argument("--output", type=Path, help="model file (default: the version's)")
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args()
+    release = RELEASES[args.version]
+    args.types = args.types or release.types
+    args.resources = args.resources or release.resources
+    args.output = args.output or release.output
 
     definitions = load_definitions(args.types, "types") + load_definitions(args.resources, "resources")
-    types, aliases = build(definitions)
-    text = render(types, aliases)
+    types, aliases = build(definitions, release)
+    text = render(types, aliases, release.number)
 
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else None

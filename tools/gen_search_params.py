@@ -1,21 +1,38 @@
 #!/usr/bin/env python3
-"""Project the official FHIR R5 SearchParameter Bundle onto the compact file Herald embeds.
+"""Project the official FHIR SearchParameter Bundle onto the compact file Herald embeds.
 
-Reads  shared/fhir/data/search-parameters-r5.json  (official R5 5.0.0 Bundle, 1244 entries)
-Writes src/fhir/search/search-parameters-r5.json   (JSON array, one parameter per line)
+One file per FHIR version Herald serves (`--version`, default r5):
+  r5   reads shared/fhir/data/search-parameters-r5.json    (R5 5.0.0 Bundle, 1244 entries)
+       writes src/fhir/search/search-parameters-r5.json
+  r4b  reads shared/fhir/data/r4b/search-parameters.json   (R4B 4.3.0 Bundle, 1414 entries)
+       writes src/fhir/search/search-parameters-r4b.json
+  r4   reads shared/fhir/data/r4/search-parameters.json    (R4 4.0.1 Bundle, 1375 entries)
+       writes src/fhir/search/search-parameters-r4.json
+The output is a JSON array, one parameter per line.
 
 Each output object keeps only what search evaluation needs, with keys in this order:
 url, code, base (array), type, expression (absent when the definition has none),
 target (array, possibly empty), component (array of {definition, expression}, composite only).
 
-The five draft entries that are not part of the spec's own bundle (ids `example`,
+R5: the five draft entries that are not part of the spec's own bundle (ids `example`,
 `example-constraint`, `example-extension`, `example-reference`, `filter`; see
-shared/fhir/data/README.md) are skipped. Output is sorted by url and byte-for-byte
-reproducible, so re-running the script on unchanged input leaves the file unchanged.
+shared/fhir/data/README.md) are skipped.
+
+R4 and R4B: the Subscriptions Backport IG 1.1.0's four Subscription parameters
+(shared/fhir/backport/definitions/SearchParameter-Subscription-*.json: topic, filter-criteria,
+payload-type, custom-channel) are added, since a backport server's clients search by them.
+Three of their published expressions call `extension('…')` on the Subscription itself, where
+the extensions never are (shared/fhir/backport/README.md); they are replaced by expressions
+that reach the real locations (`Subscription.criteria`, `channel.payload`, `channel.type`).
+The script checks that the input still says what it replaces, and that the core parameters
+the backport server capability statement requires (`url`, `status`) exist.
+
+Output is sorted by url and byte-for-byte reproducible, so re-running the script on
+unchanged input leaves the file unchanged.
 
 Usage:
-    tools/gen_search_params.py            # regenerate the embedded file
-    tools/gen_search_params.py --check    # exit 1 if the embedded file is stale
+    tools/gen_search_params.py [--version r4|r4b|r5]            # regenerate the embedded file
+    tools/gen_search_params.py [--version r4|r4b|r5] --check    # exit 1 if it is stale
 """
 
 import argparse
@@ -24,14 +41,63 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_INPUT = REPO.parent / "shared" / "fhir" / "data" / "search-parameters-r5.json"
-DEFAULT_OUTPUT = REPO / "src" / "fhir" / "search" / "search-parameters-r5.json"
+SHARED = REPO.parent / "shared" / "fhir"
+DATA = SHARED / "data"
+BACKPORT = SHARED / "backport" / "definitions"
+OUT_DIR = REPO / "src" / "fhir" / "search"
 
-# Draft entries present in the package but not in the spec's bundle; keeping them would
-# register a second `_id` and a second `Condition.subject`.
-SKIPPED_IDS = {"example", "example-constraint", "example-extension", "example-reference", "filter"}
-EXPECTED_COUNT = 1239
 KNOWN_TYPES = {"number", "date", "string", "token", "reference", "composite", "quantity", "uri", "special"}
+
+BACKPORT_SD = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+BACKPORT_SP = "http://hl7.org/fhir/uv/subscriptions-backport/SearchParameter/"
+# Backport parameter id -> (the 1.1.0 expression, the expression Herald indexes instead).
+# `None` as replacement keeps the published expression.
+BACKPORT_PARAMS = {
+    "Subscription-topic": ("Subscription.criteria", None),
+    "Subscription-filter-criteria": (
+        f"(extension('{BACKPORT_SD}backport-filter-criteria').value as string)",
+        f"Subscription.criteria.extension('{BACKPORT_SD}backport-filter-criteria').value.ofType(string)",
+    ),
+    "Subscription-payload-type": (
+        f"(extension('{BACKPORT_SD}backport-payload-content').value as Code)",
+        f"Subscription.channel.payload.extension('{BACKPORT_SD}backport-payload-content').value.ofType(code)",
+    ),
+    "Subscription-custom-channel": (
+        f"(extension('{BACKPORT_SD}backport-channel-type').value as Coding)",
+        f"Subscription.channel.type.extension('{BACKPORT_SD}backport-channel-type').value.ofType(Coding)",
+    ),
+}
+# Core parameters a backport server must answer (CapabilityStatement backport-subscription-server).
+REQUIRED_CORE = {
+    "http://hl7.org/fhir/SearchParameter/Subscription-url": ("url", "Subscription.channel.endpoint"),
+    "http://hl7.org/fhir/SearchParameter/Subscription-status": ("status", "Subscription.status"),
+}
+
+
+class Release:
+    def __init__(self, input_path, output, skipped_ids, expected_count, backport):
+        self.input = input_path
+        self.output = output
+        self.skipped_ids = skipped_ids
+        self.expected_count = expected_count
+        self.backport = backport
+
+
+RELEASES = {
+    # Draft entries present in the package but not in the spec's bundle; keeping them would
+    # register a second `_id` and a second `Condition.subject`.
+    "r5": Release(
+        DATA / "search-parameters-r5.json",
+        OUT_DIR / "search-parameters-r5.json",
+        {"example", "example-constraint", "example-extension", "example-reference", "filter"},
+        1239,
+        False,
+    ),
+    # 1414 core entries (data/r4b/README.md) plus the 4 backport parameters.
+    "r4b": Release(DATA / "r4b" / "search-parameters.json", OUT_DIR / "search-parameters-r4b.json", set(), 1418, True),
+    # 1375 core entries (data/r4/README.md) plus the 4 backport parameters.
+    "r4": Release(DATA / "r4" / "search-parameters.json", OUT_DIR / "search-parameters-r4.json", set(), 1379, True),
+}
 
 
 def project(resource):
@@ -53,7 +119,29 @@ def project(resource):
     return out
 
 
-def build(bundle):
+def load_json(path):
+    with path.open(encoding="utf-8") as f:
+        return json.load(f)
+
+
+def backport_params(directory):
+    """The backport IG's Subscription parameters, expressions fixed as documented above."""
+    params = []
+    for param_id, (published, replacement) in sorted(BACKPORT_PARAMS.items()):
+        resource = load_json(directory / f"SearchParameter-{param_id}.json")
+        if resource.get("resourceType") != "SearchParameter" or resource.get("url") != BACKPORT_SP + param_id:
+            raise ValueError(f"{param_id}: not the backport SearchParameter expected")
+        if resource.get("base") != ["Subscription"]:
+            raise ValueError(f"{param_id}: base {resource.get('base')!r}, expected Subscription")
+        if resource.get("expression") != published:
+            raise ValueError(f"{param_id}: expression changed to {resource.get('expression')!r}; review the fix")
+        if replacement is not None:
+            resource = dict(resource, expression=replacement)
+        params.append(project(resource))
+    return params
+
+
+def build(bundle, release, backport_dir):
     if bundle.get("resourceType") != "Bundle":
         raise ValueError("input is not a Bundle")
     params = []
@@ -61,17 +149,28 @@ def build(bundle):
         resource = entry.get("resource", {})
         if resource.get("resourceType") != "SearchParameter":
             raise ValueError(f"entry {entry.get('fullUrl')} is not a SearchParameter")
-        if resource.get("id") in SKIPPED_IDS:
+        if resource.get("id") in release.skipped_ids:
             continue
-        if resource["type"] not in KNOWN_TYPES:
-            raise ValueError(f"{resource['url']}: unknown type {resource['type']!r}")
         params.append(project(resource))
+    if release.backport:
+        by_url = {p["url"]: p for p in params}
+        for url, (code, expression) in REQUIRED_CORE.items():
+            found = by_url.get(url)
+            if found is None or found["code"] != code or found.get("expression") != expression:
+                raise ValueError(f"{url}: missing or changed ({found!r})")
+        params += backport_params(backport_dir)
+    for p in params:
+        if p["type"] not in KNOWN_TYPES:
+            raise ValueError(f"{p['url']}: unknown type {p['type']!r}")
     params.sort(key=lambda p: p["url"])
     urls = [p["url"] for p in params]
     if len(set(urls)) != len(urls):
         raise ValueError("duplicate SearchParameter urls")
-    if len(params) != EXPECTED_COUNT:
-        raise ValueError(f"expected {EXPECTED_COUNT} parameters, found {len(params)}")
+    codes = [(base, p["code"]) for p in params for base in p["base"]]
+    if len(set(codes)) != len(codes):
+        raise ValueError("two parameters with one code on one base")
+    if len(params) != release.expected_count:
+        raise ValueError(f"expected {release.expected_count} parameters, found {len(params)}")
     return params
 
 
@@ -82,25 +181,30 @@ def render(params):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", type=Path, default=DEFAULT_INPUT)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--version", choices=sorted(RELEASES), default="r5", help="FHIR version (default r5)")
+    parser.add_argument("--input", type=Path, help="SearchParameter Bundle (default: the version's)")
+    parser.add_argument("--backport", type=Path, default=BACKPORT, help="backport IG definitions directory")
+    parser.add_argument("--output", type=Path, help="compact file (default: the version's)")
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     args = parser.parse_args()
+    release = RELEASES[args.version]
+    args.input = args.input or release.input
+    args.output = args.output or release.output
 
-    with args.input.open(encoding="utf-8") as f:
-        text = render(build(json.load(f)))
+    params = build(load_json(args.input), release, args.backport)
+    text = render(params)
 
     if args.check:
         current = args.output.read_text(encoding="utf-8") if args.output.exists() else None
         if current != text:
-            print(f"{args.output} is stale; run {Path(__file__).name}", file=sys.stderr)
+            print(f"{args.output} is stale; run {Path(__file__).name} --version {args.version}", file=sys.stderr)
             return 1
         print(f"{args.output} is up to date")
         return 0
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text, encoding="utf-8")
-    print(f"wrote {EXPECTED_COUNT} parameters to {args.output}")
+    print(f"wrote {len(params)} parameters to {args.output}")
     return 0
 
 

@@ -69,7 +69,11 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
     let (ty, id) = parse_url(&state.base_url, url)
         .ok_or_else(|| entry_error(index, IssueType::Value, format!("cannot interpret request.url '{url}'")))?;
     if !is_resource_type(&ty) {
-        return Err(entry_error(index, IssueType::NotFound, format!("'{ty}' is not an R5 resource type")));
+        return Err(entry_error(
+            index,
+            IssueType::NotFound,
+            format!("'{ty}' is not an {} resource type", crate::fhir::version::instance().name()),
+        ));
     }
     if let Some(id) = &id {
         if !is_valid_id(id) {

@@ -23,7 +23,7 @@ pub(super) fn check_type(ty: &str) -> Result<(), ApiError> {
     if is_resource_type(ty) {
         Ok(())
     } else {
-        Err(ApiError::not_found(format!("'{ty}' is not an R5 resource type supported here")))
+        Err(ApiError::not_found(format!("'{ty}' is not an {} resource type supported here", crate::fhir::version::instance().name())))
     }
 }
 

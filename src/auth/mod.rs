@@ -378,8 +378,9 @@ pub fn covers(scopes: &Scopes, patient: Option<&str>, resource_type: &str, resou
     }
 }
 
-/// Resource fields that place a resource in a patient's compartment (a practical subset of
-/// the R5 Patient CompartmentDefinition).
+/// Resource fields that place a resource in a patient's compartment: a practical subset of
+/// the Patient CompartmentDefinition, the same fields in R4, R4B and R5 (`compartment_tests`
+/// checks it against the R4 and R4B definitions).
 const COMPARTMENT_FIELDS: [&str; 4] = ["subject", "patient", "for", "beneficiary"];
 
 /// Is `resource` in `Patient/{patient}`'s compartment?
@@ -398,5 +399,7 @@ pub fn in_compartment(resource: &Value, patient: &str) -> bool {
     })
 }
 
+#[cfg(test)]
+mod compartment_tests;
 #[cfg(test)]
 mod tests;

@@ -4,14 +4,15 @@
 //! Nothing here does IO or knows about the rest of the crate: every other stage depends on
 //! `fhir`, `fhir` depends on none of them.
 //!
-//! - `types`: the R5 resource type list and id rules.
+//! - `types`: each version's resource type list (the instance's by default) and id rules.
 //! - `instant`: FHIR `instant` formatting and parsing.
 //! - `outcome`: `Issue`, the unit of every validation and error report.
 //! - `topic`: `TopicSpec`, a validated SubscriptionTopic.
 //! - `subscription`: `SubscriptionSpec`, a validated R5 Subscription.
-//! - `model`: the R5 type model (elements, choice types, base types), generated from the spec.
+//! - `model`: the type model of each version (elements, choice types, base types), generated
+//!   from the spec.
 //! - `fhirpath`: the FHIRPath engine topics and search parameters evaluate with.
-//! - `search`: the R5 SearchParameters and the path subset that evaluates them.
+//! - `search`: each version's SearchParameters and the path subset that evaluates them.
 //! - `version`: the FHIR version the instance serves (R4, R4B or R5), chosen once per process.
 
 pub mod fhirpath;

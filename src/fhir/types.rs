@@ -1,10 +1,59 @@
-//! The R5 resource type names Herald accepts at `/fhir/{type}`.
+//! The resource type names Herald accepts at `/fhir/{type}`, for the FHIR version the
+//! instance serves, and FHIR ids.
 //!
-//! The list is the concrete (non-abstract) resource StructureDefinitions of FHIR R5 5.0.0
-//! (`profiles-resources.json` in the official core package); it is data, kept sorted so that
-//! lookup is a binary search.
+//! Each version's list is the concrete (non-abstract) resource StructureDefinitions of its
+//! official definitions, read from that version's type model (`crate::fhir::model`, generated
+//! from `profiles-resources.json`), sorted so that lookup is a binary search. R4 has no
+//! `SubscriptionTopic` or `SubscriptionStatus`; R4B has both; R5 drops R4's `MedicinalProduct*`
+//! family, among others. [`resource_types`] and [`is_resource_type`] answer for
+//! `fhir::version::instance`; the `_of` forms take the version.
 
-/// Concrete R5 resource types, sorted.
+use std::sync::OnceLock;
+
+use crate::fhir::model::Model;
+use crate::fhir::version::{self, FhirVersion};
+
+/// Concrete resource types of `version`, sorted. Empty only if the embedded model is broken
+/// (its own tests fail first).
+pub fn resource_types_of(version: FhirVersion) -> &'static [&'static str] {
+    static LISTS: [OnceLock<Vec<&'static str>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let cell = match version {
+        FhirVersion::R4 => &LISTS[0],
+        FhirVersion::R4B => &LISTS[1],
+        FhirVersion::R5 => &LISTS[2],
+    };
+    cell.get_or_init(|| Model::for_version(version).map(|m| m.resource_types().collect()).unwrap_or_default())
+}
+
+/// Concrete resource types of the instance's version, sorted.
+pub fn resource_types() -> &'static [&'static str] {
+    resource_types_of(version::instance())
+}
+
+/// True when `name` is a concrete resource type of `version`.
+pub fn is_resource_type_of(version: FhirVersion, name: &str) -> bool {
+    resource_types_of(version).binary_search(&name).is_ok()
+}
+
+/// True when `name` is a concrete resource type of the instance's version.
+pub fn is_resource_type(name: &str) -> bool {
+    is_resource_type_of(version::instance(), name)
+}
+
+/// True for a concrete resource type of `version` that derives from `DomainResource` (every
+/// one but `Binary`, `Bundle` and `Parameters`).
+pub fn is_domain_resource_of(version: FhirVersion, name: &str) -> bool {
+    Model::for_version(version).is_ok_and(|m| m.is_domain_resource(name))
+}
+
+/// True for a concrete resource type of the instance's version deriving from `DomainResource`.
+pub fn is_domain_resource(name: &str) -> bool {
+    is_domain_resource_of(version::instance(), name)
+}
+
+/// Concrete R5 resource types, sorted: R5's table, for callers that have not moved to
+/// [`resource_types`] (which answers for the instance's version). A test checks it against
+/// the R5 model.
 pub const RESOURCE_TYPES: &[&str] = &[
     "Account",
     "ActivityDefinition",
@@ -166,11 +215,6 @@ pub const RESOURCE_TYPES: &[&str] = &[
     "VisionPrescription",
 ];
 
-/// True when `name` is a concrete R5 resource type.
-pub fn is_resource_type(name: &str) -> bool {
-    RESOURCE_TYPES.binary_search(&name).is_ok()
-}
-
 /// The type named by a `SubscriptionTopic.resourceTrigger.resource` or `canFilterBy.resource`:
 /// R5 allows the bare name (`Task`) or the core StructureDefinition URL
 /// (`http://hl7.org/fhir/StructureDefinition/Task`).
@@ -191,9 +235,39 @@ mod tests {
     fn list_is_sorted_and_complete() {
         assert!(RESOURCE_TYPES.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(RESOURCE_TYPES.len(), 158);
-        assert!(is_resource_type("Task"));
-        assert!(!is_resource_type("DomainResource"));
-        assert!(!is_resource_type("task"));
+        assert_eq!(resource_types_of(FhirVersion::R5), RESOURCE_TYPES, "the R5 table is the R5 model's");
+        for v in FhirVersion::ALL {
+            let list = resource_types_of(v);
+            assert!(list.windows(2).all(|w| w[0] < w[1]), "{v}");
+            assert!(is_resource_type_of(v, "Task"), "{v}");
+            assert!(is_resource_type_of(v, "Subscription"), "{v}");
+            assert!(!is_resource_type_of(v, "DomainResource"), "{v}");
+            assert!(!is_resource_type_of(v, "Resource"), "{v}");
+            assert!(!is_resource_type_of(v, "task"), "{v}");
+            assert!(is_domain_resource_of(v, "Task") && !is_domain_resource_of(v, "Bundle"), "{v}");
+            let not_domain: Vec<&str> = list.iter().copied().filter(|t| !is_domain_resource_of(v, t)).collect();
+            assert_eq!(not_domain, ["Binary", "Bundle", "Parameters"], "{v}");
+        }
+    }
+
+    /// The lists differ as the specifications say (counts from shared/fhir/data/*/README.md:
+    /// 149 R4 resource definitions less Resource, DomainResource and the logical
+    /// MetadataResource; 143 R4B less 2; 162 R5 less 4).
+    #[test]
+    fn each_version_has_its_own_resource_types() {
+        let (r4, r4b, r5) = (FhirVersion::R4, FhirVersion::R4B, FhirVersion::R5);
+        assert_eq!([resource_types_of(r4).len(), resource_types_of(r4b).len(), resource_types_of(r5).len()], [146, 141, 158]);
+        for name in ["SubscriptionTopic", "SubscriptionStatus"] {
+            assert!(!is_resource_type_of(r4, name), "R4 has no {name}");
+            assert!(is_resource_type_of(r4b, name), "R4B has {name}");
+            assert!(is_resource_type_of(r5, name), "R5 has {name}");
+        }
+        assert!(is_resource_type_of(r4, "MedicinalProduct") && !is_resource_type_of(r4b, "MedicinalProduct"));
+        assert!(is_resource_type_of(r4, "DeviceUseStatement") && !is_resource_type_of(r5, "DeviceUseStatement"));
+        assert!(!is_resource_type_of(r4, "Transport") && !is_resource_type_of(r4b, "Transport") && is_resource_type_of(r5, "Transport"));
+        assert!(!is_resource_type_of(r4, "MetadataResource"), "a logical model in R4, no resource");
+        // The default instance version is R5 until `select` runs (here it never does).
+        assert_eq!(resource_types(), resource_types_of(version::instance()));
     }
 
     #[test]

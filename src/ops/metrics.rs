@@ -10,7 +10,7 @@
 //! Label cardinality is bounded, and documented in `config/herald.toml` (`[metrics]`):
 //! - `topic`: the canonical url of up to [`MAX_TOPIC_LABELS`] topics, in the order they first
 //!   fire; later ones are counted under `other`.
-//! - `resource_type`: R5 resource types (a fixed list of about 160).
+//! - `resource_type`: the instance's FHIR version's resource types (a fixed list of 141 to 158).
 //! - `route`: the router's matched paths (a fixed list), `method`, `status` class (`2xx`...).
 //! - `subscription`: only on the queue gauges, and only for the `metrics.top_subscriptions`
 //!   subscriptions with the most pending events (0 turns them off).

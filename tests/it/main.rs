@@ -34,6 +34,7 @@ mod sidecar;
 mod signatures;
 mod support;
 mod topics;
+mod versions;
 mod websocket;
 mod withheld;
 mod workflows;

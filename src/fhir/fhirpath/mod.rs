@@ -33,7 +33,7 @@ use serde_json::Value;
 pub use error::{ErrorClass, ErrorKind, FhirPathError};
 
 /// Longest expression accepted, in bytes. The longest official R5 SearchParameter
-/// expression is about 3 KB.
+/// expression is about 3 KB (R4's and R4B's about 1.4 KB).
 pub const MAX_EXPRESSION_LEN: usize = 16 * 1024;
 
 /// Tallest syntax tree accepted: nesting of parentheses, arguments, operators and path

@@ -1,4 +1,5 @@
-//! What the engine asks of the FHIR R5 model: the type of each element it navigates to,
+//! What the engine asks of the FHIR model of the instance's version (`Model::current`: R4,
+//! R4B or R5, per `fhir::version::instance`): the type of each element it navigates to,
 //! choice elements (`Observation.value` is `valueQuantity` in JSON), `is`/`as`/`ofType`
 //! tests, and which type names exist.
 //!

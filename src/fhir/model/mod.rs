@@ -1,12 +1,17 @@
-//! The FHIR R5 type model a FHIRPath engine navigates by: every data type, resource and
-//! backbone element with its base type and its elements (name, types, cardinality, choice).
+//! The FHIR type model a FHIRPath engine navigates by: every data type, resource and
+//! backbone element with its base type and its elements (name, types, cardinality, choice),
+//! one model per FHIR version Herald serves (R4 4.0.1, R4B 4.3.0, R5 5.0.0).
 //!
-//! In: `model-r5.json`, generated from the official R5 StructureDefinitions by
-//! `tools/gen_fhir_model.py` (do not edit it) and embedded with `include_str!`. It is parsed
-//! and checked once, on first use of [`Model::r5`]. Out: [`Model`] lookups by type name, by
-//! FHIRPath element name ([`Model::element`]) and by JSON property name ([`Model::property`]),
-//! and subtype tests. Backbone elements are pseudo-types named by their path
+//! In: `model-r4.json`, `model-r4b.json`, `model-r5.json`, generated from the official
+//! StructureDefinitions by `tools/gen_fhir_model.py --version r4|r4b|r5` (do not edit them)
+//! and embedded with `include_str!`. Each is parsed and checked once, on first use of
+//! [`Model::for_version`]; [`Model::current`] is the model of the instance's version
+//! (`fhir::version::instance`), the one every non-test caller uses. Out: [`Model`] lookups by
+//! type name, by FHIRPath element name ([`Model::element`]) and by JSON property name
+//! ([`Model::property`]), subtype tests, and the concrete resource types
+//! ([`Model::resource_types`]). Backbone elements are pseudo-types named by their path
 //! (`Patient.contact`); `contentReference` elements point at the pseudo-type they reuse.
+//! The roots differ by version: `Base` in R5, `Element` and `Resource` in R4 and R4B.
 //!
 //! Nothing here does IO or panics: a malformed embedded file is a [`ModelError`].
 
@@ -15,7 +20,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::OnceLock;
 
-/// The generated R5 model, one type per line.
+use crate::fhir::version::{self, FhirVersion};
+
+/// The generated models, one type per line.
+const R4_MODEL: &str = include_str!("model-r4.json");
+const R4B_MODEL: &str = include_str!("model-r4b.json");
 const R5_MODEL: &str = include_str!("model-r5.json");
 
 /// Longest base chain accepted, in types (R5's longest is 6: uuid -> uri -> PrimitiveType ->
@@ -108,14 +117,16 @@ impl fmt::Display for ModelError {
 
 impl std::error::Error for ModelError {}
 
-/// The whole type model. Build it with [`Model::r5`] (embedded, shared) or
-/// [`Model::from_json`].
+/// The whole type model. Build it with [`Model::for_version`] or [`Model::current`]
+/// (embedded, shared) or [`Model::from_json`].
 #[derive(Debug)]
 pub struct Model {
     fhir_version: String,
     types: HashMap<String, TypeInfo>,
     /// Constraint profiles usable as type names (`SimpleQuantity` -> `Quantity`).
     aliases: HashMap<String, String>,
+    /// The concrete (non-abstract) resource types, sorted.
+    resource_types: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -141,15 +152,27 @@ struct RawType {
 }
 
 impl Model {
-    /// The official FHIR R5 model, parsed on first call and shared afterwards.
-    pub fn r5() -> Result<&'static Model, ModelError> {
+    /// The official model of `version`, parsed on first call and shared afterwards.
+    pub fn for_version(version: FhirVersion) -> Result<&'static Model, ModelError> {
+        static R4: OnceLock<Result<Model, ModelError>> = OnceLock::new();
+        static R4B: OnceLock<Result<Model, ModelError>> = OnceLock::new();
         static R5: OnceLock<Result<Model, ModelError>> = OnceLock::new();
-        R5.get_or_init(|| Model::from_json(R5_MODEL)).as_ref().map_err(Clone::clone)
+        let (cell, text) = match version {
+            FhirVersion::R4 => (&R4, R4_MODEL),
+            FhirVersion::R4B => (&R4B, R4B_MODEL),
+            FhirVersion::R5 => (&R5, R5_MODEL),
+        };
+        cell.get_or_init(|| Model::from_json(text)).as_ref().map_err(Clone::clone)
+    }
+
+    /// The official FHIR R5 model ([`Model::for_version`] for R5).
+    pub fn r5() -> Result<&'static Model, ModelError> {
+        Model::for_version(FhirVersion::R5)
     }
 
     /// The model of the FHIR version this instance serves (`fhir::version::instance`).
     pub fn current() -> Result<&'static Model, ModelError> {
-        Model::r5()
+        Model::for_version(version::instance())
     }
 
     /// Parse and check a model file in the format `tools/gen_fhir_model.py` writes.
@@ -180,7 +203,10 @@ impl Model {
             };
             types.insert(t.name, info);
         }
-        let model = Model { fhir_version: raw.fhir_version, types, aliases: raw.aliases.into_iter().collect() };
+        let mut resource_types: Vec<String> =
+            types.values().filter(|t| t.kind == Kind::Resource && !t.is_abstract).map(|t| t.name.clone()).collect();
+        resource_types.sort();
+        let model = Model { fhir_version: raw.fhir_version, types, aliases: raw.aliases.into_iter().collect(), resource_types };
         model.check()?;
         Ok(model)
     }
@@ -215,6 +241,22 @@ impl Model {
     /// The FHIR version the model was generated from (`5.0.0`).
     pub fn fhir_version(&self) -> &str {
         &self.fhir_version
+    }
+
+    /// The concrete resource types (`Patient`; not `Resource` or `DomainResource`), sorted.
+    pub fn resource_types(&self) -> impl Iterator<Item = &str> {
+        self.resource_types.iter().map(String::as_str)
+    }
+
+    /// A concrete resource type of this version, by its exact name (no aliases).
+    pub fn is_resource_type(&self, name: &str) -> bool {
+        self.types.get(name).is_some_and(|t| t.kind == Kind::Resource && !t.is_abstract)
+    }
+
+    /// A concrete resource type deriving from `DomainResource` (all but `Binary`, `Bundle`
+    /// and `Parameters`).
+    pub fn is_domain_resource(&self, name: &str) -> bool {
+        self.is_resource_type(name) && self.is_subtype_of(name, "DomainResource")
     }
 
     /// A type by name: a FHIR type (`Patient`, `date`), a pseudo-type (`Patient.contact`), a
@@ -282,7 +324,8 @@ impl Model {
         }
     }
 
-    /// Whether `name` (or one of its base types) declares the R5 interface `interface`
+    /// Whether `name` (or one of its base types) declares the R5 interface `interface` (R4 and
+    /// R4B models declare none)
     /// (`ValueSet` implements `MetadataResource` and, through it, `CanonicalResource`).
     pub fn implements(&self, name: &str, interface: &str) -> bool {
         let mut pending: Vec<&str> = self.ancestors(name).flat_map(|t| t.implements.iter().map(String::as_str)).collect();
@@ -324,3 +367,5 @@ fn invalid(msg: String) -> ModelError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod version_tests;

@@ -101,11 +101,14 @@ pub(super) fn fits_type(branch: &str, resource_type: &str) -> bool {
 pub(crate) struct TargetTypes;
 
 impl TargetTypes {
-    /// One `{"resourceType": T}` per R5 resource type, built on first use.
+    /// One `{"resourceType": T}` per resource type of any FHIR version (a reference names a
+    /// type; whether the version has it is not this resolver's question), built on first use.
     fn stubs() -> &'static HashMap<&'static str, Value> {
         static STUBS: OnceLock<HashMap<&'static str, Value>> = OnceLock::new();
         STUBS.get_or_init(|| {
-            types::resource_types()
+            crate::fhir::version::FhirVersion::ALL
+                .into_iter()
+                .flat_map(types::resource_types_of)
                 .map(|ty| {
                     let mut stub = Map::new();
                     stub.insert("resourceType".to_owned(), Value::String(ty.to_owned()));

@@ -10,7 +10,7 @@
 use serde_json::Value;
 
 use super::params::{ParamType, SearchParam, SearchParamComponent, SearchParams};
-use super::types::is_resource_type;
+use super::types::is_resource_type_of;
 use crate::fhir::{Issue, IssueType};
 
 fn is_code(code: &str) -> bool {
@@ -33,7 +33,7 @@ pub fn custom_param(resource: &Value, params: &SearchParams) -> Result<SearchPar
             issues.push(Issue::at(
                 IssueType::BusinessRule,
                 "SearchParameter.url",
-                format!("'{u}' is an official R5 search parameter; it cannot be redefined"),
+                format!("'{u}' is an official {} search parameter; it cannot be redefined", params.version().name()),
             ));
         }
     }
@@ -44,8 +44,12 @@ pub fn custom_param(resource: &Value, params: &SearchParams) -> Result<SearchPar
     let mut base = Vec::new();
     for (i, b) in resource.get("base").and_then(Value::as_array).into_iter().flatten().enumerate() {
         match b.as_str() {
-            Some(t) if is_resource_type(t) || t == "Resource" || t == "DomainResource" => base.push(t.to_owned()),
-            _ => issues.push(Issue::at(IssueType::Value, format!("SearchParameter.base[{i}]"), format!("{b} is not an R5 resource type"))),
+            Some(t) if is_resource_type_of(params.version(), t) || t == "Resource" || t == "DomainResource" => base.push(t.to_owned()),
+            _ => issues.push(Issue::at(
+                IssueType::Value,
+                format!("SearchParameter.base[{i}]"),
+                format!("{b} is not an {} resource type", params.version().name()),
+            )),
         }
     }
     if base.is_empty() && !issues.iter().any(|i| i.expression.as_deref().is_some_and(|e| e.starts_with("SearchParameter.base"))) {

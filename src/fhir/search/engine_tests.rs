@@ -7,6 +7,7 @@
 use super::compiled::TargetTypes;
 use super::*;
 use crate::fhir::fhirpath::{Env, ErrorKind, Expression};
+use crate::fhir::version::FhirVersion;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ fn is_skipped(id: &str) -> bool {
     id.starts_with("example")
 }
 
+/// `shared/fhir`, or `None` with a note when it is absent (a failure under `CI=true`).
 fn shared() -> Option<PathBuf> {
     crate::testdata::shared(SHARED)
 }
@@ -109,8 +111,8 @@ fn definitions(shared: &Path) -> Vec<Definition> {
 fn covering_base<'d>(base: &'d [String], ty: &str) -> Option<&'d str> {
     let find = |name: &str| base.iter().find(|b| *b == name).map(String::as_str);
     find(ty)
-        .or_else(|| types::is_domain_resource(ty).then(|| find("DomainResource")).flatten())
-        .or_else(|| types::is_resource_type(ty).then(|| find("Resource")).flatten())
+        .or_else(|| types::is_domain_resource_of(FhirVersion::R5, ty).then(|| find("DomainResource")).flatten())
+        .or_else(|| types::is_resource_type_of(FhirVersion::R5, ty).then(|| find("Resource")).flatten())
 }
 
 #[test]

@@ -1,12 +1,16 @@
-//! The registry of SearchParameters: the official R5 set, looked up by type and code or by
-//! url, each parameter compiling its expression per base type on first use.
+//! The registry of SearchParameters: the official set of each FHIR version (R4 and R4B with
+//! the Subscriptions Backport IG's Subscription parameters, R5), looked up by type and code or
+//! by url, each parameter compiling its expression per base type on first use.
 //!
-//! In: the compact definitions file written by `tools/gen_search_params.py` (embedded with
-//! `include_str!`). Out: [`SearchParams`] and [`SearchParam`], whose `values` hand a
-//! resource's selected JSON nodes to `token` and `reference` matching. A broken embedded file
-//! is a [`SearchError`], never a panic. Expressions are compiled with the FHIRPath engine
-//! (`crate::fhir::fhirpath`) once per (parameter, base entry) and cached for the life of the
-//! set.
+//! In: the compact definitions files written by `tools/gen_search_params.py --version
+//! r4|r4b|r5` (embedded with `include_str!`). Out: [`SearchParams`] ([`SearchParams::current`]
+//! for the instance's version, [`SearchParams::for_version`] for any) and [`SearchParam`],
+//! whose `values` hand a resource's selected JSON nodes to `token` and `reference` matching.
+//! A broken embedded file is a [`SearchError`], never a panic. Expressions are compiled with
+//! the FHIRPath engine (`crate::fhir::fhirpath`) once per (parameter, base entry) and cached
+//! for the life of the set. Which types a parameter's `Resource`/`DomainResource` base covers
+//! is the set's own version's answer; the FHIRPath engine types values with the instance's
+//! model (`Model::current`), so evaluation is exact for the instance's own set.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,8 +20,11 @@ use std::sync::{OnceLock, PoisonError, RwLock};
 use super::branches::split_union;
 use super::compiled::{fits_type, CompiledPath};
 use super::{types, SearchError};
+use crate::fhir::version::{self, FhirVersion};
 
-/// The official R5 definitions, one compact object per parameter.
+/// The official definitions, one compact object per parameter.
+const R4_DEFINITIONS: &str = include_str!("search-parameters-r4.json");
+const R4B_DEFINITIONS: &str = include_str!("search-parameters-r4b.json");
 const R5_DEFINITIONS: &str = include_str!("search-parameters-r5.json");
 
 /// SearchParameter.type.
@@ -93,6 +100,8 @@ pub struct SearchParam {
     pub targets: Vec<String>,
     /// Parts of a composite parameter; empty for every other type.
     pub components: Vec<SearchParamComponent>,
+    /// The FHIR version whose resource types `Resource` and `DomainResource` bases stand for.
+    version: FhirVersion,
     /// One lazily compiled path per `base` entry, in the same order. A `Resource` or
     /// `DomainResource` entry serves every type that reaches the parameter through it.
     paths: Vec<OnceLock<Result<CompiledPath, SearchError>>>,
@@ -101,7 +110,8 @@ pub struct SearchParam {
 }
 
 impl SearchParam {
-    /// A parameter from its parts, its expression compiled per base type on first use.
+    /// A parameter of the instance's version from its parts, its expression compiled per
+    /// base type on first use.
     pub fn new(
         url: String,
         code: String,
@@ -121,6 +131,7 @@ impl SearchParam {
             expression,
             targets,
             components,
+            version: version::instance(),
         }
     }
 
@@ -151,8 +162,8 @@ impl SearchParam {
     fn slot(&self, resource_type: &str) -> Option<usize> {
         let position = |name: &str| self.base.iter().position(|b| b == name);
         position(resource_type)
-            .or_else(|| types::is_domain_resource(resource_type).then(|| position("DomainResource")).flatten())
-            .or_else(|| types::is_resource_type(resource_type).then(|| position("Resource")).flatten())
+            .or_else(|| types::is_domain_resource_of(self.version, resource_type).then(|| position("DomainResource")).flatten())
+            .or_else(|| types::is_resource_type_of(self.version, resource_type).then(|| position("Resource")).flatten())
     }
 
     /// The part of this parameter's expression that applies to `resource_type`, compiled
@@ -180,7 +191,7 @@ impl SearchParam {
         let expression = self.expression.as_deref().ok_or_else(|| SearchError::NoExpression { url: self.url.clone() })?;
         let branches = split_union(expression);
         let subset = if branches.len() > 1 {
-            let is_domain = types::is_domain_resource(key);
+            let is_domain = types::is_domain_resource_of(self.version, key);
             let kept: Vec<&str> = branches
                 .iter()
                 .filter(|b| b.applies_to(key, is_domain))
@@ -221,6 +232,8 @@ impl SearchParam {
 /// A set of SearchParameters indexed by base type and code, and by url.
 #[derive(Debug)]
 pub struct SearchParams {
+    /// The FHIR version the official parameters are of.
+    version: FhirVersion,
     params: Vec<SearchParam>,
     by_url: HashMap<String, usize>,
     /// base type -> code -> index into `params`.
@@ -255,22 +268,37 @@ struct Definition {
 }
 
 impl SearchParams {
-    /// The official R5 set, parsed from the embedded file on first use and shared after.
-    pub fn r5() -> Result<&'static SearchParams, SearchError> {
+    /// The official set of `version`, parsed from the embedded file on first use and shared
+    /// after. Custom parameters registered on it stay with it.
+    pub fn for_version(version: FhirVersion) -> Result<&'static SearchParams, SearchError> {
+        static R4: OnceLock<Result<SearchParams, SearchError>> = OnceLock::new();
+        static R4B: OnceLock<Result<SearchParams, SearchError>> = OnceLock::new();
         static R5: OnceLock<Result<SearchParams, SearchError>> = OnceLock::new();
-        R5.get_or_init(|| SearchParams::from_compact_json(R5_DEFINITIONS)).as_ref().map_err(Clone::clone)
+        let (cell, text) = match version {
+            FhirVersion::R4 => (&R4, R4_DEFINITIONS),
+            FhirVersion::R4B => (&R4B, R4B_DEFINITIONS),
+            FhirVersion::R5 => (&R5, R5_DEFINITIONS),
+        };
+        cell.get_or_init(|| SearchParams::from_compact_json(text, version)).as_ref().map_err(Clone::clone)
+    }
+
+    /// The official R5 set ([`SearchParams::for_version`] for R5).
+    pub fn r5() -> Result<&'static SearchParams, SearchError> {
+        SearchParams::for_version(FhirVersion::R5)
     }
 
     /// The official set of the FHIR version this instance serves (`fhir::version::instance`).
     pub fn current() -> Result<&'static SearchParams, SearchError> {
-        SearchParams::r5()
+        SearchParams::for_version(version::instance())
     }
 
-    /// Build a set from text in the compact format of `tools/gen_search_params.py`.
-    /// Errors on malformed JSON, an unknown type, or a duplicate url or (base, code).
-    pub fn from_compact_json(text: &str) -> Result<SearchParams, SearchError> {
+    /// Build a set of `version`'s parameters from text in the compact format of
+    /// `tools/gen_search_params.py`. Errors on malformed JSON, an unknown type, or a duplicate
+    /// url or (base, code).
+    pub fn from_compact_json(text: &str, version: FhirVersion) -> Result<SearchParams, SearchError> {
         let definitions: Vec<Definition> = serde_json::from_str(text).map_err(|e| SearchError::Definitions(e.to_string()))?;
         let mut set = SearchParams {
+            version,
             params: Vec::with_capacity(definitions.len()),
             by_url: HashMap::with_capacity(definitions.len()),
             by_base: HashMap::new(),
@@ -299,6 +327,7 @@ impl SearchParams {
                 expression: definition.expression,
                 targets: definition.target,
                 components: definition.component,
+                version,
             });
         }
         Ok(set)
@@ -308,15 +337,16 @@ impl SearchParams {
     /// else on `DomainResource` (for DomainResource types), else on `Resource`.
     pub fn get(&self, resource_type: &str, code: &str) -> Option<&SearchParam> {
         let lookup = |base: &str| self.by_base.get(base).and_then(|codes| codes.get(code)).and_then(|&i| self.params.get(i));
+        let v = self.version;
         let core = lookup(resource_type)
-            .or_else(|| types::is_domain_resource(resource_type).then(|| lookup("DomainResource")).flatten())
-            .or_else(|| types::is_resource_type(resource_type).then(|| lookup("Resource")).flatten());
+            .or_else(|| types::is_domain_resource_of(v, resource_type).then(|| lookup("DomainResource")).flatten())
+            .or_else(|| types::is_resource_type_of(v, resource_type).then(|| lookup("Resource")).flatten());
         core.or_else(|| {
             let custom = self.custom.read().unwrap_or_else(PoisonError::into_inner);
             let lookup = |base: &str| custom.by_base.get(base).and_then(|codes| codes.get(code)).copied();
             lookup(resource_type)
-                .or_else(|| types::is_domain_resource(resource_type).then(|| lookup("DomainResource")).flatten())
-                .or_else(|| types::is_resource_type(resource_type).then(|| lookup("Resource")).flatten())
+                .or_else(|| types::is_domain_resource_of(v, resource_type).then(|| lookup("DomainResource")).flatten())
+                .or_else(|| types::is_resource_type_of(v, resource_type).then(|| lookup("Resource")).flatten())
         })
     }
 
@@ -374,8 +404,13 @@ impl SearchParams {
         self.custom.read().unwrap_or_else(PoisonError::into_inner).by_url.values().copied().collect()
     }
 
-    /// Every official parameter, sorted by url for the R5 set ([`SearchParams::custom_params`]
-    /// lists the others).
+    /// The FHIR version of the official parameters.
+    pub fn version(&self) -> FhirVersion {
+        self.version
+    }
+
+    /// Every official parameter, sorted by url ([`SearchParams::custom_params`] lists the
+    /// others).
     pub fn iter(&self) -> impl Iterator<Item = &SearchParam> {
         self.params.iter()
     }

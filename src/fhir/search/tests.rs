@@ -6,6 +6,7 @@
 
 use super::branches::split_union;
 use super::*;
+use crate::fhir::version::FhirVersion;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -29,12 +30,14 @@ fn is_token_or_reference(param: &SearchParam) -> bool {
     matches!(param.kind, ParamType::Token | ParamType::Reference)
 }
 
-fn read_json(path: &Path) -> Value {
+pub(super) fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn shared_dir(dir: &str) -> Option<PathBuf> {
+/// `dir`, or `None` with a note when `shared/` is absent; under CI (`CI=true`) a missing data
+/// set fails the test instead.
+pub(super) fn shared_dir(dir: &str) -> Option<PathBuf> {
     crate::testdata::shared(dir)
 }
 
@@ -498,7 +501,7 @@ fn union_branches_are_split_with_their_roots() {
 }
 
 /// The official bundle projected as `tools/gen_search_params.py` does it.
-fn project(resource: &Value) -> Value {
+pub(super) fn project(resource: &Value) -> Value {
     let mut out = serde_json::Map::new();
     for key in ["url", "code", "base", "type", "expression"] {
         if let Some(v) = resource.get(key) {
@@ -555,23 +558,29 @@ fn generated_definitions_match_the_official_bundle() {
 }
 
 #[test]
-fn resource_type_table_matches_the_official_definitions() {
+fn resource_type_tables_match_the_official_definitions() {
     let Some(data) = shared_dir(DATA) else {
         return;
     };
-    let mut resources = BTreeSet::new();
-    let bundle = read_json(&data.join("profiles-resources.json"));
-    for entry in bundle["entry"].as_array().unwrap() {
-        let sd = &entry["resource"];
-        if sd["resourceType"] == "StructureDefinition"
-            && sd["derivation"] == "specialization"
-            && sd["kind"] == "resource"
-            && sd["abstract"] == false
-        {
-            resources.insert(sd["id"].as_str().unwrap());
+    for (version, file) in [
+        (FhirVersion::R4, "r4/profiles-resources.json"),
+        (FhirVersion::R4B, "r4b/profiles-resources.json"),
+        (FhirVersion::R5, "profiles-resources.json"),
+    ] {
+        let mut resources = BTreeSet::new();
+        let bundle = read_json(&data.join(file));
+        for entry in bundle["entry"].as_array().unwrap() {
+            let sd = &entry["resource"];
+            if sd["resourceType"] == "StructureDefinition"
+                && sd["derivation"] == "specialization"
+                && sd["kind"] == "resource"
+                && sd["abstract"] == false
+            {
+                resources.insert(sd["id"].as_str().unwrap());
+            }
         }
+        assert_eq!(types::resource_types_of(version).collect::<BTreeSet<_>>(), resources, "{version}");
     }
-    assert_eq!(types::resource_types().collect::<BTreeSet<_>>(), resources);
 }
 
 #[test]

@@ -35,10 +35,16 @@ impl Herald {
 
     /// Starts the process without waiting for anything.
     pub fn spawn(dir: &Path, port: u16, env: &[(&str, &str)], log: Option<&Path>) -> Herald {
+        Self::spawn_args(dir, port, &[], env, log)
+    }
+
+    /// `spawn` with more `herald serve` arguments (`--fhir-version 4.0.1`).
+    pub fn spawn_args(dir: &Path, port: u16, args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Herald {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir)
             .arg("--allow-private-endpoints")
+            .args(args)
             .env("HERALD_DELIVERY__INITIAL_INTERVAL", "50ms")
             .env("HERALD_DELIVERY__MAX_INTERVAL", "200ms")
             .env("HERALD_DELIVERY__MAX_ATTEMPTS", "100000")
