@@ -106,6 +106,16 @@ impl SubStatus {
         }
     }
 
+    /// The code `version`'s `Subscription.status` has for this status. R4 and R4B have no
+    /// `entered-in-error` (their codes are requested, active, error, off): such a
+    /// subscription delivers nothing, so it shows as `off`.
+    pub fn code_in(self, version: crate::fhir::version::FhirVersion) -> &'static str {
+        match self {
+            SubStatus::EnteredInError if version.is_backport() => "off",
+            other => other.code(),
+        }
+    }
+
     pub fn from_code(code: &str) -> Option<Self> {
         match code {
             "requested" => Some(SubStatus::Requested),
