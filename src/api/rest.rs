@@ -163,16 +163,24 @@ fn version_headers(resp: &mut Response, rec: &VersionRecord) {
     }
 }
 
-/// The answer to a create or update: the stored resource as written (secrets shown to the
-/// authenticated client that owns a Subscription, as a read shows them; redacted for anyone
-/// else), or nothing under `Prefer: return=minimal`.
+/// Whether the answer to a write of `Subscription/{id}` shows its secrets. R5: never (the
+/// owner reads them back with a GET). R4/R4B: to the authenticated client that owns it, as a
+/// read shows them, because Backport IG clients (and the conformance kit, which checks every
+/// notification against the `channel.header` of the 201 body) take the created Subscription
+/// from that body. Anyone else gets them redacted in every version.
+fn write_shows_secrets(state: &Shared, principal: &Principal, id: &str) -> bool {
+    crate::fhir::version::instance().is_backport() && Access::new(state, principal).shows_secrets(id)
+}
+
+/// The answer to a create or update: the stored resource as written (secrets as
+/// `write_shows_secrets` says), or nothing under `Prefer: return=minimal`.
 fn written(state: &Shared, principal: &Principal, mut result: WriteResult, minimal: bool) -> Response {
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut resp = if minimal {
         status.into_response()
     } else {
         let mut body = result.record.resource.take().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
-        if result.record.resource_type != "Subscription" || !Access::new(state, principal).shows_secrets(&result.record.id) {
+        if result.record.resource_type != "Subscription" || !write_shows_secrets(state, principal, &result.record.id) {
             redact::subscription(&mut body);
         }
         fhir_response(status, &body)

@@ -305,7 +305,8 @@ async fn rejections(version: &str) {
     let server = start(version, false).await;
     install_topic(&server, false).await;
     let rx = Receiver::start().await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "6.01 cross-version filter extension",
             Box::new(|s| {
@@ -322,8 +323,13 @@ async fn rejections(version: &str) {
             "Subscription.criteria.extension[0].valueString",
         ),
         (
-            "6.03 filter in Inferno's spelling",
-            Box::new(|s| s["_criteria"]["extension"][0]["valueString"] = json!("Encounter.patient=Patient/123")),
+            "6.03 malformed filter",
+            Box::new(|s| s["_criteria"]["extension"][0]["valueString"] = json!("Encounter?patient")),
+            "Subscription.criteria.extension[0].valueString",
+        ),
+        (
+            "6.03 filter on a type the topic does not allow it on",
+            Box::new(|s| s["_criteria"]["extension"][0]["valueString"] = json!("Observation.patient=Patient/123")),
             "Subscription.criteria.extension[0].valueString",
         ),
         ("6.04 channel type", Box::new(|s| s["channel"]["type"] = json!("email")), "Subscription.channel.type"),

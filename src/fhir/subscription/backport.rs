@@ -362,7 +362,7 @@ pub fn parse(
     }
 
     let requested_status = status(sub, &mut issues);
-    if !str_at(sub, "reason").is_some_and(|r| !r.trim().is_empty()) {
+    if str_at(sub, "reason").is_none_or(|r| r.trim().is_empty()) {
         issues.push(Issue::at(IssueType::Required, "Subscription.reason", "reason is required in R4 (why the subscription exists)"));
     }
     let topic = topic(sub, &mut issues);
