@@ -348,3 +348,23 @@ pub struct DeadRecord {
     pub attempts: u32,
     pub reason: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SubStatus;
+    use crate::fhir::version::FhirVersion;
+
+    #[test]
+    fn every_status_has_a_code_in_every_version_and_r4_has_no_entered_in_error() {
+        let all = [SubStatus::Requested, SubStatus::Active, SubStatus::Error, SubStatus::Off, SubStatus::EnteredInError];
+        for s in all {
+            assert_eq!(SubStatus::from_code(s.code()), Some(s));
+            assert_eq!(s.code_in(FhirVersion::R5), s.code());
+            for v in [FhirVersion::R4, FhirVersion::R4B] {
+                assert!(["requested", "active", "error", "off"].contains(&s.code_in(v)), "{s:?} in {v}");
+            }
+        }
+        assert_eq!(SubStatus::EnteredInError.code_in(FhirVersion::R4), "off");
+        assert_eq!(SubStatus::Error.code_in(FhirVersion::R4B), "error");
+    }
+}

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::fhir::subscription::{fields, parse_subscription_as, FilterSource};
+use crate::fhir::subscription::{fields, parse_subscription_as, ContentLevel, FilterSource};
 
 fn limits() -> SubscriptionLimits {
     SubscriptionLimits { max_timeout_secs: 120, max_heartbeat_secs: 86_400, max_count: 100 }
