@@ -4,7 +4,7 @@
 //! Where the R5 elements went:
 //! - `topic` → `criteria` (required; the topic's canonical URL, optionally `|version`);
 //! - `filterBy` → `backport-filter-criteria` extensions on `criteria` (`_criteria` in JSON),
-//!   each a search-style string (`criteria`, below);
+//!   each a search-style string (syntax in the `criteria` submodule);
 //! - `channelType` → `channel.type` (`rest-hook` or `websocket`; the `backport-channel-type`
 //!   custom channel extension is refused);
 //! - `endpoint` → `channel.endpoint`; `parameter` → `channel.header`, `Name: value` strings;
