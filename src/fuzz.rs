@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 
 use crate::fhir::search::query::{parse_filter_criteria, Query};
 use crate::fhir::search::SearchParams;
-use crate::fhir::subscription::{parse_subscription, SubscriptionLimits};
+use crate::fhir::subscription::{parse_subscription_as, SubscriptionLimits};
 use crate::fhir::topic::parse_topic;
+use crate::fhir::version::FhirVersion;
 
 const SEARCH_TOKENS: &[&str] = &[
     "status",
@@ -89,7 +90,26 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(|n| json!(n)),
         "[a-zA-Z0-9:/|.$%-]{0,12}".prop_map(Value::String),
         prop::sample::select(
-            &["rest-hook", "websocket", "full-resource", "id-only", "empty", "requested", "active", "Task", "owner", "eq", "not"][..]
+            &[
+                "rest-hook",
+                "websocket",
+                "full-resource",
+                "id-only",
+                "empty",
+                "requested",
+                "active",
+                "Task",
+                "owner",
+                "eq",
+                "not",
+                "application/fhir+json",
+                "Authorization: Bearer x",
+                "Task?owner=Organization/1",
+                crate::fhir::subscription::backport::FILTER_CRITERIA_URL,
+                crate::fhir::subscription::backport::PAYLOAD_CONTENT_URL,
+                crate::fhir::subscription::backport::HEARTBEAT_PERIOD_URL,
+                crate::fhir::subscription::backport::MAX_COUNT_URL,
+            ][..]
         )
         .prop_map(|s| json!(s)),
     ];
@@ -133,6 +153,19 @@ fn json_value() -> impl Strategy<Value = Value> {
                         "coding",
                         "system",
                         "extension",
+                        "criteria",
+                        "_criteria",
+                        "reason",
+                        "channel",
+                        "type",
+                        "_type",
+                        "payload",
+                        "_payload",
+                        "header",
+                        "valueString",
+                        "valueCode",
+                        "valueUnsignedInt",
+                        "valuePositiveInt",
                     ][..]
                 ),
                 inner,
@@ -150,6 +183,7 @@ proptest! {
         let _ = Query::parse("Task", &text, params);
         let _ = Query::parse("Patient", &text, params);
         let _ = parse_filter_criteria(&text);
+        let _ = crate::fhir::subscription::backport::parse_filter_criteria(&text, crate::fhir::subscription::FilterSource::Criteria(0));
     }
 
     #[test]
@@ -159,7 +193,9 @@ proptest! {
         if let Some(o) = sub.as_object_mut() {
             o.insert("resourceType".into(), json!("Subscription"));
         }
-        let _ = parse_subscription("s", &sub, &limits, 0);
+        for version in FhirVersion::ALL {
+            let _ = parse_subscription_as(version, "s", &sub, &limits, 0);
+        }
         let mut topic = body;
         if let Some(o) = topic.as_object_mut() {
             o.insert("resourceType".into(), json!("SubscriptionTopic"));

@@ -18,6 +18,7 @@ use super::Shared;
 use serde_json::{json, Value};
 
 use crate::fhir::instant::{format_millis, now_millis};
+use crate::fhir::subscription::{fields, ContentLevel};
 use crate::fhir::types::is_valid_id;
 use crate::ingest::{IngestError, ResendRange};
 use crate::matching::criteria_errors_total;
@@ -128,7 +129,7 @@ pub(super) async fn dashboard() -> Response {
 /// Where a rest-hook endpoint points, without path, query or credentials (which may carry
 /// secrets).
 fn endpoint_host(resource: &Value) -> Option<String> {
-    let url = url::Url::parse(resource.get("endpoint")?.as_str()?).ok()?;
+    let url = url::Url::parse(fields::endpoint(resource)?).ok()?;
     Some(format!("{}://{}{}", url.scheme(), url.host_str()?, url.port().map(|p| format!(":{p}")).unwrap_or_default()))
 }
 
@@ -136,10 +137,10 @@ fn subscription_row(id: &str, resource: &Value, s: &SubState, log: &DeliveryLog)
     let (attempts, failures) = log.counts(id);
     json!({
         "id": id,
-        "topic": resource.get("topic"),
-        "channel": resource.pointer("/channelType/code"),
+        "topic": fields::topic(resource),
+        "channel": fields::channel_code(resource),
         "endpoint": endpoint_host(resource),
-        "content": resource.get("content"),
+        "content": fields::content(resource).map(ContentLevel::code),
         "status": s.status.code(),
         "events": s.events_since_start,
         "deliveredThrough": s.delivered_through,
@@ -165,8 +166,8 @@ fn summary(state: &Shared) -> Result<Value, StoreError> {
         let Some(rec) = state.store.version("Subscription", &id, cur.seq)? else { continue };
         let Some(resource) = rec.resource else { continue };
         let Some(s) = states.get(&id) else { continue };
-        if let Some(t) = resource.get("topic").and_then(Value::as_str) {
-            *per_topic.entry(t.split('|').next().unwrap_or(t).to_owned()).or_default() += 1;
+        if let Some(t) = fields::topic_url(&resource) {
+            *per_topic.entry(t.to_owned()).or_default() += 1;
         }
         subscriptions.push(subscription_row(&id, &resource, s, &state.delivery_log));
     }

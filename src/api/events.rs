@@ -18,7 +18,7 @@ use super::rest::check_id;
 use super::Shared;
 use crate::auth::{Perm, Principal};
 use crate::fhir::instant::now_millis;
-use crate::fhir::subscription::ContentLevel;
+use crate::fhir::subscription::{fields, ContentLevel};
 use crate::fhir::{Issue, IssueType};
 use crate::notify::withhold::send_grant;
 use crate::notify::{notification_bundle, NotificationType, StatusContext};
@@ -75,8 +75,8 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
     check_id(id)?;
     let (resource, sub_state) = Access::new(state, principal).subscription(id, Perm::Read)?;
     let range = parse_range(pairs)?;
-    let topic = resource.get("topic").and_then(Value::as_str).unwrap_or_default();
-    let stored_content = resource.get("content").and_then(Value::as_str).and_then(ContentLevel::from_code);
+    let topic_url = fields::topic_url(&resource).unwrap_or_default();
+    let stored_content = fields::content(&resource);
     let content = range.content.or(stored_content).unwrap_or(ContentLevel::IdOnly);
     // Retention (`subscriptions.events_*`) removed events up to `pruned_through`.
     let first_kept = sub_state.pruned_through + 1;
@@ -108,8 +108,8 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
     let ctx = StatusContext {
         base_url: &state.base_url,
         subscription_id: id,
-        identifier: resource.get("identifier").and_then(Value::as_array).and_then(|a| a.first()),
-        topic_url: topic.split('|').next().unwrap_or(topic),
+        identifier: fields::identifier(&resource),
+        topic_url,
         status: sub_state.status,
         events_since_start: sub_state.events_since_start,
         error: sub_state.error.as_ref(),

@@ -3,11 +3,12 @@
 //! and batch/transaction responses) and by search's `StoreContext::load`, so that search
 //! matches and includes are redacted and no search criterion ever sees a secret.
 //!
-//! Today every caller gets a Subscription with its `parameter[].value` and webhook signing
-//! secrets replaced by `[redacted]` (`fhir::subscription::secrets`). Once Herald knows who
-//! owns a subscription, this is the one place that can show the owner their own values. A
-//! client may send the placeholder back on update to keep the stored value (the committer does
-//! that), so a read, edit, write round trip loses nothing.
+//! A Subscription's header values (R5 `parameter[].value`, the value part of each R4/R4B
+//! `channel.header` string) and webhook signing secrets are replaced by `[redacted]`
+//! (`fhir::subscription::secrets`) for everyone but the authenticated client that owns it,
+//! which reads its own values back (handlers ask `Access::shows_secrets` before calling this).
+//! A client may send the placeholder back on update to keep the stored value (the committer
+//! does that), so a read, edit, write round trip loses nothing.
 
 use serde_json::Value;
 

@@ -14,6 +14,7 @@ use super::{redact, Shared};
 use crate::auth::{Perm, Principal};
 use crate::channels::guard::{check_endpoint, stays_private};
 use crate::fhir::instant::format_millis;
+use crate::fhir::subscription::{fields, ContentLevel};
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
 use crate::ingest::{WriteEntry, WriteMethod, WriteResult};
@@ -104,28 +105,30 @@ pub(super) fn check_body_type(body: &Value, ty: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Creation- and update-time endpoint check for Subscriptions (the connect-time guard repeats it).
+/// Creation- and update-time endpoint check for Subscriptions (the connect-time guard repeats it),
+/// on a Subscription of either shape (`fields`).
 pub(super) async fn guard_subscription(state: &Shared, ty: &str, body: &Value) -> Result<(), ApiError> {
     // A websocket subscription's endpoint is ignored, so it is not checked either.
-    if ty != "Subscription" || body.pointer("/channelType/code").and_then(Value::as_str) == Some("websocket") {
+    if ty != "Subscription" || fields::channel_code(body) == Some("websocket") {
         return Ok(());
     }
-    let Some(url) = body.get("endpoint").and_then(Value::as_str).and_then(|s| url::Url::parse(s).ok()) else {
+    let Some(url) = fields::endpoint(body).and_then(|s| url::Url::parse(s).ok()) else {
         return Ok(()); // absence or syntax is reported by validation with the rest
     };
-    check_endpoint(&url, &state.policy).await.map_err(|e| {
-        ApiError::issues(StatusCode::UNPROCESSABLE_ENTITY, vec![Issue::at(IssueType::BusinessRule, "Subscription.endpoint", e.to_string())])
-    })?;
+    let at = if fields::is_backport(body) { "Subscription.channel.endpoint" } else { "Subscription.endpoint" };
+    check_endpoint(&url, &state.policy)
+        .await
+        .map_err(|e| ApiError::issues(StatusCode::UNPROCESSABLE_ENTITY, vec![Issue::at(IssueType::BusinessRule, at, e.to_string())]))?;
     // Digest §6: full resources only over a secure channel. Plain http is accepted where it
     // does not cross a public network (loopback or private addresses the operator allowed),
     // or when the operator says so (`delivery.allow_plain_http`).
-    let full = body.get("content").and_then(Value::as_str) == Some("full-resource");
+    let full = fields::content(body) == Some(ContentLevel::FullResource);
     if full && url.scheme() == "http" && !state.allow_plain_http && !stays_private(&url).await {
         return Err(ApiError::issues(
             StatusCode::UNPROCESSABLE_ENTITY,
             vec![Issue::at(
                 IssueType::Security,
-                "Subscription.endpoint",
+                at,
                 "full-resource content needs an https endpoint (or an operator setting delivery.allow_plain_http)",
             )],
         ));
@@ -133,13 +136,14 @@ pub(super) async fn guard_subscription(state: &Shared, ty: &str, body: &Value) -
     Ok(())
 }
 
-/// Current status of a Subscription overlaid on its stored body: the server owns `status`.
+/// Current status of a Subscription overlaid on its stored body: the server owns `status`,
+/// written in the instance version's codes (`SubStatus::code_in`).
 pub(super) fn with_live_status(state: &Shared, mut resource: Value) -> Value {
     if resource.get("resourceType").and_then(Value::as_str) == Some("Subscription") {
         if let Some(id) = resource.get("id").and_then(Value::as_str).map(str::to_string) {
             if let Ok(Some(s)) = state.store.sub_state(&id) {
                 if let Some(obj) = resource.as_object_mut() {
-                    obj.insert("status".into(), json!(s.status.code()));
+                    obj.insert("status".into(), json!(s.status.code_in(crate::fhir::version::instance())));
                 }
             }
         }
@@ -159,13 +163,26 @@ fn version_headers(resp: &mut Response, rec: &VersionRecord) {
     }
 }
 
-fn written(state: &Shared, mut result: WriteResult, minimal: bool) -> Response {
+/// Whether the answer to a write of `Subscription/{id}` shows its secrets. R5: never (the
+/// owner reads them back with a GET). R4/R4B: to the authenticated client that owns it, as a
+/// read shows them, because Backport IG clients (and the conformance kit, which checks every
+/// notification against the `channel.header` of the 201 body) take the created Subscription
+/// from that body. Anyone else gets them redacted in every version.
+fn write_shows_secrets(state: &Shared, principal: &Principal, id: &str) -> bool {
+    crate::fhir::version::instance().is_backport() && Access::new(state, principal).shows_secrets(id)
+}
+
+/// The answer to a create or update: the stored resource as written (secrets as
+/// `write_shows_secrets` says), or nothing under `Prefer: return=minimal`.
+fn written(state: &Shared, principal: &Principal, mut result: WriteResult, minimal: bool) -> Response {
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut resp = if minimal {
         status.into_response()
     } else {
         let mut body = result.record.resource.take().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
-        redact::subscription(&mut body);
+        if result.record.resource_type != "Subscription" || !write_shows_secrets(state, principal, &result.record.id) {
+            redact::subscription(&mut body);
+        }
         fhir_response(status, &body)
     };
     let rec = &result.record;
@@ -209,7 +226,7 @@ pub(super) async fn create(
     let entry =
         WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None, provenance_for: None };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
-    Ok(written(&state, result, prefers_minimal(&headers)))
+    Ok(written(&state, &principal, result, prefers_minimal(&headers)))
 }
 
 /// The stored version an update or delete replaces must be one the caller may see (its
@@ -259,7 +276,7 @@ pub(super) async fn update(
     guard_subscription(&state, &ty, &body).await?;
     let entry = WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match, provenance_for: None };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
-    Ok(written(&state, result, prefers_minimal(&headers)))
+    Ok(written(&state, &principal, result, prefers_minimal(&headers)))
 }
 
 pub(super) async fn delete(

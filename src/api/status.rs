@@ -15,7 +15,7 @@ use super::rest::check_id;
 use super::Shared;
 use crate::auth::{Perm, Principal};
 use crate::fhir::outcome::operation_outcome;
-use crate::fhir::subscription::ContentLevel;
+use crate::fhir::subscription::{fields, ContentLevel};
 use crate::fhir::{Issue, IssueType};
 use crate::notify::{subscription_status, NotificationType, StatusContext};
 use crate::store::SubStatus;
@@ -30,10 +30,9 @@ fn status_entry(access: &Access<'_>, id: &str, perm: Perm) -> Result<Option<Valu
     };
     let state = access.state();
     let resource = &resource;
-    let topic = resource.get("topic").and_then(Value::as_str).unwrap_or_default();
-    let topic_url = topic.split('|').next().unwrap_or(topic);
-    let content = resource.get("content").and_then(Value::as_str).and_then(ContentLevel::from_code).unwrap_or(ContentLevel::IdOnly);
-    let identifier = resource.get("identifier").and_then(Value::as_array).and_then(|a| a.first());
+    let topic_url = fields::topic_url(resource).unwrap_or_default();
+    let content = fields::content(resource).unwrap_or(ContentLevel::IdOnly);
+    let identifier = fields::identifier(resource);
     let ctx = StatusContext {
         base_url: &state.base_url,
         subscription_id: id,

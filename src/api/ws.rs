@@ -48,7 +48,7 @@ const READ_BUFFER: usize = 4096;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn is_websocket(resource: &Value) -> bool {
-    resource.pointer("/channelType/code").and_then(Value::as_str) == Some("websocket")
+    crate::fhir::subscription::fields::channel_code(resource) == Some("websocket")
 }
 
 /// A token for `ids`, every one of them a websocket subscription the caller may use (404 for

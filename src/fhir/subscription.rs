@@ -1,27 +1,46 @@
-//! `SubscriptionSpec`: a validated R5 `Subscription`, everything delivery needs in typed form.
+//! `SubscriptionSpec`: a validated Subscription, everything delivery needs in typed form,
+//! whichever FHIR version's shape it was written in.
 //!
-//! This file checks what can be checked from the resource alone (channel, endpoint syntax,
+//! In: Subscription JSON in the instance version's shape. Out: a `SubscriptionSpec`, or every
+//! issue found. [`parse_subscription_as`] picks the parser by version: `r5` for the R5
+//! resource, `backport` for the R4/R4B resource with the Subscriptions Backport IG 1.1.0
+//! profile; [`parse_subscription`] asks [`crate::fhir::version::instance`]. `rules` holds the
+//! checks the two share; `fields` reads a stored Subscription of either shape.
+//!
+//! The parsers check what can be checked from the resource alone (channel, endpoint syntax,
 //! content, headers, periods, `end`). Whether the topic exists and the filters are allowed by
 //! it is the registry's job; whether the endpoint's address is allowed is the channel guard's.
 //!
 //! Secrets (header values, webhook signing secrets) are parsed, redacted and kept across
 //! updates by `secrets`.
 //!
-//! Defaults Herald applies and echoes back in the stored resource: `content` = `id-only`
-//! (the R5 security guidance's usual recommendation), `contentType` = `application/fhir+json`.
+//! Defaults Herald applies and echoes back in the stored resource ([`fill_defaults`]): R5
+//! `content` = `id-only` (the R5 security guidance's usual recommendation), `contentType` =
+//! `application/fhir+json`; backport: the `backport-payload-content` extension `id-only` when
+//! `channel.payload` has none.
 
 use serde_json::Value;
 use url::Url;
 
-use super::instant::{parse_instant, Millis};
-use super::outcome::{Issue, IssueType};
+use super::instant::Millis;
+use super::outcome::Issue;
+use super::version::FhirVersion;
 use crate::secret::Secret;
 
+pub mod backport;
+pub mod fields;
+mod r5;
+mod rules;
 pub mod secrets;
+
+pub use rules::SUPPORTED_MIME;
 
 pub use secrets::SigningKey;
 
 pub const CHANNEL_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/subscription-channel-type";
+
+/// The payload MIME type when the client names none.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/fhir+json";
 
 /// Channels Herald delivers on today.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +97,7 @@ pub enum RequestedStatus {
 }
 
 impl RequestedStatus {
-    fn from_code(code: &str) -> Option<Self> {
+    pub fn from_code(code: &str) -> Option<Self> {
         match code {
             "requested" => Some(RequestedStatus::Requested),
             "active" => Some(RequestedStatus::Active),
@@ -90,7 +109,7 @@ impl RequestedStatus {
     }
 }
 
-/// One `filterBy`.
+/// One filter: an R5 `filterBy`, or one `param=value` of a backport `backport-filter-criteria`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filter {
     pub resource_type: Option<String>,
@@ -98,6 +117,29 @@ pub struct Filter {
     pub comparator: Option<String>,
     pub modifier: Option<String>,
     pub value: String,
+    /// Where the client wrote it, for issues about it.
+    pub source: FilterSource,
+}
+
+/// Where a filter was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterSource {
+    /// R5 `Subscription.filterBy[i]`.
+    FilterBy(usize),
+    /// Backport: the `backport-filter-criteria` extension `Subscription.criteria.extension[i]`
+    /// (one extension may hold several `&`-joined filters).
+    Criteria(usize),
+}
+
+impl FilterSource {
+    /// The path of `field` (`filterParameter`, `comparator`, `modifier`, `value`) of the filter;
+    /// a backport filter is one string, so every field is that string.
+    pub fn path(self, field: &str) -> String {
+        match self {
+            FilterSource::FilterBy(i) => format!("Subscription.filterBy[{i}].{field}"),
+            FilterSource::Criteria(i) => format!("Subscription.criteria.extension[{i}].valueString"),
+        }
+    }
 }
 
 /// One `parameter`, sent as an HTTP header on rest-hook. The value is a secret: it often
@@ -120,7 +162,9 @@ pub struct SubscriptionLimits {
 #[derive(Clone, Debug)]
 pub struct SubscriptionSpec {
     pub id: String,
-    /// `topic` as written: a canonical, optionally `url|version`.
+    /// The FHIR version whose Subscription shape this was parsed from.
+    pub version: FhirVersion,
+    /// `topic` (R5) or `criteria` (backport) as written: a canonical, optionally `url|version`.
     pub topic: String,
     pub requested_status: RequestedStatus,
     pub channel: ChannelType,
@@ -139,7 +183,8 @@ pub struct SubscriptionSpec {
     pub max_count: u64,
     pub end: Option<Millis>,
     pub filters: Vec<Filter>,
-    /// First `identifier`, echoed in `SubscriptionStatus.subscription.identifier` (COW).
+    /// First `identifier`, echoed in `SubscriptionStatus.subscription.identifier` (COW). R4
+    /// and R4B Subscriptions have none.
     pub identifier: Option<Value>,
 }
 
@@ -152,321 +197,47 @@ impl SubscriptionSpec {
     pub fn topic_version(&self) -> Option<&str> {
         self.topic.split_once('|').map(|(_, v)| v)
     }
-}
 
-/// Headers a subscription may not set: they belong to the HTTP exchange itself, or to the
-/// Standard Webhooks signature Herald adds.
-const RESERVED_HEADERS: &[&str] = &[
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "host",
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-];
-
-fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-fn seconds_at(v: &Value, key: &str, max: u64, min: u64, issues: &mut Vec<Issue>) -> Option<u64> {
-    let raw = v.get(key)?;
-    match raw.as_u64() {
-        Some(n) if n >= min && n <= max => Some(n),
-        Some(n) => {
-            issues.push(Issue::at(
-                IssueType::BusinessRule,
-                format!("Subscription.{key}"),
-                format!("{key} {n} is outside what this server allows ({min}..={max})"),
-            ));
-            None
-        }
-        None => {
-            issues.push(Issue::at(IssueType::Structure, format!("Subscription.{key}"), format!("{key} must be a non-negative integer")));
-            None
+    /// The element holding the topic, for issues about it.
+    pub fn topic_path(&self) -> &'static str {
+        if self.version.is_backport() {
+            "Subscription.criteria"
+        } else {
+            "Subscription.topic"
         }
     }
 }
 
-fn is_header_token(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Parses and validates a Subscription; `now` decides whether `end` is already past.
+/// Parses and validates a Subscription in the shape of the instance's FHIR version
+/// ([`crate::fhir::version::instance`]); `now` decides whether `end` is already past.
 pub fn parse_subscription(id: &str, sub: &Value, limits: &SubscriptionLimits, now: Millis) -> Result<SubscriptionSpec, Vec<Issue>> {
-    let mut issues = Vec::new();
+    parse_subscription_as(super::version::instance(), id, sub, limits, now)
+}
 
-    let requested_status = match str_at(sub, "status") {
-        Some(code) => RequestedStatus::from_code(code).unwrap_or_else(|| {
-            issues.push(Issue::at(IssueType::Value, "Subscription.status", format!("'{code}' is not a subscription status")));
-            RequestedStatus::Requested
-        }),
-        None => {
-            issues.push(Issue::at(IssueType::Required, "Subscription.status", "status is required (clients write 'requested')"));
-            RequestedStatus::Requested
-        }
-    };
-
-    let topic = match str_at(sub, "topic") {
-        Some(t) if !t.trim().is_empty() => t.to_string(),
-        _ => {
-            issues.push(Issue::at(IssueType::Required, "Subscription.topic", "topic (a SubscriptionTopic canonical url) is required"));
-            String::new()
-        }
-    };
-
-    let channel = match sub.get("channelType") {
-        Some(coding) => {
-            let system = str_at(coding, "system");
-            let code = str_at(coding, "code");
-            match (system, code) {
-                (Some(CHANNEL_SYSTEM) | None, Some("rest-hook")) => Some(ChannelType::RestHook),
-                (Some(CHANNEL_SYSTEM) | None, Some("websocket")) => Some(ChannelType::Websocket),
-                (Some(CHANNEL_SYSTEM) | None, Some(other @ ("email" | "message"))) => {
-                    issues.push(Issue::at(
-                        IssueType::NotSupported,
-                        "Subscription.channelType",
-                        format!("channel '{other}' is not supported by this server yet; use rest-hook or websocket"),
-                    ));
-                    None
-                }
-                _ => {
-                    issues.push(Issue::at(
-                        IssueType::NotSupported,
-                        "Subscription.channelType",
-                        format!(
-                            "unknown channel type {}|{}; supported: {CHANNEL_SYSTEM}|rest-hook and websocket",
-                            system.unwrap_or(""),
-                            code.unwrap_or("")
-                        ),
-                    ));
-                    None
-                }
-            }
-        }
-        None => {
-            issues.push(Issue::at(IssueType::Required, "Subscription.channelType", "channelType is required"));
-            None
-        }
-    };
-
-    // R5: a websocket subscription needs no endpoint (delivery goes to bound sockets).
-    let endpoint = match str_at(sub, "endpoint").filter(|_| channel != Some(ChannelType::Websocket)) {
-        Some(raw) => match Url::parse(raw) {
-            Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-                issues.push(Issue::at(
-                    IssueType::Value,
-                    "Subscription.endpoint",
-                    format!("rest-hook endpoints must be http or https, not '{}'", u.scheme()),
-                ));
-                None
-            }
-            Ok(u) if u.host_str().is_none() => {
-                issues.push(Issue::at(IssueType::Value, "Subscription.endpoint", "the endpoint has no host"));
-                None
-            }
-            Ok(u) if !u.username().is_empty() || u.password().is_some() => {
-                issues.push(Issue::at(
-                    IssueType::Value,
-                    "Subscription.endpoint",
-                    "credentials in the endpoint URL are refused; send them in a parameter (header) instead",
-                ));
-                None
-            }
-            Ok(u) if raw.len() > 2048 => {
-                let _ = u;
-                issues.push(Issue::at(IssueType::Value, "Subscription.endpoint", "the endpoint URL is longer than 2048 characters"));
-                None
-            }
-            Ok(u) => Some(u),
-            Err(e) => {
-                issues.push(Issue::at(IssueType::Value, "Subscription.endpoint", format!("not a valid URL: {e}")));
-                None
-            }
-        },
-        None => {
-            if channel == Some(ChannelType::RestHook) {
-                issues.push(Issue::at(IssueType::Required, "Subscription.endpoint", "a rest-hook subscription needs an endpoint"));
-            }
-            None
-        }
-    };
-
-    let mut headers = Vec::new();
-    if sub.get("header").is_some() {
-        issues.push(Issue::at(
-            IssueType::Structure,
-            "Subscription.header",
-            "'header' is from R5 ballots; R5 uses 'parameter' ({name, value}) for rest-hook headers",
-        ));
+/// Parses and validates a Subscription in the shape of `version`: R5, or R4/R4B with the
+/// Backport IG profile.
+pub fn parse_subscription_as(
+    version: FhirVersion,
+    id: &str,
+    sub: &Value,
+    limits: &SubscriptionLimits,
+    now: Millis,
+) -> Result<SubscriptionSpec, Vec<Issue>> {
+    if version.is_backport() {
+        backport::parse(version, id, sub, limits, now)
+    } else {
+        r5::parse(id, sub, limits, now)
     }
-    if let Some(params) = sub.get("parameter") {
-        let list = params.as_array().map(Vec::as_slice).unwrap_or(&[]);
-        if !params.is_array() {
-            issues.push(Issue::at(IssueType::Structure, "Subscription.parameter", "parameter must be an array"));
-        }
-        for (i, p) in list.iter().enumerate() {
-            let path = format!("Subscription.parameter[{i}]");
-            match (str_at(p, "name"), str_at(p, "value")) {
-                (Some(name), Some(value)) => {
-                    let lower = name.to_ascii_lowercase();
-                    if !is_header_token(name) {
-                        issues.push(Issue::at(
-                            IssueType::Value,
-                            format!("{path}.name"),
-                            format!("'{name}' is not a valid HTTP header name"),
-                        ));
-                    } else if RESERVED_HEADERS.contains(&lower.as_str()) {
-                        issues.push(Issue::at(
-                            IssueType::BusinessRule,
-                            format!("{path}.name"),
-                            format!("header '{name}' is set by the server and cannot be overridden"),
-                        ));
-                    } else if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) || value.len() > 8192 {
-                        // The value itself is never echoed: it may be a credential.
-                        issues.push(Issue::at(
-                            IssueType::Value,
-                            format!("{path}.value"),
-                            "header value contains line breaks or is longer than 8192 bytes",
-                        ));
-                    } else {
-                        headers.push(ChannelHeader { name: name.to_string(), value: Secret::new(value.to_string()) });
-                    }
-                }
-                _ => issues.push(Issue::at(IssueType::Required, path, "each parameter needs a string name and value")),
-            }
-        }
-    }
+}
 
-    let signing_keys = secrets::signing_keys(sub, &mut issues);
-
-    let heartbeat_period_secs = seconds_at(sub, "heartbeatPeriod", limits.max_heartbeat_secs, 1, &mut issues);
-    let timeout_secs = seconds_at(sub, "timeout", limits.max_timeout_secs, 1, &mut issues);
-
-    let max_count = match sub.get("maxCount") {
-        None => 1,
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 && n <= limits.max_count => n,
-            _ => {
-                issues.push(Issue::at(
-                    IssueType::BusinessRule,
-                    "Subscription.maxCount",
-                    format!("maxCount must be a positive integer no greater than {}", limits.max_count),
-                ));
-                1
-            }
-        },
-    };
-
-    let content_type = match str_at(sub, "contentType") {
-        None => "application/fhir+json".to_string(),
-        Some(ct) => {
-            let mut parts = ct.split(';').map(str::trim);
-            let mime = parts.next().unwrap_or("").to_ascii_lowercase();
-            let mut ok = matches!(mime.as_str(), "application/fhir+json" | "application/json");
-            if !ok {
-                issues.push(Issue::at(
-                    IssueType::NotSupported,
-                    "Subscription.contentType",
-                    format!("content type '{ct}' is not supported; use application/fhir+json"),
-                ));
-            }
-            for param in parts {
-                if let Some(version) = param.strip_prefix("fhirVersion=") {
-                    if !version.starts_with("5.0") {
-                        ok = false;
-                        issues.push(Issue::at(
-                            IssueType::NotSupported,
-                            "Subscription.contentType",
-                            format!("fhirVersion={version} notifications are not produced by this server (R5 only)"),
-                        ));
-                    }
-                }
-            }
-            if ok {
-                ct.to_string()
-            } else {
-                String::new()
-            }
-        }
-    };
-
-    let content = match str_at(sub, "content") {
-        None => ContentLevel::IdOnly,
-        Some(code) => ContentLevel::from_code(code).unwrap_or_else(|| {
-            issues.push(Issue::at(IssueType::Value, "Subscription.content", format!("'{code}' is not empty, id-only or full-resource")));
-            ContentLevel::IdOnly
-        }),
-    };
-
-    let end = match str_at(sub, "end") {
-        None => None,
-        Some(text) => match parse_instant(text) {
-            Some(ms) if ms <= now => {
-                issues.push(Issue::at(IssueType::BusinessRule, "Subscription.end", format!("end {text} is already in the past")));
-                None
-            }
-            Some(ms) => Some(ms),
-            None => {
-                issues.push(Issue::at(IssueType::Value, "Subscription.end", format!("'{text}' is not an instant (with time and zone)")));
-                None
-            }
-        },
-    };
-
-    let mut filters = Vec::new();
-    if let Some(list) = sub.get("filterBy").and_then(Value::as_array) {
-        for (i, f) in list.iter().enumerate() {
-            let path = format!("Subscription.filterBy[{i}]");
-            let (Some(parameter), Some(value)) = (str_at(f, "filterParameter"), str_at(f, "value")) else {
-                issues.push(Issue::at(IssueType::Required, path, "each filter needs filterParameter and value"));
-                continue;
-            };
-            let comparator = str_at(f, "comparator").map(str::to_string);
-            let modifier = str_at(f, "modifier").map(str::to_string);
-            if comparator.is_some() && modifier.is_some() {
-                issues.push(Issue::at(IssueType::Invalid, path, "a filter may have a comparator or a modifier, not both (scr-1)"));
-                continue;
-            }
-            filters.push(Filter {
-                resource_type: str_at(f, "resourceType").map(|t| super::types::type_from_uri(t).to_string()),
-                parameter: parameter.to_string(),
-                comparator,
-                modifier,
-                value: value.to_string(),
-            });
-        }
-    }
-
-    let identifier = sub.get("identifier").and_then(Value::as_array).and_then(|a| a.first()).cloned();
-
-    let endpoint_ok = endpoint.is_some() || channel == Some(ChannelType::Websocket);
-    match (issues.is_empty() && endpoint_ok, channel) {
-        (true, Some(channel)) => Ok(SubscriptionSpec {
-            id: id.to_string(),
-            topic,
-            requested_status,
-            channel,
-            endpoint,
-            headers,
-            signing_keys,
-            heartbeat_period_secs,
-            timeout_secs,
-            content_type,
-            content,
-            max_count,
-            end,
-            filters,
-            identifier,
-        }),
-        _ => Err(issues),
+/// Writes the defaults Herald applied while parsing into the stored resource, so that what is
+/// stored (and echoed) says what Herald does; never changes what the client wrote.
+pub fn fill_defaults(resource: &mut Value, spec: &SubscriptionSpec) {
+    if spec.version.is_backport() {
+        backport::fill_defaults(resource, spec);
+    } else if let Some(obj) = resource.as_object_mut() {
+        obj.entry("content").or_insert_with(|| Value::from(spec.content.code()));
+        obj.entry("contentType").or_insert_with(|| Value::from(spec.content_type.clone()));
     }
 }
 

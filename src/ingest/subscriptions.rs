@@ -13,6 +13,10 @@
 //!
 //! Every client-driven change bumps `generation`, which makes stale delivery results harmless.
 //!
+//! The same rules hold for R4/R4B (Backport IG) Subscriptions, parsed by the instance version's
+//! parser (`fhir::subscription::parse_subscription`); the stored `status` is written in the
+//! version's codes (`SubStatus::code_in`: R4 has no `entered-in-error`, shown as `off`).
+//!
 //! Secrets: reads show `[redacted]` for header values and signing secrets
 //! (`fhir::subscription::secrets`); a write that sends the placeholder back keeps the stored
 //! value. This happens here, in the committer, so REST updates and transaction entries alike
@@ -27,7 +31,9 @@ use super::IngestError;
 use crate::fhir::instant::now_millis;
 use crate::fhir::search::custom::custom_param;
 use crate::fhir::search::{SearchParam, SearchParams};
-use crate::fhir::subscription::{parse_subscription, secrets, ChannelType, RequestedStatus, SubscriptionLimits, SubscriptionSpec};
+use crate::fhir::subscription::{
+    fill_defaults, parse_subscription, secrets, ChannelType, RequestedStatus, SubscriptionLimits, SubscriptionSpec,
+};
 use crate::fhir::topic::{parse_topic, TopicSpec};
 use crate::fhir::{Issue, IssueType};
 use crate::registry::{Registry, SubEntry};
@@ -194,10 +200,9 @@ pub(super) fn on_write(
                 state.grant = plan.grant.clone();
             }
             if let Some(obj) = resource.as_object_mut() {
-                obj.insert("status".into(), json!(state.status.code()));
-                obj.entry("content").or_insert_with(|| json!(entry.spec.content.code()));
-                obj.entry("contentType").or_insert_with(|| json!(entry.spec.content_type));
+                obj.insert("status".into(), json!(state.status.code_in(entry.spec.version)));
             }
+            fill_defaults(resource, &entry.spec);
             plan.commit.put_sub_state(id, &state)?;
             plan.states.insert(id.to_string(), state);
             plan.registry_ops.push(RegistryOp::PutSub(Arc::new(entry)));

@@ -1,5 +1,6 @@
-//! Binding a `SubscriptionSpec` to its topic and resolving each `filterBy` to a SearchParameter
-//! Herald can evaluate. Every problem is reported, each at its `Subscription.filterBy[i]`.
+//! Binding a `SubscriptionSpec` to its topic and resolving each filter to a SearchParameter
+//! Herald can evaluate. Every problem is reported, each where the client wrote the filter
+//! (`Subscription.filterBy[i]` in R5, the `backport-filter-criteria` extension in R4/R4B).
 
 use crate::fhir::search::{ParamType, SearchParams};
 use crate::fhir::subscription::SubscriptionSpec;
@@ -38,12 +39,12 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
     let Some(topic) = registry.resolve_topic(&spec.topic) else {
         return Err(vec![Issue::at(
             IssueType::BusinessRule,
-            "Subscription.topic",
+            spec.topic_path(),
             format!("no SubscriptionTopic with canonical '{}' is known to this server", spec.topic),
         )]);
     };
     if topic.status == "retired" {
-        issues.push(Issue::at(IssueType::BusinessRule, "Subscription.topic", format!("topic '{}' is retired", topic.url)));
+        issues.push(Issue::at(IssueType::BusinessRule, spec.topic_path(), format!("topic '{}' is retired", topic.url)));
     }
     let params = match SearchParams::current() {
         Ok(p) => Some(p),
@@ -54,13 +55,13 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
     };
     let types = trigger_types(topic);
     let mut filters = Vec::new();
-    for (i, f) in spec.filters.iter().enumerate() {
-        let path = format!("Subscription.filterBy[{i}]");
+    for f in &spec.filters {
+        let path = |field: &str| f.source.path(field);
         let declared = find_declared(topic, &f.parameter, f.resource_type.as_deref());
         if declared.is_empty() {
             issues.push(Issue::at(
                 IssueType::BusinessRule,
-                format!("{path}.filterParameter"),
+                path("filterParameter"),
                 format!("topic '{}' does not declare filter '{}' in canFilterBy", topic.url, f.parameter),
             ));
             continue;
@@ -69,7 +70,7 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
             if !declared.iter().all(|d| d.comparators.iter().any(|c| c == cmp)) {
                 issues.push(Issue::at(
                     IssueType::BusinessRule,
-                    format!("{path}.comparator"),
+                    path("comparator"),
                     format!("topic does not allow comparator '{cmp}' on '{}'", f.parameter),
                 ));
                 continue;
@@ -79,7 +80,7 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
             if !declared.iter().all(|d| d.modifiers.iter().any(|x| x == m)) {
                 issues.push(Issue::at(
                     IssueType::BusinessRule,
-                    format!("{path}.modifier"),
+                    path("modifier"),
                     format!("topic does not allow modifier '{m}' on '{}'", f.parameter),
                 ));
                 continue;
@@ -121,10 +122,10 @@ pub fn bind_subscription(registry: &Registry, spec: SubscriptionSpec) -> Result<
                 };
                 filters.push(BoundFilter { params: bound, kind, value: search_value(f), semantics });
             }
-            (Some((code, field, why)), _) => issues.push(Issue::at(code, format!("{path}.{field}"), why)),
+            (Some((code, field, why)), _) => issues.push(Issue::at(code, path(field), why)),
             (None, true) => issues.push(Issue::at(
                 IssueType::NotSupported,
-                format!("{path}.filterParameter"),
+                path("filterParameter"),
                 format!(
                     "no SearchParameter '{}' applies to {}",
                     f.parameter,

@@ -106,6 +106,16 @@ impl SubStatus {
         }
     }
 
+    /// The code `version`'s `Subscription.status` has for this status. R4 and R4B have no
+    /// `entered-in-error` (their codes are requested, active, error, off): such a
+    /// subscription delivers nothing, so it shows as `off`.
+    pub fn code_in(self, version: crate::fhir::version::FhirVersion) -> &'static str {
+        match self {
+            SubStatus::EnteredInError if version.is_backport() => "off",
+            other => other.code(),
+        }
+    }
+
     pub fn from_code(code: &str) -> Option<Self> {
         match code {
             "requested" => Some(SubStatus::Requested),
@@ -337,4 +347,24 @@ pub struct DeadRecord {
     pub parked_at: Millis,
     pub attempts: u32,
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SubStatus;
+    use crate::fhir::version::FhirVersion;
+
+    #[test]
+    fn every_status_has_a_code_in_every_version_and_r4_has_no_entered_in_error() {
+        let all = [SubStatus::Requested, SubStatus::Active, SubStatus::Error, SubStatus::Off, SubStatus::EnteredInError];
+        for s in all {
+            assert_eq!(SubStatus::from_code(s.code()), Some(s));
+            assert_eq!(s.code_in(FhirVersion::R5), s.code());
+            for v in [FhirVersion::R4, FhirVersion::R4B] {
+                assert!(["requested", "active", "error", "off"].contains(&s.code_in(v)), "{s:?} in {v}");
+            }
+        }
+        assert_eq!(SubStatus::EnteredInError.code_in(FhirVersion::R4), "off");
+        assert_eq!(SubStatus::Error.code_in(FhirVersion::R4B), "error");
+    }
 }

@@ -69,7 +69,7 @@ impl<'a> StoreContext<'a> {
         if resource_type == "Subscription" {
             // The server owns Subscription.status (see rest::with_live_status).
             if let (Some(state), Some(obj)) = (self.store.sub_state(id)?, resource.as_object_mut()) {
-                obj.insert("status".into(), json!(state.status.code()));
+                obj.insert("status".into(), json!(state.status.code_in(crate::fhir::version::instance())));
             }
             // Redacted here, where search reads it, rather than when rendering: criteria,
             // `_sort`, chains and `_include` all see the placeholder, so no search (a custom

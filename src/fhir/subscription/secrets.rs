@@ -1,6 +1,8 @@
-//! What in a Subscription is secret, in one place: `parameter[].value` (rest-hook headers, often
-//! a bearer token) and Herald's webhook-signing-secret extension (Standard Webhooks `whsec_`
-//! keys, repeatable for rotation).
+//! What in a Subscription is secret, in one place: the rest-hook header values (often a bearer
+//! token): R5 `parameter[].value`, and the value part of each R4/R4B `channel.header` string
+//! (`Authorization: Bearer x` shows as `Authorization: [redacted]`); and Herald's
+//! webhook-signing-secret extension (Standard Webhooks `whsec_` keys, repeatable for rotation).
+//! Both Subscription shapes are handled by every function here, whatever the instance version.
 //!
 //! In: Subscription JSON. Out: the parsed signing keys (`signing_keys`), the resource with every
 //! secret replaced by [`REDACTED`] (`redact` for output, `redacted` for matching and
@@ -104,6 +106,14 @@ pub fn redact(resource: &mut Value) {
             *value = json!(REDACTED);
         }
     }
+    if let Some(headers) = resource.pointer_mut("/channel/header").and_then(Value::as_array_mut) {
+        for header in headers.iter_mut() {
+            *header = match header.as_str().and_then(|h| h.split_once(':')) {
+                Some((name, _)) => json!(format!("{name}: {REDACTED}")),
+                None => json!(REDACTED),
+            };
+        }
+    }
     if let Some(extensions) = resource.get_mut("extension").and_then(Value::as_array_mut) {
         for ext in extensions.iter_mut().filter(|e| is_signing_secret(e)) {
             if let Some(value) = ext.get_mut("valueString") {
@@ -141,6 +151,22 @@ fn parameter_slots(sub: &Value) -> Vec<Slot> {
             group: p.get("name").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase(),
             path: format!("Subscription.parameter[{i}].value"),
             value: p.get("value").and_then(Value::as_str).map(str::to_owned),
+        })
+        .collect()
+}
+
+/// R4/R4B `channel.header` strings: grouped by name, the value being what follows the first
+/// colon, without surrounding blanks.
+fn header_slots(sub: &Value) -> Vec<Slot> {
+    let list = sub.pointer("/channel/header").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    list.iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let (group, value) = match h.as_str().and_then(|h| h.split_once(':')) {
+                Some((name, value)) => (name.to_ascii_lowercase(), Some(value.trim_matches([' ', '\t']).to_owned())),
+                None => (String::new(), None),
+            };
+            Slot { group, path: format!("Subscription.channel.header[{i}]"), value }
         })
         .collect()
 }
@@ -190,18 +216,28 @@ fn resolve(new: &[Slot], stored: &[Slot], what: &str) -> Result<Vec<Option<Strin
     }
 }
 
-/// On a write of a Subscription whose current version is `stored`: every parameter value or
-/// signing secret sent as [`REDACTED`] takes the stored value in its place. Refused (with the
-/// element's path) when there is nothing unambiguous to keep, e.g. on a create.
+/// On a write of a Subscription whose current version is `stored`: every parameter value,
+/// header value (`Name: [redacted]`) or signing secret sent as [`REDACTED`] takes the stored
+/// value in its place. Refused (with the element's path) when there is nothing unambiguous to
+/// keep, e.g. on a create.
 pub fn keep_stored(new: &mut Value, stored: Option<&Value>) -> Result<(), Vec<Issue>> {
     let empty = json!({});
     let stored = stored.unwrap_or(&empty);
     let params = resolve(&parameter_slots(new), &parameter_slots(stored), "parameter value");
+    let headers = resolve(&header_slots(new), &header_slots(stored), "header value");
     let secrets = resolve(&secret_slots(new), &secret_slots(stored), "signing secret");
-    let (params, secrets) = match (params, secrets) {
-        (Ok(p), Ok(s)) => (p, s),
-        (p, s) => return Err(p.err().into_iter().chain(s.err()).flatten().collect()),
+    let (params, headers, secrets) = match (params, headers, secrets) {
+        (Ok(p), Ok(h), Ok(s)) => (p, h, s),
+        (p, h, s) => return Err(p.err().into_iter().chain(h.err()).chain(s.err()).flatten().collect()),
     };
+    if let Some(list) = new.pointer_mut("/channel/header").and_then(Value::as_array_mut) {
+        for (h, kept) in list.iter_mut().zip(headers) {
+            let name = h.as_str().and_then(|h| h.split_once(':')).map(|(name, _)| name.to_owned());
+            if let (Some(kept), Some(name)) = (kept, name) {
+                *h = json!(format!("{name}: {kept}"));
+            }
+        }
+    }
     if let Some(list) = new.get_mut("parameter").and_then(Value::as_array_mut) {
         for (p, kept) in list.iter_mut().zip(params) {
             if let (Some(kept), Some(value)) = (kept, p.get_mut("value")) {

@@ -133,3 +133,82 @@ fn placeholders_with_nothing_unambiguous_to_keep_are_refused_at_their_path() {
     keep_stored(&mut dropped, Some(&stored())).unwrap();
     assert_eq!(dropped["extension"][0]["valueString"], S2);
 }
+
+/// An R4/R4B (Backport IG) Subscription: headers are `Name: value` strings.
+fn stored_r4() -> Value {
+    json!({
+        "resourceType": "Subscription",
+        "criteria": "http://t",
+        "channel": {
+            "type": "rest-hook",
+            "header": ["Authorization: Bearer tok-1", "X-Tenant:north", "Authorization: Bearer tok-2"]
+        },
+        "extension": [ext(S1)]
+    })
+}
+
+#[test]
+fn r4_header_strings_keep_their_names_and_lose_their_values() {
+    let mut sub = stored_r4();
+    redact(&mut sub);
+    assert_eq!(sub["channel"]["header"], json!(["Authorization: [redacted]", "X-Tenant: [redacted]", "Authorization: [redacted]"]));
+    assert_eq!(sub["extension"][0]["valueString"], REDACTED);
+    assert_eq!(sub["channel"]["type"], "rest-hook");
+    let seen = redacted(&stored_r4()).to_string();
+    assert!(!seen.contains("tok-1") && !seen.contains("north"));
+    // A string without a colon (never stored: the parser refuses it) is blanked whole.
+    let mut odd = json!({ "resourceType": "Subscription", "channel": { "header": ["Bearer tok-3"] } });
+    redact(&mut odd);
+    assert_eq!(odd["channel"]["header"][0], REDACTED);
+}
+
+#[test]
+fn r4_header_placeholders_keep_the_stored_values_by_name_and_position() {
+    let mut sub = stored_r4();
+    redact(&mut sub);
+    keep_stored(&mut sub, Some(&stored_r4())).unwrap();
+    assert_eq!(
+        sub["channel"]["header"],
+        json!(["Authorization: Bearer tok-1", "X-Tenant: north", "Authorization: Bearer tok-2"]),
+        "kept values, written back as 'Name: value'"
+    );
+    assert_eq!(sub["extension"][0]["valueString"], S1);
+
+    // Reordered and respelled names, one value replaced, a header added.
+    let mut sub = stored_r4();
+    sub["channel"]["header"] = json!(["x-tenant:[redacted]", "Authorization: Bearer new", "AUTHORIZATION:  [redacted] ", "X-New: v"]);
+    keep_stored(&mut sub, Some(&stored_r4())).unwrap();
+    assert_eq!(
+        sub["channel"]["header"],
+        json!(["x-tenant: north", "Authorization: Bearer new", "AUTHORIZATION: Bearer tok-2", "X-New: v"]),
+        "the second Authorization keeps the second stored one"
+    );
+    // A third Authorization placeholder has nothing stored at its position.
+    let mut sub = stored_r4();
+    redact(&mut sub);
+    sub["channel"]["header"].as_array_mut().unwrap().push(json!("Authorization: [redacted]"));
+    let issues = keep_stored(&mut sub, Some(&stored_r4())).unwrap_err();
+    assert_eq!(issues[0].expression.as_deref(), Some("Subscription.channel.header[3]"));
+}
+
+#[test]
+fn r4_header_placeholders_with_nothing_to_keep_are_refused_at_their_path() {
+    let mut sub = stored_r4();
+    redact(&mut sub);
+    let issues = keep_stored(&mut sub, None).unwrap_err();
+    let paths: Vec<_> = issues.iter().filter_map(|i| i.expression.as_deref()).collect();
+    assert_eq!(
+        paths,
+        [
+            "Subscription.channel.header[0]",
+            "Subscription.channel.header[1]",
+            "Subscription.channel.header[2]",
+            "Subscription.extension[0].valueString"
+        ]
+    );
+    // One of two stored Authorization headers dropped, the other sent as a placeholder.
+    let mut shrunk = json!({ "resourceType": "Subscription", "channel": { "header": ["Authorization: [redacted]"] } });
+    let issues = keep_stored(&mut shrunk, Some(&stored_r4())).unwrap_err();
+    assert!(issues[0].diagnostics.contains("ambiguous"), "{issues:?}");
+    assert!(issues.iter().all(|i| !i.diagnostics.contains("tok-")));
+}
