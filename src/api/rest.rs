@@ -174,14 +174,23 @@ fn write_shows_secrets(state: &Shared, principal: &Principal, id: &str) -> bool 
 
 /// The answer to a create or update: the stored resource as written (secrets as
 /// `write_shows_secrets` says), or nothing under `Prefer: return=minimal`.
-fn written(state: &Shared, principal: &Principal, mut result: WriteResult, minimal: bool) -> Response {
+///
+/// `sent` are the R4/R4B `channel.header` strings the request itself carried: the answer shows
+/// those to whoever sent them (the caller set them; a value kept from storage through a
+/// `[redacted]` placeholder stays hidden), so that an anonymous Backport IG client on a
+/// loopback instance gets back the headers it will be sent.
+fn written(state: &Shared, principal: &Principal, mut result: WriteResult, minimal: bool, sent: &[String]) -> Response {
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut resp = if minimal {
         status.into_response()
     } else {
         let mut body = result.record.resource.take().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
         if result.record.resource_type != "Subscription" || !write_shows_secrets(state, principal, &result.record.id) {
+            let stored = body.pointer("/channel/header").cloned();
             redact::subscription(&mut body);
+            if crate::fhir::version::instance().is_backport() {
+                redact::echo_sent_headers(&mut body, stored.as_ref(), sent);
+            }
         }
         fhir_response(status, &body)
     };
@@ -222,11 +231,12 @@ pub(super) async fn create(
         ));
     }
     guard_subscription(&state, &ty, &body).await?;
+    let sent = redact::sent_headers(&body);
     let id = uuid::Uuid::new_v4().to_string();
     let entry =
         WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None, provenance_for: None };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
-    Ok(written(&state, &principal, result, prefers_minimal(&headers)))
+    Ok(written(&state, &principal, result, prefers_minimal(&headers), &sent))
 }
 
 /// The stored version an update or delete replaces must be one the caller may see (its
@@ -274,9 +284,10 @@ pub(super) async fn update(
     }
     let if_match = if_match(&headers)?;
     guard_subscription(&state, &ty, &body).await?;
+    let sent = redact::sent_headers(&body);
     let entry = WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match, provenance_for: None };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
-    Ok(written(&state, &principal, result, prefers_minimal(&headers)))
+    Ok(written(&state, &principal, result, prefers_minimal(&headers), &sent))
 }
 
 pub(super) async fn delete(
