@@ -17,6 +17,8 @@
 pub mod fhirpath;
 pub mod instant;
 pub mod model;
+#[cfg(test)]
+pub(crate) mod official;
 pub mod outcome;
 pub mod search;
 pub mod subscription;

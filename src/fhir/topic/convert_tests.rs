@@ -7,21 +7,8 @@ use serde_json::{json, Value};
 
 use super::stored::{from_r5, is_topic, parse_stored, to_r5, topic_type};
 use super::{basic, parse_topic, r4b};
+use crate::fhir::official::shared;
 use crate::fhir::FhirVersion;
-
-/// A file under `../shared/fhir/`; `None` (with a note) when the shared data is absent, a
-/// failure under CI, where a missing data set must not turn these tests into no-ops.
-pub(crate) fn shared(path: &str) -> Option<Value> {
-    let full = format!("{}/../shared/fhir/{path}", env!("CARGO_MANIFEST_DIR"));
-    match std::fs::read_to_string(&full) {
-        Ok(text) => Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{full}: {e}"))),
-        Err(e) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{full} is missing under CI: {e}");
-            eprintln!("note: {full} is absent ({e}); skipped");
-            None
-        }
-    }
-}
 
 #[test]
 fn the_backport_igs_r4_basic_topic_converts_and_parses() {

@@ -522,6 +522,6 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
 }
 
 #[cfg(test)]
-pub(crate) mod convert_tests;
+mod convert_tests;
 #[cfg(test)]
 mod tests;

@@ -11,14 +11,12 @@
 //! `include`/`revInclude` parameters. The FHIRPath reading is a small tokenizer for the
 //! expression forms topics use, not a FHIRPath type checker.
 
-use std::collections::{HashMap, HashSet};
-
 use serde_json::Value;
 
 use super::*;
 use crate::fhir::model::Model;
+use crate::fhir::official::Official;
 use crate::fhir::search::SearchParams;
-use crate::fhir::topic::convert_tests::shared;
 
 /// What a version defines, as far as the check needs it.
 trait Definitions {
@@ -30,65 +28,18 @@ trait Definitions {
     fn param_bases(&self, url: &str) -> Option<Vec<String>>;
 }
 
-/// R4 or R4B, read from the official bundles.
-struct Official {
-    resources: HashSet<String>,
-    /// (type or backbone path, element name) -> types (a backbone's type is its path).
-    elements: HashMap<(String, String), Vec<String>>,
-    params: HashMap<(String, String), String>,
-    urls: HashMap<String, Vec<String>>,
-}
-
-impl Official {
-    fn load(dir: &str) -> Option<Official> {
-        let mut out = Official { resources: HashSet::new(), elements: HashMap::new(), params: HashMap::new(), urls: HashMap::new() };
-        for file in ["profiles-resources.json", "profiles-types.json"] {
-            let bundle = shared(&format!("data/{dir}/{file}"))?;
-            for sd in bundle["entry"].as_array().into_iter().flatten().map(|e| &e["resource"]) {
-                if sd["resourceType"] != "StructureDefinition" || sd["derivation"] == "constraint" {
-                    continue;
-                }
-                if sd["kind"] == "resource" && sd["abstract"] != true {
-                    out.resources.insert(sd["id"].as_str().unwrap_or_default().to_owned());
-                }
-                for el in sd["snapshot"]["element"].as_array().into_iter().flatten() {
-                    let path = el["path"].as_str().unwrap_or_default();
-                    let Some((parent, name)) = path.rsplit_once('.') else { continue };
-                    let codes: Vec<String> =
-                        el["type"].as_array().into_iter().flatten().filter_map(|t| t["code"].as_str()).map(str::to_owned).collect();
-                    let types = match (el["contentReference"].as_str(), codes.first().map(String::as_str)) {
-                        (Some(r), _) => vec![r.trim_start_matches('#').to_owned()],
-                        (None, Some("BackboneElement" | "Element")) if codes.len() == 1 => vec![path.to_owned()],
-                        _ => codes,
-                    };
-                    out.elements.insert((parent.to_owned(), name.trim_end_matches("[x]").to_owned()), types);
-                }
-            }
-        }
-        for sp in shared(&format!("data/{dir}/search-parameters.json"))?["entry"].as_array().into_iter().flatten().map(|e| &e["resource"]) {
-            let bases: Vec<String> = sp["base"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
-            let (Some(code), Some(url)) = (sp["code"].as_str(), sp["url"].as_str()) else { continue };
-            for b in &bases {
-                out.params.insert((b.clone(), code.to_owned()), url.to_owned());
-            }
-            out.urls.insert(url.to_owned(), bases);
-        }
-        Some(out)
-    }
-}
-
 impl Definitions for Official {
     fn is_resource(&self, ty: &str) -> bool {
-        self.resources.contains(ty)
+        Official::is_resource(self, ty)
     }
     fn element(&self, ty: &str, name: &str) -> Option<Vec<String>> {
-        self.elements.get(&(ty.to_owned(), name.to_owned())).cloned()
+        Official::element(self, ty, name).map(|d| d.types.clone())
     }
     fn has_param(&self, base: &str, code: &str) -> bool {
-        ["Resource", "DomainResource", base].iter().any(|b| self.params.contains_key(&(b.to_string(), code.to_owned())))
+        Official::has_param(self, base, code)
     }
     fn param_bases(&self, url: &str) -> Option<Vec<String>> {
-        self.urls.get(url).cloned()
+        Official::param_bases(self, url).map(<[String]>::to_vec)
     }
 }
 
