@@ -67,7 +67,10 @@ pub(crate) fn resource_types(version: FhirVersion) -> Vec<String> {
     match Model::current() {
         Ok(m) if m.fhir_version() == version.number() => listed(m),
         Ok(m) => {
-            tracing::warn!(model = m.fhir_version(), %version, "the model of this FHIR version is not available; listing the model's types");
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(model = m.fhir_version(), %version, "the model of this FHIR version is not available; listing the model's types");
+            });
             listed(m)
         }
         Err(_) => RESOURCE_TYPES.iter().map(|t| (*t).to_owned()).collect(),
