@@ -172,11 +172,15 @@ fn summary(state: &Shared) -> Result<Value, StoreError> {
         subscriptions.push(subscription_row(&id, &resource, s, &state.delivery_log));
     }
     let mut topics = Vec::new();
-    for (id, cur) in state.store.list_current("SubscriptionTopic", None, usize::MAX)? {
+    let version = crate::fhir::version::instance();
+    let topic_type = crate::fhir::topic::stored::topic_type(version);
+    for (id, cur) in state.store.list_current(topic_type, None, usize::MAX)? {
         if cur.deleted {
             continue;
         }
-        let Some(resource) = state.store.version("SubscriptionTopic", &id, cur.seq)?.and_then(|r| r.resource) else { continue };
+        let Some(stored) = state.store.version(topic_type, &id, cur.seq)?.and_then(|r| r.resource) else { continue };
+        // In the R5 shape (R4: only the Basic resources that are topics).
+        let Some(Ok(resource)) = crate::fhir::topic::stored::to_r5(version, topic_type, &stored) else { continue };
         let url = resource.get("url").and_then(Value::as_str).unwrap_or_default().to_owned();
         topics.push(json!({
             "id": id,

@@ -37,7 +37,8 @@ fn invalid(at: &str, why: impl Into<String>) -> ApiError {
     ApiError::issues(StatusCode::BAD_REQUEST, vec![Issue::at(IssueType::Invalid, at, why.into())])
 }
 
-/// Types whose writes have their own rules and checks; not accepted as an inline focus.
+/// Types whose writes have their own rules and checks; not accepted as an inline focus (nor
+/// is an R4 `Basic` topic).
 const OWN_INTERACTIONS: [&str; 4] = ["Subscription", "SubscriptionTopic", "SearchParameter", "SubscriptionStatus"];
 
 fn parse(body: &Value, base_url: &str) -> Result<EmittedEvent, ApiError> {
@@ -67,7 +68,8 @@ fn parse(body: &Value, base_url: &str) -> Result<EmittedEvent, ApiError> {
             (Some(resource), None) => {
                 let ty = resource.get("resourceType").and_then(Value::as_str).unwrap_or_default().to_owned();
                 check_type(&ty)?;
-                if OWN_INTERACTIONS.contains(&ty.as_str()) {
+                let version = crate::fhir::version::instance();
+                if OWN_INTERACTIONS.contains(&ty.as_str()) || crate::fhir::topic::stored::is_topic(version, &ty, resource) {
                     return Err(invalid(
                         "Parameters.parameter[focus].resource",
                         format!("write a {ty} with its own interaction, then name it"),

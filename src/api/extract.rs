@@ -1,6 +1,7 @@
 //! Request bodies: `FhirBody` takes the raw bytes (size-limited by the router), checks the
 //! media type, and parses a JSON object, answering every failure with an OperationOutcome
-//! (nesting deeper than `MAX_JSON_DEPTH`: 400 `too-costly`).
+//! (nesting deeper than `MAX_JSON_DEPTH`: 400 `too-costly`). Media type parameters are
+//! allowed; the `fhirVersion` one is checked for every FHIR route by `api::mime`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};

@@ -12,6 +12,7 @@
 //! - `sidecar`: `POST /fhir/$ingest`, changes fed by another FHIR server.
 //! - `capability`: `GET /fhir/metadata`.
 //! - `outcome`, `extract`: errors as OperationOutcomes, request bodies.
+//! - `mime`: the `fhirVersion` MIME-type parameter (415 / 406 for another FHIR version).
 //! - `edge`, `tls`: the listener itself: TLS (rustls) and connections per client.
 
 mod access;
@@ -24,6 +25,7 @@ mod emit;
 mod events;
 mod extract;
 mod health;
+mod mime;
 pub mod outcome;
 pub mod ratelimit;
 pub mod redact;
@@ -198,10 +200,12 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
     for route in ROUTES {
         fhir = fhir.route(route.path, (route.handler)());
     }
-    // Authentication only: what each request may touch is decided in its handler.
+    // Authentication only: what each request may touch is decided in its handler. The
+    // `fhirVersion` MIME parameter is checked first (415/406 say nothing about any data).
     let fhir = fhir
         .route_layer(middleware::from_fn_with_state(state.clone(), committed::read_committed))
-        .route_layer(middleware::from_fn_with_state(state.clone(), access::authenticate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), access::authenticate))
+        .route_layer(middleware::from_fn(mime::fhir_version));
     let operator = Router::new()
         .route("/metrics", get(admin::metrics_text))
         .route("/admin/api/summary", get(admin::summary_json))

@@ -18,8 +18,8 @@
 //! - a write to a resource the group already holds applies the group first, so each resource
 //!   appears at most once in it and its stored latest version is the one before the group's;
 //! - requests that read other stored state while planning (side-car feeds, `$emit`, resends,
-//!   dead letters, retention) or that change the registry (Subscription, SubscriptionTopic,
-//!   SearchParameter) apply the group first and are applied alone, as every request was.
+//!   dead letters, retention) or that change the registry (Subscription, SubscriptionTopic or
+//!   in R4 Basic, SearchParameter) apply the group first and are applied alone, as every request was.
 
 use std::collections::{HashMap, HashSet};
 
@@ -61,7 +61,8 @@ pub(super) struct Group {
 pub(super) fn joins(req: &Request) -> bool {
     match req {
         Request::Write { entries, .. } => {
-            entries.iter().all(|e| !matches!(e.resource_type.as_str(), "Subscription" | "SubscriptionTopic" | "SearchParameter"))
+            // By type alone (in R4 every `Basic`, since an update can make one a topic or not).
+            entries.iter().all(|e| !super::committer::changes_registry(&e.resource_type, None))
         }
         Request::Lane(_, cmd) => matches!(cmd, LaneCommand::Delivered { .. } | LaneCommand::Retry { .. } | LaneCommand::Status { .. }),
         Request::External { .. } | Request::Emit { .. } | Request::Resend { .. } => false,

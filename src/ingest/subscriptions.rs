@@ -34,7 +34,9 @@ use crate::fhir::search::{SearchParam, SearchParams};
 use crate::fhir::subscription::{
     fill_defaults, parse_subscription, secrets, ChannelType, RequestedStatus, SubscriptionLimits, SubscriptionSpec,
 };
-use crate::fhir::topic::{parse_topic, TopicSpec};
+use crate::fhir::topic::{stored as stored_topic, TopicSpec};
+use crate::fhir::version::instance;
+use crate::fhir::FhirVersion;
 use crate::fhir::{Issue, IssueType};
 use crate::registry::{Registry, SubEntry};
 use crate::store::records::StoredGrant;
@@ -147,10 +149,7 @@ pub(super) fn on_write(
     seq: u64,
 ) -> Result<(), IngestError> {
     match ty {
-        "SubscriptionTopic" => {
-            let topic = parse_topic(id, resource).map_err(refusal)?;
-            plan.registry_ops.push(RegistryOp::PutTopic(topic));
-        }
+        ty if ty == stored_topic::topic_type(instance()) => on_topic_write(c, plan, ty, id, resource)?,
         "SearchParameter" => {
             let params =
                 SearchParams::current().map_err(|e| IngestError::Invalid(vec![Issue::new(IssueType::Exception, e.to_string())]))?;
@@ -213,6 +212,37 @@ pub(super) fn on_write(
     Ok(())
 }
 
+/// A write of the type topics are stored as (`fhir::topic::stored`): a topic goes into the
+/// registry; in R4, a `Basic` that is not (or no longer) coded as a topic is a plain resource
+/// and takes its id out of the registry if it was one.
+///
+/// An R4 `Basic` that is coded as a topic but does not convert or validate is refused with
+/// 422: it is valid R4, but not a topic Herald can run (FHIR's "violates profiles or business
+/// rules"). R4B and R5 topics keep the R5 rule (400 for a malformed element, 422 for a
+/// business rule), since their elements are FHIR's own.
+fn on_topic_write(c: &Committer, plan: &mut Plan, ty: &str, id: &str, resource: &Value) -> Result<(), IngestError> {
+    let version = instance();
+    match stored_topic::parse_stored(version, ty, id, resource) {
+        Some(Ok(topic)) => plan.registry_ops.push(RegistryOp::PutTopic(topic)),
+        Some(Err(issues)) if version == FhirVersion::R4 => return Err(IngestError::Rejected(issues)),
+        Some(Err(issues)) => return Err(refusal(issues)),
+        None if c.registry().topic(id).is_some() => remove_topic(c, plan, ty, id)?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// A topic leaves the registry (deleted, or in R4 no longer coded as one); refused while
+/// subscriptions still name it.
+fn remove_topic(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> Result<(), IngestError> {
+    let n = c.registry().subscriber_count(id);
+    if n > 0 {
+        return Err(IngestError::Conflict(format!("{ty}/{id} is a topic that still has {n} subscription(s); delete or move them first")));
+    }
+    plan.registry_ops.push(RegistryOp::RemoveTopic(id.to_string()));
+    Ok(())
+}
+
 /// Authorization at creation (digest §6.1): a subscription is a request for future reads of
 /// what its topic notifies about, so its owner must be able to read (or search) at least one
 /// of the topic's resource types; otherwise every event would be withheld. Which resources of
@@ -254,15 +284,7 @@ fn check_owner(c: &Committer, state: Option<&SubState>, actor: Option<&str>, id:
 
 pub(super) fn on_delete(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> Result<(), IngestError> {
     match ty {
-        "SubscriptionTopic" => {
-            let n = c.registry().subscriber_count(id);
-            if n > 0 {
-                return Err(IngestError::Conflict(format!(
-                    "SubscriptionTopic/{id} still has {n} subscription(s); delete or move them first"
-                )));
-            }
-            plan.registry_ops.push(RegistryOp::RemoveTopic(id.to_string()));
-        }
+        ty if ty == stored_topic::topic_type(instance()) => remove_topic(c, plan, ty, id)?,
         "Subscription" => {
             check_owner(c, c.current_state(plan, id).as_ref(), plan.actor.as_deref(), id)?;
             plan.commit.remove_sub_state(id);

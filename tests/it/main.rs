@@ -8,6 +8,7 @@
 mod access;
 mod audit;
 mod backport_subscription;
+mod backport_topics;
 #[cfg(feature = "load")]
 mod chaos;
 mod clients;

@@ -12,6 +12,15 @@
 //! (digest §2.3 item 22). Herald evaluates the `fhirPathCriteria` alone and ignores the
 //! `queryCriteria`: FHIRPath sees `%previous` and `%current` directly and is exact for every
 //! resource type, while the query form depends on which search parameters exist.
+//!
+//! R4 and R4B store topics in other shapes (an R4 `Basic` with cross-version extensions, the
+//! R4B `SubscriptionTopic`); `basic` and `r4b` convert them to the R5 shape, and `stored`
+//! says, per version, which stored resource is a topic and how to read it.
+
+pub mod basic;
+mod elements;
+pub mod r4b;
+pub mod stored;
 
 use std::sync::Arc;
 
@@ -512,5 +521,7 @@ pub fn parse_topic(id: &str, topic: &Value) -> Result<TopicSpec, Vec<Issue>> {
     }
 }
 
+#[cfg(test)]
+mod convert_tests;
 #[cfg(test)]
 mod tests;
