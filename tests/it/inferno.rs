@@ -140,7 +140,7 @@ impl Kit {
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
-        let mut req = self.client.request(method, self.server.url(&format!("/fhir/{path}"))).bearer_auth(CLIENT_KEY);
+        let mut req = self.client.request(method, self.server.url(path)).bearer_auth(CLIENT_KEY);
         if let Some(b) = body {
             req = req.header("content-type", "application/fhir+json").body(b.to_string());
         }
