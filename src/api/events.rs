@@ -106,6 +106,7 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
     }
     let with_versions: Vec<_> = events.iter().map(Replayed::as_notify).collect();
     let ctx = StatusContext {
+        version: crate::fhir::version::instance(),
         base_url: &state.base_url,
         subscription_id: id,
         identifier: resource.get("identifier").and_then(Value::as_array).and_then(|a| a.first()),

@@ -35,6 +35,7 @@ fn status_entry(access: &Access<'_>, id: &str, perm: Perm) -> Result<Option<Valu
     let content = resource.get("content").and_then(Value::as_str).and_then(ContentLevel::from_code).unwrap_or(ContentLevel::IdOnly);
     let identifier = resource.get("identifier").and_then(Value::as_array).and_then(|a| a.first());
     let ctx = StatusContext {
+        version: crate::fhir::version::instance(),
         base_url: &state.base_url,
         subscription_id: id,
         identifier,

@@ -207,6 +207,7 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
 
 fn status_context<'a>(ctx: &'a LaneContext, view: &'a LaneView, status: SubStatus) -> StatusContext<'a> {
     StatusContext {
+        version: crate::fhir::version::instance(),
         base_url: &ctx.base_url,
         subscription_id: &view.entry.spec.id,
         identifier: view.entry.spec.identifier.as_ref(),
