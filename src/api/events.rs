@@ -1,8 +1,9 @@
 //! `$events` (R5 `OperationDefinition/Subscription-events`):
 //! `GET|POST /fhir/Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`.
 //!
-//! Answers a `subscription-notification` Bundle whose SubscriptionStatus has type
-//! `query-event` and one `notificationEvent` per stored event in the inclusive range (default:
+//! Answers a notification Bundle in the instance version's shape (`notify`: R5
+//! `subscription-notification`, R4/R4B `history` with request/response on every entry, the
+//! Backport IG's `backport-subscription-events`) whose status has type `query-event` and one `notificationEvent` per stored event in the inclusive range (default:
 //! from 1 to the current count), rendered at `content` (else the subscription's level) with
 //! the resource version each event saw, not today's. At most `subscriptions.max_events_per_query`
 //! events per call: ask again from the last eventNumber + 1. Reading events changes nothing.
@@ -15,6 +16,7 @@ use serde_json::Value;
 use super::access::{Access, Caller};
 use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
+use super::stored_subscription::StoredSubscription;
 use super::Shared;
 use crate::auth::{Perm, Principal};
 use crate::fhir::instant::now_millis;
@@ -75,9 +77,9 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
     check_id(id)?;
     let (resource, sub_state) = Access::new(state, principal).subscription(id, Perm::Read)?;
     let range = parse_range(pairs)?;
-    let topic = resource.get("topic").and_then(Value::as_str).unwrap_or_default();
-    let stored_content = resource.get("content").and_then(Value::as_str).and_then(ContentLevel::from_code);
-    let content = range.content.or(stored_content).unwrap_or(ContentLevel::IdOnly);
+    let version = crate::fhir::version::instance();
+    let stored = StoredSubscription::new(&resource, version);
+    let content = range.content.or(stored.content()).unwrap_or(ContentLevel::IdOnly);
     // Retention (`subscriptions.events_*`) removed events up to `pruned_through`.
     let first_kept = sub_state.pruned_through + 1;
     if range.since.is_some_and(|s| s < first_kept) {
@@ -106,11 +108,11 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
     }
     let with_versions: Vec<_> = events.iter().map(Replayed::as_notify).collect();
     let ctx = StatusContext {
-        version: crate::fhir::version::instance(),
+        version,
         base_url: &state.base_url,
         subscription_id: id,
-        identifier: resource.get("identifier").and_then(Value::as_array).and_then(|a| a.first()),
-        topic_url: topic.split('|').next().unwrap_or(topic),
+        identifier: stored.identifier(),
+        topic_url: stored.topic_url(),
         status: sub_state.status,
         events_since_start: sub_state.events_since_start,
         error: sub_state.error.as_ref(),

@@ -7,6 +7,8 @@
 //! - `search`: type-level search (`GET /fhir/{type}?...`, `POST /fhir/{type}/_search`).
 //! - `bundle`: batch and transaction Bundles at `POST /fhir`.
 //! - `status`: `$status` (instance and type level).
+//! - `stored_subscription`: what the Subscription operations read from a stored Subscription,
+//!   in the instance version's elements.
 //! - `events`: `$events` (instance level): stored events as the versions they saw.
 //! - `ws`: `$get-ws-binding-token` and the websocket endpoint (`/fhir/$subscription-ws`).
 //! - `sidecar`: `POST /fhir/$ingest`, changes fed by another FHIR server.
@@ -32,6 +34,7 @@ mod rest;
 pub mod search;
 mod sidecar;
 mod status;
+mod stored_subscription;
 pub mod tls;
 mod ws;
 

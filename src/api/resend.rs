@@ -17,12 +17,13 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::access::{Access, Caller};
 use super::events::{body_pairs, query_pairs};
 use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
+use super::stored_subscription::StoredSubscription;
 use super::Shared;
 use crate::auth::{Perm, Principal};
 use crate::fhir::instant::{format_millis, parse_instant};
@@ -84,7 +85,7 @@ fn parse(pairs: &[(String, String)]) -> Result<(ResendRange, bool), ApiError> {
 /// The channel of one of the caller's subscriptions (404 for anyone else's).
 fn channel_of(state: &Shared, principal: &Principal, id: &str) -> Result<String, ApiError> {
     let (resource, _) = Access::new(state, principal).subscription(id, Perm::Read)?;
-    Ok(resource.pointer("/channelType/code").and_then(Value::as_str).unwrap_or_default().to_owned())
+    Ok(StoredSubscription::new(&resource, crate::fhir::version::instance()).channel().to_owned())
 }
 
 async fn resend(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String)]) -> Result<Response, ApiError> {

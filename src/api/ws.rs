@@ -1,6 +1,7 @@
 //! The websocket channel's HTTP side.
 //!
-//! `$get-ws-binding-token` (R5 `OperationDefinition/Subscription-get-ws-binding-token`):
+//! `$get-ws-binding-token` (R5 `OperationDefinition/Subscription-get-ws-binding-token`; the
+//! Backport IG's `backport-subscription-get-ws-binding-token` has the same parameters):
 //! `GET|POST /fhir/Subscription/{id}/$get-ws-binding-token`, or at type level with `id`
 //! (repeatable, comma-separable; at least one: Herald does not hand out tokens for "every
 //! subscription"). Every id must be a websocket subscription (404 unknown, 422 another
@@ -30,6 +31,7 @@ use tracing::Instrument;
 use super::access::{Access, Caller};
 use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
+use super::stored_subscription::StoredSubscription;
 use super::Shared;
 use crate::auth::{Perm, Principal};
 use crate::channels::websocket::protocol::{self, ClientMessage};
@@ -48,7 +50,7 @@ const READ_BUFFER: usize = 4096;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn is_websocket(resource: &Value) -> bool {
-    resource.pointer("/channelType/code").and_then(Value::as_str) == Some("websocket")
+    StoredSubscription::new(resource, crate::fhir::version::instance()).channel() == "websocket"
 }
 
 /// A token for `ids`, every one of them a websocket subscription the caller may use (404 for
