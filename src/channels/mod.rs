@@ -34,7 +34,7 @@ use crate::ops::delivery_log::DeliveryLog;
 use crate::outbox::{EventVersions, Outbox, SledOutbox};
 use crate::store::{EventRecord, Store, SubState};
 
-pub use retry::RetryPolicy;
+pub use retry::{HandshakePolicy, RetryPolicy};
 use websocket::Hub;
 
 /// Delivery settings.
@@ -43,6 +43,8 @@ pub struct DeliveryConfig {
     /// Per-attempt timeout when the subscription sets none.
     pub default_timeout: Duration,
     pub retry: RetryPolicy,
+    /// When rest-hook handshakes go out and how refused ones are retried.
+    pub handshake: HandshakePolicy,
     /// Outbound requests in flight at once, across all subscriptions.
     pub max_concurrent: usize,
     /// `delivery.signing_secrets`: the keys that sign rest-hook POSTs of subscriptions that

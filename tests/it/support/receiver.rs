@@ -24,25 +24,53 @@ pub struct Received {
     pub at: Instant,
 }
 
+/// The parameters named `name` of an R4 status `Parameters`.
+fn params<'a>(status: &'a Value, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    status["parameter"].as_array().into_iter().flatten().filter(move |p| p["name"] == name)
+}
+
 impl Received {
+    /// The status resource (R5/R4B SubscriptionStatus, R4 Parameters).
     pub fn status(&self) -> &Value {
         &self.body["entry"][0]["resource"]
     }
 
+    fn is_r4(&self) -> bool {
+        self.status()["resourceType"] == "Parameters"
+    }
+
+    /// The notification type, in any version.
     pub fn kind(&self) -> &str {
+        if self.is_r4() {
+            return params(self.status(), "type").next().and_then(|p| p["valueCode"].as_str()).unwrap_or("");
+        }
         self.status()["type"].as_str().unwrap_or("")
     }
 
-    /// Event numbers carried, as integers.
+    /// Event numbers carried, as integers, in any version.
     pub fn event_numbers(&self) -> Vec<u64> {
+        if self.is_r4() {
+            return params(self.status(), "notification-event")
+                .map(|e| {
+                    let part = e["part"].as_array().unwrap().iter().find(|p| p["name"] == "event-number").unwrap();
+                    part["valueString"].as_str().unwrap().parse().unwrap()
+                })
+                .collect();
+        }
         self.status()["notificationEvent"]
             .as_array()
             .map(|a| a.iter().map(|e| e["eventNumber"].as_str().unwrap().parse().unwrap()).collect())
             .unwrap_or_default()
     }
 
+    /// The subscription's id (the reference's last segment, as Inferno's listener reads it).
     pub fn subscription_id(&self) -> String {
-        self.status()["subscription"]["reference"].as_str().unwrap().rsplit('/').next().unwrap().to_string()
+        let reference = if self.is_r4() {
+            params(self.status(), "subscription").next().map(|p| &p["valueReference"]["reference"])
+        } else {
+            Some(&self.status()["subscription"]["reference"])
+        };
+        reference.and_then(Value::as_str).unwrap().rsplit('/').next().unwrap().to_string()
     }
 }
 
@@ -51,6 +79,8 @@ struct Shared {
     status: AtomicU16,
     delay_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// POSTs still to refuse (answered 500, as the Inferno listener answers a request no test session waits for) before `status` applies again.
+    refuse: AtomicUsize,
 }
 
 /// Counts a request as in flight until it is answered or dropped.
@@ -77,7 +107,8 @@ async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let status = shared.status.load(Ordering::SeqCst);
+    let refused = shared.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let status = if refused { 500 } else { shared.status.load(Ordering::SeqCst) };
     let _ = shared.tx.send(Received { headers, body: parsed, raw: body, at: Instant::now() });
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
 }
@@ -91,7 +122,13 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let local = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared { tx, status: AtomicU16::new(200), delay_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared {
+            tx,
+            status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            refuse: AtomicUsize::new(0),
+        });
         let app = Router::new().route("/hook", post(hook)).with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -101,6 +138,11 @@ impl Receiver {
 
     pub fn set_status(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers the next `n` POSTs 500 (a receiver not ready yet), then as set before.
+    pub fn refuse_next(&self, n: usize) {
+        self.shared.refuse.store(n, Ordering::SeqCst);
     }
 
     /// Answers every later POST only after `d` (a slow endpoint).

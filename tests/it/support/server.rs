@@ -1,6 +1,6 @@
 //! Herald in-process: `herald::run` on 127.0.0.1:0 over a fresh temp dir, with a shutdown the
 //! test owns (plain HTTP, or HTTPS with a fresh self-signed `TestCert`). Delivery to 127.0.0.0/8 is allowed explicitly (the guard test runs without it)
-//! and retries are fast.
+//! and retries (of deliveries and of refused handshakes) are fast.
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     cfg.delivery.max_interval = "200ms".into();
     cfg.delivery.max_attempts = 5;
     cfg.delivery.default_timeout = "2s".into();
+    // Refused handshakes are retried as quickly as deliveries (the default is 1 s, 2 s, 4 s).
+    cfg.delivery.handshake_retry_schedule = vec!["50ms".into(), "100ms".into(), "200ms".into()];
     cfg
 }
 
