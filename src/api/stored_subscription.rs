@@ -10,8 +10,10 @@
 //! | content | `content` | `channel._payload` extension `backport-payload-content` |
 //! | identifier | `identifier[0]` | `identifier[0]` (not an R4/R4B element; read if present) |
 //!
-//! Reading only: the resource was validated when it was written (`fhir::subscription`), so a
-//! missing element reads as absent, never as an error.
+//! An R4/R4B instance reads the R5 element when the backport one is absent: instances of the
+//! release that introduced `fhir.version`, before backport parsing, stored R5-shaped
+//! Subscriptions whatever their version. Reading only: the resource was validated when it was
+//! written (`fhir::subscription`), so a missing element reads as absent, never as an error.
 
 use serde_json::Value;
 
@@ -33,32 +35,38 @@ impl<'a> StoredSubscription<'a> {
 
     /// The topic canonical, without any `|version`.
     pub fn topic_url(&self) -> &'a str {
-        let key = if self.version.is_backport() { "criteria" } else { "topic" };
-        let topic = self.resource.get(key).and_then(Value::as_str).unwrap_or_default();
+        let backport = self.version.is_backport().then(|| self.text("/criteria")).flatten();
+        let topic = backport.or_else(|| self.text("/topic")).unwrap_or_default();
         topic.split('|').next().unwrap_or(topic)
     }
 
     /// The channel type code (`rest-hook`, `websocket`, ...).
     pub fn channel(&self) -> &'a str {
-        let pointer = if self.version.is_backport() { "/channel/type" } else { "/channelType/code" };
-        self.resource.pointer(pointer).and_then(Value::as_str).unwrap_or_default()
+        let backport = self.version.is_backport().then(|| self.text("/channel/type")).flatten();
+        backport.or_else(|| self.text("/channelType/code")).unwrap_or_default()
     }
 
     /// The content level the subscription asked for, if it names one Herald knows.
     pub fn content(&self) -> Option<ContentLevel> {
-        let code = if self.version.is_backport() {
-            self.resource
-                .pointer("/channel/_payload/extension")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|e| e.get("url").and_then(Value::as_str).is_some_and(|u| u.ends_with(PAYLOAD_CONTENT_URL)))
-                .and_then(|e| e.get("valueCode"))
-                .and_then(Value::as_str)
-        } else {
-            self.resource.get("content").and_then(Value::as_str)
-        };
-        code.and_then(ContentLevel::from_code)
+        let backport = self
+            .version
+            .is_backport()
+            .then(|| {
+                self.resource
+                    .pointer("/channel/_payload/extension")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e.get("url").and_then(Value::as_str).is_some_and(|u| u.ends_with(PAYLOAD_CONTENT_URL)))
+                    .and_then(|e| e.get("valueCode"))
+                    .and_then(Value::as_str)
+            })
+            .flatten();
+        backport.or_else(|| self.text("/content")).and_then(ContentLevel::from_code)
+    }
+
+    fn text(&self, pointer: &str) -> Option<&'a str> {
+        self.resource.pointer(pointer).and_then(Value::as_str)
     }
 
     /// `identifier[0]`, echoed in the status's subscription reference.
@@ -75,6 +83,10 @@ mod tests {
 
     #[test]
     fn each_version_reads_its_own_elements() {
+        // R5 reads only R5 elements.
+        let r4_in_r5 = json!({ "criteria": "http://t", "channel": { "type": "rest-hook" } });
+        let s = StoredSubscription::new(&r4_in_r5, FhirVersion::R5);
+        assert_eq!((s.topic_url(), s.channel(), s.content()), ("", "", None));
         let r5 = json!({
             "resourceType": "Subscription", "topic": "http://t|2", "content": "full-resource",
             "channelType": { "code": "websocket" }, "identifier": [{ "value": "x" }]
@@ -94,9 +106,9 @@ mod tests {
                 (s.topic_url(), s.channel(), s.content(), s.identifier()),
                 ("http://t", "rest-hook", Some(ContentLevel::Empty), None)
             );
-            // An R5 resource read as R4 has none of these.
+            // An R5-shaped resource stored by an R4/R4B instance before backport parsing.
             let s = StoredSubscription::new(&r5, v);
-            assert_eq!((s.topic_url(), s.channel(), s.content()), ("", "", None));
+            assert_eq!((s.topic_url(), s.channel(), s.content()), ("http://t", "websocket", Some(ContentLevel::FullResource)));
         }
     }
 }

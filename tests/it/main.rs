@@ -7,6 +7,7 @@
 
 mod access;
 mod audit;
+mod backport_notify;
 #[cfg(feature = "load")]
 mod chaos;
 mod clients;

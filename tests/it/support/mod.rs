@@ -7,6 +7,7 @@
 pub mod binary;
 pub mod receiver;
 pub mod server;
+pub mod status;
 pub mod ws;
 
 pub use receiver::{Received, Receiver};

@@ -24,53 +24,25 @@ pub struct Received {
     pub at: Instant,
 }
 
-/// The parameters named `name` of an R4 status `Parameters`.
-fn params<'a>(status: &'a Value, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-    status["parameter"].as_array().into_iter().flatten().filter(move |p| p["name"] == name)
-}
-
 impl Received {
     /// The status resource (R5/R4B SubscriptionStatus, R4 Parameters).
     pub fn status(&self) -> &Value {
         &self.body["entry"][0]["resource"]
     }
 
-    fn is_r4(&self) -> bool {
-        self.status()["resourceType"] == "Parameters"
-    }
-
     /// The notification type, in any version.
     pub fn kind(&self) -> &str {
-        if self.is_r4() {
-            return params(self.status(), "type").next().and_then(|p| p["valueCode"].as_str()).unwrap_or("");
-        }
-        self.status()["type"].as_str().unwrap_or("")
+        super::status::kind(self.status())
     }
 
     /// Event numbers carried, as integers, in any version.
     pub fn event_numbers(&self) -> Vec<u64> {
-        if self.is_r4() {
-            return params(self.status(), "notification-event")
-                .map(|e| {
-                    let part = e["part"].as_array().unwrap().iter().find(|p| p["name"] == "event-number").unwrap();
-                    part["valueString"].as_str().unwrap().parse().unwrap()
-                })
-                .collect();
-        }
-        self.status()["notificationEvent"]
-            .as_array()
-            .map(|a| a.iter().map(|e| e["eventNumber"].as_str().unwrap().parse().unwrap()).collect())
-            .unwrap_or_default()
+        super::status::event_numbers(self.status())
     }
 
     /// The subscription's id (the reference's last segment, as Inferno's listener reads it).
     pub fn subscription_id(&self) -> String {
-        let reference = if self.is_r4() {
-            params(self.status(), "subscription").next().map(|p| &p["valueReference"]["reference"])
-        } else {
-            Some(&self.status()["subscription"]["reference"])
-        };
-        reference.and_then(Value::as_str).unwrap().rsplit('/').next().unwrap().to_string()
+        super::status::subscription_id(self.status())
     }
 }
 

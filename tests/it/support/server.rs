@@ -204,7 +204,8 @@ impl TestServer {
         b["id"].as_str().unwrap().to_string()
     }
 
-    /// The subscription's `query-status` SubscriptionStatus.
+    /// The subscription's `query-status` status resource (R4: a Parameters; read it with
+    /// `support::status`).
     pub async fn status_of(&self, id: &str) -> Value {
         let (s, b) = self.get(&format!("Subscription/{id}/$status")).await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -216,7 +217,7 @@ impl TestServer {
         let deadline = Instant::now() + d;
         loop {
             let st = self.status_of(id).await;
-            if st["status"] == status {
+            if super::status::status_code(&st) == status {
                 return st;
             }
             if Instant::now() > deadline {
