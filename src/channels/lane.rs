@@ -6,12 +6,9 @@
 //! dead-lettered. The lane keeps a local cursor that runs ahead of the published state (its
 //! own acks are not republished), merged with every publication.
 //!
-//! - `requested`: handshake once per status generation, `delivery.handshake_delay` after the
-//!   lane learnt of it (which is after the write that asked for it was acknowledged); 2xx
-//!   makes the subscription `active`. A refused handshake is sent again after each delay of
-//!   `delivery.handshake_retry_schedule` (receivers such as the Inferno test kit answer only
-//!   once they have parsed the 201); when those are used up, `error`. The attempts live in the
-//!   lane: a restart starts a `requested` subscription's handshakes over.
+//! - `requested`: handshake once per status generation (`handshake`: after
+//!   `delivery.handshake_delay`, refusals retried on `delivery.handshake_retry_schedule`); 2xx
+//!   makes the subscription `active`, a refusal past the schedule `error`.
 //! - `active`: deliver pending events in batches of `maxCount`; on failure, retry per the
 //!   schedule; when exhausted, dead-letter the batch and ask for `error`.
 //! - `error`, `off`, `entered-in-error`: send nothing; events keep accumulating.
@@ -27,6 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{field, Instrument};
 
+use super::handshake::{Handshakes, Step};
 use super::rest_hook::{Attempt, FailureKind};
 use super::retry::{classify, Verdict};
 use super::signing::{self, Signing};
@@ -59,13 +57,6 @@ impl Cursor {
     }
 }
 
-/// The handshake of one status generation: attempts so far and when the next one is due.
-struct Handshake {
-    generation: u64,
-    failures: u32,
-    due: Instant,
-}
-
 /// The lane's progress on a resend (`SubState.resend`), ahead of the published state.
 struct ResendCursor {
     id: u64,
@@ -96,10 +87,7 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
             next_attempt_at: first.next_attempt_at,
             first_failure_at: first.first_failure_at,
         };
-        // The generation whose handshake is settled (accepted, or given up on), and the one
-        // under way.
-        let mut handshaken: Option<u64> = None;
-        let mut handshake: Option<Handshake> = None;
+        let mut handshakes = Handshakes::default();
         let mut ended: Option<u64> = None;
         // After a dead letter the lane pauses until the committer's `error` (or a client's new
         // generation) arrives.
@@ -137,46 +125,15 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
             }
 
             match state.status {
-                SubStatus::Requested if handshaken != Some(state.generation) && ended != Some(state.generation) => {
-                    let generation = state.generation;
-                    let hs = match &mut handshake {
-                        Some(hs) if hs.generation == generation => hs,
-                        _ => handshake.insert(Handshake { generation, failures: 0, due: Instant::now() + ctx.config.handshake.delay }),
-                    };
-                    if hs.due > Instant::now() {
-                        wake = earliest(wake, hs.due);
-                    } else {
-                        let settled = match send_control(&ctx, &view, NotificationType::Handshake).await {
-                            Ok(()) => {
+                SubStatus::Requested if handshakes.unsettled(state.generation) && ended != Some(state.generation) => {
+                    match handshakes.step(&ctx, &sub, &view).await {
+                        Step::Wait(due) => wake = earliest(wake, due),
+                        Step::Attempted { accepted } => {
+                            if accepted {
                                 last_sent = Instant::now();
-                                Some((SubStatus::Active, None))
                             }
-                            Err(mut err) => {
-                                hs.failures += 1;
-                                match ctx.config.handshake.retry_after(hs.failures) {
-                                    Some(delay) => {
-                                        tracing::warn!(attempt = hs.failures, retry_in_ms = delay.as_millis() as u64, reason = %err.text, "handshake refused; retry scheduled");
-                                        hs.due = Instant::now() + delay;
-                                        None
-                                    }
-                                    None => {
-                                        tracing::warn!(attempts = hs.failures, reason = %err.text, "handshake failed; subscription goes to error");
-                                        if hs.failures > 1 {
-                                            err.text = format!("{} (after {} attempts)", err.text, hs.failures);
-                                        }
-                                        Some((SubStatus::Error, Some(err)))
-                                    }
-                                }
-                            }
-                        };
-                        if let Some((status, error)) = settled {
-                            handshaken = Some(generation);
-                            handshake = None;
-                            ctx.ingest
-                                .lane(view.state.incarnation, LaneCommand::Status { sub: sub.clone(), generation, status, error })
-                                .await;
+                            continue;
                         }
-                        continue;
                     }
                 }
                 SubStatus::Active if paused != Some(state.generation) => {
@@ -359,7 +316,7 @@ fn batch_message_id(sub: &str, events: &[EventRecord], last: u64) -> String {
 
 /// Handshake or heartbeat, one attempt: not numbered (the lane retries refused handshakes on
 /// `delivery.handshake_retry_schedule`; heartbeats are not retried).
-async fn send_control(ctx: &LaneContext, view: &LaneView, kind: NotificationType) -> Result<(), StoredError> {
+pub(super) async fn send_control(ctx: &LaneContext, view: &LaneView, kind: NotificationType) -> Result<(), StoredError> {
     let status = match kind {
         NotificationType::Handshake => SubStatus::Requested,
         _ => view.state.status,

@@ -5,6 +5,7 @@
 //!
 //! - `lane`: one rest-hook subscription's delivery loop (handshake, events in order, retries,
 //!   heartbeats, end).
+//! - `handshake`: when a rest-hook handshake goes out and how a refused one is retried.
 //! - `rest_hook`: the HTTP POST itself.
 //! - `signing`: Standard Webhooks signatures on rest-hook POSTs.
 //! - `websocket`: the websocket channel: its lane, bound sockets, binding tokens.
@@ -12,6 +13,7 @@
 //! - `guard`: which addresses delivery may connect to (SSRF defence).
 
 pub mod guard;
+mod handshake;
 mod lane;
 pub mod rest_hook;
 pub mod retry;
