@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod backport;
 pub mod binary;
 pub mod receiver;
 pub mod server;
