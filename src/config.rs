@@ -270,7 +270,26 @@ pub struct DeliverySettings {
     /// Standard Webhooks secrets (`whsec_...`) that sign the rest-hook POSTs of subscriptions
     /// without a webhook-signing-secret extension of their own; empty: those go unsigned.
     pub signing_secrets: SigningSecrets,
+    /// How long after the creating write was acknowledged a rest-hook handshake goes out.
+    #[serde(default = "default_handshake_delay")]
+    pub handshake_delay: String,
+    /// Delays before each retry of a refused handshake; empty: a refused handshake is final.
+    #[serde(default = "default_handshake_retry_schedule")]
+    pub handshake_retry_schedule: Vec<String>,
 }
+
+fn default_handshake_delay() -> String {
+    "250ms".into()
+}
+
+fn default_handshake_retry_schedule() -> Vec<String> {
+    vec!["1s".into(), "2s".into(), "4s".into()]
+}
+
+/// Most retries `delivery.handshake_retry_schedule` may list.
+pub const MAX_HANDSHAKE_RETRIES: usize = 10;
+/// Longest single delay it may hold: a handshake is a check that the endpoint is there now.
+pub const MAX_HANDSHAKE_RETRY_DELAY: Duration = Duration::from_secs(300);
 
 /// `delivery.signing_secrets`: kept out of `Debug` (the effective config may be logged).
 #[derive(Clone, Default, Serialize, Deserialize)]
@@ -457,9 +476,11 @@ impl Config {
             ("store.read_committed_timeout", &self.store.read_committed_timeout),
             ("store.dangerous_flush_delay", &self.store.dangerous_flush_delay),
             ("store.flush_timeout", &self.store.flush_timeout),
+            ("delivery.handshake_delay", &self.delivery.handshake_delay),
         ] {
             parse_duration(key, text)?;
         }
+        self.handshake_retry_schedule()?;
         if self.duration("websocket.token_lifetime").is_zero() {
             return Err(ConfigError::Invalid { key: "websocket.token_lifetime", message: "must be longer than zero".into() });
         }
@@ -518,6 +539,27 @@ impl Config {
             return Err(ConfigError::Invalid { key: "log.format", message: "must be text or json".into() });
         }
         Ok(())
+    }
+
+    /// `delivery.handshake_retry_schedule`, parsed: at most [`MAX_HANDSHAKE_RETRIES`] delays,
+    /// each at most [`MAX_HANDSHAKE_RETRY_DELAY`].
+    pub fn handshake_retry_schedule(&self) -> Result<Vec<Duration>, ConfigError> {
+        const KEY: &str = "delivery.handshake_retry_schedule";
+        let list = &self.delivery.handshake_retry_schedule;
+        if list.len() > MAX_HANDSHAKE_RETRIES {
+            return Err(ConfigError::Invalid { key: KEY, message: format!("at most {MAX_HANDSHAKE_RETRIES} retries") });
+        }
+        list.iter()
+            .enumerate()
+            .map(|(i, text)| match humantime_parse(text) {
+                Some(d) if d <= MAX_HANDSHAKE_RETRY_DELAY => Ok(d),
+                Some(_) => Err(ConfigError::Invalid {
+                    key: KEY,
+                    message: format!("entry {i} ({text:?}) is longer than {} s", MAX_HANDSHAKE_RETRY_DELAY.as_secs()),
+                }),
+                None => Err(ConfigError::Invalid { key: KEY, message: format!("entry {i} ({text:?}) is not a duration such as \"2s\"") }),
+            })
+            .collect()
     }
 
     /// Whether Herald serves TLS on its listener (`server.tls_cert` and `server.tls_key`).
@@ -583,6 +625,7 @@ impl Config {
             "store.read_committed_timeout" => &self.store.read_committed_timeout,
             "store.dangerous_flush_delay" => &self.store.dangerous_flush_delay,
             "store.flush_timeout" => &self.store.flush_timeout,
+            "delivery.handshake_delay" => &self.delivery.handshake_delay,
             _ => return Duration::ZERO,
         };
         // Validated in `validate`.
@@ -702,6 +745,22 @@ mod tests {
         assert_eq!(cfg.websocket_url(&cfg.base_url(bound)), "wss://127.0.0.1:8443/fhir/$subscription-ws");
         let err = Config::load(None, env(&[("HERALD_SEARCH__MAX_PARAMS", "0")]), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("search.max_params"), "{err}");
+    }
+
+    #[test]
+    fn handshake_retries_default_to_three_quick_ones_and_are_checked() {
+        let cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        let secs = |s: u64| Duration::from_secs(s);
+        assert_eq!(cfg.handshake_retry_schedule().unwrap(), vec![secs(1), secs(2), secs(4)]);
+        assert_eq!(cfg.duration("delivery.handshake_delay"), Duration::from_millis(250));
+        let cfg = Config::load(None, env(&[("HERALD_DELIVERY__HANDSHAKE_RETRY_SCHEDULE", "[]")]), &Overrides::default()).unwrap();
+        assert!(cfg.handshake_retry_schedule().unwrap().is_empty(), "no retries");
+        for bad in ["[\"soon\"]", "[\"1h\"]", "[\"1s\",\"1s\",\"1s\",\"1s\",\"1s\",\"1s\",\"1s\",\"1s\",\"1s\",\"1s\",\"1s\"]"] {
+            let err = Config::load(None, env(&[("HERALD_DELIVERY__HANDSHAKE_RETRY_SCHEDULE", bad)]), &Overrides::default()).unwrap_err();
+            assert!(err.to_string().contains("delivery.handshake_retry_schedule"), "{bad}: {err}");
+        }
+        let err = Config::load(None, env(&[("HERALD_DELIVERY__HANDSHAKE_DELAY", "later")]), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("delivery.handshake_delay"), "{err}");
     }
 
     #[test]

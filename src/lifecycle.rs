@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::channels::guard::AddressPolicy;
 use crate::channels::websocket::{Hub, WsConfig};
-use crate::channels::{DeliveryConfig, Dispatcher, RetryPolicy};
+use crate::channels::{DeliveryConfig, Dispatcher, HandshakePolicy, RetryPolicy};
 use crate::config::Config;
 use crate::fhir::subscription::SubscriptionLimits;
 use crate::ingest::CommitterConfig;
@@ -162,6 +162,7 @@ pub(crate) async fn start(
             max_attempts: cfg.delivery.max_attempts,
             max_age: cfg.duration("delivery.max_age"),
         },
+        handshake: HandshakePolicy { delay: cfg.duration("delivery.handshake_delay"), retries: cfg.handshake_retry_schedule()? },
         max_concurrent: cfg.delivery.max_concurrent,
         signing_keys: cfg.delivery.signing_secrets.keys()?,
     };

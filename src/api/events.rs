@@ -1,8 +1,9 @@
 //! `$events` (R5 `OperationDefinition/Subscription-events`):
 //! `GET|POST /fhir/Subscription/{id}/$events?eventsSinceNumber=&eventsUntilNumber=&content=`.
 //!
-//! Answers a `subscription-notification` Bundle whose SubscriptionStatus has type
-//! `query-event` and one `notificationEvent` per stored event in the inclusive range (default:
+//! Answers a notification Bundle in the instance version's shape (`notify`: R5
+//! `subscription-notification`, R4/R4B `history` with request/response on every entry, the
+//! Backport IG's `backport-subscription-events`) whose status has type `query-event` and one `notificationEvent` per stored event in the inclusive range (default:
 //! from 1 to the current count), rendered at `content` (else the subscription's level) with
 //! the resource version each event saw, not today's. At most `subscriptions.max_events_per_query`
 //! events per call: ask again from the last eventNumber + 1. Reading events changes nothing.
@@ -75,6 +76,7 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
     check_id(id)?;
     let (resource, sub_state) = Access::new(state, principal).subscription(id, Perm::Read)?;
     let range = parse_range(pairs)?;
+    let version = crate::fhir::version::instance();
     let topic_url = fields::topic_url(&resource).unwrap_or_default();
     let stored_content = fields::content(&resource);
     let content = range.content.or(stored_content).unwrap_or(ContentLevel::IdOnly);
@@ -106,6 +108,7 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
     }
     let with_versions: Vec<_> = events.iter().map(Replayed::as_notify).collect();
     let ctx = StatusContext {
+        version,
         base_url: &state.base_url,
         subscription_id: id,
         identifier: fields::identifier(&resource),

@@ -1,5 +1,7 @@
-//! `$status` (R5 `OperationDefinition/Subscription-status`): a `searchset` Bundle with one
-//! `query-status` SubscriptionStatus per subscription. Instance level:
+//! `$status` (R5 `OperationDefinition/Subscription-status`, Backport IG
+//! `backport-subscription-status`): a `searchset` Bundle with one `query-status` status per
+//! subscription, in the instance version's shape (R4: a `backport-subscription-status-r4`
+//! Parameters; R4B and R5: a SubscriptionStatus), each entry with `search.mode` `match`. Instance level:
 //! `GET|POST /fhir/Subscription/{id}/$status`. Type level: `GET|POST /fhir/Subscription/$status`
 //! with `id` and `status` (each repeatable and comma-separable, OR within a parameter, AND
 //! between them; none = all subscriptions). Reading status changes nothing.
@@ -20,20 +22,24 @@ use crate::fhir::{Issue, IssueType};
 use crate::notify::{subscription_status, NotificationType, StatusContext};
 use crate::store::SubStatus;
 
-/// The `query-status` entry of one of the caller's subscriptions; `None` when it does not
-/// exist or is another client's (the two are not told apart).
-fn status_entry(access: &Access<'_>, id: &str, perm: Perm) -> Result<Option<Value>, ApiError> {
+/// The `query-status` entry of one of the caller's subscriptions, with its status; `None`
+/// when it does not exist or is another client's (the two are not told apart). The status
+/// resource is the instance version's (`notify`): an R4 `Parameters`, an R4B or R5
+/// `SubscriptionStatus`. Searchset entries carry no request/response (bdl-3, bdl-4).
+fn status_entry(access: &Access<'_>, id: &str, perm: Perm) -> Result<Option<(Value, SubStatus)>, ApiError> {
     let (resource, sub_state) = match access.subscription(id, perm) {
         Ok(found) => found,
         Err(e) if e.status == StatusCode::NOT_FOUND => return Ok(None),
         Err(e) => return Err(e),
     };
     let state = access.state();
+    let version = crate::fhir::version::instance();
     let resource = &resource;
     let topic_url = fields::topic_url(resource).unwrap_or_default();
     let content = fields::content(resource).unwrap_or(ContentLevel::IdOnly);
     let identifier = fields::identifier(resource);
     let ctx = StatusContext {
+        version,
         base_url: &state.base_url,
         subscription_id: id,
         identifier,
@@ -47,7 +53,7 @@ fn status_entry(access: &Access<'_>, id: &str, perm: Perm) -> Result<Option<Valu
     };
     let status = subscription_status(&ctx, NotificationType::QueryStatus, &[]);
     let full_url = format!("urn:uuid:{}", status.get("id").and_then(Value::as_str).unwrap_or_default());
-    Ok(Some(json!({ "fullUrl": full_url, "resource": status, "search": { "mode": "match" } })))
+    Ok(Some((json!({ "fullUrl": full_url, "resource": status, "search": { "mode": "match" } }), sub_state.status)))
 }
 
 /// Most entries one `$status` answers.
@@ -74,7 +80,7 @@ pub(super) async fn instance(State(state): State<Shared>, Path(id): Path<String>
     check_id(&id)?;
     let access = Access::new(&state, &principal);
     access.require("Subscription", Perm::Read)?;
-    let entry = status_entry(&access, &id, Perm::Read)?.ok_or_else(|| ApiError::not_found(format!("Subscription/{id} not found")))?;
+    let (entry, _) = status_entry(&access, &id, Perm::Read)?.ok_or_else(|| ApiError::not_found(format!("Subscription/{id} not found")))?;
     Ok(searchset(vec![entry], None))
 }
 
@@ -113,13 +119,11 @@ fn type_level_run(state: &Shared, principal: &Principal, pairs: Vec<(String, Str
         ));
     }
     let mut entries = Vec::new();
-    let wanted = |entry: &Value| {
-        let code = entry.pointer("/resource/status").and_then(Value::as_str).unwrap_or("");
-        statuses.is_empty() || statuses.iter().any(|s| s == code)
-    };
+    // Filtered on the subscription's own status, not on the rendered resource's shape.
+    let wanted = |found: &(Value, SubStatus)| statuses.is_empty() || statuses.iter().any(|s| s == found.1.code());
     if !ids.is_empty() {
         for id in ids.iter().filter(|id| crate::fhir::types::is_valid_id(id)) {
-            if let Some(entry) = status_entry(&access, id, Perm::Search)?.filter(|e| wanted(e)) {
+            if let Some((entry, _)) = status_entry(&access, id, Perm::Search)?.filter(|e| wanted(e)) {
                 entries.push(entry);
             }
         }
@@ -140,7 +144,7 @@ fn type_level_run(state: &Shared, principal: &Principal, pairs: Vec<(String, Str
                 return Ok(searchset(entries, Some(note)));
             }
             scanned += 1;
-            if let Some(entry) = status_entry(&access, id, Perm::Search)?.filter(|e| wanted(e)) {
+            if let Some((entry, _)) = status_entry(&access, id, Perm::Search)?.filter(|e| wanted(e)) {
                 entries.push(entry);
             }
         }

@@ -1,6 +1,7 @@
 //! The websocket channel's HTTP side.
 //!
-//! `$get-ws-binding-token` (R5 `OperationDefinition/Subscription-get-ws-binding-token`):
+//! `$get-ws-binding-token` (R5 `OperationDefinition/Subscription-get-ws-binding-token`; the
+//! Backport IG's `backport-subscription-get-ws-binding-token` has the same parameters):
 //! `GET|POST /fhir/Subscription/{id}/$get-ws-binding-token`, or at type level with `id`
 //! (repeatable, comma-separable; at least one: Herald does not hand out tokens for "every
 //! subscription"). Every id must be a websocket subscription (404 unknown, 422 another

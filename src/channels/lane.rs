@@ -6,8 +6,9 @@
 //! dead-lettered. The lane keeps a local cursor that runs ahead of the published state (its
 //! own acks are not republished), merged with every publication.
 //!
-//! - `requested`: send a handshake once per status generation; 2xx makes the subscription
-//!   `active`, anything else `error` (R5: no retry of handshakes).
+//! - `requested`: handshake once per status generation (`handshake`: after
+//!   `delivery.handshake_delay`, refusals retried on `delivery.handshake_retry_schedule`); 2xx
+//!   makes the subscription `active`, a refusal past the schedule `error`.
 //! - `active`: deliver pending events in batches of `maxCount`; on failure, retry per the
 //!   schedule; when exhausted, dead-letter the batch and ask for `error`.
 //! - `error`, `off`, `entered-in-error`: send nothing; events keep accumulating.
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{field, Instrument};
 
+use super::handshake::{Handshakes, Step};
 use super::rest_hook::{Attempt, FailureKind};
 use super::retry::{classify, Verdict};
 use super::signing::{self, Signing};
@@ -85,7 +87,7 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
             next_attempt_at: first.next_attempt_at,
             first_failure_at: first.first_failure_at,
         };
-        let mut handshaken: Option<u64> = None;
+        let mut handshakes = Handshakes::default();
         let mut ended: Option<u64> = None;
         // After a dead letter the lane pauses until the committer's `error` (or a client's new
         // generation) arrives.
@@ -123,23 +125,16 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
             }
 
             match state.status {
-                SubStatus::Requested if handshaken != Some(state.generation) && ended != Some(state.generation) => {
-                    handshaken = Some(state.generation);
-                    let result = send_control(&ctx, &view, NotificationType::Handshake).await;
-                    let (status, error) = match result {
-                        Ok(()) => {
-                            last_sent = Instant::now();
-                            (SubStatus::Active, None)
+                SubStatus::Requested if handshakes.unsettled(state.generation) && ended != Some(state.generation) => {
+                    match handshakes.step(&ctx, &sub, &view).await {
+                        Step::Wait(due) => wake = earliest(wake, due),
+                        Step::Attempted { accepted } => {
+                            if accepted {
+                                last_sent = Instant::now();
+                            }
+                            continue;
                         }
-                        Err(err) => {
-                            tracing::warn!(reason = %err.text, "handshake failed; subscription goes to error");
-                            (SubStatus::Error, Some(err))
-                        }
-                    };
-                    ctx.ingest
-                        .lane(view.state.incarnation, LaneCommand::Status { sub: sub.clone(), generation: state.generation, status, error })
-                        .await;
-                    continue;
+                    }
                 }
                 SubStatus::Active if paused != Some(state.generation) => {
                     // A resend asked for by an operator or the client goes before new events.
@@ -207,6 +202,7 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Recei
 
 fn status_context<'a>(ctx: &'a LaneContext, view: &'a LaneView, status: SubStatus) -> StatusContext<'a> {
     StatusContext {
+        version: crate::fhir::version::instance(),
         base_url: &ctx.base_url,
         subscription_id: &view.entry.spec.id,
         identifier: view.entry.spec.identifier.as_ref(),
@@ -318,8 +314,9 @@ fn batch_message_id(sub: &str, events: &[EventRecord], last: u64) -> String {
     signing::event_message_id(sub, first, last, committed_at)
 }
 
-/// Handshake or heartbeat: not numbered, not retried.
-async fn send_control(ctx: &LaneContext, view: &LaneView, kind: NotificationType) -> Result<(), StoredError> {
+/// Handshake or heartbeat, one attempt: not numbered (the lane retries refused handshakes on
+/// `delivery.handshake_retry_schedule`; heartbeats are not retried).
+pub(super) async fn send_control(ctx: &LaneContext, view: &LaneView, kind: NotificationType) -> Result<(), StoredError> {
     let status = match kind {
         NotificationType::Handshake => SubStatus::Requested,
         _ => view.state.status,

@@ -5,6 +5,7 @@
 //!
 //! - `lane`: one rest-hook subscription's delivery loop (handshake, events in order, retries,
 //!   heartbeats, end).
+//! - `handshake`: when a rest-hook handshake goes out and how a refused one is retried.
 //! - `rest_hook`: the HTTP POST itself.
 //! - `signing`: Standard Webhooks signatures on rest-hook POSTs.
 //! - `websocket`: the websocket channel: its lane, bound sockets, binding tokens.
@@ -12,6 +13,7 @@
 //! - `guard`: which addresses delivery may connect to (SSRF defence).
 
 pub mod guard;
+mod handshake;
 mod lane;
 pub mod rest_hook;
 pub mod retry;
@@ -34,7 +36,7 @@ use crate::ops::delivery_log::DeliveryLog;
 use crate::outbox::{EventVersions, Outbox, SledOutbox};
 use crate::store::{EventRecord, Store, SubState};
 
-pub use retry::RetryPolicy;
+pub use retry::{HandshakePolicy, RetryPolicy};
 use websocket::Hub;
 
 /// Delivery settings.
@@ -43,6 +45,8 @@ pub struct DeliveryConfig {
     /// Per-attempt timeout when the subscription sets none.
     pub default_timeout: Duration,
     pub retry: RetryPolicy,
+    /// When rest-hook handshakes go out and how refused ones are retried.
+    pub handshake: HandshakePolicy,
     /// Outbound requests in flight at once, across all subscriptions.
     pub max_concurrent: usize,
     /// `delivery.signing_secrets`: the keys that sign rest-hook POSTs of subscriptions that

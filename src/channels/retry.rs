@@ -92,6 +92,27 @@ impl RetryPolicy {
     }
 }
 
+/// Handshakes (`delivery.handshake_delay`, `delivery.handshake_retry_schedule`): a receiver
+/// not ready for the handshake of a subscription it has just created (its test session
+/// waits only after it parsed the 201) gets a few quick retries before the subscription goes
+/// to `error`. Not stored: a restart starts a `requested` subscription's handshakes over.
+#[derive(Clone, Debug, Default)]
+pub struct HandshakePolicy {
+    /// Wait between the creating write's acknowledgement and the first handshake.
+    pub delay: Duration,
+    /// Delay before each retry, in order; empty: the first refusal is final.
+    pub retries: Vec<Duration>,
+}
+
+impl HandshakePolicy {
+    /// Delay before the next attempt after `failures` refused handshakes (>= 1); `None`:
+    /// give up.
+    pub fn retry_after(&self, failures: u32) -> Option<Duration> {
+        let index = usize::try_from(failures.checked_sub(1)?).ok()?;
+        self.retries.get(index).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +187,14 @@ mod tests {
         assert!(!p.exhausted(4, 0, 1_000));
         assert!(p.exhausted(5, 0, 1_000));
         assert!(p.exhausted(1, 0, 60_000));
+    }
+
+    #[test]
+    fn handshakes_retry_on_their_own_short_schedule_then_give_up() {
+        let ms = Duration::from_millis;
+        let p = HandshakePolicy { delay: ms(250), retries: vec![ms(1000), ms(2000), ms(4000)] };
+        assert_eq!([1, 2, 3, 4].map(|n| p.retry_after(n)), [Some(ms(1000)), Some(ms(2000)), Some(ms(4000)), None]);
+        assert_eq!(p.retry_after(0), None);
+        assert_eq!(HandshakePolicy::default().retry_after(1), None, "no schedule: the first refusal is final");
     }
 }

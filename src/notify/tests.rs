@@ -60,6 +60,7 @@ fn event(number: u64, interaction: &str, id: &str) -> EventRecord {
 
 fn ctx(status: SubStatus, count: u64, content: ContentLevel, error: Option<&StoredError>) -> StatusContext<'_> {
     StatusContext {
+        version: FhirVersion::R5,
         base_url: BASE,
         subscription_id: "123",
         identifier: None,

@@ -7,6 +7,7 @@
 
 mod access;
 mod audit;
+mod backport_notify;
 mod backport_subscription;
 mod backport_topics;
 #[cfg(feature = "load")]

@@ -41,7 +41,11 @@ async fn failed_handshake_puts_subscription_in_error() {
     let st = server.wait_status(&id, "error", T).await;
     assert_eq!(st["error"][0]["coding"][0]["code"], "error-response");
     assert_eq!(st["error"][0]["coding"][0]["system"], "http://terminology.hl7.org/CodeSystem/subscription-error");
-    // Not retried, not re-activated: events still count while in error.
+    // The refused handshake was retried on `delivery.handshake_retry_schedule` (three retries
+    // in TestServer's configuration, as by default), all before the subscription went to error.
+    let retries: Vec<String> = rx.drain().await.iter().map(|r| r.kind().to_string()).collect();
+    assert_eq!(retries, vec!["handshake"; 3], "three retries of the refused handshake, nothing else");
+    // Not retried further, not re-activated: events still count while in error.
     server.create_task("requested", "Organization/lab").await;
     let deadline = std::time::Instant::now() + T;
     loop {
@@ -54,6 +58,44 @@ async fn failed_handshake_puts_subscription_in_error() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(rx.drain().await.is_empty(), "nothing is sent to an error subscription");
+}
+
+#[tokio::test]
+async fn a_handshake_refused_twice_then_accepted_leaves_the_subscription_active() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    // A receiver that is not ready yet (Inferno's listener before its test session waits).
+    rx.refuse_next(2);
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    let attempts = [rx.next_within(T).await, rx.next_within(T).await, rx.next_within(T).await];
+    for a in &attempts {
+        assert_eq!((a.kind(), a.subscription_id()), ("handshake", id.clone()));
+        assert_eq!(a.status()["status"], "requested");
+    }
+    // TestServer's schedule: 50 ms, then 100 ms.
+    assert!(attempts[1].at.duration_since(attempts[0].at) >= Duration::from_millis(45), "retried too early");
+    assert!(attempts[2].at.duration_since(attempts[1].at) >= Duration::from_millis(95), "retried too early");
+    let st = server.wait_status(&id, "active", T).await;
+    assert!(st.get("error").is_none(), "{st}");
+    server.create_task("requested", "Organization/lab").await;
+    assert_eq!(rx.next_of("event-notification", T).await.event_numbers(), vec![1]);
+    assert!(rx.drain().await.iter().all(|r| r.kind() != "handshake"), "no handshake after the accepted one");
+}
+
+#[tokio::test]
+async fn the_handshake_waits_for_the_created_answer_and_handshake_delay() {
+    let server = TestServer::start_with(|c| c.delivery.handshake_delay = "400ms".into()).await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let started = std::time::Instant::now();
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    let answered = std::time::Instant::now();
+    let hs = rx.next_within(T).await;
+    assert_eq!(hs.kind(), "handshake");
+    assert!(hs.at > answered, "the handshake arrived before the 201");
+    assert!(hs.at.duration_since(started) >= Duration::from_millis(400), "sent before handshake_delay");
+    server.wait_status(&id, "active", T).await;
 }
 
 #[tokio::test]

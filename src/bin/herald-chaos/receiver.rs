@@ -5,8 +5,9 @@
 //!
 //! Every request whose body arrived whole is logged as a `Delivery`, in arrival order, before
 //! it is answered; `accepted` is set only when a 2xx went out promptly (an answer after the
-//! sender's timeout does not count). Handshakes are always answered 200: R5 does not retry a
-//! handshake, and every scenario needs its subscriptions active before the faults start.
+//! sender's timeout does not count). Handshakes are always answered 200: Herald retries a refused
+//! handshake only briefly (`delivery.handshake_retry_schedule`), and every scenario needs its
+//! subscriptions active before the faults start.
 //! `down` closes the listener and every open connection (connection refused); `up` listens on
 //! the same port again.
 

@@ -63,6 +63,7 @@ fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
 
 fn status_context<'a>(base_url: &'a str, view: &'a LaneView) -> StatusContext<'a> {
     StatusContext {
+        version: crate::fhir::version::instance(),
         base_url,
         subscription_id: &view.entry.spec.id,
         identifier: view.entry.spec.identifier.as_ref(),

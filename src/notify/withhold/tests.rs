@@ -33,6 +33,7 @@ fn task_for(patient: &str) -> VersionRecord {
 
 fn render(content: ContentLevel, events: &[EventWithVersion<'_>]) -> Value {
     let ctx = StatusContext {
+        version: crate::fhir::version::FhirVersion::R5,
         base_url: BASE,
         subscription_id: "s",
         identifier: None,

@@ -4,9 +4,11 @@
 
 #![allow(dead_code)]
 
+pub mod backport;
 pub mod binary;
 pub mod receiver;
 pub mod server;
+pub mod status;
 pub mod ws;
 
 pub use receiver::{Received, Receiver};

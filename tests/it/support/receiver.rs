@@ -25,16 +25,17 @@ pub struct Received {
 }
 
 impl Received {
+    /// The status resource (R5/R4B SubscriptionStatus, R4 Parameters).
     pub fn status(&self) -> &Value {
         &self.body["entry"][0]["resource"]
     }
 
     /// The notification type, in any version's status shape.
-    pub fn kind(&self) -> String {
-        super::versions::field(self.status(), "type").unwrap_or_default()
+    pub fn kind(&self) -> &str {
+        super::status::kind(self.status())
     }
 
-    /// Event numbers carried, as integers.
+    /// Event numbers carried, as integers, in any version.
     pub fn event_numbers(&self) -> Vec<u64> {
         super::versions::events(self.status()).into_iter().map(|(n, _)| n).collect()
     }
@@ -44,6 +45,7 @@ impl Received {
         super::versions::events(self.status()).into_iter().filter_map(|(_, f)| Some(f?.rsplit('/').next()?.to_owned())).collect()
     }
 
+    /// The subscription's id (the reference's last segment, as Inferno's listener reads it).
     pub fn subscription_id(&self) -> String {
         super::versions::field(self.status(), "subscription").unwrap().rsplit('/').next().unwrap().to_string()
     }
@@ -54,6 +56,8 @@ struct Shared {
     status: AtomicU16,
     delay_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// POSTs still to refuse (answered 500, as the Inferno listener answers a request no test session waits for) before `status` applies again.
+    refuse: AtomicUsize,
 }
 
 /// Counts a request as in flight until it is answered or dropped.
@@ -80,7 +84,8 @@ async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let status = shared.status.load(Ordering::SeqCst);
+    let refused = shared.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    let status = if refused { 500 } else { shared.status.load(Ordering::SeqCst) };
     let _ = shared.tx.send(Received { headers, body: parsed, raw: body, at: Instant::now() });
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
 }
@@ -94,7 +99,13 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let local = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared { tx, status: AtomicU16::new(200), delay_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared {
+            tx,
+            status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            refuse: AtomicUsize::new(0),
+        });
         let app = Router::new().route("/hook", post(hook)).with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -104,6 +115,11 @@ impl Receiver {
 
     pub fn set_status(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers the next `n` POSTs 500 (a receiver not ready yet), then as set before.
+    pub fn refuse_next(&self, n: usize) {
+        self.shared.refuse.store(n, Ordering::SeqCst);
     }
 
     /// Answers every later POST only after `d` (a slow endpoint).

@@ -1,6 +1,6 @@
 //! Herald in-process: `herald::run` on 127.0.0.1:0 over a fresh temp dir, with a shutdown the
 //! test owns (plain HTTP, or HTTPS with a fresh self-signed `TestCert`). Delivery to 127.0.0.0/8 is allowed explicitly (the guard test runs without it)
-//! and retries are fast.
+//! and retries (of deliveries and of refused handshakes) are fast.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     cfg.delivery.max_interval = "200ms".into();
     cfg.delivery.max_attempts = 5;
     cfg.delivery.default_timeout = "2s".into();
+    // Refused handshakes are retried as quickly as deliveries (the default is 1 s, 2 s, 4 s).
+    cfg.delivery.handshake_retry_schedule = vec!["50ms".into(), "100ms".into(), "200ms".into()];
     cfg
 }
 
@@ -219,7 +221,8 @@ impl TestServer {
         b["id"].as_str().unwrap().to_string()
     }
 
-    /// The subscription's `query-status` SubscriptionStatus.
+    /// The subscription's `query-status` status resource (R4: a Parameters; read it with
+    /// `support::status`).
     pub async fn status_of(&self, id: &str) -> Value {
         let (s, b) = self.get(&format!("Subscription/{id}/$status")).await;
         assert_eq!(s, StatusCode::OK, "{b}");

@@ -56,20 +56,17 @@ impl Binding {
 
 /// The notification type of a Bundle frame (`handshake`, `event-notification`, ...).
 pub fn kind(bundle: &Value) -> &str {
-    bundle["entry"][0]["resource"]["type"].as_str().unwrap_or("")
+    super::status::kind(&bundle["entry"][0]["resource"])
 }
 
 /// The subscription id a Bundle frame is for.
 pub fn subscription_of(bundle: &Value) -> String {
-    bundle["entry"][0]["resource"]["subscription"]["reference"].as_str().unwrap_or("").rsplit('/').next().unwrap_or("").to_string()
+    super::status::subscription_id(&bundle["entry"][0]["resource"])
 }
 
 /// Event numbers a Bundle frame carries.
 pub fn event_numbers(bundle: &Value) -> Vec<u64> {
-    bundle["entry"][0]["resource"]["notificationEvent"]
-        .as_array()
-        .map(|a| a.iter().map(|e| e["eventNumber"].as_str().unwrap().parse().unwrap()).collect())
-        .unwrap_or_default()
+    super::status::event_numbers(&bundle["entry"][0]["resource"])
 }
 
 impl WsClient {
