@@ -34,7 +34,8 @@ pub fn sent_headers(body: &Value) -> Vec<String> {
 /// Puts back, in a redacted answer, each stored `channel.header` string that the request
 /// itself sent (`stored` is the header array before redaction, in the same order).
 pub fn echo_sent_headers(redacted: &mut Value, stored: Option<&Value>, sent: &[String]) {
-    let (Some(stored), Some(shown)) = (stored.and_then(Value::as_array), redacted.pointer_mut("/channel/header").and_then(Value::as_array_mut))
+    let (Some(stored), Some(shown)) =
+        (stored.and_then(Value::as_array), redacted.pointer_mut("/channel/header").and_then(Value::as_array_mut))
     else {
         return;
     };
@@ -53,8 +54,10 @@ mod tests {
 
     #[test]
     fn only_headers_the_request_sent_are_echoed() {
-        let stored = json!({ "resourceType": "Subscription", "channel": { "header": ["Authorization: Bearer sent", "X-Kept: from-storage"] } });
-        let request = json!({ "resourceType": "Subscription", "channel": { "header": ["Authorization: Bearer sent", "X-Kept: [redacted]"] } });
+        let stored =
+            json!({ "resourceType": "Subscription", "channel": { "header": ["Authorization: Bearer sent", "X-Kept: from-storage"] } });
+        let request =
+            json!({ "resourceType": "Subscription", "channel": { "header": ["Authorization: Bearer sent", "X-Kept: [redacted]"] } });
         let sent = sent_headers(&request);
         assert_eq!(sent, vec!["Authorization: Bearer sent".to_owned()]);
         let mut answer = stored.clone();

@@ -231,19 +231,7 @@ impl Kit {
 
 /// A field of an R4 status Parameters or an R4B SubscriptionStatus, as a string.
 fn status_field(st: &Value, name: &str) -> Option<String> {
-    if st["resourceType"] == "Parameters" {
-        let p = st["parameter"].as_array()?.iter().find(|p| p["name"] == name)?;
-        return p
-            .as_object()?
-            .iter()
-            .find(|(k, _)| k.starts_with("value"))
-            .map(|(_, v)| v.as_str().map(str::to_owned).unwrap_or(v.to_string()));
-    }
-    let key = match name {
-        "events-since-subscription-start" => "eventsSinceSubscriptionStart",
-        other => other,
-    };
-    st[key].as_str().map(str::to_owned)
+    crate::support::versions::field(st, name)
 }
 
 /// The notification events of a status: (focus reference, additional-context references).
