@@ -311,9 +311,15 @@ fn bundle(base: &str, ty: &str, opts: &Options, params: &[(String, String)], out
     if !notes.is_empty() {
         entries.push(json!({ "resource": operation_outcome(&notes), "search": { "mode": "outcome" } }));
     }
-    let mut b = json!({ "resourceType": "Bundle", "type": "searchset", "link": links, "entry": entries });
-    if let (Some(total), Some(obj)) = (outcome.total, b.as_object_mut()) {
-        obj.insert("total".into(), json!(total));
+    let mut b = json!({ "resourceType": "Bundle", "type": "searchset", "link": links });
+    if let Some(obj) = b.as_object_mut() {
+        // FHIR JSON has no empty arrays: a search without matches has no `entry`.
+        if !entries.is_empty() {
+            obj.insert("entry".into(), Value::Array(entries));
+        }
+        if let Some(total) = outcome.total {
+            obj.insert("total".into(), json!(total));
+        }
     }
     b
 }
