@@ -455,6 +455,30 @@ async fn walk(v: Version) {
         rejects(edited, &path, s, &b);
     }
 
+    // Every other resource the kit or a client reads back validates against the base
+    // definitions of the version: reads, searches, both levels of $status, $events, topics,
+    // the CapabilityStatement (above) and the OperationOutcomes of refusals.
+    let topic_search =
+        if v.number == "4.0.1" { "Basic?code=SubscriptionTopic".to_owned() } else { format!("SubscriptionTopic?url={TOPIC}") };
+    for path in [
+        format!("Subscription/{id}"),
+        format!("Subscription?_id={id}"),
+        "Subscription?status=active".to_owned(),
+        "Subscription/$status".to_owned(),
+        format!("Subscription/{full_id}/$events"),
+        format!("Subscription/{id}/$events?eventsSinceNumber=1&content=full-resource"),
+        topic_search,
+        "Encounter?patient=Patient/none".to_owned(),
+        "Subscription/no-such-id".to_owned(),
+    ] {
+        let (s, body) = kit.send(reqwest::Method::GET, &path, None).await;
+        assert!(s == StatusCode::OK || s == StatusCode::NOT_FOUND, "{path}: {s} {body}");
+        let errors = kit.defs.check_base(&body);
+        assert!(errors.is_empty(), "{path} validates: {errors:#?}\n{body:#}");
+    }
+    let (_, refused) = kit.send(reqwest::Method::POST, "Subscription", Some(&cross)).await;
+    assert!(kit.defs.check_base(&refused).is_empty(), "{:?}", kit.defs.check_base(&refused));
+
     // Every accepted notification validates against the notification profile.
     assert!(!kit.listener.accepted().await.is_empty());
     for t in kit.listener.accepted().await {

@@ -9,7 +9,7 @@
 //!   element with `min` ≥ 1 present, the JSON kind of every primitive (string, boolean,
 //!   integer, decimal; `positiveInt` > 0, `unsignedInt` ≥ 0), the lexical form of `instant`,
 //!   `code`, `id`, and nested resources (`Bundle.entry.resource`, `Parameters...resource`)
-//!   against their own type;
+//!   against their own type; no empty array, object or null anywhere (FHIR JSON rules);
 //! - profile: each differential element's `min`/`max` per parent, `fixed*`/`pattern*`
 //!   primitive values, the type of a `value[x]` and of a `resource`, slices by `value`
 //!   discriminators (`name`, extension `url`) and by `type` (`resource`), profiles on
@@ -195,6 +195,10 @@ impl Definitions {
                 continue;
             };
             let at = format!("{at}.{key}");
+            if v.as_array().is_some_and(Vec::is_empty) || v.as_object().is_some_and(Map::is_empty) || v.is_null() && !companion {
+                errors.push(format!("{at}: FHIR JSON has no empty arrays, objects or nulls"));
+                continue;
+            }
             if element.many != v.is_array() {
                 errors.push(format!("{at}: {} expected", if element.many { "an array" } else { "a single value" }));
                 continue;
