@@ -143,7 +143,16 @@ pub(super) fn with_live_status(state: &Shared, mut resource: Value) -> Value {
         if let Some(id) = resource.get("id").and_then(Value::as_str).map(str::to_string) {
             if let Ok(Some(s)) = state.store.sub_state(&id) {
                 if let Some(obj) = resource.as_object_mut() {
-                    obj.insert("status".into(), json!(s.status.code_in(crate::fhir::version::instance())));
+                    let version = crate::fhir::version::instance();
+                    obj.insert("status".into(), json!(s.status.code_in(version)));
+                    // R4/R4B `Subscription.error` ("latest error note") is the server's: the
+                    // reason while in error, absent otherwise.
+                    if version.is_backport() {
+                        match s.error.as_ref().filter(|_| s.status == crate::store::SubStatus::Error) {
+                            Some(e) => obj.insert("error".into(), json!(format!("{}: {}", e.code, e.text))),
+                            None => obj.remove("error"),
+                        };
+                    }
                 }
             }
         }

@@ -414,3 +414,27 @@ async fn r4_rejections_of_the_kit_and_herald_are_4xx_operation_outcomes() {
 async fn r4b_rejections_of_the_kit_and_herald_are_4xx_operation_outcomes() {
     rejections("4.3.0").await;
 }
+
+/// R4's `Subscription.error` is the server's note while the subscription is in error, and is
+/// gone once the client has re-requested it and it works again.
+#[tokio::test]
+async fn r4_error_note_follows_the_live_state() {
+    let server = start("4.0.1", false).await;
+    install_topic(&server, false).await;
+    let rx = Receiver::start().await;
+    rx.set_status(500);
+    let (s, created) = call(&server, false, Method::POST, "Subscription", Some(&admission(&rx.url))).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(created.get("error").is_none(), "{created}");
+    let failed = wait_status(&server, false, &id, "error").await;
+    let note = failed["error"].as_str().expect("an error note while in error");
+    assert!(note.contains("500"), "{note}");
+    rx.set_status(200);
+    let mut again = failed.clone();
+    again["status"] = json!("requested");
+    let (s, updated) = call(&server, false, Method::PUT, &format!("Subscription/{id}"), Some(&again)).await;
+    assert_eq!(s, StatusCode::OK, "{updated}");
+    let active = wait_status(&server, false, &id, "active").await;
+    assert!(active.get("error").is_none(), "{active}");
+}
