@@ -298,18 +298,38 @@ async fn request_completed_or_revoked_fires_on_the_status_transition_only() {
     put(&server, sr("s2", "completed", None)).await; // created completed: not an update, nothing
     put(&server, sr("s3", "active", None)).await;
     put(&server, sr("s3", "revoked", None)).await; // 2
-    let mr = |status: &str| {
-        json!({ "resourceType": "MedicationRequest", "id": "m1", "status": status, "intent": "order",
+                                                   // R5 MedicationRequest has no `revoked`: it ends as completed, cancelled (before any
+                                                   // administration), stopped (after some), ended (no more specific reason) or entered-in-error.
+    let mr = |id: &str, status: &str| {
+        json!({ "resourceType": "MedicationRequest", "id": id, "status": status, "intent": "order",
                 "subject": { "reference": "Patient/p" }, "performer": [{ "reference": "Organization/lab" }],
                 "medication": { "concept": { "text": "amoxicillin" } } })
     };
-    put(&server, mr("active")).await;
-    put(&server, mr("entered-in-error")).await; // 3
+    put(&server, mr("m1", "active")).await;
+    put(&server, mr("m1", "entered-in-error")).await; // 3
+    put(&server, mr("m2", "active")).await;
+    put(&server, mr("m2", "on-hold")).await; // not an end state: nothing
+    put(&server, mr("m2", "cancelled")).await; // 4
+    for (n, end) in [(3, "stopped"), (4, "ended"), (5, "completed")] {
+        put(&server, mr(&format!("m{n}"), "active")).await;
+        put(&server, mr(&format!("m{n}"), end)).await; // 5, 6, 7
+    }
 
-    let events = next_events(&rx, 3).await;
-    assert_eq!(keys(&events), [(1, "ServiceRequest/s1"), (2, "ServiceRequest/s3"), (3, "MedicationRequest/m1")]);
+    let events = next_events(&rx, 7).await;
+    assert_eq!(
+        keys(&events),
+        [
+            (1, "ServiceRequest/s1"),
+            (2, "ServiceRequest/s3"),
+            (3, "MedicationRequest/m1"),
+            (4, "MedicationRequest/m2"),
+            (5, "MedicationRequest/m3"),
+            (6, "MedicationRequest/m4"),
+            (7, "MedicationRequest/m5")
+        ]
+    );
     let statuses: Vec<&str> = events.iter().map(|(_, _, f)| f["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["completed", "revoked", "entered-in-error"]);
+    assert_eq!(statuses, ["completed", "revoked", "entered-in-error", "cancelled", "stopped", "ended", "completed"]);
     assert_eq!(events[0].2["meta"]["versionId"], "4");
 }
 
