@@ -27,6 +27,15 @@ that reach the real locations (`Subscription.criteria`, `channel.payload`, `chan
 The script checks that the input still says what it replaces, and that the core parameters
 the backport server capability statement requires (`url`, `status`) exist.
 
+R4 and R4B: Herald's own Task `output` parameter (`HERALD_PARAMS`), which R5 defines
+(`http://hl7.org/fhir/SearchParameter/Task-output`) and R4/R4B core do not. Herald finds the
+Tasks that list an output through it (`ingest::outputs`, the `output-modified` topic) and the
+built-in topics include `Task:output`. It carries a Herald canonical, not an HL7 one, and R5's
+expression `Task.output.value.ofType(Reference)`, which is valid R4/R4B FHIRPath: the script
+checks that `Task.output.value[x]` is a choice that allows `Reference` in the version's
+StructureDefinition, and that the core bundle still has no Task `output` of its own. Targets
+are every concrete resource type of the version (as R5's are).
+
 Output is sorted by url and byte-for-byte reproducible, so re-running the script on
 unchanged input leaves the file unchanged.
 
@@ -67,6 +76,23 @@ BACKPORT_PARAMS = {
         f"Subscription.channel.type.extension('{BACKPORT_SD}backport-channel-type').value.ofType(Coding)",
     ),
 }
+HERALD_SP = "http://herald.dev/fhir/SearchParameter/"
+# Herald's own parameters for R4 and R4B: the R5 definitions R4/R4B core lack, under Herald's
+# canonical. `target` is filled with the version's resource types.
+HERALD_PARAMS = [
+    {
+        "resourceType": "SearchParameter",
+        "id": "Task-output",
+        "url": HERALD_SP + "Task-output",
+        "name": "output",
+        "status": "active",
+        "description": "Resources a Task lists in Task.output (R5's Task-output, for R4 and R4B)",
+        "code": "output",
+        "base": ["Task"],
+        "type": "reference",
+        "expression": "Task.output.value.ofType(Reference)",
+    },
+]
 # Core parameters a backport server must answer (CapabilityStatement backport-subscription-server).
 REQUIRED_CORE = {
     "http://hl7.org/fhir/SearchParameter/Subscription-url": ("url", "Subscription.channel.endpoint"),
@@ -75,9 +101,11 @@ REQUIRED_CORE = {
 
 
 class Release:
-    def __init__(self, input_path, output, skipped_ids, expected_count, backport):
+    def __init__(self, input_path, output, skipped_ids, expected_count, backport, profiles=None):
         self.input = input_path
         self.output = output
+        # The version's resource StructureDefinitions (R4/R4B: for HERALD_PARAMS).
+        self.profiles = profiles
         self.skipped_ids = skipped_ids
         self.expected_count = expected_count
         self.backport = backport
@@ -93,10 +121,24 @@ RELEASES = {
         1239,
         False,
     ),
-    # 1414 core entries (data/r4b/README.md) plus the 4 backport parameters.
-    "r4b": Release(DATA / "r4b" / "search-parameters.json", OUT_DIR / "search-parameters-r4b.json", set(), 1418, True),
-    # 1375 core entries (data/r4/README.md) plus the 4 backport parameters.
-    "r4": Release(DATA / "r4" / "search-parameters.json", OUT_DIR / "search-parameters-r4.json", set(), 1379, True),
+    # 1414 core entries (data/r4b/README.md) plus the 4 backport parameters and Herald's 1.
+    "r4b": Release(
+        DATA / "r4b" / "search-parameters.json",
+        OUT_DIR / "search-parameters-r4b.json",
+        set(),
+        1419,
+        True,
+        DATA / "r4b" / "profiles-resources.json",
+    ),
+    # 1375 core entries (data/r4/README.md) plus the 4 backport parameters and Herald's 1.
+    "r4": Release(
+        DATA / "r4" / "search-parameters.json",
+        OUT_DIR / "search-parameters-r4.json",
+        set(),
+        1380,
+        True,
+        DATA / "r4" / "profiles-resources.json",
+    ),
 }
 
 
@@ -141,6 +183,36 @@ def backport_params(directory):
     return params
 
 
+def resource_definitions(profiles):
+    """The concrete resource types of a profiles-resources Bundle, and their StructureDefinitions."""
+    out = {}
+    for entry in profiles.get("entry", []):
+        sd = entry.get("resource", {})
+        if (
+            sd.get("resourceType") == "StructureDefinition"
+            and sd.get("kind") == "resource"
+            and not sd.get("abstract")
+            and sd.get("derivation") == "specialization"
+        ):
+            out[sd["id"]] = sd
+    return out
+
+
+def herald_params(profiles, core):
+    """HERALD_PARAMS for a version: checked against its model, targets its resource types."""
+    definitions = resource_definitions(profiles)
+    elements = {el["path"]: el for el in definitions.get("Task", {}).get("snapshot", {}).get("element", [])}
+    value = elements.get("Task.output.value[x]")
+    if value is None or "Reference" not in [t.get("code") for t in value.get("type", [])]:
+        raise ValueError("Task.output.value[x] is not a choice allowing Reference; review Task-output")
+    params = []
+    for resource in HERALD_PARAMS:
+        if any(p["code"] == resource["code"] and set(p["base"]) & set(resource["base"]) for p in core):
+            raise ValueError(f"{resource['url']}: the core bundle now defines {resource['code']}; drop Herald's")
+        params.append(project(dict(resource, target=sorted(definitions))))
+    return params
+
+
 def build(bundle, release, backport_dir):
     if bundle.get("resourceType") != "Bundle":
         raise ValueError("input is not a Bundle")
@@ -159,6 +231,8 @@ def build(bundle, release, backport_dir):
             if found is None or found["code"] != code or found.get("expression") != expression:
                 raise ValueError(f"{url}: missing or changed ({found!r})")
         params += backport_params(backport_dir)
+    if release.profiles is not None:
+        params += herald_params(load_json(release.profiles), params)
     for p in params:
         if p["type"] not in KNOWN_TYPES:
             raise ValueError(f"{p['url']}: unknown type {p['type']!r}")

@@ -1,6 +1,6 @@
-//! Test support: the official FHIR definitions in `../shared/fhir/data/{r4,r4b}` (resource and
-//! data type StructureDefinition snapshots, the SearchParameter bundle), read once per test,
-//! and a structural validator over them.
+//! Test support: the official FHIR definitions in `../shared/fhir/data/{r4,r4b}` and (R5)
+//! `../shared/fhir/data` (resource and data type StructureDefinition snapshots, the
+//! SearchParameter bundle), read once per test, and a structural validator over them.
 //!
 //! [`shared`] reads a file there and applies the repository's rule for shared data: when it
 //! is absent a test prints a note and passes, except under CI (`CI=true`), where it fails so
@@ -25,6 +25,11 @@ pub(crate) struct ElementDef {
     pub many: bool,
     /// `value[x]`-style: the JSON name carries a type suffix.
     pub choice: bool,
+    /// The binding's strength and value set canonical (with its `|version`, as published).
+    pub binding: Option<(String, String)>,
+    /// The element's `short` text (for a `code` with a small required value set, its codes
+    /// joined by ` | `).
+    pub short: Option<String>,
 }
 
 /// A version's definitions.
@@ -36,11 +41,15 @@ pub(crate) struct Official {
 }
 
 impl Official {
-    /// `dir` is `r4` or `r4b`.
+    /// `dir` is `r4`, `r4b` or `r5`.
     pub(crate) fn load(dir: &str) -> Option<Official> {
         let mut out = Official { resources: HashSet::new(), elements: HashMap::new(), params: HashMap::new(), urls: HashMap::new() };
+        let (definitions, search) = match dir {
+            "r5" => ("data".to_owned(), "data/search-parameters-r5.json".to_owned()),
+            _ => (format!("data/{dir}"), format!("data/{dir}/search-parameters.json")),
+        };
         for file in ["profiles-resources.json", "profiles-types.json"] {
-            let bundle = shared(&format!("data/{dir}/{file}"))?;
+            let bundle = shared(&format!("{definitions}/{file}"))?;
             for sd in bundle["entry"].as_array().into_iter().flatten().map(|e| &e["resource"]) {
                 if sd["resourceType"] != "StructureDefinition" || sd["derivation"] == "constraint" {
                     continue;
@@ -63,12 +72,17 @@ impl Official {
                         min: el["min"].as_u64().unwrap_or(0),
                         many: el["max"].as_str() != Some("1") && el["max"].as_str() != Some("0"),
                         choice: name.ends_with("[x]"),
+                        binding: el["binding"]["strength"]
+                            .as_str()
+                            .zip(el["binding"]["valueSet"].as_str())
+                            .map(|(strength, vs)| (strength.to_owned(), vs.to_owned())),
+                        short: el["short"].as_str().map(str::to_owned),
                     };
                     out.elements.entry(parent.to_owned()).or_default().push((name.trim_end_matches("[x]").to_owned(), def));
                 }
             }
         }
-        for sp in shared(&format!("data/{dir}/search-parameters.json"))?["entry"].as_array().into_iter().flatten().map(|e| &e["resource"]) {
+        for sp in shared(&search)?["entry"].as_array().into_iter().flatten().map(|e| &e["resource"]) {
             let bases: Vec<String> = sp["base"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
             let (Some(code), Some(url)) = (sp["code"].as_str(), sp["url"].as_str()) else { continue };
             for b in &bases {

@@ -2,7 +2,8 @@
 //! when its description says and not otherwise, through real subscriptions and receivers; and
 //! the built-ins are listed, searchable by url, advertised and read-only. (Installing them once
 //! and re-versioning them when the shipped definition changes is tested beside the code, in
-//! `ingest::builtin::tests`.)
+//! `ingest::builtin::tests`.) `output-modified` is tested in every FHIR version in
+//! `workflows::output_modified`.
 //!
 //! Negative cases never sleep: each scenario ends with a change that must fire, and since a
 //! subscription's events arrive numbered in commit order, an unwanted event would show up as
@@ -14,6 +15,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::support::{Receiver, TestServer};
+
+mod output_modified;
 
 pub(crate) const T: Duration = Duration::from_secs(10);
 const BASE: &str = "http://herald.dev/fhir/SubscriptionTopic/";
@@ -295,18 +298,38 @@ async fn request_completed_or_revoked_fires_on_the_status_transition_only() {
     put(&server, sr("s2", "completed", None)).await; // created completed: not an update, nothing
     put(&server, sr("s3", "active", None)).await;
     put(&server, sr("s3", "revoked", None)).await; // 2
-    let mr = |status: &str| {
-        json!({ "resourceType": "MedicationRequest", "id": "m1", "status": status, "intent": "order",
+                                                   // R5 MedicationRequest has no `revoked`: it ends as completed, cancelled (before any
+                                                   // administration), stopped (after some), ended (no more specific reason) or entered-in-error.
+    let mr = |id: &str, status: &str| {
+        json!({ "resourceType": "MedicationRequest", "id": id, "status": status, "intent": "order",
                 "subject": { "reference": "Patient/p" }, "performer": [{ "reference": "Organization/lab" }],
                 "medication": { "concept": { "text": "amoxicillin" } } })
     };
-    put(&server, mr("active")).await;
-    put(&server, mr("entered-in-error")).await; // 3
+    put(&server, mr("m1", "active")).await;
+    put(&server, mr("m1", "entered-in-error")).await; // 3
+    put(&server, mr("m2", "active")).await;
+    put(&server, mr("m2", "on-hold")).await; // not an end state: nothing
+    put(&server, mr("m2", "cancelled")).await; // 4
+    for (n, end) in [(3, "stopped"), (4, "ended"), (5, "completed")] {
+        put(&server, mr(&format!("m{n}"), "active")).await;
+        put(&server, mr(&format!("m{n}"), end)).await; // 5, 6, 7
+    }
 
-    let events = next_events(&rx, 3).await;
-    assert_eq!(keys(&events), [(1, "ServiceRequest/s1"), (2, "ServiceRequest/s3"), (3, "MedicationRequest/m1")]);
+    let events = next_events(&rx, 7).await;
+    assert_eq!(
+        keys(&events),
+        [
+            (1, "ServiceRequest/s1"),
+            (2, "ServiceRequest/s3"),
+            (3, "MedicationRequest/m1"),
+            (4, "MedicationRequest/m2"),
+            (5, "MedicationRequest/m3"),
+            (6, "MedicationRequest/m4"),
+            (7, "MedicationRequest/m5")
+        ]
+    );
     let statuses: Vec<&str> = events.iter().map(|(_, _, f)| f["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["completed", "revoked", "entered-in-error"]);
+    assert_eq!(statuses, ["completed", "revoked", "entered-in-error", "cancelled", "stopped", "ended", "completed"]);
     assert_eq!(events[0].2["meta"]["versionId"], "4");
 }
 
@@ -315,71 +338,4 @@ pub(crate) fn provenance(target: &str, agent: &str) -> Value {
     json!({ "resourceType": "Provenance", "target": [{ "reference": target }], "recorded": "2026-11-27T10:00:00Z",
             "activity": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE" }] },
             "agent": [{ "who": { "reference": agent } }] })
-}
-
-#[tokio::test]
-async fn output_modified_fires_for_provenance_by_someone_other_than_the_originator_of_a_task_output() {
-    let server = TestServer::start().await;
-    let (lab, other_lab) = (Receiver::start().await, Receiver::start().await);
-    subscribed(&server, "output-modified", &lab, json!([by("originator", "Organization/lab")])).await;
-    subscribed(&server, "output-modified", &other_lab, json!([by("originator", "Organization/lab-2")])).await;
-
-    let report = |id: &str, performer: &str, conclusion: &str| {
-        json!({ "resourceType": "DiagnosticReport", "id": id, "status": "final", "code": { "text": "Lipid panel" },
-                "performer": [{ "reference": performer }], "conclusion": conclusion })
-    };
-    put(&server, report("dr-out", "Organization/lab", "normal")).await;
-    put(&server, report("dr-loose", "Organization/lab", "normal")).await; // not any Task's output
-    let output = json!([{ "type": { "text": "result" }, "valueReference": { "reference": "DiagnosticReport/dr-out" } }]);
-    put(&server, task("t-out", "completed", json!({ "owner": owner("lab"), "output": output }))).await;
-
-    // None of these fire: the originator's own Provenance, a Provenance with no agent on our
-    // base, a Provenance for a resource no Task lists, and a change with no Provenance.
-    let post = |body: Value| {
-        let server = &server;
-        async move {
-            let (s, b) = server.post("Provenance", &body).await;
-            assert_eq!(s, StatusCode::CREATED, "{b}");
-        }
-    };
-    post(provenance("DiagnosticReport/dr-out", "Organization/lab")).await;
-    post(provenance("DiagnosticReport/dr-out", "http://elsewhere.example/fhir/Organization/x")).await;
-    post(provenance("DiagnosticReport/dr-loose", "Organization/placer")).await;
-    put(&server, report("dr-out", "Organization/lab", "amended without provenance")).await;
-    // The placer amends the output (the amendment keeps the lab as performer): it fires, for
-    // the lab only, with the Provenance and the Task as context.
-    put(&server, report("dr-out", "Organization/lab", "amended by the placer")).await;
-    let (s, prov) = server.post("Provenance", &provenance("DiagnosticReport/dr-out/_history/3", "Organization/placer")).await;
-    assert_eq!(s, StatusCode::CREATED, "{prov}");
-    // Even if the amender also rewrites the performer, the originator stays the first version's.
-    put(&server, report("dr-out", "Organization/lab-2", "performer rewritten")).await;
-    post(provenance("DiagnosticReport/dr-out", "Organization/placer")).await;
-
-    let got: Vec<Value> = lab.events(2, T).await.into_iter().map(|r| r.body).collect();
-    let first = &got[0]["entry"][0]["resource"]["notificationEvent"][0];
-    assert_eq!(first["eventNumber"], "1");
-    assert_eq!(first["focus"]["reference"], server.url("DiagnosticReport/dr-out"));
-    let context: Vec<&str> = first["additionalContext"].as_array().unwrap().iter().map(|c| c["reference"].as_str().unwrap()).collect();
-    assert_eq!(context, [server.url(&format!("Provenance/{}", prov["id"].as_str().unwrap())), server.url("Task/t-out")]);
-    // The focus is the version the Provenance names, even after later changes.
-    let focus = got[0]["entry"].as_array().unwrap().iter().find(|e| e["fullUrl"] == server.url("DiagnosticReport/dr-out")).unwrap();
-    assert_eq!(focus["resource"]["conclusion"], "amended by the placer");
-    assert_eq!(focus["request"]["method"], "GET");
-    assert_eq!(got[1]["entry"][0]["resource"]["notificationEvent"][0]["eventNumber"], "2");
-
-    // lab-2 became the performer only in a later version: it is not the originator.
-    let (_, status) = server.get(&format!("Subscription/{}/$status", other_lab_id(&server).await)).await;
-    assert_eq!(status["entry"][0]["resource"]["eventsSinceSubscriptionStart"], "0", "{status}");
-}
-
-/// The id of the subscription filtered on `originator=Organization/lab-2`.
-async fn other_lab_id(server: &TestServer) -> String {
-    let (_, found) = server.get("Subscription?_count=50").await;
-    found["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["resource"]["filterBy"][0]["value"] == "Organization/lab-2")
-        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
-        .unwrap()
 }

@@ -1,8 +1,9 @@
 //! Tests of the official SearchParameters of each FHIR version side by side (R4 4.0.1 and
-//! R4B 4.3.0 with the Subscriptions Backport IG's Subscription parameters, R5 5.0.0): each set
-//! loads with its counts, answers the look-ups a backport server needs (`Task?owner`,
-//! `Task?status`, `Subscription?url`, `status`, `topic`), applies `Resource` parameters to its
-//! own version's types, and equals the official bundle plus the backport definitions.
+//! R4B 4.3.0 with the Subscriptions Backport IG's Subscription parameters and Herald's Task
+//! `output`, R5 5.0.0): each set loads with its counts, answers the look-ups a backport server
+//! needs (`Task?owner`, `Task?status`, `Subscription?url`, `status`, `topic`) and the one
+//! `output-modified` needs (`Task?output`), applies `Resource` parameters to its own version's
+//! types, and equals the official bundle plus the backport and Herald definitions.
 //!
 //! Most tests choose the version with [`SearchParams::for_version`] and leave the
 //! process-wide version alone. Evaluating an R4 expression needs the R4 model in the FHIRPath
@@ -16,6 +17,7 @@ use super::tests::{project, read_json, shared_dir};
 use super::*;
 use crate::fhir::fhirpath::Expression;
 use crate::fhir::version::{self, FhirVersion};
+use crate::store::index::{extract, IndexSet};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -23,6 +25,7 @@ const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fhir");
 const SP: &str = "http://hl7.org/fhir/SearchParameter/";
 const BACKPORT_SP: &str = "http://hl7.org/fhir/uv/subscriptions-backport/SearchParameter/";
 const BACKPORT_SD: &str = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/";
+const HERALD_SP: &str = "http://herald.dev/fhir/SearchParameter/";
 
 fn set(version: FhirVersion) -> &'static SearchParams {
     SearchParams::for_version(version).unwrap_or_else(|e| panic!("embedded {version} parameters load: {e}"))
@@ -34,7 +37,7 @@ fn url(version: FhirVersion, ty: &str, code: &str) -> Option<&'static str> {
 
 #[test]
 fn each_version_loads_its_own_parameters_once() {
-    let counts = [(FhirVersion::R4, 1379), (FhirVersion::R4B, 1418), (FhirVersion::R5, 1239)];
+    let counts = [(FhirVersion::R4, 1380), (FhirVersion::R4B, 1419), (FhirVersion::R5, 1239)];
     for (version, count) in counts {
         let params = set(version);
         assert_eq!(params.version(), version);
@@ -56,6 +59,20 @@ fn task_and_subscription_parameters_resolve_in_every_version() {
         assert!(url(version, "Subscription", "topic").is_some(), "{version}");
         let owner = set(version).get("Task", "owner").unwrap();
         assert_eq!((owner.kind, owner.expression.as_deref()), (ParamType::Reference, Some("Task.owner")), "{version}");
+        // `output-modified` finds the Tasks listing an output through it (`ingest::outputs`).
+        let output = set(version).get("Task", "output").unwrap_or_else(|| panic!("{version} Task?output"));
+        let expected_url = match version {
+            FhirVersion::R5 => format!("{SP}Task-output"),
+            FhirVersion::R4 | FhirVersion::R4B => format!("{HERALD_SP}Task-output"),
+        };
+        assert_eq!(output.url, expected_url);
+        assert_eq!(
+            (output.kind, output.expression.as_deref()),
+            (ParamType::Reference, Some("Task.output.value.ofType(Reference)")),
+            "{version}"
+        );
+        let targets: Vec<&str> = output.targets.iter().map(String::as_str).collect();
+        assert_eq!(targets, types::resource_types_of(version).collect::<Vec<_>>(), "{version}: every resource type may be an output");
     }
     for version in [FhirVersion::R4, FhirVersion::R4B] {
         let params = set(version);
@@ -113,8 +130,9 @@ fn every_r4_and_r4b_expression_parses() {
 }
 
 /// The official bundle of `dir` projected as `tools/gen_search_params.py` does it, plus the
-/// backport parameters with the expressions the script substitutes.
-fn expected_definitions(shared: &std::path::Path, bundle: &str) -> Vec<Value> {
+/// backport parameters with the expressions the script substitutes, plus Herald's Task
+/// `output` (R5's, under Herald's canonical) targeting the embedded model's resource types.
+fn expected_definitions(shared: &std::path::Path, version: FhirVersion, bundle: &str) -> Vec<Value> {
     let bundle = read_json(&shared.join(bundle));
     let mut expected: Vec<Value> = bundle["entry"].as_array().unwrap().iter().map(|e| project(&e["resource"])).collect();
     let fixed = [
@@ -128,6 +146,10 @@ fn expected_definitions(shared: &std::path::Path, bundle: &str) -> Vec<Value> {
         definition["expression"] = Value::String(expression);
         expected.push(project(&definition));
     }
+    expected.push(json!({
+        "url": format!("{HERALD_SP}Task-output"), "code": "output", "base": ["Task"], "type": "reference",
+        "expression": "Task.output.value.ofType(Reference)", "target": types::resource_types_of(version).collect::<Vec<_>>(),
+    }));
     expected.sort_by(|a, b| a["url"].as_str().cmp(&b["url"].as_str()));
     expected
 }
@@ -139,10 +161,10 @@ fn generated_r4_and_r4b_definitions_match_the_official_bundles() {
         (FhirVersion::R4B, include_str!("search-parameters-r4b.json"), "data/r4b/search-parameters.json"),
     ];
     // Counts by type from data/r4/README.md and data/r4b/README.md, plus the backport's
-    // 3 string parameters and 1 uri parameter.
+    // 3 string parameters and 1 uri parameter, and Herald's 1 reference parameter.
     let kinds = [
-        (FhirVersion::R4, [("token", 536), ("reference", 472), ("string", 136), ("uri", 46), ("composite", 46)]),
-        (FhirVersion::R4B, [("token", 566), ("reference", 479), ("string", 138), ("uri", 49), ("composite", 46)]),
+        (FhirVersion::R4, [("token", 536), ("reference", 473), ("string", 136), ("uri", 46), ("composite", 46)]),
+        (FhirVersion::R4B, [("token", 566), ("reference", 480), ("string", 138), ("uri", 49), ("composite", 46)]),
     ];
     let shared = shared_dir(SHARED);
     for ((version, text, bundle), (_, expected_kinds)) in files.into_iter().zip(kinds) {
@@ -159,7 +181,7 @@ fn generated_r4_and_r4b_definitions_match_the_official_bundles() {
             assert_eq!(found[kind], count, "{version} {kind}");
         }
         if let Some(shared) = &shared {
-            assert_eq!(embedded, Value::Array(expected_definitions(shared, bundle)), "{version}");
+            assert_eq!(embedded, Value::Array(expected_definitions(shared, version, bundle)), "{version}");
         }
     }
 }
@@ -223,7 +245,11 @@ fn backport_version_evaluates(version: FhirVersion) {
     let task = json!({
         "resourceType": "Task", "id": "t", "status": "requested", "intent": "order",
         "for": { "reference": "Patient/p" }, "owner": { "reference": "Organization/lab" },
-        "performerType": [{ "coding": [{ "system": "http://example.org/roles", "code": "lab" }] }]
+        "performerType": [{ "coding": [{ "system": "http://example.org/roles", "code": "lab" }] }],
+        "output": [
+            { "type": { "text": "result" }, "valueReference": { "reference": "DiagnosticReport/dr" } },
+            { "type": { "text": "note" }, "valueString": "not a reference" }
+        ]
     });
     let task_values = |code: &str| params.get("Task", code).unwrap().values("Task", &task).unwrap();
     assert_eq!(task_values("owner"), [&task["owner"]]);
@@ -231,6 +257,13 @@ fn backport_version_evaluates(version: FhirVersion) {
     assert_eq!(task_values("subject"), [&task["for"]]);
     assert_eq!(task_values("patient"), [&task["for"]]);
     assert_eq!(task_values("performer"), [&task["performerType"][0]]);
+    assert_eq!(task_values("output"), [&task["output"][0]["valueReference"]], "Herald's Task-output, R4 model");
+    // The default `[search] index` set indexes it, as in R5 (docs/workflows.md: "indexed by default").
+    let default_index = IndexSet::default();
+    assert!(default_index.covers("Task", "output"));
+    assert!(extract::indexed_params("Task").iter().any(|p| p.url == format!("{HERALD_SP}Task-output")));
+    let entries = extract::entries(&default_index, "Task", &task, "http://h/fhir");
+    assert_eq!(entries.iter().filter(|e| e.code == "output").count(), 1, "{entries:?}");
 
     let mut failures = Vec::new();
     let mut evaluations = 0;

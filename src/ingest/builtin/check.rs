@@ -1,7 +1,9 @@
 //! Every element and search parameter a built-in topic names exists in the FHIR version it is
 //! written for: R5 against the embedded R5 model and SearchParameters, R4 and R4B against the
 //! official definitions in `../shared/fhir/data/{r4,r4b}` (StructureDefinition snapshots and
-//! the SearchParameter bundle).
+//! the SearchParameter bundle) plus the parameters Herald ships beyond them for that version
+//! (`tools/gen_search_params.py`: the Backport IG's Subscription parameters and Herald's Task
+//! `output`), which every instance of the version has.
 //!
 //! What is checked: trigger, event and shape resource types; every element path in
 //! `fhirPathCriteria` (chains from `%current`/`%previous`, and the bare names inside
@@ -16,7 +18,7 @@ use serde_json::Value;
 use super::*;
 use crate::fhir::model::Model;
 use crate::fhir::official::Official;
-use crate::fhir::search::SearchParams;
+use crate::fhir::search::{SearchParam, SearchParams};
 
 /// What a version defines, as far as the check needs it.
 trait Definitions {
@@ -40,6 +42,37 @@ impl Definitions for Official {
     }
     fn param_bases(&self, url: &str) -> Option<Vec<String>> {
         Official::param_bases(self, url).map(<[String]>::to_vec)
+    }
+}
+
+/// A version's official definitions and the parameters Herald's embedded set adds to them
+/// (those whose url the official bundle does not have). Core parameters still come from the
+/// official bundle only.
+struct WithShipped<'a> {
+    official: &'a Official,
+    shipped: Vec<&'static SearchParam>,
+}
+
+impl<'a> WithShipped<'a> {
+    fn new(version: FhirVersion, official: &'a Official) -> WithShipped<'a> {
+        let embedded = SearchParams::for_version(version).unwrap_or_else(|e| panic!("{version} parameters: {e}"));
+        let shipped = embedded.iter().filter(|p| official.param_bases(&p.url).is_none()).collect();
+        WithShipped { official, shipped }
+    }
+}
+
+impl Definitions for WithShipped<'_> {
+    fn is_resource(&self, ty: &str) -> bool {
+        self.official.is_resource(ty)
+    }
+    fn element(&self, ty: &str, name: &str) -> Option<Vec<String>> {
+        Definitions::element(self.official, ty, name)
+    }
+    fn has_param(&self, base: &str, code: &str) -> bool {
+        self.official.has_param(base, code) || self.shipped.iter().any(|p| p.code == code && p.base.iter().any(|b| b == base))
+    }
+    fn param_bases(&self, url: &str) -> Option<Vec<String>> {
+        Definitions::param_bases(self.official, url).or_else(|| self.shipped.iter().find(|p| p.url == url).map(|p| p.base.clone()))
     }
 }
 
@@ -263,8 +296,22 @@ fn every_element_and_search_parameter_the_r5_builtins_name_exists_in_r5() {
 #[test]
 fn every_element_and_search_parameter_the_r4_builtins_name_exists_in_r4_and_r4b() {
     let (Some(r4), Some(r4b)) = (Official::load("r4"), Official::load("r4b")) else { return };
-    check_version(FhirVersion::R4, &r4);
-    check_version(FhirVersion::R4B, &r4b);
+    check_version(FhirVersion::R4, &WithShipped::new(FhirVersion::R4, &r4));
+    check_version(FhirVersion::R4B, &WithShipped::new(FhirVersion::R4B, &r4b));
+}
+
+#[test]
+fn the_r4_builtins_include_task_output_through_the_parameter_herald_ships() {
+    let Some(r4) = Official::load("r4") else { return };
+    let shipped = WithShipped::new(FhirVersion::R4, &r4);
+    let herald: Vec<&str> = shipped.shipped.iter().map(|p| p.url.as_str()).filter(|u| !u.contains("subscriptions-backport")).collect();
+    assert_eq!(herald, ["http://herald.dev/fhir/SearchParameter/Task-output"], "Herald's own R4 parameters");
+    for (file, directive) in [(0, "include Task:output"), (5, "revInclude Task:output")] {
+        let topic: Value = serde_json::from_str(SHIPPED_R4[file]).unwrap();
+        let official_only = problems(&r4, &topic);
+        assert!(!official_only.is_empty() && official_only.iter().all(|p| p.contains(directive)), "{official_only:?}");
+        assert_eq!(problems(&shipped, &topic), Vec::<String>::new());
+    }
 }
 
 #[test]

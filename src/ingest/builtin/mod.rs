@@ -233,4 +233,6 @@ fn write(
 #[cfg(test)]
 mod check;
 #[cfg(test)]
+mod codes;
+#[cfg(test)]
 mod tests;
