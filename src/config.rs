@@ -178,11 +178,11 @@ pub enum IndexSpec {
 }
 
 impl SearchSettings {
-    /// The index set `index` names (checked in `Config::validate`).
-    pub fn index_set(&self) -> Result<IndexSet, ConfigError> {
+    /// The index set `index` names in FHIR `version` (checked in `Config::validate`).
+    pub fn index_set(&self, version: crate::fhir::FhirVersion) -> Result<IndexSet, ConfigError> {
         let parsed = match &self.index {
-            IndexSpec::Named(name) => IndexSet::from_spec(std::slice::from_ref(name)),
-            IndexSpec::List(items) => IndexSet::from_spec(items),
+            IndexSpec::Named(name) => IndexSet::from_spec_for(version, std::slice::from_ref(name)),
+            IndexSpec::List(items) => IndexSet::from_spec_for(version, items),
         };
         parsed.map_err(|message| ConfigError::Invalid { key: "search.index", message })
     }
@@ -534,7 +534,7 @@ impl Config {
         if self.search.max_scan == 0 {
             return Err(ConfigError::Invalid { key: "search.max_scan", message: "must be at least 1".into() });
         }
-        self.search.index_set()?;
+        self.search.index_set(self.fhir_version())?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid { key: "log.format", message: "must be text or json".into() });
         }
@@ -703,11 +703,11 @@ mod tests {
     #[test]
     fn search_index_takes_a_name_or_a_list_and_names_bad_parameters() {
         let cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
-        assert_eq!(cfg.search.index_set().unwrap(), IndexSet::default());
+        assert_eq!(cfg.search.index_set(cfg.fhir_version()).unwrap(), IndexSet::default());
         let cfg = Config::load(None, env(&[("HERALD_SEARCH__INDEX", "all")]), &Overrides::default()).unwrap();
-        assert_eq!(cfg.search.index_set().unwrap(), IndexSet::All);
+        assert_eq!(cfg.search.index_set(cfg.fhir_version()).unwrap(), IndexSet::All);
         let cfg = Config::load(None, env(&[("HERALD_SEARCH__INDEX", "[\"default\", \"Task.intent\"]")]), &Overrides::default()).unwrap();
-        assert!(cfg.search.index_set().unwrap().covers("Task", "intent"));
+        assert!(cfg.search.index_set(cfg.fhir_version()).unwrap().covers("Task", "intent"));
         let err = Config::load(None, env(&[("HERALD_SEARCH__INDEX", "[\"Task.nope\"]")]), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("search.index") && err.to_string().contains("Task.nope"), "{err}");
     }

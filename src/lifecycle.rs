@@ -119,7 +119,7 @@ pub(crate) async fn start(
     auth: Option<Arc<crate::auth::Authenticator>>,
     store_lost: &CancellationToken,
 ) -> Result<Running, RunError> {
-    let index_set = cfg.search.index_set()?;
+    let index_set = cfg.search.index_set(cfg.fhir_version())?;
     let dir = cfg.store.data_dir.clone();
     let base = base_url.to_owned();
     let interrupt = stop.clone();

@@ -148,3 +148,29 @@ async fn a_data_directory_written_as_r5_is_refused_by_a_4_0_1_start() {
     let bundle: Value = client.get(format!("{}/Task", r5.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(bundle["total"], 1, "{bundle}");
 }
+
+/// `search.index` is checked against the configured version's SearchParameters: an R4-only
+/// parameter is accepted by an R4 start (and used), and the R4 default set serves R4's own
+/// look-ups (`Basic?code=SubscriptionTopic`).
+#[tokio::test]
+async fn an_r4_index_configuration_names_r4_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, "[search]\nindex = [\"default\", \"DeviceUseStatement.subject\"]\n").unwrap();
+    let store = dir.path().join("store");
+    let config_arg = config.display().to_string();
+    let mut h = Herald::spawn_args(&store, free_port(), &["--fhir-version", "4.0.1", "--config", &config_arg], &[], None);
+    h.wait_ready(Duration::from_secs(60)).await;
+    let client = reqwest::Client::new();
+    let statement = json!({ "resourceType": "DeviceUseStatement", "status": "active",
+        "subject": { "reference": "Patient/p7" }, "device": { "reference": "Device/d1" } });
+    let r = client.post(format!("{}/DeviceUseStatement", h.base)).json(&statement).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let found: Value = client.get(format!("{}/DeviceUseStatement?subject=Patient/p7", h.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(found["entry"].as_array().map(Vec::len), Some(1), "{found}");
+    let topics: Value =
+        client.get(format!("{}/Basic?code=SubscriptionTopic&_summary=count", h.base)).send().await.unwrap().json().await.unwrap();
+    assert!(topics["total"].as_u64().unwrap() >= 6, "the built-ins are found by code: {topics}");
+    h.terminate();
+    assert!(h.wait_exit(Duration::from_secs(30)).await.success());
+}

@@ -30,6 +30,7 @@ use crate::fhir::search::date::{parse_range, DateRange};
 use crate::fhir::search::value::normalize_string;
 use crate::fhir::search::{reference_keys, token_keys, ParamType, SearchParam, SearchParams};
 use crate::fhir::subscription::secrets::redacted;
+use crate::fhir::FhirVersion;
 
 pub const MAX_PER_PARAM: usize = 64;
 pub const MAX_PER_RESOURCE: usize = 512;
@@ -41,16 +42,24 @@ pub fn indexed_kind(kind: ParamType) -> bool {
 
 type ParamList = Arc<Vec<&'static SearchParam>>;
 
-/// The indexed parameters of `resource_type`: those a search by code on the type would use
-/// (`SearchParams::get`), `_id` aside (searched by key directly). Computed once per type.
+/// The indexed parameters of `resource_type` in the instance's FHIR version: those a search
+/// by code on the type would use (`SearchParams::get`), `_id` aside (searched by key
+/// directly). Computed once per type and version.
 pub fn indexed_params(resource_type: &str) -> ParamList {
-    static CACHE: OnceLock<RwLock<HashMap<String, ParamList>>> = OnceLock::new();
+    indexed_params_of(crate::fhir::version::instance(), resource_type)
+}
+
+/// `indexed_params` in FHIR `version` (configuration is checked before the instance's
+/// version is selected, so it names the version it reads).
+pub fn indexed_params_of(version: FhirVersion, resource_type: &str) -> ParamList {
+    static CACHE: OnceLock<RwLock<HashMap<(FhirVersion, String), ParamList>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| RwLock::new(HashMap::new()));
-    if let Some(list) = cache.read().ok().and_then(|c| c.get(resource_type).cloned()) {
+    let key = (version, resource_type.to_owned());
+    if let Some(list) = cache.read().ok().and_then(|c| c.get(&key).cloned()) {
         return list;
     }
     let mut list = Vec::new();
-    if let Ok(params) = SearchParams::current() {
+    if let Ok(params) = SearchParams::for_version(version) {
         for p in params.iter() {
             if p.code != "_id"
                 && indexed_kind(p.kind)
@@ -63,7 +72,7 @@ pub fn indexed_params(resource_type: &str) -> ParamList {
     }
     let list = Arc::new(list);
     if let Ok(mut c) = cache.write() {
-        c.insert(resource_type.to_owned(), list.clone());
+        c.insert(key, list.clone());
     }
     list
 }

@@ -11,7 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::extract::indexed_params;
+use super::extract::indexed_params_of;
+use crate::fhir::FhirVersion;
 
 /// Version of the key layout (`extract` compacts token and reference keys since 2).
 const LAYOUT: &str = "herald-index/2";
@@ -65,11 +66,29 @@ pub enum IndexSet {
     Only(BTreeMap<String, BTreeSet<String>>),
 }
 
+/// What R4 and R4B index beyond the entries of `DEFAULT` they have: their ServiceRequest
+/// `code` (R5 split it into `code-concept` and `code-reference`) and `Basic.code`, by which
+/// R4 clients find topics (`Basic?code=SubscriptionTopic`).
+const BACKPORT_EXTRA: &[(&str, &str)] = &[("ServiceRequest", "code"), ("Basic", "code")];
+
 impl Default for IndexSet {
+    /// The default set of the instance's FHIR version.
     fn default() -> Self {
+        IndexSet::default_for(crate::fhir::version::instance())
+    }
+}
+
+impl IndexSet {
+    /// The default set in FHIR `version`: the entries of `DEFAULT` the version has (R4 has no
+    /// `SubscriptionTopic`, no `ServiceRequest.code-concept`), plus `BACKPORT_EXTRA` in R4/R4B.
+    pub fn default_for(version: FhirVersion) -> IndexSet {
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (ty, codes) in DEFAULT {
-            map.entry((*ty).to_owned()).or_default().extend(codes.iter().map(|c| (*c).to_owned()));
+        let extra: &[(&str, &str)] = if version.is_backport() { BACKPORT_EXTRA } else { &[] };
+        let wanted = DEFAULT.iter().flat_map(|(ty, codes)| codes.iter().map(move |c| (*ty, *c))).chain(extra.iter().copied());
+        for (ty, code) in wanted {
+            if indexed_params_of(version, ty).iter().any(|p| p.code == code) {
+                map.entry(ty.to_owned()).or_default().insert(code.to_owned());
+            }
         }
         IndexSet::Only(map)
     }
@@ -82,6 +101,11 @@ impl IndexSet {
 
     /// Parses a configured spec; the error names the entry that is not an indexable parameter.
     pub fn from_spec<S: AsRef<str>>(spec: &[S]) -> Result<IndexSet, String> {
+        IndexSet::from_spec_for(crate::fhir::version::instance(), spec)
+    }
+
+    /// `from_spec` against the SearchParameters of FHIR `version`.
+    pub fn from_spec_for<S: AsRef<str>>(version: FhirVersion, spec: &[S]) -> Result<IndexSet, String> {
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for item in spec {
             let item = item.as_ref().trim();
@@ -89,7 +113,7 @@ impl IndexSet {
                 "all" => return Ok(IndexSet::All),
                 "none" => {}
                 "default" => {
-                    if let IndexSet::Only(d) = IndexSet::default() {
+                    if let IndexSet::Only(d) = IndexSet::default_for(version) {
                         for (ty, codes) in d {
                             map.entry(ty).or_default().extend(codes);
                         }
@@ -99,7 +123,7 @@ impl IndexSet {
                     let Some((ty, code)) = item.split_once('.') else {
                         return Err(format!("`{item}` is neither all, none, default nor Type.code"));
                     };
-                    let known = indexed_params(ty);
+                    let known = indexed_params_of(version, ty);
                     if known.is_empty() {
                         return Err(format!("`{item}`: {ty} has no indexable SearchParameter (or is not a resource type)"));
                     }

@@ -349,3 +349,24 @@ fn a_subscriptions_secrets_get_no_index_entry_and_no_scan_finds_them() {
     assert!(store.check_index(BASE).unwrap().is_consistent());
     params.unregister_custom("http://herald.test/sp/subscription-header-value");
 }
+
+#[test]
+fn each_version_has_its_own_default_index_set_and_reads_it_back() {
+    use crate::fhir::FhirVersion;
+    for version in FhirVersion::ALL {
+        let default = IndexSet::default_for(version);
+        // The recorded fingerprint reads back to the same set in that version.
+        let fingerprint = default.fingerprint();
+        let items: Vec<&str> = fingerprint.split_once(' ').map(|(_, rest)| rest.split(',').collect()).unwrap_or_default();
+        assert_eq!(IndexSet::from_spec_for(version, &items).as_ref(), Ok(&default), "{version}");
+        assert!(default.covers("Task", "owner") && default.covers("Task", "output"), "{version}");
+        assert_eq!(default.covers("SubscriptionTopic", "url"), version != FhirVersion::R4, "{version}");
+        assert_eq!(default.covers("Basic", "code"), version.is_backport(), "{version}");
+        assert_eq!(default.covers("ServiceRequest", "code-concept"), version == FhirVersion::R5, "{version}");
+        assert_eq!(default.covers("ServiceRequest", "code"), version.is_backport(), "{version}");
+    }
+    // A parameter only R4 has is an error for R5 and fine for R4 (configuration is checked
+    // before the instance's version is selected).
+    assert!(IndexSet::from_spec_for(FhirVersion::R5, &["DeviceUseStatement.subject"]).is_err());
+    assert!(IndexSet::from_spec_for(FhirVersion::R4, &["DeviceUseStatement.subject"]).is_ok());
+}
