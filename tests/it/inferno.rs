@@ -11,6 +11,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use crate::support::backport;
 use crate::support::inferno::{Listener, Tagged};
 use crate::support::profile::Definitions;
 use crate::support::TestServer;
@@ -236,46 +237,7 @@ fn status_field(st: &Value, name: &str) -> Option<String> {
 
 /// The notification events of a status: (focus reference, additional-context references).
 fn events(st: &Value) -> Vec<(Option<String>, Vec<String>)> {
-    if st["resourceType"] == "Parameters" {
-        return st["parameter"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["name"] == "notification-event")
-            .map(|p| {
-                let parts = p["part"].as_array().cloned().unwrap_or_default();
-                let refs = |n: &str| -> Vec<String> {
-                    parts
-                        .iter()
-                        .filter(|x| x["name"] == n)
-                        .filter_map(|x| x["valueReference"]["reference"].as_str().map(str::to_owned))
-                        .collect()
-                };
-                (refs("focus").into_iter().next(), refs("additional-context"))
-            })
-            .collect();
-    }
-    st["notificationEvent"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            let ctx = e["additionalContext"].as_array().into_iter().flatten().filter_map(|r| r["reference"].as_str().map(str::to_owned));
-            (e["focus"]["reference"].as_str().map(str::to_owned), ctx.collect())
-        })
-        .collect()
-}
-
-/// 3.3.2.03's reference matching: a `urn:` reference equals a fullUrl, any other contains
-/// `Type/id` of some entry's resource.
-fn resolves(reference: &str, entries: &[Value]) -> bool {
-    entries.iter().any(|e| {
-        if reference.starts_with("urn:") {
-            return e["fullUrl"] == reference;
-        }
-        let r = &e["resource"];
-        r.is_object() && reference.contains(&format!("{}/{}", r["resourceType"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or("")))
-    })
+    crate::support::status::events(st).into_iter().map(|e| (e.focus, e.context)).collect()
 }
 
 async fn walk(v: Version) {
@@ -372,9 +334,9 @@ async fn walk(v: Version) {
     assert!(!evs.is_empty(), "3.3.2.03 notification-event");
     for (focus, context) in &evs {
         let focus = focus.as_deref().expect("3.3.2.03 focus");
-        assert!(resolves(focus, &entries), "3.3.2.03 focus {focus} resolves");
+        assert!(backport::resolves(&full_event.body, focus), "3.3.2.03 focus {focus} resolves");
         for c in context {
-            assert!(resolves(c, &entries), "3.3.2.03 additional-context {c} resolves");
+            assert!(backport::resolves(&full_event.body, c), "3.3.2.03 additional-context {c} resolves");
         }
     }
     for e in &entries {

@@ -101,45 +101,20 @@ pub fn subscription(
 /// A field of a status resource (R5/R4B `SubscriptionStatus` or R4 `Parameters`) as text:
 /// `status`, `type`, `topic`, `events-since-subscription-start`, `subscription` (the reference).
 pub fn field(status: &Value, name: &str) -> Option<String> {
-    if status["resourceType"] == "Parameters" {
-        let p = status["parameter"].as_array()?.iter().find(|p| p["name"] == name)?;
-        let (_, v) = p.as_object()?.iter().find(|(k, _)| k.starts_with("value"))?;
-        return Some(match v {
-            Value::String(s) => s.clone(),
-            Value::Object(o) if o.contains_key("reference") => o["reference"].as_str()?.to_owned(),
-            other => other.to_string(),
-        });
-    }
-    let v = match name {
-        "events-since-subscription-start" => &status["eventsSinceSubscriptionStart"],
-        "subscription" => &status["subscription"]["reference"],
-        other => &status[other],
+    let text = match name {
+        "status" => super::status::status_code(status).to_owned(),
+        "type" => super::status::kind(status).to_owned(),
+        "topic" => return super::status::topic(status),
+        "events-since-subscription-start" => super::status::events_since_start(status),
+        "subscription" => super::status::subscription_reference(status),
+        other => panic!("no status field {other}"),
     };
-    v.as_str().map(str::to_owned)
+    (!text.is_empty()).then_some(text)
 }
 
 /// The notification events of a status: (event number, focus reference).
 pub fn events(status: &Value) -> Vec<(u64, Option<String>)> {
-    if status["resourceType"] == "Parameters" {
-        return status["parameter"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["name"] == "notification-event")
-            .map(|p| {
-                let part = |n: &str| p["part"].as_array().and_then(|a| a.iter().find(|x| x["name"] == n)).cloned();
-                let number = part("event-number").and_then(|x| x["valueString"].as_str()?.parse().ok()).unwrap_or(0);
-                let focus = part("focus").and_then(|x| x["valueReference"]["reference"].as_str().map(str::to_owned));
-                (number, focus)
-            })
-            .collect();
-    }
-    status["notificationEvent"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| (e["eventNumber"].as_str().and_then(|n| n.parse().ok()).unwrap_or(0), e["focus"]["reference"].as_str().map(str::to_owned)))
-        .collect()
+    super::status::events(status).into_iter().map(|e| (e.number, e.focus)).collect()
 }
 
 /// A websocket Subscription to `topic` with `headers`, in `version`'s shape.
