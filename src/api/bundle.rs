@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use super::access::{Access, Caller};
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
-use super::rest::{check_body_type, check_replaced, guard_subscription, parse_etag, with_live_status};
+use super::rest::{
+    check_body_type, check_replaced, guard_subscription, parse_etag, prefer_return, with_live_status, write_outcome, Return,
+};
 use super::{redact, Shared};
 use crate::auth::{Perm, Principal};
 use crate::fhir::instant::format_millis;
@@ -173,6 +175,24 @@ fn response_entry(state: &Shared, r: &WriteResult, shows_secrets: bool) -> Value
     entry
 }
 
+/// `Prefer: return=` on a write entry's response (FHIR http.html#transaction-response):
+/// `minimal` drops `resource`, `OperationOutcome` drops it and says what happened in
+/// `response.outcome`, `representation` (the default) keeps it.
+fn preferred(mut entry: Value, result: &WriteResult, ret: Return) -> Value {
+    if ret == Return::Representation {
+        return entry;
+    }
+    if let Some(obj) = entry.as_object_mut() {
+        obj.remove("resource");
+    }
+    if ret == Return::Outcome {
+        if let Some(response) = entry.get_mut("response").and_then(Value::as_object_mut) {
+            response.insert("outcome".into(), operation_outcome(&[Issue::info(write_outcome(result))]));
+        }
+    }
+    entry
+}
+
 /// A GET entry, checked as `GET /fhir/Type/id` is: the caller's scope and the stored
 /// version (404 for what the caller may not see).
 async fn read_entry(state: &Shared, principal: &Principal, entry: &Value) -> Value {
@@ -228,6 +248,7 @@ fn perm_of(method: WriteMethod) -> Perm {
 pub(super) async fn batch_or_transaction(
     State(state): State<Shared>,
     Caller(principal): Caller,
+    headers: axum::http::HeaderMap,
     FhirBody(bundle): FhirBody,
 ) -> Result<Response, ApiError> {
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
@@ -243,13 +264,13 @@ pub(super) async fn batch_or_transaction(
         ));
     }
     match kind {
-        "transaction" => transaction(&state, &principal, entries).await,
-        "batch" => batch(&state, &principal, entries).await,
+        "transaction" => transaction(&state, &principal, entries, prefer_return(&headers)).await,
+        "batch" => batch(&state, &principal, entries, prefer_return(&headers)).await,
         other => Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Value, format!("Bundle.type '{other}' cannot be processed here; use batch or transaction (or $ingest for history and notification Bundles)"))),
     }
 }
 
-async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>) -> Result<Response, ApiError> {
+async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>, ret: Return) -> Result<Response, ApiError> {
     let mut issues = Vec::new();
     let mut planned = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
@@ -323,13 +344,13 @@ async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>)
     let mut out = vec![Value::Null; planned.len()];
     for (pos, result) in order.iter().zip(results.iter()) {
         if let Some(slot) = out.get_mut(*pos) {
-            *slot = response_entry(state, result, false);
+            *slot = preferred(response_entry(state, result, false), result, ret);
         }
     }
     Ok(fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "transaction-response", "entry": out })))
 }
 
-async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>) -> Result<Response, ApiError> {
+async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>, ret: Return) -> Result<Response, ApiError> {
     let mut out = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let failed = |e: ApiError| {
@@ -356,7 +377,7 @@ async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>) -> Re
                         .await
                         .map(|mut r| r.pop())
                     {
-                        Ok(Some(r)) => response_entry(state, &r, false),
+                        Ok(Some(r)) => preferred(response_entry(state, &r, false), &r, ret),
                         Ok(None) => failed(ApiError::from(crate::ingest::IngestError::Unavailable)),
                         Err(e) => failed(ApiError::from(e)),
                     },

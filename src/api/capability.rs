@@ -145,7 +145,10 @@ pub(crate) fn statement(version: FhirVersion, types: &[String], topics: &[String
         "software": { "name": "Herald", "version": env!("CARGO_PKG_VERSION") },
         "implementation": { "description": format!("Herald FHIR {} topic-based subscription broker", version.name()), "url": base_url },
         "fhirVersion": version.number(),
+        // JSON only: XML is refused with 406 (`api::mime`), XML bodies with 415.
         "format": ["application/fhir+json", "json"],
+        // CapabilityStatement.patchFormat (R4, R4B and R5 alike).
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
         "rest": [{
             "mode": "server",
             "security": security,

@@ -17,14 +17,29 @@ pub const MAX_JSON_DEPTH: usize = 128;
 /// A parsed JSON object body.
 pub struct FhirBody(pub Value);
 
-fn media_type_ok(ct: Option<&str>) -> bool {
+/// The body media types every FHIR write accepts (`_format`-style `json` is not a media type).
+pub const FHIR_JSON_TYPES: &[&str] = &["application/fhir+json", "application/json", "application/json+fhir"];
+
+/// Whether `ct` (parameters allowed) is one of `accepted`; no `Content-Type` is taken as JSON.
+pub fn media_type_ok(ct: Option<&str>, accepted: &[&str]) -> bool {
     match ct {
         None => true,
         Some(ct) => {
             let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            matches!(mime.as_str(), "application/fhir+json" | "application/json" | "application/json+fhir")
+            accepted.contains(&mime.as_str())
         }
     }
+}
+
+/// The 415 for a body in a media type outside `accepted` (an XML body included: Herald
+/// accepts JSON only). A body extractor with its own types (a JSON Patch body) calls
+/// `media_type_ok` and this with them.
+pub fn unsupported_media_type(ct: Option<&str>, accepted: &[&str]) -> ApiError {
+    ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        IssueType::NotSupported,
+        format!("content type '{}' is not supported; this server accepts {}", ct.unwrap_or_default(), accepted.join(", ")),
+    )
 }
 
 impl<S: Send + Sync> FromRequest<S> for FhirBody {
@@ -32,12 +47,8 @@ impl<S: Send + Sync> FromRequest<S> for FhirBody {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        if !media_type_ok(ct.as_deref()) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                IssueType::NotSupported,
-                format!("content type '{}' is not supported; send application/fhir+json", ct.unwrap_or_default()),
-            ));
+        if !media_type_ok(ct.as_deref(), FHIR_JSON_TYPES) {
+            return Err(unsupported_media_type(ct.as_deref(), FHIR_JSON_TYPES));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

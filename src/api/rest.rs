@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -14,6 +14,7 @@ use super::{redact, Shared};
 use crate::auth::{Perm, Principal};
 use crate::channels::guard::{check_endpoint, stays_private};
 use crate::fhir::instant::format_millis;
+use crate::fhir::outcome::operation_outcome;
 use crate::fhir::subscription::{fields, ContentLevel};
 use crate::fhir::types::{is_resource_type, is_valid_id};
 use crate::fhir::{Issue, IssueType};
@@ -182,26 +183,29 @@ fn write_shows_secrets(state: &Shared, principal: &Principal, id: &str) -> bool 
 }
 
 /// The answer to a create or update: the stored resource as written (secrets as
-/// `write_shows_secrets` says), or nothing under `Prefer: return=minimal`.
+/// `write_shows_secrets` says), nothing under `Prefer: return=minimal`, or an
+/// OperationOutcome saying what happened under `return=OperationOutcome`.
 ///
 /// `sent` are the R4/R4B `channel.header` strings the request itself carried: the answer shows
 /// those to whoever sent them (the caller set them; a value kept from storage through a
 /// `[redacted]` placeholder stays hidden), so that an anonymous Backport IG client on a
 /// loopback instance gets back the headers it will be sent.
-fn written(state: &Shared, principal: &Principal, mut result: WriteResult, minimal: bool, sent: &[String]) -> Response {
+fn written(state: &Shared, principal: &Principal, mut result: WriteResult, ret: Return, sent: &[String]) -> Response {
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
-    let mut resp = if minimal {
-        status.into_response()
-    } else {
-        let mut body = result.record.resource.take().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
-        if result.record.resource_type != "Subscription" || !write_shows_secrets(state, principal, &result.record.id) {
-            let stored = body.pointer("/channel/header").cloned();
-            redact::subscription(&mut body);
-            if crate::fhir::version::instance().is_backport() {
-                redact::echo_sent_headers(&mut body, stored.as_ref(), sent);
+    let mut resp = match ret {
+        Return::Minimal => status.into_response(),
+        Return::Outcome => fhir_response(status, &operation_outcome(&[Issue::info(write_outcome(&result))])),
+        Return::Representation => {
+            let mut body = result.record.resource.take().map(|r| with_live_status(state, r)).unwrap_or(Value::Null);
+            if result.record.resource_type != "Subscription" || !write_shows_secrets(state, principal, &result.record.id) {
+                let stored = body.pointer("/channel/header").cloned();
+                redact::subscription(&mut body);
+                if crate::fhir::version::instance().is_backport() {
+                    redact::echo_sent_headers(&mut body, stored.as_ref(), sent);
+                }
             }
+            fhir_response(status, &body)
         }
-        fhir_response(status, &body)
     };
     let rec = &result.record;
     version_headers(&mut resp, rec);
@@ -213,13 +217,51 @@ fn written(state: &Shared, principal: &Principal, mut result: WriteResult, minim
     resp
 }
 
+/// What a write did, in words, for `Prefer: return=OperationOutcome`.
+pub(super) fn write_outcome(result: &WriteResult) -> String {
+    let rec = &result.record;
+    let what = format!("{}/{}", rec.resource_type, rec.id);
+    match (rec.deleted, result.changed, result.created) {
+        (true, true, _) => format!("deleted {what} (version {})", rec.version_id),
+        (true, false, _) => format!("{what} was already deleted or never existed; nothing changed"),
+        (false, _, true) => format!("created {what} (version {})", rec.version_id),
+        (false, true, false) => format!("updated {what} (version {})", rec.version_id),
+        (false, false, false) => format!("{what} is unchanged (version {})", rec.version_id),
+    }
+}
+
+/// `Prefer: return=` (FHIR http.html#ops): what the answer to a write holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Return {
+    /// No body.
+    Minimal,
+    /// The resource as stored (the default).
+    Representation,
+    /// An OperationOutcome describing the outcome.
+    Outcome,
+}
+
+/// The `return` preference of a request (`Prefer` may carry others, `handling=lenient`).
+pub(super) fn prefer_return(headers: &HeaderMap) -> Return {
+    for value in headers.get_all("prefer") {
+        for pref in value.to_str().unwrap_or("").split([',', ';']) {
+            let Some((name, v)) = pref.split_once('=') else { continue };
+            if name.trim().eq_ignore_ascii_case("return") {
+                match v.trim().trim_matches('"') {
+                    "minimal" => return Return::Minimal,
+                    "representation" => return Return::Representation,
+                    "OperationOutcome" => return Return::Outcome,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Return::Representation
+}
+
 /// The authenticated client a write is made for (`None`: anonymous), and its grant.
 fn actor(principal: &Principal) -> (Option<String>, Option<StoredGrant>) {
     (principal.client.clone().filter(|c| !c.is_empty()), super::access::grant_of(principal))
-}
-
-fn prefers_minimal(headers: &HeaderMap) -> bool {
-    headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|p| p.contains("return=minimal"))
 }
 
 pub(super) async fn create(
@@ -245,7 +287,7 @@ pub(super) async fn create(
     let entry =
         WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None, provenance_for: None };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
-    Ok(written(&state, &principal, result, prefers_minimal(&headers), &sent))
+    Ok(written(&state, &principal, result, prefer_return(&headers), &sent))
 }
 
 /// The stored version an update or delete replaces must be one the caller may see (its
@@ -296,7 +338,7 @@ pub(super) async fn update(
     let sent = redact::sent_headers(&body);
     let entry = WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match, provenance_for: None };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
-    Ok(written(&state, &principal, result, prefers_minimal(&headers), &sent))
+    Ok(written(&state, &principal, result, prefer_return(&headers), &sent))
 }
 
 pub(super) async fn delete(
@@ -317,7 +359,10 @@ pub(super) async fn delete(
         .await?
         .pop()
         .ok_or_else(|| ApiError::from(crate::ingest::IngestError::Unavailable))?;
-    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let mut resp = match prefer_return(&headers) {
+        Return::Outcome => fhir_response(StatusCode::OK, &operation_outcome(&[Issue::info(write_outcome(&result))])),
+        Return::Minimal | Return::Representation => StatusCode::NO_CONTENT.into_response(),
+    };
     if result.changed {
         version_headers(&mut resp, &result.record);
     }
@@ -328,13 +373,41 @@ fn store_err(e: crate::store::StoreError) -> ApiError {
     ApiError::internal(&e)
 }
 
+/// `_summary` (`data`, `false`) and `_elements` on a read or vread, parsed and applied as a
+/// search does (`search::page::parse`, `search::render::shape`); `None`: the whole resource.
+/// `_summary=count` is for searches; `true` and `text` need the summary and cardinality flags
+/// Herald's model does not carry, so they are refused (400 `not-supported`), not approximated.
+fn subsetting(ty: &str, raw: Option<&str>) -> Result<Option<super::search::page::Options>, ApiError> {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .filter(|(n, _)| n == "_summary" || n == "_elements")
+        .map(|(n, v)| (n.into_owned(), v.into_owned()))
+        .collect();
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    if pairs.iter().any(|(n, v)| n == "_summary" && v == "count") {
+        return Err(ApiError::issues(
+            StatusCode::BAD_REQUEST,
+            vec![Issue::at(IssueType::NotSupported, "_summary", "_summary=count applies to searches, not to a read")],
+        ));
+    }
+    let params = crate::fhir::search::SearchParams::current().map_err(|e| ApiError::internal(&e))?;
+    let (opts, problems) = super::search::page::parse(ty, &pairs, params);
+    if !problems.is_empty() {
+        return Err(ApiError::issues(StatusCode::BAD_REQUEST, problems.into_iter().map(|p| p.issue).collect()));
+    }
+    Ok(Some(opts))
+}
+
 pub(super) async fn read(
     State(state): State<Shared>,
     Path((ty, id)): Path<(String, String)>,
     Caller(principal): Caller,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
+    let subset = subsetting(&ty, raw.as_deref())?;
     let access = Access::new(&state, &principal);
     let rec = access.current(&ty, &id, Perm::Read)?;
     let resource = rec.resource.clone().unwrap_or(Value::Null);
@@ -342,6 +415,9 @@ pub(super) async fn read(
     // Secrets are shown to the authenticated client that owns the Subscription, no one else.
     if !access.shows_secrets(&id) {
         redact::subscription(&mut body);
+    }
+    if let Some(opts) = &subset {
+        body = super::search::render::shape(opts, body);
     }
     let mut resp = fhir_response(StatusCode::OK, &body);
     version_headers(&mut resp, &rec);
@@ -375,9 +451,11 @@ pub(super) async fn vread(
     State(state): State<Shared>,
     Path((ty, id, vid)): Path<(String, String, String)>,
     Caller(principal): Caller,
+    RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
+    let subset = subsetting(&ty, raw.as_deref())?;
     let access = Access::new(&state, &principal);
     access.require(&ty, Perm::Read)?;
     let missing = || ApiError::not_found(format!("{ty}/{id} has no version {vid}"));
@@ -398,6 +476,9 @@ pub(super) async fn vread(
         return Err(ApiError::new(StatusCode::GONE, IssueType::Deleted, format!("version {vid} of {ty}/{id} is a deletion")));
     };
     redact::subscription(&mut resource);
+    if let Some(opts) = &subset {
+        resource = super::search::render::shape(opts, resource);
+    }
     let mut resp = fhir_response(StatusCode::OK, &resource);
     version_headers(&mut resp, &rec);
     Ok(resp)

@@ -25,6 +25,7 @@ mod ingest_group;
 mod lifecycle;
 #[cfg(feature = "load")]
 mod load;
+mod negotiation;
 mod operators;
 mod replay;
 mod rest_hook;

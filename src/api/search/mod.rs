@@ -15,7 +15,7 @@
 pub mod context;
 pub mod page;
 pub mod plan;
-mod render;
+pub mod render;
 
 use std::ops::Bound;
 

@@ -53,15 +53,19 @@ pub fn includes(
     Ok(expansion.found)
 }
 
-/// `_elements` and `_summary=data` applied to one match.
+/// `_elements` and `_summary=data` applied to one match (and to a read or vread,
+/// `api::rest`). A resource missing elements is marked SUBSETTED (FHIR search.html#summary).
 pub fn shape(opts: &Options, mut resource: Value) -> Value {
     let Some(obj) = resource.as_object_mut() else { return resource };
+    let mut subsetted = false;
     if opts.summary_data {
-        obj.remove("text");
+        subsetted |= obj.remove("text").is_some();
     }
     if let Some(keep) = &opts.elements {
         obj.retain(|k, _| matches!(k.as_str(), "resourceType" | "id" | "meta") || keep.iter().any(|e| e == k));
-        // R5: a resource missing elements is marked SUBSETTED.
+        subsetted = true;
+    }
+    if subsetted {
         let meta = obj.entry("meta").or_insert_with(|| json!({}));
         if let Some(m) = meta.as_object_mut() {
             let tags = m.entry("tag").or_insert_with(|| json!([]));
