@@ -1,4 +1,5 @@
-//! Herald driven by stock third-party clients, run as child processes when their runtime and
+//! Herald driven by stock third-party clients (Medplum's subscription manager, fhir-kit-client
+//! over the REST API), run as child processes when their runtime and
 //! packages are installed (CI: `npm ci` in `tests/clients`), skipped with a note otherwise.
 //!
 //! Medplum's `SubscriptionManager` (`@medplum/core`) is used unmodified, configured only
@@ -80,4 +81,46 @@ async fn medplum_subscription_manager_binds_and_receives_events() {
     assert_eq!(created["status"], "active");
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// Steps of `fhir_kit.mjs` beyond the default ones, each behind its flag until Herald serves
+/// it: `--conditional` (If-None-Exist) and `--patch` (JSON Patch). Add them here once merged.
+const FHIR_KIT_EXTRA_STEPS: &[&str] = &[];
+
+/// fhir-kit-client (npm), unmodified, through create, read, update, vread, search, history,
+/// transaction and delete (`tests/clients/fhir_kit.mjs`), in `version`.
+async fn fhir_kit_client(version: &str) {
+    if node_major().is_none() {
+        eprintln!("skipped: node is not installed");
+        return;
+    }
+    if !clients_dir().join("node_modules/fhir-kit-client/package.json").exists() {
+        eprintln!("skipped: run `npm ci` in tests/clients to install fhir-kit-client");
+        return;
+    }
+    let v = version.to_owned();
+    let server = TestServer::start_with(move |c| c.fhir.version = v).await;
+    let base = server.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node").arg("fhir_kit.mjs").arg(&base).args(FHIR_KIT_EXTRA_STEPS).current_dir(clients_dir()).output()
+    })
+    .await
+    .unwrap()
+    .expect("node starts");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{version}: {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    for step in ["metadata", "create", "read", "update", "vread", "search", "history", "transaction", "delete"] {
+        assert!(stdout.lines().any(|l| l == format!("ok {step}")), "{version}: no `ok {step}` in\n{stdout}");
+    }
+    assert_eq!(stdout.lines().last(), Some("done"), "{version}: {stdout}");
+}
+
+#[tokio::test]
+async fn fhir_kit_client_drives_the_rest_api_r5() {
+    fhir_kit_client(crate::support::versions::R5).await;
+}
+
+#[tokio::test]
+async fn fhir_kit_client_drives_the_rest_api_r4() {
+    fhir_kit_client(crate::support::versions::R4).await;
 }
