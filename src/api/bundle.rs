@@ -8,6 +8,7 @@
 //! (their answers would not be isolated from its writes).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,6 +16,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::access::{Access, Caller};
+use super::conditional;
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
 use super::rest::{
@@ -33,6 +35,12 @@ struct Planned {
     index: usize,
     write: WriteEntry,
     full_url: Option<String>,
+    /// The search a conditional entry depends on: `ifNoneExist` of a POST, the query of
+    /// `PUT Type?query` or `DELETE Type?query` (resolved by `resolve_condition`).
+    condition: Option<String>,
+    /// The answer of an entry its condition turned into no write (a POST whose
+    /// `ifNoneExist` matched, a conditional DELETE that matched nothing).
+    answered: Option<Value>,
 }
 
 fn entry_error(index: usize, code: IssueType, msg: impl Into<String>) -> Issue {
@@ -61,11 +69,23 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
         .get("url")
         .and_then(Value::as_str)
         .ok_or_else(|| entry_error(index, IssueType::Required, "entry.request.url is required"))?;
-    if request.get("ifNoneExist").is_some() || request.get("ifNoneMatch").is_some() || url.contains('?') && method != "GET" {
+    if request.get("ifNoneMatch").is_some() || request.get("ifModifiedSince").is_some() {
         return Err(entry_error(
             index,
             IssueType::NotSupported,
-            "conditional interactions need the search engine and are not supported yet",
+            "conditional reads (ifNoneMatch, ifModifiedSince) are not supported in a Bundle",
+        ));
+    }
+    let if_none_exist = request.get("ifNoneExist").and_then(Value::as_str).map(str::to_owned);
+    if if_none_exist.is_some() && method != "POST" {
+        return Err(entry_error(index, IssueType::Invalid, "ifNoneExist applies to POST entries only"));
+    }
+    let url_condition = url.split_once('?').map(|(_, q)| q.to_owned()).filter(|_| method == "PUT" || method == "DELETE");
+    if url.contains('?') && url_condition.is_none() && method != "GET" {
+        return Err(entry_error(
+            index,
+            IssueType::NotSupported,
+            format!("{method} {url}: a search in request.url is for PUT and DELETE only"),
         ));
     }
     let (ty, id) = parse_url(&state.base_url, url)
@@ -88,8 +108,26 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
     };
     let resource = entry.get("resource").cloned();
     let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_string);
+    let condition = if_none_exist.or(url_condition);
     let write = match (method, id) {
         ("GET", _) => return Ok(None),
+        ("PUT", None) if condition.is_some() => {
+            let r = resource.ok_or_else(|| entry_error(index, IssueType::Required, "a PUT entry needs a resource"))?;
+            check_body_type(&r, &ty)
+                .map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
+            // The id is the match's, or the body's, or a new one (`resolve_condition`).
+            WriteEntry {
+                method: WriteMethod::Update,
+                resource_type: ty,
+                id: String::new(),
+                resource: Some(r),
+                if_match,
+                provenance_for: None,
+            }
+        }
+        ("DELETE", None) if condition.is_some() => {
+            WriteEntry { method: WriteMethod::Delete, resource_type: ty, id: String::new(), resource: None, if_match, provenance_for: None }
+        }
         ("POST", None) => {
             let r = resource.ok_or_else(|| entry_error(index, IssueType::Required, "a POST entry needs a resource"))?;
             check_body_type(&r, &ty)
@@ -123,7 +161,148 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
             ))
         }
     };
-    Ok(Some(Planned { index, write, full_url }))
+    Ok(Some(Planned { index, write, full_url, condition, answered: None }))
+}
+
+/// Conditional references (`Type?query`) anywhere in `value`.
+fn conditional_references(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(obj) => {
+            for (k, v) in obj {
+                match v.as_str() {
+                    Some(r) if k == "reference" => {
+                        if r.split_once('?').is_some_and(|(ty, _)| is_resource_type(ty)) && !out.iter().any(|o| o == r) {
+                            out.push(r.to_owned());
+                        }
+                    }
+                    _ => conditional_references(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| conditional_references(v, out)),
+        _ => {}
+    }
+}
+
+/// The types whose gates the entries need (`conditional::gate`): those of their conditions
+/// and of the conditional references in their resources.
+fn gated_types(planned: &[Planned]) -> Vec<String> {
+    let mut types = Vec::new();
+    for p in planned {
+        if p.condition.is_some() {
+            types.push(p.write.resource_type.clone());
+        }
+        let mut refs = Vec::new();
+        if let Some(r) = &p.write.resource {
+            conditional_references(r, &mut refs);
+        }
+        types.extend(refs.iter().filter_map(|r| r.split_once('?')).map(|(ty, _)| ty.to_owned()));
+    }
+    types
+}
+
+/// The entry's errors, located at `Bundle.entry[index]`, with the status kept.
+fn at_entry(index: usize, e: ApiError) -> ApiError {
+    let issues = e.issues.into_iter().map(|i| entry_error(index, i.code, i.diagnostics)).collect();
+    ApiError::issues(e.status, issues)
+}
+
+/// Resolves an entry's condition and its conditional references, under the gates of their
+/// types (held by the caller until the entry's write is answered): the entry gets its id,
+/// or an answer when it writes nothing. Conditional references become `Type/id`.
+async fn resolve_condition(state: &Shared, principal: &Arc<Principal>, p: &mut Planned) -> Result<(), ApiError> {
+    let ty = p.write.resource_type.clone();
+    if let Some(query) = p.condition.clone() {
+        match p.write.method {
+            WriteMethod::Create => {
+                let found = conditional::matches(state, principal, &ty, &query, "ifNoneExist").await?;
+                match found.as_slice() {
+                    [] => {}
+                    [(id, _)] => {
+                        let record = conditional::current(state, &ty, id)?;
+                        let mut answer = response_entry(state, &WriteResult { record, created: false, changed: true }, false);
+                        if let Some(s) = answer.pointer_mut("/response/status") {
+                            *s = json!("200 OK");
+                        }
+                        p.write.id = id.clone();
+                        p.answered = Some(answer);
+                    }
+                    many => return Err(conditional::several("ifNoneExist", &ty, &query, many.len())),
+                }
+            }
+            WriteMethod::Update => {
+                let found = conditional::matches(state, principal, &ty, &query, "conditional update").await?;
+                let body_id = p.write.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str).map(str::to_owned);
+                p.write.id = match found.as_slice() {
+                    [] => match body_id {
+                        Some(id) if is_valid_id(&id) => {
+                            if conditional::current(state, &ty, &id).is_ok() {
+                                return Err(ApiError::new(
+                                    StatusCode::CONFLICT,
+                                    IssueType::Conflict,
+                                    format!("{ty}/{id} exists but does not match the condition; a conditional update does not replace it"),
+                                ));
+                            }
+                            id
+                        }
+                        Some(id) => return Err(ApiError::bad_request(format!("'{id}' is not a valid id"))),
+                        None => uuid::Uuid::new_v4().to_string(),
+                    },
+                    [(id, resource)] => {
+                        if body_id.as_ref().is_some_and(|b| b != id) {
+                            return Err(ApiError::bad_request(format!(
+                                "body id does not match {ty}/{id}, the resource the condition matched"
+                            )));
+                        }
+                        p.write.if_match = p.write.if_match.take().or_else(|| conditional::seen_version(resource));
+                        id.clone()
+                    }
+                    many => return Err(conditional::several("conditional update", &ty, &query, many.len())),
+                };
+                let id = p.write.id.clone();
+                if let Some(obj) = p.write.resource.as_mut().and_then(Value::as_object_mut) {
+                    obj.insert("id".into(), json!(id));
+                }
+            }
+            WriteMethod::Delete => {
+                let found = conditional::matches(state, principal, &ty, &query, "conditional delete").await?;
+                match found.as_slice() {
+                    [] => p.answered = Some(json!({ "response": { "status": "204 No Content" } })),
+                    [(id, resource)] => {
+                        p.write.id = id.clone();
+                        p.write.if_match = p.write.if_match.take().or_else(|| conditional::seen_version(resource));
+                    }
+                    many => return Err(conditional::several("conditional delete", &ty, &query, many.len())),
+                }
+            }
+        }
+    }
+    let mut refs = Vec::new();
+    if let Some(r) = &p.write.resource {
+        conditional_references(r, &mut refs);
+    }
+    let mut map = HashMap::new();
+    for reference in refs {
+        let Some((target, query)) = reference.split_once('?') else { continue };
+        let found = conditional::matches(state, principal, target, query, "conditional reference").await?;
+        match found.as_slice() {
+            [(id, _)] => {
+                map.insert(reference.clone(), format!("{target}/{id}"));
+            }
+            [] => {
+                return Err(ApiError::new(
+                    StatusCode::PRECONDITION_FAILED,
+                    IssueType::NotFound,
+                    format!("conditional reference '{reference}' matches no resource; it must match exactly one"),
+                ))
+            }
+            many => return Err(conditional::several("conditional reference", target, query, many.len())),
+        }
+    }
+    if let Some(r) = p.write.resource.as_mut() {
+        rewrite_references(r, &map);
+    }
+    Ok(())
 }
 
 /// Rewrites every `"reference": "urn:uuid:..."` that names an entry of this Bundle.
@@ -270,7 +449,7 @@ pub(super) async fn batch_or_transaction(
     }
 }
 
-async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>, ret: Return) -> Result<Response, ApiError> {
+async fn transaction(state: &Shared, principal: &Arc<Principal>, entries: Vec<Value>, ret: Return) -> Result<Response, ApiError> {
     let mut issues = Vec::new();
     let mut planned = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
@@ -282,10 +461,20 @@ async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>,
             Err(issue) => issues.push(issue),
         }
     }
+    if !issues.is_empty() {
+        return Err(ApiError::issues(StatusCode::BAD_REQUEST, issues));
+    }
+    // Conditions and conditional references are resolved under their types' gates, held
+    // until the commit is answered (`api::conditional`).
+    let gate = conditional::gate(gated_types(&planned)).await;
+    for p in &mut planned {
+        resolve_condition(state, principal, p).await.map_err(|e| at_entry(p.index, e))?;
+    }
+    let answered: Vec<(usize, Value)> = planned.iter().filter_map(|p| p.answered.clone().map(|a| (p.index, a))).collect();
+    let (unwritten, mut planned): (Vec<Planned>, Vec<Planned>) = planned.into_iter().partition(|p| p.answered.is_some());
     for p in &planned {
         if let Err(e) = entry_allowed(state, principal, &p.write) {
-            let issues = e.issues.into_iter().map(|i| entry_error(p.index, i.code, i.diagnostics)).collect();
-            return Err(ApiError::issues(e.status, issues));
+            return Err(at_entry(p.index, e));
         }
     }
     let mut seen = HashSet::new();
@@ -303,6 +492,7 @@ async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>,
     }
     let map: HashMap<String, String> = planned
         .iter()
+        .chain(unwritten.iter().filter(|p| p.write.method == WriteMethod::Create))
         .filter_map(|p| {
             p.full_url
                 .as_ref()
@@ -341,16 +531,22 @@ async fn transaction(state: &Shared, principal: &Principal, entries: Vec<Value>,
             other => ApiError::from(other),
         },
     )?;
-    let mut out = vec![Value::Null; planned.len()];
+    drop(gate);
+    let mut out = vec![Value::Null; entries.len()];
     for (pos, result) in order.iter().zip(results.iter()) {
-        if let Some(slot) = out.get_mut(*pos) {
+        if let Some(slot) = planned.get(*pos).and_then(|p| out.get_mut(p.index)) {
             *slot = preferred(response_entry(state, result, false), result, ret);
+        }
+    }
+    for (index, answer) in answered {
+        if let Some(slot) = out.get_mut(index) {
+            *slot = answer;
         }
     }
     Ok(fhir_response(StatusCode::OK, &json!({ "resourceType": "Bundle", "type": "transaction-response", "entry": out })))
 }
 
-async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>, ret: Return) -> Result<Response, ApiError> {
+async fn batch(state: &Shared, principal: &Arc<Principal>, entries: Vec<Value>, ret: Return) -> Result<Response, ApiError> {
     let mut out = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let failed = |e: ApiError| {
@@ -360,7 +556,16 @@ async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>, ret: 
         let response = match plan_entry(state, index, entry) {
             Ok(None) => read_entry(state, principal, entry).await,
             Err(issue) => failed(ApiError::issues(StatusCode::BAD_REQUEST, vec![issue])),
-            Ok(Some(p)) => {
+            Ok(Some(mut p)) => {
+                let gate = conditional::gate(gated_types(std::slice::from_ref(&p))).await;
+                if let Err(e) = resolve_condition(state, principal, &mut p).await {
+                    out.push(failed(e));
+                    continue;
+                }
+                if let Some(answer) = p.answered.take() {
+                    out.push(answer);
+                    continue;
+                }
                 if let Err(e) = entry_allowed(state, principal, &p.write) {
                     out.push(failed(e));
                     continue;
@@ -369,7 +574,7 @@ async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>, ret: 
                     Some(r) => guard_subscription(state, &p.write.resource_type, r).await,
                     None => Ok(()),
                 };
-                match guarded {
+                let answer = match guarded {
                     Err(e) => failed(e),
                     Ok(()) => match state
                         .ingest
@@ -381,7 +586,9 @@ async fn batch(state: &Shared, principal: &Principal, entries: Vec<Value>, ret: 
                         Ok(None) => failed(ApiError::from(crate::ingest::IngestError::Unavailable)),
                         Err(e) => failed(ApiError::from(e)),
                     },
-                }
+                };
+                drop(gate);
+                answer
             }
         };
         out.push(response);

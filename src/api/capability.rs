@@ -94,9 +94,10 @@ pub(crate) fn statement(version: FhirVersion, types: &[String], topics: &[String
                 "versioning": "versioned-update",
                 "readHistory": true,
                 "updateCreate": true,
-                "conditionalCreate": false,
-                "conditionalUpdate": false,
-                "conditionalDelete": "not-supported",
+                "conditionalCreate": true,
+                "conditionalRead": "full-support",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
                 "interaction": crud,
                 "searchParam": [{ "name": "_id", "type": "token" }],
             });

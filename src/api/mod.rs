@@ -4,6 +4,8 @@
 //! - `health`: `/healthz` (liveness), `/readyz` (readiness) and the start-up `Gate` in front
 //!   of the full router.
 //! - `rest`: create, read, vread, update, delete, history.
+//! - `conditional`: conditional create, update, delete and read, and the gate that makes a
+//!   condition and its write atomic.
 //! - `search`: type-level search (`GET /fhir/{type}?...`, `POST /fhir/{type}/_search`).
 //! - `bundle`: batch and transaction Bundles at `POST /fhir`.
 //! - `status`: `$status` (instance and type level).
@@ -20,6 +22,7 @@ mod admin;
 mod bundle;
 mod capability;
 mod committed;
+mod conditional;
 pub mod edge;
 mod emit;
 mod events;
@@ -167,8 +170,13 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         path: "/fhir/{type}",
-        methods: &[("GET", Needs::Type(Perm::Search)), ("POST", Needs::Type(Perm::Create))],
-        handler: || get(search::search).post(rest::create),
+        methods: &[
+            ("GET", Needs::Type(Perm::Search)),
+            ("POST", Needs::Type(Perm::Create)),
+            ("PUT", Needs::Type(Perm::Update)),
+            ("DELETE", Needs::Type(Perm::Delete)),
+        ],
+        handler: || get(search::search).post(rest::create).put(conditional::update).delete(conditional::delete),
     },
     Route { path: "/fhir/{type}/_search", methods: &[("POST", Needs::Type(Perm::Search))], handler: || post(search::search_post) },
     Route {

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::access::{Access, Caller};
+use super::conditional;
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
 use super::{redact, Shared};
@@ -62,7 +63,7 @@ fn x_provenance(headers: &HeaderMap) -> Result<Option<Value>, ApiError> {
 }
 
 /// Writes `entry`, with the `X-Provenance` resource in the same commit when one was sent.
-async fn write_with_provenance(
+pub(super) async fn write_with_provenance(
     state: &Shared,
     (actor, grant): (Option<String>, Option<StoredGrant>),
     entry: WriteEntry,
@@ -85,7 +86,7 @@ async fn write_with_provenance(
     results.pop().ok_or_else(|| ApiError::from(crate::ingest::IngestError::Unavailable))
 }
 
-fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get(header::IF_MATCH) {
         None => Ok(None),
         Some(v) => v.to_str().map_err(|_| ApiError::bad_request("If-Match is not text")).and_then(parse_etag).map(Some),
@@ -161,7 +162,7 @@ pub(super) fn with_live_status(state: &Shared, mut resource: Value) -> Value {
     resource
 }
 
-fn version_headers(resp: &mut Response, rec: &VersionRecord) {
+pub(super) fn version_headers(resp: &mut Response, rec: &VersionRecord) {
     if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", rec.version_id)) {
         resp.headers_mut().insert(header::ETAG, v);
     }
@@ -190,7 +191,7 @@ fn write_shows_secrets(state: &Shared, principal: &Principal, id: &str) -> bool 
 /// those to whoever sent them (the caller set them; a value kept from storage through a
 /// `[redacted]` placeholder stays hidden), so that an anonymous Backport IG client on a
 /// loopback instance gets back the headers it will be sent.
-fn written(state: &Shared, principal: &Principal, mut result: WriteResult, ret: Return, sent: &[String]) -> Response {
+pub(super) fn written(state: &Shared, principal: &Principal, mut result: WriteResult, ret: Return, sent: &[String]) -> Response {
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut resp = match ret {
         Return::Minimal => status.into_response(),
@@ -260,7 +261,7 @@ pub(super) fn prefer_return(headers: &HeaderMap) -> Return {
 }
 
 /// The authenticated client a write is made for (`None`: anonymous), and its grant.
-fn actor(principal: &Principal) -> (Option<String>, Option<StoredGrant>) {
+pub(super) fn actor(principal: &Principal) -> (Option<String>, Option<StoredGrant>) {
     (principal.client.clone().filter(|c| !c.is_empty()), super::access::grant_of(principal))
 }
 
@@ -274,19 +275,31 @@ pub(super) async fn create(
     check_type(&ty)?;
     Access::new(&state, &principal).require(&ty, Perm::Create)?;
     check_body_type(&body, &ty)?;
-    if headers.contains_key("if-none-exist") {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            IssueType::NotSupported,
-            "conditional create (If-None-Exist) needs the search engine and is not supported yet",
-        ));
-    }
+    // Conditional create: the type's gate is held from the search to the commit
+    // (`api::conditional`); one match is answered with it, unchanged.
+    let gate = match headers.get("if-none-exist") {
+        None => None,
+        Some(raw) => {
+            let query = raw.to_str().map_err(|_| ApiError::bad_request("If-None-Exist is not text"))?.to_owned();
+            let gate = conditional::gate([ty.clone()]).await;
+            match conditional::matches(&state, &principal, &ty, &query, "conditional create").await?.as_slice() {
+                [] => Some(gate),
+                [(id, _)] => {
+                    let record = conditional::current(&state, &ty, id)?;
+                    let existing = WriteResult { record, created: false, changed: false };
+                    return Ok(written(&state, &principal, existing, prefer_return(&headers), &[]));
+                }
+                many => return Err(conditional::several("conditional create", &ty, &query, many.len())),
+            }
+        }
+    };
     guard_subscription(&state, &ty, &body).await?;
     let sent = redact::sent_headers(&body);
     let id = uuid::Uuid::new_v4().to_string();
     let entry =
         WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None, provenance_for: None };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
+    drop(gate);
     Ok(written(&state, &principal, result, prefer_return(&headers), &sent))
 }
 
@@ -404,12 +417,16 @@ pub(super) async fn read(
     Path((ty, id)): Path<(String, String)>,
     Caller(principal): Caller,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
     let subset = subsetting(&ty, raw.as_deref())?;
     let access = Access::new(&state, &principal);
     let rec = access.current(&ty, &id, Perm::Read)?;
+    if let Some(unchanged) = conditional::not_modified(&headers, &rec) {
+        return Ok(unchanged);
+    }
     let resource = rec.resource.clone().unwrap_or(Value::Null);
     let mut body = with_live_status(&state, resource);
     // Secrets are shown to the authenticated client that owns the Subscription, no one else.
@@ -452,6 +469,7 @@ pub(super) async fn vread(
     Path((ty, id, vid)): Path<(String, String, String)>,
     Caller(principal): Caller,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_type(&ty)?;
     check_id(&id)?;
@@ -475,6 +493,9 @@ pub(super) async fn vread(
     let Some(mut resource) = rec.resource.clone() else {
         return Err(ApiError::new(StatusCode::GONE, IssueType::Deleted, format!("version {vid} of {ty}/{id} is a deletion")));
     };
+    if let Some(unchanged) = conditional::not_modified(&headers, &rec) {
+        return Ok(unchanged);
+    }
     redact::subscription(&mut resource);
     if let Some(opts) = &subset {
         resource = super::search::render::shape(opts, resource);

@@ -17,6 +17,8 @@ pub enum IssueType {
     NotFound,
     Deleted,
     Conflict,
+    /// A condition (conditional create, update, delete or reference) matched several resources.
+    MultipleMatches,
     TooCostly,
     Transient,
     Exception,
@@ -39,6 +41,7 @@ impl IssueType {
             IssueType::NotFound => "not-found",
             IssueType::Deleted => "deleted",
             IssueType::Conflict => "conflict",
+            IssueType::MultipleMatches => "multiple-matches",
             IssueType::TooCostly => "too-costly",
             IssueType::Transient => "transient",
             IssueType::Exception => "exception",

@@ -331,11 +331,66 @@ async fn type_level(
     secrets: &[&str],
 ) {
     let path = sp.path(route, ty, id);
+    // What a condition may try to reach the victim with: it searches only what the caller sees.
+    let conditions = [
+        format!("_id={id}"),
+        "subject=Patient/p2".to_owned(),
+        "subject:Patient.name=Fam-p2".to_owned(),
+        "_has:Observation:subject:_id=o-p2".to_owned(),
+    ];
     if perm == herald::auth::Perm::Create {
         // A create may not place a resource outside the patient's compartment.
         if matches!(who, Who::P1) && ty == "Observation" {
             let obs = json!({ "resourceType": "Observation", "status": "final", "code": { "text": "x" }, "subject": { "reference": "Patient/p2" } });
             w.call(who, method.clone(), &path, Some((FHIR, obs.to_string()))).await.refused();
+        }
+        // If-None-Exist never matches the victim (which would answer 200 with it): the
+        // condition matches nothing, and the create is refused for its invalid or foreign body.
+        let body = match ty {
+            "Observation" => {
+                json!({ "resourceType": "Observation", "status": "final", "code": { "text": "x" }, "subject": { "reference": "Patient/p2" } })
+            }
+            _ => json!({ "resourceType": ty, "name": "not a valid value" }),
+        };
+        for q in &conditions {
+            let mut req = w.server.client.request(method.clone(), format!("{}{}", w.server.base.trim_end_matches("/fhir"), path));
+            req = match who {
+                Who::A => req.header("x-api-key", "key-a"),
+                Who::B => req.header("x-api-key", "key-b"),
+                Who::P1 => req.bearer_auth(&w.p1),
+            };
+            let resp = req.header("content-type", FHIR).header("if-none-exist", q).body(body.to_string()).send().await.unwrap();
+            let status = resp.status();
+            let text = resp.text().await.unwrap();
+            assert!(status.is_client_error(), "{method} {path} If-None-Exist {q}: {status} {text}");
+            for s in secrets.iter().filter(|s| VALUES.contains(s)) {
+                assert!(!text.contains(s), "{method} {path} If-None-Exist {q} revealed {s}: {text}");
+            }
+        }
+        return;
+    }
+    if matches!(perm, herald::auth::Perm::Update | herald::auth::Perm::Delete) {
+        // A conditional update or delete neither finds nor changes the victim: no match
+        // (delete: 204, nothing deleted), and an update naming the victim's id is 404 (400:
+        // a parameter the type does not have).
+        let body = (*method == Method::PUT).then(|| {
+            let mut v = match ty {
+                "Subscription" => versions::websocket_subscription(w.version, TOPIC, "off", &[]),
+                "Observation" => json!({ "resourceType": "Observation", "status": "final", "code": { "text": "x" }, "subject": { "reference": "Patient/p1" } }),
+                _ => json!({ "resourceType": ty, "name": [{ "family": "stolen" }] }),
+            };
+            v["id"] = json!(id);
+            (FHIR, v.to_string())
+        });
+        for q in &conditions {
+            let answer = w.call(who, method.clone(), &format!("{path}?{q}"), body.clone()).await;
+            answer.reveals_none(secrets);
+            let expected = if *method == Method::PUT {
+                [StatusCode::NOT_FOUND, StatusCode::FORBIDDEN, StatusCode::BAD_REQUEST]
+            } else {
+                [StatusCode::NO_CONTENT, StatusCode::FORBIDDEN, StatusCode::BAD_REQUEST]
+            };
+            assert!(expected.contains(&answer.status), "{method} {path}?{q}: {} {}", answer.status, answer.text);
         }
         return;
     }
