@@ -76,37 +76,44 @@ async fn conditional_create_r4() {
     conditional_create("4.0.1").await;
 }
 
-/// Twenty clients race one `If-None-Exist`: one resource, one 201, every answer names it.
+/// Twenty clients race one `If-None-Exist` (released together by a barrier, in several
+/// rounds): one resource, one 201, every answer names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_conditional_creates_make_exactly_one_resource() {
     let server = start("5.0.0").await;
-    let mut tasks = Vec::new();
-    for i in 0..20 {
-        let client = reqwest::Client::new();
-        let url = server.url("Patient");
-        tasks.push(tokio::spawn(async move {
-            send(client.post(url).header("content-type", FHIR).header("if-none-exist", "identifier=urn:race|1").json(&patient(
-                "urn:race",
-                "1",
-                &format!("racer{i}"),
-            )))
-            .await
-        }));
-    }
-    let mut created = 0;
-    let mut named = std::collections::BTreeSet::new();
-    for t in tasks {
-        let (s, _, body) = t.await.unwrap();
-        assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s}: {body}");
-        if s == StatusCode::CREATED {
-            created += 1;
+    for round in 0..5 {
+        let value = format!("{round}");
+        let condition = format!("identifier=urn:race|{round}");
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(20));
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let req = server
+                .client
+                .post(server.url("Patient"))
+                .header("content-type", FHIR)
+                .header("if-none-exist", condition.as_str())
+                .json(&patient("urn:race", &value, &format!("racer{i}")));
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                send(req).await
+            }));
         }
-        named.insert(body["id"].as_str().unwrap().to_owned());
+        let mut created = 0;
+        let mut named = std::collections::BTreeSet::new();
+        for t in tasks {
+            let (s, _, body) = t.await.unwrap();
+            assert!(s == StatusCode::CREATED || s == StatusCode::OK, "{s}: {body}");
+            if s == StatusCode::CREATED {
+                created += 1;
+            }
+            named.insert(body["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(created, 1, "round {round}");
+        let stored = ids(&server, &condition).await;
+        assert_eq!(stored.len(), 1, "round {round}");
+        assert_eq!(named.into_iter().collect::<Vec<_>>(), stored);
     }
-    assert_eq!(created, 1);
-    let stored = ids(&server, "identifier=urn:race|1").await;
-    assert_eq!(stored.len(), 1);
-    assert_eq!(named.into_iter().collect::<Vec<_>>(), stored);
 }
 
 async fn conditional_update_and_delete(version: &str) {
