@@ -61,7 +61,7 @@ fn x_provenance(headers: &HeaderMap) -> Result<Option<Value>, ApiError> {
 }
 
 /// Writes `entry`, with the `X-Provenance` resource in the same commit when one was sent.
-async fn write_with_provenance(
+pub(super) async fn write_with_provenance(
     state: &Shared,
     (actor, grant): (Option<String>, Option<StoredGrant>),
     entry: WriteEntry,
@@ -84,7 +84,7 @@ async fn write_with_provenance(
     results.pop().ok_or_else(|| ApiError::from(crate::ingest::IngestError::Unavailable))
 }
 
-fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers.get(header::IF_MATCH) {
         None => Ok(None),
         Some(v) => v.to_str().map_err(|_| ApiError::bad_request("If-Match is not text")).and_then(parse_etag).map(Some),
@@ -188,7 +188,7 @@ fn write_shows_secrets(state: &Shared, principal: &Principal, id: &str) -> bool 
 /// those to whoever sent them (the caller set them; a value kept from storage through a
 /// `[redacted]` placeholder stays hidden), so that an anonymous Backport IG client on a
 /// loopback instance gets back the headers it will be sent.
-fn written(state: &Shared, principal: &Principal, mut result: WriteResult, minimal: bool, sent: &[String]) -> Response {
+pub(super) fn written(state: &Shared, principal: &Principal, mut result: WriteResult, minimal: bool, sent: &[String]) -> Response {
     let status = if result.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut resp = if minimal {
         status.into_response()
@@ -214,11 +214,11 @@ fn written(state: &Shared, principal: &Principal, mut result: WriteResult, minim
 }
 
 /// The authenticated client a write is made for (`None`: anonymous), and its grant.
-fn actor(principal: &Principal) -> (Option<String>, Option<StoredGrant>) {
+pub(super) fn actor(principal: &Principal) -> (Option<String>, Option<StoredGrant>) {
     (principal.client.clone().filter(|c| !c.is_empty()), super::access::grant_of(principal))
 }
 
-fn prefers_minimal(headers: &HeaderMap) -> bool {
+pub(super) fn prefers_minimal(headers: &HeaderMap) -> bool {
     headers.get("prefer").and_then(|v| v.to_str().ok()).is_some_and(|p| p.contains("return=minimal"))
 }
 

@@ -389,9 +389,22 @@ async fn instance(w: &World, method: &Method, route: &str, ty: &str, id: &str, w
             v["id"] = json!(id);
             Some((FHIR, v.to_string()))
         }
+        // A JSON Patch that would hand the target to the attacker; a failed `test` must not
+        // tell the stored value either (404 before any operation runs).
+        Method::PATCH if route.ends_with("{id}") => {
+            let ops = json!([
+                { "op": "test", "path": "/id", "value": id },
+                { "op": "add", "path": "/subject", "value": { "reference": "Patient/p1" } },
+                { "op": "add", "path": "/managingEntity", "value": { "reference": "Organization/b" } }
+            ]);
+            Some(("application/json-patch+json", ops.to_string()))
+        }
         _ => None,
     };
+    let before = w.call(Who::A, Method::GET, &format!("/fhir/{ty}/{id}"), None).await.json()["meta"]["versionId"].clone();
     w.call(who, method.clone(), &path, body).await.not_found().reveals_none(secrets);
+    let after = w.call(Who::A, Method::GET, &format!("/fhir/{ty}/{id}"), None).await.json()["meta"]["versionId"].clone();
+    assert_eq!(before, after, "{method} {path} changed {ty}/{id}");
 }
 
 async fn subscription_lists(w: &World, method: &Method, route: &str, sp: &Spelling, secrets: &[&str]) {

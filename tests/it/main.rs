@@ -26,6 +26,7 @@ mod lifecycle;
 #[cfg(feature = "load")]
 mod load;
 mod operators;
+mod patch;
 mod replay;
 mod rest_hook;
 mod scenarios;

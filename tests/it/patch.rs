@@ -1,0 +1,133 @@
+//! PATCH: JSON Patch (RFC 6902) and FHIRPath Patch on an instance, and PATCH entries in
+//! batch and transaction Bundles. A patch is an update of the version it was applied to:
+//! versioned, validated, matched against topics with that version as `%previous`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{Receiver, TestServer};
+
+const T: Duration = Duration::from_secs(10);
+const JSON_PATCH: &str = "application/json-patch+json";
+
+async fn patch(server: &TestServer, path: &str, content_type: &str, body: &Value, if_match: Option<&str>) -> (StatusCode, Value) {
+    let mut req = server.client.patch(server.url(path)).header("content-type", content_type).body(body.to_string());
+    if let Some(v) = if_match {
+        req = req.header("if-match", v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn task(server: &TestServer) -> String {
+    let (s, b) = server.post("Task", &json!({ "resourceType": "Task", "status": "requested", "intent": "order" })).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+async fn json_patch_moves_a_task_and_refuses_what_it_must(server: TestServer) {
+    let id = task(&server).await;
+    let path = format!("Task/{id}");
+    let accept = json!([
+        { "op": "test", "path": "/status", "value": "requested" },
+        { "op": "replace", "path": "/status", "value": "accepted" },
+        { "op": "add", "path": "/businessStatus", "value": { "text": "queued" } },
+        { "op": "add", "path": "/input", "value": [{ "type": { "text": "a" }, "valueString": "x" }] },
+        { "op": "copy", "from": "/input/0", "path": "/input/-" },
+        { "op": "move", "from": "/input/1", "path": "/input/0" },
+        { "op": "remove", "path": "/input/1" }
+    ]);
+    let (s, b) = patch(&server, &path, JSON_PATCH, &accept, Some("W/\"1\"")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!((b["status"].as_str(), b["meta"]["versionId"].as_str()), (Some("accepted"), Some("2")));
+    assert_eq!(b["businessStatus"]["text"], "queued");
+    assert_eq!(b["input"].as_array().map(Vec::len), Some(1));
+    let (_, read) = server.get(&path).await;
+    assert_eq!(read["status"], "accepted");
+
+    // Stale If-Match: 412, nothing written.
+    let start = json!([{ "op": "replace", "path": "/status", "value": "in-progress" }]);
+    let (s, b) = patch(&server, &path, JSON_PATCH, &start, Some("W/\"1\"")).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{b}");
+    assert_eq!(b["resourceType"], "OperationOutcome");
+    // A failed test: 422, nothing written.
+    let guarded =
+        json!([{ "op": "test", "path": "/status", "value": "requested" }, { "op": "replace", "path": "/status", "value": "failed" }]);
+    let (s, b) = patch(&server, &path, JSON_PATCH, &guarded, None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["resourceType"], "OperationOutcome");
+    // The id and the type are the URL's.
+    for ops in [
+        json!([{ "op": "replace", "path": "/id", "value": "other" }]),
+        json!([{ "op": "remove", "path": "/id" }]),
+        json!([{ "op": "replace", "path": "/resourceType", "value": "Patient" }]),
+    ] {
+        let (s, b) = patch(&server, &path, JSON_PATCH, &ops, None).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{ops}: {b}");
+    }
+    // Not a patch document, an unknown operation, a path that is not there, an unknown Task.
+    let (s, _) = patch(&server, &path, JSON_PATCH, &json!({ "op": "remove" }), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = patch(&server, &path, JSON_PATCH, &json!([{ "op": "explode", "path": "/status" }]), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = patch(&server, &path, JSON_PATCH, &json!([{ "op": "remove", "path": "/note/0" }]), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = patch(&server, "Task/missing", JSON_PATCH, &start, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, read) = server.get(&path).await;
+    assert_eq!((read["status"].as_str(), read["meta"]["versionId"].as_str()), (Some("accepted"), Some("2")), "{read}");
+
+    // Prefer: return=minimal answers without a body, with the new ETag.
+    let resp = server
+        .client
+        .patch(server.url(&path))
+        .header("content-type", JSON_PATCH)
+        .header("prefer", "return=minimal")
+        .body(start.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["etag"], "W/\"3\"");
+    assert!(resp.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn json_patch_moves_a_task_and_refuses_what_it_must_r5() {
+    json_patch_moves_a_task_and_refuses_what_it_must(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn json_patch_moves_a_task_and_refuses_what_it_must_r4() {
+    json_patch_moves_a_task_and_refuses_what_it_must(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
+}
+
+#[tokio::test]
+async fn a_patch_notifies_with_the_patched_version_as_current_and_the_one_before_as_previous() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let url = "http://example.org/topics/task-started";
+    let topic = json!({
+        "resourceType": "SubscriptionTopic", "url": url, "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["update"],
+            "fhirPathCriteria": "%previous.status = 'requested' and %current.status = 'in-progress'" }],
+        "notificationShape": [{ "resource": "Task" }]
+    });
+    let (s, b) = server.post("SubscriptionTopic", &topic).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let sub = server.subscribe(url, &rx.url, json!({ "content": "full-resource" })).await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status(&sub, "active", T).await;
+
+    let id = task(&server).await;
+    let ops = json!([{ "op": "replace", "path": "/status", "value": "in-progress" }]);
+    let (s, b) = patch(&server, &format!("Task/{id}"), JSON_PATCH, &ops, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let n = rx.next_of("event-notification", T).await;
+    let focus = &n.body["entry"][1]["resource"];
+    assert_eq!((focus["id"].as_str(), focus["status"].as_str()), (Some(id.as_str()), Some("in-progress")), "{}", n.body);
+    assert_eq!(focus["meta"]["versionId"], "2");
+}
