@@ -17,6 +17,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
+use base64::Engine;
 use serde_json::Value;
 
 use super::access::{Access, Caller};
@@ -64,6 +65,26 @@ impl PatchDoc {
             ));
         }
         fhirpath::parse(value).map(PatchDoc::FhirPath)
+    }
+
+    /// The patch a batch or transaction entry carries as its `resource`: a `Binary` holding a
+    /// JSON Patch (`contentType` application/json-patch+json, `data` its base64), or a
+    /// `Parameters` holding a FHIRPath Patch (400 otherwise).
+    pub fn of_entry(resource: &Value) -> Result<PatchDoc, ApiError> {
+        if resource.get("resourceType").and_then(Value::as_str) != Some("Binary") {
+            return PatchDoc::parameters(resource);
+        }
+        let bad = |why: String| ApiError::new(StatusCode::BAD_REQUEST, IssueType::Invalid, why);
+        let ct = resource.get("contentType").and_then(Value::as_str).unwrap_or_default();
+        if ct.split(';').next().unwrap_or_default().trim() != JSON_PATCH {
+            return Err(bad(format!("a PATCH entry's Binary must have contentType {JSON_PATCH}, not '{ct}'")));
+        }
+        let data = resource.get("data").and_then(Value::as_str).unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| bad(format!("a PATCH entry's Binary.data is not base64: {e}")))?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("a PATCH entry's Binary.data is not JSON: {e}")))?;
+        PatchDoc::json(value)
     }
 
     /// `resource` as this patch changes it. A patch that cannot be applied (a failed `test`,

@@ -256,6 +256,13 @@ fn spellings() -> impl Strategy<Value = Spelling> {
         .prop_map(|(ty, id, upper)| Spelling { ty, id, upper })
 }
 
+/// A JSON Patch as a batch or transaction entry carries it.
+fn json_patch_binary(ops: &Value) -> Value {
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+    json!({ "resourceType": "Binary", "contentType": "application/json-patch+json", "data": data })
+}
+
 fn params(name: &str, values: &[&str]) -> String {
     let parameter: Vec<Value> = values.iter().map(|v| json!({ "name": name, "valueString": v })).collect();
     json!({ "resourceType": "Parameters", "parameter": parameter }).to_string()
@@ -464,6 +471,9 @@ async fn entries(w: &World, method: &Method, route: &str, sp: &Spelling, a_secre
             let mut requests = vec![
                 json!({ "request": { "method": "PUT", "url": url }, "resource": replacement }),
                 json!({ "request": { "method": "DELETE", "url": url } }),
+                json!({ "request": { "method": "PATCH", "url": url }, "resource": json_patch_binary(&json!([
+                    { "op": "add", "path": "/subject", "value": { "reference": "Patient/p1" } }
+                ])) }),
             ];
             if kind == "batch" {
                 requests.push(json!({ "request": { "method": "GET", "url": url } }));

@@ -131,3 +131,78 @@ async fn a_patch_notifies_with_the_patched_version_as_current_and_the_one_before
     assert_eq!((focus["id"].as_str(), focus["status"].as_str()), (Some(id.as_str()), Some("in-progress")), "{}", n.body);
     assert_eq!(focus["meta"]["versionId"], "2");
 }
+
+/// A JSON Patch as a Bundle entry carries it: a Binary with the patch in `data`.
+fn binary(ops: &Value) -> Value {
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+    json!({ "resourceType": "Binary", "contentType": JSON_PATCH, "data": data })
+}
+
+async fn patch_entries_in_transactions_and_batches(server: TestServer) {
+    let id = task(&server).await;
+    let url = format!("Task/{id}");
+    // One transaction: a new Patient, and the Task patched to be for it (its urn:uuid
+    // rewritten) and started.
+    let ops = json!([
+        { "op": "replace", "path": "/status", "value": "in-progress" },
+        { "op": "add", "path": "/for", "value": { "reference": "urn:uuid:0b3c7a36-5f0e-4d55-8a43-1f2e3d4c5b6a" } }
+    ]);
+    let bundle = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "request": { "method": "PATCH", "url": url, "ifMatch": "W/\"1\"" }, "resource": binary(&ops) },
+        { "fullUrl": "urn:uuid:0b3c7a36-5f0e-4d55-8a43-1f2e3d4c5b6a", "request": { "method": "POST", "url": "Patient" },
+          "resource": { "resourceType": "Patient", "name": [{ "family": "Patched" }] } }
+    ] });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["entry"][0]["response"]["status"], "200 OK", "{b}");
+    assert_eq!(b["entry"][0]["response"]["etag"], "W/\"2\"");
+    let patient = b["entry"][1]["response"]["location"].as_str().unwrap().split("/_history").next().unwrap().to_owned();
+    let (_, read) = server.get(&url).await;
+    assert_eq!((read["status"].as_str(), read["for"]["reference"].as_str()), (Some("in-progress"), Some(patient.as_str())), "{read}");
+
+    // A stale ifMatch or a failed test refuses the whole transaction: nothing is stored.
+    let stale = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "request": { "method": "PATCH", "url": url, "ifMatch": "W/\"1\"" }, "resource": binary(&json!([{ "op": "remove", "path": "/for" }])) },
+        { "request": { "method": "POST", "url": "Patient" }, "resource": { "resourceType": "Patient" } }
+    ] });
+    let (s, b) = server.post("", &stale).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{b}");
+    let failing = json!([{ "op": "test", "path": "/status", "value": "requested" }, { "op": "remove", "path": "/for" }]);
+    let bundle = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "request": { "method": "PATCH", "url": url }, "resource": binary(&failing) }
+    ] });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    // A Binary that is not a JSON Patch: 400.
+    let bundle = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "request": { "method": "PATCH", "url": url }, "resource": { "resourceType": "Binary", "contentType": "text/plain", "data": "eA==" } }
+    ] });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (_, read) = server.get(&url).await;
+    assert_eq!(read["meta"]["versionId"], "2", "{read}");
+
+    // A batch: each entry on its own.
+    let done = json!([{ "op": "replace", "path": "/status", "value": "completed" }]);
+    let bundle = json!({ "resourceType": "Bundle", "type": "batch", "entry": [
+        { "request": { "method": "PATCH", "url": url }, "resource": binary(&failing) },
+        { "request": { "method": "PATCH", "url": url }, "resource": binary(&done) },
+        { "request": { "method": "PATCH", "url": "Task/missing" }, "resource": binary(&done) }
+    ] });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let statuses: Vec<&str> = b["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap_or("")).collect();
+    assert!(statuses[0].starts_with("422") && statuses[1] == "200 OK" && statuses[2].starts_with("404"), "{statuses:?}");
+    assert_eq!(b["entry"][1]["resource"]["status"], "completed");
+}
+
+#[tokio::test]
+async fn patch_entries_in_transactions_and_batches_r5() {
+    patch_entries_in_transactions_and_batches(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn patch_entries_in_transactions_and_batches_r4() {
+    patch_entries_in_transactions_and_batches(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
+}
