@@ -396,14 +396,18 @@ async fn instance(w: &World, method: &Method, route: &str, ty: &str, id: &str, w
             v["id"] = json!(id);
             Some((FHIR, v.to_string()))
         }
-        // A JSON Patch that would hand the target to the attacker; a failed `test` must not
-        // tell the stored value either (404 before any operation runs).
+        // A JSON Patch that would hand the target to the attacker, and a FHIRPath Patch; a
+        // failed `test` must not tell the stored value either (404 before any operation runs).
         Method::PATCH if route.ends_with("{id}") => {
             let ops = json!([
                 { "op": "test", "path": "/id", "value": id },
                 { "op": "add", "path": "/subject", "value": { "reference": "Patient/p1" } },
                 { "op": "add", "path": "/managingEntity", "value": { "reference": "Organization/b" } }
             ]);
+            let fhirpath = json!({ "resourceType": "Parameters", "parameter": [{ "name": "operation", "part": [
+                { "name": "type", "valueCode": "delete" }, { "name": "path", "valueString": format!("{ty}.meta") }
+            ] }] });
+            w.call(who, method.clone(), &path, Some((FHIR, fhirpath.to_string()))).await.not_found().reveals_none(secrets);
             Some(("application/json-patch+json", ops.to_string()))
         }
         _ => None,

@@ -206,3 +206,111 @@ async fn patch_entries_in_transactions_and_batches_r5() {
 async fn patch_entries_in_transactions_and_batches_r4() {
     patch_entries_in_transactions_and_batches(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
 }
+
+/// One FHIRPath Patch operation parameter from its parts.
+fn op(parts: Value) -> Value {
+    json!({ "name": "operation", "part": parts })
+}
+
+fn fhirpath_patch(ops: Vec<Value>) -> Value {
+    json!({ "resourceType": "Parameters", "parameter": ops })
+}
+
+async fn fhirpath_patch_adds_inserts_moves_replaces_and_deletes(server: TestServer) {
+    let (s, b) = server
+        .post(
+            "Task",
+            &json!({ "resourceType": "Task", "status": "requested", "intent": "order",
+                "note": [{ "text": "first" }], "input": [{ "type": { "text": "a" }, "valueString": "x" }] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let path = format!("Task/{id}");
+    let ops = fhirpath_patch(vec![
+        op(
+            json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Task.status" }, { "name": "value", "valueCode": "accepted" }]),
+        ),
+        op(
+            json!([{ "name": "type", "valueCode": "add" }, { "name": "path", "valueString": "Task" }, { "name": "name", "valueString": "businessStatus" },
+            { "name": "value", "valueCodeableConcept": { "text": "queued" } }]),
+        ),
+        // An element with children, given as parts; `note` repeats, so it is appended.
+        op(
+            json!([{ "name": "type", "valueCode": "add" }, { "name": "path", "valueString": "Task" }, { "name": "name", "valueString": "note" },
+            { "name": "value", "part": [{ "name": "text", "valueMarkdown": "third" }] }]),
+        ),
+        op(
+            json!([{ "name": "type", "valueCode": "insert" }, { "name": "path", "valueString": "Task.note" }, { "name": "index", "valueInteger": 1 },
+            { "name": "value", "valueAnnotation": { "text": "second" } }]),
+        ),
+        op(json!([{ "name": "type", "valueCode": "move" }, { "name": "path", "valueString": "Task.note" },
+            { "name": "source", "valueInteger": 2 }, { "name": "destination", "valueInteger": 0 }])),
+        // A choice changes type.
+        op(
+            json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Task.input.where(type.text = 'a').value" },
+            { "name": "value", "valueInteger": 7 }]),
+        ),
+        op(
+            json!([{ "name": "type", "valueCode": "add" }, { "name": "path", "valueString": "Task" }, { "name": "name", "valueString": "input" },
+            { "name": "value", "part": [{ "name": "type", "valueCodeableConcept": { "text": "b" } }, { "name": "value", "valueBoolean": true }] }]),
+        ),
+        op(json!([{ "name": "type", "valueCode": "delete" }, { "name": "path", "valueString": "Task.priority" }])),
+    ]);
+    let (s, b) = patch(&server, &path, "application/fhir+json", &ops, Some("W/\"1\"")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "accepted", "{b}");
+    assert_eq!(b["businessStatus"]["text"], "queued", "{b}");
+    let notes: Vec<&str> = b["note"].as_array().unwrap().iter().map(|n| n["text"].as_str().unwrap()).collect();
+    assert_eq!(notes, ["third", "first", "second"], "{b}");
+    assert_eq!(b["input"][0], json!({ "type": { "text": "a" }, "valueInteger": 7 }), "{b}");
+    assert_eq!(b["input"][1], json!({ "type": { "text": "b" }, "valueBoolean": true }), "{b}");
+    assert_eq!(b["meta"]["versionId"], "2");
+
+    // Delete an item of a list, then the last one: the empty list goes too.
+    let del = |path: &str| op(json!([{ "name": "type", "valueCode": "delete" }, { "name": "path", "valueString": path }]));
+    let (s, b) =
+        patch(&server, &path, "application/fhir+json", &fhirpath_patch(vec![del("Task.input[1]"), del("Task.input[0]")]), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.get("input").is_none(), "{b}");
+
+    // Refused: several targets for a replace, an unknown operation, a bad path, the id.
+    let replace_notes = op(
+        json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Task.note" }, { "name": "value", "valueAnnotation": { "text": "x" } }]),
+    );
+    let (s, b) = patch(&server, &path, "application/fhir+json", &fhirpath_patch(vec![replace_notes]), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let unknown = op(json!([{ "name": "type", "valueCode": "frobnicate" }, { "name": "path", "valueString": "Task" }]));
+    let (s, _) = patch(&server, &path, "application/fhir+json", &fhirpath_patch(vec![unknown]), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = patch(&server, &path, "application/fhir+json", &fhirpath_patch(vec![del("Task.(")]), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = patch(&server, &path, "application/fhir+json", &fhirpath_patch(vec![del("Task.id")]), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = patch(&server, &path, "application/fhir+json", &json!({ "resourceType": "Task" }), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, read) = server.get(&path).await;
+    assert_eq!(read["meta"]["versionId"], "3", "{read}");
+
+    // In a batch, as a Parameters entry.
+    let start = op(
+        json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Task.status" }, { "name": "value", "valueCode": "in-progress" }]),
+    );
+    let bundle = json!({ "resourceType": "Bundle", "type": "batch", "entry": [
+        { "request": { "method": "PATCH", "url": path, "ifMatch": "W/\"3\"" }, "resource": fhirpath_patch(vec![start]) }
+    ] });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["entry"][0]["response"]["status"], "200 OK", "{b}");
+    assert_eq!(b["entry"][0]["resource"]["status"], "in-progress", "{b}");
+}
+
+#[tokio::test]
+async fn fhirpath_patch_adds_inserts_moves_replaces_and_deletes_r5() {
+    fhirpath_patch_adds_inserts_moves_replaces_and_deletes(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn fhirpath_patch_adds_inserts_moves_replaces_and_deletes_r4() {
+    fhirpath_patch_adds_inserts_moves_replaces_and_deletes(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
+}
