@@ -2,7 +2,9 @@
 //!
 //! Transaction: every entry is checked, ids are assigned to creates, `urn:uuid:` fullUrls are
 //! rewritten wherever a `reference` names them, and the entries go to the committer as one
-//! atomic commit, in the FHIR processing order (DELETE, POST, PUT); any failure refuses the
+//! atomic commit, in the FHIR processing order (DELETE, POST, PUT and PATCH); a PATCH entry (a
+//! `Binary` JSON Patch or a `Parameters` FHIRPath Patch, `patch`) is applied to the current
+//! version and committed as an update of that version; any failure refuses the
 //! whole Bundle and nothing is stored. Batch: each entry is its own commit and gets its own
 //! response or OperationOutcome. GET entries are answered in a batch, refused in a transaction
 //! (their answers would not be isolated from its writes).
@@ -19,6 +21,7 @@ use super::access::{Access, Caller};
 use super::conditional;
 use super::extract::FhirBody;
 use super::outcome::{fhir_response, ApiError};
+use super::patch::{patched, PatchDoc};
 use super::rest::{
     check_body_type, check_replaced, guard_subscription, parse_etag, prefer_return, with_live_status, write_outcome, Return,
 };
@@ -38,6 +41,8 @@ struct Planned {
     /// The search a conditional entry depends on: `ifNoneExist` of a POST, the query of
     /// `PUT Type?query` or `DELETE Type?query` (resolved by `resolve_condition`).
     condition: Option<String>,
+    /// A PATCH entry's patch, applied (`patch_planned`) once the caller may change the target.
+    patch: Option<PatchDoc>,
     /// The answer of an entry its condition turned into no write (a POST whose
     /// `ifNoneExist` matched, a conditional DELETE that matched nothing).
     answered: Option<Value>,
@@ -109,6 +114,7 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
     let resource = entry.get("resource").cloned();
     let full_url = entry.get("fullUrl").and_then(Value::as_str).map(str::to_string);
     let condition = if_none_exist.or(url_condition);
+    let mut patch = None;
     let write = match (method, id) {
         ("GET", _) => return Ok(None),
         ("PUT", None) if condition.is_some() => {
@@ -150,6 +156,14 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
             }
             WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(r), if_match, provenance_for: None }
         }
+        ("PATCH", Some(id)) => {
+            let r =
+                resource.ok_or_else(|| entry_error(index, IssueType::Required, "a PATCH entry needs a Binary or Parameters resource"))?;
+            let doc = PatchDoc::of_entry(&r)
+                .map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
+            patch = Some(doc);
+            WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: None, if_match, provenance_for: None }
+        }
         ("DELETE", Some(id)) => {
             WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None }
         }
@@ -157,11 +171,21 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
             return Err(entry_error(
                 index,
                 IssueType::NotSupported,
-                format!("{method} {url} is not supported in a Bundle (use POST Type, PUT Type/id, DELETE Type/id, GET)"),
+                format!("{method} {url} is not supported in a Bundle (use POST Type, PUT, PATCH or DELETE Type/id, GET)"),
             ))
         }
     };
-    Ok(Some(Planned { index, write, full_url, condition, answered: None }))
+    Ok(Some(Planned { index, write, full_url, condition, patch, answered: None }))
+}
+
+/// Applies a PATCH entry's patch to the current version of its target (which the caller must
+/// see: 404 otherwise), making it an update of exactly that version.
+fn patch_planned(state: &Shared, principal: &Principal, p: &mut Planned) -> Result<(), ApiError> {
+    let Some(doc) = p.patch.take() else { return Ok(()) };
+    let (resource, version) = patched(state, principal, (&p.write.resource_type, &p.write.id), &doc, p.write.if_match.as_deref())?;
+    p.write.resource = Some(resource);
+    p.write.if_match = Some(version);
+    Ok(())
 }
 
 /// Conditional references (`Type?query`) anywhere in `value`.
@@ -472,8 +496,8 @@ async fn transaction(state: &Shared, principal: &Arc<Principal>, entries: Vec<Va
     }
     let answered: Vec<(usize, Value)> = planned.iter().filter_map(|p| p.answered.clone().map(|a| (p.index, a))).collect();
     let (unwritten, mut planned): (Vec<Planned>, Vec<Planned>) = planned.into_iter().partition(|p| p.answered.is_some());
-    for p in &planned {
-        if let Err(e) = entry_allowed(state, principal, &p.write) {
+    for p in &mut planned {
+        if let Err(e) = entry_allowed(state, principal, &p.write).and_then(|()| patch_planned(state, principal, p)) {
             return Err(at_entry(p.index, e));
         }
     }
@@ -566,7 +590,7 @@ async fn batch(state: &Shared, principal: &Arc<Principal>, entries: Vec<Value>, 
                     out.push(answer);
                     continue;
                 }
-                if let Err(e) = entry_allowed(state, principal, &p.write) {
+                if let Err(e) = entry_allowed(state, principal, &p.write).and_then(|()| patch_planned(state, principal, &mut p)) {
                     out.push(failed(e));
                     continue;
                 }

@@ -7,6 +7,7 @@
 //! - `conditional`: conditional create, update, delete and read, and the gate that makes a
 //!   condition and its write atomic.
 //! - `search`: type-level search (`GET /fhir/{type}?...`, `POST /fhir/{type}/_search`).
+//! - `patch`: PATCH (JSON Patch and FHIRPath Patch), alone and in Bundles.
 //! - `bundle`: batch and transaction Bundles at `POST /fhir`.
 //! - `status`: `$status` (instance and type level).
 //! - `events`: `$events` (instance level): stored events as the versions they saw.
@@ -30,6 +31,7 @@ mod extract;
 mod health;
 mod mime;
 pub mod outcome;
+mod patch;
 pub mod ratelimit;
 pub mod redact;
 mod resend;
@@ -181,8 +183,13 @@ pub static ROUTES: &[Route] = &[
     Route { path: "/fhir/{type}/_search", methods: &[("POST", Needs::Type(Perm::Search))], handler: || post(search::search_post) },
     Route {
         path: "/fhir/{type}/{id}",
-        methods: &[("GET", Needs::Instance(Perm::Read)), ("PUT", Needs::Instance(Perm::Update)), ("DELETE", Needs::Instance(Perm::Delete))],
-        handler: || get(rest::read).put(rest::update).delete(rest::delete),
+        methods: &[
+            ("GET", Needs::Instance(Perm::Read)),
+            ("PUT", Needs::Instance(Perm::Update)),
+            ("PATCH", Needs::Instance(Perm::Update)),
+            ("DELETE", Needs::Instance(Perm::Delete)),
+        ],
+        handler: || get(rest::read).put(rest::update).patch(patch::patch).delete(rest::delete),
     },
     Route { path: "/fhir/{type}/{id}/_history", methods: &[("GET", Needs::Instance(Perm::Read))], handler: || get(rest::history) },
     Route { path: "/fhir/{type}/{id}/_history/{vid}", methods: &[("GET", Needs::Instance(Perm::Read))], handler: || get(rest::vread) },

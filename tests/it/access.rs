@@ -256,6 +256,13 @@ fn spellings() -> impl Strategy<Value = Spelling> {
         .prop_map(|(ty, id, upper)| Spelling { ty, id, upper })
 }
 
+/// A JSON Patch as a batch or transaction entry carries it.
+fn json_patch_binary(ops: &Value) -> Value {
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+    json!({ "resourceType": "Binary", "contentType": "application/json-patch+json", "data": data })
+}
+
 fn params(name: &str, values: &[&str]) -> String {
     let parameter: Vec<Value> = values.iter().map(|v| json!({ "name": name, "valueString": v })).collect();
     json!({ "resourceType": "Parameters", "parameter": parameter }).to_string()
@@ -444,9 +451,26 @@ async fn instance(w: &World, method: &Method, route: &str, ty: &str, id: &str, w
             v["id"] = json!(id);
             Some((FHIR, v.to_string()))
         }
+        // A JSON Patch that would hand the target to the attacker, and a FHIRPath Patch; a
+        // failed `test` must not tell the stored value either (404 before any operation runs).
+        Method::PATCH if route.ends_with("{id}") => {
+            let ops = json!([
+                { "op": "test", "path": "/id", "value": id },
+                { "op": "add", "path": "/subject", "value": { "reference": "Patient/p1" } },
+                { "op": "add", "path": "/managingEntity", "value": { "reference": "Organization/b" } }
+            ]);
+            let fhirpath = json!({ "resourceType": "Parameters", "parameter": [{ "name": "operation", "part": [
+                { "name": "type", "valueCode": "delete" }, { "name": "path", "valueString": format!("{ty}.meta") }
+            ] }] });
+            w.call(who, method.clone(), &path, Some((FHIR, fhirpath.to_string()))).await.not_found().reveals_none(secrets);
+            Some(("application/json-patch+json", ops.to_string()))
+        }
         _ => None,
     };
+    let before = w.call(Who::A, Method::GET, &format!("/fhir/{ty}/{id}"), None).await.json()["meta"]["versionId"].clone();
     w.call(who, method.clone(), &path, body).await.not_found().reveals_none(secrets);
+    let after = w.call(Who::A, Method::GET, &format!("/fhir/{ty}/{id}"), None).await.json()["meta"]["versionId"].clone();
+    assert_eq!(before, after, "{method} {path} changed {ty}/{id}");
 }
 
 async fn subscription_lists(w: &World, method: &Method, route: &str, sp: &Spelling, secrets: &[&str]) {
@@ -506,6 +530,9 @@ async fn entries(w: &World, method: &Method, route: &str, sp: &Spelling, a_secre
             let mut requests = vec![
                 json!({ "request": { "method": "PUT", "url": url }, "resource": replacement }),
                 json!({ "request": { "method": "DELETE", "url": url } }),
+                json!({ "request": { "method": "PATCH", "url": url }, "resource": json_patch_binary(&json!([
+                    { "op": "add", "path": "/subject", "value": { "reference": "Patient/p1" } }
+                ])) }),
             ];
             if kind == "batch" {
                 requests.push(json!({ "request": { "method": "GET", "url": url } }));

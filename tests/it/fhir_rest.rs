@@ -90,7 +90,7 @@ async fn bad_input_gets_operation_outcomes_and_changes_nothing() {
         (server.client.get(server.url("Task/missing")), StatusCode::NOT_FOUND),
         // Unknown search parameters are refused under strict handling (lenient, the default, ignores them).
         (server.client.get(server.url("Task?unknown-param=1")).header("prefer", "handling=strict"), StatusCode::BAD_REQUEST),
-        (server.client.patch(server.url(&format!("Task/{id}"))), StatusCode::METHOD_NOT_ALLOWED),
+        (server.client.patch(server.url("Task")), StatusCode::METHOD_NOT_ALLOWED),
         (
             server.client.post(server.url("SubscriptionStatus")).json(&json!({ "resourceType": "SubscriptionStatus" })),
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -28,6 +28,7 @@ mod lifecycle;
 mod load;
 mod negotiation;
 mod operators;
+mod patch;
 mod replay;
 mod rest_hook;
 mod scenarios;

@@ -1,0 +1,316 @@
+//! PATCH: JSON Patch (RFC 6902) and FHIRPath Patch on an instance, and PATCH entries in
+//! batch and transaction Bundles. A patch is an update of the version it was applied to:
+//! versioned, validated, matched against topics with that version as `%previous`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{Receiver, TestServer};
+
+const T: Duration = Duration::from_secs(10);
+const JSON_PATCH: &str = "application/json-patch+json";
+
+async fn patch(server: &TestServer, path: &str, content_type: &str, body: &Value, if_match: Option<&str>) -> (StatusCode, Value) {
+    let mut req = server.client.patch(server.url(path)).header("content-type", content_type).body(body.to_string());
+    if let Some(v) = if_match {
+        req = req.header("if-match", v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn task(server: &TestServer) -> String {
+    let (s, b) = server.post("Task", &json!({ "resourceType": "Task", "status": "requested", "intent": "order" })).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+async fn json_patch_moves_a_task_and_refuses_what_it_must(server: TestServer) {
+    let id = task(&server).await;
+    let path = format!("Task/{id}");
+    let accept = json!([
+        { "op": "test", "path": "/status", "value": "requested" },
+        { "op": "replace", "path": "/status", "value": "accepted" },
+        { "op": "add", "path": "/businessStatus", "value": { "text": "queued" } },
+        { "op": "add", "path": "/input", "value": [{ "type": { "text": "a" }, "valueString": "x" }] },
+        { "op": "copy", "from": "/input/0", "path": "/input/-" },
+        { "op": "move", "from": "/input/1", "path": "/input/0" },
+        { "op": "remove", "path": "/input/1" }
+    ]);
+    let (s, b) = patch(&server, &path, JSON_PATCH, &accept, Some("W/\"1\"")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!((b["status"].as_str(), b["meta"]["versionId"].as_str()), (Some("accepted"), Some("2")));
+    assert_eq!(b["businessStatus"]["text"], "queued");
+    assert_eq!(b["input"].as_array().map(Vec::len), Some(1));
+    let (_, read) = server.get(&path).await;
+    assert_eq!(read["status"], "accepted");
+
+    // Stale If-Match: 412, nothing written.
+    let start = json!([{ "op": "replace", "path": "/status", "value": "in-progress" }]);
+    let (s, b) = patch(&server, &path, JSON_PATCH, &start, Some("W/\"1\"")).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{b}");
+    assert_eq!(b["resourceType"], "OperationOutcome");
+    // A failed test: 422, nothing written.
+    let guarded =
+        json!([{ "op": "test", "path": "/status", "value": "requested" }, { "op": "replace", "path": "/status", "value": "failed" }]);
+    let (s, b) = patch(&server, &path, JSON_PATCH, &guarded, None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_eq!(b["resourceType"], "OperationOutcome");
+    // The id and the type are the URL's.
+    for ops in [
+        json!([{ "op": "replace", "path": "/id", "value": "other" }]),
+        json!([{ "op": "remove", "path": "/id" }]),
+        json!([{ "op": "replace", "path": "/resourceType", "value": "Patient" }]),
+    ] {
+        let (s, b) = patch(&server, &path, JSON_PATCH, &ops, None).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{ops}: {b}");
+    }
+    // Not a patch document, an unknown operation, a path that is not there, an unknown Task.
+    let (s, _) = patch(&server, &path, JSON_PATCH, &json!({ "op": "remove" }), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = patch(&server, &path, JSON_PATCH, &json!([{ "op": "explode", "path": "/status" }]), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = patch(&server, &path, JSON_PATCH, &json!([{ "op": "remove", "path": "/note/0" }]), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = patch(&server, "Task/missing", JSON_PATCH, &start, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, read) = server.get(&path).await;
+    assert_eq!((read["status"].as_str(), read["meta"]["versionId"].as_str()), (Some("accepted"), Some("2")), "{read}");
+
+    // Prefer: return=minimal answers without a body, with the new ETag.
+    let resp = server
+        .client
+        .patch(server.url(&path))
+        .header("content-type", JSON_PATCH)
+        .header("prefer", "return=minimal")
+        .body(start.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["etag"], "W/\"3\"");
+    assert!(resp.bytes().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn json_patch_moves_a_task_and_refuses_what_it_must_r5() {
+    json_patch_moves_a_task_and_refuses_what_it_must(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn json_patch_moves_a_task_and_refuses_what_it_must_r4() {
+    json_patch_moves_a_task_and_refuses_what_it_must(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
+}
+
+#[tokio::test]
+async fn a_patch_notifies_with_the_patched_version_as_current_and_the_one_before_as_previous() {
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let url = "http://example.org/topics/task-started";
+    let topic = json!({
+        "resourceType": "SubscriptionTopic", "url": url, "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["update"],
+            "fhirPathCriteria": "%previous.status = 'requested' and %current.status = 'in-progress'" }],
+        "notificationShape": [{ "resource": "Task" }]
+    });
+    let (s, b) = server.post("SubscriptionTopic", &topic).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let sub = server.subscribe(url, &rx.url, json!({ "content": "full-resource" })).await;
+    assert_eq!(rx.next_within(T).await.kind(), "handshake");
+    server.wait_status(&sub, "active", T).await;
+
+    let id = task(&server).await;
+    let ops = json!([{ "op": "replace", "path": "/status", "value": "in-progress" }]);
+    let (s, b) = patch(&server, &format!("Task/{id}"), JSON_PATCH, &ops, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let n = rx.next_of("event-notification", T).await;
+    let focus = &n.body["entry"][1]["resource"];
+    assert_eq!((focus["id"].as_str(), focus["status"].as_str()), (Some(id.as_str()), Some("in-progress")), "{}", n.body);
+    assert_eq!(focus["meta"]["versionId"], "2");
+}
+
+/// A JSON Patch as a Bundle entry carries it: a Binary with the patch in `data`.
+fn binary(ops: &Value) -> Value {
+    use base64::Engine;
+    let data = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+    json!({ "resourceType": "Binary", "contentType": JSON_PATCH, "data": data })
+}
+
+async fn patch_entries_in_transactions_and_batches(server: TestServer) {
+    let id = task(&server).await;
+    let url = format!("Task/{id}");
+    // One transaction: a new Patient, and the Task patched to be for it (its urn:uuid
+    // rewritten) and started.
+    let ops = json!([
+        { "op": "replace", "path": "/status", "value": "in-progress" },
+        { "op": "add", "path": "/for", "value": { "reference": "urn:uuid:0b3c7a36-5f0e-4d55-8a43-1f2e3d4c5b6a" } }
+    ]);
+    let bundle = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "request": { "method": "PATCH", "url": url, "ifMatch": "W/\"1\"" }, "resource": binary(&ops) },
+        { "fullUrl": "urn:uuid:0b3c7a36-5f0e-4d55-8a43-1f2e3d4c5b6a", "request": { "method": "POST", "url": "Patient" },
+          "resource": { "resourceType": "Patient", "name": [{ "family": "Patched" }] } }
+    ] });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["entry"][0]["response"]["status"], "200 OK", "{b}");
+    assert_eq!(b["entry"][0]["response"]["etag"], "W/\"2\"");
+    let patient = b["entry"][1]["response"]["location"].as_str().unwrap().split("/_history").next().unwrap().to_owned();
+    let (_, read) = server.get(&url).await;
+    assert_eq!((read["status"].as_str(), read["for"]["reference"].as_str()), (Some("in-progress"), Some(patient.as_str())), "{read}");
+
+    // A stale ifMatch or a failed test refuses the whole transaction: nothing is stored.
+    let stale = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "request": { "method": "PATCH", "url": url, "ifMatch": "W/\"1\"" }, "resource": binary(&json!([{ "op": "remove", "path": "/for" }])) },
+        { "request": { "method": "POST", "url": "Patient" }, "resource": { "resourceType": "Patient" } }
+    ] });
+    let (s, b) = server.post("", &stale).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{b}");
+    let failing = json!([{ "op": "test", "path": "/status", "value": "requested" }, { "op": "remove", "path": "/for" }]);
+    let bundle = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "request": { "method": "PATCH", "url": url }, "resource": binary(&failing) }
+    ] });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    // A Binary that is not a JSON Patch: 400.
+    let bundle = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "request": { "method": "PATCH", "url": url }, "resource": { "resourceType": "Binary", "contentType": "text/plain", "data": "eA==" } }
+    ] });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    let (_, read) = server.get(&url).await;
+    assert_eq!(read["meta"]["versionId"], "2", "{read}");
+
+    // A batch: each entry on its own.
+    let done = json!([{ "op": "replace", "path": "/status", "value": "completed" }]);
+    let bundle = json!({ "resourceType": "Bundle", "type": "batch", "entry": [
+        { "request": { "method": "PATCH", "url": url }, "resource": binary(&failing) },
+        { "request": { "method": "PATCH", "url": url }, "resource": binary(&done) },
+        { "request": { "method": "PATCH", "url": "Task/missing" }, "resource": binary(&done) }
+    ] });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let statuses: Vec<&str> = b["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap_or("")).collect();
+    assert!(statuses[0].starts_with("422") && statuses[1] == "200 OK" && statuses[2].starts_with("404"), "{statuses:?}");
+    assert_eq!(b["entry"][1]["resource"]["status"], "completed");
+}
+
+#[tokio::test]
+async fn patch_entries_in_transactions_and_batches_r5() {
+    patch_entries_in_transactions_and_batches(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn patch_entries_in_transactions_and_batches_r4() {
+    patch_entries_in_transactions_and_batches(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
+}
+
+/// One FHIRPath Patch operation parameter from its parts.
+fn op(parts: Value) -> Value {
+    json!({ "name": "operation", "part": parts })
+}
+
+fn fhirpath_patch(ops: Vec<Value>) -> Value {
+    json!({ "resourceType": "Parameters", "parameter": ops })
+}
+
+async fn fhirpath_patch_adds_inserts_moves_replaces_and_deletes(server: TestServer) {
+    let (s, b) = server
+        .post(
+            "Task",
+            &json!({ "resourceType": "Task", "status": "requested", "intent": "order",
+                "note": [{ "text": "first" }], "input": [{ "type": { "text": "a" }, "valueString": "x" }] }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_owned();
+    let path = format!("Task/{id}");
+    let ops = fhirpath_patch(vec![
+        op(
+            json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Task.status" }, { "name": "value", "valueCode": "accepted" }]),
+        ),
+        op(
+            json!([{ "name": "type", "valueCode": "add" }, { "name": "path", "valueString": "Task" }, { "name": "name", "valueString": "businessStatus" },
+            { "name": "value", "valueCodeableConcept": { "text": "queued" } }]),
+        ),
+        // An element with children, given as parts; `note` repeats, so it is appended.
+        op(
+            json!([{ "name": "type", "valueCode": "add" }, { "name": "path", "valueString": "Task" }, { "name": "name", "valueString": "note" },
+            { "name": "value", "part": [{ "name": "text", "valueMarkdown": "third" }] }]),
+        ),
+        op(
+            json!([{ "name": "type", "valueCode": "insert" }, { "name": "path", "valueString": "Task.note" }, { "name": "index", "valueInteger": 1 },
+            { "name": "value", "valueAnnotation": { "text": "second" } }]),
+        ),
+        op(json!([{ "name": "type", "valueCode": "move" }, { "name": "path", "valueString": "Task.note" },
+            { "name": "source", "valueInteger": 2 }, { "name": "destination", "valueInteger": 0 }])),
+        // A choice changes type.
+        op(
+            json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Task.input.where(type.text = 'a').value" },
+            { "name": "value", "valueInteger": 7 }]),
+        ),
+        op(
+            json!([{ "name": "type", "valueCode": "add" }, { "name": "path", "valueString": "Task" }, { "name": "name", "valueString": "input" },
+            { "name": "value", "part": [{ "name": "type", "valueCodeableConcept": { "text": "b" } }, { "name": "value", "valueBoolean": true }] }]),
+        ),
+        op(json!([{ "name": "type", "valueCode": "delete" }, { "name": "path", "valueString": "Task.priority" }])),
+    ]);
+    let (s, b) = patch(&server, &path, "application/fhir+json", &ops, Some("W/\"1\"")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "accepted", "{b}");
+    assert_eq!(b["businessStatus"]["text"], "queued", "{b}");
+    let notes: Vec<&str> = b["note"].as_array().unwrap().iter().map(|n| n["text"].as_str().unwrap()).collect();
+    assert_eq!(notes, ["third", "first", "second"], "{b}");
+    assert_eq!(b["input"][0], json!({ "type": { "text": "a" }, "valueInteger": 7 }), "{b}");
+    assert_eq!(b["input"][1], json!({ "type": { "text": "b" }, "valueBoolean": true }), "{b}");
+    assert_eq!(b["meta"]["versionId"], "2");
+
+    // Delete an item of a list, then the last one: the empty list goes too.
+    let del = |path: &str| op(json!([{ "name": "type", "valueCode": "delete" }, { "name": "path", "valueString": path }]));
+    let (s, b) =
+        patch(&server, &path, "application/fhir+json", &fhirpath_patch(vec![del("Task.input[1]"), del("Task.input[0]")]), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.get("input").is_none(), "{b}");
+
+    // Refused: several targets for a replace, an unknown operation, a bad path, the id.
+    let replace_notes = op(
+        json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Task.note" }, { "name": "value", "valueAnnotation": { "text": "x" } }]),
+    );
+    let (s, b) = patch(&server, &path, "application/fhir+json", &fhirpath_patch(vec![replace_notes]), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let unknown = op(json!([{ "name": "type", "valueCode": "frobnicate" }, { "name": "path", "valueString": "Task" }]));
+    let (s, _) = patch(&server, &path, "application/fhir+json", &fhirpath_patch(vec![unknown]), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = patch(&server, &path, "application/fhir+json", &fhirpath_patch(vec![del("Task.(")]), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = patch(&server, &path, "application/fhir+json", &fhirpath_patch(vec![del("Task.id")]), None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = patch(&server, &path, "application/fhir+json", &json!({ "resourceType": "Task" }), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, read) = server.get(&path).await;
+    assert_eq!(read["meta"]["versionId"], "3", "{read}");
+
+    // In a batch, as a Parameters entry.
+    let start = op(
+        json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Task.status" }, { "name": "value", "valueCode": "in-progress" }]),
+    );
+    let bundle = json!({ "resourceType": "Bundle", "type": "batch", "entry": [
+        { "request": { "method": "PATCH", "url": path, "ifMatch": "W/\"3\"" }, "resource": fhirpath_patch(vec![start]) }
+    ] });
+    let (s, b) = server.post("", &bundle).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["entry"][0]["response"]["status"], "200 OK", "{b}");
+    assert_eq!(b["entry"][0]["resource"]["status"], "in-progress", "{b}");
+}
+
+#[tokio::test]
+async fn fhirpath_patch_adds_inserts_moves_replaces_and_deletes_r5() {
+    fhirpath_patch_adds_inserts_moves_replaces_and_deletes(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn fhirpath_patch_adds_inserts_moves_replaces_and_deletes_r4() {
+    fhirpath_patch_adds_inserts_moves_replaces_and_deletes(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
+}
