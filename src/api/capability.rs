@@ -80,7 +80,7 @@ pub(crate) fn resource_types(version: FhirVersion) -> Vec<String> {
 /// The CapabilityStatement of `version` for these resource types and topics.
 pub(crate) fn statement(version: FhirVersion, types: &[String], topics: &[String], base_url: &str, secured: bool, date: &str) -> Value {
     let crud = json!([
-        { "code": "read" }, { "code": "vread" }, { "code": "update" }, { "code": "delete" },
+        { "code": "read" }, { "code": "vread" }, { "code": "update" }, { "code": "patch" }, { "code": "delete" },
         { "code": "history-instance" }, { "code": "create" }, { "code": "search-type" }
     ]);
     let topic_type = stored::topic_type(version);

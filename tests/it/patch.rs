@@ -314,3 +314,38 @@ async fn fhirpath_patch_adds_inserts_moves_replaces_and_deletes_r5() {
 async fn fhirpath_patch_adds_inserts_moves_replaces_and_deletes_r4() {
     fhirpath_patch_adds_inserts_moves_replaces_and_deletes(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
 }
+
+#[tokio::test]
+async fn a_patched_subscription_keeps_its_secrets_and_its_endpoint_guard() {
+    const TOKEN: &str = "Bearer tok-patch-5a1e";
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    let url = "http://example.org/topics/task-any";
+    let topic = json!({ "resourceType": "SubscriptionTopic", "url": url, "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create", "update"] }] });
+    assert_eq!(server.post("SubscriptionTopic", &topic).await.0, StatusCode::CREATED);
+    let sub = server.subscribe(url, &rx.url, json!({ "parameter": [{ "name": "Authorization", "value": TOKEN }] })).await;
+    assert_eq!(rx.next_of("handshake", T).await.headers["authorization"], TOKEN);
+    server.wait_status(&sub, "active", T).await;
+    let path = format!("Subscription/{sub}");
+
+    // The patch sees what a read shows: a test of the secret itself fails.
+    let probe = json!([{ "op": "test", "path": "/parameter/0/value", "value": TOKEN }]);
+    let (s, b) = patch(&server, &path, JSON_PATCH, &probe, None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert!(!b.to_string().contains("tok-patch"), "{b}");
+    // A new header: the answer is redacted, the stored secret is kept and sent.
+    let add = json!([{ "op": "add", "path": "/parameter/-", "value": { "name": "X-Tenant", "value": "north" } }]);
+    let (s, b) = patch(&server, &path, JSON_PATCH, &add, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["parameter"][0]["value"], "[redacted]", "{b}");
+    let handshake = rx.next_of("handshake", T).await;
+    assert_eq!((handshake.headers["authorization"].to_str().unwrap(), handshake.headers["x-tenant"].to_str().unwrap()), (TOKEN, "north"));
+    // The endpoint guard of a PUT applies.
+    let hostile = json!([{ "op": "replace", "path": "/endpoint", "value": "http://169.254.169.254/latest/meta-data" }]);
+    let (s, b) = patch(&server, &path, JSON_PATCH, &hostile, None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    // Validation of a Subscription applies: no topic, no Subscription.
+    let (s, b) = patch(&server, &path, JSON_PATCH, &json!([{ "op": "remove", "path": "/topic" }]), None).await;
+    assert!(s == StatusCode::BAD_REQUEST || s == StatusCode::UNPROCESSABLE_ENTITY, "{s}: {b}");
+}
