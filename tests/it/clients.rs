@@ -83,12 +83,12 @@ async fn medplum_subscription_manager_binds_and_receives_events() {
     assert!(status.success(), "{status}");
 }
 
-/// Steps of `fhir_kit.mjs` beyond the default ones, each behind its flag until Herald serves
-/// it: `--conditional` (If-None-Exist) and `--patch` (JSON Patch). Add them here once merged.
-const FHIR_KIT_EXTRA_STEPS: &[&str] = &[];
+/// Steps of `fhir_kit.mjs` beyond the default ones: `--conditional` (If-None-Exist) and
+/// `--patch` (JSON Patch), both served now.
+const FHIR_KIT_EXTRA_STEPS: &[&str] = &["--conditional", "--patch"];
 
-/// fhir-kit-client (npm), unmodified, through create, read, update, vread, search, history,
-/// transaction and delete (`tests/clients/fhir_kit.mjs`), in `version`.
+/// fhir-kit-client (npm), unmodified, through create, conditional create, read, update, patch,
+/// vread, search, history, transaction and delete (`tests/clients/fhir_kit.mjs`), in `version`.
 async fn fhir_kit_client(version: &str) {
     if node_major().is_none() {
         eprintln!("skipped: node is not installed");
@@ -109,7 +109,9 @@ async fn fhir_kit_client(version: &str) {
     .expect("node starts");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{version}: {}\n{stdout}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    for step in ["metadata", "create", "read", "update", "vread", "search", "history", "transaction", "delete"] {
+    for step in
+        ["metadata", "create", "read", "update", "vread", "search", "history", "transaction", "delete", "conditional-create", "patch"]
+    {
         assert!(stdout.lines().any(|l| l == format!("ok {step}")), "{version}: no `ok {step}` in\n{stdout}");
     }
     assert_eq!(stdout.lines().last(), Some("done"), "{version}: {stdout}");
