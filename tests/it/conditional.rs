@@ -1,6 +1,6 @@
 //! Conditional interactions: create (`If-None-Exist`), update and delete on a search, reads
 //! answering 304, and transactions with `ifNoneExist`, conditional `request.url`s and
-//! conditional references; each count case (0, 1, several), a race of many clients on one
+//! conditional references (with a JSON Patch entry in the same transaction); each count case (0, 1, several), a race of many clients on one
 //! `If-None-Exist`, in R5 and R4.
 
 use reqwest::StatusCode;
@@ -217,6 +217,17 @@ async fn transaction_with_conditions(version: &str) {
     let (_, gone) = server.post("Patient", &patient("urn:t", "2", "ToDelete")).await;
     let gone_id = gone["id"].as_str().unwrap().to_owned();
     let obs = |subject: &str| json!({ "resourceType": "Observation", "status": "final", "code": { "text": "x" }, "subject": { "reference": subject } });
+    let (_, task) = server.post("Task", &json!({ "resourceType": "Task", "status": "requested", "intent": "order" })).await;
+    let task_id = task["id"].as_str().unwrap().to_owned();
+    // A JSON Patch entry (a Binary, as the specification carries it) that accepts the Task and
+    // points it at the Patient this transaction creates.
+    let ops = json!([
+        { "op": "replace", "path": "/status", "value": "accepted" },
+        { "op": "add", "path": "/focus", "value": { "reference": "urn:uuid:22222222-2222-2222-2222-222222222222" } }
+    ]);
+    use base64::Engine;
+    let patch = json!({ "resourceType": "Binary", "contentType": "application/json-patch+json",
+        "data": base64::engine::general_purpose::STANDARD.encode(ops.to_string()) });
     let bundle = json!({
         "resourceType": "Bundle",
         "type": "transaction",
@@ -232,6 +243,7 @@ async fn transaction_with_conditions(version: &str) {
             { "resource": obs("urn:uuid:22222222-2222-2222-2222-222222222222"), "request": { "method": "POST", "url": "Observation" } },
             { "resource": patient("urn:t", "1", "Updated"), "request": { "method": "PUT", "url": "Patient?identifier=urn:t|1" } },
             { "request": { "method": "DELETE", "url": "Patient?identifier=urn:t|2" } },
+            { "resource": patch, "request": { "method": "PATCH", "url": format!("Task/{task_id}") } },
         ]
     });
     let (s, out) = server.post("", &bundle).await;
@@ -248,6 +260,10 @@ async fn transaction_with_conditions(version: &str) {
     assert_eq!(entries[5]["resource"]["name"][0]["family"], "Updated");
     let (s, _) = server.get(&format!("Patient/{gone_id}")).await;
     assert_eq!(s, StatusCode::GONE);
+    assert!(entries[7]["response"]["status"].as_str().unwrap().starts_with("200"), "{out}");
+    let (_, patched) = server.get(&format!("Task/{task_id}")).await;
+    assert_eq!((&patched["status"], &patched["meta"]["versionId"]), (&json!("accepted"), &json!("2")), "{patched}");
+    assert_eq!(patched["focus"]["reference"], format!("Patient/{new_id}"), "the patch's urn:uuid names the created Patient");
 
     // A conditional reference matching nothing, or several: the transaction fails, nothing stored.
     let (_, before) = server.get("Observation?_summary=count").await;
