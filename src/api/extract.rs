@@ -50,41 +50,47 @@ impl<S: Send + Sync> FromRequest<S> for FhirBody {
         if !media_type_ok(ct.as_deref(), FHIR_JSON_TYPES) {
             return Err(unsupported_media_type(ct.as_deref(), FHIR_JSON_TYPES));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    IssueType::TooCostly,
-                    "request body is larger than this server accepts (server.max_body_bytes)",
-                )
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {rejection}"))
-            }
-        })?;
-        if bytes.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                IssueType::Structure,
-                "the request body is empty; expected a FHIR resource in JSON",
-            ));
-        }
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            // serde_json stops at `MAX_JSON_DEPTH` nested arrays and objects, so no later
-            // recursive walk over a body (validation, FHIRPath, indexing) can run out of
-            // stack; it reports that as a syntax error, told apart only by its text.
-            if e.to_string().starts_with("recursion limit exceeded") {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    IssueType::TooCostly,
-                    format!("body nests JSON arrays and objects deeper than {MAX_JSON_DEPTH} levels ({e})"),
-                )
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, format!("body is not valid JSON: {e}"))
-            }
-        })?;
+        let value = json_body(req, state, "a FHIR resource in JSON").await?;
         if !value.is_object() {
             return Err(ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, "body must be a JSON object (a FHIR resource)"));
         }
         Ok(FhirBody(value))
     }
+}
+
+/// The request body as JSON: bounded by `server.max_body_bytes` (413), not empty, at most
+/// `MAX_JSON_DEPTH` levels deep. `expected` names what an empty body should have been.
+pub(super) async fn json_body<S: Send + Sync>(req: Request, state: &S, expected: &str) -> Result<Value, ApiError> {
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                IssueType::TooCostly,
+                "request body is larger than this server accepts (server.max_body_bytes)",
+            )
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {rejection}"))
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Structure,
+            format!("the request body is empty; expected {expected}"),
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // serde_json stops at `MAX_JSON_DEPTH` nested arrays and objects, so no later
+        // recursive walk over a body (validation, FHIRPath, indexing) can run out of
+        // stack; it reports that as a syntax error, told apart only by its text.
+        if e.to_string().starts_with("recursion limit exceeded") {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                IssueType::TooCostly,
+                format!("body nests JSON arrays and objects deeper than {MAX_JSON_DEPTH} levels ({e})"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, IssueType::Structure, format!("body is not valid JSON: {e}"))
+        }
+    })
 }

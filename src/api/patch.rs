@@ -13,7 +13,6 @@
 
 mod fhirpath;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
@@ -21,7 +20,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::access::{Access, Caller};
-use super::extract::{FhirBody, MAX_JSON_DEPTH};
+use super::extract::FhirBody;
 use super::outcome::ApiError;
 use super::rest::{actor, check_id, check_type, if_match, prefer_return, with_live_status, write_with_provenance, written};
 use super::{redact, Shared};
@@ -126,25 +125,7 @@ impl<S: Send + Sync> FromRequest<S> for PatchBody {
             let FhirBody(body) = FhirBody::from_request(req, state).await?;
             return PatchDoc::parameters(&body).map(PatchBody);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    IssueType::TooCostly,
-                    "request body is larger than this server accepts (server.max_body_bytes)",
-                )
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {rejection}"))
-            }
-        })?;
-        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            let code = if e.to_string().starts_with("recursion limit exceeded") { IssueType::TooCostly } else { IssueType::Structure };
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                code,
-                format!("JSON Patch body is not valid JSON (at most {MAX_JSON_DEPTH} levels deep): {e}"),
-            )
-        })?;
+        let value = super::extract::json_body(req, state, "a JSON Patch document").await?;
         PatchDoc::json(value).map(PatchBody)
     }
 }
