@@ -30,15 +30,7 @@ const BACKPORT: [(FhirVersion, &str); 2] = [(FhirVersion::R4, "Bundle-r4-notific
 /// A file under `shared/fhir/`; `None` (with a note) when the data set is absent, a failure
 /// under CI, where an absent data set must not turn these tests into no-ops.
 pub(super) fn shared(rel: &str) -> Option<Value> {
-    let path = format!("{}/../shared/fhir/{rel}", env!("CARGO_MANIFEST_DIR"));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Some(serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))),
-        Err(e) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{path} is required under CI: {e}");
-            eprintln!("note: skipping a comparison with {path}: {e}");
-            None
-        }
-    }
+    crate::testdata::fhir_json(rel)
 }
 
 /// Removes what differs between two correct bundles: ids, timestamps (instants included),
