@@ -223,6 +223,10 @@ pub struct StoreConfig {
     /// so that a crash test can land between a commit being applied and being flushed.
     #[serde(default = "zero_duration")]
     pub dangerous_flush_delay: String,
+    /// A file every commit is copied to, in the commit log format (`commitlog::recording`),
+    /// for replay tests and diagnosis; empty: none. It holds what the store holds.
+    #[serde(default)]
+    pub record_commits: String,
 }
 
 fn default_read_committed_timeout() -> String {

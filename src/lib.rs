@@ -14,6 +14,7 @@
 //! - `fhir`: shared vocabulary (types, ids, topics, subscriptions, search parameters); no IO.
 //! - `store`: the only code that names sled.
 //! - `registry`: topics and subscriptions bound for matching.
+//! - `commitlog`: the commit format and the durability seam (`CommitLog`).
 //! - `ingest`: the single-writer committer and group-commit flusher.
 //! - `matching`, `notify`: pure stages.
 //! - `outbox`: per-subscription durable lanes.
@@ -27,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod channels;
 pub mod cli;
+pub mod commitlog;
 pub mod config;
 pub mod fhir;
 pub mod ingest;

@@ -228,6 +228,7 @@ pub(crate) async fn start(
         data_dir: cfg.store.data_dir.clone(),
         flush_timeout: cfg.duration("store.flush_timeout"),
         min_free_bytes: cfg.store.min_free_mib.saturating_mul(1024 * 1024),
+        record_commits: (!cfg.store.record_commits.is_empty()).then(|| std::path::PathBuf::from(&cfg.store.record_commits)),
     };
     // Loading the registry reads every topic and subscription (and installs the built-in
     // topics): blocking work. It starts the committer and the flusher on `core` and a lane per

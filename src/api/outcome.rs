@@ -142,6 +142,7 @@ impl From<IngestError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient, "storage is failing (full or unwritable); retry")
             }
             IngestError::Store(e) => ApiError::internal(&e),
+            IngestError::Log(e) => ApiError::internal(&e),
         }
     }
 }

@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use super::flusher::FlushItem;
 use super::{IngestError, LaneCommand, Request};
-use crate::store::{Commit, Store, SubState};
+use crate::store::{Commit, SubState};
 
 /// Most requests one group takes before it is applied, so that a steady stream of requests
 /// still gets applied (and answered) regularly.
@@ -62,7 +62,7 @@ pub(super) fn joins(req: &Request) -> bool {
     match req {
         Request::Write { entries, .. } => {
             // By type alone (in R4 every `Basic`, since an update can make one a topic or not).
-            entries.iter().all(|e| !super::committer::changes_registry(&e.resource_type, None))
+            entries.iter().all(|e| !super::plan::changes_registry(&e.resource_type, None))
         }
         Request::Lane(_, cmd) => matches!(cmd, LaneCommand::Delivered { .. } | LaneCommand::Retry { .. } | LaneCommand::Status { .. }),
         Request::External { .. } | Request::Emit { .. } | Request::Resend { .. } => false,
@@ -90,20 +90,45 @@ impl Group {
         self.items.push(item);
     }
 
-    /// Applies the group as one batch and hands its items to the flusher. If the store refuses
-    /// it, the subscription states it changed are put back, its requests are answered as
-    /// failed (nothing of theirs was stored) and the error is returned. The group is empty
-    /// afterwards either way (and still open if it was).
-    pub(super) fn apply(
-        &mut self,
-        store: &Store,
-        states: &mut HashMap<String, SubState>,
-        flush_tx: &mpsc::UnboundedSender<FlushItem>,
-    ) -> Result<(), IngestError> {
+    /// Empties the group (still open if it was), for the committer to apply its commit as
+    /// one batch; `Settle` then answers what it held.
+    pub(super) fn take(&mut self) -> (Commit, Settle) {
         let open = self.open;
         let Group { commit, undo, items, .. } = std::mem::take(self);
         self.open = open;
-        match store.apply(commit) {
+        (commit, Settle { undo, items })
+    }
+}
+
+/// What a taken group owes once its commit was applied, or refused.
+pub(super) struct Settle {
+    undo: HashMap<String, Option<SubState>>,
+    items: Vec<FlushItem>,
+}
+
+impl Settle {
+    /// The subscriptions whose lanes the group tells (its commit log entry names them).
+    pub(super) fn lanes(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for (sub, _) in self.items.iter().flat_map(|i| i.lanes.iter()) {
+            if !out.contains(sub) {
+                out.push(sub.clone());
+            }
+        }
+        out
+    }
+
+    /// Applied: its items go to the flusher. Refused: the subscription states it changed are
+    /// put back, its requests are answered as failed (nothing of theirs was stored) and the
+    /// error is returned.
+    pub(super) fn settle(
+        self,
+        applied: Result<(), IngestError>,
+        states: &mut HashMap<String, SubState>,
+        flush_tx: &mpsc::UnboundedSender<FlushItem>,
+    ) -> Result<(), IngestError> {
+        let Settle { undo, items } = self;
+        match applied {
             Ok(()) => {
                 // Every apply is followed by a flush, even one nobody waits for: reads wait
                 // for it (`api::committed`).
@@ -127,7 +152,7 @@ impl Group {
                         reply(false);
                     }
                 }
-                Err(e.into())
+                Err(e)
             }
         }
     }

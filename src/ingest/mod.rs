@@ -9,22 +9,36 @@
 //! the delivery lanes. So: **a write is acknowledged only after its resource version and all
 //! its events are durable**, and lanes never see an event that a crash could take back.
 //!
-//! - `committer`: the task, its request loop and the per-request apply logic.
-//! - `subscriptions`: what writing a Subscription or SubscriptionTopic does to the registry.
+//! - `committer`: the task, its request loop, and `append`, the one door to the store and the
+//!   commit log (`commitlog`).
+//! - `plan`: a commit being planned (`Plan`) and what planning reads (`View`). The planners
+//!   each take a `View` and a `Plan`: `write` (REST and side-car writes), `emit` (`$emit`),
+//!   `events` (one `enqueue` for matched and emitted events), `subscriptions` (what writing a
+//!   Subscription, topic or SearchParameter does to the registry), `lanes` (delivery results,
+//!   resends), `retention` (pruning, purges).
+//! - `materialize`: the registry and states a store implies (`rebuild`), and `Replica`, which
+//!   applies commit log entries another process wrote.
 //! - `group`: apply groups, the commits of requests queued back to back applied as one batch.
-//! - `flusher`: group commit.
+//! - `flusher`: group commit through `CommitLog::make_durable`.
 //! - `builtin`: Herald's built-in SubscriptionTopics, installed at start and read-only.
 
 mod builtin;
 mod committer;
 mod compartment;
 mod context;
+mod emit;
+mod events;
 mod flusher;
 mod group;
+mod lanes;
+mod materialize;
 mod outputs;
+mod plan;
 mod resolver;
+mod retention;
 mod subscriptions;
 mod workflow;
+mod write;
 
 use std::sync::Arc;
 
@@ -37,7 +51,8 @@ use crate::fhir::Issue;
 use crate::registry::SubEntry;
 use crate::store::{StoreError, StoredError, StoredGrant, SubState, SubStatus, VersionRecord};
 
-pub use committer::{spawn, CommitterConfig, Retention};
+pub use committer::{spawn, spawn_with_log, CommitterConfig, Retention};
+pub use materialize::Replica;
 
 /// The committer's queue, created before the committer so that lanes can hold an `Ingest`
 /// handle while the committer is being started.
@@ -236,6 +251,8 @@ pub enum IngestError {
     },
     #[error("store failure")]
     Store(#[from] StoreError),
+    #[error("commit log failure")]
+    Log(#[from] crate::commitlog::LogError),
     /// Less than `store.min_free_mib` is free where the store lives: nothing was written.
     #[error("the disk holding the store is nearly full")]
     StorageFull,

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::committer::Plan;
+use super::plan::{Plan, View};
 use super::IngestError;
 use crate::fhir::instant::now_millis;
 use crate::fhir::search::custom::custom_param;
@@ -42,17 +42,21 @@ use crate::registry::{Registry, SubEntry};
 use crate::store::records::StoredGrant;
 use crate::store::{SubState, SubStatus};
 
-type Committer = super::committer::CommitterRef;
-
 /// A registry change planned with a commit.
 pub(crate) enum RegistryOp {
     PutTopic(TopicSpec),
     RemoveTopic(String),
     PutSub(Arc<SubEntry>),
     RemoveSub(String),
-    /// A SearchParameter resource becomes (or stops being) a custom search parameter.
-    PutSearchParam(Box<SearchParam>),
-    RemoveSearchParam(String),
+    /// SearchParameter `id` becomes (or stops being, under `url`) a custom search parameter.
+    PutSearchParam {
+        id: String,
+        param: Box<SearchParam>,
+    },
+    RemoveSearchParam {
+        id: String,
+        url: String,
+    },
 }
 
 impl RegistryOp {
@@ -62,12 +66,12 @@ impl RegistryOp {
             RegistryOp::RemoveTopic(id) => registry.remove_topic(&id),
             RegistryOp::PutSub(e) => registry.put_subscription(e),
             RegistryOp::RemoveSub(id) => registry.remove_subscription(&id),
-            RegistryOp::PutSearchParam(p) => {
+            RegistryOp::PutSearchParam { param, .. } => {
                 if let Ok(params) = SearchParams::current() {
-                    params.register_custom(*p);
+                    params.register_custom(*param);
                 }
             }
-            RegistryOp::RemoveSearchParam(url) => {
+            RegistryOp::RemoveSearchParam { url, .. } => {
                 if let Ok(params) = SearchParams::current() {
                     params.unregister_custom(&url);
                 }
@@ -140,7 +144,7 @@ fn next_state(prev: Option<SubState>, old: Option<&SubscriptionSpec>, new: &Subs
 
 /// `stored` is the live version the write replaces, if any; `seq` the version being written.
 pub(super) fn on_write(
-    c: &Committer,
+    view: &View<'_>,
     plan: &mut Plan,
     ty: &str,
     id: &str,
@@ -149,38 +153,38 @@ pub(super) fn on_write(
     seq: u64,
 ) -> Result<(), IngestError> {
     match ty {
-        ty if ty == stored_topic::topic_type(instance()) => on_topic_write(c, plan, ty, id, resource)?,
+        ty if ty == stored_topic::topic_type(instance()) => on_topic_write(view, plan, ty, id, resource)?,
         "SearchParameter" => {
             let params =
                 SearchParams::current().map_err(|e| IngestError::Invalid(vec![Issue::new(IssueType::Exception, e.to_string())]))?;
             let param = custom_param(resource, params).map_err(refusal)?;
             // A new url for the same resource: the old definition goes away.
-            if let Some(old_url) = stored_url(c, ty, id).filter(|u| *u != param.url) {
-                plan.registry_ops.push(RegistryOp::RemoveSearchParam(old_url));
+            if let Some(old_url) = stored_url(view, ty, id).filter(|u| *u != param.url) {
+                plan.registry_ops.push(RegistryOp::RemoveSearchParam { id: id.to_string(), url: old_url });
             }
-            plan.registry_ops.push(RegistryOp::PutSearchParam(Box::new(param)));
+            plan.registry_ops.push(RegistryOp::PutSearchParam { id: id.to_string(), param: Box::new(param) });
         }
         "Subscription" => {
-            let current = c.current_state(plan, id);
-            check_owner(c, current.as_ref(), plan.actor.as_deref(), id)?;
-            if current.is_none() && c.purging(id) {
+            let current = view.state(plan, id);
+            check_owner(view, current.as_ref(), plan.actor.as_deref(), id)?;
+            if current.is_none() && view.purging(id) {
                 return Err(IngestError::Conflict(format!(
                     "Subscription/{id} was deleted and its events are still being removed; create it again shortly"
                 )));
             }
             let managing = resource.pointer("/managingEntity/reference").and_then(Value::as_str).map(str::to_owned);
             if let (Some(m), Some(actor)) = (managing.as_deref(), plan.actor.as_deref()) {
-                if c.entities().is_mapped(m) && !c.entities().member(m, actor) {
+                if view.cfg.entities.is_mapped(m) && !view.cfg.entities.member(m, actor) {
                     return Err(IngestError::Forbidden(format!("client {actor} does not act for {m}, the managingEntity")));
                 }
             }
             secrets::keep_stored(resource, stored).map_err(refusal)?;
-            let spec = parse_subscription(id, resource, c.limits(), now_millis()).map_err(refusal)?;
-            let entry = c.registry().bind(spec).map_err(refusal)?;
-            if let (Some(grant), Some(topic)) = (plan.grant.as_ref(), c.registry().topic(&entry.topic_id)) {
+            let spec = parse_subscription(id, resource, &view.cfg.limits, now_millis()).map_err(refusal)?;
+            let entry = view.registry.bind(spec).map_err(refusal)?;
+            if let (Some(grant), Some(topic)) = (plan.grant.as_ref(), view.registry.topic(&entry.topic_id)) {
                 check_topic_readable(grant, topic)?;
             }
-            let old = c.registry().subscription(id).map(|e| &e.spec);
+            let old = view.registry.subscription(id).map(|e| &e.spec);
             let created = current.is_none();
             let mut state = next_state(current, old, &entry.spec);
             if created {
@@ -220,13 +224,13 @@ pub(super) fn on_write(
 /// 422: it is valid R4, but not a topic Herald can run (FHIR's "violates profiles or business
 /// rules"). R4B and R5 topics keep the R5 rule (400 for a malformed element, 422 for a
 /// business rule), since their elements are FHIR's own.
-fn on_topic_write(c: &Committer, plan: &mut Plan, ty: &str, id: &str, resource: &Value) -> Result<(), IngestError> {
+fn on_topic_write(view: &View<'_>, plan: &mut Plan, ty: &str, id: &str, resource: &Value) -> Result<(), IngestError> {
     let version = instance();
     match stored_topic::parse_stored(version, ty, id, resource) {
         Some(Ok(topic)) => plan.registry_ops.push(RegistryOp::PutTopic(topic)),
         Some(Err(issues)) if version == FhirVersion::R4 => return Err(IngestError::Rejected(issues)),
         Some(Err(issues)) => return Err(refusal(issues)),
-        None if c.registry().topic(id).is_some() => remove_topic(c, plan, ty, id)?,
+        None if view.registry.topic(id).is_some() => remove_topic(view, plan, ty, id)?,
         None => {}
     }
     Ok(())
@@ -234,8 +238,8 @@ fn on_topic_write(c: &Committer, plan: &mut Plan, ty: &str, id: &str, resource: 
 
 /// A topic leaves the registry (deleted, or in R4 no longer coded as one); refused while
 /// subscriptions still name it.
-fn remove_topic(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> Result<(), IngestError> {
-    let n = c.registry().subscriber_count(id);
+fn remove_topic(view: &View<'_>, plan: &mut Plan, ty: &str, id: &str) -> Result<(), IngestError> {
+    let n = view.registry.subscriber_count(id);
     if n > 0 {
         return Err(IngestError::Conflict(format!("{ty}/{id} is a topic that still has {n} subscription(s); delete or move them first")));
     }
@@ -273,31 +277,31 @@ fn check_topic_readable(grant: &StoredGrant, topic: &TopicSpec) -> Result<(), In
 /// managing entity (anonymous writes, possible only when no authentication is configured, and
 /// Herald's own writes are not checked). To anyone else it does not exist: "not found", as
 /// every read and operation answers them, so that no answer tells its id is taken.
-fn check_owner(c: &Committer, state: Option<&SubState>, actor: Option<&str>, id: &str) -> Result<(), IngestError> {
+fn check_owner(view: &View<'_>, state: Option<&SubState>, actor: Option<&str>, id: &str) -> Result<(), IngestError> {
     match (state, actor) {
-        (Some(s), Some(actor)) if !c.entities().may_manage(s.owner.as_deref(), s.managing_entity.as_deref(), actor) => {
+        (Some(s), Some(actor)) if !view.cfg.entities.may_manage(s.owner.as_deref(), s.managing_entity.as_deref(), actor) => {
             Err(IngestError::NotFound(format!("Subscription/{id}")))
         }
         _ => Ok(()),
     }
 }
 
-pub(super) fn on_delete(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> Result<(), IngestError> {
+pub(super) fn on_delete(view: &View<'_>, plan: &mut Plan, ty: &str, id: &str) -> Result<(), IngestError> {
     match ty {
-        ty if ty == stored_topic::topic_type(instance()) => remove_topic(c, plan, ty, id)?,
+        ty if ty == stored_topic::topic_type(instance()) => remove_topic(view, plan, ty, id)?,
         "Subscription" => {
-            check_owner(c, c.current_state(plan, id).as_ref(), plan.actor.as_deref(), id)?;
+            check_owner(view, view.state(plan, id).as_ref(), plan.actor.as_deref(), id)?;
             plan.commit.remove_sub_state(id);
             // A long backlog is removed in bounded commits after this one (`purge_step`).
-            if !plan.commit.purge_outbox(c.store(), id, c.purge_batch())? {
+            if !plan.commit.purge_outbox(view.store, id, view.purge_batch())? {
                 plan.purging.push(id.to_string());
             }
             plan.registry_ops.push(RegistryOp::RemoveSub(id.to_string()));
             plan.removed.push(id.to_string());
         }
         "SearchParameter" => {
-            if let Some(url) = stored_url(c, ty, id) {
-                plan.registry_ops.push(RegistryOp::RemoveSearchParam(url));
+            if let Some(url) = stored_url(view, ty, id) {
+                plan.registry_ops.push(RegistryOp::RemoveSearchParam { id: id.to_string(), url });
             }
         }
         _ => {}
@@ -306,8 +310,8 @@ pub(super) fn on_delete(c: &Committer, plan: &mut Plan, ty: &str, id: &str) -> R
 }
 
 /// The `url` of the stored current version of a resource, if any.
-fn stored_url(c: &Committer, ty: &str, id: &str) -> Option<String> {
-    let record = c.store().latest(ty, id).ok().flatten().filter(|r| !r.deleted)?;
+fn stored_url(view: &View<'_>, ty: &str, id: &str) -> Option<String> {
+    let record = view.store.latest(ty, id).ok().flatten().filter(|r| !r.deleted)?;
     record.resource?.get("url").and_then(Value::as_str).map(str::to_owned)
 }
 

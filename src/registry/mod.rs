@@ -137,6 +137,17 @@ impl Registry {
     }
 
     /// Binds a parsed subscription against the current topics.
+    /// Every topic and subscription as text, sorted: equal for two registries holding the
+    /// same bound topics and subscriptions (the replay tests compare a replica's with the
+    /// writer's). The index is derived from these, so it is left out.
+    pub fn fingerprint(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.topics.iter().map(|(id, t)| format!("topic {id}: {t:?}")).collect();
+        out.extend(self.subs.iter().map(|(id, e)| format!("subscription {id}: {e:?}")));
+        out.extend(self.topic_subs.iter().map(|(t, subs)| format!("topic {t} subscribers: {subs:?}")));
+        out.sort();
+        out
+    }
+
     pub fn bind(&self, spec: SubscriptionSpec) -> Result<SubEntry, Vec<Issue>> {
         bind_subscription(self, spec)
     }

@@ -87,25 +87,32 @@ pub struct Store {
 struct Marks {
     applied: AtomicU64,
     durable: tokio::sync::watch::Sender<u64>,
+    /// The last commit log sequence applied (`apply_logged`), recorded by each flush.
+    log_seq: AtomicU64,
 }
 
 impl Marks {
-    /// Marks for a store that already holds `commits` durable commits.
-    fn at(commits: u64) -> Self {
-        Marks { applied: AtomicU64::new(commits), durable: tokio::sync::watch::Sender::new(commits) }
+    /// Marks for a store that already holds `commits` durable commits, through log `log_seq`.
+    fn at(commits: u64, log_seq: u64) -> Self {
+        Marks { applied: AtomicU64::new(commits), durable: tokio::sync::watch::Sender::new(commits), log_seq: AtomicU64::new(log_seq) }
     }
 }
 
 /// Meta keys: the store's id (`dir`), and the commits it held at its last flush.
 const STORE_ID: &str = "store-id";
 const COMMITS: &str = "commits";
+/// The commit log sequence the store had applied at its last flush (`commitlog`).
+const LOG_SEQ: &str = "log-seq";
+
+/// One write of a commit: a put (`Some`) or a removal (`None`) of a key.
+pub type Op = (Vec<u8>, Option<Vec<u8>>);
 
 /// A set of writes applied atomically by `Store::apply`.
 #[derive(Default)]
 pub struct Commit {
     /// Inserts (`Some`) and removals (`None`) in order; on the same key the last one wins, as
     /// in the sled `Batch` they become.
-    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ops: Vec<Op>,
     /// Index entries this commit gave each resource so far (see `index::PendingEntries`).
     index_pending: index::PendingEntries,
 }
@@ -117,6 +124,11 @@ impl Commit {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The writes, in order (what a `commitlog::LogCommit` carries).
+    pub fn into_ops(self) -> Vec<Op> {
+        self.ops
     }
 
     /// Adds `later`'s writes after this commit's, so that both are applied as one atomic batch
@@ -197,6 +209,19 @@ impl Commit {
     }
 }
 
+/// What `op` does to a subscription's state, if it is a state write: the subscription id and
+/// the new state (`None`: removed). A replica keeps its in-memory states in step with these.
+pub fn sub_state_write(op: &Op) -> Result<Option<(String, Option<SubState>)>> {
+    let (key, value) = op;
+    let prefix = keys::sub_state_prefix();
+    let Some(id) = key.strip_prefix(prefix.as_slice()) else { return Ok(None) };
+    let id = String::from_utf8_lossy(id).into_owned();
+    match value {
+        Some(bytes) => Ok(Some((id, Some(decode::<SubState>(key, bytes)?.upgraded())))),
+        None => Ok(Some((id, None))),
+    }
+}
+
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt { key: keys::display(key), source })
 }
@@ -261,13 +286,17 @@ impl Store {
             None => 0,
         };
         dir::check_ack(path, &store_id, commits)?;
+        let log_seq = match tree.get(keys::meta(LOG_SEQ))? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| StoreError::CorruptIndex { key: LOG_SEQ.into() })?),
+            None => 0,
+        };
         let audit_seq = Arc::new(AtomicU64::new(audit::next_seq(&tree)?));
         let mut store = Store {
             db,
             tree,
             index: Arc::default(),
             audit_seq,
-            marks: Arc::new(Marks::at(commits)),
+            marks: Arc::new(Marks::at(commits, log_seq)),
             ack: Arc::new(dir::AckWriter::new(path, &store_id)),
         };
         let set = store.recorded_index_set()?.unwrap_or_default();
@@ -276,30 +305,49 @@ impl Store {
     }
 
     /// Applies a commit atomically (not yet durable).
-    ///
-    /// A commit of one write is a plain insert or removal, which sled applies atomically on its
-    /// own: `apply_batch` rolls sled's IO buffer every time (a write and a sync in its thread
-    /// pool), which costs more than the rest of a small commit.
     pub fn apply(&self, commit: Commit) -> Result<()> {
-        let mut ops = commit.ops;
-        if ops.len() == 1 {
-            if let Some((key, value)) = ops.pop() {
+        self.apply_ops(&commit.ops)
+    }
+
+    /// Applies commit log entry `seq`'s writes atomically (not yet durable); the store records
+    /// `seq` as applied with its next flush (`log_seq`).
+    pub fn apply_logged(&self, seq: u64, ops: &[Op]) -> Result<()> {
+        self.apply_ops(ops)?;
+        self.marks.log_seq.fetch_max(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The last commit log sequence this store applied as of its last flush: after a crash it
+    /// may hold some commits past it too, which applying them again leaves unchanged (every
+    /// op is absolute; see `commitlog`).
+    pub fn log_seq(&self) -> u64 {
+        self.marks.log_seq.load(Ordering::SeqCst)
+    }
+
+    /// Applies writes atomically (not yet durable).
+    ///
+    /// One write is a plain insert or removal, which sled applies atomically on its own:
+    /// `apply_batch` rolls sled's IO buffer every time (a write and a sync in its thread
+    /// pool), which costs more than the rest of a small commit.
+    fn apply_ops(&self, ops: &[Op]) -> Result<()> {
+        match ops {
+            [] => return Ok(()),
+            [(key, value)] => {
                 match value {
-                    Some(value) => self.tree.insert(key, value)?,
-                    None => self.tree.remove(key)?,
+                    Some(value) => self.tree.insert(key.as_slice(), value.as_slice())?,
+                    None => self.tree.remove(key.as_slice())?,
                 };
             }
-            return Ok(());
-        }
-        if !ops.is_empty() {
-            let mut batch = sled::Batch::default();
-            for (key, value) in ops {
-                match value {
-                    Some(value) => batch.insert(key, value),
-                    None => batch.remove(key),
+            ops => {
+                let mut batch = sled::Batch::default();
+                for (key, value) in ops {
+                    match value {
+                        Some(value) => batch.insert(key.as_slice(), value.as_slice()),
+                        None => batch.remove(key.as_slice()),
+                    }
                 }
+                self.tree.apply_batch(batch)?;
             }
-            self.tree.apply_batch(batch)?;
         }
         self.marks.applied.fetch_add(1, Ordering::SeqCst);
         Ok(())
@@ -311,15 +359,11 @@ impl Store {
         // Everything applied before the flush starts is covered by it, and the store records
         // how many commits that is, for `herald.ack` to be checked against (`dir`).
         let mark = self.marks.applied.load(Ordering::SeqCst);
+        let log_seq = self.marks.log_seq.load(Ordering::SeqCst);
         self.tree.insert(keys::meta(COMMITS), &mark.to_be_bytes())?;
+        self.tree.insert(keys::meta(LOG_SEQ), &log_seq.to_be_bytes())?;
         let flushed = self.db.flush()?;
-        self.marks.durable.send_if_modified(|durable| {
-            let advanced = mark > *durable;
-            if advanced {
-                *durable = mark;
-            }
-            advanced
-        });
+        self.mark_durable(mark);
         self.ack.durable(mark);
         Ok(flushed)
     }
@@ -330,6 +374,32 @@ impl Store {
         let flushed = self.flush()?;
         self.ack.durable_now(*self.marks.durable.borrow());
         Ok(flushed)
+    }
+
+    /// Records that every commit up to `mark` (an `applied_mark`) is durable, for a store whose
+    /// commits another log makes durable (`commitlog`); `flush` does this itself.
+    pub fn mark_durable(&self, mark: u64) {
+        self.marks.durable.send_if_modified(|durable| {
+            let advanced = mark > *durable;
+            if advanced {
+                *durable = mark;
+            }
+            advanced
+        });
+    }
+
+    /// Every key and value in key order, except under the namespace prefixes `except` (the
+    /// replay tests compare two stores with it; `keys` names the prefixes).
+    pub fn contents(&self, except: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            if k.first().is_some_and(|p| except.contains(p)) {
+                continue;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// A mark covering every commit applied so far (and so everything a read made now sees).

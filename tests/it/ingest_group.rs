@@ -49,6 +49,7 @@ impl Committer {
             data_dir: std::path::PathBuf::new(),
             flush_timeout: Duration::from_secs(30),
             min_free_bytes: 0,
+            record_commits: None,
         };
         let tracker = TaskTracker::new();
         let stop = CancellationToken::new();

@@ -147,15 +147,16 @@ fn content(resource: &Value) -> Value {
     v
 }
 
-/// Writes a new version of every built-in whose stored current version is missing, deleted
-/// or different from the shipped one. Returns the ids written. `base_url` is Herald's base,
-/// for the search index.
-pub(super) fn install(store: &Store, base_url: &str, now: Millis) -> Result<Vec<String>, IngestError> {
+/// Plans a new version of every built-in whose stored current version is missing, deleted
+/// or different from the shipped one: one commit per topic id, for the committer to apply
+/// like any other (so that they are in its commit log). `base_url` is Herald's base, for
+/// the search index.
+pub(super) fn install(store: &Store, base_url: &str, now: Millis) -> Result<Vec<(String, Commit)>, IngestError> {
     install_for(instance(), store, base_url, now)
 }
 
 /// [`install`] for `version`'s set and form.
-fn install_for(version: FhirVersion, store: &Store, base_url: &str, now: Millis) -> Result<Vec<String>, IngestError> {
+fn install_for(version: FhirVersion, store: &Store, base_url: &str, now: Millis) -> Result<Vec<(String, Commit)>, IngestError> {
     let ty = topic_type(version);
     let mut written = Vec::new();
     let shipped = shipped_for(version);
@@ -165,10 +166,10 @@ fn install_for(version: FhirVersion, store: &Store, base_url: &str, now: Millis)
         if live.is_some_and(|r| content(r) == builtin.resource) {
             continue;
         }
-        write(store, base_url, now, ty, &builtin.id, prev.as_ref(), builtin.resource.clone())?;
+        let commit = write(store, base_url, now, ty, &builtin.id, prev.as_ref(), builtin.resource.clone())?;
         let shipped_version = builtin.resource.get("version").cloned().unwrap_or(json!(null));
         tracing::info!(topic.id = %builtin.id, version = %shipped_version, "built-in topic installed");
-        written.push(builtin.id.clone());
+        written.push((builtin.id.clone(), commit));
     }
     // A built-in an earlier release shipped and this one does not: retired (a new version with
     // status `retired`), so no new subscription binds to it while existing ones keep their
@@ -191,14 +192,15 @@ fn install_for(version: FhirVersion, store: &Store, base_url: &str, now: Millis)
         obj.insert("status".into(), json!("retired"));
         obj.remove("meta");
         let Ok(resource) = stored::from_r5(version, &topic) else { continue };
-        write(store, base_url, now, ty, &id, Some(&prev), resource)?;
+        let commit = write(store, base_url, now, ty, &id, Some(&prev), resource)?;
         tracing::info!(topic.id = %id, "built-in topic no longer shipped; retired");
-        written.push(id);
+        written.push((id, commit));
     }
     Ok(written)
 }
 
-/// Store `resource` as the next version of built-in topic `ty/id`, with its index entries.
+/// The commit storing `resource` as the next version of built-in topic `ty/id`, with its
+/// index entries.
 fn write(
     store: &Store,
     base_url: &str,
@@ -207,10 +209,10 @@ fn write(
     id: &str,
     prev: Option<&VersionRecord>,
     mut resource: Value,
-) -> Result<(), IngestError> {
+) -> Result<Commit, IngestError> {
     let seq = prev.map_or(1, |p| p.seq + 1);
     let version_id = seq.to_string();
-    super::committer::meta_stamp(&mut resource, id, &version_id, now);
+    super::plan::meta_stamp(&mut resource, id, &version_id, now);
     let record = VersionRecord {
         v: FORMAT,
         resource_type: ty.into(),
@@ -226,8 +228,7 @@ fn write(
     let mut commit = Commit::new();
     commit.put_version(&record)?;
     commit.index_version(store, &record, base_url)?;
-    store.apply(commit)?;
-    Ok(())
+    Ok(commit)
 }
 
 #[cfg(test)]

@@ -16,6 +16,16 @@ fn r5_of(version: FhirVersion) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// `install_for`, with its commits applied; the ids written.
+fn installed(v: FhirVersion, store: &Store, now: i64) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (id, commit) in install_for(v, store, "http://h/fhir", now).unwrap() {
+        store.apply(commit).unwrap();
+        ids.push(id);
+    }
+    ids
+}
+
 #[test]
 fn every_shipped_topic_of_every_version_parses_with_its_reserved_id_and_url() {
     for version in FhirVersion::ALL {
@@ -69,8 +79,8 @@ fn install_writes_once_then_only_when_the_shipped_definition_changes() {
     let store = Store::open(dir.path()).unwrap();
     let v = FhirVersion::R5;
     let all = shipped_for(v).len();
-    assert_eq!(install_for(v, &store, "http://h/fhir", 1).unwrap().len(), all);
-    assert!(install_for(v, &store, "http://h/fhir", 2).unwrap().is_empty(), "an unchanged definition is not rewritten");
+    assert_eq!(installed(v, &store, 1).len(), all);
+    assert!(installed(v, &store, 2).is_empty(), "an unchanged definition is not rewritten");
 
     // An older release's definition is stored: the next start writes version 3 of the
     // same id, and nothing else.
@@ -84,7 +94,7 @@ fn install_writes_once_then_only_when_the_shipped_definition_changes() {
     let mut commit = Commit::new();
     commit.put_version(&old).unwrap();
     store.apply(commit).unwrap();
-    assert_eq!(install_for(v, &store, "http://h/fhir", 3).unwrap(), vec![id.to_string()]);
+    assert_eq!(installed(v, &store, 3), vec![id.to_string()]);
     let now = store.latest("SubscriptionTopic", id).unwrap().unwrap();
     assert_eq!((now.seq, now.resource.unwrap()["version"].as_str()), (3, Some("1.0.0")));
     assert_eq!(store.history("SubscriptionTopic", id, 10).unwrap().len(), 3);
@@ -97,10 +107,10 @@ fn install_writes_once_then_only_when_the_shipped_definition_changes() {
     let mut commit = Commit::new();
     commit.put_version(&gone).unwrap();
     store.apply(commit).unwrap();
-    assert_eq!(install_for(v, &store, "http://h/fhir", 4).unwrap(), vec!["herald-dropped-topic".to_string()]);
+    assert_eq!(installed(v, &store, 4), vec!["herald-dropped-topic".to_string()]);
     let retired = store.latest("SubscriptionTopic", "herald-dropped-topic").unwrap().unwrap();
     assert_eq!((retired.seq, retired.resource.unwrap()["status"].as_str()), (2, Some("retired")));
-    assert!(install_for(v, &store, "http://h/fhir", 5).unwrap().is_empty(), "retired once");
+    assert!(installed(v, &store, 5).is_empty(), "retired once");
 }
 
 #[test]
@@ -108,8 +118,8 @@ fn r4_installs_basic_topics_and_retires_one_no_longer_shipped_through_its_modifi
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let v = FhirVersion::R4;
-    assert_eq!(install_for(v, &store, "http://h/fhir", 1).unwrap().len(), shipped_for(v).len());
-    assert!(install_for(v, &store, "http://h/fhir", 2).unwrap().is_empty());
+    assert_eq!(installed(v, &store, 1).len(), shipped_for(v).len());
+    assert!(installed(v, &store, 2).is_empty());
     assert!(store.latest("SubscriptionTopic", "herald-task-assigned").unwrap().is_none(), "nothing under the R5 type");
     let stored = store.latest("Basic", "herald-task-assigned").unwrap().unwrap();
     assert!(stored::is_topic(v, "Basic", stored.resource.as_ref().unwrap()));
@@ -119,9 +129,9 @@ fn r4_installs_basic_topics_and_retires_one_no_longer_shipped_through_its_modifi
     let mut commit = Commit::new();
     commit.put_version(&gone).unwrap();
     store.apply(commit).unwrap();
-    assert_eq!(install_for(v, &store, "http://h/fhir", 3).unwrap(), vec!["herald-dropped-topic".to_string()]);
+    assert_eq!(installed(v, &store, 3), vec!["herald-dropped-topic".to_string()]);
     let retired = store.latest("Basic", "herald-dropped-topic").unwrap().unwrap().resource.unwrap();
     let r5 = to_r5(v, "Basic", &retired).unwrap().unwrap();
     assert_eq!(r5["status"], "retired");
-    assert!(install_for(v, &store, "http://h/fhir", 4).unwrap().is_empty(), "retired once");
+    assert!(installed(v, &store, 4).is_empty(), "retired once");
 }
