@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use super::plan::{Plan, View};
 use super::IngestError;
 use crate::fhir::instant::now_millis;
-use crate::fhir::search::custom::custom_param;
+use crate::fhir::search::custom::{custom_param, custom_param_replacing};
 use crate::fhir::search::{SearchParam, SearchParams};
 use crate::fhir::subscription::{
     fill_defaults, parse_subscription, secrets, ChannelType, RequestedStatus, SubscriptionLimits, SubscriptionSpec,
@@ -157,9 +157,22 @@ pub(super) fn on_write(
         "SearchParameter" => {
             let params =
                 SearchParams::current().map_err(|e| IngestError::Invalid(vec![Issue::new(IssueType::Exception, e.to_string())]))?;
-            let param = custom_param(resource, params).map_err(refusal)?;
+            let stored = stored_url(view, ty, id);
+            let param = custom_param_replacing(resource, params, stored.as_deref()).map_err(refusal)?;
+            if let Some(old) = stored.as_deref() {
+                let same = |p: &SearchParam| {
+                    p.url == param.url
+                        && p.code == param.code
+                        && p.base == param.base
+                        && p.kind == param.kind
+                        && p.expression == param.expression
+                };
+                if params.custom_params().iter().any(|p| p.url == old && !same(p)) {
+                    refuse_if_bound(view, ty, id, old)?;
+                }
+            }
             // A new url for the same resource: the old definition goes away.
-            if let Some(old_url) = stored_url(view, ty, id).filter(|u| *u != param.url) {
+            if let Some(old_url) = stored.filter(|u| *u != param.url) {
                 plan.registry_ops.push(RegistryOp::RemoveSearchParam { id: id.to_string(), url: old_url });
             }
             plan.registry_ops.push(RegistryOp::PutSearchParam { id: id.to_string(), param: Box::new(param) });
@@ -301,10 +314,25 @@ pub(super) fn on_delete(view: &View<'_>, plan: &mut Plan, ty: &str, id: &str) ->
         }
         "SearchParameter" => {
             if let Some(url) = stored_url(view, ty, id) {
+                refuse_if_bound(view, ty, id, &url)?;
                 plan.registry_ops.push(RegistryOp::RemoveSearchParam { id: id.to_string(), url });
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// A SearchParameter that subscription filters are bound to keeps its definition (url, code,
+/// base, type, expression) while they are: changing or deleting it would leave them bound to
+/// what no longer exists, and a restart would bind them differently. Refused with 409, as a
+/// topic's delete is while subscriptions name it.
+fn refuse_if_bound(view: &View<'_>, ty: &str, id: &str, url: &str) -> Result<(), IngestError> {
+    let n = view.registry.subscriptions().filter(|e| e.filters.iter().any(|f| f.params.iter().any(|(_, p)| p.url == url))).count();
+    if n > 0 {
+        return Err(IngestError::Conflict(format!(
+            "{ty}/{id} defines a search parameter that {n} subscription filter(s) use; change or delete those subscriptions first"
+        )));
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ mod backport_topics;
 #[cfg(feature = "load")]
 mod chaos;
 mod clients;
+mod commit_log;
 mod conditional;
 mod crash;
 mod dashboard;

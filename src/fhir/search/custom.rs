@@ -22,6 +22,12 @@ fn is_code(code: &str) -> bool {
 
 /// Check a SearchParameter resource as a custom parameter.
 pub fn custom_param(resource: &Value, params: &SearchParams) -> Result<SearchParam, Vec<Issue>> {
+    custom_param_replacing(resource, params, None)
+}
+
+/// `custom_param` for a SearchParameter resource whose stored version defined `replaced` (its
+/// url before this update): that definition goes away with the update, so its code is free.
+pub fn custom_param_replacing(resource: &Value, params: &SearchParams, replaced: Option<&str>) -> Result<SearchParam, Vec<Issue>> {
     let mut issues = Vec::new();
     let text = |key: &str| resource.get(key).and_then(Value::as_str).map(str::to_owned);
     let url = text("url").filter(|u| !u.trim().is_empty());
@@ -100,7 +106,7 @@ pub fn custom_param(resource: &Value, params: &SearchParams) -> Result<SearchPar
         return Err(issues);
     };
     for b in &base {
-        if let Some(other) = params.code_taken(b, &code, &url) {
+        if let Some(other) = params.code_taken(b, &code, &url).filter(|other| Some(other.as_str()) != replaced) {
             issues.push(Issue::at(
                 IssueType::BusinessRule,
                 "SearchParameter.code",

@@ -32,3 +32,28 @@ pub fn shared_data(rel: &str) -> Option<std::path::PathBuf> {
     println!("note: {} is absent; skipping the checks that need it", path.display());
     None
 }
+
+/// Polls `check` until it holds, failing after 10 s.
+pub async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Opens a store once sled lets go of the directory: a handle just dropped releases its lock
+/// from sled's background thread, a moment later.
+pub fn when_unlocked(open: impl Fn() -> Result<herald::store::Store, herald::store::StoreError>) -> herald::store::Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(herald::store::StoreError::Engine(e))
+                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
+}

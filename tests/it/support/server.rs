@@ -85,6 +85,13 @@ impl TestServer {
         Self::launch(cfg, dir, "http", reqwest::Client::new()).await
     }
 
+    /// Herald on a data directory the test keeps (`stop_keeping`), e.g. to start again on it.
+    pub async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut cfg = test_config(dir.path());
+        adjust(&mut cfg);
+        Self::launch(cfg, dir, "http", reqwest::Client::new()).await
+    }
+
     /// Herald serving HTTPS with a fresh self-signed certificate for 127.0.0.1 (`TestCert`,
     /// written into the server's temp dir); `client` trusts that certificate alone.
     pub async fn start_tls(adjust: impl FnOnce(&mut Config)) -> (TestServer, TestCert) {
@@ -138,6 +145,17 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
+    }
+
+    /// Stops the server and hands back its data directory, intact.
+    pub async fn stop_keeping(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     pub fn url(&self, path: &str) -> String {
