@@ -16,51 +16,15 @@ use tokio_util::task::TaskTracker;
 use super::flusher::{self, FlushItem};
 use super::group::{self, Group};
 use super::plan::{Plan, View};
+use super::settings::CommitterConfig;
 use super::{builtin, emit, lanes, materialize, retention, write};
 use super::{ExternalChange, ExternalSummary, IngestError, IngestQueue, LaneSink, LaneView, Request, WriteEntry, WriteMethod, WriteResult};
 use crate::commitlog::{CommitLog, Effect, LogCommit, RecordingLog, SledLog};
 use crate::fhir::instant::now_millis;
-use crate::fhir::subscription::SubscriptionLimits;
 use crate::matching;
 use crate::outbox::SledOutbox;
 use crate::registry::Registry;
 use crate::store::{Commit, Store, StoredGrant, SubState};
-
-/// What the committer needs from configuration.
-#[derive(Clone, Debug)]
-pub struct CommitterConfig {
-    pub base_url: String,
-    pub limits: SubscriptionLimits,
-    /// `ingest.enforce_task_state_machine`.
-    pub enforce_task_state_machine: bool,
-    /// Event retention (`subscriptions.events_*`).
-    pub retention: Retention,
-    /// `auth.entities`: who shares a subscription through its `managingEntity`.
-    pub entities: crate::auth::Entities,
-    /// `store.dangerous_flush_delay` (testing only): how long each group flush is held.
-    pub flush_delay: std::time::Duration,
-    /// `store.flush_timeout`: a flush that takes longer ends the process (`flusher`).
-    pub flush_timeout: std::time::Duration,
-    /// The store's directory and `store.min_free_mib` (0: no check), for the free-space guard.
-    pub data_dir: std::path::PathBuf,
-    pub min_free_bytes: u64,
-    /// Cancelled when the store fails to apply or flush: sled keeps failing after an IO error
-    /// (a full disk), so Herald reopens it from what is durable (`herald::run`).
-    pub store_lost: CancellationToken,
-    /// `store.record_commits`: a file every commit is copied to (`commitlog::recording`).
-    pub record_commits: Option<std::path::PathBuf>,
-}
-
-/// How long delivered events are kept for `$events` and `$resend`.
-#[derive(Clone, Debug)]
-pub struct Retention {
-    /// Newest events kept per subscription.
-    pub keep: u64,
-    pub max_age: std::time::Duration,
-    pub interval: std::time::Duration,
-    /// Most events one commit removes (`subscriptions.purge_batch`).
-    pub batch: u64,
-}
 
 /// Starts the committer and flusher on `tracker` over the store's own log (`SledLog`, copied
 /// to `record_commits` when set); returns once the registry is loaded. The registry and

@@ -36,6 +36,7 @@ mod outputs;
 mod plan;
 mod resolver;
 mod retention;
+mod settings;
 mod subscriptions;
 mod workflow;
 mod write;
@@ -51,7 +52,8 @@ use crate::fhir::Issue;
 use crate::registry::SubEntry;
 use crate::store::{StoreError, StoredError, StoredGrant, SubState, SubStatus, VersionRecord};
 
-pub use committer::{spawn, spawn_with_log, CommitterConfig, Retention};
+pub use committer::{spawn, spawn_with_log};
+pub use settings::{CommitterConfig, Retention};
 pub use materialize::Replica;
 
 /// The committer's queue, created before the committer so that lanes can hold an `Ingest`

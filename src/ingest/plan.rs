@@ -8,18 +8,58 @@
 //! and nothing else, so no planning file reaches back into the committer.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::resolver::Pending;
-use super::subscriptions::RegistryOp;
-use super::CommitterConfig;
+use super::settings::CommitterConfig;
 use crate::commitlog::Effect;
 use crate::fhir::instant::{format_millis, Millis};
 use crate::fhir::topic::stored as stored_topic;
 use crate::outbox::SledOutbox;
-use crate::registry::Registry;
+use crate::fhir::search::{SearchParam, SearchParams};
+use crate::fhir::topic::TopicSpec;
+use crate::registry::{Registry, SubEntry};
 use crate::store::{Commit, Store, StoredGrant, SubState};
+
+/// A registry change planned with a commit.
+pub(crate) enum RegistryOp {
+    PutTopic(TopicSpec),
+    RemoveTopic(String),
+    PutSub(Arc<SubEntry>),
+    RemoveSub(String),
+    /// SearchParameter `id` becomes (or stops being, under `url`) a custom search parameter.
+    PutSearchParam {
+        id: String,
+        param: Box<SearchParam>,
+    },
+    RemoveSearchParam {
+        id: String,
+        url: String,
+    },
+}
+
+impl RegistryOp {
+    pub fn apply(self, registry: &mut Registry) {
+        match self {
+            RegistryOp::PutTopic(t) => registry.put_topic(t),
+            RegistryOp::RemoveTopic(id) => registry.remove_topic(&id),
+            RegistryOp::PutSub(e) => registry.put_subscription(e),
+            RegistryOp::RemoveSub(id) => registry.remove_subscription(&id),
+            RegistryOp::PutSearchParam { param, .. } => {
+                if let Ok(params) = SearchParams::current() {
+                    params.register_custom(*param);
+                }
+            }
+            RegistryOp::RemoveSearchParam { url, .. } => {
+                if let Ok(params) = SearchParams::current() {
+                    params.unregister_custom(&url);
+                }
+            }
+        }
+    }
+}
 
 /// Side effects of one commit, merged into the committer only if the commit applies.
 #[derive(Default)]

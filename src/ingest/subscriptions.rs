@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::plan::{Plan, View};
+use super::plan::{Plan, RegistryOp, View};
 use super::IngestError;
 use crate::fhir::instant::now_millis;
 use crate::fhir::search::custom::{custom_param, custom_param_replacing};
@@ -41,44 +41,6 @@ use crate::fhir::{Issue, IssueType};
 use crate::registry::{Registry, SubEntry};
 use crate::store::records::StoredGrant;
 use crate::store::{SubState, SubStatus};
-
-/// A registry change planned with a commit.
-pub(crate) enum RegistryOp {
-    PutTopic(TopicSpec),
-    RemoveTopic(String),
-    PutSub(Arc<SubEntry>),
-    RemoveSub(String),
-    /// SearchParameter `id` becomes (or stops being, under `url`) a custom search parameter.
-    PutSearchParam {
-        id: String,
-        param: Box<SearchParam>,
-    },
-    RemoveSearchParam {
-        id: String,
-        url: String,
-    },
-}
-
-impl RegistryOp {
-    pub fn apply(self, registry: &mut Registry) {
-        match self {
-            RegistryOp::PutTopic(t) => registry.put_topic(t),
-            RegistryOp::RemoveTopic(id) => registry.remove_topic(&id),
-            RegistryOp::PutSub(e) => registry.put_subscription(e),
-            RegistryOp::RemoveSub(id) => registry.remove_subscription(&id),
-            RegistryOp::PutSearchParam { param, .. } => {
-                if let Ok(params) = SearchParams::current() {
-                    params.register_custom(*param);
-                }
-            }
-            RegistryOp::RemoveSearchParam { url, .. } => {
-                if let Ok(params) = SearchParams::current() {
-                    params.unregister_custom(&url);
-                }
-            }
-        }
-    }
-}
 
 /// 422 when every issue is a rule or capability refusal, 400 when the resource is malformed.
 fn refusal(issues: Vec<Issue>) -> IngestError {
