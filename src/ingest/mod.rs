@@ -53,8 +53,8 @@ use crate::registry::SubEntry;
 use crate::store::{StoreError, StoredError, StoredGrant, SubState, SubStatus, VersionRecord};
 
 pub use committer::{spawn, spawn_with_log};
-pub use settings::{CommitterConfig, Retention};
 pub use materialize::Replica;
+pub use settings::{CommitterConfig, Retention};
 
 /// The committer's queue, created before the committer so that lanes can hold an `Ingest`
 /// handle while the committer is being started.

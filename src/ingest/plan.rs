@@ -16,10 +16,10 @@ use super::resolver::Pending;
 use super::settings::CommitterConfig;
 use crate::commitlog::Effect;
 use crate::fhir::instant::{format_millis, Millis};
-use crate::fhir::topic::stored as stored_topic;
-use crate::outbox::SledOutbox;
 use crate::fhir::search::{SearchParam, SearchParams};
+use crate::fhir::topic::stored as stored_topic;
 use crate::fhir::topic::TopicSpec;
+use crate::outbox::SledOutbox;
 use crate::registry::{Registry, SubEntry};
 use crate::store::{Commit, Store, StoredGrant, SubState};
 

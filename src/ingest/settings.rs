@@ -39,4 +39,3 @@ pub struct Retention {
     /// Most events one commit removes (`subscriptions.purge_batch`).
     pub batch: u64,
 }
-
