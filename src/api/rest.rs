@@ -386,10 +386,9 @@ fn store_err(e: crate::store::StoreError) -> ApiError {
     ApiError::internal(&e)
 }
 
-/// `_summary` (`data`, `false`) and `_elements` on a read or vread, parsed and applied as a
-/// search does (`search::page::parse`, `search::render::shape`); `None`: the whole resource.
-/// `_summary=count` is for searches; `true` and `text` need the summary and cardinality flags
-/// Herald's model does not carry, so they are refused (400 `not-supported`), not approximated.
+/// `_summary` (`true`, `text`, `data`, `false`) and `_elements` on a read or vread, parsed and
+/// applied as a search does (`search::page::parse`, `search::render::shape`); `None`: the
+/// whole resource. `_summary=count` is for searches (400 `not-supported`).
 fn subsetting(ty: &str, raw: Option<&str>) -> Result<Option<super::search::page::Options>, ApiError> {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
         .filter(|(n, _)| n == "_summary" || n == "_elements")

@@ -38,6 +38,7 @@ mod secrets;
 mod security;
 mod sidecar;
 mod signatures;
+mod summary;
 mod support;
 mod topics;
 mod versions;
