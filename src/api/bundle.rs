@@ -129,11 +129,18 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
                 resource: Some(r),
                 if_match,
                 provenance_for: None,
+                patched: false,
             }
         }
-        ("DELETE", None) if condition.is_some() => {
-            WriteEntry { method: WriteMethod::Delete, resource_type: ty, id: String::new(), resource: None, if_match, provenance_for: None }
-        }
+        ("DELETE", None) if condition.is_some() => WriteEntry {
+            method: WriteMethod::Delete,
+            resource_type: ty,
+            id: String::new(),
+            resource: None,
+            if_match,
+            provenance_for: None,
+            patched: false,
+        },
         ("POST", None) => {
             let r = resource.ok_or_else(|| entry_error(index, IssueType::Required, "a POST entry needs a resource"))?;
             check_body_type(&r, &ty)
@@ -145,6 +152,7 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
                 resource: Some(r),
                 if_match,
                 provenance_for: None,
+                patched: false,
             }
         }
         ("PUT", Some(id)) => {
@@ -154,7 +162,15 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
             if r.get("id").and_then(Value::as_str).is_some_and(|rid| rid != id) {
                 return Err(entry_error(index, IssueType::Invalid, "resource id does not match request.url"));
             }
-            WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(r), if_match, provenance_for: None }
+            WriteEntry {
+                method: WriteMethod::Update,
+                resource_type: ty,
+                id,
+                resource: Some(r),
+                if_match,
+                provenance_for: None,
+                patched: false,
+            }
         }
         ("PATCH", Some(id)) => {
             let r =
@@ -162,11 +178,17 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
             let doc = PatchDoc::of_entry(&r)
                 .map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
             patch = Some(doc);
-            WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: None, if_match, provenance_for: None }
+            WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: None, if_match, provenance_for: None, patched: true }
         }
-        ("DELETE", Some(id)) => {
-            WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None }
-        }
+        ("DELETE", Some(id)) => WriteEntry {
+            method: WriteMethod::Delete,
+            resource_type: ty,
+            id,
+            resource: None,
+            if_match,
+            provenance_for: None,
+            patched: false,
+        },
         _ => {
             return Err(entry_error(
                 index,

@@ -200,7 +200,15 @@ pub(super) async fn update(
     }
     guard_subscription(&state, &ty, &body).await?;
     let sent = redact::sent_headers(&body);
-    let entry = WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match, provenance_for: None };
+    let entry = WriteEntry {
+        method: WriteMethod::Update,
+        resource_type: ty,
+        id,
+        resource: Some(body),
+        if_match,
+        provenance_for: None,
+        patched: false,
+    };
     let result = rest::write_with_provenance(&state, rest::actor(&principal), entry, &headers).await?;
     drop(gate);
     Ok(rest::written(&state, &principal, result, rest::prefer_return(&headers), &sent))
@@ -228,7 +236,8 @@ pub(super) async fn delete(
     };
     check_replaced(&state, &principal, &ty, &id, Perm::Delete)?;
     let if_match = client_match.or_else(|| seen_version(resource));
-    let entry = WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None };
+    let entry =
+        WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None, patched: false };
     let (actor, grant) = rest::actor(&principal);
     let result: WriteResult = state
         .ingest

@@ -666,7 +666,17 @@ impl Committer {
                 meta_stamp(&mut resource, &entry.id, &version_id, now);
                 subscriptions::on_write(self, plan, ty, &entry.id, &mut resource, previous.as_ref(), seq)?;
                 let interaction = if live_prev.is_some() { Interaction::Update } else { Interaction::Create };
-                (interaction, Some(resource), if entry.method == WriteMethod::Create { "POST" } else { "PUT" })
+                (
+                    interaction,
+                    Some(resource),
+                    if entry.method == WriteMethod::Create {
+                        "POST"
+                    } else if entry.patched {
+                        "PATCH"
+                    } else {
+                        "PUT"
+                    },
+                )
             }
         };
         let record = VersionRecord {

@@ -349,3 +349,59 @@ async fn a_patched_subscription_keeps_its_secrets_and_its_endpoint_guard() {
     let (s, b) = patch(&server, &path, JSON_PATCH, &json!([{ "op": "remove", "path": "/topic" }]), None).await;
     assert!(s == StatusCode::BAD_REQUEST || s == StatusCode::UNPROCESSABLE_ENTITY, "{s}: {b}");
 }
+
+/// The methods `_history` records: each version's `request.method` says how it was made,
+/// `PATCH` for a patch over HTTP or in a transaction or batch, `PUT` for an update.
+async fn history_records_patch_as_patch(server: TestServer) {
+    let id = task(&server).await;
+    let url = format!("Task/{id}");
+    let describe = |text: &str| json!([{ "op": "add", "path": "/description", "value": text }]);
+    let (s, b) = patch(&server, &url, JSON_PATCH, &describe("v2"), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, mut current) = server.get(&url).await;
+    current["description"] = json!("v3");
+    let (s, _) = server.put(&url, &current).await;
+    assert_eq!(s, StatusCode::OK);
+    let fp = fhirpath_patch(vec![op(
+        json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Task.description" }, { "name": "value", "valueString": "v4" }]),
+    )]);
+    let (s, b) = patch(&server, &url, "application/fhir+json", &fp, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for kind in ["transaction", "batch"] {
+        let bundle = json!({ "resourceType": "Bundle", "type": kind, "entry": [
+            { "request": { "method": "PATCH", "url": url }, "resource": binary(&describe(kind)) }
+        ] });
+        let (s, b) = server.post("", &bundle).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["entry"][0]["response"]["status"], "200 OK", "{b}");
+        let (s, _) = patch(&server, &url, JSON_PATCH, &describe("again"), None).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, history) = server.get(&format!("{url}/_history")).await;
+    assert_eq!(s, StatusCode::OK, "{history}");
+    // Newest first: v8 patch, v7 batch patch, v6 patch, v5 transaction patch, v4 FHIRPath
+    // patch, v3 PUT, v2 patch, v1 POST.
+    let methods: Vec<(&str, &str)> = history["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["resource"]["meta"]["versionId"].as_str().unwrap(), e["request"]["method"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        methods,
+        [("8", "PATCH"), ("7", "PATCH"), ("6", "PATCH"), ("5", "PATCH"), ("4", "PATCH"), ("3", "PUT"), ("2", "PATCH"), ("1", "POST")],
+        "{history}"
+    );
+    // The request URL of a patch is the instance, as for PUT.
+    assert_eq!(history["entry"][0]["request"]["url"], history["entry"][5]["request"]["url"], "{history}");
+}
+
+#[tokio::test]
+async fn history_records_patch_as_patch_r5() {
+    history_records_patch_as_patch(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn history_records_patch_as_patch_r4() {
+    history_records_patch_as_patch(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
+}
