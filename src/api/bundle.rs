@@ -6,8 +6,9 @@
 //! `Binary` JSON Patch or a `Parameters` FHIRPath Patch, `patch`) is applied to the current
 //! version and committed as an update of that version; any failure refuses the
 //! whole Bundle and nothing is stored. Batch: each entry is its own commit and gets its own
-//! response or OperationOutcome. GET entries are answered in a batch, refused in a transaction
-//! (their answers would not be isolated from its writes).
+//! response or OperationOutcome. GET entries are answered in a batch (a conditional read,
+//! `ifNoneMatch` or `ifModifiedSince`, that holds is answered `304 Not Modified` as over
+//! HTTP), refused in a transaction (their answers would not be isolated from its writes).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -74,12 +75,13 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
         .get("url")
         .and_then(Value::as_str)
         .ok_or_else(|| entry_error(index, IssueType::Required, "entry.request.url is required"))?;
-    if request.get("ifNoneMatch").is_some() || request.get("ifModifiedSince").is_some() {
-        return Err(entry_error(
-            index,
-            IssueType::NotSupported,
-            "conditional reads (ifNoneMatch, ifModifiedSince) are not supported in a Bundle",
-        ));
+    if (request.get("ifNoneMatch").is_some() || request.get("ifModifiedSince").is_some()) && method != "GET" {
+        return Err(entry_error(index, IssueType::Invalid, "ifNoneMatch and ifModifiedSince apply to GET entries only"));
+    }
+    if let Some(since) = request.get("ifModifiedSince") {
+        if since.as_str().and_then(crate::fhir::instant::parse_instant).is_none() {
+            return Err(entry_error(index, IssueType::Invalid, format!("ifModifiedSince {since} is not an instant")));
+        }
     }
     let if_none_exist = request.get("ifNoneExist").and_then(Value::as_str).map(str::to_owned);
     if if_none_exist.is_some() && method != "POST" {
@@ -438,6 +440,13 @@ async fn read_entry(state: &Shared, principal: &Principal, entry: &Value) -> Val
     };
     let access = Access::new(state, principal);
     match access.current(&ty, &id, Perm::Read) {
+        Ok(rec) if entry.get("request").is_some_and(|r| conditional::entry_not_modified(r, &rec)) => json!({
+            "response": {
+                "status": "304 Not Modified",
+                "etag": format!("W/\"{}\"", rec.version_id),
+                "lastModified": format_millis(rec.last_updated),
+            }
+        }),
         Ok(rec) => {
             let shows_secrets = access.shows_secrets(&id);
             let mut e = response_entry(state, &WriteResult { record: rec, created: false, changed: true }, shows_secrets);
