@@ -18,11 +18,13 @@ The output is what FHIRPath navigation needs and nothing more:
   elements become pseudo-types named by their path (`Patient.contact`, kind `backbone`,
   base BackboneElement or Element), and the FHIRPath system types used by primitive
   values (`System.String`, ...) are listed with kind `system`.
-- Each element is {name, type[, many][, choice][, fhirType]}: the name without `[x]`, the
+- Each element is {name, type[, many][, choice][, s][, min][, fhirType]}: the name without `[x]`, the
   type codes (a backbone element's own path, a contentReference's target path, `System.X`
   for http://hl7.org/fhirpath/System.X), `many` when max is not "1", `choice` for `[x]`,
-  and for system-typed elements the FHIR type named by the structuredefinition-fhir-type
-  extension (`Resource.id` is a System.String whose FHIR type is `id`).
+  `s` when the definition marks it isSummary, `min` when its minimum cardinality is 1 or
+  more (both for `_summary=true|text`), and for system-typed elements the FHIR type named by
+  the structuredefinition-fhir-type extension (`Resource.id` is a System.String whose FHIR
+  type is `id`).
 - A type lists only the elements its snapshot does not inherit unchanged: `Patient.id` is
   found through DomainResource -> Resource. The script checks that lookup through the base
   chain reproduces every snapshot element of every type before it writes anything.
@@ -148,6 +150,12 @@ def project_element(el, children_of):
         out["many"] = True
     if choice:
         out["choice"] = True
+    # `s` (isSummary) and `min` (only when at least 1) drive `_summary=true|text`; short keys
+    # because a third of all elements carry the flag.
+    if el.get("isSummary"):
+        out["s"] = True
+    if el.get("min", 0) >= 1:
+        out["min"] = el["min"]
     ft = fhir_type(refs)
     if ft is not None:
         out["fhirType"] = ft
@@ -214,10 +222,10 @@ def find(types, type_name, element_name):
 
 
 def same(a, b):
-    """Equal for navigation. fhirType is left out: snapshots disagree on it for the inherited
+    """Equal for navigation and summaries. fhirType is left out: snapshots disagree on it for the inherited
     `id` (Element says string; Age, Extension and others say id), and the defining type's
     statement is the one kept."""
-    return a is not None and all(a.get(k) == b.get(k) for k in ("type", "many", "choice"))
+    return a is not None and all(a.get(k) == b.get(k) for k in ("type", "many", "choice", "s", "min"))
 
 
 def ancestors_first(types):

@@ -6,8 +6,9 @@
 //! `Binary` JSON Patch or a `Parameters` FHIRPath Patch, `patch`) is applied to the current
 //! version and committed as an update of that version; any failure refuses the
 //! whole Bundle and nothing is stored. Batch: each entry is its own commit and gets its own
-//! response or OperationOutcome. GET entries are answered in a batch, refused in a transaction
-//! (their answers would not be isolated from its writes).
+//! response or OperationOutcome. GET entries are answered in a batch (a conditional read,
+//! `ifNoneMatch` or `ifModifiedSince`, that holds is answered `304 Not Modified` as over
+//! HTTP), refused in a transaction (their answers would not be isolated from its writes).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -74,12 +75,13 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
         .get("url")
         .and_then(Value::as_str)
         .ok_or_else(|| entry_error(index, IssueType::Required, "entry.request.url is required"))?;
-    if request.get("ifNoneMatch").is_some() || request.get("ifModifiedSince").is_some() {
-        return Err(entry_error(
-            index,
-            IssueType::NotSupported,
-            "conditional reads (ifNoneMatch, ifModifiedSince) are not supported in a Bundle",
-        ));
+    if (request.get("ifNoneMatch").is_some() || request.get("ifModifiedSince").is_some()) && method != "GET" {
+        return Err(entry_error(index, IssueType::Invalid, "ifNoneMatch and ifModifiedSince apply to GET entries only"));
+    }
+    if let Some(since) = request.get("ifModifiedSince") {
+        if since.as_str().and_then(crate::fhir::instant::parse_instant).is_none() {
+            return Err(entry_error(index, IssueType::Invalid, format!("ifModifiedSince {since} is not an instant")));
+        }
     }
     let if_none_exist = request.get("ifNoneExist").and_then(Value::as_str).map(str::to_owned);
     if if_none_exist.is_some() && method != "POST" {
@@ -129,11 +131,18 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
                 resource: Some(r),
                 if_match,
                 provenance_for: None,
+                patched: false,
             }
         }
-        ("DELETE", None) if condition.is_some() => {
-            WriteEntry { method: WriteMethod::Delete, resource_type: ty, id: String::new(), resource: None, if_match, provenance_for: None }
-        }
+        ("DELETE", None) if condition.is_some() => WriteEntry {
+            method: WriteMethod::Delete,
+            resource_type: ty,
+            id: String::new(),
+            resource: None,
+            if_match,
+            provenance_for: None,
+            patched: false,
+        },
         ("POST", None) => {
             let r = resource.ok_or_else(|| entry_error(index, IssueType::Required, "a POST entry needs a resource"))?;
             check_body_type(&r, &ty)
@@ -145,6 +154,7 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
                 resource: Some(r),
                 if_match,
                 provenance_for: None,
+                patched: false,
             }
         }
         ("PUT", Some(id)) => {
@@ -154,7 +164,15 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
             if r.get("id").and_then(Value::as_str).is_some_and(|rid| rid != id) {
                 return Err(entry_error(index, IssueType::Invalid, "resource id does not match request.url"));
             }
-            WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(r), if_match, provenance_for: None }
+            WriteEntry {
+                method: WriteMethod::Update,
+                resource_type: ty,
+                id,
+                resource: Some(r),
+                if_match,
+                provenance_for: None,
+                patched: false,
+            }
         }
         ("PATCH", Some(id)) => {
             let r =
@@ -162,11 +180,17 @@ fn plan_entry(state: &Shared, index: usize, entry: &Value) -> Result<Option<Plan
             let doc = PatchDoc::of_entry(&r)
                 .map_err(|e| entry_error(index, IssueType::Invalid, e.issues.first().map(|i| i.diagnostics.clone()).unwrap_or_default()))?;
             patch = Some(doc);
-            WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: None, if_match, provenance_for: None }
+            WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: None, if_match, provenance_for: None, patched: true }
         }
-        ("DELETE", Some(id)) => {
-            WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None }
-        }
+        ("DELETE", Some(id)) => WriteEntry {
+            method: WriteMethod::Delete,
+            resource_type: ty,
+            id,
+            resource: None,
+            if_match,
+            provenance_for: None,
+            patched: false,
+        },
         _ => {
             return Err(entry_error(
                 index,
@@ -416,6 +440,13 @@ async fn read_entry(state: &Shared, principal: &Principal, entry: &Value) -> Val
     };
     let access = Access::new(state, principal);
     match access.current(&ty, &id, Perm::Read) {
+        Ok(rec) if entry.get("request").is_some_and(|r| conditional::entry_not_modified(r, &rec)) => json!({
+            "response": {
+                "status": "304 Not Modified",
+                "etag": format!("W/\"{}\"", rec.version_id),
+                "lastModified": format_millis(rec.last_updated),
+            }
+        }),
         Ok(rec) => {
             let shows_secrets = access.shows_secrets(&id);
             let mut e = response_entry(state, &WriteResult { record: rec, created: false, changed: true }, shows_secrets);

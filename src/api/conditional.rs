@@ -200,7 +200,15 @@ pub(super) async fn update(
     }
     guard_subscription(&state, &ty, &body).await?;
     let sent = redact::sent_headers(&body);
-    let entry = WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match, provenance_for: None };
+    let entry = WriteEntry {
+        method: WriteMethod::Update,
+        resource_type: ty,
+        id,
+        resource: Some(body),
+        if_match,
+        provenance_for: None,
+        patched: false,
+    };
     let result = rest::write_with_provenance(&state, rest::actor(&principal), entry, &headers).await?;
     drop(gate);
     Ok(rest::written(&state, &principal, result, rest::prefer_return(&headers), &sent))
@@ -228,7 +236,8 @@ pub(super) async fn delete(
     };
     check_replaced(&state, &principal, &ty, &id, Perm::Delete)?;
     let if_match = client_match.or_else(|| seen_version(resource));
-    let entry = WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None };
+    let entry =
+        WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None, patched: false };
     let (actor, grant) = rest::actor(&principal);
     let result: WriteResult = state
         .ingest
@@ -249,8 +258,7 @@ pub(super) async fn delete(
 /// have whole seconds). `None`: answer as usual.
 pub(super) fn not_modified(headers: &HeaderMap, rec: &VersionRecord) -> Option<Response> {
     let fresh = if let Some(tags) = headers.get(header::IF_NONE_MATCH) {
-        let tags = tags.to_str().ok()?;
-        tags.split(',').map(str::trim).any(|t| t == "*" || rest::parse_etag(t).is_ok_and(|v| v == rec.version_id))
+        etag_matches(tags.to_str().ok()?, rec)
     } else {
         let since = headers.get(header::IF_MODIFIED_SINCE)?.to_str().ok()?;
         let since = http_date_seconds(since)?;
@@ -262,6 +270,26 @@ pub(super) fn not_modified(headers: &HeaderMap, rec: &VersionRecord) -> Option<R
     let mut resp = StatusCode::NOT_MODIFIED.into_response();
     rest::version_headers(&mut resp, rec);
     Some(resp)
+}
+
+/// `If-None-Match` (a list of ETags, or `*`) names the version of `rec`.
+fn etag_matches(tags: &str, rec: &VersionRecord) -> bool {
+    tags.split(',').map(str::trim).any(|t| t == "*" || rest::parse_etag(t).is_ok_and(|v| v == rec.version_id))
+}
+
+/// A conditional read in a batch (`Bundle.entry.request.ifNoneMatch`, or else
+/// `ifModifiedSince`, an instant): whether it holds for `rec`, so the entry is answered
+/// `304 Not Modified` as the HTTP form is. Unlike the header, `ifModifiedSince` is compared
+/// to the millisecond, as instants are precise. Neither present: `false`.
+pub(super) fn entry_not_modified(request: &Value, rec: &VersionRecord) -> bool {
+    if let Some(tags) = request.get("ifNoneMatch").and_then(Value::as_str) {
+        return etag_matches(tags, rec);
+    }
+    request
+        .get("ifModifiedSince")
+        .and_then(Value::as_str)
+        .and_then(crate::fhir::instant::parse_instant)
+        .is_some_and(|since| rec.last_updated <= since)
 }
 
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`) as Unix seconds.

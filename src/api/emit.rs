@@ -89,6 +89,7 @@ fn parse(body: &Value, base_url: &str) -> Result<EmittedEvent, ApiError> {
                     resource: Some(resource.clone()),
                     if_match: None,
                     provenance_for: None,
+                    patched: false,
                 })
             }
             (None, Some(_)) => {

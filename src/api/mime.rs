@@ -11,6 +11,9 @@
 //!   are served. When no range is, and one names XML (`application/fhir+xml`,
 //!   `application/xml`, `text/xml`), the answer is 406; other ranges alone (a browser's
 //!   `text/html`) get JSON anyway, as RFC 9110 §12.5.1 allows.
+//! - The response's Content-Type is `application/fhir+json` unless `_format` asked for plain
+//!   JSON (`json`, `application/json`): then it is `application/json`, the format the client
+//!   asked for (FHIR http.html#mime-type), with the same parameters.
 //! - `_pretty=true` indents the JSON body (errors too); `_pretty=false` or none: compact.
 //! - Request bodies: `extract::FhirBody` answers 415 for a `Content-Type` that is not JSON
 //!   (`FHIR_JSON_TYPES`); a form-encoded `_search` or operation body is the handler's.
@@ -81,6 +84,25 @@ fn format_of(media: &str) -> Format {
         "json" | "application/json" | "application/fhir+json" | "application/json+fhir" | "*/*" | "application/*" => Format::Json,
         "xml" | "text/xml" | "application/xml" | "application/fhir+xml" | "application/xml+fhir" => Format::Xml,
         _ => Format::Other,
+    }
+}
+
+/// `_format` asks for plain `application/json` rather than `application/fhir+json`.
+fn asks_plain_json(format: Option<&str>) -> bool {
+    format.is_some_and(|f| {
+        let mime = f.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        mime == "json" || mime == "application/json"
+    })
+}
+
+/// `application/fhir+json; charset=utf-8` as `application/json; charset=utf-8`; other
+/// Content-Types unchanged.
+fn as_plain_json(resp: &mut Response) {
+    let ct = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if let Some(rest) = ct.strip_prefix("application/fhir+json") {
+        if let Ok(v) = HeaderValue::from_str(&format!("application/json{rest}")) {
+            resp.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
     }
 }
 
@@ -182,6 +204,7 @@ pub(super) async fn fhir_version(req: Request, next: Next) -> Response {
     // An unencoded `+` (`_format=application/fhir+json`) arrives as a space; no media type has one.
     let format = query_value(query, "_format").map(|f| f.trim().replace(' ', "+"));
     let indent = query_value(query, "_pretty").is_some_and(|p| p == "true");
+    let plain = asks_plain_json(format.as_deref());
     let decided = {
         let text = |name| req.headers().get(name).and_then(|v: &HeaderValue| v.to_str().ok());
         verdict(text(header::CONTENT_TYPE), text(header::ACCEPT), format.as_deref(), served)
@@ -215,6 +238,9 @@ pub(super) async fn fhir_version(req: Request, next: Next) -> Response {
                         resp.headers_mut().insert(header::CONTENT_TYPE, v);
                     }
                 }
+            }
+            if plain {
+                as_plain_json(&mut resp);
             }
             resp
         }

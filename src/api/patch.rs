@@ -188,6 +188,7 @@ pub(super) async fn patch(
             resource: Some(resource),
             if_match: Some(version),
             provenance_for: None,
+            patched: true,
         };
         match write_with_provenance(&state, actor(&principal), entry, &headers).await {
             Ok(result) => return Ok(written(&state, &principal, result, prefer_return(&headers), &sent)),

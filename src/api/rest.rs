@@ -80,6 +80,7 @@ pub(super) async fn write_with_provenance(
         resource: Some(provenance),
         if_match: None,
         provenance_for: Some(0),
+        patched: false,
     };
     let mut results = state.ingest.write_all_as(vec![entry, record], true, actor, grant).await?;
     results.truncate(1);
@@ -296,8 +297,15 @@ pub(super) async fn create(
     guard_subscription(&state, &ty, &body).await?;
     let sent = redact::sent_headers(&body);
     let id = uuid::Uuid::new_v4().to_string();
-    let entry =
-        WriteEntry { method: WriteMethod::Create, resource_type: ty, id, resource: Some(body), if_match: None, provenance_for: None };
+    let entry = WriteEntry {
+        method: WriteMethod::Create,
+        resource_type: ty,
+        id,
+        resource: Some(body),
+        if_match: None,
+        provenance_for: None,
+        patched: false,
+    };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
     drop(gate);
     Ok(written(&state, &principal, result, prefer_return(&headers), &sent))
@@ -349,7 +357,15 @@ pub(super) async fn update(
     let if_match = if_match(&headers)?;
     guard_subscription(&state, &ty, &body).await?;
     let sent = redact::sent_headers(&body);
-    let entry = WriteEntry { method: WriteMethod::Update, resource_type: ty, id, resource: Some(body), if_match, provenance_for: None };
+    let entry = WriteEntry {
+        method: WriteMethod::Update,
+        resource_type: ty,
+        id,
+        resource: Some(body),
+        if_match,
+        provenance_for: None,
+        patched: false,
+    };
     let result = write_with_provenance(&state, actor(&principal), entry, &headers).await?;
     Ok(written(&state, &principal, result, prefer_return(&headers), &sent))
 }
@@ -364,7 +380,8 @@ pub(super) async fn delete(
     check_id(&id)?;
     check_replaced(&state, &principal, &ty, &id, Perm::Delete)?;
     let if_match = if_match(&headers)?;
-    let entry = WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None };
+    let entry =
+        WriteEntry { method: WriteMethod::Delete, resource_type: ty, id, resource: None, if_match, provenance_for: None, patched: false };
     let (actor, grant) = actor(&principal);
     let result = state
         .ingest
@@ -386,10 +403,9 @@ fn store_err(e: crate::store::StoreError) -> ApiError {
     ApiError::internal(&e)
 }
 
-/// `_summary` (`data`, `false`) and `_elements` on a read or vread, parsed and applied as a
-/// search does (`search::page::parse`, `search::render::shape`); `None`: the whole resource.
-/// `_summary=count` is for searches; `true` and `text` need the summary and cardinality flags
-/// Herald's model does not carry, so they are refused (400 `not-supported`), not approximated.
+/// `_summary` (`true`, `text`, `data`, `false`) and `_elements` on a read or vread, parsed and
+/// applied as a search does (`search::page::parse`, `search::render::shape`); `None`: the
+/// whole resource. `_summary=count` is for searches (400 `not-supported`).
 fn subsetting(ty: &str, raw: Option<&str>) -> Result<Option<super::search::page::Options>, ApiError> {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
         .filter(|(n, _)| n == "_summary" || n == "_elements")

@@ -88,6 +88,8 @@ pub struct WriteEntry {
     /// A Provenance sent in `X-Provenance` with entry `n` of the same request: its `target`
     /// gets the version that entry writes.
     pub provenance_for: Option<usize>,
+    /// An `Update` made by a PATCH: the version is recorded with method `PATCH` (history).
+    pub patched: bool,
 }
 
 /// The result of one applied entry.

@@ -107,7 +107,17 @@ pub(super) fn plan_entry(view: &View<'_>, plan: &mut Plan, mut entry: WriteEntry
             meta_stamp(&mut resource, &entry.id, &version_id, now);
             subscriptions::on_write(view, plan, ty, &entry.id, &mut resource, previous.as_ref(), seq)?;
             let interaction = if live_prev.is_some() { Interaction::Update } else { Interaction::Create };
-            (interaction, Some(resource), if entry.method == WriteMethod::Create { "POST" } else { "PUT" })
+            (
+                interaction,
+                Some(resource),
+                if entry.method == WriteMethod::Create {
+                    "POST"
+                } else if entry.patched {
+                    "PATCH"
+                } else {
+                    "PUT"
+                },
+            )
         }
     };
     let record = VersionRecord {

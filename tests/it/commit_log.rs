@@ -260,6 +260,7 @@ fn entry(method: WriteMethod, resource: Value) -> WriteEntry {
         resource: Some(resource),
         if_match: None,
         provenance_for: None,
+        patched: false,
     }
 }
 
@@ -271,6 +272,7 @@ fn delete(ty: &str, id: &str) -> WriteEntry {
         resource: None,
         if_match: None,
         provenance_for: None,
+        patched: false,
     }
 }
 

@@ -311,3 +311,86 @@ async fn racing_transactions_with_if_none_exist_make_one_resource() {
     }
     assert_eq!(ids(&server, "identifier=urn:tr|1").await.len(), 1);
 }
+
+/// The batch form of everything conditional: GET entries with `ifNoneMatch` and
+/// `ifModifiedSince` answered 304 (or 200 when the condition fails), and `ifNoneExist`,
+/// conditional PUT and conditional DELETE entries, each answered on its own.
+async fn conditional_batch_entries(version: &str) {
+    let server = start(version).await;
+    let (_, made) = server.post("Patient", &patient("urn:b", "1", "A")).await;
+    let id = made["id"].as_str().unwrap().to_owned();
+    let last_modified = made["meta"]["lastUpdated"].as_str().unwrap().to_owned();
+    let url = format!("Patient/{id}");
+    let get = |extra: Value| {
+        let mut request = json!({ "method": "GET", "url": url });
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        json!({ "request": request })
+    };
+    let batch = json!({ "resourceType": "Bundle", "type": "batch", "entry": [
+        get(json!({ "ifNoneMatch": "W/\"1\"" })),
+        get(json!({ "ifNoneMatch": "W/\"9\"" })),
+        get(json!({ "ifModifiedSince": last_modified })),
+        get(json!({ "ifModifiedSince": "2001-01-01T00:00:00Z" })),
+        get(json!({ "ifModifiedSince": "yesterday" })),
+        { "request": { "method": "POST", "url": "Patient", "ifNoneMatch": "W/\"1\"" }, "resource": patient("urn:b", "x", "X") }
+    ] });
+    let (s, out) = server.post("", &batch).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    let status = |i: usize| out["entry"][i]["response"]["status"].as_str().unwrap().to_owned();
+    assert_eq!(status(0), "304 Not Modified", "{out}");
+    assert_eq!(out["entry"][0]["response"]["etag"], "W/\"1\"");
+    assert!(out["entry"][0].get("resource").is_none(), "{out}");
+    assert_eq!(status(1), "200 OK", "{out}");
+    assert_eq!(out["entry"][1]["resource"]["id"], id.as_str());
+    assert_eq!(status(2), "304 Not Modified", "{out}");
+    assert_eq!(status(3), "200 OK", "{out}");
+    assert!(status(4).starts_with("400"), "{out}");
+    assert!(status(5).starts_with("400"), "a conditional read header on a write: {out}");
+
+    // ifNoneExist, conditional PUT and conditional DELETE: each entry decided on its own,
+    // against what the entries before it committed.
+    let (_, _) = server.post("Patient", &patient("urn:b", "del", "ToDelete")).await;
+    let batch = json!({ "resourceType": "Bundle", "type": "batch", "entry": [
+        { "request": { "method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:b|1" }, "resource": patient("urn:b", "1", "Again") },
+        { "request": { "method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:b|2" }, "resource": patient("urn:b", "2", "New") },
+        { "request": { "method": "POST", "url": "Patient", "ifNoneExist": "identifier=urn:b|2" }, "resource": patient("urn:b", "2", "Twice") },
+        { "request": { "method": "PUT", "url": "Patient?identifier=urn:b|1" }, "resource": patient("urn:b", "1", "Updated") },
+        { "request": { "method": "PUT", "url": "Patient?identifier=urn:b|3" }, "resource": patient("urn:b", "3", "Made") },
+        { "request": { "method": "PUT", "url": "Patient?identifier=urn:b|" }, "resource": patient("urn:b", "9", "Several") },
+        { "request": { "method": "DELETE", "url": "Patient?identifier=urn:b|del" } },
+        { "request": { "method": "DELETE", "url": "Patient?identifier=urn:b|none" } },
+        { "request": { "method": "POST", "url": "Patient", "ifNoneExist": "bogus=1" }, "resource": patient("urn:b", "4", "Bad") }
+    ] });
+    let (s, out) = server.post("", &batch).await;
+    assert_eq!(s, StatusCode::OK, "{out}");
+    let status = |i: usize| out["entry"][i]["response"]["status"].as_str().unwrap().to_owned();
+    assert_eq!(status(0), "200 OK", "{out}");
+    assert_eq!(out["entry"][0]["resource"]["id"], id.as_str());
+    assert_eq!(out["entry"][0]["resource"]["name"][0]["family"], "A", "nothing written: {out}");
+    assert_eq!(status(1), "201 Created", "{out}");
+    assert_eq!(status(2), "200 OK", "the entry before created it: {out}");
+    assert_eq!(out["entry"][2]["resource"]["id"], out["entry"][1]["resource"]["id"]);
+    assert_eq!(status(3), "200 OK", "{out}");
+    assert_eq!(out["entry"][3]["resource"]["id"], id.as_str());
+    assert_eq!(out["entry"][3]["resource"]["meta"]["versionId"], "2");
+    assert_eq!(status(4), "201 Created", "{out}");
+    assert!(status(5).starts_with("412"), "{out}");
+    assert!(status(6).starts_with("204"), "{out}");
+    assert!(status(7).starts_with("204"), "{out}");
+    assert!(status(8).starts_with("400"), "{out}");
+    assert_eq!(ids(&server, "identifier=urn:b|del").await, Vec::<String>::new());
+    assert_eq!(ids(&server, "identifier=urn:b|2").await.len(), 1);
+    assert_eq!(ids(&server, "identifier=urn:b|1").await, vec![id]);
+}
+
+#[tokio::test]
+async fn conditional_batch_entries_r5() {
+    conditional_batch_entries("5.0.0").await;
+}
+
+#[tokio::test]
+async fn conditional_batch_entries_r4() {
+    conditional_batch_entries("4.0.1").await;
+}

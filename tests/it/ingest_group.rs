@@ -72,6 +72,7 @@ fn put(resource: Value) -> WriteEntry {
         resource: Some(resource),
         if_match: None,
         provenance_for: None,
+        patched: false,
     }
 }
 

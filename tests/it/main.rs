@@ -39,6 +39,7 @@ mod secrets;
 mod security;
 mod sidecar;
 mod signatures;
+mod summary;
 mod support;
 mod topics;
 mod versions;

@@ -349,3 +349,135 @@ async fn a_patched_subscription_keeps_its_secrets_and_its_endpoint_guard() {
     let (s, b) = patch(&server, &path, JSON_PATCH, &json!([{ "op": "remove", "path": "/topic" }]), None).await;
     assert!(s == StatusCode::BAD_REQUEST || s == StatusCode::UNPROCESSABLE_ENTITY, "{s}: {b}");
 }
+
+/// The methods `_history` records: each version's `request.method` says how it was made,
+/// `PATCH` for a patch over HTTP or in a transaction or batch, `PUT` for an update.
+async fn history_records_patch_as_patch(server: TestServer) {
+    let id = task(&server).await;
+    let url = format!("Task/{id}");
+    let describe = |text: &str| json!([{ "op": "add", "path": "/description", "value": text }]);
+    let (s, b) = patch(&server, &url, JSON_PATCH, &describe("v2"), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, mut current) = server.get(&url).await;
+    current["description"] = json!("v3");
+    let (s, _) = server.put(&url, &current).await;
+    assert_eq!(s, StatusCode::OK);
+    let fp = fhirpath_patch(vec![op(
+        json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Task.description" }, { "name": "value", "valueString": "v4" }]),
+    )]);
+    let (s, b) = patch(&server, &url, "application/fhir+json", &fp, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for kind in ["transaction", "batch"] {
+        let bundle = json!({ "resourceType": "Bundle", "type": kind, "entry": [
+            { "request": { "method": "PATCH", "url": url }, "resource": binary(&describe(kind)) }
+        ] });
+        let (s, b) = server.post("", &bundle).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(b["entry"][0]["response"]["status"], "200 OK", "{b}");
+        let (s, _) = patch(&server, &url, JSON_PATCH, &describe("again"), None).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, history) = server.get(&format!("{url}/_history")).await;
+    assert_eq!(s, StatusCode::OK, "{history}");
+    // Newest first: v8 patch, v7 batch patch, v6 patch, v5 transaction patch, v4 FHIRPath
+    // patch, v3 PUT, v2 patch, v1 POST.
+    let methods: Vec<(&str, &str)> = history["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["resource"]["meta"]["versionId"].as_str().unwrap(), e["request"]["method"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        methods,
+        [("8", "PATCH"), ("7", "PATCH"), ("6", "PATCH"), ("5", "PATCH"), ("4", "PATCH"), ("3", "PUT"), ("2", "PATCH"), ("1", "POST")],
+        "{history}"
+    );
+    // The request URL of a patch is the instance, as for PUT.
+    assert_eq!(history["entry"][0]["request"]["url"], history["entry"][5]["request"]["url"], "{history}");
+}
+
+#[tokio::test]
+async fn history_records_patch_as_patch_r5() {
+    history_records_patch_as_patch(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn history_records_patch_as_patch_r4() {
+    history_records_patch_as_patch(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
+}
+
+/// FHIRPath Patch where the target is not (yet) a value: `insert` into a list that is absent
+/// (at index 0 only), and a primitive that carries only extensions (`_birthDate`).
+async fn fhirpath_patch_absent_lists_and_extension_only_primitives(server: TestServer) {
+    let ext = json!({ "extension": [{ "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown" }] });
+    let (s, b) = server
+        .post("Patient", &json!({ "resourceType": "Patient", "_birthDate": ext, "_gender": ext, "name": [{ "family": "Doe" }] }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let path = format!("Patient/{}", b["id"].as_str().unwrap());
+    let fp = |parts: Value| fhirpath_patch(vec![op(parts)]);
+
+    // Insert at 0 into the absent Patient.telecom, and into HumanName.given of the one name.
+    let ops = fhirpath_patch(vec![
+        op(
+            json!([{ "name": "type", "valueCode": "insert" }, { "name": "path", "valueString": "Patient.telecom" }, { "name": "index", "valueInteger": 0 },
+            { "name": "value", "valueContactPoint": { "system": "phone", "value": "555" } }]),
+        ),
+        op(
+            json!([{ "name": "type", "valueCode": "insert" }, { "name": "path", "valueString": "Patient.name.where(family = 'Doe').given" },
+            { "name": "index", "valueInteger": 0 }, { "name": "value", "valueString": "Jane" }]),
+        ),
+    ]);
+    let (s, b) = patch(&server, &path, "application/fhir+json", &ops, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["telecom"], json!([{ "system": "phone", "value": "555" }]), "{b}");
+    assert_eq!(b["name"][0]["given"], json!(["Jane"]), "{b}");
+    // Past index 0 of an absent list, a name that does not repeat, a parent that is not one element: 422.
+    for (p, value) in [
+        ("Patient.photo", json!({ "name": "index", "valueInteger": 1 })),
+        ("Patient.maritalStatus", json!({ "name": "index", "valueInteger": 0 })),
+        ("Patient.contact.telecom", json!({ "name": "index", "valueInteger": 0 })),
+    ] {
+        let body = fp(json!([{ "name": "type", "valueCode": "insert" }, { "name": "path", "valueString": p }, value,
+            { "name": "value", "valueAttachment": { "url": "http://x" } }]));
+        let (s, oo) = patch(&server, &path, "application/fhir+json", &body, None).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}: {oo}");
+    }
+    // `add` into an absent list makes it.
+    let body = fp(
+        json!([{ "name": "type", "valueCode": "add" }, { "name": "path", "valueString": "Patient" }, { "name": "name", "valueString": "photo" },
+        { "name": "value", "valueAttachment": { "url": "http://x/photo" } }]),
+    );
+    let (s, b) = patch(&server, &path, "application/fhir+json", &body, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["photo"], json!([{ "url": "http://x/photo" }]), "{b}");
+
+    // A primitive with only an extension: replace gives it a value beside the extension;
+    // delete removes it with its extension.
+    let body = fp(
+        json!([{ "name": "type", "valueCode": "replace" }, { "name": "path", "valueString": "Patient.birthDate" }, { "name": "value", "valueDate": "1970-01-01" }]),
+    );
+    let (s, b) = patch(&server, &path, "application/fhir+json", &body, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["birthDate"], "1970-01-01", "{b}");
+    assert_eq!(b["_birthDate"], ext, "{b}");
+    let body = fp(json!([{ "name": "type", "valueCode": "delete" }, { "name": "path", "valueString": "Patient.gender" }]));
+    let (s, b) = patch(&server, &path, "application/fhir+json", &body, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.get("gender").is_none() && b.get("_gender").is_none(), "{b}");
+    // Deleting a primitive with a value and an extension removes both.
+    let body = fp(json!([{ "name": "type", "valueCode": "delete" }, { "name": "path", "valueString": "Patient.birthDate" }]));
+    let (s, b) = patch(&server, &path, "application/fhir+json", &body, None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert!(b.get("birthDate").is_none() && b.get("_birthDate").is_none(), "{b}");
+}
+
+#[tokio::test]
+async fn fhirpath_patch_absent_lists_and_extension_only_primitives_r5() {
+    fhirpath_patch_absent_lists_and_extension_only_primitives(TestServer::start().await).await;
+}
+
+#[tokio::test]
+async fn fhirpath_patch_absent_lists_and_extension_only_primitives_r4() {
+    fhirpath_patch_absent_lists_and_extension_only_primitives(TestServer::start_with(|c| c.fhir.version = "4.0.1".into()).await).await;
+}

@@ -7,9 +7,13 @@
 //! elements it selects are found again in the JSON by identity, so any expression that selects
 //! elements of the resource works (`Task.input.where(type.text = 'a')`, `Patient.name[1]`).
 //! Which JSON property an element is written to (`valueQuantity` for a choice) and whether
-//! it repeats come from the FHIR model of the served version. Limitations: `insert` and
-//! `move` need a path that selects at least one item of the list (an empty list is filled
-//! with `add`); a selected primitive that has only an extension (`_status`) cannot be a target.
+//! it repeats come from the FHIR model of the served version. `insert` into a list that is
+//! absent (or empty) works at index 0 when the path ends in the list's name
+//! (`Task.note`, `Task.input.where(...).x`): the path before the last name must select one
+//! element, and the model must say the name repeats. A primitive that has only an id or
+//! extensions (`"_status": {...}` without `status`) is a target like any other: `replace`
+//! gives it a value beside its extensions, `delete` removes it with them. Limitation: `move`
+//! needs a path that selects at least one item of the list.
 
 use std::collections::HashMap;
 
@@ -277,11 +281,47 @@ fn targets(resource: &Value, op: &Operation) -> Result<Vec<Vec<Seg>>, ApiError> 
     found
         .iter()
         .map(|item| {
-            item.node()
-                .and_then(|n| places.get(&std::ptr::from_ref(n)).cloned())
-                .ok_or_else(|| failed(op, "the path selects something that is not an element of the resource"))
+            let at = match (item.node(), item.shadow()) {
+                (Some(n), _) => places.get(&std::ptr::from_ref(n)).cloned(),
+                // A primitive with only `_name`: addressed by its plain name, as if it had a value.
+                (None, Some(s)) => places.get(&std::ptr::from_ref(s)).map(|segs| unshadowed(segs)),
+                (None, None) => None,
+            };
+            at.ok_or_else(|| failed(op, "the path selects something that is not an element of the resource"))
         })
         .collect()
+}
+
+/// `segs` with its last `_name` key as `name` (`[_status]` -> `[status]`).
+fn unshadowed(segs: &[Seg]) -> Vec<Seg> {
+    let mut out = segs.to_vec();
+    if let Some(Seg::Key(k)) = out.iter_mut().rev().find(|s| matches!(s, Seg::Key(_))) {
+        if let Some(plain) = k.strip_prefix('_') {
+            *k = plain.to_owned();
+        }
+    }
+    out
+}
+
+/// For an `insert` whose path selects nothing: the absent (or empty) list the path names, as
+/// (where its parent is, its property name). The path must end in `.name`, the rest must
+/// select exactly one element, and `name` must repeat there.
+fn absent_list(ctx: &Ctx<'_>, resource: &Value, op: &Operation) -> Result<(Vec<Seg>, String), ApiError> {
+    let none = || failed(op, "the path selects no list item, and does not end in the name of a list of one element");
+    let source = op.path.source().trim();
+    let (parent_src, name) = source.rsplit_once('.').ok_or_else(none)?;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(none());
+    }
+    let parent = Expression::parse(parent_src).map_err(|_| none())?;
+    let parent_op =
+        Operation { at: op.at, kind: op.kind, path: parent, name: None, value: None, index: None, source: None, destination: None };
+    let at = exactly_one(op, targets(resource, &parent_op)?)?;
+    let element = ctx.element_at(&at, name).ok_or_else(none)?;
+    if !element.many || element.choice {
+        return Err(failed(op, format!("'{name}' is not a list")));
+    }
+    Ok((at, name.to_owned()))
 }
 
 fn get_mut<'v>(mut v: &'v mut Value, segs: &[Seg]) -> Option<&'v mut Value> {
@@ -341,11 +381,12 @@ fn apply_one(ctx: &Ctx<'_>, resource: &mut Value, op: &Operation) -> Result<(), 
             }
         }
         Kind::Insert => {
-            let (parent, key) = one_list(op, &found)?;
+            let (parent, key) = if found.is_empty() { absent_list(ctx, resource, op)? } else { one_list(op, &found)? };
             let value = op.value.as_ref().ok_or_else(|| failed(op, "needs a value"))?;
             let new = ctx.json(ctx.property_at(&parent, &key), value);
             let index = op.index.unwrap_or_default();
-            let items = get_mut(resource, &parent).and_then(|p| p.get_mut(key.as_str())).and_then(Value::as_array_mut);
+            let holder = get_mut(resource, &parent).and_then(Value::as_object_mut).ok_or_else(|| failed(op, "the list is not there"))?;
+            let items = holder.entry(key.as_str()).or_insert_with(|| Value::Array(Vec::new())).as_array_mut();
             let items = items.ok_or_else(|| failed(op, "the list is not there"))?;
             if index > items.len() {
                 return Err(failed(op, format!("index {index} is past the end of the list ({} items)", items.len())));
@@ -375,14 +416,27 @@ fn apply_one(ctx: &Ctx<'_>, resource: &mut Value, op: &Operation) -> Result<(), 
             let container = get_mut(resource, parent).ok_or_else(|| failed(op, "the element is not there"))?;
             match (last, container) {
                 (Seg::Key(k), Value::Object(obj)) => {
+                    // A primitive goes with its id and extensions (`_name`).
                     obj.remove(k.as_str());
+                    obj.remove(&format!("_{k}"));
                 }
                 (Seg::Index(i), Value::Array(items)) if *i < items.len() => {
                     items.remove(*i);
-                    if items.is_empty() {
-                        // An empty list is no list in FHIR JSON.
-                        if let Some((Seg::Key(k), grand)) = parent.split_last() {
-                            if let Some(obj) = get_mut(resource, grand).and_then(Value::as_object_mut) {
+                    let emptied = items.is_empty();
+                    if let Some((Seg::Key(k), grand)) = parent.split_last() {
+                        if let Some(obj) = get_mut(resource, grand).and_then(Value::as_object_mut) {
+                            // The `_name` list of a primitive list loses the same item.
+                            let shadow = format!("_{k}");
+                            if let Some(Value::Array(shadows)) = obj.get_mut(&shadow) {
+                                if *i < shadows.len() {
+                                    shadows.remove(*i);
+                                }
+                                if shadows.iter().all(Value::is_null) {
+                                    obj.remove(&shadow);
+                                }
+                            }
+                            // An empty list is no list in FHIR JSON.
+                            if emptied {
                                 obj.remove(k.as_str());
                             }
                         }

@@ -67,11 +67,24 @@ pub struct Options {
     pub sort: Vec<SortField>,
     pub total: Total,
     pub summary_count: bool,
-    pub summary_data: bool,
+    /// `_summary` other than `count`: which part of each resource is shown.
+    pub summary: Summary,
     pub elements: Option<Vec<String>>,
     pub includes: Vec<Include>,
     pub revincludes: Vec<Include>,
     pub cursor: Option<Cursor>,
+}
+
+/// `_summary=data|true|text` (`false` and absence: the whole resource).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Summary {
+    Full,
+    /// Everything but `text`.
+    Data,
+    /// The isSummary and mandatory elements, recursively (`fhir::model::summary`).
+    True,
+    /// `text`, `id`, `meta` and the top-level mandatory elements.
+    Text,
 }
 
 /// A problem with a control parameter.
@@ -103,7 +116,7 @@ pub fn parse(ty: &str, control: &[(String, String)], params: &'static SearchPara
         sort: Vec::new(),
         total: Total::Default,
         summary_count: false,
-        summary_data: false,
+        summary: Summary::Full,
         elements: None,
         includes: Vec::new(),
         revincludes: Vec::new(),
@@ -124,9 +137,11 @@ pub fn parse(ty: &str, control: &[(String, String)], params: &'static SearchPara
             },
             "_summary" => match value.as_str() {
                 "count" => o.summary_count = true,
-                "data" => o.summary_data = true,
-                "false" => {}
-                _ => problems.push(problem(true, name, format!("_summary={value} is not supported (count, data, false are)"))),
+                "data" => o.summary = Summary::Data,
+                "true" => o.summary = Summary::True,
+                "text" => o.summary = Summary::Text,
+                "false" => o.summary = Summary::Full,
+                _ => problems.push(problem(false, name, format!("_summary={value}: true, text, data, count or false"))),
             },
             "_elements" => {
                 let names = value
@@ -178,6 +193,11 @@ pub fn parse(ty: &str, control: &[(String, String)], params: &'static SearchPara
             "_format" | "_pretty" => {}
             _ => problems.push(problem(true, name, format!("{name} is not supported"))),
         }
+    }
+    // The specification gives no meaning to `_elements` beside `_summary=true|text` (each
+    // chooses the elements); Herald refuses the pair rather than guess which one wins.
+    if o.elements.is_some() && matches!(o.summary, Summary::True | Summary::Text) {
+        problems.push(problem(false, "_elements", "_elements cannot be combined with _summary=true or _summary=text".into()));
     }
     if o.cursor.as_ref().is_some_and(|c| c.key.len() != o.sort.len()) {
         problems.push(problem(false, "_page", "_page does not belong to this _sort".into()));

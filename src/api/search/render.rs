@@ -1,11 +1,12 @@
 //! Turning a page of matches into what the client receives: `_include`/`_revinclude`
 //! (`:iterate` bounded to three rounds and `max_include` resources), `_elements` and
-//! `_summary=data` on the matches, and the `searchset` Bundle with its links.
+//! `_summary=data|true|text` on the matches, and the `searchset` Bundle with its links.
 
 use serde_json::{json, Value};
 
 use super::context::StoreContext;
-use super::page::Options;
+use super::page::{Options, Summary};
+use crate::fhir::model::{summary, Model};
 use crate::fhir::search::include::{self, IncludeSource};
 use crate::fhir::search::{normalize_reference_query, SearchParam};
 use crate::fhir::Issue;
@@ -53,12 +54,22 @@ pub fn includes(
     Ok(expansion.found)
 }
 
-/// `_elements` and `_summary=data` applied to one match (and to a read or vread,
+/// `_elements` and `_summary=data|true|text` applied to one match (and to a read or vread,
 /// `api::rest`). A resource missing elements is marked SUBSETTED (FHIR search.html#summary).
+/// Should the embedded model be unusable, `true` and `text` give the whole resource,
+/// unmarked: more than asked for, never less than claimed.
 pub fn shape(opts: &Options, mut resource: Value) -> Value {
-    let Some(obj) = resource.as_object_mut() else { return resource };
     let mut subsetted = false;
-    if opts.summary_data {
+    if let (Summary::True | Summary::Text, Ok(model)) = (opts.summary, Model::current()) {
+        let (shaped, removed) = match opts.summary {
+            Summary::Text => summary::summary_text(model, &resource),
+            _ => summary::summary_true(model, &resource),
+        };
+        resource = shaped;
+        subsetted = removed;
+    }
+    let Some(obj) = resource.as_object_mut() else { return resource };
+    if opts.summary == Summary::Data {
         subsetted |= obj.remove("text").is_some();
     }
     if let Some(keep) = &opts.elements {

@@ -146,6 +146,16 @@ impl<'a> Output<'a> {
         }
     }
 
+    /// The `_name` object of a primitive element that has only an id or extensions
+    /// (`"_birthDate": {"extension": [...]}` without `birthDate`), where [`Output::node`]
+    /// has no value to give.
+    pub fn shadow(&self) -> Option<&'a Value> {
+        match &self.0 {
+            value::Item::Node(n) if n.value.is_none() => n.shadow,
+            _ => None,
+        }
+    }
+
     /// The item's type: `("FHIR", "HumanName")`, `("System", "Boolean")`.
     pub fn type_name(&self) -> (&'static str, String) {
         self.0.type_name()

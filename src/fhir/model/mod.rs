@@ -12,6 +12,8 @@
 //! ([`Model::resource_types`]). Backbone elements are pseudo-types named by their path
 //! (`Patient.contact`); `contentReference` elements point at the pseudo-type they reuse.
 //! The roots differ by version: `Base` in R5, `Element` and `Resource` in R4 and R4B.
+//! Each element also carries its `isSummary` flag and minimum cardinality, which
+//! [`summary`] uses to shape `_summary=true` and `_summary=text`.
 //!
 //! Nothing here does IO or panics: a malformed embedded file is a [`ModelError`].
 
@@ -61,10 +63,29 @@ pub struct Element {
     /// A choice element (`value[x]`): in JSON the name carries a capitalised type suffix.
     #[serde(default)]
     pub choice: bool,
+    /// Marked `isSummary` in the definition: part of `_summary=true` (`s` in the file).
+    #[serde(default, rename = "s")]
+    pub summary: bool,
+    /// Minimum cardinality; only written when at least 1 (a mandatory element).
+    #[serde(default)]
+    pub min: u32,
     /// For system-typed elements, the FHIR type the definition says they stand for
     /// (`Resource.id` is `id`, `Extension.url` is `uri`), as stated by the defining type.
     #[serde(default, rename = "fhirType")]
     pub fhir_type: Option<String>,
+}
+
+impl Element {
+    /// At least one occurrence is required (`min` >= 1).
+    pub fn is_mandatory(&self) -> bool {
+        self.min >= 1
+    }
+
+    /// Shown by `_summary=true`: marked isSummary, or mandatory (FHIR search.html#summary,
+    /// "plus mandatory elements").
+    pub fn in_summary(&self) -> bool {
+        self.summary || self.is_mandatory()
+    }
 }
 
 /// One type: a StructureDefinition, a backbone pseudo-type or a system type.
@@ -346,6 +367,18 @@ impl Model {
         self.type_info(name).is_some_and(|t| t.kind == Kind::Resource)
     }
 
+    /// Whether the element `name` of `type_name` (a FHIRPath name, `value` for `value[x]`;
+    /// backbone elements by their path type, `Task.input`) is shown by `_summary=true`.
+    /// Unknown elements are not.
+    pub fn is_summary_element(&self, type_name: &str, name: &str) -> bool {
+        self.element(type_name, name).is_some_and(Element::in_summary)
+    }
+
+    /// Whether the element `name` of `type_name` is mandatory (`min` >= 1).
+    pub fn is_mandatory_element(&self, type_name: &str, name: &str) -> bool {
+        self.element(type_name, name).is_some_and(Element::is_mandatory)
+    }
+
     /// A FHIR primitive type (`string`, `date`, `positiveInt`); system types are not.
     pub fn is_primitive(&self, name: &str) -> bool {
         self.type_info(name).is_some_and(|t| t.kind == Kind::PrimitiveType)
@@ -365,6 +398,9 @@ fn invalid(msg: String) -> ModelError {
     ModelError::Invalid(msg)
 }
 
+pub mod summary;
+#[cfg(test)]
+mod summary_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
