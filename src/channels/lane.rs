@@ -35,7 +35,6 @@ use crate::ingest::{LaneCommand, LaneView};
 use crate::notify::{notification_bytes, EventWithVersion, NotificationType, StatusContext};
 use crate::ops::delivery_log::AttemptEntry;
 use crate::ops::metrics::{metrics, Metrics};
-use crate::outbox::event_versions;
 use crate::store::{EventRecord, StoredError, SubState, SubStatus};
 
 /// The lane's view of its own progress; ahead of the published state between publications.
@@ -296,7 +295,7 @@ async fn post(
 async fn event_body(ctx: &LaneContext, sub: &str, view: &LaneView, events: &[EventRecord], status: SubStatus) -> Vec<u8> {
     let grant = ctx.send_grant(&view.state);
     // Screening a grant reads the resources; otherwise only full-resource needs them.
-    let mut versions = event_versions(&ctx.store, events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
+    let mut versions = ctx.outbox.versions(events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
     let (withheld, report) = screen_batch(grant.as_ref(), events, &mut versions);
     ctx.report_withheld(sub, view.state.incarnation, report).await;
     let with_versions: Vec<EventWithVersion<'_>> = events
@@ -435,15 +434,14 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
     let Some(r) = view.state.resend.as_ref() else { return false };
     let until = r.until.min(accepted);
     let max = usize::try_from(view.entry.spec.max_count).unwrap_or(1).max(1);
+    let incarnation = Some(view.state.incarnation);
     let events = if r.dead_only {
-        match ctx.store.dead_letters_in(sub, rc.next, until, max) {
+        match ctx.outbox.dead_letters(sub, rc.next, until, max) {
             Ok(dead) => {
                 let mut events = Vec::with_capacity(dead.len());
                 for d in dead {
-                    match ctx.store.events(sub, d.number, 1) {
-                        Ok(mut e) if e.first().is_some_and(|e| e.number == d.number && e.incarnation == view.state.incarnation) => {
-                            events.append(&mut e)
-                        }
+                    match ctx.outbox.events(sub, incarnation, d.number, d.number, 1) {
+                        Ok(mut e) if !e.is_empty() => events.append(&mut e),
                         Ok(_) => tracing::warn!(event.number = d.number, "dead letter has no stored event; skipped"),
                         Err(err) => {
                             tracing::error!(error = %err, "cannot read a dead letter's event; retrying in a second");
@@ -461,11 +459,8 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
             }
         }
     } else {
-        match ctx.store.events(sub, rc.next, max) {
-            Ok(mut events) => {
-                events.retain(|e| e.number <= until && e.incarnation == view.state.incarnation);
-                events
-            }
+        match ctx.outbox.events(sub, incarnation, rc.next, until, max) {
+            Ok(events) => events,
             Err(err) => {
                 tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
                 rc.next_attempt_at = Some(now_millis() + 1000);

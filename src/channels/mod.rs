@@ -7,6 +7,7 @@
 //!   heartbeats, end).
 //! - `handshake`: when a rest-hook handshake goes out and how a refused one is retried.
 //! - `rest_hook`: the HTTP POST itself.
+//! - `render`: stored events (from the outbox) screened and shaped for `notify`.
 //! - `signing`: Standard Webhooks signatures on rest-hook POSTs.
 //! - `websocket`: the websocket channel: its lane, bound sockets, binding tokens.
 //! - `retry`: the one classifier of outcomes and the backoff schedule.
@@ -15,6 +16,7 @@
 pub mod guard;
 mod handshake;
 mod lane;
+pub mod render;
 pub mod rest_hook;
 pub mod retry;
 pub mod signing;
@@ -33,8 +35,8 @@ use crate::fhir::subscription::{ChannelType, SigningKey};
 use crate::ingest::{Ingest, LaneCommand, LaneSink, LaneView};
 use crate::notify::withhold;
 use crate::ops::delivery_log::DeliveryLog;
-use crate::outbox::{EventVersions, Outbox, SledOutbox};
-use crate::store::{EventRecord, Store, SubState};
+use crate::outbox::{EventVersions, Outbox};
+use crate::store::{EventRecord, SubState};
 
 pub use retry::{HandshakePolicy, RetryPolicy};
 use websocket::Hub;
@@ -56,7 +58,8 @@ pub struct DeliveryConfig {
 
 /// What every lane shares.
 pub(crate) struct LaneContext {
-    pub store: Store,
+    /// Everything a lane reads (events, the versions they saw, dead letters); it reports
+    /// through `ingest` only.
     pub outbox: Arc<dyn Outbox>,
     pub ingest: Ingest,
     pub client: rest_hook::RestHookClient,
@@ -119,7 +122,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     #[expect(clippy::too_many_arguments, reason = "each is a distinct shared service that lanes hold; a struct would only rename them")]
     pub fn new(
-        store: Store,
+        outbox: Arc<dyn Outbox>,
         ingest: Ingest,
         client: rest_hook::RestHookClient,
         config: DeliveryConfig,
@@ -134,19 +137,7 @@ impl Dispatcher {
         let permits = Semaphore::new(config.max_concurrent.max(1));
         Dispatcher {
             lanes: Mutex::new(HashMap::new()),
-            ctx: Arc::new(LaneContext {
-                outbox: Arc::new(SledOutbox::new(store.clone())),
-                store,
-                ingest,
-                client,
-                config,
-                base_url,
-                shutdown,
-                permits,
-                hub,
-                log,
-                auth,
-            }),
+            ctx: Arc::new(LaneContext { outbox, ingest, client, config, base_url, shutdown, permits, hub, log, auth }),
             tracker,
             runtime,
         }

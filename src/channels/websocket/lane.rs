@@ -20,11 +20,11 @@ use tracing::Instrument;
 
 use super::protocol::info_frame;
 use super::{Control, Frame, Hub, SocketHandle};
+use crate::channels::render::Replayed;
 use crate::channels::LaneContext;
 use crate::fhir::instant::{now_millis, Millis};
 use crate::ingest::{LaneCommand, LaneView};
 use crate::notify::{notification_bytes, NotificationType, StatusContext};
-use crate::outbox::replay::{events_with_versions, Replayed};
 use crate::store::SubStatus;
 
 /// Leaves the hub when the lane ends, however it ends.
@@ -231,7 +231,7 @@ impl Lane {
                 let _ = socket.tx.try_send(Frame::from(info_frame(note)));
                 return;
             }
-            let events = match events_with_versions(&self.ctx.store, &self.sub, Some(self.incarnation), next, self.through, max_count) {
+            let events = match self.ctx.outbox.events_with_versions(&self.sub, Some(self.incarnation), next, self.through, max_count) {
                 Ok(events) if !events.is_empty() => events,
                 Ok(_) => return,
                 Err(err) => {
@@ -244,7 +244,8 @@ impl Lane {
             let grant = self.ctx.send_grant(&view.state);
             let events: Vec<Replayed> = events
                 .into_iter()
-                .map(|mut e| {
+                .map(|e| {
+                    let mut e = Replayed::from(e);
                     e.screen(grant.as_ref());
                     e
                 })
@@ -260,21 +261,20 @@ impl Lane {
     async fn push_next(&mut self, view: &LaneView) -> bool {
         let pending = view.state.events_since_start.saturating_sub(self.through);
         let max = usize::try_from(view.entry.spec.max_count.min(pending)).unwrap_or(1).max(1);
-        let mut events = match events_with_versions(
-            &self.ctx.store,
+        let mut events: Vec<Replayed> = match self.ctx.outbox.events_with_versions(
             &self.sub,
             Some(self.incarnation),
             self.through.saturating_add(1),
             view.state.events_since_start,
             max,
         ) {
-            Ok(events) => events,
+            Ok(events) => events.into_iter().map(Replayed::from).collect(),
             Err(err) => {
                 tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
                 return false;
             }
         };
-        let Some(last) = events.last().map(|e| e.event.number) else {
+        let Some(last) = events.last().map(Replayed::number) else {
             tracing::error!(
                 through = self.through,
                 events = view.state.events_since_start,
@@ -286,7 +286,7 @@ impl Lane {
         };
         if let Some(grant) = self.ctx.send_grant(&view.state) {
             let report =
-                events.iter_mut().filter_map(|e| e.screen(Some(&grant)).then(|| (e.event.number, e.event.focus_type.clone()))).collect();
+                events.iter_mut().filter_map(|e| e.screen(Some(&grant)).then(|| (e.number(), e.stored.event.focus_type.clone()))).collect();
             self.ctx.report_withheld(&self.sub, self.incarnation, report).await;
         }
         let frame = render(&self.ctx.base_url, view, NotificationType::EventNotification, &events);
@@ -299,7 +299,7 @@ impl Lane {
             let latency = m.delivery_latency.get_or_create(&crate::ops::metrics::Metrics::channel("websocket"));
             for e in &events {
                 m.delivery("websocket", "delivered");
-                latency.observe(u64::try_from(now - e.event.timestamp).unwrap_or(0) as f64 / 1000.0);
+                latency.observe(u64::try_from(now - e.stored.event.timestamp).unwrap_or(0) as f64 / 1000.0);
             }
         }
         self.through = last;
