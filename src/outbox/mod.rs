@@ -16,9 +16,12 @@
 //! deployment can put another queue behind without touching matching or channels, which hold
 //! an `Arc<dyn Outbox>` and no `Store`.
 //!
-//! `replay` has the stored-event-with-versions shape the read verbs return.
+//! `replay` has the stored-event-with-versions shape the read verbs return; `contract` is the
+//! test suite every implementation must pass.
 //! **Invariant:** the outbox imports nothing from `notify` or `channels` (they sit above it).
 
+#[cfg(test)]
+mod contract;
 pub mod replay;
 
 use crate::fhir::instant::Millis;
