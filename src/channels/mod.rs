@@ -3,8 +3,9 @@
 //! outbox, sends them on the subscription's channel and reports the result back to the
 //! committer. Only this stage opens outbound connections, and only through the guarded client.
 //!
-//! - `lane`: one rest-hook subscription's delivery loop (handshake, events in order, retries,
-//!   heartbeats, end).
+//! - `driver`: the loop every lane runs (end, heartbeat, sleep until the next thing is due).
+//! - `lane`: what a rest-hook subscription's lane does in that loop (handshake, events in
+//!   order, retries, resends).
 //! - `handshake`: when a rest-hook handshake goes out and how a refused one is retried.
 //! - `rest_hook`: the HTTP POST itself.
 //! - `render`: stored events (from the outbox) screened and shaped for `notify`.
@@ -13,6 +14,7 @@
 //! - `retry`: the one classifier of outcomes and the backoff schedule.
 //! - `guard`: which addresses delivery may connect to (SSRF defence).
 
+mod driver;
 pub mod guard;
 mod handshake;
 mod lane;
