@@ -18,11 +18,10 @@ use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
 use super::Shared;
 use crate::auth::{Perm, Principal};
-use crate::channels::render::Replayed;
+use crate::channels::render::{error_view, send_grant, status as status_view, Replayed};
 use crate::fhir::instant::now_millis;
 use crate::fhir::subscription::{fields, ContentLevel};
 use crate::fhir::{Issue, IssueType};
-use crate::notify::withhold::send_grant;
 use crate::notify::{notification_bundle, NotificationType, StatusContext};
 use crate::outbox::{Outbox, SledOutbox};
 
@@ -118,9 +117,9 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
         subscription_id: id,
         identifier: fields::identifier(&resource),
         topic_url,
-        status: sub_state.status,
+        status: status_view(sub_state.status),
         events_since_start: sub_state.events_since_start,
-        error: sub_state.error.as_ref(),
+        error: sub_state.error.as_ref().map(error_view),
         content,
     };
     let bundle = notification_bundle(&ctx, NotificationType::QueryEvent, &with_versions, now_millis());

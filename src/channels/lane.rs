@@ -28,6 +28,7 @@ use tracing::{field, Instrument};
 
 use super::driver::{self, earliest, instant_in, Step};
 use super::handshake::{self, Handshakes};
+use super::render::{error_view, event_view, status as status_view};
 use super::rest_hook::{Attempt, FailureKind};
 use super::retry::{classify, Verdict};
 use super::signing::{self, Signing};
@@ -35,7 +36,7 @@ use super::{screen_batch, LaneContext};
 use crate::fhir::instant::{now_millis, Millis};
 use crate::fhir::subscription::ContentLevel;
 use crate::ingest::{LaneCommand, LaneView};
-use crate::notify::{notification_bytes, EventWithVersion, NotificationType, StatusContext};
+use crate::notify::{notification_bytes, EventView, NotificationType, StatusContext};
 use crate::ops::delivery_log::AttemptEntry;
 use crate::ops::metrics::{metrics, Metrics};
 use crate::store::{EventRecord, StoredError, SubState, SubStatus};
@@ -202,9 +203,9 @@ fn status_context<'a>(ctx: &'a LaneContext, view: &'a LaneView, status: SubStatu
         subscription_id: &view.entry.spec.id,
         identifier: view.entry.spec.identifier.as_ref(),
         topic_url: &view.entry.topic_url,
-        status,
+        status: status_view(status),
         events_since_start: view.state.events_since_start,
-        error: view.state.error.as_ref(),
+        error: view.state.error.as_ref().map(error_view),
         content: view.entry.spec.content,
     }
 }
@@ -294,11 +295,11 @@ async fn event_body(ctx: &LaneContext, sub: &str, view: &LaneView, events: &[Eve
     let mut versions = ctx.outbox.versions(events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
     let (withheld, report) = screen_batch(grant.as_ref(), events, &mut versions);
     ctx.report_withheld(sub, view.state.incarnation, report).await;
-    let with_versions: Vec<EventWithVersion<'_>> = events
+    let with_versions: Vec<EventView<'_>> = events
         .iter()
         .zip(&versions)
         .zip(withheld)
-        .map(|((event, (v, context)), withheld)| EventWithVersion { event, version: v.as_ref(), context, withheld })
+        .map(|((event, (v, context)), withheld)| event_view(event, v.as_ref(), context, withheld))
         .collect();
     notification_bytes(&status_context(ctx, view, status), NotificationType::EventNotification, &with_versions, now_millis())
 }

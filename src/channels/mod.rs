@@ -35,7 +35,6 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Authenticator, SendGrant};
 use crate::fhir::subscription::{ChannelType, SigningKey};
 use crate::ingest::{Ingest, LaneCommand, LaneSink, LaneView};
-use crate::notify::withhold;
 use crate::ops::delivery_log::DeliveryLog;
 use crate::outbox::{EventVersions, Outbox};
 use crate::store::{EventRecord, SubState};
@@ -80,7 +79,7 @@ impl LaneContext {
     /// nothing to check, and nothing is decoded.
     pub(crate) fn send_grant(&self, state: &SubState) -> Option<SendGrant> {
         state.grant.as_ref()?;
-        withhold::send_grant(state.owner.as_deref(), state.grant.as_ref(), self.auth.as_deref())
+        render::send_grant(state.owner.as_deref(), state.grant.as_ref(), self.auth.as_deref())
     }
 
     /// Records withheld events with the committer, which counts each once, audits it and
@@ -92,7 +91,7 @@ impl LaneContext {
     }
 }
 
-/// Screens a batch against `grant`: which events are withheld (`notify::withhold::screen`,
+/// Screens a batch against `grant`: which events are withheld (`render::screen`,
 /// context versions the grant cannot read are cleared), and their numbers and focus types.
 pub(crate) fn screen_batch(
     grant: Option<&SendGrant>,
@@ -103,7 +102,7 @@ pub(crate) fn screen_batch(
     let mut report = Vec::new();
     let Some(grant) = grant else { return (withheld, report) };
     for ((event, (focus, context)), w) in events.iter().zip(versions.iter_mut()).zip(withheld.iter_mut()) {
-        *w = withhold::screen(grant, event, focus.as_ref(), context);
+        *w = render::screen(grant, event, focus.as_ref(), context);
         if *w {
             report.push((event.number, event.focus_type.clone()));
         }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::protocol::info_frame;
 use super::{Control, Frame, Hub, SocketHandle};
 use crate::channels::driver::{self, Step};
-use crate::channels::render::Replayed;
+use crate::channels::render::{error_view, status as status_view, Replayed};
 use crate::channels::LaneContext;
 use crate::fhir::instant::now_millis;
 use crate::ingest::{LaneCommand, LaneView};
@@ -66,9 +66,9 @@ fn status_context<'a>(base_url: &'a str, view: &'a LaneView) -> StatusContext<'a
         subscription_id: &view.entry.spec.id,
         identifier: view.entry.spec.identifier.as_ref(),
         topic_url: &view.entry.topic_url,
-        status: view.state.status,
+        status: status_view(view.state.status),
         events_since_start: view.state.events_since_start,
-        error: view.state.error.as_ref(),
+        error: view.state.error.as_ref().map(error_view),
         content: view.entry.spec.content,
     }
 }
