@@ -196,7 +196,7 @@ pub(crate) async fn start(
     let (ingest, queue) = ingest::channel(cfg.ingest.queue_depth);
     let client = channels::rest_hook::RestHookClient::new(policy.clone())?;
     let dispatcher = Arc::new(Dispatcher::new(
-        store.clone(),
+        Arc::new(crate::outbox::SledOutbox::new(store.clone())),
         ingest.clone(),
         client,
         delivery_cfg,

@@ -18,12 +18,12 @@ use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
 use super::Shared;
 use crate::auth::{Perm, Principal};
+use crate::channels::render::{error_view, send_grant, status as status_view, Replayed};
 use crate::fhir::instant::now_millis;
 use crate::fhir::subscription::{fields, ContentLevel};
 use crate::fhir::{Issue, IssueType};
-use crate::notify::withhold::send_grant;
 use crate::notify::{notification_bundle, NotificationType, StatusContext};
-use crate::outbox::replay::{events_with_versions, Replayed};
+use crate::outbox::{Outbox, SledOutbox};
 
 /// The operation's inputs, checked.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -97,8 +97,12 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
     }
     let since = range.since.unwrap_or(first_kept).max(1);
     let until = range.until.unwrap_or(u64::MAX).min(sub_state.events_since_start);
-    let mut events: Vec<Replayed> =
-        events_with_versions(&state.store, id, None, since, until, state.max_events_per_query).map_err(|e| ApiError::internal(&e))?;
+    let mut events: Vec<Replayed> = SledOutbox::new(state.store.clone())
+        .events_with_versions(id, None, since, until, state.max_events_per_query)
+        .map_err(|e| ApiError::internal(&e))?
+        .into_iter()
+        .map(Replayed::from)
+        .collect();
     // The subscription's grant applies here as on its channel (digest §6.1); events a lane
     // withheld are counted there, so a query does not count them again.
     if let Some(grant) = send_grant(sub_state.owner.as_deref(), sub_state.grant.as_ref(), state.auth.as_deref()) {
@@ -113,9 +117,9 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
         subscription_id: id,
         identifier: fields::identifier(&resource),
         topic_url,
-        status: sub_state.status,
+        status: status_view(sub_state.status),
         events_since_start: sub_state.events_since_start,
-        error: sub_state.error.as_ref(),
+        error: sub_state.error.as_ref().map(error_view),
         content,
     };
     let bundle = notification_bundle(&ctx, NotificationType::QueryEvent, &with_versions, now_millis());

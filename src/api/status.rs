@@ -16,6 +16,7 @@ use super::outcome::{fhir_response, ApiError};
 use super::rest::check_id;
 use super::Shared;
 use crate::auth::{Perm, Principal};
+use crate::channels::render::{error_view, status as status_view};
 use crate::fhir::outcome::operation_outcome;
 use crate::fhir::subscription::{fields, ContentLevel};
 use crate::fhir::{Issue, IssueType};
@@ -44,9 +45,9 @@ fn status_entry(access: &Access<'_>, id: &str, perm: Perm) -> Result<Option<(Val
         subscription_id: id,
         identifier,
         topic_url,
-        status: sub_state.status,
+        status: status_view(sub_state.status),
         events_since_start: sub_state.events_since_start,
-        error: sub_state.error.as_ref(),
+        error: sub_state.error.as_ref().map(error_view),
         // $status is asked by an authenticated client about its own subscription: the topic is
         // always shown here, whatever the notification content level.
         content: if content == ContentLevel::Empty { ContentLevel::IdOnly } else { content },

@@ -1,4 +1,5 @@
-//! One subscription's delivery loop.
+//! A rest-hook subscription's lane: what it does in each turn of the shared loop
+//! (`driver`, which also owns `end`, heartbeat timing and sleeping).
 //!
 //! The lane reacts to the durable state the committer publishes (`LaneView`) and to its own
 //! timers (retry, heartbeat, `end`). Per R5 and Herald's ordering invariant, at most one
@@ -17,6 +18,7 @@
 //! - signing: with signing keys (the subscription's, else `delivery.signing_secrets`) every
 //!   POST is signed (`signing`); an event batch keeps its `webhook-id` on every attempt.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +26,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{field, Instrument};
 
-use super::handshake::{Handshakes, Step};
+use super::driver::{self, earliest, instant_in, Step};
+use super::handshake::{self, Handshakes};
+use super::render::{error_view, event_view, status as status_view};
 use super::rest_hook::{Attempt, FailureKind};
 use super::retry::{classify, Verdict};
 use super::signing::{self, Signing};
@@ -32,10 +36,9 @@ use super::{screen_batch, LaneContext};
 use crate::fhir::instant::{now_millis, Millis};
 use crate::fhir::subscription::ContentLevel;
 use crate::ingest::{LaneCommand, LaneView};
-use crate::notify::{notification_bytes, EventWithVersion, NotificationType, StatusContext};
+use crate::notify::{notification_bytes, EventView, NotificationType, StatusContext};
 use crate::ops::delivery_log::AttemptEntry;
 use crate::ops::metrics::{metrics, Metrics};
-use crate::outbox::event_versions;
 use crate::store::{EventRecord, StoredError, SubState, SubStatus};
 
 /// The lane's view of its own progress; ahead of the published state between publications.
@@ -66,137 +69,130 @@ struct ResendCursor {
     first_failure_at: Option<Millis>,
 }
 
-fn instant_in(ms: Millis) -> Instant {
-    Instant::now() + Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0))
+/// A rest-hook lane: the state the driver's turns share.
+struct RestHook {
+    ctx: Arc<LaneContext>,
+    sub: String,
+    cursor: Cursor,
+    handshakes: Handshakes,
+    /// After a dead letter the lane pauses until the committer's `error` (or a client's new
+    /// generation) arrives.
+    paused: Option<u64>,
+    last_sent: Instant,
+    resend: Option<ResendCursor>,
 }
 
-fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
-    Some(a.map_or(b, |a| a.min(b)))
-}
-
-pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Receiver<LaneView>) {
+pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, rx: watch::Receiver<LaneView>) {
     let span = tracing::info_span!("channels.lane", subscription.id = %sub);
     // Shutdown abandons whatever the lane is doing, an attempt in flight included: the event
     // is still pending in the outbox and is sent again after restart (at least once).
-    let shutdown = ctx.shutdown.clone();
-    let lane = async move {
-        let first = rx.borrow().state.clone();
-        let mut cursor = Cursor {
+    let first = rx.borrow().state.clone();
+    let lane = RestHook {
+        ctx: ctx.clone(),
+        sub: sub.clone(),
+        cursor: Cursor {
             through: first.delivered_through,
             attempts: first.attempts,
             next_attempt_at: first.next_attempt_at,
             first_failure_at: first.first_failure_at,
-        };
-        let mut handshakes = Handshakes::default();
-        let mut ended: Option<u64> = None;
-        // After a dead letter the lane pauses until the committer's `error` (or a client's new
-        // generation) arrives.
-        let mut paused: Option<u64> = None;
-        let mut last_sent = Instant::now();
-        let mut resend: Option<ResendCursor> = None;
-        loop {
-            // The dispatcher dropped this lane (the subscription was deleted, or its id now
-            // names another incarnation): stop before sending anything more.
-            if rx.has_changed().is_err() {
-                return;
-            }
-            let view = rx.borrow_and_update().clone();
-            cursor.merge(&view.state);
-            let spec = &view.entry.spec;
-            let state = &view.state;
-            let now = now_millis();
-            let mut wake: Option<Instant> = None;
+        },
+        handshakes: Handshakes::default(),
+        paused: None,
+        last_sent: Instant::now(),
+        resend: None,
+    };
+    driver::run(ctx, sub, rx, lane, span).await;
+}
 
-            if let Some(end) = spec.end {
-                if end <= now && !matches!(state.status, SubStatus::Off | SubStatus::EnteredInError) {
-                    if ended != Some(state.generation) {
-                        ended = Some(state.generation);
-                        tracing::info!("subscription end reached; turning it off");
-                        ctx.ingest
-                            .lane(
-                                view.state.incarnation,
-                                LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Off, error: None },
-                            )
-                            .await;
+impl driver::Lane for RestHook {
+    type Signal = Infallible;
+
+    fn observe(&mut self, view: &LaneView) {
+        self.cursor.merge(&view.state);
+    }
+
+    async fn work(&mut self, view: &LaneView, ended: bool) -> Step {
+        let (ctx, sub) = (&*self.ctx, self.sub.as_str());
+        let state = &view.state;
+        let now = now_millis();
+        let mut wake: Option<Instant> = None;
+        match state.status {
+            SubStatus::Requested if self.handshakes.unsettled(state.generation) && !ended => {
+                match self.handshakes.step(ctx, sub, view).await {
+                    handshake::Step::Wait(due) => Step::Wait(Some(due)),
+                    handshake::Step::Attempted { accepted } => {
+                        if accepted {
+                            self.last_sent = Instant::now();
+                        }
+                        Step::Again
                     }
-                } else if end > now {
-                    wake = earliest(wake, instant_in(end - now));
                 }
             }
-
-            match state.status {
-                SubStatus::Requested if handshakes.unsettled(state.generation) && ended != Some(state.generation) => {
-                    match handshakes.step(&ctx, &sub, &view).await {
-                        Step::Wait(due) => wake = earliest(wake, due),
-                        Step::Attempted { accepted } => {
-                            if accepted {
-                                last_sent = Instant::now();
-                            }
-                            continue;
-                        }
-                    }
-                }
-                SubStatus::Active if paused != Some(state.generation) => {
-                    // A resend asked for by an operator or the client goes before new events.
-                    if let Some(r) = &state.resend {
-                        let rc = match resend.take() {
-                            Some(rc) if rc.id == r.id && rc.next >= r.next => rc,
-                            _ => ResendCursor { id: r.id, next: r.next, attempts: 0, next_attempt_at: None, first_failure_at: None },
-                        };
-                        let rc = resend.insert(rc);
-                        // Never ahead of the delivery cursor: an event not yet accepted (or
-                        // dead-lettered) is first delivered in order, and resent after.
-                        if rc.next <= r.until && rc.next <= cursor.through {
-                            match rc.next_attempt_at {
-                                Some(at) if at > now => wake = earliest(wake, instant_in(at - now)),
-                                _ => {
-                                    if resend_next(&ctx, &sub, &view, rc, cursor.through).await {
-                                        last_sent = Instant::now();
-                                    }
-                                    continue;
-                                }
-                            }
-                        }
-                    }
-                    if cursor.through < state.events_since_start {
-                        match cursor.next_attempt_at {
+            SubStatus::Active if self.paused != Some(state.generation) => {
+                // A resend asked for by an operator or the client goes before new events.
+                if let Some(r) = &state.resend {
+                    let rc = match self.resend.take() {
+                        Some(rc) if rc.id == r.id && rc.next >= r.next => rc,
+                        _ => ResendCursor { id: r.id, next: r.next, attempts: 0, next_attempt_at: None, first_failure_at: None },
+                    };
+                    let rc = self.resend.insert(rc);
+                    // Never ahead of the delivery cursor: an event not yet accepted (or
+                    // dead-lettered) is first delivered in order, and resent after.
+                    if rc.next <= r.until && rc.next <= self.cursor.through {
+                        match rc.next_attempt_at {
                             Some(at) if at > now => wake = earliest(wake, instant_in(at - now)),
                             _ => {
-                                if deliver_next(&ctx, &sub, &view, &mut cursor, &mut paused).await {
-                                    last_sent = Instant::now();
+                                if resend_next(ctx, sub, view, rc, self.cursor.through).await {
+                                    self.last_sent = Instant::now();
                                 }
-                                continue;
+                                return Step::Again;
                             }
                         }
-                    }
-                    if let Some(period) = spec.heartbeat_period_secs {
-                        let due = last_sent + Duration::from_secs(period);
-                        if due <= Instant::now() {
-                            if let Err(err) = send_control(&ctx, &view, NotificationType::Heartbeat).await {
-                                tracing::warn!(reason = %err.text, "heartbeat not accepted");
-                            }
-                            last_sent = Instant::now();
-                            continue;
-                        }
-                        wake = earliest(wake, due);
                     }
                 }
-                _ => {}
+                if self.cursor.through < state.events_since_start {
+                    match self.cursor.next_attempt_at {
+                        Some(at) if at > now => wake = earliest(wake, instant_in(at - now)),
+                        _ => {
+                            if deliver_next(ctx, sub, view, &mut self.cursor, &mut self.paused).await {
+                                self.last_sent = Instant::now();
+                            }
+                            return Step::Again;
+                        }
+                    }
+                }
+                Step::Wait(wake)
             }
-
-            let sleep = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
-            tokio::select! {
-                changed = rx.changed() => if changed.is_err() { return },
-                _ = sleep => {}
-                _ = ctx.shutdown.cancelled() => return,
-            }
+            _ => Step::Wait(None),
         }
     }
-    .instrument(span);
-    tokio::select! {
-        biased;
-        () = shutdown.cancelled() => {}
-        () = lane => {}
+
+    fn heartbeat_period(&self, view: &LaneView) -> Option<Duration> {
+        let active = view.state.status == SubStatus::Active && self.paused != Some(view.state.generation);
+        view.entry.spec.heartbeat_period_secs.filter(|_| active).map(Duration::from_secs)
+    }
+
+    fn last_sent(&self) -> Instant {
+        self.last_sent
+    }
+
+    async fn heartbeat(&mut self, view: &LaneView) {
+        if let Err(err) = send_control(&self.ctx, view, NotificationType::Heartbeat).await {
+            tracing::warn!(reason = %err.text, "heartbeat not accepted");
+        }
+        self.last_sent = Instant::now();
+    }
+
+    async fn signal(&mut self) -> Option<Infallible> {
+        std::future::pending().await
+    }
+
+    fn on_signal(&mut self, signal: Infallible, _view: &LaneView) {
+        match signal {}
+    }
+
+    fn queued_signal(&mut self) -> Option<Infallible> {
+        None
     }
 }
 
@@ -207,9 +203,9 @@ fn status_context<'a>(ctx: &'a LaneContext, view: &'a LaneView, status: SubStatu
         subscription_id: &view.entry.spec.id,
         identifier: view.entry.spec.identifier.as_ref(),
         topic_url: &view.entry.topic_url,
-        status,
+        status: status_view(status),
         events_since_start: view.state.events_since_start,
-        error: view.state.error.as_ref(),
+        error: view.state.error.as_ref().map(error_view),
         content: view.entry.spec.content,
     }
 }
@@ -296,14 +292,14 @@ async fn post(
 async fn event_body(ctx: &LaneContext, sub: &str, view: &LaneView, events: &[EventRecord], status: SubStatus) -> Vec<u8> {
     let grant = ctx.send_grant(&view.state);
     // Screening a grant reads the resources; otherwise only full-resource needs them.
-    let mut versions = event_versions(&ctx.store, events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
+    let mut versions = ctx.outbox.versions(events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
     let (withheld, report) = screen_batch(grant.as_ref(), events, &mut versions);
     ctx.report_withheld(sub, view.state.incarnation, report).await;
-    let with_versions: Vec<EventWithVersion<'_>> = events
+    let with_versions: Vec<EventView<'_>> = events
         .iter()
         .zip(&versions)
         .zip(withheld)
-        .map(|((event, (v, context)), withheld)| EventWithVersion { event, version: v.as_ref(), context, withheld })
+        .map(|((event, (v, context)), withheld)| event_view(event, v.as_ref(), context, withheld))
         .collect();
     notification_bytes(&status_context(ctx, view, status), NotificationType::EventNotification, &with_versions, now_millis())
 }
@@ -435,15 +431,14 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
     let Some(r) = view.state.resend.as_ref() else { return false };
     let until = r.until.min(accepted);
     let max = usize::try_from(view.entry.spec.max_count).unwrap_or(1).max(1);
+    let incarnation = Some(view.state.incarnation);
     let events = if r.dead_only {
-        match ctx.store.dead_letters_in(sub, rc.next, until, max) {
+        match ctx.outbox.dead_letters(sub, rc.next, until, max) {
             Ok(dead) => {
                 let mut events = Vec::with_capacity(dead.len());
                 for d in dead {
-                    match ctx.store.events(sub, d.number, 1) {
-                        Ok(mut e) if e.first().is_some_and(|e| e.number == d.number && e.incarnation == view.state.incarnation) => {
-                            events.append(&mut e)
-                        }
+                    match ctx.outbox.events(sub, incarnation, d.number, d.number, 1) {
+                        Ok(mut e) if !e.is_empty() => events.append(&mut e),
                         Ok(_) => tracing::warn!(event.number = d.number, "dead letter has no stored event; skipped"),
                         Err(err) => {
                             tracing::error!(error = %err, "cannot read a dead letter's event; retrying in a second");
@@ -461,11 +456,8 @@ async fn resend_next(ctx: &LaneContext, sub: &str, view: &LaneView, rc: &mut Res
             }
         }
     } else {
-        match ctx.store.events(sub, rc.next, max) {
-            Ok(mut events) => {
-                events.retain(|e| e.number <= until && e.incarnation == view.state.incarnation);
-                events
-            }
+        match ctx.outbox.events(sub, incarnation, rc.next, until, max) {
+            Ok(events) => events,
             Err(err) => {
                 tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
                 rc.next_attempt_at = Some(now_millis() + 1000);

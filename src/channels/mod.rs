@@ -3,18 +3,22 @@
 //! outbox, sends them on the subscription's channel and reports the result back to the
 //! committer. Only this stage opens outbound connections, and only through the guarded client.
 //!
-//! - `lane`: one rest-hook subscription's delivery loop (handshake, events in order, retries,
-//!   heartbeats, end).
+//! - `driver`: the loop every lane runs (end, heartbeat, sleep until the next thing is due).
+//! - `lane`: what a rest-hook subscription's lane does in that loop (handshake, events in
+//!   order, retries, resends).
 //! - `handshake`: when a rest-hook handshake goes out and how a refused one is retried.
 //! - `rest_hook`: the HTTP POST itself.
+//! - `render`: stored events (from the outbox) screened and shaped for `notify`.
 //! - `signing`: Standard Webhooks signatures on rest-hook POSTs.
 //! - `websocket`: the websocket channel: its lane, bound sockets, binding tokens.
 //! - `retry`: the one classifier of outcomes and the backoff schedule.
 //! - `guard`: which addresses delivery may connect to (SSRF defence).
 
+mod driver;
 pub mod guard;
 mod handshake;
 mod lane;
+pub mod render;
 pub mod rest_hook;
 pub mod retry;
 pub mod signing;
@@ -31,10 +35,9 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Authenticator, SendGrant};
 use crate::fhir::subscription::{ChannelType, SigningKey};
 use crate::ingest::{Ingest, LaneCommand, LaneSink, LaneView};
-use crate::notify::withhold;
 use crate::ops::delivery_log::DeliveryLog;
-use crate::outbox::{EventVersions, Outbox, SledOutbox};
-use crate::store::{EventRecord, Store, SubState};
+use crate::outbox::{EventVersions, Outbox};
+use crate::store::{EventRecord, SubState};
 
 pub use retry::{HandshakePolicy, RetryPolicy};
 use websocket::Hub;
@@ -56,7 +59,8 @@ pub struct DeliveryConfig {
 
 /// What every lane shares.
 pub(crate) struct LaneContext {
-    pub store: Store,
+    /// Everything a lane reads (events, the versions they saw, dead letters); it reports
+    /// through `ingest` only.
     pub outbox: Arc<dyn Outbox>,
     pub ingest: Ingest,
     pub client: rest_hook::RestHookClient,
@@ -75,7 +79,7 @@ impl LaneContext {
     /// nothing to check, and nothing is decoded.
     pub(crate) fn send_grant(&self, state: &SubState) -> Option<SendGrant> {
         state.grant.as_ref()?;
-        withhold::send_grant(state.owner.as_deref(), state.grant.as_ref(), self.auth.as_deref())
+        render::send_grant(state.owner.as_deref(), state.grant.as_ref(), self.auth.as_deref())
     }
 
     /// Records withheld events with the committer, which counts each once, audits it and
@@ -87,7 +91,7 @@ impl LaneContext {
     }
 }
 
-/// Screens a batch against `grant`: which events are withheld (`notify::withhold::screen`,
+/// Screens a batch against `grant`: which events are withheld (`render::screen`,
 /// context versions the grant cannot read are cleared), and their numbers and focus types.
 pub(crate) fn screen_batch(
     grant: Option<&SendGrant>,
@@ -98,7 +102,7 @@ pub(crate) fn screen_batch(
     let mut report = Vec::new();
     let Some(grant) = grant else { return (withheld, report) };
     for ((event, (focus, context)), w) in events.iter().zip(versions.iter_mut()).zip(withheld.iter_mut()) {
-        *w = withhold::screen(grant, event, focus.as_ref(), context);
+        *w = render::screen(grant, event, focus.as_ref(), context);
         if *w {
             report.push((event.number, event.focus_type.clone()));
         }
@@ -119,7 +123,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     #[expect(clippy::too_many_arguments, reason = "each is a distinct shared service that lanes hold; a struct would only rename them")]
     pub fn new(
-        store: Store,
+        outbox: Arc<dyn Outbox>,
         ingest: Ingest,
         client: rest_hook::RestHookClient,
         config: DeliveryConfig,
@@ -134,19 +138,7 @@ impl Dispatcher {
         let permits = Semaphore::new(config.max_concurrent.max(1));
         Dispatcher {
             lanes: Mutex::new(HashMap::new()),
-            ctx: Arc::new(LaneContext {
-                outbox: Arc::new(SledOutbox::new(store.clone())),
-                store,
-                ingest,
-                client,
-                config,
-                base_url,
-                shutdown,
-                permits,
-                hub,
-                log,
-                auth,
-            }),
+            ctx: Arc::new(LaneContext { outbox, ingest, client, config, base_url, shutdown, permits, hub, log, auth }),
             tracker,
             runtime,
         }

@@ -11,8 +11,10 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::notify::tests::version_of;
+use crate::channels::render::{error_view, status as status_of};
+use crate::notify::tests::{version_of, view_of, view_with};
 use crate::store::records::FORMAT;
+use crate::store::{ContextRef, EventRecord, StoredError, SubStatus, VersionRecord};
 
 const IG_BASE: &str = "https://example.org/fhir";
 const IG_SUB: &str = "admission";
@@ -93,9 +95,9 @@ fn ctx<'a>(
         subscription_id: t.sub,
         identifier: None,
         topic_url: t.topic,
-        status,
+        status: status_of(status),
         events_since_start: count,
-        error,
+        error: error.map(error_view),
         content,
     }
 }
@@ -139,7 +141,7 @@ fn event_notifications_match_the_ig_examples_at_every_content_level() {
     for (v, prefix) in BACKPORT {
         let Some((encounter, patient)) = ig_resources(prefix) else { return };
         let e = event(2, "create", IG_ENCOUNTER);
-        let bare = [EventWithVersion::bare(&e, None)];
+        let bare = [view_of(&e, None)];
         let empty = notification_bundle(
             &ctx(v, &IG, SubStatus::Active, 2, ContentLevel::Empty, None),
             NotificationType::EventNotification,
@@ -165,7 +167,7 @@ fn event_notifications_match_the_ig_examples_at_every_content_level() {
         }
 
         let focus = version_of("Encounter", IG_ENCOUNTER, 1, encounter);
-        let full = [EventWithVersion::bare(&e, Some(&focus))];
+        let full = [view_of(&e, Some(&focus))];
         let built = notification_bundle(
             &ctx(v, &IG, SubStatus::Active, 2, ContentLevel::FullResource, None),
             NotificationType::EventNotification,
@@ -177,7 +179,7 @@ fn event_notifications_match_the_ig_examples_at_every_content_level() {
         let mut with_context = event(2, "create", IG_ENCOUNTER);
         with_context.context = vec![ContextRef { resource_type: "Patient".into(), id: IG_PATIENT.into(), seq: 1 }];
         let context = [Some(version_of("Patient", IG_PATIENT, 1, patient))];
-        let multi = [EventWithVersion { event: &with_context, version: Some(&focus), context: &context, withheld: false }];
+        let multi = [view_with(&with_context, Some(&focus), &context, false)];
         let built = notification_bundle(
             &ctx(v, &IG, SubStatus::Active, 2, ContentLevel::FullResource, None),
             NotificationType::EventNotification,
@@ -213,7 +215,7 @@ fn error_statuses_match_the_ig_examples() {
 #[test]
 fn stand_alone_statuses_match_the_ig_examples() {
     let e = event(2, "update", IG_ENCOUNTER);
-    let events = [EventWithVersion::bare(&e, None)];
+    let events = [view_of(&e, None)];
     let c = |v| ctx(v, &IG, SubStatus::Active, 2, ContentLevel::Empty, None);
     // The examples carry a topic with an event that has no focus; the parameter order of the
     // R4 example is not the IG's bundle order, so parameters are compared by name.
@@ -243,7 +245,7 @@ fn r4_bundles_match_the_inferno_fixtures() {
         notification_bundle(&ctx(v, &INFERNO, SubStatus::Requested, 0, ContentLevel::IdOnly, None), NotificationType::Handshake, &[], 0);
     compare(&format!("{dir}/inferno-r4-handshake-bundle.json"), hs);
     let e = event(1, "create", IG_ENCOUNTER);
-    let bare = [EventWithVersion::bare(&e, None)];
+    let bare = [view_of(&e, None)];
     let empty = notification_bundle(
         &ctx(v, &INFERNO, SubStatus::Active, 1, ContentLevel::Empty, None),
         NotificationType::EventNotification,
@@ -260,7 +262,7 @@ fn r4_bundles_match_the_inferno_fixtures() {
     compare(&format!("{dir}/inferno-r4-id-only-notification-bundle.json"), id_only);
     let Some(fixture) = shared(&format!("{dir}/inferno-r4-full-resource-notification-bundle.json")) else { return };
     let focus = version_of("Encounter", IG_ENCOUNTER, 1, fixture["entry"][1]["resource"].clone());
-    let full = [EventWithVersion::bare(&e, Some(&focus))];
+    let full = [view_of(&e, Some(&focus))];
     let built = notification_bundle(
         &ctx(v, &INFERNO, SubStatus::Active, 1, ContentLevel::FullResource, None),
         NotificationType::EventNotification,
@@ -274,7 +276,7 @@ fn r4_bundles_match_the_inferno_fixtures() {
 fn an_r4_query_status_matches_the_inferno_searchset_entry() {
     let Some(searchset) = shared("examples/notifications/inferno-r4-status-searchset.json") else { return };
     let e = event(2, "update", IG_ENCOUNTER);
-    let events = [EventWithVersion::bare(&e, None)];
+    let events = [view_of(&e, None)];
     let target = Target { base: IG_BASE, sub: INFERNO_SUB, topic: INFERNO_TOPIC };
     // The fixture's status says `event-notification` and carries an event; Herald's `$status`
     // says `query-status` without events (the kit checks neither).

@@ -15,11 +15,10 @@ use serde_json::Value;
 
 use super::parameters::MetaOut;
 use super::status::{status_resource, StatusResource};
-use super::{new_id, resource_url, EventWithVersion, NotificationType, StatusContext};
+use super::{new_id, resource_url, ContextView, EventView, NotificationType, StatusContext};
 use crate::fhir::instant::{format_millis, Millis};
 use crate::fhir::subscription::{secrets, ContentLevel};
 use crate::fhir::version::FhirVersion;
-use crate::store::{ContextRef, VersionRecord};
 
 /// `backport-subscription-notification-r4`: an R4 notification Bundle.
 const NOTIFICATION_R4_PROFILE: &str =
@@ -92,10 +91,11 @@ fn shown(resource: &Value) -> Cow<'_, Value> {
 }
 
 /// The entry of an additional-context resource: like a focus entry, read rather than written.
-fn context_entry<'a>(ctx: &StatusContext<'_>, r: &ContextRef, v: &'a VersionRecord) -> EntryOut<'a> {
+fn context_entry<'a>(ctx: &StatusContext<'_>, c: &ContextView<'a>) -> EntryOut<'a> {
+    let (r, v) = (c, c.version);
     EntryOut::Resource {
-        full_url: resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v)),
-        resource: v.resource.as_ref().filter(|_| ctx.content == ContentLevel::FullResource).map(shown),
+        full_url: resource_url(ctx.base_url, r.resource_type, r.id, v.full_url),
+        resource: v.resource.filter(|_| ctx.content == ContentLevel::FullResource).map(shown),
         request: RequestOut { method: "GET", url: format!("{}/{}", r.resource_type, r.id) },
         response: ResponseOut {
             status: "200",
@@ -105,30 +105,30 @@ fn context_entry<'a>(ctx: &StatusContext<'_>, r: &ContextRef, v: &'a VersionReco
     }
 }
 
-fn payload_entry<'a>(ctx: &StatusContext<'_>, e: &EventWithVersion<'a>) -> EntryOut<'a> {
-    let ev = e.event;
-    let (method, url, status) = match ev.interaction.as_str() {
-        "create" => ("POST", ev.focus_type.clone(), "201"),
+fn payload_entry<'a>(ctx: &StatusContext<'_>, e: &EventView<'a>) -> EntryOut<'a> {
+    let ev = e;
+    let (method, url, status) = match ev.interaction {
+        "create" => ("POST", ev.focus_type.to_string(), "201"),
         "delete" => ("DELETE", format!("{}/{}", ev.focus_type, ev.focus_id), "204"),
         // An eventTrigger event: the focus was read, not written, by this event.
         "event" => ("GET", format!("{}/{}", ev.focus_type, ev.focus_id), "200"),
         _ => ("PUT", format!("{}/{}", ev.focus_type, ev.focus_id), "200"),
     };
     EntryOut::Resource {
-        full_url: resource_url(ctx.base_url, &ev.focus_type, &ev.focus_id, e.version),
-        resource: e.version.and_then(|v| v.resource.as_ref()).filter(|_| ctx.content == ContentLevel::FullResource).map(shown),
+        full_url: resource_url(ctx.base_url, ev.focus_type, ev.focus_id, e.focus.and_then(|v| v.full_url)),
+        resource: e.focus.and_then(|v| v.resource).filter(|_| ctx.content == ContentLevel::FullResource).map(shown),
         request: RequestOut { method, url },
         response: ResponseOut {
             status,
-            etag: e.version.map(|v| format!("W/\"{}\"", v.version_id)),
-            last_modified: e.version.map(|v| format_millis(v.last_updated)),
+            etag: e.focus.map(|v| format!("W/\"{}\"", v.version_id)),
+            last_modified: e.focus.map(|v| format_millis(v.last_updated)),
         },
     }
 }
 
 /// The status entry: a `urn:uuid` fullUrl; in a backport `history` Bundle also the `$status`
 /// read it stands for.
-fn status_entry<'a>(ctx: &StatusContext<'a>, kind: NotificationType, events: &[EventWithVersion<'_>]) -> EntryOut<'a> {
+fn status_entry<'a>(ctx: &StatusContext<'a>, kind: NotificationType, events: &[EventView<'_>]) -> EntryOut<'a> {
     let resource = status_resource(ctx, kind, events);
     let full_url = format!("urn:uuid:{}", resource.id());
     let (request, response) = if ctx.version.is_backport() {
@@ -142,27 +142,22 @@ fn status_entry<'a>(ctx: &StatusContext<'a>, kind: NotificationType, events: &[E
     EntryOut::Status { full_url, resource, request, response }
 }
 
-pub(super) fn bundle_out<'a>(
-    ctx: &StatusContext<'a>,
-    kind: NotificationType,
-    events: &[EventWithVersion<'a>],
-    now: Millis,
-) -> BundleOut<'a> {
+pub(super) fn bundle_out<'a>(ctx: &StatusContext<'a>, kind: NotificationType, events: &[EventView<'a>], now: Millis) -> BundleOut<'a> {
     let mut entry = vec![status_entry(ctx, kind, events)];
     if ctx.content != ContentLevel::Empty {
         // Bundle rule bdl-7: one entry per (fullUrl, version). A focus comes first; context
         // already present (a focus, or an earlier event's context) is not repeated.
         let mut seen: HashSet<(String, String)> = HashSet::new();
         for e in events.iter().filter(|e| !e.withheld) {
-            let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
-            seen.insert((url, e.version.map(|v| v.version_id.clone()).unwrap_or_default()));
+            let url = resource_url(ctx.base_url, e.focus_type, e.focus_id, e.focus.and_then(|v| v.full_url));
+            seen.insert((url, e.focus.map(|v| v.version_id.to_string()).unwrap_or_default()));
             entry.push(payload_entry(ctx, e));
         }
         for e in events.iter().filter(|e| !e.withheld) {
-            for (r, v) in e.context() {
-                let url = resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v));
-                if seen.insert((url, v.version_id.clone())) {
-                    entry.push(context_entry(ctx, r, v));
+            for c in &e.context {
+                let url = resource_url(ctx.base_url, c.resource_type, c.id, c.version.full_url);
+                if seen.insert((url, c.version.version_id.to_string())) {
+                    entry.push(context_entry(ctx, c));
                 }
             }
         }

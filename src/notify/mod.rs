@@ -1,7 +1,10 @@
 //! Notification bundles in the instance's FHIR version (handshake, heartbeat,
-//! event-notification, query-event) and the `query-status` resources of `$status`. Pure:
-//! callers pass the version (`StatusContext.version`), the stored events and, for
-//! `full-resource`, the resource versions the events saw.
+//! event-notification, query-event) and the `query-status` resources of `$status`. Pure, and
+//! it renders its own input types: callers pass the version (`StatusContext.version`), the
+//! subscription's status (`Status`, `ErrorView`) and each event as an `EventView` (number,
+//! timestamp, interaction, focus reference, and the resource versions it saw as
+//! `VersionView`s, which borrow the caller's resources). `channels::render` makes these of
+//! stored records; notify names no store record.
 //!
 //! - R5: a `subscription-notification` Bundle headed by a `SubscriptionStatus` whose entry has a
 //!   `urn:uuid` fullUrl and no request/response (digest §1.3, §1.4, §2.5, §2.8).
@@ -36,7 +39,6 @@ use serde_json::Value;
 use crate::fhir::instant::Millis;
 use crate::fhir::subscription::ContentLevel;
 use crate::fhir::version::FhirVersion;
-use crate::store::{ContextRef, EventRecord, StoredError, SubStatus, VersionRecord};
 
 pub use parameters::STATUS_R4_PROFILE;
 pub use withhold::WITHHELD_URL;
@@ -73,10 +75,40 @@ pub struct StatusContext<'a> {
     /// `Subscription.identifier[0]`, echoed as `subscription.identifier` (COW requires it).
     pub identifier: Option<&'a Value>,
     pub topic_url: &'a str,
-    pub status: SubStatus,
+    pub status: Status,
     pub events_since_start: u64,
-    pub error: Option<&'a StoredError>,
+    /// The subscription's last error, shown only while its status is `error`.
+    pub error: Option<ErrorView<'a>>,
     pub content: ContentLevel,
+}
+
+/// `subscription-status`: a subscription's status as a status resource reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Requested,
+    Active,
+    Error,
+    Off,
+    EnteredInError,
+}
+
+impl Status {
+    pub fn code(self) -> &'static str {
+        match self {
+            Status::Requested => "requested",
+            Status::Active => "active",
+            Status::Error => "error",
+            Status::Off => "off",
+            Status::EnteredInError => "entered-in-error",
+        }
+    }
+}
+
+/// A `subscription-error` code and its text.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorView<'a> {
+    pub code: &'a str,
+    pub text: &'a str,
 }
 
 impl StatusContext<'_> {
@@ -84,7 +116,7 @@ impl StatusContext<'_> {
     /// has no `entered-in-error`: such a subscription is reported `off` (it sends nothing).
     fn status_code(&self) -> &'static str {
         match (self.version, self.status) {
-            (FhirVersion::R4, SubStatus::EnteredInError) => SubStatus::Off.code(),
+            (FhirVersion::R4, Status::EnteredInError) => Status::Off.code(),
             (_, status) => status.code(),
         }
     }
@@ -95,31 +127,46 @@ impl StatusContext<'_> {
     }
 }
 
-/// An event with the resource versions it saw (needed for `full-resource`): the focus, and
-/// one per `event.context` entry, in the same order (`None` where a version could not be
-/// read; that context is then left out).
-pub struct EventWithVersion<'a> {
-    pub event: &'a EventRecord,
-    pub version: Option<&'a VersionRecord>,
-    pub context: &'a [Option<VersionRecord>],
-    /// The subscriber may not see the focus (`withhold::screen`): no focus, no context.
+/// A resource version an event saw: what its entry and references show. The resource is
+/// borrowed (present for `full-resource`, and absent for a deletion).
+#[derive(Clone, Copy, Debug)]
+pub struct VersionView<'a> {
+    /// `meta.versionId` (the entry's `etag`).
+    pub version_id: &'a str,
+    pub last_updated: Millis,
+    /// Where the resource lives when not on this server (side-car ingest).
+    pub full_url: Option<&'a str>,
+    pub resource: Option<&'a Value>,
+}
+
+/// One additional-context resource of an event, with the version it saw.
+#[derive(Clone, Copy, Debug)]
+pub struct ContextView<'a> {
+    pub resource_type: &'a str,
+    pub id: &'a str,
+    pub version: VersionView<'a>,
+}
+
+/// An event as notify renders it.
+#[derive(Clone, Debug)]
+pub struct EventView<'a> {
+    pub number: u64,
+    pub timestamp: Millis,
+    /// `create`, `update`, `delete`, or `event` (an eventTrigger: the focus was read).
+    pub interaction: &'a str,
+    pub focus_type: &'a str,
+    pub focus_id: &'a str,
+    /// The focus version the event saw (`None`: it could not be read).
+    pub focus: Option<VersionView<'a>>,
+    /// The additional context the event can show, in order: references whose version could
+    /// not be read (or that the subscriber may not see) are left out by the caller.
+    pub context: Vec<ContextView<'a>>,
+    /// The subscriber may not see the focus (`withhold`): no focus, no context.
     pub withheld: bool,
 }
 
-impl<'a> EventWithVersion<'a> {
-    /// An event whose context versions are not at hand (rendered without additional context).
-    pub fn bare(event: &'a EventRecord, version: Option<&'a VersionRecord>) -> Self {
-        EventWithVersion { event, version, context: &[], withheld: false }
-    }
-
-    /// The context the event can show: each reference with its version.
-    fn context(&self) -> impl Iterator<Item = (&'a ContextRef, &'a VersionRecord)> {
-        self.event.context.iter().zip(self.context).filter_map(|(r, v)| Some((r, v.as_ref()?)))
-    }
-}
-
-fn resource_url(base_url: &str, resource_type: &str, id: &str, version: Option<&VersionRecord>) -> String {
-    match version.and_then(|v| v.full_url.as_deref()) {
+fn resource_url(base_url: &str, resource_type: &str, id: &str, full_url: Option<&str>) -> String {
+    match full_url {
         Some(url) => url.to_string(),
         None => format!("{base_url}/{resource_type}/{id}"),
     }
@@ -133,18 +180,18 @@ fn new_id() -> String {
 
 /// The version's status resource (its `id` is fresh each time): a `SubscriptionStatus` in R5
 /// and R4B, a `backport-subscription-status-r4` `Parameters` in R4.
-pub fn subscription_status(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventWithVersion<'_>]) -> Value {
+pub fn subscription_status(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventView<'_>]) -> Value {
     serde_json::to_value(status::status_resource(ctx, kind, events)).unwrap_or_default()
 }
 
 /// A notification Bundle: `subscription-notification` in R5, `history` in R4 and R4B.
-pub fn notification_bundle(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventWithVersion<'_>], now: Millis) -> Value {
+pub fn notification_bundle(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventView<'_>], now: Millis) -> Value {
     serde_json::to_value(bundle::bundle_out(ctx, kind, events, now)).unwrap_or_default()
 }
 
 /// The same Bundle as `notification_bundle`, as the JSON bytes a channel sends, written
 /// without building a `Value` first (the delivery lanes' hot path).
-pub fn notification_bytes(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventWithVersion<'_>], now: Millis) -> Vec<u8> {
+pub fn notification_bytes(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventView<'_>], now: Millis) -> Vec<u8> {
     serde_json::to_vec(&bundle::bundle_out(ctx, kind, events, now)).unwrap_or_default()
 }
 

@@ -9,11 +9,10 @@ use serde_json::Value;
 
 use super::parameters::{self, ParametersOut};
 use super::withhold::{self, WITHHELD_URL};
-use super::{new_id, resource_url, EventWithVersion, NotificationType, StatusContext};
+use super::{new_id, resource_url, EventView, NotificationType, Status, StatusContext};
 use crate::fhir::instant::format_millis;
 use crate::fhir::subscription::ContentLevel;
 use crate::fhir::version::FhirVersion;
-use crate::store::SubStatus;
 
 #[derive(Serialize)]
 pub(super) struct Reference {
@@ -97,17 +96,21 @@ impl StatusResource<'_> {
     }
 }
 
-fn event_out(ctx: &StatusContext<'_>, e: &EventWithVersion<'_>) -> EventOut {
+fn event_out(ctx: &StatusContext<'_>, e: &EventView<'_>) -> EventOut {
     // A withheld event keeps its number (a gap would send clients after an event forever);
     // what it was about does not go out.
     let shown = ctx.content != ContentLevel::Empty && !e.withheld;
     EventOut {
         extension: e.withheld.then_some([WithheldOut { url: WITHHELD_URL, value_code: withhold::NOT_AUTHORIZED }]),
-        event_number: e.event.number.to_string(),
-        timestamp: format_millis(e.event.timestamp),
-        focus: shown.then(|| Reference { reference: resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version) }),
+        event_number: e.number.to_string(),
+        timestamp: format_millis(e.timestamp),
+        focus: shown
+            .then(|| Reference { reference: resource_url(ctx.base_url, e.focus_type, e.focus_id, e.focus.and_then(|v| v.full_url)) }),
         additional_context: if shown {
-            e.context().map(|(r, v)| Reference { reference: resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v)) }).collect()
+            e.context
+                .iter()
+                .map(|c| Reference { reference: resource_url(ctx.base_url, c.resource_type, c.id, c.version.full_url) })
+                .collect()
         } else {
             Vec::new()
         },
@@ -115,7 +118,7 @@ fn event_out(ctx: &StatusContext<'_>, e: &EventWithVersion<'_>) -> EventOut {
 }
 
 /// The values of the status, in the R5/R4B `SubscriptionStatus` shape.
-pub(super) fn status_out<'a>(ctx: &StatusContext<'a>, kind: NotificationType, events: &[EventWithVersion<'_>]) -> StatusOut<'a> {
+pub(super) fn status_out<'a>(ctx: &StatusContext<'a>, kind: NotificationType, events: &[EventView<'_>]) -> StatusOut<'a> {
     StatusOut {
         resource_type: "SubscriptionStatus",
         id: new_id(),
@@ -127,17 +130,17 @@ pub(super) fn status_out<'a>(ctx: &StatusContext<'a>, kind: NotificationType, ev
         // R5 §2.8: topic SHOULD NOT be present at `empty` (it can reveal PHI), MAY/SHOULD
         // otherwise; the Backport IG says the same (Inferno warns on a topic at `empty`).
         topic: (ctx.content != ContentLevel::Empty).then_some(ctx.topic_url),
-        error: ctx.error.filter(|_| ctx.status == SubStatus::Error).map(|err| {
+        error: ctx.error.filter(|_| ctx.status == Status::Error).map(|err| {
             [ErrorOut {
-                coding: [Coding { system: "http://terminology.hl7.org/CodeSystem/subscription-error", code: &err.code }],
-                text: &err.text,
+                coding: [Coding { system: "http://terminology.hl7.org/CodeSystem/subscription-error", code: err.code }],
+                text: err.text,
             }]
         }),
     }
 }
 
 /// The status resource in `ctx.version`'s shape.
-pub(super) fn status_resource<'a>(ctx: &StatusContext<'a>, kind: NotificationType, events: &[EventWithVersion<'_>]) -> StatusResource<'a> {
+pub(super) fn status_resource<'a>(ctx: &StatusContext<'a>, kind: NotificationType, events: &[EventView<'_>]) -> StatusResource<'a> {
     let status = status_out(ctx, kind, events);
     match ctx.version {
         FhirVersion::R4 => StatusResource::Parameters(parameters::from_status(status)),

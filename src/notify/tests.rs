@@ -6,7 +6,9 @@
 use serde_json::{json, Value};
 
 use super::*;
+use crate::channels::render::{error_view, event_view, status as status_of};
 use crate::store::records::FORMAT;
+use crate::store::{ContextRef, EventRecord, StoredError, SubStatus, VersionRecord};
 
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fhir/examples/r5/notifications");
 const BASE: &str = "http://example.org/FHIR/R5";
@@ -65,11 +67,26 @@ fn ctx(status: SubStatus, count: u64, content: ContentLevel, error: Option<&Stor
         subscription_id: "123",
         identifier: None,
         topic_url: TOPIC,
-        status,
+        status: status_of(status),
         events_since_start: count,
-        error,
+        error: error.map(error_view),
         content,
     }
+}
+
+/// A stored event as the lanes hand it to notify, without additional context.
+pub(super) fn view_of<'a>(e: &'a EventRecord, focus: Option<&'a VersionRecord>) -> EventView<'a> {
+    event_view(e, focus, &[], false)
+}
+
+/// A stored event as the lanes hand it to notify, with the context versions it saw.
+pub(super) fn view_with<'a>(
+    e: &'a EventRecord,
+    focus: Option<&'a VersionRecord>,
+    context: &'a [Option<VersionRecord>],
+    withheld: bool,
+) -> EventView<'a> {
+    event_view(e, focus, context, withheld)
 }
 
 /// Builds the bundle and compares it with the example; skips (with a note) without shared/.
@@ -100,7 +117,7 @@ fn heartbeat_matches_the_official_example() {
 #[test]
 fn empty_matches_the_official_example() {
     let e = event(2, "update", "2");
-    let events = [EventWithVersion::bare(&e, None)];
+    let events = [view_of(&e, None)];
     check(
         "notification-empty.json",
         notification_bundle(&ctx(SubStatus::Active, 2, ContentLevel::Empty, None), NotificationType::EventNotification, &events, 0),
@@ -110,7 +127,7 @@ fn empty_matches_the_official_example() {
 #[test]
 fn id_only_matches_the_official_example() {
     let e = event(2, "update", "2");
-    let events = [EventWithVersion::bare(&e, None)];
+    let events = [view_of(&e, None)];
     check(
         "notification-id-only.json",
         notification_bundle(&ctx(SubStatus::Active, 2, ContentLevel::IdOnly, None), NotificationType::EventNotification, &events, 0),
@@ -123,7 +140,7 @@ fn full_resource_matches_the_official_example() {
     let resource = expected["entry"][1]["resource"].clone();
     let version = version_of("Encounter", "2", 1, resource);
     let e = event(2, "update", "2");
-    let events = [EventWithVersion::bare(&e, Some(&version))];
+    let events = [view_of(&e, Some(&version))];
     check(
         "notification-full-resource.json",
         notification_bundle(&ctx(SubStatus::Active, 2, ContentLevel::FullResource, None), NotificationType::EventNotification, &events, 0),
@@ -134,7 +151,7 @@ fn full_resource_matches_the_official_example() {
 fn error_status_matches_the_official_example() {
     let err = StoredError { code: "no-response".into(), text: String::new(), at: 0 };
     let e = event(328, "update", "x");
-    let events = [EventWithVersion::bare(&e, None)];
+    let events = [view_of(&e, None)];
     let mut built =
         notification_bundle(&ctx(SubStatus::Error, 328, ContentLevel::Empty, Some(&err)), NotificationType::EventNotification, &events, 0);
     // The example carries the topic although its content is empty and has no error text;
@@ -158,7 +175,7 @@ fn query_status_resource_matches_the_official_example() {
 fn counters_are_json_strings_and_highest_event_equals_count() {
     let a = event(6, "create", "a");
     let b = event(7, "delete", "b");
-    let events = [EventWithVersion::bare(&a, None), EventWithVersion::bare(&b, None)];
+    let events = [view_of(&a, None), view_of(&b, None)];
     let bundle =
         notification_bundle(&ctx(SubStatus::Active, 7, ContentLevel::IdOnly, None), NotificationType::EventNotification, &events, 0);
     let status = &bundle["entry"][0]["resource"];
@@ -195,10 +212,7 @@ fn additional_context_follows_the_content_level_and_is_listed_once() {
     let (va, vb) = (version_of("Encounter", "a", 1, json!({})), version_of("Encounter", "b", 1, json!({})));
     let ca = [Some(patient.clone())];
     let cb = [Some(patient.clone()), None];
-    let events = [
-        EventWithVersion { event: &a, version: Some(&va), context: &ca, withheld: false },
-        EventWithVersion { event: &b, version: Some(&vb), context: &cb, withheld: false },
-    ];
+    let events = [view_with(&a, Some(&va), &ca, false), view_with(&b, Some(&vb), &cb, false)];
     let url = format!("{BASE}/Patient/p");
     for (content, with_resource) in [(ContentLevel::IdOnly, false), (ContentLevel::FullResource, true)] {
         let bundle = notification_bundle(&ctx(SubStatus::Active, 2, content, None), NotificationType::EventNotification, &events, 0);
@@ -229,10 +243,9 @@ mod reference {
 
     use serde_json::{json, Map, Value};
 
-    use super::super::{new_id, resource_url, ContextRef, EventWithVersion, NotificationType, StatusContext};
+    use super::super::{new_id, resource_url, ContextView, EventView, NotificationType, Status, StatusContext};
     use crate::fhir::instant::{format_millis, Millis};
     use crate::fhir::subscription::{secrets, ContentLevel};
-    use crate::store::{SubStatus, VersionRecord};
 
     fn shown(resource: &Value) -> Value {
         let mut resource = resource.clone();
@@ -241,7 +254,7 @@ mod reference {
     }
 
     /// A `SubscriptionStatus` resource (its `id` is fresh each time).
-    pub(super) fn subscription_status(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventWithVersion<'_>]) -> Value {
+    pub(super) fn subscription_status(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventView<'_>]) -> Value {
         let mut status = Map::new();
         status.insert("resourceType".into(), json!("SubscriptionStatus"));
         status.insert("id".into(), json!(new_id()));
@@ -253,14 +266,15 @@ mod reference {
                 .iter()
                 .map(|e| {
                     let mut ev = Map::new();
-                    ev.insert("eventNumber".into(), json!(e.event.number.to_string()));
-                    ev.insert("timestamp".into(), json!(format_millis(e.event.timestamp)));
+                    ev.insert("eventNumber".into(), json!(e.number.to_string()));
+                    ev.insert("timestamp".into(), json!(format_millis(e.timestamp)));
                     if ctx.content != ContentLevel::Empty {
-                        let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
+                        let url = resource_url(ctx.base_url, e.focus_type, e.focus_id, e.focus.and_then(|v| v.full_url));
                         ev.insert("focus".into(), json!({ "reference": url }));
                         let additional: Vec<Value> = e
-                            .context()
-                            .map(|(r, v)| json!({ "reference": resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v)) }))
+                            .context
+                            .iter()
+                            .map(|c| json!({ "reference": resource_url(ctx.base_url, c.resource_type, c.id, c.version.full_url) }))
                             .collect();
                         if !additional.is_empty() {
                             ev.insert("additionalContext".into(), Value::Array(additional));
@@ -282,7 +296,7 @@ mod reference {
             status.insert("topic".into(), json!(ctx.topic_url));
         }
         if let Some(err) = ctx.error {
-            if ctx.status == SubStatus::Error {
+            if ctx.status == Status::Error {
                 status.insert(
                     "error".into(),
                     json!([{
@@ -299,11 +313,12 @@ mod reference {
     }
 
     /// The entry of an additional-context resource: like a focus entry, read rather than written.
-    fn context_entry(ctx: &StatusContext<'_>, r: &ContextRef, v: &VersionRecord) -> Value {
+    fn context_entry(ctx: &StatusContext<'_>, c: &ContextView<'_>) -> Value {
+        let (r, v) = (c, c.version);
         let mut entry = Map::new();
-        entry.insert("fullUrl".into(), json!(resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v))));
+        entry.insert("fullUrl".into(), json!(resource_url(ctx.base_url, r.resource_type, r.id, v.full_url)));
         if ctx.content == ContentLevel::FullResource {
-            if let Some(resource) = v.resource.as_ref() {
+            if let Some(resource) = v.resource {
                 entry.insert("resource".into(), shown(resource));
             }
         }
@@ -319,11 +334,11 @@ mod reference {
         Value::Object(entry)
     }
 
-    fn payload_entry(ctx: &StatusContext<'_>, e: &EventWithVersion<'_>) -> Value {
-        let ev = e.event;
-        let url = resource_url(ctx.base_url, &ev.focus_type, &ev.focus_id, e.version);
-        let (method, request_url, status) = match ev.interaction.as_str() {
-            "create" => ("POST", ev.focus_type.clone(), "201"),
+    fn payload_entry(ctx: &StatusContext<'_>, e: &EventView<'_>) -> Value {
+        let ev = e;
+        let url = resource_url(ctx.base_url, ev.focus_type, ev.focus_id, e.focus.and_then(|v| v.full_url));
+        let (method, request_url, status) = match ev.interaction {
+            "create" => ("POST", ev.focus_type.to_string(), "201"),
             "delete" => ("DELETE", format!("{}/{}", ev.focus_type, ev.focus_id), "204"),
             // An eventTrigger event: the focus was read, not written, by this event.
             "event" => ("GET", format!("{}/{}", ev.focus_type, ev.focus_id), "200"),
@@ -332,14 +347,14 @@ mod reference {
         let mut entry = Map::new();
         entry.insert("fullUrl".into(), json!(url));
         if ctx.content == ContentLevel::FullResource {
-            if let Some(resource) = e.version.and_then(|v| v.resource.as_ref()) {
+            if let Some(resource) = e.focus.and_then(|v| v.resource) {
                 entry.insert("resource".into(), shown(resource));
             }
         }
         entry.insert("request".into(), json!({ "method": method, "url": request_url }));
         let mut response = Map::new();
         response.insert("status".into(), json!(status));
-        if let Some(v) = e.version {
+        if let Some(v) = e.focus {
             response.insert("etag".into(), json!(format!("W/\"{}\"", v.version_id)));
             response.insert("lastModified".into(), json!(format_millis(v.last_updated)));
         }
@@ -348,12 +363,7 @@ mod reference {
     }
 
     /// A notification Bundle of type `subscription-notification`.
-    pub(super) fn notification_bundle(
-        ctx: &StatusContext<'_>,
-        kind: NotificationType,
-        events: &[EventWithVersion<'_>],
-        now: Millis,
-    ) -> Value {
+    pub(super) fn notification_bundle(ctx: &StatusContext<'_>, kind: NotificationType, events: &[EventView<'_>], now: Millis) -> Value {
         let status = subscription_status(ctx, kind, events);
         let status_url = format!("urn:uuid:{}", status.get("id").and_then(Value::as_str).unwrap_or_default());
         let mut entries = vec![json!({ "fullUrl": status_url, "resource": status })];
@@ -363,15 +373,15 @@ mod reference {
             let mut seen: HashSet<(String, String)> = HashSet::new();
             for e in events {
                 let entry = payload_entry(ctx, e);
-                let url = resource_url(ctx.base_url, &e.event.focus_type, &e.event.focus_id, e.version);
-                seen.insert((url, e.version.map(|v| v.version_id.clone()).unwrap_or_default()));
+                let url = resource_url(ctx.base_url, e.focus_type, e.focus_id, e.focus.and_then(|v| v.full_url));
+                seen.insert((url, e.focus.map(|v| v.version_id.to_string()).unwrap_or_default()));
                 entries.push(entry);
             }
             for e in events {
-                for (r, v) in e.context() {
-                    let url = resource_url(ctx.base_url, &r.resource_type, &r.id, Some(v));
-                    if seen.insert((url, v.version_id.clone())) {
-                        entries.push(context_entry(ctx, r, v));
+                for c in &e.context {
+                    let url = resource_url(ctx.base_url, c.resource_type, c.id, c.version.full_url);
+                    if seen.insert((url, c.version.version_id.to_string())) {
+                        entries.push(context_entry(ctx, c));
                     }
                 }
             }
@@ -428,12 +438,7 @@ fn bundles_and_bytes_are_what_the_value_builder_wrote() {
     );
     let ca = [Some(patient.clone())];
     let cb = [Some(patient.clone()), Some(elsewhere), Some(subscription)];
-    let events = [
-        EventWithVersion { event: &a, version: Some(&va), context: &ca, withheld: false },
-        EventWithVersion { event: &b, version: Some(&vb), context: &cb, withheld: false },
-        EventWithVersion::bare(&c, None),
-        EventWithVersion::bare(&d, Some(&va)),
-    ];
+    let events = [view_with(&a, Some(&va), &ca, false), view_with(&b, Some(&vb), &cb, false), view_of(&c, None), view_of(&d, Some(&va))];
     let err = StoredError { code: "no-response".into(), text: "timed out".into(), at: 0 };
     let identifier = json!({ "system": "urn:ietf:rfc:3986", "value": "urn:uuid:1" });
     let mut compared = 0;

@@ -6,19 +6,29 @@
 //! (`attempts`, `next_attempt_at`) lives in the same stored state, so a retry schedule survives
 //! a restart. Event records stay after delivery; they are what `$events` will read (issue #8).
 //!
-//! The five verbs are the `Outbox` trait: `enqueue` runs inside the write's commit (so an
-//! acknowledged write's events are exactly as durable as the write), `claim` reads the next
-//! events of a lane, and `ack`, `nack` and `park` move the cursor or the retry schedule. The
-//! sled implementation here is the only one; the trait is the seam a multi-node deployment
-//! can put another queue behind without touching matching or channels.
+//! The `Outbox` trait has write verbs and read verbs. Writes: `enqueue` runs inside the write's
+//! commit (so an acknowledged write's events are exactly as durable as the write), and `ack`,
+//! `nack` and `park` move the cursor or the retry schedule (the committer calls them). Reads,
+//! everything a lane reads: `claim` (the next events of a lane), `events` (a numbered range,
+//! for resends), `dead_letters` (a range of them, for dead-letter resends), `versions` (the
+//! resource versions events saw) and `events_with_versions` (both at once, for websocket
+//! replays). The sled implementation here is the only one; the trait is the seam a multi-node
+//! deployment can put another queue behind without touching matching or channels, which hold
+//! an `Arc<dyn Outbox>` and no `Store`.
 //!
-//! `replay` reads stored events back with the resource versions they saw (websocket, `$events`).
+//! `replay` has the stored-event-with-versions shape the read verbs return; `contract` is the
+//! test suite every implementation must pass.
+//! **Invariant:** the outbox imports nothing from `notify` or `channels` (they sit above it).
 
+#[cfg(test)]
+mod contract;
 pub mod replay;
 
 use crate::fhir::instant::Millis;
 use crate::store::records::FORMAT;
 use crate::store::{Commit, ContextRef, DeadRecord, EventRecord, Store, StoreError, StoredError, SubState, VersionRecord};
+
+pub use replay::StoredEvent;
 
 /// What a matched event records, before it has a number.
 pub struct EventDraft<'a> {
@@ -59,6 +69,31 @@ pub trait Outbox: Send + Sync {
         attempts: u32,
         why: &StoredError,
     ) -> Result<(), StoreError>;
+
+    /// Events `from..=until` of `sub` in number order, at most `max`: a resend's range.
+    /// `incarnation`: only events of that incarnation (a lane's); `None`: whatever is stored.
+    fn events(&self, sub: &str, incarnation: Option<u64>, from: u64, until: u64, max: usize) -> Result<Vec<EventRecord>, StoreError>;
+    /// Dead letters of `sub` numbered `from..=until`, in number order, at most `max`.
+    fn dead_letters(&self, sub: &str, from: u64, until: u64, max: usize) -> Result<Vec<DeadRecord>, StoreError>;
+    /// The versions each of `events` saw, in order; `with_resources: false` leaves their
+    /// resources out (enough for every content level but `full-resource`). A version that
+    /// cannot be read is logged and `None`; the event keeps its place.
+    fn versions(&self, events: &[EventRecord], with_resources: bool) -> Vec<EventVersions>;
+
+    /// `events` of the range, each with the versions it saw (resources included): what a
+    /// websocket replay and `$events` render.
+    fn events_with_versions(
+        &self,
+        sub: &str,
+        incarnation: Option<u64>,
+        from: u64,
+        until: u64,
+        max: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let events = self.events(sub, incarnation, from, until, max)?;
+        let versions = self.versions(&events, true);
+        Ok(events.into_iter().zip(versions).map(|(event, (version, context))| StoredEvent { event, version, context }).collect())
+    }
 }
 
 /// The outbox in Herald's own store.
@@ -97,6 +132,44 @@ impl Outbox for SledOutbox {
         let mut events = self.store.events(sub, after.saturating_add(1), max)?;
         events.retain(|e| e.incarnation == incarnation);
         Ok(events)
+    }
+
+    fn events(&self, sub: &str, incarnation: Option<u64>, from: u64, until: u64, max: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let from = from.max(1);
+        if until < from || max == 0 {
+            return Ok(Vec::new());
+        }
+        let span = usize::try_from(until - from).unwrap_or(usize::MAX).saturating_add(1);
+        let mut events = self.store.events(sub, from, max.min(span))?;
+        events.retain(|e| e.number <= until && incarnation.is_none_or(|i| e.incarnation == i));
+        Ok(events)
+    }
+
+    fn dead_letters(&self, sub: &str, from: u64, until: u64, max: usize) -> Result<Vec<DeadRecord>, StoreError> {
+        self.store.dead_letters_in(sub, from, until, max)
+    }
+
+    fn versions(&self, events: &[EventRecord], with_resources: bool) -> Vec<EventVersions> {
+        let store = &self.store;
+        let read = |number: u64, ty: &str, id: &str, seq: u64| match if with_resources {
+            store.version(ty, id, seq)
+        } else {
+            store.version_without_resource(ty, id, seq)
+        } {
+            Ok(v) => v,
+            Err(err) => {
+                tracing::error!(event.number = number, error = %err, "could not read a resource version the event saw; sending without it");
+                None
+            }
+        };
+        events
+            .iter()
+            .map(|e| {
+                let focus = read(e.number, &e.focus_type, &e.focus_id, e.focus_seq);
+                let context = e.context.iter().map(|c| read(e.number, &c.resource_type, &c.id, c.seq)).collect();
+                (focus, context)
+            })
+            .collect()
     }
 
     fn ack(&self, commit: &mut Commit, sub: &str, lane: &mut SubState, through: u64, at: Millis) -> Result<(), StoreError> {
@@ -150,27 +223,3 @@ impl Outbox for SledOutbox {
 
 /// The versions each event saw: its focus, and its additional context in order.
 pub type EventVersions = (Option<VersionRecord>, Vec<Option<VersionRecord>>);
-
-/// The versions `events` saw; `with_resources: false` leaves their resources out (enough
-/// for every content level but `full-resource`).
-pub fn event_versions(store: &Store, events: &[EventRecord], with_resources: bool) -> Vec<EventVersions> {
-    let read = |number: u64, ty: &str, id: &str, seq: u64| match if with_resources {
-        store.version(ty, id, seq)
-    } else {
-        store.version_without_resource(ty, id, seq)
-    } {
-        Ok(v) => v,
-        Err(err) => {
-            tracing::error!(event.number = number, error = %err, "could not read a resource version the event saw; sending without it");
-            None
-        }
-    };
-    events
-        .iter()
-        .map(|e| {
-            let focus = read(e.number, &e.focus_type, &e.focus_id, e.focus_seq);
-            let context = e.context.iter().map(|c| read(e.number, &c.resource_type, &c.id, c.seq)).collect();
-            (focus, context)
-        })
-        .collect()
-}

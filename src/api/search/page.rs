@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 use crate::fhir::search::date::parse_range;
 use crate::fhir::search::include::parse_directive;
 pub use crate::fhir::search::include::Include;
+use crate::fhir::search::matcher::date_ranges;
 use crate::fhir::search::{ParamType, SearchParam, SearchParams};
 use crate::fhir::{Issue, IssueType};
-use crate::store::index::extract::date_ranges;
 
 pub const DEFAULT_COUNT: usize = 50;
 pub const MAX_COUNT: usize = 1000;

@@ -1,4 +1,5 @@
-//! A websocket subscription's delivery loop. It owns the list of sockets bound to its
+//! A websocket subscription's lane, run by the shared loop (`channels::driver`; binds are
+//! its signal). It owns the list of sockets bound to its
 //! subscription, so binds, pushes and replays for one subscription happen one at a time, in
 //! order: per socket, a subscription's frames go out as handshake, replayed events, then live
 //! events in event-number order.
@@ -16,27 +17,27 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::protocol::info_frame;
 use super::{Control, Frame, Hub, SocketHandle};
+use crate::channels::driver::{self, Step};
+use crate::channels::render::{error_view, status as status_view, Replayed};
 use crate::channels::LaneContext;
-use crate::fhir::instant::{now_millis, Millis};
+use crate::fhir::instant::now_millis;
 use crate::ingest::{LaneCommand, LaneView};
 use crate::notify::{notification_bytes, NotificationType, StatusContext};
-use crate::outbox::replay::{events_with_versions, Replayed};
 use crate::store::SubStatus;
 
 /// Leaves the hub when the lane ends, however it ends.
-struct Registration<'a> {
-    hub: &'a Hub,
-    sub: &'a str,
+struct Registration {
+    hub: Arc<Hub>,
+    sub: String,
     id: u64,
 }
 
-impl Drop for Registration<'_> {
+impl Drop for Registration {
     fn drop(&mut self) {
-        self.hub.unregister(self.sub, self.id);
+        self.hub.unregister(&self.sub, self.id);
     }
 }
 
@@ -51,14 +52,11 @@ struct Lane {
     last_sent: Instant,
     /// The subscription incarnation this lane serves (`SubState.incarnation`).
     incarnation: u64,
-}
-
-fn instant_in(ms: Millis) -> Instant {
-    Instant::now() + Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0))
-}
-
-fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
-    Some(a.map_or(b, |a| a.min(b)))
+    /// Binds and unbinds from the hub.
+    control: mpsc::Receiver<Control>,
+    /// The generation this lane last asked to make `active`.
+    activated: Option<u64>,
+    _registered: Registration,
 }
 
 fn status_context<'a>(base_url: &'a str, view: &'a LaneView) -> StatusContext<'a> {
@@ -68,9 +66,9 @@ fn status_context<'a>(base_url: &'a str, view: &'a LaneView) -> StatusContext<'a
         subscription_id: &view.entry.spec.id,
         identifier: view.entry.spec.identifier.as_ref(),
         topic_url: &view.entry.topic_url,
-        status: view.state.status,
+        status: status_view(view.state.status),
         events_since_start: view.state.events_since_start,
-        error: view.state.error.as_ref(),
+        error: view.state.error.as_ref().map(error_view),
         content: view.entry.spec.content,
     }
 }
@@ -81,115 +79,85 @@ fn render(base_url: &str, view: &LaneView, kind: NotificationType, events: &[Rep
 }
 
 /// Runs the lane of `sub`; `registration` is its entry in the hub (`Hub::register`).
-pub(crate) async fn run(
-    ctx: Arc<LaneContext>,
-    sub: String,
-    mut rx: watch::Receiver<LaneView>,
-    registration: (u64, mpsc::Receiver<Control>),
-) {
+pub(crate) async fn run(ctx: Arc<LaneContext>, sub: String, rx: watch::Receiver<LaneView>, registration: (u64, mpsc::Receiver<Control>)) {
     let hub = ctx.hub.clone();
-    let (registration, mut control) = registration;
+    let (registration, control) = registration;
     let span = tracing::info_span!("channels.lane", subscription.id = %sub, channel = "websocket");
     // Shutdown abandons whatever the lane is doing: events not yet acknowledged stay pending
     // and are sent after restart.
-    let shutdown = ctx.shutdown.clone();
-    let lane = async move {
-        let _registered = Registration { hub: &hub, sub: &sub, id: registration };
-        let (through, incarnation) = {
-            let first = rx.borrow();
-            (first.state.delivered_through, first.state.incarnation)
-        };
-        let mut lane = Lane {
-            ctx: ctx.clone(),
-            hub: hub.clone(),
-            sub: sub.clone(),
-            sockets: Vec::new(),
-            through,
-            last_sent: Instant::now(),
-            incarnation,
-        };
-        let mut activated: Option<u64> = None;
-        let mut ended: Option<u64> = None;
-        loop {
-            while let Ok(msg) = control.try_recv() {
-                let view = rx.borrow().clone();
-                lane.apply(msg, &view);
-            }
-            // Dropped by the dispatcher (deleted, or the id reused): stop.
-            if rx.has_changed().is_err() {
-                return;
-            }
-            let view = rx.borrow_and_update().clone();
-            lane.through = lane.through.max(view.state.delivered_through);
-            lane.sockets.retain(|s| !s.is_closed());
-            let spec = &view.entry.spec;
-            let state = &view.state;
-            let now = now_millis();
-            let mut wake: Option<Instant> = None;
+    let (through, incarnation) = {
+        let first = rx.borrow();
+        (first.state.delivered_through, first.state.incarnation)
+    };
+    let lane = Lane {
+        ctx: ctx.clone(),
+        hub: hub.clone(),
+        sub: sub.clone(),
+        sockets: Vec::new(),
+        through,
+        last_sent: Instant::now(),
+        incarnation,
+        control,
+        activated: None,
+        _registered: Registration { hub, sub: sub.clone(), id: registration },
+    };
+    driver::run(ctx, sub, rx, lane, span).await;
+}
 
-            if let Some(end) = spec.end {
-                if end <= now && !matches!(state.status, SubStatus::Off | SubStatus::EnteredInError) {
-                    if ended != Some(state.generation) {
-                        ended = Some(state.generation);
-                        tracing::info!("subscription end reached; turning it off");
-                        let cmd =
-                            LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Off, error: None };
-                        ctx.ingest.lane(incarnation, cmd).await;
-                    }
-                } else if end > now {
-                    wake = earliest(wake, instant_in(end - now));
+impl driver::Lane for Lane {
+    type Signal = Control;
+
+    fn observe(&mut self, view: &LaneView) {
+        self.through = self.through.max(view.state.delivered_through);
+        self.sockets.retain(|s| !s.is_closed());
+    }
+
+    async fn work(&mut self, view: &LaneView, ended: bool) -> Step {
+        let state = &view.state;
+        match state.status {
+            SubStatus::Requested if self.activated != Some(state.generation) && !ended => {
+                self.activated = Some(state.generation);
+                let cmd =
+                    LaneCommand::Status { sub: self.sub.clone(), generation: state.generation, status: SubStatus::Active, error: None };
+                self.ctx.ingest.lane(self.incarnation, cmd).await;
+                Step::Wait(None)
+            }
+            SubStatus::Active if !self.sockets.is_empty() && self.through < state.events_since_start => {
+                if self.push_next(view).await {
+                    Step::Again
+                } else {
+                    Step::Wait(Some(Instant::now() + Duration::from_secs(1)))
                 }
             }
-
-            match state.status {
-                SubStatus::Requested if activated != Some(state.generation) && ended != Some(state.generation) => {
-                    activated = Some(state.generation);
-                    let cmd =
-                        LaneCommand::Status { sub: sub.clone(), generation: state.generation, status: SubStatus::Active, error: None };
-                    ctx.ingest.lane(incarnation, cmd).await;
-                }
-                SubStatus::Active if !lane.sockets.is_empty() => {
-                    if lane.through < state.events_since_start {
-                        if !lane.push_next(&view).await {
-                            wake = earliest(wake, Instant::now() + Duration::from_secs(1));
-                        } else {
-                            continue;
-                        }
-                    }
-                    if let Some(period) = spec.heartbeat_period_secs {
-                        let due = lane.last_sent + Duration::from_secs(period);
-                        if due <= Instant::now() {
-                            let frame = render(&ctx.base_url, &view, NotificationType::Heartbeat, &[]);
-                            lane.fan_out(&frame).await;
-                            lane.last_sent = Instant::now();
-                            continue;
-                        }
-                        wake = earliest(wake, due);
-                    }
-                }
-                _ => {}
-            }
-
-            let sleep = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
-            tokio::select! {
-                changed = rx.changed() => if changed.is_err() { return },
-                msg = control.recv() => match msg {
-                    Some(msg) => {
-                        let view = rx.borrow().clone();
-                        lane.apply(msg, &view);
-                    }
-                    None => return,
-                },
-                _ = sleep => {}
-                _ = ctx.shutdown.cancelled() => return,
-            }
+            _ => Step::Wait(None),
         }
     }
-    .instrument(span);
-    tokio::select! {
-        biased;
-        () = shutdown.cancelled() => {}
-        () = lane => {}
+
+    fn heartbeat_period(&self, view: &LaneView) -> Option<Duration> {
+        let active = view.state.status == SubStatus::Active && !self.sockets.is_empty();
+        view.entry.spec.heartbeat_period_secs.filter(|_| active).map(Duration::from_secs)
+    }
+
+    fn last_sent(&self) -> Instant {
+        self.last_sent
+    }
+
+    async fn heartbeat(&mut self, view: &LaneView) {
+        let frame = render(&self.ctx.base_url, view, NotificationType::Heartbeat, &[]);
+        self.fan_out(&frame).await;
+        self.last_sent = Instant::now();
+    }
+
+    async fn signal(&mut self) -> Option<Control> {
+        self.control.recv().await
+    }
+
+    fn on_signal(&mut self, signal: Control, view: &LaneView) {
+        self.apply(signal, view);
+    }
+
+    fn queued_signal(&mut self) -> Option<Control> {
+        self.control.try_recv().ok()
     }
 }
 
@@ -231,7 +199,7 @@ impl Lane {
                 let _ = socket.tx.try_send(Frame::from(info_frame(note)));
                 return;
             }
-            let events = match events_with_versions(&self.ctx.store, &self.sub, Some(self.incarnation), next, self.through, max_count) {
+            let events = match self.ctx.outbox.events_with_versions(&self.sub, Some(self.incarnation), next, self.through, max_count) {
                 Ok(events) if !events.is_empty() => events,
                 Ok(_) => return,
                 Err(err) => {
@@ -244,7 +212,8 @@ impl Lane {
             let grant = self.ctx.send_grant(&view.state);
             let events: Vec<Replayed> = events
                 .into_iter()
-                .map(|mut e| {
+                .map(|e| {
+                    let mut e = Replayed::from(e);
                     e.screen(grant.as_ref());
                     e
                 })
@@ -260,21 +229,20 @@ impl Lane {
     async fn push_next(&mut self, view: &LaneView) -> bool {
         let pending = view.state.events_since_start.saturating_sub(self.through);
         let max = usize::try_from(view.entry.spec.max_count.min(pending)).unwrap_or(1).max(1);
-        let mut events = match events_with_versions(
-            &self.ctx.store,
+        let mut events: Vec<Replayed> = match self.ctx.outbox.events_with_versions(
             &self.sub,
             Some(self.incarnation),
             self.through.saturating_add(1),
             view.state.events_since_start,
             max,
         ) {
-            Ok(events) => events,
+            Ok(events) => events.into_iter().map(Replayed::from).collect(),
             Err(err) => {
                 tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
                 return false;
             }
         };
-        let Some(last) = events.last().map(|e| e.event.number) else {
+        let Some(last) = events.last().map(Replayed::number) else {
             tracing::error!(
                 through = self.through,
                 events = view.state.events_since_start,
@@ -286,7 +254,7 @@ impl Lane {
         };
         if let Some(grant) = self.ctx.send_grant(&view.state) {
             let report =
-                events.iter_mut().filter_map(|e| e.screen(Some(&grant)).then(|| (e.event.number, e.event.focus_type.clone()))).collect();
+                events.iter_mut().filter_map(|e| e.screen(Some(&grant)).then(|| (e.number(), e.stored.event.focus_type.clone()))).collect();
             self.ctx.report_withheld(&self.sub, self.incarnation, report).await;
         }
         let frame = render(&self.ctx.base_url, view, NotificationType::EventNotification, &events);
@@ -299,7 +267,7 @@ impl Lane {
             let latency = m.delivery_latency.get_or_create(&crate::ops::metrics::Metrics::channel("websocket"));
             for e in &events {
                 m.delivery("websocket", "delivered");
-                latency.observe(u64::try_from(now - e.event.timestamp).unwrap_or(0) as f64 / 1000.0);
+                latency.observe(u64::try_from(now - e.stored.event.timestamp).unwrap_or(0) as f64 / 1000.0);
             }
         }
         self.through = last;

@@ -326,8 +326,9 @@ fn texts<'a>(selected: &[&'a Value]) -> Vec<&'a str> {
     out
 }
 
-/// Ranges of dates, dateTimes, instants, Periods and Timing events.
-fn date_ranges(selected: &[&Value]) -> Vec<DateRange> {
+/// Ranges of dates, dateTimes, instants, Periods and Timing events: what a date parameter
+/// matches here and what the store's search index keeps (`store::index::extract`).
+pub fn date_ranges(selected: &[&Value]) -> Vec<DateRange> {
     let mut out = Vec::new();
     for v in selected {
         match v {

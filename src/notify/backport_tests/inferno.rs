@@ -19,9 +19,9 @@ fn matrix_ctx<'a>(version: FhirVersion, status: SubStatus, content: ContentLevel
         subscription_id: SUB,
         identifier: None,
         topic_url: TOPIC,
-        status,
+        status: status_of(status),
         events_since_start: 4,
-        error,
+        error: error.map(error_view),
         content,
     }
 }
@@ -205,12 +205,12 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn with_versions(&self) -> Vec<EventWithVersion<'_>> {
+    fn with_versions(&self) -> Vec<EventView<'_>> {
         self.events
             .iter()
             .zip(&self.focus)
             .zip(&self.context)
-            .map(|((event, v), context)| EventWithVersion { event, version: v.as_ref(), context, withheld: event.number == 4 })
+            .map(|((event, v), context)| view_with(event, v.as_ref(), context, event.number == 4))
             .collect()
     }
 }
@@ -232,7 +232,7 @@ fn every_backport_notification_passes_inferno_checks_at_every_content_level() {
             ] {
                 let err = StoredError { code: "no-response".into(), text: "timed out".into(), at: 0 };
                 let c = matrix_ctx(version, status, content, Some(&err));
-                let evs: &[EventWithVersion<'_>] =
+                let evs: &[EventView<'_>] =
                     if matches!(kind, NotificationType::EventNotification | NotificationType::QueryEvent) { &events } else { &[] };
                 let bundle = notification_bundle(&c, kind, evs, 1_795_000_000_000);
                 check_like_inferno(version, kind, status.code(), content, &bundle, &profile);

@@ -1,10 +1,13 @@
 use serde_json::{json, Value};
 
 use super::*;
+use crate::auth::{Scopes, SendGrant};
+use crate::channels::render::{screen, send_grant};
 use crate::fhir::subscription::ContentLevel;
-use crate::notify::{notification_bundle, EventWithVersion, NotificationType, StatusContext};
+use crate::notify::tests::view_with;
+use crate::notify::{notification_bundle, EventView, NotificationType, Status, StatusContext};
 use crate::store::records::FORMAT;
-use crate::store::{ContextRef, SubStatus};
+use crate::store::{ContextRef, EventRecord, GrantSource, StoredGrant, VersionRecord};
 
 const BASE: &str = "http://herald.test/fhir";
 
@@ -31,14 +34,14 @@ fn task_for(patient: &str) -> VersionRecord {
     version("Task", "t", json!({ "resourceType": "Task", "id": "t", "for": { "reference": format!("Patient/{patient}") } }))
 }
 
-fn render(content: ContentLevel, events: &[EventWithVersion<'_>]) -> Value {
+fn render(content: ContentLevel, events: &[EventView<'_>]) -> Value {
     let ctx = StatusContext {
         version: crate::fhir::version::FhirVersion::R5,
         base_url: BASE,
         subscription_id: "s",
         identifier: None,
         topic_url: "http://herald.test/topic",
-        status: SubStatus::Active,
+        status: Status::Active,
         events_since_start: 2,
         error: None,
         content,
@@ -61,10 +64,7 @@ fn an_uncovered_focus_is_withheld_with_its_number_and_without_focus_context_or_e
     assert!(!screen(&g, &mine, Some(&v1), &mut c1));
     assert!(screen(&g, &theirs, Some(&v2), &mut c2));
     assert!(c2.iter().all(Option::is_none), "a withheld event shows no context");
-    let events = [
-        EventWithVersion { event: &mine, version: Some(&v1), context: &c1, withheld: false },
-        EventWithVersion { event: &theirs, version: Some(&v2), context: &c2, withheld: true },
-    ];
+    let events = [view_with(&mine, Some(&v1), &c1, false), view_with(&theirs, Some(&v2), &c2, true)];
     let bundle = render(ContentLevel::FullResource, &events);
     let list = &bundle["entry"][0]["resource"]["notificationEvent"];
     assert_eq!(list[0]["eventNumber"], "1");
@@ -92,7 +92,7 @@ fn context_the_grant_cannot_read_is_left_out_at_every_level() {
     ];
     assert!(!screen(&g, &e, Some(&focus), &mut context));
     assert!(context[0].is_some() && context[1].is_none());
-    let events = [EventWithVersion { event: &e, version: Some(&focus), context: &context, withheld: false }];
+    let events = [view_with(&e, Some(&focus), &context, false)];
     for content in [ContentLevel::IdOnly, ContentLevel::FullResource] {
         let bundle = render(content, &events);
         let text = bundle.to_string();

@@ -26,7 +26,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use serde_json::Value;
 
 use super::{Entry, EntryKind, IndexSet};
-use crate::fhir::search::date::{parse_range, DateRange};
+use crate::fhir::search::matcher::date_ranges;
 use crate::fhir::search::value::normalize_string;
 use crate::fhir::search::{reference_keys, token_keys, ParamType, SearchParam, SearchParams};
 use crate::fhir::subscription::secrets::redacted;
@@ -177,26 +177,4 @@ fn local_id(key: &str) -> Option<&str> {
         _ => return None,
     }
     (crate::fhir::types::is_resource_type(ty) && crate::fhir::types::is_valid_id(id)).then_some(id)
-}
-
-/// Ranges of dates, dateTimes, instants, Periods and Timing events, as `matcher` reads them.
-pub fn date_ranges(selected: &[&Value]) -> Vec<DateRange> {
-    let mut out = Vec::new();
-    for v in selected {
-        match v {
-            Value::String(s) => out.extend(parse_range(s)),
-            Value::Object(map) if map.contains_key("start") || map.contains_key("end") => {
-                let start = map.get("start").and_then(Value::as_str).and_then(parse_range).map_or(i64::MIN, |r| r.start);
-                let end = map.get("end").and_then(Value::as_str).and_then(parse_range).map_or(i64::MAX, |r| r.end);
-                out.push(DateRange::new(start, end));
-            }
-            Value::Object(map) => {
-                for event in map.get("event").and_then(Value::as_array).into_iter().flatten() {
-                    out.extend(event.as_str().and_then(parse_range));
-                }
-            }
-            _ => {}
-        }
-    }
-    out
 }
