@@ -28,6 +28,7 @@ pub mod api;
 pub mod auth;
 pub mod channels;
 pub mod cli;
+pub mod cluster;
 pub mod commitlog;
 pub mod config;
 pub mod fhir;
