@@ -137,15 +137,7 @@ impl JetStreamLog {
     /// after the stream's last sequence.
     pub async fn open(client: async_nats::Client, on: &LogStream) -> Result<JetStreamLog, LogError> {
         let js = jetstream::new(client);
-        let config = stream::Config {
-            name: on.name.clone(),
-            subjects: vec![format!("{}.>", on.subject)],
-            num_replicas: on.replicas,
-            storage: stream::StorageType::File,
-            allow_direct: true,
-            ..Default::default()
-        };
-        let mut stream = js.get_or_create_stream(config).await.map_err(failed)?;
+        let mut stream = ensure_stream(&js, on).await?;
         let last = stream.info().await.map_err(failed)?.state.last_sequence;
         let shared = Arc::new(Shared::default());
         if let Ok(mut state) = shared.state.lock() {
@@ -176,11 +168,53 @@ impl JetStreamLog {
         self.last_at_open
     }
 
+    /// A reader of the same stream.
+    pub fn reader(&self) -> LogReader {
+        LogReader { stream: self.stream.clone() }
+    }
+
+    /// Up to `max` commits from `from_seq` on (`LogReader::read`).
+    pub async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<LogCommit>, LogError> {
+        self.reader().read(from_seq, max).await
+    }
+}
+
+/// The stream `on` describes, created if missing (file storage, direct gets allowed).
+async fn ensure_stream(js: &jetstream::Context, on: &LogStream) -> Result<stream::Stream, LogError> {
+    let config = stream::Config {
+        name: on.name.clone(),
+        subjects: vec![format!("{}.>", on.subject)],
+        num_replicas: on.replicas,
+        storage: stream::StorageType::File,
+        allow_direct: true,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config).await.map_err(failed)
+}
+
+/// Reads a log's stream without writing to it (followers, a new writer's catch-up).
+#[derive(Clone)]
+pub struct LogReader {
+    stream: stream::Stream,
+}
+
+impl LogReader {
+    /// The stream `on` describes (created if missing, as `JetStreamLog::open` does).
+    pub async fn open(client: async_nats::Client, on: &LogStream) -> Result<LogReader, LogError> {
+        let stream = ensure_stream(&jetstream::new(client), on).await?;
+        Ok(LogReader { stream })
+    }
+
+    /// The stream's last sequence now: the last commit stored (acknowledged or about to be).
+    pub async fn last_seq(&self) -> Result<u64, LogError> {
+        Ok(self.stream.get_info().await.map_err(failed)?.state.last_sequence)
+    }
+
     /// Up to `max` commits from `from_seq` on, in order, as the stream holds them (acknowledged
     /// or not yet). Stops at the stream's last sequence; a record whose seq is not its stream
     /// sequence, or that does not decode, is `Corrupt`.
     pub async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<LogCommit>, LogError> {
-        let last = self.stream.get_info().await.map_err(failed)?.state.last_sequence;
+        let last = self.last_seq().await?;
         let mut out = Vec::new();
         let mut seq = from_seq.max(1);
         while seq <= last && out.len() < max {
@@ -267,7 +301,12 @@ struct BreakOnExit(Arc<Shared>);
 
 impl Drop for BreakOnExit {
     fn drop(&mut self) {
-        self.0.break_with("the log's publisher has stopped".into());
+        // Not an error in itself: the log was dropped (a role ended, shutdown). A `make_durable`
+        // still waiting fails with this reason.
+        if let Ok(mut state) = self.0.state.lock() {
+            state.broken.get_or_insert_with(|| "the log's publisher has stopped".into());
+        }
+        self.0.changed.notify_all();
     }
 }
 

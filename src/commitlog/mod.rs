@@ -32,7 +32,7 @@ pub mod memory;
 pub mod recording;
 pub mod sled;
 
-pub use jetstream::{JetStreamLog, LogStream};
+pub use jetstream::{JetStreamLog, LogReader, LogStream};
 pub use memory::MemoryLog;
 pub use recording::RecordingLog;
 pub use sled::SledLog;

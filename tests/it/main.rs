@@ -13,6 +13,7 @@ mod backport_topics;
 #[cfg(feature = "load")]
 mod chaos;
 mod clients;
+mod cluster;
 mod cluster_lease;
 mod cluster_log;
 mod commit_log;
