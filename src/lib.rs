@@ -22,12 +22,14 @@
 //!   policy, address guard.
 //! - `api`: axum routes, and the `Gate` that answers `/healthz` and `/readyz` from the
 //!   first moment. `config`: layered settings. `ops`: telemetry.
+//! - `cluster`: cluster mode on NATS JetStream (elected writer, followers applying the log).
 //! - `lifecycle`: start-up (store, search index, registry, lanes) and the shutdown sequence.
 
 pub mod api;
 pub mod auth;
 pub mod channels;
 pub mod cli;
+pub mod cluster;
 pub mod commitlog;
 pub mod config;
 pub mod fhir;
@@ -75,6 +77,32 @@ pub enum RunError {
     /// is durable; the store must be opened again from disk.
     #[error("the store failed to write")]
     StoreLost,
+    /// A cluster node could not reach or use NATS JetStream.
+    #[error("cluster: {0}")]
+    Cluster(String),
+}
+
+/// An error and its sources, `: `-separated, for one log line.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// How a `serve` run ended (its shutdown sequence ran in every case).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// `shutdown` completed.
+    Stopped,
+    /// The store (or, in a cluster, the commit log) failed while serving.
+    StoreLost,
+    /// A cluster role ended (`cluster::Role::ended`).
+    RoleChange,
 }
 
 /// Runs Herald on `listener` until `shutdown` completes.
@@ -88,6 +116,20 @@ pub enum RunError {
 /// commits what is queued and flushes, all within `server.shutdown_grace`; when this returns
 /// the store is closed. Crash safety never depends on this path.
 pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), RunError> {
+    match serve(cfg, listener, shutdown, None).await? {
+        Ended::StoreLost => Err(RunError::StoreLost),
+        Ended::Stopped | Ended::RoleChange => Ok(()),
+    }
+}
+
+/// `run`, in a cluster role when `role` is given (`cluster::node` runs it once per role).
+pub(crate) async fn serve(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    role: Option<cluster::Role>,
+) -> Result<Ended, RunError> {
+    let role_ended = role.as_ref().map(|r| r.ended().clone()).unwrap_or_default();
     let bound = listener.local_addr()?;
     // Before anything reads the model, the search parameters or the store.
     fhir::version::select(cfg.fhir_version()).map_err(|message| config::ConfigError::Invalid { key: "fhir.version", message })?;
@@ -145,12 +187,12 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     let began = Instant::now();
     tracing::info!(listen = %bound, scheme, "listening; starting (GET /readyz answers 200 once ready)");
     let store_lost = CancellationToken::new();
-    let running = match lifecycle::start(&cfg, &base_url, &stop, authenticator, &store_lost).await {
+    let running = match lifecycle::start(&cfg, &base_url, &stop, authenticator, &store_lost, role).await {
         Ok(running) => running,
         Err(RunError::Store(store::StoreError::Interrupted)) => {
             tracing::info!("stopped during start-up; the search index rebuild starts again at the next start");
             let _ = tokio::time::timeout(grace, server).await;
-            return Ok(());
+            return Ok(Ended::Stopped);
         }
         Err(e) => {
             stop.cancel();
@@ -169,10 +211,16 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
             "Herald ready"
         );
     }
-    let lost = tokio::select! {
-        () = stop.cancelled() => false,
-        () = store_lost.cancelled() => true,
+    let ended = tokio::select! {
+        () = stop.cancelled() => Ended::Stopped,
+        () = store_lost.cancelled() => Ended::StoreLost,
+        () = role_ended.cancelled() => Ended::RoleChange,
     };
+    let lost = ended == Ended::StoreLost;
+    if ended == Ended::RoleChange {
+        tracing::info!("the cluster role changes; stopping this one");
+        stop.cancel();
+    }
     if lost {
         // sled keeps failing after an IO error (a full disk, a failing device): stop, and let
         // the caller open the store again from what is durable (`main` does, after a pause).
@@ -184,8 +232,5 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: impl Future<Outpu
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, delivery stopped, open requests finishing");
     running.stop(stopping + grace, server).await;
     tracing::info!(millis = stopping.elapsed().as_millis() as u64, "Herald stopped");
-    if lost {
-        return Err(RunError::StoreLost);
-    }
-    Ok(())
+    Ok(ended)
 }

@@ -36,6 +36,8 @@ const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(5);
 pub(crate) struct Running {
     store: Store,
     state: api::Shared,
+    /// A cluster follower's forwarding of writes to the writer (`cluster::forward`).
+    forward: Option<Arc<crate::cluster::forward::Forwarder>>,
     dispatcher: Arc<Dispatcher>,
     max_body_bytes: usize,
     /// Stops the delivery lanes.
@@ -118,6 +120,7 @@ pub(crate) async fn start(
     stop: &CancellationToken,
     auth: Option<Arc<crate::auth::Authenticator>>,
     store_lost: &CancellationToken,
+    role: Option<crate::cluster::Role>,
 ) -> Result<Running, RunError> {
     let index_set = cfg.search.index_set(cfg.fhir_version())?;
     let dir = cfg.store.data_dir.clone();
@@ -234,7 +237,46 @@ pub(crate) async fn start(
     // topics): blocking work. It starts the committer and the flusher on `core` and a lane per
     // subscription on `lanes`.
     let (load_store, sink, load_core, load_stop) = (store.clone(), dispatcher.clone(), core.clone(), ingest_stop.clone());
-    tokio::task::spawn_blocking(move || ingest::spawn(load_store, committer_cfg, queue, sink, &load_core, load_stop)).await??;
+    let mut forward = None;
+    match role {
+        None => {
+            tokio::task::spawn_blocking(move || ingest::spawn(load_store, committer_cfg, queue, sink, &load_core, load_stop)).await??;
+        }
+        // A cluster's writer: the stream applied up to its end first, then the committer on it.
+        Some(crate::cluster::Role::Writer { node, log, .. }) => {
+            crate::cluster::follow::catch_up(&store, &node.reader, log.last_seq(), base_url, &committer_cfg.limits)
+                .await
+                .map_err(|e| RunError::Cluster(e.to_string()))?;
+            let log: Arc<dyn crate::commitlog::CommitLog> = log;
+            tokio::task::spawn_blocking(move || ingest::spawn_with_log(load_store, log, committer_cfg, queue, sink, &load_core, load_stop))
+                .await??;
+        }
+        // A follower: no committer (the queue is dropped, so a write that reaches a handler
+        // answers 503); the stream applied up to its end, then as it grows; writes forwarded
+        // to the writer.
+        Some(crate::cluster::Role::Follower { node, ended }) => {
+            drop(queue);
+            // Ready only once the stream as it is now is applied: a rejoining node does not
+            // answer reads from a stale copy.
+            let through = node.reader.last_seq().await.map_err(|e| RunError::Cluster(e.to_string()))?;
+            crate::cluster::follow::catch_up(&store, &node.reader, through, base_url, &committer_cfg.limits)
+                .await
+                .map_err(|e| RunError::Cluster(e.to_string()))?;
+            let (applied_tx, applied) = tokio::sync::watch::channel(store.log_seq());
+            let client = reqwest::Client::builder().build()?;
+            let tail = crate::cluster::follow::Tail {
+                store: load_store,
+                client: node.client.clone(),
+                reader: node.reader.clone(),
+                subjects: format!("{}.>", node.log_subject),
+                base_url: base_url.to_owned(),
+                limits: committer_cfg.limits.clone(),
+            };
+            load_core.spawn(crate::cluster::follow::tail(tail, applied_tx, load_stop, ended));
+            forward =
+                Some(Arc::new(crate::cluster::forward::Forwarder { node, client, applied, max_body_bytes: cfg.server.max_body_bytes }));
+        }
+    }
     lanes.spawn(crate::ops::audit::trim(store.clone(), cfg.admin.audit_keep, delivery.clone()));
     let state = Arc::new(api::AppState {
         store: store.clone(),
@@ -263,6 +305,7 @@ pub(crate) async fn start(
     Ok(Running {
         store,
         state,
+        forward,
         dispatcher,
         max_body_bytes: cfg.server.max_body_bytes,
         delivery,
@@ -277,7 +320,11 @@ pub(crate) async fn start(
 impl Running {
     /// The full router (`Gate::open` serves it).
     pub(crate) fn router(&self) -> axum::Router {
-        api::router(self.state.clone(), self.max_body_bytes)
+        let router = api::router(self.state.clone(), self.max_body_bytes);
+        match &self.forward {
+            Some(f) => router.layer(axum::middleware::from_fn_with_state(f.clone(), crate::cluster::forward::forward)),
+            None => router,
+        }
     }
 
     pub(crate) fn lane_count(&self) -> usize {

@@ -218,6 +218,13 @@ struct ServeArgs {
     /// Serve anonymous requests on a non-loopback address when no authentication is configured.
     #[arg(long)]
     allow_anonymous: bool,
+    /// Run as a cluster node on these NATS JetStream servers (comma-separated
+    /// nats://HOST:PORT); every node of a cluster gets the same (overrides cluster.nats).
+    #[arg(long, value_name = "URLS")]
+    nats: Option<String>,
+    /// This cluster node's name, unique in the cluster (overrides cluster.node_id).
+    #[arg(long, value_name = "NAME")]
+    node_id: Option<String>,
 }
 
 /// Completes on the first SIGTERM or SIGINT (ctrl-c). The handlers are installed here, before
@@ -296,6 +303,8 @@ fn main() -> ExitCode {
         data_dir: args.data_dir,
         allow_private_endpoints: args.allow_private_endpoints,
         allow_anonymous: args.allow_anonymous,
+        nats: args.nats,
+        node_id: args.node_id,
     };
     let cfg = match Config::load(args.config.as_deref(), std::env::vars(), &overrides) {
         Ok(c) => c,
@@ -329,6 +338,15 @@ fn main() -> ExitCode {
         };
         if cfg.delivery.allow_private_endpoints {
             tracing::warn!("delivery to private and loopback addresses is allowed (--allow-private-endpoints)");
+        }
+        if cfg.clustered() {
+            return match herald::cluster::serve(cfg, listener, stop).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %herald::error_chain(&e), "Herald stopped");
+                    ExitCode::FAILURE
+                }
+            };
         }
         // When the store fails while serving (a full disk), Herald stops and opens it again
         // from what is durable, on the same socket (connections wait in its backlog), after a
@@ -375,14 +393,7 @@ fn main() -> ExitCode {
                 ExitCode::from(3)
             }
             Err(e) => {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(": ");
-                    msg.push_str(&s.to_string());
-                    src = s.source();
-                }
-                tracing::error!(error = %msg, "Herald stopped");
+                tracing::error!(error = %herald::error_chain(&e), "Herald stopped");
                 ExitCode::FAILURE
             }
         }

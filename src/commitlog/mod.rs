@@ -22,13 +22,17 @@
 //! log (appending is applying, durability is one group fsync), and `MemoryLog`, which records
 //! encoded commits in a `Vec` and makes them durable on demand, to prove the seam in tests.
 //! `recording::RecordingLog` wraps another log and copies every commit to a file
-//! (`store.record_commits`), for replay tests and diagnosis.
+//! (`store.record_commits`), for replay tests and diagnosis. `jetstream::JetStreamLog` is the
+//! replicated log of a cluster: one NATS JetStream stream whose sequence is the commit seq,
+//! durable at JetStream's publish acknowledgement, fencing a deposed writer.
 
 pub mod format;
+pub mod jetstream;
 pub mod memory;
 pub mod recording;
 pub mod sled;
 
+pub use jetstream::{JetStreamLog, LogReader, LogStream};
 pub use memory::MemoryLog;
 pub use recording::RecordingLog;
 pub use sled::SledLog;

@@ -34,6 +34,7 @@ pub struct Config {
     pub admin: AdminSettings,
     pub auth: AuthSettings,
     pub log: LogConfig,
+    pub cluster: ClusterSettings,
 }
 
 /// The FHIR version the instance serves (`[fhir]`); see `crate::fhir::version`.
@@ -45,6 +46,10 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub allow_private_endpoints: bool,
     pub allow_anonymous: bool,
+    /// `--nats`: cluster mode on these NATS servers (`cluster.nats`).
+    pub nats: Option<String>,
+    /// `--node-id` (`cluster.node_id`).
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +130,12 @@ impl Config {
         if let Some(version) = &overrides.fhir_version {
             cfg.fhir.version = version.clone();
         }
+        if let Some(nats) = &overrides.nats {
+            cfg.cluster.nats = nats.clone();
+        }
+        if let Some(node) = &overrides.node_id {
+            cfg.cluster.node_id = node.clone();
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -159,10 +170,13 @@ impl Config {
             ("store.dangerous_flush_delay", &self.store.dangerous_flush_delay),
             ("store.flush_timeout", &self.store.flush_timeout),
             ("delivery.handshake_delay", &self.delivery.handshake_delay),
+            ("cluster.lease_ttl", &self.cluster.lease_ttl),
+            ("cluster.forward_timeout", &self.cluster.forward_timeout),
         ] {
             parse_duration(key, text)?;
         }
         self.handshake_retry_schedule()?;
+        self.validate_cluster()?;
         if self.duration("websocket.token_lifetime").is_zero() {
             return Err(ConfigError::Invalid { key: "websocket.token_lifetime", message: "must be longer than zero".into() });
         }
@@ -290,6 +304,46 @@ impl Config {
         format!("{}/$subscription-ws", url.trim_end_matches('/'))
     }
 
+    /// Whether this is a cluster node (`--nats` or `cluster.nats`).
+    pub fn clustered(&self) -> bool {
+        !self.cluster.nats.trim().is_empty()
+    }
+
+    /// The cluster settings' own checks (only when clustered).
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        if !self.clustered() {
+            return Ok(());
+        }
+        let c = &self.cluster;
+        let bad = |key, message: &str| Err(ConfigError::Invalid { key, message: message.into() });
+        for url in c.nats.split(',') {
+            let url = url.trim();
+            if !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "nats" | "tls") && u.host_str().is_some()) {
+                return Err(ConfigError::Invalid { key: "cluster.nats", message: format!("{url:?} is not a nats://HOST:PORT URL") });
+            }
+        }
+        if c.node_id.is_empty() || c.node_id.len() > 64 || !c.node_id.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        {
+            return bad("cluster.node_id", "a cluster node needs --node-id: 1 to 64 letters, digits, '-' or '_'");
+        }
+        if !(1..=5).contains(&c.replicas) {
+            return bad("cluster.replicas", "must be between 1 and 5 (3 for a three-server NATS cluster)");
+        }
+        if c.stream.is_empty() || !c.stream.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
+            return bad("cluster.stream", "must be a JetStream stream name: letters, digits, '-' or '_'");
+        }
+        if self.duration("cluster.lease_ttl") < Duration::from_secs(1) {
+            return bad("cluster.lease_ttl", "must be at least 1s");
+        }
+        if self.duration("cluster.forward_timeout").is_zero() {
+            return bad("cluster.forward_timeout", "must be longer than zero");
+        }
+        if !c.advertise_url.is_empty() && !url::Url::parse(&c.advertise_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            return bad("cluster.advertise_url", "must be an absolute http:// or https:// URL");
+        }
+        Ok(())
+    }
+
     pub fn duration(&self, key: &'static str) -> Duration {
         let text = match key {
             "server.shutdown_grace" => &self.server.shutdown_grace,
@@ -308,6 +362,8 @@ impl Config {
             "store.dangerous_flush_delay" => &self.store.dangerous_flush_delay,
             "store.flush_timeout" => &self.store.flush_timeout,
             "delivery.handshake_delay" => &self.delivery.handshake_delay,
+            "cluster.lease_ttl" => &self.cluster.lease_ttl,
+            "cluster.forward_timeout" => &self.cluster.forward_timeout,
             _ => return Duration::ZERO,
         };
         // Validated in `validate`.

@@ -334,3 +334,26 @@ pub struct LogConfig {
     /// A `tracing` filter, e.g. `info` or `herald=debug,tower=warn`.
     pub level: String,
 }
+
+/// Cluster mode (`[cluster]`, `crate::cluster`): several nodes on one replicated commit log in
+/// NATS JetStream. Empty `nats`: the single-node sled default, and nothing here is read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// NATS server URLs, comma-separated (`--nats`); every node of a cluster gets the same.
+    pub nats: String,
+    /// This node's name, unique in the cluster (`--node-id`): letters, digits, `-` and `_`.
+    pub node_id: String,
+    /// JetStream replicas of the commit log and the lease bucket: 3, or 1 for one NATS server.
+    pub replicas: usize,
+    /// How long a node's writer lease lasts unless renewed (it renews every third of it).
+    /// Writer failover takes about this long plus a restart of the role.
+    pub lease_ttl: String,
+    /// The JetStream stream holding the commit log (its subjects are `herald.log.>`).
+    pub stream: String,
+    /// The URL other nodes forward writes to (`http://HOST:PORT`); empty: `http://` and the
+    /// listen address, which is right only where that address is reachable from the others.
+    pub advertise_url: String,
+    /// How long a node waits for the writer to answer a write it forwarded.
+    pub forward_timeout: String,
+}

@@ -33,13 +33,16 @@ pub const FORMAT: u32 = 1;
 
 const MARKER: &str = "herald-store.json";
 const ACK: &str = "herald.ack";
+/// The file a cluster node keeps beside its store while it is (or was, until its store is
+/// rebuilt) the writer (`cluster::node`).
+pub const CLUSTER_WRITER: &str = "cluster-writer";
 
 /// How often at most `herald.ack` is rewritten.
 const ACK_EVERY: Duration = Duration::from_millis(50);
 
 /// Files sled keeps in its directory, and what a freshly formatted volume mounted there holds.
 fn is_sled_file(name: &str) -> bool {
-    matches!(name, "conf" | "db" | "blobs" | "lost+found") || name.starts_with("snap.")
+    matches!(name, "conf" | "db" | "blobs" | "lost+found" | CLUSTER_WRITER) || name.starts_with("snap.")
 }
 
 #[derive(Serialize, Deserialize)]
@@ -110,7 +113,7 @@ pub(super) fn inspect(dir: &Path) -> Result<Found> {
             ),
         ));
     }
-    if names.iter().all(|n| n == "lost+found") {
+    if names.iter().all(|n| n == "lost+found" || n == CLUSTER_WRITER) {
         return Ok(Found::Empty);
     }
     if !names.iter().any(|n| n == MARKER) {

@@ -20,6 +20,7 @@
 pub mod audit;
 pub mod ceiling;
 mod dir;
+pub use dir::CLUSTER_WRITER;
 pub mod index;
 mod keys;
 pub mod records;

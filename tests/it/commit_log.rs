@@ -37,6 +37,8 @@ struct Subject {
     store: Store,
     read: Option<Box<dyn Fn() -> Vec<LogCommit> + Send + Sync>>,
     _dirs: Vec<tempfile::TempDir>,
+    /// What the log needs alive while it is used (a NATS server, the runtime of its client).
+    _keep: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// Every `CommitLog` implementation in the repository, each over a fresh store. A new one is
@@ -47,14 +49,21 @@ fn subjects() -> Vec<Subject> {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let log: Arc<dyn CommitLog> = Arc::new(SledLog::new(store.clone()));
-        out.push(Subject { name: "sled", log, store, read: None, _dirs: vec![dir] });
+        out.push(Subject { name: "sled", log, store, read: None, _dirs: vec![dir], _keep: vec![] });
     }
     {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let memory = Arc::new(MemoryLog::new());
         let reader = memory.clone();
-        out.push(Subject { name: "memory", log: memory, store, read: Some(Box::new(move || reader.commits().unwrap())), _dirs: vec![dir] });
+        out.push(Subject {
+            name: "memory",
+            log: memory,
+            store,
+            read: Some(Box::new(move || reader.commits().unwrap())),
+            _dirs: vec![dir],
+            _keep: vec![],
+        });
     }
     {
         let dir = tempfile::tempdir().unwrap();
@@ -72,6 +81,26 @@ fn subjects() -> Vec<Subject> {
                 recording::read(&path).unwrap()
             })),
             _dirs: vec![dir, files],
+            _keep: vec![],
+        });
+    }
+    // A JetStream stream on a real nats-server, when one is installed (CI installs it).
+    if let Some(nats) = crate::support::nats::NatsCluster::single() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let log = Arc::new(runtime.block_on(async { crate::cluster_log::open(&crate::cluster_log::connect(&nats).await, 1).await }));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (reader, handle) = (log.clone(), runtime.handle().clone());
+        out.push(Subject {
+            name: "jetstream",
+            log,
+            store,
+            read: Some(Box::new(move || {
+                reader.make_durable().unwrap();
+                handle.block_on(reader.read(1, usize::MAX)).unwrap()
+            })),
+            _dirs: vec![dir],
+            _keep: vec![Box::new(runtime), Box::new(nats)],
         });
     }
     out

@@ -13,6 +13,9 @@ mod backport_topics;
 #[cfg(feature = "load")]
 mod chaos;
 mod clients;
+mod cluster;
+mod cluster_lease;
+mod cluster_log;
 mod commit_log;
 mod conditional;
 mod crash;
@@ -27,6 +30,7 @@ mod ingest_group;
 mod lifecycle;
 #[cfg(feature = "load")]
 mod load;
+mod nats_servers;
 mod negotiation;
 mod operators;
 mod patch;

@@ -15,6 +15,7 @@ pub use receiver::{Received, Receiver};
 pub use server::{TestCert, TestServer};
 pub use ws::WsClient;
 pub mod inferno;
+pub mod nats;
 pub mod profile;
 pub mod versions;
 

@@ -1,0 +1,173 @@
+//! Applying the stream to this node's store: `catch_up` (a new writer, before it accepts
+//! writes) and `tail` (a follower, for as long as it follows).
+//!
+//! Decisions:
+//! - Commits are applied through `ingest::Replica`, in stream order, each exactly once per
+//!   opening: the store's `log_seq` says where to continue. A commit is a list of exact
+//!   key/value operations, so applying a suffix again after a crash (the store recorded an
+//!   older `log_seq` than it holds) converges to the same contents.
+//! - Everything in the stream is durable (JetStream acknowledged it), so a follower marks what
+//!   it applied durable at once (reads wait for that mark) and flushes its own store only to
+//!   restart faster (at most once a second).
+//! - A store whose `log_seq` is past the stream's last sequence belongs to another log (a
+//!   stream recreated, a data dir from elsewhere) and is refused.
+//! - The follower wakes on every record published to the log's subjects (a core NATS
+//!   subscription) and otherwise checks once a second.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::commitlog::{LogCommit, LogError, LogReader};
+use crate::fhir::subscription::SubscriptionLimits;
+use crate::ingest::{IngestError, Replica};
+use crate::store::{Store, StoreError};
+
+/// Commits read from the stream at a time.
+const BATCH: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("the commit log: {0}")]
+    Log(#[from] LogError),
+    #[error("applying a commit: {0}")]
+    Apply(#[from] IngestError),
+    #[error("the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("this data directory has applied commit {store} but the cluster's log ends at {stream}: it belongs to another log")]
+    Ahead { store: u64, stream: u64 },
+    #[error("an apply task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Applies `commits` on a blocking thread and gives the replica back.
+async fn apply(mut replica: Replica, commits: Vec<LogCommit>) -> Result<Replica, FollowError> {
+    tokio::task::spawn_blocking(move || {
+        for commit in &commits {
+            replica.apply(commit)?;
+        }
+        let store = replica.store();
+        store.mark_durable(store.applied_mark());
+        Ok(replica)
+    })
+    .await?
+}
+
+/// Applies the stream from the store's `log_seq` through `through` (a writer's catch-up:
+/// the stream's last sequence when it opened the log). Returns how many commits it applied.
+pub async fn catch_up(
+    store: &Store,
+    reader: &LogReader,
+    through: u64,
+    base_url: &str,
+    limits: &SubscriptionLimits,
+) -> Result<u64, FollowError> {
+    let from = store.log_seq();
+    if from > through {
+        return Err(FollowError::Ahead { store: from, stream: through });
+    }
+    if from == through {
+        return Ok(0);
+    }
+    let started = Instant::now();
+    let (store2, base, limits) = (store.clone(), base_url.to_owned(), limits.clone());
+    let mut replica = tokio::task::spawn_blocking(move || Replica::open(store2, &base, limits)).await??;
+    let mut next = from + 1;
+    while next <= through {
+        let mut commits = reader.read(next, BATCH).await?;
+        commits.retain(|c| c.seq <= through);
+        let Some(last) = commits.last().map(|c| c.seq) else { break };
+        replica = apply(replica, commits).await?;
+        next = last + 1;
+    }
+    let flushed = store.clone();
+    tokio::task::spawn_blocking(move || flushed.flush()).await??;
+    tracing::info!(from, through, secs = started.elapsed().as_secs_f64(), "caught up with the commit log");
+    Ok(through - from)
+}
+
+/// What a follower's loop reads from and applies to.
+pub struct Tail {
+    pub store: Store,
+    pub client: async_nats::Client,
+    pub reader: LogReader,
+    /// The log's subjects (`herald.log.>`): a record published there wakes the loop.
+    pub subjects: String,
+    pub base_url: String,
+    pub limits: SubscriptionLimits,
+}
+
+/// A follower's loop: applies every commit the stream gets, in order, until `stop`; `applied`
+/// tells the last seq applied. Errors reading the stream are retried; an error applying a
+/// commit ends the loop (and the role: `failed` is cancelled).
+pub async fn tail(t: Tail, applied: watch::Sender<u64>, stop: CancellationToken, failed: CancellationToken) {
+    if let Err(e) = tail_inner(t, applied, &stop).await {
+        if !stop.is_cancelled() {
+            tracing::error!(error = %e, "the follower cannot apply the commit log; leaving the role");
+            failed.cancel();
+        }
+    }
+}
+
+async fn tail_inner(t: Tail, applied: watch::Sender<u64>, stop: &CancellationToken) -> Result<(), FollowError> {
+    let Tail { store, client, reader, subjects, base_url, limits } = t;
+    let mut wake = client.subscribe(subjects).await.ok();
+    let stream_last = reader.last_seq().await?;
+    if store.log_seq() > stream_last {
+        return Err(FollowError::Ahead { store: store.log_seq(), stream: stream_last });
+    }
+    let opened = store.clone();
+    let mut replica = tokio::task::spawn_blocking(move || Replica::open(opened, &base_url, limits)).await??;
+    applied.send_replace(store.log_seq());
+    let mut flushed_at = Instant::now();
+    let mut unflushed = false;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let next = store.log_seq() + 1;
+        let commits = match reader.read(next, BATCH).await {
+            Ok(c) => c,
+            Err(LogError::Corrupt(why)) => return Err(LogError::Corrupt(why).into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the commit log; retrying");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+        };
+        if let Some(last) = commits.last().map(|c| c.seq) {
+            replica = apply(replica, commits).await?;
+            applied.send_replace(last);
+            unflushed = true;
+            continue;
+        }
+        if unflushed && flushed_at.elapsed() >= Duration::from_secs(1) {
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || s.flush()).await??;
+            flushed_at = Instant::now();
+            unflushed = false;
+        }
+        // Nothing new: wait for the next record published, or a second.
+        let woke = async {
+            match wake.as_mut() {
+                Some(sub) => {
+                    sub.next().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = woke => {}
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.flush()).await??;
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! Cluster mode end to end (`herald serve --nats ... --node-id ...`, `herald::cluster`): real
+//! `herald` processes on a real JetStream server. One node wins the writer lease; writes sent
+//! to any node are acknowledged, readable at once on the node that took them, and delivered
+//! in order with gap-free numbers; after `kill -9` of the writer another node takes over,
+//! nothing acknowledged is lost and no number is given twice; a node whose data directory was
+//! wiped rebuilds it from the log and answers reads as the others do.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::crash::{assert_gapless_in_order, setup};
+use crate::support::binary::{free_port, Herald};
+use crate::support::nats::NatsCluster;
+use crate::support::Receiver;
+
+const TTL: &str = "2s";
+
+fn spawn(nats: &NatsCluster, dir: &Path, port: u16, id: &str, log: &Path) -> Herald {
+    let urls = nats.urls();
+    let replicas = nats.servers.len().min(3).to_string();
+    Herald::spawn_args(
+        dir,
+        port,
+        &["--nats", &urls, "--node-id", id],
+        &[("HERALD_CLUSTER__REPLICAS", replicas.as_str()), ("HERALD_CLUSTER__LEASE_TTL", TTL)],
+        Some(log),
+    )
+}
+
+struct Nodes {
+    ids: Vec<String>,
+    nodes: Vec<Option<Herald>>,
+    dirs: Vec<tempfile::TempDir>,
+    ports: Vec<u16>,
+    logs: std::path::PathBuf,
+    _logs: Option<tempfile::TempDir>,
+}
+
+impl Nodes {
+    async fn start(nats: &NatsCluster, n: usize) -> Nodes {
+        // The nodes' logs; kept for a look after the test with HERALD_KEEP_LOGS set.
+        let guard = tempfile::Builder::new().prefix("herald-cluster-").tempdir().unwrap();
+        let logs = guard.path().to_path_buf();
+        let guard = if std::env::var_os("HERALD_KEEP_LOGS").is_some() {
+            eprintln!("node logs in {}", guard.keep().display());
+            None
+        } else {
+            Some(guard)
+        };
+        let mut nodes = Nodes { ids: Vec::new(), nodes: Vec::new(), dirs: Vec::new(), ports: Vec::new(), logs, _logs: guard };
+        for i in 0..n {
+            let id = format!("n{i}");
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let h = spawn(nats, dir.path(), port, &id, &nodes.logs.join(format!("{id}.log")));
+            nodes.ids.push(id);
+            nodes.dirs.push(dir);
+            nodes.ports.push(port);
+            nodes.nodes.push(Some(h));
+        }
+        for h in nodes.nodes.iter_mut().flatten() {
+            h.wait_ready(Duration::from_secs(60)).await;
+        }
+        nodes
+    }
+
+    fn node(&self, i: usize) -> &Herald {
+        self.nodes[i].as_ref().unwrap()
+    }
+
+    async fn restart(&mut self, nats: &NatsCluster, i: usize) {
+        let log = self.logs.join(format!("{}.log", self.ids[i]));
+        let mut h = spawn(nats, self.dirs[i].path(), self.ports[i], &self.ids[i], &log);
+        h.wait_ready(Duration::from_secs(60)).await;
+        self.nodes[i] = Some(h);
+    }
+}
+
+/// The node id holding the writer lease now, as the lease bucket says.
+async fn writer(nats: &NatsCluster) -> Option<String> {
+    let client = crate::cluster_log::connect(nats).await;
+    let js = async_nats::jetstream::new(client);
+    let replicas = nats.servers.len().min(3);
+    let leases = herald::cluster::LeaseBucket::open(&js, herald::cluster::LEASE_BUCKET, Duration::from_secs(2), replicas).await.ok()?;
+    let holder = leases.holder(herald::cluster::WRITER_LEASE).await.ok()??;
+    holder.split_once(' ').map(|(id, _)| id.to_string())
+}
+
+async fn wait_writer(nats: &NatsCluster, not: Option<&str>, d: Duration) -> String {
+    let deadline = Instant::now() + d;
+    loop {
+        if let Some(w) = writer(nats).await {
+            if Some(w.as_str()) != not {
+                return w;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new writer within {d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Receives until every id in `want` was a focus; returns the event numbers in arrival order
+/// and records which Task each number named, failing if a number comes back naming another.
+async fn receive(rx: &Receiver, want: &HashSet<String>, given: &mut std::collections::HashMap<u64, String>, d: Duration) -> Vec<u64> {
+    let deadline = Instant::now() + d;
+    let mut seen = HashSet::new();
+    let mut numbers = Vec::new();
+    while !want.is_subset(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{} acknowledged writes never notified", want.difference(&seen).count());
+        let r = rx.next_of("event-notification", left).await;
+        let (ns, focus) = (r.event_numbers(), r.focus_ids());
+        assert_eq!(ns.len(), focus.len(), "one focus per event (id-only, maxCount 1)");
+        for (n, f) in ns.iter().zip(&focus) {
+            let first = given.entry(*n).or_insert_with(|| f.clone());
+            assert_eq!(first, f, "event number {n} was given to two changes");
+        }
+        numbers.extend(ns);
+        seen.extend(focus);
+    }
+    numbers
+}
+
+fn task(id: &str) -> Value {
+    json!({ "resourceType": "Task", "id": id, "status": "requested", "intent": "order" })
+}
+
+/// PUTs `Task/id` through `base`, retrying 503 and connection errors until `d` passes;
+/// returns when it was acknowledged.
+async fn put_until_acked(client: &reqwest::Client, base: &str, id: &str, d: Duration) -> Instant {
+    let deadline = Instant::now() + d;
+    loop {
+        match client.put(format!("{base}/Task/{id}")).json(&task(id)).send().await {
+            Ok(r) if r.status().is_success() => return Instant::now(),
+            Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {}
+            Ok(r) => panic!("PUT Task/{id} through {base}: {} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(_) => {}
+        }
+        assert!(Instant::now() < deadline, "PUT Task/{id} through {base} not acknowledged within {d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_on_any_node_are_delivered_in_order_and_survive_kill_9_of_the_writer() {
+    let Some(nats) = NatsCluster::single() else { return };
+    let mut nodes = Nodes::start(&nats, 3).await;
+    let first = wait_writer(&nats, None, Duration::from_secs(20)).await;
+    let w = nodes.ids.iter().position(|id| *id == first).unwrap();
+    let follower = (w + 1) % 3;
+    let rx = Receiver::start().await;
+    // Topic and subscription created through a follower: forwarded to the writer.
+    let sub = setup(nodes.node(follower), &rx.url).await;
+    rx.next_of("handshake", Duration::from_secs(20)).await;
+
+    let client = reqwest::Client::new();
+    let mut acked = HashSet::new();
+    for i in 0..30 {
+        let at = i % 3;
+        let id = format!("a{i}");
+        let base = nodes.node(at).base.clone();
+        let r = client.put(format!("{base}/Task/{id}")).json(&task(&id)).send().await.unwrap();
+        assert!(r.status().is_success(), "PUT through node {at}: {} {}", r.status(), r.text().await.unwrap());
+        // Read your writes on the node that took the write.
+        let read = client.get(format!("{base}/Task/{id}")).send().await.unwrap();
+        assert_eq!(read.status(), StatusCode::OK, "Task/{id} not readable on node {at} right after its write");
+        acked.insert(id);
+    }
+    let mut given = std::collections::HashMap::new();
+    let numbers = receive(&rx, &acked, &mut given, Duration::from_secs(30)).await;
+    assert_gapless_in_order(&numbers);
+    // Followers serve the subscription's state from their own copy.
+    for i in 0..3 {
+        let r = client.get(format!("{}/Subscription/{sub}/$events", nodes.node(i).base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "$events on node {i}");
+    }
+
+    // kill -9 of the writer mid-burst: writes go on through a follower.
+    let survivor = nodes.node(follower).base.clone();
+    let burst = {
+        let (client, survivor) = (client.clone(), survivor.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..40 {
+                let id = format!("b{i}");
+                put_until_acked(&client, &survivor, &id, Duration::from_secs(60)).await;
+                ids.push(id);
+            }
+            ids
+        })
+    };
+    // Let some of the burst land first.
+    crate::support::until("10 burst writes acknowledged", || {
+        let client = client.clone();
+        let base = survivor.clone();
+        async move { client.get(format!("{base}/Task/b9")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) }
+    })
+    .await;
+    let killed = Instant::now();
+    nodes.nodes[w].take().unwrap().kill9();
+    let second = wait_writer(&nats, Some(&first), Duration::from_secs(30)).await;
+    let failover = killed.elapsed();
+    let ids: HashSet<String> = burst.await.unwrap().into_iter().collect();
+    acked.extend(ids.iter().cloned());
+    let all = receive(&rx, &ids, &mut given, Duration::from_secs(60)).await;
+    let mut numbers = numbers;
+    numbers.extend(all);
+    assert_gapless_in_order(&numbers);
+    // A write retried after the writer died may have landed twice (two events); every number
+    // still names one change only.
+    assert!(given.len() >= acked.len());
+    println!(
+        "figures: writer {first} killed; {second} holds the lease after {failover:?} (lease TTL {TTL}); {} writes acknowledged",
+        acked.len()
+    );
+
+    // The killed node comes back: its former writer store is rebuilt from the log.
+    nodes.restart(&nats, w).await;
+    for id in ["a0", "a29", "b39"] {
+        let a = client.get(format!("{}/Task/{id}", nodes.node(w).base)).send().await.unwrap();
+        assert_eq!(a.status(), StatusCode::OK, "Task/{id} on the restarted node");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_rejoins_from_the_log_and_answers_reads_identically() {
+    let Some(nats) = NatsCluster::single() else { return };
+    let mut nodes = Nodes::start(&nats, 2).await;
+    let first = wait_writer(&nats, None, Duration::from_secs(20)).await;
+    let w = nodes.ids.iter().position(|id| *id == first).unwrap();
+    let f = 1 - w;
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        put_until_acked(&client, &nodes.node(i % 2).base, &format!("t{}", i % 7), Duration::from_secs(10)).await;
+    }
+    let r = client.delete(format!("{}/Task/t3", nodes.node(f).base)).send().await.unwrap();
+    assert!(r.status().is_success());
+    // Wipe the follower and start it again.
+    nodes.nodes[f].take().unwrap().kill9();
+    let dir = nodes.dirs[f].path().to_path_buf();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    nodes.restart(&nats, f).await;
+    // A write through the writer afterwards, read through the rejoined node's forwarding.
+    put_until_acked(&client, &nodes.node(f).base, "t-last", Duration::from_secs(10)).await;
+    let strip = |mut v: Value| {
+        if let Some(o) = v.as_object_mut() {
+            o.remove("id");
+            o.remove("meta");
+            o.remove("link");
+        }
+        v
+    };
+    for path in ["Task/t0", "Task/t3", "Task/t6/_history", "Task?_sort=_id&_count=50", "Task/t-last"] {
+        let a = client.get(format!("{}/{path}", nodes.node(w).base)).send().await.unwrap();
+        let b = client.get(format!("{}/{path}", nodes.node(f).base)).send().await.unwrap();
+        assert_eq!(a.status(), b.status(), "{path}");
+        let (a, b): (Value, Value) = (a.json().await.unwrap(), b.json().await.unwrap());
+        if path.starts_with("Task?") || path.contains("_history") {
+            // fullUrl names each node's own base; the resources must be the same.
+            let resources = |v: Value| v["entry"].as_array().map(|e| e.iter().map(|x| x["resource"].clone()).collect::<Vec<_>>());
+            assert_eq!(resources(strip(a)), resources(strip(b)), "{path}");
+        } else {
+            assert_eq!(a, b, "{path}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_three_nats_servers_and_replicas_3_writes_go_on_when_one_nats_server_is_killed() {
+    let Some(mut nats) = NatsCluster::three() else { return };
+    let nodes = Nodes::start(&nats, 3).await;
+    let first = wait_writer(&nats, None, Duration::from_secs(30)).await;
+    let w = nodes.ids.iter().position(|id| *id == first).unwrap();
+    let follower = (w + 1) % 3;
+    let rx = Receiver::start().await;
+    setup(nodes.node(follower), &rx.url).await;
+    rx.next_of("handshake", Duration::from_secs(20)).await;
+    let client = reqwest::Client::new();
+    let mut before = HashSet::new();
+    for i in 0..10 {
+        let id = format!("c{i}");
+        put_until_acked(&client, &nodes.node(i % 3).base, &id, Duration::from_secs(30)).await;
+        before.insert(id);
+    }
+    let mut given = std::collections::HashMap::new();
+    let mut numbers = receive(&rx, &before, &mut given, Duration::from_secs(30)).await;
+    // One NATS server dies (the first, which every node's client likely talks to).
+    nats.kill(0);
+    let killed = Instant::now();
+    let mut after = HashSet::new();
+    for i in 10..30 {
+        let id = format!("c{i}");
+        put_until_acked(&client, &nodes.node(i % 3).base, &id, Duration::from_secs(60)).await;
+        after.insert(id);
+    }
+    let took = killed.elapsed();
+    numbers.extend(receive(&rx, &after, &mut given, Duration::from_secs(60)).await);
+    assert_gapless_in_order(&numbers);
+    println!("figures: R3, one NATS server SIGKILLed: 20 writes through the three nodes acknowledged in {took:?}");
+}
