@@ -272,9 +272,14 @@ pub(crate) async fn start(
                 base_url: base_url.to_owned(),
                 limits: committer_cfg.limits.clone(),
             };
-            load_core.spawn(crate::cluster::follow::tail(tail, applied_tx, load_stop, ended));
-            forward =
-                Some(Arc::new(crate::cluster::forward::Forwarder { node, client, applied, max_body_bytes: cfg.server.max_body_bytes }));
+            load_core.spawn(crate::cluster::follow::tail(tail, applied_tx, load_stop, ended.clone()));
+            forward = Some(Arc::new(crate::cluster::forward::Forwarder {
+                node,
+                client,
+                applied,
+                max_body_bytes: cfg.server.max_body_bytes,
+                ended,
+            }));
         }
     }
     lanes.spawn(crate::ops::audit::trim(store.clone(), cfg.admin.audit_keep, delivery.clone()));

@@ -37,6 +37,9 @@ pub struct Forwarder {
     pub client: reqwest::Client,
     pub applied: Applied,
     pub max_body_bytes: usize,
+    /// Cancelled when this node's follower role ends (it won the lease, or failed): forwards
+    /// still waiting answer 503 at once, so that the new role does not wait for them.
+    pub ended: tokio_util::sync::CancellationToken,
 }
 
 /// The path with `%24` read as `$` (operation names may come either way).
@@ -111,34 +114,38 @@ pub async fn forward(State(f): State<Arc<Forwarder>>, req: Request, next: Next) 
     if let Ok(v) = HeaderValue::from_str(&f.node.node_id) {
         headers.insert(HeaderName::from_static(FORWARDED), v);
     }
-    let sent = f
-        .client
-        .request(parts.method.clone(), format!("{writer}{path}"))
-        .headers(headers)
-        .body(body)
-        .timeout(f.node.forward_timeout)
-        .send()
-        .await;
-    let answer = match sent {
-        Ok(r) => r,
-        Err(e) => {
+    let exchange = async {
+        let answer = f
+            .client
+            .request(parts.method.clone(), format!("{writer}{path}"))
+            .headers(headers)
+            .body(body)
+            .timeout(f.node.forward_timeout)
+            .send()
+            .await
+            .map_err(|e| (e, "the writer did not answer; retry shortly"))?;
+        let status = answer.status();
+        let mut out_headers = HeaderMap::new();
+        copy_headers(answer.headers(), &mut out_headers);
+        let bytes = answer.bytes().await.map_err(|e| (e, "the writer's answer was cut off; retry shortly"))?;
+        if status.is_success() {
+            read_your_write(&f).await;
+        }
+        Ok((status, out_headers, bytes))
+    };
+    let outcome = tokio::select! {
+        outcome = exchange => outcome,
+        () = f.ended.cancelled() => {
+            return unavailable("the cluster's writer is changing; retry shortly");
+        }
+    };
+    let (status, out_headers, bytes) = match outcome {
+        Ok(answer) => answer,
+        Err((e, why)) => {
             tracing::warn!(%writer, error = %e, "forwarding a write to the writer failed");
-            return unavailable("the writer did not answer; retry shortly");
+            return unavailable(why);
         }
     };
-    let status = answer.status();
-    let mut out_headers = HeaderMap::new();
-    copy_headers(answer.headers(), &mut out_headers);
-    let bytes = match answer.bytes().await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(%writer, error = %e, "reading the writer's answer failed");
-            return unavailable("the writer's answer was cut off; retry shortly");
-        }
-    };
-    if status.is_success() {
-        read_your_write(&f).await;
-    }
     let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = status;
     *resp.headers_mut() = out_headers;

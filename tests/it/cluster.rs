@@ -303,3 +303,61 @@ async fn with_three_nats_servers_and_replicas_3_writes_go_on_when_one_nats_serve
     assert_gapless_in_order(&numbers);
     println!("figures: R3, one NATS server SIGKILLed: 20 writes through the three nodes acknowledged in {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_writer_is_replaced_and_once_it_wakes_up_it_cannot_append_and_rejoins_as_a_follower() {
+    let Some(nats) = NatsCluster::single() else { return };
+    let nodes = Nodes::start(&nats, 2).await;
+    let first = wait_writer(&nats, None, Duration::from_secs(20)).await;
+    let w = nodes.ids.iter().position(|id| *id == first).unwrap();
+    let f = 1 - w;
+    let rx = Receiver::start().await;
+    setup(nodes.node(f), &rx.url).await;
+    rx.next_of("handshake", Duration::from_secs(20)).await;
+    let client = reqwest::Client::new();
+    let mut given = std::collections::HashMap::new();
+    let before: HashSet<String> = (0..5).map(|i| format!("p{i}")).collect();
+    for id in &before {
+        put_until_acked(&client, &nodes.node(i_of(id) % 2).base, id, Duration::from_secs(10)).await;
+    }
+    let mut numbers = receive(&rx, &before, &mut given, Duration::from_secs(30)).await;
+
+    // The writer freezes: its port still takes connections, nothing answers them, and it stops
+    // renewing its lease. A write through the follower hangs in forwarding until the follower
+    // takes the lease, then is answered 503 and retried against the new writer.
+    nodes.node(w).pause();
+    let frozen = Instant::now();
+    let acked_at = put_until_acked(&client, &nodes.node(f).base, "q0", Duration::from_secs(60)).await;
+    let failover = acked_at - frozen;
+    assert_eq!(wait_writer(&nats, Some(&first), Duration::from_secs(1)).await, nodes.ids[f]);
+    let mut after: HashSet<String> = HashSet::from(["q0".to_string()]);
+    for i in 1..5 {
+        let id = format!("q{i}");
+        put_until_acked(&client, &nodes.node(f).base, &id, Duration::from_secs(10)).await;
+        after.insert(id);
+    }
+
+    // The old writer wakes up: its lease is gone, so it leaves the writer role (anything it
+    // still tries to append is refused by the stream), rebuilds its store from the log and
+    // forwards writes to the new writer.
+    nodes.node(w).resume();
+    for i in 5..10 {
+        let id = format!("q{i}");
+        put_until_acked(&client, &nodes.node(w).base, &id, Duration::from_secs(60)).await;
+        after.insert(id);
+    }
+    numbers.extend(receive(&rx, &after, &mut given, Duration::from_secs(60)).await);
+    assert_gapless_in_order(&numbers);
+    assert_eq!(wait_writer(&nats, None, Duration::from_secs(1)).await, nodes.ids[f], "the woken writer took the lease back");
+    for id in ["p0", "q0", "q9"] {
+        let a: Value = client.get(format!("{}/Task/{id}", nodes.node(w).base)).send().await.unwrap().json().await.unwrap();
+        let b: Value = client.get(format!("{}/Task/{id}", nodes.node(f).base)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(a, b, "Task/{id} differs between the nodes");
+    }
+    println!("figures: writer frozen (SIGSTOP); a write through the follower acknowledged {failover:?} later (lease TTL {TTL})");
+}
+
+/// The number in an id like `p3`.
+fn i_of(id: &str) -> usize {
+    id[1..].parse().unwrap()
+}

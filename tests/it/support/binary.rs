@@ -102,6 +102,21 @@ impl Herald {
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "kill(SIGTERM) failed");
     }
 
+    /// SIGSTOP: the process freezes as a machine that stopped answering would (connections
+    /// are still accepted by the kernel, nothing answers them).
+    pub fn pause(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) with a pid this test started and still owns (not yet reaped).
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "kill(SIGSTOP) failed");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: as in `pause`.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0, "kill(SIGCONT) failed");
+    }
+
     /// Waits for the process to exit; fails after `d`.
     pub async fn wait_exit(&mut self, d: Duration) -> ExitStatus {
         let deadline = Instant::now() + d;
