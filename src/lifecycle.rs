@@ -266,9 +266,7 @@ pub(crate) async fn start(
             let client = reqwest::Client::builder().build()?;
             let tail = crate::cluster::follow::Tail {
                 store: load_store,
-                client: node.client.clone(),
-                reader: node.reader.clone(),
-                subjects: format!("{}.>", node.log_subject),
+                node: node.clone(),
                 base_url: base_url.to_owned(),
                 limits: committer_cfg.limits.clone(),
             };

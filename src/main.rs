@@ -342,6 +342,11 @@ fn main() -> ExitCode {
         if cfg.clustered() {
             return match herald::cluster::serve(cfg, listener, stop).await {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(herald::RunError::Store(herald::store::StoreError::Refused(why))) => {
+                    tracing::error!(error = %why, "Herald refused its data directory");
+                    eprintln!("herald: {why}");
+                    ExitCode::from(3)
+                }
                 Err(e) => {
                     tracing::error!(error = %herald::error_chain(&e), "Herald stopped");
                     ExitCode::FAILURE

@@ -142,6 +142,12 @@ impl From<IngestError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient, "storage is failing (full or unwritable); retry")
             }
             IngestError::Store(e) => ApiError::internal(&e),
+            // The log stopped taking commits (a cluster writer that lost its lease and was
+            // fenced, NATS unreachable past the retry window, a failing disk): nothing was
+            // acknowledged, and the node leaves the role or reopens the store; the client retries.
+            IngestError::Log(crate::commitlog::LogError::Failed(_)) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, IssueType::Transient, "the commit log is not taking writes here now; retry")
+            }
             IngestError::Log(e) => ApiError::internal(&e),
         }
     }

@@ -25,6 +25,37 @@ use crate::fhir::subscription::SubscriptionLimits;
 use crate::ingest::{IngestError, Replica};
 use crate::store::{Store, StoreError};
 
+/// Takes a snapshot of `store` at `seq` if no other follower is taking one and the newest is
+/// older than `snapshot_every`, then trims the stream below the snapshot it replaced. Failures
+/// are logged: the next interval tries again.
+async fn snapshot(node: &super::Node, store: &Store, seq: u64) {
+    let lease = match node.leases.acquire(super::SNAPSHOT_LEASE, &node.node_id).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot ask for the snapshot lease");
+            return;
+        }
+    };
+    let result = async {
+        if node.snapshots.newest().await?.is_some_and(|newest| seq.saturating_sub(newest) < node.snapshot_every) {
+            return Ok(None);
+        }
+        let previous = node.snapshots.take(store, seq).await?;
+        Ok::<_, super::snapshot::SnapshotError>(previous)
+    }
+    .await;
+    match result {
+        Ok(Some(previous)) => match node.reader.trim_below(previous + 1).await {
+            Ok(purged) => tracing::info!(below = previous + 1, purged, "commit log trimmed below the previous snapshot"),
+            Err(e) => tracing::warn!(error = %e, "cannot trim the commit log"),
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, seq, "cannot take a snapshot"),
+    }
+    let _ = node.leases.release(lease).await;
+}
+
 /// Commits read from the stream at a time.
 const BATCH: usize = 256;
 
@@ -38,6 +69,8 @@ pub enum FollowError {
     Store(#[from] StoreError),
     #[error("this data directory has applied commit {store} but the cluster's log ends at {stream}: it belongs to another log")]
     Ahead { store: u64, stream: u64 },
+    #[error("this store ends at commit {store} but the cluster's log now starts at {first}: it must be restored from a snapshot")]
+    Trimmed { store: u64, first: u64 },
     #[error("an apply task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -71,6 +104,10 @@ pub async fn catch_up(
     if from == through {
         return Ok(0);
     }
+    let first = reader.first_seq().await?;
+    if from + 1 < first {
+        return Err(FollowError::Trimmed { store: from, first });
+    }
     let started = Instant::now();
     let (store2, base, limits) = (store.clone(), base_url.to_owned(), limits.clone());
     let mut replica = tokio::task::spawn_blocking(move || Replica::open(store2, &base, limits)).await??;
@@ -91,10 +128,7 @@ pub async fn catch_up(
 /// What a follower's loop reads from and applies to.
 pub struct Tail {
     pub store: Store,
-    pub client: async_nats::Client,
-    pub reader: LogReader,
-    /// The log's subjects (`herald.log.>`): a record published there wakes the loop.
-    pub subjects: String,
+    pub node: std::sync::Arc<super::Node>,
     pub base_url: String,
     pub limits: SubscriptionLimits,
 }
@@ -112,8 +146,10 @@ pub async fn tail(t: Tail, applied: watch::Sender<u64>, stop: CancellationToken,
 }
 
 async fn tail_inner(t: Tail, applied: watch::Sender<u64>, stop: &CancellationToken) -> Result<(), FollowError> {
-    let Tail { store, client, reader, subjects, base_url, limits } = t;
-    let mut wake = client.subscribe(subjects).await.ok();
+    let Tail { store, node, base_url, limits } = t;
+    let reader = node.reader.clone();
+    let mut wake = node.client.subscribe(format!("{}.>", node.log_subject)).await.ok();
+    let mut last_snapshot = store.log_seq();
     let stream_last = reader.last_seq().await?;
     if store.log_seq() > stream_last {
         return Err(FollowError::Ahead { store: store.log_seq(), stream: stream_last });
@@ -132,6 +168,9 @@ async fn tail_inner(t: Tail, applied: watch::Sender<u64>, stop: &CancellationTok
             Ok(c) => c,
             Err(LogError::Corrupt(why)) => return Err(LogError::Corrupt(why).into()),
             Err(e) => {
+                if reader.first_seq().await.is_ok_and(|first| next < first) {
+                    return Err(FollowError::Trimmed { store: next - 1, first: reader.first_seq().await.unwrap_or(next) });
+                }
                 tracing::warn!(error = %e, "reading the commit log; retrying");
                 tokio::select! {
                     () = stop.cancelled() => break,
@@ -144,6 +183,11 @@ async fn tail_inner(t: Tail, applied: watch::Sender<u64>, stop: &CancellationTok
             replica = apply(replica, commits).await?;
             applied.send_replace(last);
             unflushed = true;
+            if node.snapshot_every > 0 && last - last_snapshot >= node.snapshot_every {
+                // Between two applies: the store is exactly the state after `last`.
+                snapshot(&node, &store, last).await;
+                last_snapshot = last;
+            }
             continue;
         }
         if unflushed && flushed_at.elapsed() >= Duration::from_secs(1) {

@@ -23,6 +23,7 @@ pub mod follow;
 pub mod forward;
 pub mod lease;
 pub mod node;
+pub mod snapshot;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,8 @@ pub use node::serve;
 
 /// The lease key of the writer role.
 pub const WRITER_LEASE: &str = "writer";
+/// The lease key a follower holds while it takes a snapshot.
+pub const SNAPSHOT_LEASE: &str = "snapshot";
 /// The bucket the leases are kept in.
 pub const LEASE_BUCKET: &str = "herald_leases";
 /// A request header marking a write another node forwarded (it is never forwarded again).
@@ -53,6 +56,9 @@ pub struct Node {
     pub leases: LeaseBucket,
     pub reader: LogReader,
     pub forward_timeout: Duration,
+    pub snapshots: snapshot::Snapshots,
+    /// `cluster.snapshot_every` (0: no snapshots).
+    pub snapshot_every: u64,
 }
 
 /// The role a `crate::serve` run plays; `ended` is cancelled when the role must end (a

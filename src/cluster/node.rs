@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::snapshot::Snapshots;
 use super::{LeaseBucket, Node, Role, LEASE_BUCKET, WRITER_LEASE};
 use crate::commitlog::{JetStreamLog, LogReader, LogStream};
 use crate::config::Config;
@@ -151,6 +152,35 @@ async fn keep(
     }
 }
 
+/// Restores the snapshot into `dir` when the store there is empty and a snapshot exists, or
+/// when the stream no longer holds the commit after the store's last (`snapshot`).
+async fn restore_if_needed(dir: &Path, node: &Node) -> Result<(), RunError> {
+    let first = node.reader.first_seq().await.map_err(|e| failed("the commit log", e))?;
+    let newest = node.snapshots.newest().await.map_err(|e| failed("the snapshot bucket", e))?;
+    let at = dir.to_path_buf();
+    let local = tokio::task::spawn_blocking(move || crate::store::Store::open(&at).map(|s| s.log_seq())).await??;
+    let behind = local + 1 < first;
+    if !(behind || (local == 0 && newest.is_some())) {
+        return Ok(());
+    }
+    let Some(seq) = newest else {
+        return Err(RunError::Cluster(format!(
+            "the commit log starts at {first}, this store ends at {local}, and there is no snapshot to restore"
+        )));
+    };
+    if seq + 1 < first {
+        return Err(RunError::Cluster(format!("the newest snapshot ({seq}) is older than the commit log's start ({first})")));
+    }
+    tracing::info!(local, seq, first, "restoring this node's store from the newest snapshot");
+    wipe(dir)?;
+    let at = dir.to_path_buf();
+    let store = tokio::task::spawn_blocking(move || crate::store::Store::open(&at)).await??;
+    let restored = node.snapshots.restore(&store).await.map_err(|e| failed("restoring the snapshot", e))?;
+    drop(store);
+    tracing::info!(seq = restored, "store restored from the snapshot; the stream is applied from the next commit");
+    Ok(())
+}
+
 /// Runs a cluster node on `listener` until `stop` (module doc).
 pub async fn serve(cfg: Config, listener: std::net::TcpListener, stop: CancellationToken) -> Result<(), RunError> {
     crate::fhir::version::select(cfg.fhir_version())
@@ -160,15 +190,16 @@ pub async fn serve(cfg: Config, listener: std::net::TcpListener, stop: Cancellat
     let js = async_nats::jetstream::new(client.clone());
     let ttl = cfg.duration("cluster.lease_ttl");
     let on = log_stream(&cfg);
-    let (leases, reader) = loop {
+    let (leases, reader, snapshots) = loop {
         let opened = async {
             let leases =
                 LeaseBucket::open(&js, LEASE_BUCKET, ttl, cfg.cluster.replicas).await.map_err(|e| failed("the lease bucket", e))?;
             let reader = LogReader::open(client.clone(), &on).await.map_err(|e| failed("the commit log", e))?;
-            Ok::<_, RunError>((leases, reader))
+            let snapshots = Snapshots::open(&js, cfg.cluster.replicas).await.map_err(|e| failed("the snapshot bucket", e))?;
+            Ok::<_, RunError>((leases, reader, snapshots))
         };
         match opened.await {
-            Ok(pair) => break pair,
+            Ok(parts) => break parts,
             Err(e) => {
                 tracing::warn!(error = %e, "JetStream is not ready yet");
                 tokio::select! {
@@ -190,6 +221,8 @@ pub async fn serve(cfg: Config, listener: std::net::TcpListener, stop: Cancellat
         leases: leases.clone(),
         reader,
         forward_timeout: cfg.duration("cluster.forward_timeout"),
+        snapshots,
+        snapshot_every: cfg.cluster.snapshot_every,
     });
     let dir = cfg.store.data_dir.clone();
     if dir.join(WRITER_MARKER).exists() {
@@ -206,6 +239,15 @@ pub async fn serve(cfg: Config, listener: std::net::TcpListener, stop: Cancellat
     let outcome = loop {
         if stop.is_cancelled() {
             break Ok(());
+        }
+        if let Err(e) = restore_if_needed(&dir, &node).await {
+            tracing::warn!(error = %crate::error_chain(&e), "cannot bring this node's store up to the commit log yet");
+            tokio::select! {
+                () = stop.cancelled() => break Ok(()),
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+            continue;
         }
         let writer = *held.borrow_and_update();
         let ended = CancellationToken::new();
@@ -245,9 +287,14 @@ pub async fn serve(cfg: Config, listener: std::net::TcpListener, stop: Cancellat
                     let _ = release_tx.send(());
                 }
             }
-            Err(RunError::Store(crate::store::StoreError::Refused(why))) => {
-                break Err(RunError::Store(crate::store::StoreError::Refused(why)))
-            }
+            // What no retry can fix (configuration, a data directory Herald must not serve)
+            // stops the node, as it stops a single node.
+            Err(
+                e @ (RunError::Config(_)
+                | RunError::Search(_)
+                | RunError::Client(_)
+                | RunError::Store(crate::store::StoreError::Refused(_))),
+            ) => break Err(e),
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "the role stopped with an error; starting over");
                 if writer {

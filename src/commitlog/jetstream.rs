@@ -205,6 +205,19 @@ impl LogReader {
         Ok(LogReader { stream })
     }
 
+    /// The stream's first sequence now: commits below it were trimmed (`cluster::snapshot`);
+    /// the last sequence plus one when the stream holds none.
+    pub async fn first_seq(&self) -> Result<u64, LogError> {
+        let state = self.stream.get_info().await.map_err(failed)?.state;
+        Ok(if state.messages == 0 { state.last_sequence + 1 } else { state.first_sequence })
+    }
+
+    /// Removes the commits below `seq` from the stream (they are in a snapshot).
+    pub async fn trim_below(&self, seq: u64) -> Result<u64, LogError> {
+        let purged = self.stream.purge().sequence(seq).await.map_err(failed)?;
+        Ok(purged.purged)
+    }
+
     /// The stream's last sequence now: the last commit stored (acknowledged or about to be).
     pub async fn last_seq(&self) -> Result<u64, LogError> {
         Ok(self.stream.get_info().await.map_err(failed)?.state.last_sequence)

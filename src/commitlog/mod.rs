@@ -30,12 +30,12 @@ pub mod format;
 pub mod jetstream;
 pub mod memory;
 pub mod recording;
-pub mod sled;
+pub mod store_log;
 
 pub use jetstream::{JetStreamLog, LogReader, LogStream};
 pub use memory::MemoryLog;
 pub use recording::RecordingLog;
-pub use sled::SledLog;
+pub use store_log::SledLog;
 
 use thiserror::Error;
 

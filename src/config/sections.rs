@@ -356,4 +356,7 @@ pub struct ClusterSettings {
     pub advertise_url: String,
     /// How long a node waits for the writer to answer a write it forwarded.
     pub forward_timeout: String,
+    /// A follower uploads a snapshot of its store every this many commits, and the stream is
+    /// trimmed below the snapshot before it (`cluster::snapshot`); 0: never.
+    pub snapshot_every: u64,
 }

@@ -20,15 +20,15 @@ use crate::support::Receiver;
 const TTL: &str = "2s";
 
 fn spawn(nats: &NatsCluster, dir: &Path, port: u16, id: &str, log: &Path) -> Herald {
+    spawn_with(nats, dir, port, id, log, &[])
+}
+
+fn spawn_with(nats: &NatsCluster, dir: &Path, port: u16, id: &str, log: &Path, env: &[(&str, &str)]) -> Herald {
     let urls = nats.urls();
     let replicas = nats.servers.len().min(3).to_string();
-    Herald::spawn_args(
-        dir,
-        port,
-        &["--nats", &urls, "--node-id", id],
-        &[("HERALD_CLUSTER__REPLICAS", replicas.as_str()), ("HERALD_CLUSTER__LEASE_TTL", TTL)],
-        Some(log),
-    )
+    let mut all = vec![("HERALD_CLUSTER__REPLICAS", replicas.as_str()), ("HERALD_CLUSTER__LEASE_TTL", TTL)];
+    all.extend_from_slice(env);
+    Herald::spawn_args(dir, port, &["--nats", &urls, "--node-id", id], &all, Some(log))
 }
 
 struct Nodes {
@@ -42,6 +42,10 @@ struct Nodes {
 
 impl Nodes {
     async fn start(nats: &NatsCluster, n: usize) -> Nodes {
+        Self::start_with(nats, n, &[]).await
+    }
+
+    async fn start_with(nats: &NatsCluster, n: usize, env: &[(&str, &str)]) -> Nodes {
         // The nodes' logs; kept for a look after the test with HERALD_KEEP_LOGS set.
         let guard = tempfile::Builder::new().prefix("herald-cluster-").tempdir().unwrap();
         let logs = guard.path().to_path_buf();
@@ -56,7 +60,7 @@ impl Nodes {
             let id = format!("n{i}");
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
-            let h = spawn(nats, dir.path(), port, &id, &nodes.logs.join(format!("{id}.log")));
+            let h = spawn_with(nats, dir.path(), port, &id, &nodes.logs.join(format!("{id}.log")), env);
             nodes.ids.push(id);
             nodes.dirs.push(dir);
             nodes.ports.push(port);
@@ -360,4 +364,84 @@ async fn a_frozen_writer_is_replaced_and_once_it_wakes_up_it_cannot_append_and_r
 /// The number in an id like `p3`.
 fn i_of(id: &str) -> usize {
     id[1..].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_starts_from_the_newest_snapshot_and_the_stream_is_trimmed_below_the_one_before() {
+    let Some(nats) = NatsCluster::single() else { return };
+    let every = [("HERALD_CLUSTER__SNAPSHOT_EVERY", "15")];
+    let nodes = Nodes::start_with(&nats, 2, &every).await;
+    wait_writer(&nats, None, Duration::from_secs(20)).await;
+    let client = reqwest::Client::new();
+    for i in 0..80 {
+        put_until_acked(&client, &nodes.node(i % 2).base, &format!("s{}", i % 25), Duration::from_secs(10)).await;
+    }
+    let r = client.delete(format!("{}/Task/s7", nodes.node(0).base)).send().await.unwrap();
+    assert!(r.status().is_success());
+    // A snapshot was taken and the log trimmed below the one before it.
+    let reader = {
+        let client = crate::cluster_log::connect(&nats).await;
+        herald::commitlog::LogReader::open(client, &herald::commitlog::LogStream::new("HERALD_LOG", "herald.log", 1)).await.unwrap()
+    };
+    crate::support::until("the commit log trimmed below a snapshot", || {
+        let reader = reader.clone();
+        async move { reader.first_seq().await.unwrap() > 1 }
+    })
+    .await;
+    let first = reader.first_seq().await.unwrap();
+    // A third node with an empty data dir joins: it cannot replay from commit 1.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = nodes.logs.join("n2.log");
+    let mut third = spawn_with(&nats, dir.path(), port, "n2", &log, &every);
+    third.wait_ready(Duration::from_secs(60)).await;
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("store restored from the snapshot"),
+        "the new node did not start from a snapshot"
+    );
+    put_until_acked(&client, &third.base, "s-after", Duration::from_secs(10)).await;
+    for path in ["Task/s0", "Task/s7", "Task/s24", "Task/s-after", "Task/s3/_history"] {
+        let a = client.get(format!("{}/{path}", nodes.node(0).base)).send().await.unwrap();
+        let b = client.get(format!("{}/{path}", third.base)).send().await.unwrap();
+        assert_eq!(a.status(), b.status(), "{path}");
+        let (a, b): (Value, Value) = (a.json().await.unwrap(), b.json().await.unwrap());
+        if path.contains("_history") {
+            let resources = |v: &Value| v["entry"].as_array().map(|e| e.iter().map(|x| x["resource"].clone()).collect::<Vec<_>>());
+            assert_eq!(resources(&a), resources(&b), "{path}");
+        } else {
+            assert_eq!(a, b, "{path}");
+        }
+    }
+    println!("figures: snapshots every 15 commits; the log starts at commit {first}; a new node restored the snapshot and answered reads like the others");
+}
+
+#[tokio::test]
+async fn a_cluster_node_that_cannot_serve_its_configuration_exits_instead_of_retrying() {
+    let Some(nats) = NatsCluster::single() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let data = dir.path().join("data");
+    // Listening beyond loopback without [auth]: refused at start, on a cluster node as on one.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .args(["--nats", &nats.urls(), "--node-id", "n0"])
+        .env("HERALD_CLUSTER__REPLICAS", "1")
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node kept running; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    assert!(std::fs::read_to_string(&log).unwrap().contains("no authentication is configured"));
 }
