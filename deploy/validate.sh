@@ -2,11 +2,16 @@
 # Validates deploy/ without a container engine or a cluster (neither runs on CI's machine):
 #   Dockerfile   hadolint; the build context .dockerignore admits holds every file the build
 #                reads (manifest targets, include_str!/include_bytes! targets)
-#   compose.yaml check-jsonschema against the Compose Specification schema it ships
-#   k8s/*.yaml   kubernetes-validate --strict against the Kubernetes 1.29 and 1.37 schemas
+#   compose.yaml, compose-cluster.yaml
+#                check-jsonschema against the Compose Specification schema it ships
+#   k8s/*.yaml, k8s-cluster/*.yaml
+#                kubernetes-validate --strict against the Kubernetes 1.29 and 1.37 schemas;
+#                k8s-cluster's nats.conf with `nats-server -t` (when nats-server is installed)
 #   systemd      systemd-analyze verify (any warning fails) and security (exposure <= 2.0)
-#   all four     deploy/smoke.py starts the built binary with each one's arguments and
-#                configuration, waits for /readyz, sends SIGTERM and expects exit status 0
+#   all of them  deploy/smoke.py starts the built binary with each one's arguments and
+#                configuration, waits for /readyz, sends SIGTERM and expects exit status 0;
+#                the cluster files as three nodes on a local nats-server, with a write
+#                through each node read back from every node
 # Usage: deploy/validate.sh [HERALD_BINARY]   (default target/debug/herald; built if absent)
 # The Python tools are pinned and installed from PyPI into $DEPLOY_VENV (default
 # target/deploy-venv); systemd-analyze comes from Debian's systemd package.
@@ -50,13 +55,28 @@ while IFS= read -r hit; do
 done < <(grep -rnoE 'include_(str|bytes)!\("[^"]+"\)' src)
 [ "$missing" = 0 ]
 
-echo "-- compose.yaml: check-jsonschema $("$venv/bin/check-jsonschema" --version | awk '{print $NF}'), Compose Specification schema"
-"$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml
+echo "-- compose.yaml, compose-cluster.yaml: check-jsonschema $("$venv/bin/check-jsonschema" --version | awk '{print $NF}'), Compose Specification schema"
+"$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml deploy/compose-cluster.yaml
 
-echo "-- k8s: kubernetes-validate $("$venv/bin/kubernetes-validate" --version) --strict"
+echo "-- k8s, k8s-cluster: kubernetes-validate $("$venv/bin/kubernetes-validate" --version) --strict"
 for version in 1.29.0 1.37.0; do
   "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" deploy/k8s/*.yaml
+  "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" deploy/k8s-cluster/*.yaml
 done
+
+# The NATS ConfigMap's nats.conf, parsed by the local nats-server (Debian's, older than the
+# image's 2.10: a check of the syntax and the keys both know). SERVER_NAME comes from the pod.
+if command -v nats-server >/dev/null 2>&1; then
+  echo "-- k8s-cluster nats.conf: $(nats-server --version) -t"
+  "$venv/bin/python" -c 'import sys; from ruamel.yaml import YAML; print(YAML(typ="safe").load(sys.stdin)["data"]["nats.conf"], end="")' \
+    < deploy/k8s-cluster/nats-configmap.yaml > "$work/nats.conf"
+  SERVER_NAME=nats-0 nats-server -t -c "$work/nats.conf"
+elif [ "${CI:-}" = true ]; then
+  echo "nats-server is not installed (.ci/run installs Debian's)" >&2
+  exit 1
+else
+  echo "-- k8s-cluster nats.conf: skipped, nats-server is not installed"
+fi
 
 echo "-- systemd: $(systemd-analyze --version | head -1)"
 # verify wants ExecStart's binary to exist: check a copy of the unit pointing at a stand-in.
