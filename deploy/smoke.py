@@ -75,7 +75,7 @@ def status(url, timeout=2):
 def run(name, argv, env, probes, grace):
     """Starts argv, waits for every probe path and /readyz to answer 200, SIGTERMs, checks exit 0."""
     probes = list(dict.fromkeys(probes + ["/readyz"]))
-    port = re.search(r"127\.0\.0\.1:(\d+)", " ".join(argv)).group(1)
+    port = re.search(r"(?:127\.0\.0\.1|0\.0\.0\.0):(\d+)", " ".join(argv)).group(1)
     root = f"http://127.0.0.1:{port}"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_") and k != "RUST_LOG"}
     clean.update(env)
@@ -412,8 +412,9 @@ def main():
         if seconds(herald["stop_grace_period"]) <= DEFAULT_GRACE:
             raise SystemExit("compose.yaml: stop_grace_period is not above server.shutdown_grace")
         port = free_port()
+        # 0.0.0.0 as in the container: Herald's start-up checks for that address must pass.
         argv = [binary] + [
-            {"0.0.0.0:8080": f"127.0.0.1:{port}", "/var/lib/herald": os.path.join(tmp, "docker")}.get(a, a) for a in entry[1:]
+            {"0.0.0.0:8080": f"0.0.0.0:{port}", "/var/lib/herald": os.path.join(tmp, "docker")}.get(a, a) for a in entry[1:]
         ]
         env = {k: str(v) for k, v in herald.get("environment", {}).items()}
         run("Dockerfile + compose.yaml", argv, env, ["/healthz"], DEFAULT_GRACE)
@@ -430,12 +431,19 @@ def main():
             raise SystemExit("statefulset.yaml: terminationGracePeriodSeconds is not above server.shutdown_grace")
         container = pod["containers"][0]
         config = os.path.join(tmp, "herald.toml")
+        # The operator adds credentials before applying (the ConfigMap says so): this run adds
+        # an API key of its own, and listens on 0.0.0.0 as the pod does.
+        if "\napi_keys = []\n" not in toml_text:
+            raise SystemExit("k8s/configmap.yaml: herald.toml has no `api_keys = []` line for this run's key")
+        digest = hashlib.sha256(secrets.token_hex(16).encode()).hexdigest()
         with open(config, "w") as f:
-            f.write(toml_text)
+            f.write(toml_text.replace(
+                "\napi_keys = []\n", f'\napi_keys = [{{ client = "smoke", sha256 = "{digest}", scopes = "system/*.cruds" }}]\n'
+            ))
         mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "config")
         port = free_port()
         argv = [binary] + [
-            {"0.0.0.0:8080": f"127.0.0.1:{port}", "/var/lib/herald": os.path.join(tmp, "k8s")}.get(a, a) for a in entry[1:]
+            {"0.0.0.0:8080": f"0.0.0.0:{port}", "/var/lib/herald": os.path.join(tmp, "k8s")}.get(a, a) for a in entry[1:]
         ]
         argv += [a.replace(mount + "/herald.toml", config) for a in container["args"]]
         probes = [container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"]]
