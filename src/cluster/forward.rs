@@ -18,6 +18,13 @@
 //!   write's commit), bounded by the forward timeout, and only then answers.
 //! - Headers go through as they are, but for the hop-by-hop ones and `Host`; the caller's
 //!   credentials reach the writer, which checks them.
+//! - **Websockets**: the writer delivers, so a websocket opened on a follower's
+//!   `$subscription-ws` is relayed, message by message in both directions, to the writer's
+//!   endpoint (`ws://` or `wss://` of its advertise URL, same path and query); the binding
+//!   token the client sends is the writer's to check. The upstream connection is made before
+//!   the client's upgrade is accepted, so a writer that does not answer gives 503. When either
+//!   side closes, or the follower's role ends, both are closed (1001 for the client then: it
+//!   reconnects, and a new binding replays what it missed).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,8 +92,17 @@ impl Forwarder {
     }
 }
 
+/// Whether this is a websocket upgrade of the notification endpoint.
+fn websocket(req: &Request) -> bool {
+    decoded_path(req.uri().path()).ends_with("/$subscription-ws")
+        && req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
 /// The middleware (`axum::middleware::from_fn_with_state`).
 pub async fn forward(State(f): State<Arc<Forwarder>>, req: Request, next: Next) -> Response {
+    if websocket(&req) {
+        return relay::open(f, req).await;
+    }
     if served_locally(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
@@ -159,6 +175,109 @@ async fn read_your_write(f: &Forwarder) {
     let waited = tokio::time::timeout(f.node.forward_timeout.min(Duration::from_secs(10)), applied.wait_for(|seq| *seq >= last)).await;
     if waited.is_err() {
         tracing::warn!(last, "this node did not apply a forwarded write's commit in time; answering anyway");
+    }
+}
+
+/// The websocket relay (module doc).
+mod relay {
+    use std::sync::Arc;
+
+    use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
+    use axum::extract::{FromRequestParts, Request};
+    use axum::response::{IntoResponse, Response};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    use tokio_tungstenite::tungstenite::Message as Up;
+
+    use super::{unavailable, Forwarder};
+
+    pub(super) async fn open(f: Arc<Forwarder>, req: Request) -> Response {
+        let Some(writer) = f.writer_url().await else {
+            return unavailable("the cluster has no writer at the moment (an election is under way); retry shortly");
+        };
+        let (mut parts, _body) = req.into_parts();
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(u) => u,
+            Err(rejection) => return rejection.into_response(),
+        };
+        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let target = match writer.split_once("://") {
+            Some(("https", rest)) => format!("wss://{rest}{path}"),
+            Some((_, rest)) => format!("ws://{rest}{path}"),
+            None => return unavailable("the writer's address is not a URL"),
+        };
+        let connected = tokio::time::timeout(f.node.forward_timeout, tokio_tungstenite::connect_async(target.as_str())).await;
+        let upstream = match connected {
+            Ok(Ok((upstream, _))) => upstream,
+            Ok(Err(e)) => {
+                tracing::warn!(%target, error = %e, "relaying a websocket to the writer failed");
+                return unavailable("the writer's websocket endpoint did not answer; retry shortly");
+            }
+            Err(_) => return unavailable("the writer's websocket endpoint did not answer; retry shortly"),
+        };
+        let ended = f.ended.clone();
+        upgrade.on_upgrade(move |client| pipe(client, upstream, ended))
+    }
+
+    fn up(m: ws::Message) -> Up {
+        match m {
+            ws::Message::Text(t) => Up::Text(t.as_str().into()),
+            ws::Message::Binary(b) => Up::Binary(b),
+            ws::Message::Ping(b) => Up::Ping(b),
+            ws::Message::Pong(b) => Up::Pong(b),
+            ws::Message::Close(c) => Up::Close(c.map(|c| CloseFrame { code: CloseCode::from(c.code), reason: c.reason.as_str().into() })),
+        }
+    }
+
+    fn down(m: Up) -> Option<ws::Message> {
+        Some(match m {
+            Up::Text(t) => ws::Message::Text(t.as_str().into()),
+            Up::Binary(b) => ws::Message::Binary(b),
+            Up::Ping(b) => ws::Message::Ping(b),
+            Up::Pong(b) => ws::Message::Pong(b),
+            Up::Close(c) => ws::Message::Close(c.map(|c| ws::CloseFrame { code: u16::from(c.code), reason: c.reason.as_str().into() })),
+            Up::Frame(_) => return None,
+        })
+    }
+
+    async fn pipe(
+        client: WebSocket,
+        upstream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        ended: tokio_util::sync::CancellationToken,
+    ) {
+        let (mut client_tx, mut client_rx) = client.split();
+        let (mut up_tx, mut up_rx) = upstream.split();
+        loop {
+            tokio::select! {
+                m = client_rx.next() => match m {
+                    Some(Ok(m)) => {
+                        let closing = matches!(m, ws::Message::Close(_));
+                        if up_tx.send(up(m)).await.is_err() || closing {
+                            break;
+                        }
+                    }
+                    _ => break,
+                },
+                m = up_rx.next() => match m {
+                    Some(Ok(m)) => {
+                        let closing = matches!(m, Up::Close(_));
+                        if let Some(m) = down(m) {
+                            if client_tx.send(m).await.is_err() || closing {
+                                break;
+                            }
+                        }
+                    }
+                    _ => break,
+                },
+                () = ended.cancelled() => {
+                    let bye = ws::CloseFrame { code: 1001, reason: "this node's cluster role changes; reconnect".into() };
+                    let _ = client_tx.send(ws::Message::Close(Some(bye))).await;
+                    break;
+                }
+            }
+        }
+        let _ = up_tx.close().await;
+        let _ = client_tx.close().await;
     }
 }
 

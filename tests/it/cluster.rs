@@ -445,3 +445,34 @@ async fn a_cluster_node_that_cannot_serve_its_configuration_exits_instead_of_ret
     assert!(!status.success());
     assert!(std::fs::read_to_string(&log).unwrap().contains("no authentication is configured"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_bound_on_a_follower_gets_its_subscriptions_frames_in_order() {
+    use crate::support::ws::{event_numbers, Binding, WsClient};
+    let Some(nats) = NatsCluster::single() else { return };
+    let nodes = Nodes::start(&nats, 2).await;
+    let first = wait_writer(&nats, None, Duration::from_secs(20)).await;
+    let f = 1 - nodes.ids.iter().position(|id| *id == first).unwrap();
+    let base = nodes.node(f).base.clone();
+    let client = reqwest::Client::new();
+    let topic = json!({ "resourceType": "SubscriptionTopic", "url": crate::crash::TOPIC, "status": "active", "resourceTrigger": [{ "resource": "Task" }] });
+    assert_eq!(client.post(format!("{base}/SubscriptionTopic")).json(&topic).send().await.unwrap().status(), StatusCode::CREATED);
+    let sub = json!({ "resourceType": "Subscription", "status": "requested", "topic": crate::crash::TOPIC,
+        "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "websocket" }, "content": "id-only" });
+    let created: Value = client.post(format!("{base}/Subscription")).json(&sub).send().await.unwrap().json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    // The token comes through the follower (from the writer, which delivers); the socket is
+    // opened on the follower's own endpoint, as a client behind a load balancer would.
+    let answer = client.get(format!("{base}/Subscription/{id}/$get-ws-binding-token")).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let binding = Binding::from_parameters(&answer.json().await.unwrap());
+    let mut ws = WsClient::connect(&format!("ws://127.0.0.1:{}/fhir/$subscription-ws", nodes.ports[f])).await;
+    ws.bind(&binding.token).await;
+    ws.next_of("handshake", Duration::from_secs(10)).await;
+    for i in 0..10 {
+        put_until_acked(&client, &nodes.node(i % 2).base, &format!("w{i}"), Duration::from_secs(10)).await;
+    }
+    let frames = ws.events(10, Duration::from_secs(20)).await;
+    let numbers: Vec<u64> = frames.iter().flat_map(event_numbers).collect();
+    assert_eq!(numbers, (1..=10).collect::<Vec<u64>>());
+}
