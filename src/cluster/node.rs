@@ -100,6 +100,7 @@ async fn keep(
     let every = leases.ttl() / 3;
     let mut lease = None;
     let mut hold_off_until = tokio::time::Instant::now();
+    let mut first = true;
     loop {
         match lease.take() {
             None if tokio::time::Instant::now() >= hold_off_until => {
@@ -133,6 +134,10 @@ async fn keep(
                     }
                 }
             }
+        }
+        if std::mem::take(&mut first) && lease.is_none() {
+            // The first answer decides the node's first role: tell it now, not after the TTL.
+            held.send_replace(false);
         }
         tokio::select! {
             () = stop.cancelled() => break,
