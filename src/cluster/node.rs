@@ -205,6 +205,17 @@ pub async fn serve(cfg: Config, listener: std::net::TcpListener, stop: Cancellat
         };
         match opened.await {
             Ok(parts) => break parts,
+            // JetStream error 10074: the server is not clustered, and no retry changes that.
+            Err(e) if e.to_string().contains("error code 10074") => {
+                return Err(crate::config::ConfigError::Invalid {
+                    key: "cluster.replicas",
+                    message: format!(
+                        "{} replicas need a JetStream cluster of at least as many NATS servers, and the NATS server is not clustered ({e}); set cluster.replicas = 1 (HERALD_CLUSTER__REPLICAS=1) for a single NATS server",
+                        cfg.cluster.replicas
+                    ),
+                }
+                .into());
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "JetStream is not ready yet");
                 tokio::select! {

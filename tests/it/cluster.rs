@@ -476,3 +476,32 @@ async fn a_websocket_bound_on_a_follower_gets_its_subscriptions_frames_in_order(
     let numbers: Vec<u64> = frames.iter().flat_map(event_numbers).collect();
     assert_eq!(numbers, (1..=10).collect::<Vec<u64>>());
 }
+
+#[tokio::test]
+async fn three_replicas_on_one_unclustered_nats_server_is_refused_with_the_setting_to_change() {
+    let Some(nats) = NatsCluster::single() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--nats", &nats.urls(), "--node-id", "n0"])
+        .env_remove("RUST_LOG")
+        .env_remove("HERALD_CLUSTER__REPLICAS");
+    let log = dir.path().join("node.log");
+    cmd.stdout(std::fs::File::create(&log).unwrap()).stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node kept retrying; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let text = std::fs::read_to_string(&log).unwrap() + &std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert!(text.contains("cluster.replicas = 1"), "{text}");
+}
