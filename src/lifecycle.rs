@@ -38,6 +38,8 @@ pub(crate) struct Running {
     state: api::Shared,
     /// A cluster follower's forwarding of writes to the writer (`cluster::forward`).
     forward: Option<Arc<crate::cluster::forward::Forwarder>>,
+    /// A cluster writer stamps its answers with the log seq (`cluster::forward::stamp`).
+    clustered: bool,
     dispatcher: Arc<Dispatcher>,
     max_body_bytes: usize,
     /// Stops the delivery lanes.
@@ -238,6 +240,7 @@ pub(crate) async fn start(
     // subscription on `lanes`.
     let (load_store, sink, load_core, load_stop) = (store.clone(), dispatcher.clone(), core.clone(), ingest_stop.clone());
     let mut forward = None;
+    let clustered = role.is_some();
     match role {
         None => {
             tokio::task::spawn_blocking(move || ingest::spawn(load_store, committer_cfg, queue, sink, &load_core, load_stop)).await??;
@@ -309,6 +312,7 @@ pub(crate) async fn start(
         store,
         state,
         forward,
+        clustered,
         dispatcher,
         max_body_bytes: cfg.server.max_body_bytes,
         delivery,
@@ -326,6 +330,9 @@ impl Running {
         let router = api::router(self.state.clone(), self.max_body_bytes);
         match &self.forward {
             Some(f) => router.layer(axum::middleware::from_fn_with_state(f.clone(), crate::cluster::forward::forward)),
+            None if self.clustered => {
+                router.layer(axum::middleware::from_fn_with_state(self.store.clone(), crate::cluster::forward::stamp))
+            }
             None => router,
         }
     }

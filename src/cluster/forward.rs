@@ -16,6 +16,11 @@
 //! - **Read your writes**: after the writer answered with a success, the follower waits until
 //!   its own store has applied the stream's last sequence as it then is (which covers the
 //!   write's commit), bounded by the forward timeout, and only then answers.
+//! - **Read your writes on any node**: the writer stamps every answer with
+//!   `X-Herald-Log-Seq`, the commit seq its store had applied when it answered (a write's own
+//!   commit or later). A read sent to a follower with `X-Herald-Min-Log-Seq: N` is served once
+//!   that follower applied commit N, or answered 503 with `Retry-After` if it did not within
+//!   `cluster.forward_timeout`. The writer serves such a read at once.
 //! - Headers go through as they are, but for the hop-by-hop ones and `Host`; the caller's
 //!   credentials reach the writer, which checks them.
 //! - **Websockets**: the writer delivers, so a websocket opened on a follower's
@@ -98,12 +103,52 @@ fn websocket(req: &Request) -> bool {
         && req.headers().get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
+/// The answer header naming the writer's applied commit seq.
+pub const LOG_SEQ: &str = "x-herald-log-seq";
+/// The request header asking a node to have applied at least this commit seq first.
+pub const MIN_LOG_SEQ: &str = "x-herald-min-log-seq";
+
+/// The writer's layer: stamps every answer with its store's applied log seq.
+pub async fn stamp(State(store): State<crate::store::Store>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&store.log_seq().to_string()) {
+        resp.headers_mut().insert(HeaderName::from_static(LOG_SEQ), v);
+    }
+    resp
+}
+
+/// The seq a request asks for in `X-Herald-Min-Log-Seq` (`Err`: unreadable).
+fn min_log_seq(req: &Request) -> Result<Option<u64>, ()> {
+    match req.headers().get(MIN_LOG_SEQ) {
+        None => Ok(None),
+        Some(v) => v.to_str().ok().and_then(|t| t.trim().parse().ok()).map(Some).ok_or(()),
+    }
+}
+
 /// The middleware (`axum::middleware::from_fn_with_state`).
 pub async fn forward(State(f): State<Arc<Forwarder>>, req: Request, next: Next) -> Response {
     if websocket(&req) {
         return relay::open(f, req).await;
     }
     if served_locally(req.method(), req.uri().path()) {
+        match min_log_seq(&req) {
+            Ok(None) => {}
+            Ok(Some(seq)) => {
+                let mut applied = f.applied.clone();
+                let reached = tokio::time::timeout(f.node.forward_timeout, applied.wait_for(|a| *a >= seq)).await;
+                if !matches!(reached, Ok(Ok(_))) {
+                    return unavailable(format!("this node has not applied commit {seq} yet; retry shortly"));
+                }
+            }
+            Err(()) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    IssueType::Invalid,
+                    format!("{MIN_LOG_SEQ} must be a commit sequence number"),
+                )
+                .into_response()
+            }
+        }
         return next.run(req).await;
     }
     if req.headers().contains_key(FORWARDED) {

@@ -505,3 +505,36 @@ async fn three_replicas_on_one_unclustered_nats_server_is_refused_with_the_setti
     let text = std::fs::read_to_string(&log).unwrap() + &std::fs::read_to_string(dir.path().join("stderr")).unwrap();
     assert!(text.contains("cluster.replicas = 1"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_on_any_node_waits_for_the_log_seq_a_write_returned() {
+    let Some(nats) = NatsCluster::single() else { return };
+    let nodes = Nodes::start_with(&nats, 2, &[("HERALD_CLUSTER__FORWARD_TIMEOUT", "1s")]).await;
+    let first = wait_writer(&nats, None, Duration::from_secs(20)).await;
+    let w = nodes.ids.iter().position(|id| *id == first).unwrap();
+    let f = 1 - w;
+    let client = reqwest::Client::new();
+    // Written on the writer, read on the follower with the seq the write returned.
+    let r = client.put(format!("{}/Task/rw", nodes.node(w).base)).json(&task("rw")).send().await.unwrap();
+    assert!(r.status().is_success());
+    let seq: u64 = r.headers()["x-herald-log-seq"].to_str().unwrap().parse().unwrap();
+    assert!(seq > 0);
+    let read = client.get(format!("{}/Task/rw", nodes.node(f).base)).header("X-Herald-Min-Log-Seq", seq.to_string()).send().await.unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    // A forwarded write carries the writer's seq too.
+    let r = client.put(format!("{}/Task/rw2", nodes.node(f).base)).json(&task("rw2")).send().await.unwrap();
+    assert!(r.status().is_success());
+    let seq2: u64 = r.headers()["x-herald-log-seq"].to_str().unwrap().parse().unwrap();
+    assert!(seq2 > seq);
+    // A seq nobody has reached: 503 after the bound, not a stale answer; garbage: 400.
+    let ahead = client
+        .get(format!("{}/Task/rw", nodes.node(f).base))
+        .header("X-Herald-Min-Log-Seq", (seq2 + 1000).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ahead.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ahead.headers().contains_key("retry-after"));
+    let bad = client.get(format!("{}/Task/rw", nodes.node(f).base)).header("X-Herald-Min-Log-Seq", "soon").send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
