@@ -20,7 +20,7 @@
 //! machine with few cores every process shares the same CPUs, so these rows show what
 //! replication and forwarding cost, not how a cluster scales.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
@@ -101,7 +101,9 @@ async fn one(client: &reqwest::Client, s: &Settings, scratch: &Scratch, layout: 
     let dir = scratch.dir(&spec.id.to_lowercase())?;
     let receiver = Receiver::start().await?;
     let receipts = receiver.receipts.clone();
+    let started = Instant::now();
     let nats = Nats::start(layout.nats, &dir, client).await?;
+    let nats_ready = started.elapsed();
 
     let mut env = vec![("HERALD_CLUSTER__REPLICAS".to_string(), layout.nats.to_string())];
     if s.quick && std::env::var_os("HERALD_CLUSTER__LEASE_TTL").is_none() {
@@ -124,10 +126,17 @@ async fn one(client: &reqwest::Client, s: &Settings, scratch: &Scratch, layout: 
         for node in &mut nodes {
             node.wait_ready(client).await?;
         }
+        let ready = started.elapsed();
         let bases: Vec<String> = nodes.iter().map(|h| h.base.clone()).collect();
         setup::wait_writer(client, &bases, WRITER_WITHIN).await?;
+        let writer = started.elapsed();
         let target = Target { nodes: &nodes, nats_pids: nats.pids() };
-        scenarios::drive(client, s, &spec, &target, &receiver).await
+        let mut row = scenarios::drive(client, s, &spec, &target, &receiver).await?;
+        // How long the layout took to come up, from the first nats-server started.
+        row.details.insert("nats_ready_s".into(), nats_ready.as_secs_f64().into());
+        row.details.insert("nodes_ready_s".into(), ready.as_secs_f64().into());
+        row.details.insert("write_through_every_node_s".into(), writer.as_secs_f64().into());
+        Ok::<Row, crate::Error>(row)
     }
     .await;
     let result: Result<Row> = result.map_err(|e| {
