@@ -1,12 +1,17 @@
 //! `herald-load --quick` end to end (issue #9): the load tool's own ceilings, then every
-//! scenario against the debug `herald` binary. It checks only that each scenario delivered
-//! events (S5: matched them); speed belongs in BENCHMARKS.md, not in a test. Built only with
+//! scenario against the debug `herald` binary, cluster rows included (issue #22: 1 and 3 nodes
+//! on real `nats-server`s, R1 and R3). It checks only that each scenario delivered events (S5:
+//! matched them); speed belongs in BENCHMARKS.md, not in a test. Without `nats-server` the
+//! cluster rows must say they were skipped (and under `CI=true` the test fails, as the cluster
+//! tests do). Built only with
 //! `--features load` (CI runs the tests with it); it runs alone (`.config/nextest.toml`), since
 //! it loads both cores.
 
 use std::process::Command;
 
 use serde_json::Value;
+
+use crate::support::nats::NatsCluster;
 
 #[test]
 fn herald_load_quick_mode_delivers_in_every_scenario() {
@@ -30,4 +35,15 @@ fn herald_load_quick_mode_delivers_in_every_scenario() {
         assert!(row["notifications_total"].as_u64().unwrap() > 0, "nothing delivered: {row}");
     }
     assert!(stdout.contains("| S6 |"), "the table is printed:\n{stdout}");
+    if NatsCluster::available() {
+        for expected in ["S1-1n-R1", "S1-3n-R1", "S1-3n-R3"] {
+            let row =
+                rows.iter().find(|r| r["scenario"] == expected).unwrap_or_else(|| panic!("no {expected} row in {scenarios:?}\n{stdout}"));
+            assert!(row["notifications_total"].as_u64().unwrap() > 0, "nothing delivered: {row}");
+            assert!(row["cluster"]["writes_vs_sled"].as_f64().is_some(), "no ratio to S1 on sled: {row}");
+        }
+        assert!(stdout.contains("Cluster mode:"), "the cluster table is printed:\n{stdout}");
+    } else {
+        assert!(scenarios.contains(&"cluster"), "the skipped cluster rows are noted: {scenarios:?}");
+    }
 }

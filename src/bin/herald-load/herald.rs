@@ -1,7 +1,8 @@
 //! Herald as a child process: `herald serve --listen 127.0.0.1:PORT --data-dir DIR
-//! --allow-private-endpoints [--config FILE]` on a fresh data directory, its log in a file
-//! beside it, ready once `GET /readyz` answers 200. Stopped with SIGTERM (then SIGKILL after
-//! 20 s), and killed if dropped. Also the scratch directory every run writes under.
+//! --allow-private-endpoints [--config FILE]` (plus `--nats`, `--node-id` for a cluster node)
+//! on a fresh data directory, its log in a file beside it, ready once `GET /readyz` answers 200.
+//! Stopped with SIGTERM (then SIGKILL after 20 s), and killed if dropped. Also the scratch
+//! directory every run writes under.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,42 +56,73 @@ pub struct Herald {
     log: PathBuf,
 }
 
+/// How to start Herald: the binary, `--config`, and for a cluster node its extra arguments
+/// (`--nats`, `--node-id`) and environment.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    pub bin: PathBuf,
+    pub config: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// How long Herald may take to answer `/readyz` (a cluster follower waits up to a lease TTL
+/// before it serves).
+const READY_WITHIN: Duration = Duration::from_secs(120);
+
 impl Herald {
     /// Starts `bin` on a fresh data directory under `dir` and waits until it is ready.
     pub async fn start(bin: &Path, config: Option<&Path>, dir: &Path, client: &reqwest::Client) -> Result<Herald> {
+        let launch = Launch { bin: bin.to_path_buf(), config: config.map(Path::to_path_buf), ..Launch::default() };
+        let mut herald = Herald::spawn(&launch, dir)?;
+        herald.wait_ready(client).await?;
+        Ok(herald)
+    }
+
+    /// Starts Herald on a fresh data directory `dir/data`, its log in `dir/herald.log`, without
+    /// waiting for it (several cluster nodes start at once).
+    pub fn spawn(launch: &Launch, dir: &Path) -> Result<Herald> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = dir.join("herald.log");
         let out = std::fs::File::create(&log)?;
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(&launch.bin);
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir.join("data"))
             .arg("--allow-private-endpoints")
+            .args(&launch.args)
             // All load comes from 127.0.0.1, one client to the per-client connection bound.
             .env("HERALD_SERVER__MAX_CONNECTIONS_PER_CLIENT", "0")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out);
-        if let Some(c) = config {
+        if let Some(c) = &launch.config {
             cmd.arg("--config").arg(c);
         }
         if std::env::var_os("HERALD_LOG__LEVEL").is_none() && std::env::var_os("RUST_LOG").is_none() {
             cmd.env("HERALD_LOG__LEVEL", "warn");
         }
-        let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut herald = Herald { pid: child.id().to_string(), child, base: format!("http://127.0.0.1:{port}/fhir"), log };
-        let health = format!("http://127.0.0.1:{port}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(120);
+        for (k, v) in &launch.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", launch.bin.display()))?;
+        Ok(Herald { pid: child.id().to_string(), child, base: format!("http://127.0.0.1:{port}/fhir"), log })
+    }
+
+    /// Waits until `GET /readyz` answers 200.
+    pub async fn wait_ready(&mut self, client: &reqwest::Client) -> Result<()> {
+        let health = format!("{}/readyz", self.base.trim_end_matches("/fhir"));
+        let deadline = Instant::now() + READY_WITHIN;
         loop {
-            if let Some(status) = herald.child.try_wait()? {
-                return Err(format!("Herald exited before it was ready ({status}); its log:\n{}", herald.log_tail()).into());
+            if let Some(status) = self.child.try_wait()? {
+                return Err(format!("Herald exited before it was ready ({status}); its log:\n{}", self.log_tail()).into());
             }
             if let Ok(r) = client.get(&health).send().await {
                 if r.status().is_success() {
-                    return Ok(herald);
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("Herald was not ready within 120 s; its log:\n{}", herald.log_tail()).into());
+                return Err(format!("Herald was not ready within {} s; its log:\n{}", READY_WITHIN.as_secs(), self.log_tail()).into());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -7,13 +7,19 @@
 //! (`receiver`), and prints one table (`report`), optionally also as JSON. It writes nothing else
 //! outside its scratch directory, which it removes.
 //!
+//! The `cluster` scenario (`cluster`, `nats`) runs S1's workload again on Herald's cluster mode:
+//! 1 node on one NATS server, 3 nodes on one, 3 nodes on three (R3), each NATS server and node
+//! started and removed by herald-load.
+//!
 //! `--quick` (CI) runs each scenario for about a second with tiny numbers and checks only that
 //! events were delivered in each one; it never checks a speed.
 
 mod ceiling;
 mod client;
+mod cluster;
 mod herald;
 mod matching;
+mod nats;
 mod proc;
 mod receiver;
 mod report;
@@ -38,12 +44,15 @@ pub enum Scenario {
     S4,
     S5,
     S6,
+    /// S1's workload on cluster mode: 1 node on 1 NATS server (R1), 3 nodes on 1 (R1), 3 nodes
+    /// on 3 (R3), next to S1 on single-node sled.
+    Cluster,
 }
 
 #[derive(Parser)]
 #[command(
     name = "herald-load",
-    about = "Measures this machine's ceilings, then Herald's throughput, latency, CPU and memory in six scenarios",
+    about = "Measures this machine's ceilings, then Herald's throughput, latency, CPU and memory in six scenarios and in cluster mode",
     after_help = "Build: cargo build --release --features load. BENCHMARKS.md explains every column."
 )]
 struct Args {
@@ -53,8 +62,10 @@ struct Args {
     /// Configuration file passed to `herald serve --config`.
     #[arg(long, value_name = "FILE")]
     herald_config: Option<PathBuf>,
-    /// Scenarios to run, comma-separated. S6 also runs S1 (for its rate) unless --open-rate is given.
-    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "S1,S2,S3,S4,S5,S6")]
+    /// Scenarios to run, comma-separated. S6 also runs S1 (for its rate) unless --open-rate is
+    /// given; `cluster` runs S1 too (its reference) and needs `nats-server` on PATH (without it
+    /// its rows are skipped with a note).
+    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "S1,S2,S3,S4,S5,S6,cluster")]
     scenarios: Vec<Scenario>,
     /// Measured seconds per ceiling and scenario [default: 20; --quick: 1].
     #[arg(long, value_name = "SECS", value_parser = seconds)]

@@ -64,9 +64,27 @@ pub struct Row {
     pub notifications_total: Option<u64>,
     /// S5: matches found while timing (quick mode checks it is not zero).
     pub matches: Option<u64>,
+    /// Cluster rows: the layout, nats-server's CPU and the ratios to S1 on sled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterFigures>,
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub details: Map<String, Value>,
+}
+
+/// What a cluster row adds (`cluster::run`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClusterFigures {
+    /// Herald nodes; the load is spread over all of them.
+    pub nodes: usize,
+    pub nats_servers: usize,
+    /// JetStream replicas of the commit log stream and the lease bucket.
+    pub replicas: usize,
+    /// Every nats-server's user + system CPU over the window, summed, 100 = one core.
+    pub nats_cpu_percent: Option<f64>,
+    /// This row's acknowledged writes/s over S1's (one Herald on sled) in the same run.
+    pub writes_vs_sled: Option<f64>,
+    pub notifications_vs_sled: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -227,16 +245,6 @@ impl Report {
         t.push_str("| scenario | what | acked writes/s | notifications/s | write→receipt p50 / p99 / p999 | ack p50 / p99 | writes ÷ HTTP ceiling | writes ÷ durable ceiling | notifications ÷ HTTP ceiling | Herald CPU | Herald peak RSS | herald-load CPU | notes |\n");
         t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
-            let mut notes = r.notes.clone();
-            if r.errors > 0 {
-                notes.push(format!("{} writes not acknowledged (first: {})", r.errors, r.first_error.as_deref().unwrap_or("?")));
-            }
-            if let Some(u) = r.undelivered.filter(|u| *u > 0) {
-                notes.push(format!("{u} notifications not received by the end of the drain"));
-            }
-            if let Some(o) = r.out_of_order.filter(|o| *o > 0) {
-                notes.push(format!("{o} events out of order or repeated"));
-            }
             let _ = writeln!(
                 t,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -252,10 +260,65 @@ impl Report {
                 opt(r.herald_cpu_percent, " %"),
                 opt(r.herald_peak_rss_mib, " MiB"),
                 opt(r.load_cpu_percent, " %"),
-                notes.join("; ").replace('|', "/")
+                Self::notes(r)
             );
         }
+        self.cluster_table(&mut t);
         t
+    }
+
+    /// A row's notes with its errors, missing and out-of-order notifications, for a table cell.
+    fn notes(r: &Row) -> String {
+        let mut notes = r.notes.clone();
+        if r.errors > 0 {
+            notes.push(format!("{} writes not acknowledged (first: {})", r.errors, r.first_error.as_deref().unwrap_or("?")));
+        }
+        if let Some(u) = r.undelivered.filter(|u| *u > 0) {
+            notes.push(format!("{u} notifications not received by the end of the drain"));
+        }
+        if let Some(o) = r.out_of_order.filter(|o| *o > 0) {
+            notes.push(format!("{o} events out of order or repeated"));
+        }
+        notes.join("; ").replace('|', "/")
+    }
+
+    /// When cluster rows ran: S1 and the cluster rows side by side, with the ratios to S1.
+    fn cluster_table(&self, t: &mut String) {
+        let rows: Vec<&Row> = self.rows.iter().filter(|r| r.cluster.is_some() || r.scenario == "S1").collect();
+        if !rows.iter().any(|r| r.cluster.is_some()) {
+            return;
+        }
+        t.push_str("\nCluster mode: S1's workload on one Herald on sled and on cluster nodes (ratios to the sled row of this run)\n\n");
+        t.push_str("| row | Herald nodes | commit log | acked writes/s | ÷ sled | notifications/s | ÷ sled | ack p50 / p99 | write→receipt p50 / p99 | Herald CPU (all nodes) | nats-server CPU | notes |\n");
+        t.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for r in rows {
+            let (nodes, log, writes, notifications, nats_cpu) = match &r.cluster {
+                None => ("1".to_string(), "sled (group fsync)".to_string(), "100 %".to_string(), "100 %".to_string(), "—".to_string()),
+                Some(c) => (
+                    c.nodes.to_string(),
+                    format!("JetStream R{} on {} NATS server{}", c.replicas, c.nats_servers, if c.nats_servers == 1 { "" } else { "s" }),
+                    ratio(c.writes_vs_sled),
+                    ratio(c.notifications_vs_sled),
+                    opt(c.nats_cpu_percent, " %"),
+                ),
+            };
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.scenario,
+                nodes,
+                log,
+                opt(r.writes_per_s, ""),
+                writes,
+                opt(r.notifications_per_s, ""),
+                notifications,
+                latency(&r.ack_latency, false),
+                latency(&r.receipt_latency, false),
+                opt(r.herald_cpu_percent, " %"),
+                nats_cpu,
+                Self::notes(r)
+            );
+        }
     }
 
     pub fn write_json(&self, path: &Path) -> Result<()> {

@@ -19,30 +19,38 @@ use crate::receiver::{Receipt, Receiver};
 use crate::report::{count, num, Latency, Report, Row};
 use crate::setup::{self, Filter, Plan};
 use crate::workload::{Owners, TaskWrites};
-use crate::{matching, proc, Result, Scenario, Settings};
+use crate::{cluster, matching, proc, Result, Scenario, Settings};
 
 /// The owner of every Task written, except in S2.
-const OWNER: &str = "load";
+pub const OWNER: &str = "load";
 
 /// S3: events whose fan-out may be outstanding before the writer waits.
 const FANOUT_AHEAD: u64 = 2;
 
-enum Drive {
+pub enum Drive {
     Closed { concurrency: usize, gate_ahead: Option<u64> },
     Open { rate: f64 },
 }
 
-struct Spec<'a> {
-    id: &'static str,
-    what: String,
-    plan: Plan<'a>,
-    owners: Owners,
-    body_bytes: usize,
-    drive: Drive,
+pub struct Spec<'a> {
+    pub id: &'static str,
+    pub what: String,
+    pub plan: Plan<'a>,
+    pub owners: Owners,
+    pub body_bytes: usize,
+    pub drive: Drive,
     /// Notifications each write should cause.
-    per_write: u64,
+    pub per_write: u64,
     /// S2: report Herald's RSS growth per 1,000 subscriptions.
-    rss_per_1k: bool,
+    pub rss_per_1k: bool,
+}
+
+/// The Herald processes a scenario drives: one on sled, or a cluster's nodes, whose NATS
+/// servers' CPU is sampled apart. Setup goes through the first node; writes are spread over
+/// all of them.
+pub struct Target<'a> {
+    pub nodes: &'a [Herald],
+    pub nats_pids: Vec<String>,
 }
 
 pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
@@ -58,24 +66,19 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
     let one = |content| Plan { count: 1, content, filter: Filter::Owner(OWNER), max_count: s.max_count };
 
     let mut s1_rate = None;
-    if s.runs(Scenario::S1) || (s.runs(Scenario::S6) && s.open_rate.is_none()) {
-        let spec = Spec {
-            id: "S1",
-            what: format!("Task updates, {} in flight, 1 subscription (every event), id-only", s.concurrency),
-            plan: one("id-only"),
-            owners: Owners::One(OWNER),
-            body_bytes: 0,
-            drive: Drive::Closed { concurrency: s.concurrency, gate_ahead: None },
-            per_write: 1,
-            rss_per_1k: false,
-        };
-        let mut row = delivery(&client, s, &scratch, spec).await?;
+    let for_s6 = s.runs(Scenario::S6) && s.open_rate.is_none();
+    if s.runs(Scenario::S1) || for_s6 || s.runs(Scenario::Cluster) {
+        let mut row = delivery(&client, s, &scratch, s1(s)).await?;
         small_ceilings.apply(&mut row);
         if !s.runs(Scenario::S1) {
-            row.notes.push("run for S6's rate".into());
+            row.notes.push(if for_s6 { "run for S6's rate" } else { "run as the cluster rows' reference" }.into());
         }
         s1_rate = row.writes_per_s;
+        let sled = row.clone();
         report.push(row);
+        if s.runs(Scenario::Cluster) {
+            cluster::run(&client, s, &scratch, &sled, &small_ceilings, report).await?;
+        }
     }
     if s.runs(Scenario::S2) {
         let n = s.subscriptions;
@@ -154,6 +157,20 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// S1: Task updates, `--concurrency` in flight, one id-only subscription matching every write.
+pub fn s1(s: &Settings) -> Spec<'static> {
+    Spec {
+        id: "S1",
+        what: format!("Task updates, {} in flight, 1 subscription (every event), id-only", s.concurrency),
+        plan: Plan { count: 1, content: "id-only", filter: Filter::Owner(OWNER), max_count: s.max_count },
+        owners: Owners::One(OWNER),
+        body_bytes: 0,
+        drive: Drive::Closed { concurrency: s.concurrency, gate_ahead: None },
+        per_write: 1,
+        rss_per_1k: false,
+    }
+}
+
 /// Both ceilings for the body size of `writes`.
 async fn ceilings(client: &reqwest::Client, writes: &TaskWrites, s: &Settings, scratch: &Scratch, report: &mut Report) -> Result<Ceilings> {
     let bytes = writes.typical_bytes();
@@ -170,22 +187,32 @@ async fn ceilings(client: &reqwest::Client, writes: &TaskWrites, s: &Settings, s
     Ok(c)
 }
 
-/// Herald's and herald-load's CPU over the window, in percent of one core.
-async fn sample_cpu(pid: String, window: Window) -> Result<(f64, f64)> {
-    tokio::time::sleep_until(window.from.into()).await;
-    let (h0, s0) = (proc::cpu_seconds(&pid)?, proc::cpu_seconds("self")?);
-    tokio::time::sleep_until(window.until.into()).await;
-    let (h1, s1) = (proc::cpu_seconds(&pid)?, proc::cpu_seconds("self")?);
-    Ok((proc::percent(h0, h1, window.secs()), proc::percent(s0, s1, window.secs())))
+/// CPU over the window, in percent of one core: Herald's (every node's, summed),
+/// herald-load's own, and the NATS servers' (summed).
+struct Cpu {
+    herald: f64,
+    load: f64,
+    nats: f64,
 }
 
-async fn delivery(client: &reqwest::Client, s: &Settings, scratch: &Scratch, spec: Spec<'_>) -> Result<Row> {
+async fn sample_cpu(herald: Vec<String>, nats: Vec<String>, window: Window) -> Result<Cpu> {
+    let total = |pids: &[String]| pids.iter().map(|p| proc::cpu_seconds(p)).sum::<Result<f64>>();
+    tokio::time::sleep_until(window.from.into()).await;
+    let (h0, s0, n0) = (total(&herald)?, proc::cpu_seconds("self")?, total(&nats)?);
+    tokio::time::sleep_until(window.until.into()).await;
+    let (h1, s1, n1) = (total(&herald)?, proc::cpu_seconds("self")?, total(&nats)?);
+    let secs = window.secs();
+    Ok(Cpu { herald: proc::percent(h0, h1, secs), load: proc::percent(s0, s1, secs), nats: proc::percent(n0, n1, secs) })
+}
+
+pub async fn delivery(client: &reqwest::Client, s: &Settings, scratch: &Scratch, spec: Spec<'_>) -> Result<Row> {
     eprintln!("== {}: {}", spec.id, spec.what);
     let dir = scratch.dir(&spec.id.to_lowercase())?;
     let receiver = Receiver::start().await?;
     let receipts = receiver.receipts.clone();
     let herald = Herald::start(&s.herald, s.herald_config.as_deref(), &dir, client).await?;
-    let result = drive(client, s, &spec, &herald, &receiver).await;
+    let target = Target { nodes: std::slice::from_ref(&herald), nats_pids: Vec::new() };
+    let result = drive(client, s, &spec, &target, &receiver).await;
     let result: Result<Row> = match result {
         Ok(row) => Ok(row),
         Err(e) => Err(format!("{}: {e}\nHerald's log ends:\n{}", spec.id, herald.log_tail()).into()),
@@ -202,7 +229,8 @@ async fn delivery(client: &reqwest::Client, s: &Settings, scratch: &Scratch, spe
     Ok(row)
 }
 
-async fn drive(client: &reqwest::Client, s: &Settings, spec: &Spec<'_>, herald: &Herald, receiver: &Receiver) -> Result<Row> {
+pub async fn drive(client: &reqwest::Client, s: &Settings, spec: &Spec<'_>, target: &Target<'_>, receiver: &Receiver) -> Result<Row> {
+    let herald = target.nodes.first().ok_or("no Herald to drive")?;
     let base = herald.base.clone();
     let receipts = receiver.receipts.clone();
     setup::create_topic(client, &base).await?;
@@ -214,9 +242,13 @@ async fn drive(client: &reqwest::Client, s: &Settings, spec: &Spec<'_>, herald: 
     let active = started.elapsed();
     let rss_after = herald.rss_mib()?;
 
-    let writes = TaskWrites::new(&base, spec.owners, spec.body_bytes);
+    let mut writes = TaskWrites::new(&base, spec.owners, spec.body_bytes);
+    if target.nodes.len() > 1 {
+        writes = writes.spread_over(&target.nodes.iter().map(|h| h.base.clone()).collect::<Vec<_>>());
+    }
     let window = Window::starting_now(s.warmup, s.duration);
-    let cpu = tokio::spawn(sample_cpu(herald.pid().to_string(), window));
+    let pids = target.nodes.iter().map(|h| h.pid().to_string()).collect();
+    let cpu = tokio::spawn(sample_cpu(pids, target.nats_pids.clone(), window));
     let outcome = match spec.drive {
         Drive::Closed { concurrency, gate_ahead } => {
             let gate = gate_ahead.map(|ahead| Gate { receipts: receipts.clone(), per_write: spec.per_write, ahead });
@@ -224,7 +256,7 @@ async fn drive(client: &reqwest::Client, s: &Settings, spec: &Spec<'_>, herald: 
         }
         Drive::Open { rate } => client::open_loop(client, &writes, rate, u32::try_from(s.concurrency)?, window).await?,
     };
-    let (herald_cpu, load_cpu) = cpu.await??;
+    let cpu = cpu.await??;
 
     let expected = outcome.acked_total.saturating_mul(spec.per_write);
     let drain_deadline = Instant::now() + s.drain;
@@ -236,9 +268,12 @@ async fn drive(client: &reqwest::Client, s: &Settings, spec: &Spec<'_>, herald: 
     let notifications = receipts.events_between(window.from, window.until);
 
     let mut row = row_of(spec, &outcome, &receipt, undelivered, notifications);
-    row.herald_cpu_percent = Some(herald_cpu);
-    row.load_cpu_percent = Some(load_cpu);
-    row.herald_peak_rss_mib = herald.peak_rss_mib().ok();
+    row.herald_cpu_percent = Some(cpu.herald);
+    row.load_cpu_percent = Some(cpu.load);
+    row.herald_peak_rss_mib = target.nodes.iter().map(Herald::peak_rss_mib).sum::<Result<f64>>().ok();
+    if !target.nats_pids.is_empty() {
+        row.details.insert("nats_cpu_percent".into(), cpu.nats.into());
+    }
     row.out_of_order = Some(receipts.out_of_order());
     row.notifications_total = Some(receipts.events());
     row.details.insert("notification_bundles".into(), receipts.bundles().into());

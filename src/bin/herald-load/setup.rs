@@ -116,3 +116,32 @@ pub async fn wait_active(client: &reqwest::Client, base: &str, ids: &[String], c
         .await?;
     Ok(())
 }
+
+/// Cluster rows: waits until a write through each of `bases` is acknowledged, i.e. a writer
+/// was elected and every node forwards to it. Each node writes its own probe Task (written
+/// before the topic exists, so it notifies nothing); 503 (no writer yet) and refused
+/// connections are retried until `within` has passed.
+pub async fn wait_writer(client: &reqwest::Client, bases: &[String], within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    for (i, base) in bases.iter().enumerate() {
+        let url = format!("{base}/Task/herald-load-probe-{i}");
+        let body = json!({ "resourceType": "Task", "id": format!("herald-load-probe-{i}"), "status": "requested", "intent": "order" });
+        loop {
+            let last = match client.put(&url).header("content-type", "application/fhir+json").json(&body).send().await {
+                Ok(r) if r.status().is_success() => break,
+                Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => "503".to_string(),
+                Ok(r) => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    return Err(format!("PUT {url}: {status}: {}", text.chars().take(500).collect::<String>()).into());
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                return Err(format!("no write through {base} was acknowledged within {} s (last: {last})", within.as_secs()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

@@ -40,6 +40,9 @@ pub struct Request {
 pub struct TaskWrites {
     /// FHIR base, e.g. `http://127.0.0.1:8080/fhir`.
     pub base: String,
+    /// Cluster rows: the nodes' FHIR bases; Task `lt{n}` (worker `n` of the closed loop) is
+    /// written through node `n % len`, so that every node takes its share. Empty: `base`.
+    pub spread: Vec<String>,
     pub owners: Owners,
     /// Pad the description so that the body is about this many bytes (0: no padding).
     pub body_bytes: usize,
@@ -47,11 +50,22 @@ pub struct TaskWrites {
 
 impl TaskWrites {
     pub fn new(base: &str, owners: Owners, body_bytes: usize) -> TaskWrites {
-        TaskWrites { base: base.trim_end_matches('/').to_string(), owners, body_bytes }
+        TaskWrites { base: base.trim_end_matches('/').to_string(), spread: Vec::new(), owners, body_bytes }
     }
 
     pub fn with_base(&self, base: &str) -> TaskWrites {
-        TaskWrites { base: base.trim_end_matches('/').to_string(), ..self.clone() }
+        TaskWrites { base: base.trim_end_matches('/').to_string(), spread: Vec::new(), ..self.clone() }
+    }
+
+    /// The same writes, round-robin per Task over `bases` (see `spread`).
+    pub fn spread_over(&self, bases: &[String]) -> TaskWrites {
+        TaskWrites { spread: bases.iter().map(|b| b.trim_end_matches('/').to_string()).collect(), ..self.clone() }
+    }
+
+    /// The FHIR base Task `lt{task}` is written through.
+    fn base_of(&self, task: u32) -> &str {
+        let n = self.spread.len().max(1);
+        usize::try_from(task).ok().and_then(|t| self.spread.get(t % n)).unwrap_or(&self.base)
     }
 
     /// The `seq`-th write to Task `lt{task}`.
@@ -79,7 +93,7 @@ impl TaskWrites {
         if self.body_bytes > text.len() {
             text = body(self.body_bytes - text.len());
         }
-        Request { url: format!("{}/Task/lt{task}", self.base), body: Bytes::from(text) }
+        Request { url: format!("{}/Task/lt{task}", self.base_of(task)), body: Bytes::from(text) }
     }
 
     /// The size of a typical write (the sled ceiling writes records of this size).
@@ -122,5 +136,8 @@ mod tests {
         assert_eq!(task_number("http://h/fhir/Task/lt42"), Some(42));
         assert_eq!(etag_version("W/\"12\""), Some(12));
         assert_eq!(key(1, 2), (1 << 32) | 2);
+        let spread = small.spread_over(&["http://a/fhir".into(), "http://b/fhir/".into()]);
+        assert_eq!(spread.request(0, 1).url, "http://a/fhir/Task/lt0");
+        assert_eq!(spread.request(3, 1).url, "http://b/fhir/Task/lt3");
     }
 }
