@@ -24,7 +24,7 @@ fn herald_chaos_quick_mode_loses_reuses_and_reorders_nothing() {
         .unwrap_or_else(|e| panic!("no JSON report ({e}); status {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status));
     let scenarios = report["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["crash-loop", "disk-full", "long-outage", "hostile-receivers", "damaged-dirs"], "{stdout}");
+    assert_eq!(names, ["crash-loop", "disk-full", "long-outage", "hostile-receivers", "damaged-dirs", "cluster-crash"], "{stdout}");
     for s in scenarios {
         let name = s["name"].as_str().unwrap();
         match s["status"].as_str().unwrap() {

@@ -20,6 +20,8 @@ pub struct Launch {
     pub port: u16,
     pub log: PathBuf,
     env: Vec<(String, String)>,
+    /// Arguments after the fixed ones (`--nats URL --node-id NAME` for a cluster node).
+    args: Vec<String>,
 }
 
 impl Launch {
@@ -41,7 +43,14 @@ impl Launch {
             port,
             log: log.to_path_buf(),
             env: env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(),
+            args: Vec::new(),
         }
+    }
+
+    /// Adds arguments after the fixed ones.
+    pub fn args(mut self, args: &[&str]) -> Launch {
+        self.args.extend(args.iter().map(|a| (*a).to_string()));
+        self
     }
 
     /// Sets (or replaces) one `HERALD_*` variable.
@@ -62,6 +71,7 @@ impl Launch {
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port), "--data-dir"])
             .arg(&self.data)
             .arg("--allow-private-endpoints")
+            .args(&self.args)
             .env_remove("RUST_LOG")
             .env_remove("HERALD_CONFIG")
             .stdin(Stdio::null())

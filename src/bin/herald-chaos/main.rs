@@ -2,11 +2,12 @@
 //!
 //! It runs the real `herald` binary as a child process (`herald`) on loopback ports, with a
 //! fresh data directory per scenario and hand-written receivers that can misbehave at the TCP
-//! level (`receiver`), puts it through five fault scenarios (`crash_loop`, `disk_full`,
-//! `outage`, `hostile`, `damaged`) while `writers` keep creating Tasks, waits for delivery to
-//! catch up (`drain`), checks what crossed the wire against what was acknowledged (`ledger`),
-//! and prints one Markdown table of expectations with PASS/FAIL (`report`), optionally also as
-//! JSON. It writes nothing outside its scratch directory (`scratch`), which it removes.
+//! level (`receiver`), puts it through six fault scenarios (`crash_loop`, `disk_full`,
+//! `outage`, `hostile`, `damaged`, and the crash loop against three cluster nodes,
+//! `cluster_crash`) while `writers` keep creating Tasks, waits for delivery to catch up
+//! (`drain`), checks what crossed the wire against what was acknowledged (`ledger`), and prints
+//! one Markdown table of expectations with PASS/FAIL (`report`), optionally also as JSON. It
+//! writes nothing outside its scratch directory (`scratch`), which it removes.
 //!
 //! The exit status is 0 when every scenario ran (or was skipped with a reason) and no
 //! acknowledged write was lost, no event number reused and no first delivery out of order. A
@@ -14,6 +15,7 @@
 //! table is how those are tracked.
 
 mod client;
+mod cluster_crash;
 mod crash_loop;
 mod damaged;
 mod disk_full;
@@ -48,6 +50,8 @@ pub enum Scenario {
     Hostile,
     /// Foreign, truncated and newer-format data directories.
     Damaged,
+    /// The crash loop against three cluster nodes on one NATS server, the writer killed often.
+    Cluster,
 }
 
 impl Scenario {
@@ -59,6 +63,7 @@ impl Scenario {
             Scenario::Outage => "long-outage",
             Scenario::Hostile => "hostile-receivers",
             Scenario::Damaged => "damaged-dirs",
+            Scenario::Cluster => "cluster-crash",
         }
     }
 }
@@ -66,7 +71,7 @@ impl Scenario {
 #[derive(Parser)]
 #[command(
     name = "herald-chaos",
-    about = "Puts the herald binary through crashes, a full disk, a long outage, hostile receivers and damaged data directories",
+    about = "Puts the herald binary through crashes, a full disk, a long outage, hostile receivers, damaged data directories and crashes of cluster nodes",
     after_help = "Build: cargo build --release --features load. RELIABILITY.md explains every row."
 )]
 struct Args {
@@ -74,9 +79,9 @@ struct Args {
     #[arg(long, value_name = "PATH", default_value = "target/release/herald")]
     herald: PathBuf,
     /// Scenarios to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "crash,disk,outage,hostile,damaged")]
+    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "crash,disk,outage,hostile,damaged,cluster")]
     scenarios: Vec<Scenario>,
-    /// Crash loop: kill -9 / restart cycles [default: 100; --quick: 5].
+    /// Crash loops: kill -9 / restart cycles [default: 100, cluster 30; --quick: 5, cluster 3].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     cycles: Option<u32>,
     /// Seed of every random choice (kill moments, receiver behaviour) [default: from the clock;
@@ -105,6 +110,8 @@ pub struct Settings {
     pub herald: PathBuf,
     pub scenarios: Vec<Scenario>,
     pub cycles: u32,
+    /// The cluster crash loop's cycles (each costs a failover, so fewer by default).
+    pub cluster_cycles: u32,
     pub seed: u64,
     pub outage: Duration,
     pub quick: bool,
@@ -121,6 +128,7 @@ impl Settings {
             herald: a.herald.clone(),
             scenarios,
             cycles: a.cycles.unwrap_or(if a.quick { 5 } else { 100 }),
+            cluster_cycles: a.cycles.unwrap_or(if a.quick { 3 } else { 30 }),
             seed: a.seed.unwrap_or(clock % 1_000_000_007),
             outage: a.outage.unwrap_or(Duration::from_secs(if a.quick { 10 } else { 120 })),
             quick: a.quick,
@@ -153,6 +161,7 @@ async fn run_one(s: Scenario, settings: &Settings, found: &mut report::Findings)
         Scenario::Outage => outage::run(settings, found).await,
         Scenario::Hostile => hostile::run(settings, found).await,
         Scenario::Damaged => damaged::run(settings, found).await,
+        Scenario::Cluster => cluster_crash::run(settings, found).await,
     }
 }
 

@@ -19,6 +19,8 @@ use crate::client;
 pub struct Acked {
     pub id: String,
     pub sent: Instant,
+    /// When the 201 arrived.
+    pub done: Instant,
 }
 
 #[derive(Default)]
@@ -57,18 +59,31 @@ impl Tally {
 impl Writers {
     /// `count` writers against `base`, each writing once every `period`.
     pub fn start(client: &reqwest::Client, base: &str, count: usize, period: Duration) -> Writers {
+        Writers::start_over(client, &[base.to_string()], count, period)
+    }
+
+    /// `count` writers spread over `bases` (the nodes of a cluster): writer `i` sends its `k`th
+    /// write to `bases[(i + k) % bases.len()]`, so that every node gets writes all the time.
+    pub fn start_over(client: &reqwest::Client, bases: &[String], count: usize, period: Duration) -> Writers {
         let shared = Arc::new(Shared::default());
         let mut tasks = JoinSet::new();
-        for _ in 0..count.max(1) {
-            let (client, base, shared) = (client.clone(), base.to_string(), shared.clone());
+        let bases: Arc<Vec<String>> = Arc::new(bases.to_vec());
+        for i in 0..count.max(1) {
+            let (client, bases, shared) = (client.clone(), bases.clone(), shared.clone());
             tasks.spawn(async move {
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                let mut k = i;
                 while !shared.stop.load(Ordering::Relaxed) {
                     tick.tick().await;
+                    let Some(base) = bases.get(k % bases.len().max(1)) else { return };
+                    k = k.wrapping_add(1);
                     let sent = Instant::now();
-                    match client::create_task(&client, &base, 0).await {
-                        Ok((_, Some(id))) => shared.acked.lock().unwrap_or_else(PoisonError::into_inner).push(Acked { id, sent }),
+                    match client::create_task(&client, base, 0).await {
+                        Ok((_, Some(id))) => {
+                            let done = Instant::now();
+                            shared.acked.lock().unwrap_or_else(PoisonError::into_inner).push(Acked { id, sent, done });
+                        }
                         Ok((a, None)) => {
                             *shared.refused.lock().unwrap_or_else(PoisonError::into_inner).entry(a.status).or_insert(0) += 1;
                         }
@@ -80,6 +95,12 @@ impl Writers {
             });
         }
         Writers { shared, tasks }
+    }
+
+    /// When the first write sent at or after `since` was acknowledged, if one was yet.
+    pub fn first_acked_since(&self, since: Instant) -> Option<Instant> {
+        let acked = self.shared.acked.lock().unwrap_or_else(PoisonError::into_inner);
+        acked.iter().filter(|a| a.sent >= since).map(|a| a.done).min()
     }
 
     /// Stops every writer (each finishes the write it has in flight) and returns the tally.
