@@ -85,7 +85,7 @@ fn topic() -> Result<herald::fhir::topic::TopicSpec, Failure> {
 /// Parsed and bound subscriptions `s{i}` filtered by `owner=Organization/o{i}` (and
 /// `status=requested` when `with_status`).
 fn entries(registry: &Registry, n: usize, with_status: bool) -> Result<Vec<Arc<SubEntry>>, Failure> {
-    let limits = SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100 };
+    let limits = SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100, default_max_count: 1 };
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let mut filters = vec![json!({ "filterParameter": "owner", "value": format!("Organization/o{i}") })];

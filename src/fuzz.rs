@@ -188,7 +188,7 @@ proptest! {
 
     #[test]
     fn subscriptions_and_topics_parse_or_fail_cleanly(body in json_value()) {
-        let limits = SubscriptionLimits { max_timeout_secs: 120, max_heartbeat_secs: 86_400, max_count: 1000 };
+        let limits = SubscriptionLimits { max_timeout_secs: 120, max_heartbeat_secs: 86_400, max_count: 1000 , default_max_count: 1};
         let mut sub = body.clone();
         if let Some(o) = sub.as_object_mut() {
             o.insert("resourceType".into(), json!("Subscription"));

@@ -219,6 +219,7 @@ pub(crate) async fn start(
             max_timeout_secs: cfg.duration("subscriptions.max_timeout").as_secs(),
             max_heartbeat_secs: cfg.duration("subscriptions.max_heartbeat_period").as_secs(),
             max_count: cfg.subscriptions.max_count,
+            default_max_count: cfg.subscriptions.default_max_count,
         },
         enforce_task_state_machine: cfg.ingest.enforce_task_state_machine,
         retention: ingest::Retention {

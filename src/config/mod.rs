@@ -201,6 +201,12 @@ impl Config {
                 message: "must be longer than store.dangerous_flush_delay".into(),
             });
         }
+        if self.subscriptions.default_max_count == 0 || self.subscriptions.default_max_count > self.subscriptions.max_count {
+            return Err(ConfigError::Invalid {
+                key: "subscriptions.default_max_count",
+                message: format!("must be between 1 and subscriptions.max_count ({})", self.subscriptions.max_count),
+            });
+        }
         if self.subscriptions.purge_batch == 0 {
             return Err(ConfigError::Invalid { key: "subscriptions.purge_batch", message: "must be at least 1".into() });
         }
@@ -386,6 +392,22 @@ mod tests {
         assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(cfg.store.data_dir, PathBuf::from("./data"));
         assert!(!cfg.delivery.allow_private_endpoints);
+    }
+
+    #[test]
+    fn default_max_count_is_one_and_bounded_by_max_count() {
+        let cfg = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(cfg.subscriptions.default_max_count, 1);
+        let ok = Config::load(None, env(&[("HERALD_SUBSCRIPTIONS__DEFAULT_MAX_COUNT", "50")]), &Overrides::default()).unwrap();
+        assert_eq!(ok.subscriptions.default_max_count, 50);
+        for bad in ["0", "1001"] {
+            let err = Config::load(None, env(&[("HERALD_SUBSCRIPTIONS__DEFAULT_MAX_COUNT", bad)]), &Overrides::default()).err();
+            assert!(
+                matches!(err, Some(ConfigError::Invalid { key: "subscriptions.default_max_count", .. })),
+                "{bad}: {:?}",
+                err.map(|e| e.to_string())
+            );
+        }
     }
 
     #[test]

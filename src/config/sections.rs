@@ -308,6 +308,11 @@ pub struct SubscriptionSettings {
     pub max_timeout: String,
     pub max_heartbeat_period: String,
     pub max_count: u64,
+    /// The `maxCount` of a Subscription that gives none (R5 lets the server choose; 1 to
+    /// `max_count`). 1: every event is its own notification; more: a lane sends up to this many
+    /// pending events per POST or frame, which multiplies a busy subscription's throughput at
+    /// the cost of clients that expect one event per notification.
+    pub default_max_count: u64,
     /// Most events one `$events` call returns.
     pub max_events_per_query: usize,
     /// Retention: delivered events beyond the newest `events_keep` of a subscription, or older

@@ -156,6 +156,8 @@ pub struct SubscriptionLimits {
     pub max_timeout_secs: u64,
     pub max_heartbeat_secs: u64,
     pub max_count: u64,
+    /// The `maxCount` of a Subscription that gives none (`subscriptions.default_max_count`).
+    pub default_max_count: u64,
 }
 
 /// A validated Subscription.
@@ -179,7 +181,8 @@ pub struct SubscriptionSpec {
     pub timeout_secs: Option<u64>,
     pub content_type: String,
     pub content: ContentLevel,
-    /// Events per notification bundle; 1 when `maxCount` is absent.
+    /// Events per notification bundle; `SubscriptionLimits::default_max_count` when `maxCount`
+    /// is absent.
     pub max_count: u64,
     pub end: Option<Millis>,
     pub filters: Vec<Filter>,

@@ -14,7 +14,7 @@ use crate::registry::Registry;
 const BASE: &str = "http://herald.test/fhir";
 
 fn limits() -> SubscriptionLimits {
-    SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100 }
+    SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100, default_max_count: 1 }
 }
 
 /// `(id, triggers, canFilterBy)`; the url is `http://herald.test/topic/{id}`.

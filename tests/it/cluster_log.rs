@@ -194,7 +194,7 @@ impl LaneSink for NoLanes {
 }
 
 fn limits() -> SubscriptionLimits {
-    SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100 }
+    SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100, default_max_count: 1 }
 }
 
 fn put(resource: Value) -> WriteEntry {

@@ -23,7 +23,7 @@ const BASE: &str = "http://herald.test/fhir";
 const T: Duration = Duration::from_secs(10);
 
 fn limits() -> SubscriptionLimits {
-    SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100 }
+    SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100, default_max_count: 1 }
 }
 
 // ---------------------------------------------------------------------------------------------

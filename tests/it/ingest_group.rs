@@ -40,7 +40,7 @@ impl Committer {
         let (ingest, queue) = ingest::channel(64);
         let cfg = CommitterConfig {
             base_url: BASE.into(),
-            limits: SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100 },
+            limits: SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100, default_max_count: 1 },
             enforce_task_state_machine: false,
             retention: Retention { keep: 1000, max_age: Duration::from_secs(3600), interval: Duration::from_secs(3600), batch: 10_000 },
             entities: Default::default(),

@@ -549,3 +549,32 @@ async fn a_lane_of_a_deleted_subscription_cannot_touch_the_id_reused() {
     let stray = old_rx.drain().await;
     assert!(stray.is_empty(), "the old endpoint got {} more notifications", stray.len());
 }
+
+/// `subscriptions.default_max_count`: the operator's `maxCount` for Subscriptions that give
+/// none. With the default (1) a backlog goes out one event per notification; with 3, in
+/// batches of up to 3, in order, numbers unchanged.
+#[tokio::test]
+async fn the_operator_default_max_count_batches_subscriptions_that_give_none() {
+    for (default, most) in [(1u64, 1usize), (3, 3)] {
+        let server = TestServer::start_with(|cfg| cfg.subscriptions.default_max_count = default).await;
+        let rx = Receiver::start().await;
+        server.task_topic(TOPIC).await;
+        rx.set_status(500);
+        let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+        server.wait_status(&id, "error", T).await;
+        for _ in 0..7 {
+            server.create_task("requested", "Organization/lab").await;
+        }
+        rx.set_status(200);
+        let (_, mut sub) = server.get(&format!("Subscription/{id}")).await;
+        assert!(sub.get("maxCount").is_none(), "the stored Subscription stays as written: {sub}");
+        sub["status"] = json!("requested");
+        server.put(&format!("Subscription/{id}"), &sub).await;
+        let got = rx.events(7, T).await;
+        let sizes: Vec<usize> = got.iter().map(|r| r.event_numbers().len()).collect();
+        assert!(sizes.iter().all(|&n| n <= most), "default {default}: {sizes:?}");
+        assert_eq!(sizes.iter().any(|&n| n > 1), most > 1, "default {default}: {sizes:?}");
+        let numbers: Vec<u64> = got.iter().flat_map(|r| r.event_numbers()).collect();
+        assert_eq!(numbers, (1..=7).collect::<Vec<_>>());
+    }
+}

@@ -30,7 +30,7 @@ fn topic() -> Result<TopicSpec> {
 }
 
 fn registry(n: usize) -> Result<Registry> {
-    let limits = SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100 };
+    let limits = SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100, default_max_count: 1 };
     let mut registry = Registry::with_base_url(BASE);
     registry.put_topic(topic()?);
     for i in 0..n {

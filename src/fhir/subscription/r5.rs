@@ -118,7 +118,7 @@ pub fn parse(id: &str, sub: &Value, limits: &SubscriptionLimits, now: Millis) ->
     let timeout_secs = seconds("timeout", limits.max_timeout_secs, &mut issues);
 
     let max_count = match sub.get("maxCount") {
-        None => 1,
+        None => limits.default_max_count,
         Some(v) => match v.as_u64() {
             Some(n) if n >= 1 && n <= limits.max_count => n,
             _ => {

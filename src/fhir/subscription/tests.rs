@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use super::*;
 
 fn limits() -> SubscriptionLimits {
-    SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100 }
+    SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100, default_max_count: 1 }
 }
 
 fn base() -> Value {

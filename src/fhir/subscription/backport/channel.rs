@@ -152,5 +152,5 @@ pub(super) fn channel_extensions(channel: &Value, limits: &SubscriptionLimits, i
             _ => issues.push(Issue::at(IssueType::Structure, at, format!("the {what} extension takes a {value_type}"))),
         }
     }
-    (heartbeat.flatten(), timeout.flatten(), max_count.flatten().unwrap_or(1))
+    (heartbeat.flatten(), timeout.flatten(), max_count.flatten().unwrap_or(limits.default_max_count))
 }

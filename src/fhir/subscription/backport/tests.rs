@@ -7,7 +7,7 @@ use super::*;
 use crate::fhir::subscription::{fields, parse_subscription_as, ContentLevel, FilterSource};
 
 fn limits() -> SubscriptionLimits {
-    SubscriptionLimits { max_timeout_secs: 120, max_heartbeat_secs: 86_400, max_count: 100 }
+    SubscriptionLimits { max_timeout_secs: 120, max_heartbeat_secs: 86_400, max_count: 100, default_max_count: 1 }
 }
 
 /// The IG's admission example (`Subscription-subscription-admission.json`), endpoint kept.
