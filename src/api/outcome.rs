@@ -52,14 +52,7 @@ impl ApiError {
 
     /// Logs the cause with its chain and answers a detail-free 500.
     pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
-        let mut chain = err.to_string();
-        let mut src = err.source();
-        while let Some(s) = src {
-            chain.push_str(": ");
-            chain.push_str(&s.to_string());
-            src = s.source();
-        }
-        tracing::error!(error = %chain, "internal error");
+        tracing::error!(error = %crate::error_chain(err), "internal error");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, IssueType::Exception, "internal server error; see the server log for this request")
     }
 }

@@ -33,6 +33,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// The error and its sources on one line (the server's own `error_chain`).
+pub use ::herald::error_chain as chain;
 use clap::{Parser, ValueEnum};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -140,18 +142,6 @@ impl Settings {
     pub fn seed_for(&self, what: u64) -> u64 {
         self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(what.wrapping_mul(0xBF58_476D_1CE4_E5B9))
     }
-}
-
-/// The error and its sources on one line.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
 }
 
 async fn run_one(s: Scenario, settings: &Settings, found: &mut report::Findings) -> Result<report::Ran> {

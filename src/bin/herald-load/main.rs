@@ -178,18 +178,6 @@ impl Settings {
     }
 }
 
-/// The error and its sources on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    msg
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let settings = match Settings::from_args(&args) {
@@ -230,7 +218,7 @@ fn main() -> ExitCode {
         }
     }
     if let Err(e) = outcome {
-        eprintln!("herald-load: {}", chain(e.as_ref()));
+        eprintln!("herald-load: {}", ::herald::error_chain(e.as_ref()));
         return ExitCode::FAILURE;
     }
     if settings.quick {
