@@ -259,6 +259,24 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     }
 }
 
+/// How a `serve` ends, as the process's exit status.
+fn exit_code(outcome: Result<(), herald::RunError>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        // A data directory Herald must not serve (foreign, newer, or missing acknowledged
+        // data): said plainly on stderr too, with its own exit code, for supervisors.
+        Err(herald::RunError::Store(herald::store::StoreError::Refused(why))) => {
+            tracing::error!(error = %why, "Herald refused its data directory");
+            eprintln!("herald: {why}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            tracing::error!(error = %herald::error_chain(&e), "Herald stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
@@ -340,18 +358,7 @@ fn main() -> ExitCode {
             tracing::warn!("delivery to private and loopback addresses is allowed (--allow-private-endpoints)");
         }
         if cfg.clustered() {
-            return match herald::cluster::serve(cfg, listener, stop).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(herald::RunError::Store(herald::store::StoreError::Refused(why))) => {
-                    tracing::error!(error = %why, "Herald refused its data directory");
-                    eprintln!("herald: {why}");
-                    ExitCode::from(3)
-                }
-                Err(e) => {
-                    tracing::error!(error = %herald::error_chain(&e), "Herald stopped");
-                    ExitCode::FAILURE
-                }
-            };
+            return exit_code(herald::cluster::serve(cfg, listener, stop).await);
         }
         // When the store fails while serving (a full disk), Herald stops and opens it again
         // from what is durable, on the same socket (connections wait in its backlog), after a
@@ -388,20 +395,7 @@ fn main() -> ExitCode {
             }
             pause = (pause * 2).min(Duration::from_secs(5));
         };
-        match outcome {
-            Ok(()) => ExitCode::SUCCESS,
-            // A data directory Herald must not serve (foreign, newer, or missing acknowledged
-            // data): said plainly on stderr too, with its own exit code, for supervisors.
-            Err(herald::RunError::Store(herald::store::StoreError::Refused(why))) => {
-                tracing::error!(error = %why, "Herald refused its data directory");
-                eprintln!("herald: {why}");
-                ExitCode::from(3)
-            }
-            Err(e) => {
-                tracing::error!(error = %herald::error_chain(&e), "Herald stopped");
-                ExitCode::FAILURE
-            }
-        }
+        exit_code(outcome)
     });
     // `run` bounded every step by server.shutdown_grace; a blocking task it left behind (a
     // flush that overran) is not waited for: the data it would have flushed is not needed for
