@@ -415,21 +415,21 @@ async fn a_new_node_starts_from_the_newest_snapshot_and_the_stream_is_trimmed_be
     println!("figures: snapshots every 15 commits; the log starts at commit {first}; a new node restored the snapshot and answered reads like the others");
 }
 
-#[tokio::test]
-async fn a_cluster_node_that_cannot_serve_its_configuration_exits_instead_of_retrying() {
-    let Some(nats) = NatsCluster::single() else { return };
+/// Starts a node on `nats` that must stop by itself: waits up to 30 s for it to exit and
+/// returns its status and what it wrote (stdout and stderr); fails if it keeps running.
+async fn node_that_exits(nats: &NatsCluster, listen: &str, env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("node.log");
-    let data = dir.path().join("data");
-    // Listening beyond loopback without [auth]: refused at start, on a cluster node as on one.
+    let out = std::fs::File::create(&log).unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-    cmd.args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(&data)
+    cmd.args(["serve", "--listen", listen, "--data-dir"])
+        .arg(dir.path().join("data"))
         .args(["--nats", &nats.urls(), "--node-id", "n0"])
-        .env("HERALD_CLUSTER__REPLICAS", "1")
         .env_remove("RUST_LOG")
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::null());
+        .env_remove("HERALD_CLUSTER__REPLICAS")
+        .envs(env.iter().copied())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
@@ -442,8 +442,16 @@ async fn a_cluster_node_that_cannot_serve_its_configuration_exits_instead_of_ret
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    (status, std::fs::read_to_string(&log).unwrap())
+}
+
+#[tokio::test]
+async fn a_cluster_node_that_cannot_serve_its_configuration_exits_instead_of_retrying() {
+    let Some(nats) = NatsCluster::single() else { return };
+    // Listening beyond loopback without [auth]: refused at start, on a cluster node as on one.
+    let (status, text) = node_that_exits(&nats, "0.0.0.0:0", &[("HERALD_CLUSTER__REPLICAS", "1")]).await;
     assert!(!status.success());
-    assert!(std::fs::read_to_string(&log).unwrap().contains("no authentication is configured"));
+    assert!(text.contains("no authentication is configured"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -480,29 +488,8 @@ async fn a_websocket_bound_on_a_follower_gets_its_subscriptions_frames_in_order(
 #[tokio::test]
 async fn three_replicas_on_one_unclustered_nats_server_is_refused_with_the_setting_to_change() {
     let Some(nats) = NatsCluster::single() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--nats", &nats.urls(), "--node-id", "n0"])
-        .env_remove("RUST_LOG")
-        .env_remove("HERALD_CLUSTER__REPLICAS");
-    let log = dir.path().join("node.log");
-    cmd.stdout(std::fs::File::create(&log).unwrap()).stderr(std::fs::File::create(dir.path().join("stderr")).unwrap());
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the node kept retrying; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (status, text) = node_that_exits(&nats, "127.0.0.1:0", &[]).await;
     assert!(!status.success());
-    let text = std::fs::read_to_string(&log).unwrap() + &std::fs::read_to_string(dir.path().join("stderr")).unwrap();
     assert!(text.contains("cluster.replicas = 1"), "{text}");
 }
 

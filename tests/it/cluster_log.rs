@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald::commitlog::{CommitLog, Effect, JetStreamLog, LogCommit, LogError, LogStream};
-use herald::fhir::subscription::SubscriptionLimits;
-use herald::ingest::{self, CommitterConfig, LaneCommand, LaneSink, LaneView, Replica, Retention, WriteEntry, WriteMethod};
+use herald::ingest::{self, LaneCommand, LaneSink, LaneView, Replica, WriteMethod};
 use herald::store::{Store, SubStatus};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::commit_log::{assert_same_rows, committer_config, delete, entry, limits, rows, subscription, task, topic};
 use crate::support::nats::NatsCluster;
 
 const BASE: &str = "http://herald.test/fhir";
@@ -193,36 +193,6 @@ impl LaneSink for NoLanes {
     fn publish(&self, _sub: &str, _view: Option<LaneView>) {}
 }
 
-fn limits() -> SubscriptionLimits {
-    SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100, default_max_count: 1 }
-}
-
-fn put(resource: Value) -> WriteEntry {
-    WriteEntry {
-        method: WriteMethod::Update,
-        resource_type: resource["resourceType"].as_str().unwrap().to_string(),
-        id: resource["id"].as_str().unwrap().to_string(),
-        resource: Some(resource),
-        if_match: None,
-        provenance_for: None,
-        patched: false,
-    }
-}
-
-fn task(id: &str, owner: &str) -> Value {
-    json!({ "resourceType": "Task", "id": id, "status": "requested", "intent": "order", "owner": { "reference": owner } })
-}
-
-/// A store as comparable rows: every key and value except the namespaces `except`.
-fn rows(store: &Store, except: &[u8]) -> Vec<(String, String)> {
-    store
-        .contents(except)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (String::from_utf8_lossy(&k).into(), String::from_utf8_lossy(&v).into()))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_applying_what_a_writer_published_to_jetstream_gets_the_writers_store() {
     let Some(nats) = NatsCluster::single() else { return };
@@ -231,37 +201,14 @@ async fn a_replica_applying_what_a_writer_published_to_jetstream_gets_the_writer
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let (ingest, queue) = ingest::channel(64);
-    let cfg = CommitterConfig {
-        base_url: BASE.into(),
-        limits: limits(),
-        enforce_task_state_machine: false,
-        retention: Retention { keep: 1000, max_age: Duration::from_secs(3600), interval: Duration::from_secs(3600), batch: 2 },
-        entities: Default::default(),
-        flush_delay: Duration::ZERO,
-        store_lost: CancellationToken::new(),
-        data_dir: std::path::PathBuf::new(),
-        flush_timeout: Duration::from_secs(30),
-        min_free_bytes: 0,
-        record_commits: None,
-    };
+    let cfg = committer_config();
     let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
     ingest::spawn_with_log(store.clone(), log.clone(), cfg, queue, Arc::new(NoLanes), &tracker, stop.clone()).unwrap();
 
     let topic_url = "http://herald.test/topics/tasks";
-    ingest
-        .write(put(json!({ "resourceType": "SubscriptionTopic", "id": "tasks", "url": topic_url, "status": "active",
-                           "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create", "update", "delete"] }],
-                           "canFilterBy": [{ "resource": "Task", "filterParameter": "owner" }] })))
-        .await
-        .unwrap();
-    for (id, filter) in [("all", None), ("lab", Some("Organization/lab"))] {
-        let mut sub = json!({ "resourceType": "Subscription", "id": id, "status": "requested", "topic": topic_url,
-            "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
-            "endpoint": "http://127.0.0.1:9/hook", "content": "id-only", "contentType": "application/fhir+json" });
-        if let Some(owner) = filter {
-            sub["filterBy"] = json!([{ "filterParameter": "owner", "value": owner }]);
-        }
-        ingest.write(put(sub)).await.unwrap();
+    ingest.write(entry(WriteMethod::Update, topic("tasks", topic_url))).await.unwrap();
+    for (id, filter) in [("all", None), ("lab", Some(("owner", "Organization/lab")))] {
+        ingest.write(entry(WriteMethod::Update, subscription(id, topic_url, filter))).await.unwrap();
         let state = store.sub_state(id).unwrap().unwrap();
         ingest
             .lane(
@@ -271,23 +218,19 @@ async fn a_replica_applying_what_a_writer_published_to_jetstream_gets_the_writer
             .await;
     }
     for i in 0..6 {
-        ingest.write(put(task(&format!("t{i}"), if i % 2 == 0 { "Organization/lab" } else { "Organization/clinic" }))).await.unwrap();
+        let owner = if i % 2 == 0 { "Organization/lab" } else { "Organization/clinic" };
+        ingest.write(entry(WriteMethod::Update, task(&format!("t{i}"), owner, "requested"))).await.unwrap();
     }
-    ingest.write_all(vec![put(task("x1", "Organization/lab")), put(task("x2", "Organization/clinic"))], true).await.unwrap();
+    let pair = vec![
+        entry(WriteMethod::Update, task("x1", "Organization/lab", "requested")),
+        entry(WriteMethod::Update, task("x2", "Organization/clinic", "requested")),
+    ];
+    ingest.write_all(pair, true).await.unwrap();
     let all = store.sub_state("all").unwrap().unwrap();
     ingest.lane(all.incarnation, LaneCommand::Delivered { sub: "all".into(), through: 3, at: 1_700_000_000_000 }).await;
-    let deleted = WriteEntry {
-        method: WriteMethod::Delete,
-        resource_type: "Task".into(),
-        id: "t5".into(),
-        resource: None,
-        if_match: None,
-        provenance_for: None,
-        patched: false,
-    };
-    ingest.write(deleted).await.unwrap();
+    ingest.write(delete("Task", "t5")).await.unwrap();
     // A last awaited write: every lane report before it is committed and durable.
-    ingest.write(put(json!({ "resourceType": "Patient", "id": "p" }))).await.unwrap();
+    ingest.write(entry(WriteMethod::Update, json!({ "resourceType": "Patient", "id": "p" }))).await.unwrap();
     stop.cancel();
     tracker.close();
     tracker.wait().await;
@@ -300,9 +243,7 @@ async fn a_replica_applying_what_a_writer_published_to_jetstream_gets_the_writer
     for c in &commits {
         replica.apply(c).unwrap();
     }
-    let (a, b) = (rows(&store, b"m"), rows(replica.store(), b"m"));
-    let diff: Vec<_> = a.iter().filter(|r| !b.contains(r)).chain(b.iter().filter(|r| !a.contains(r))).take(5).collect();
-    assert!(diff.is_empty() && a.len() == b.len(), "{} vs {} rows; first differences: {diff:?}", a.len(), b.len());
+    assert_same_rows(&rows(&store, b"m"), &rows(replica.store(), b"m"), "the replica against the writer");
     let original = Replica::open(store.clone(), BASE, limits()).unwrap();
     assert_eq!(original.registry().fingerprint(), replica.registry().fingerprint());
     assert_eq!(original.states(), replica.states());

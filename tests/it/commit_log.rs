@@ -22,7 +22,7 @@ use crate::support::{Receiver, TestServer};
 const BASE: &str = "http://herald.test/fhir";
 const T: Duration = Duration::from_secs(10);
 
-fn limits() -> SubscriptionLimits {
+pub(crate) fn limits() -> SubscriptionLimits {
     SubscriptionLimits { max_timeout_secs: 60, max_heartbeat_secs: 3600, max_count: 100, default_max_count: 1 }
 }
 
@@ -242,24 +242,30 @@ struct Writer {
     dir: tempfile::TempDir,
 }
 
+/// The committer settings of these tests (and `cluster_log`'s): base `BASE`, `limits()`,
+/// retention in small batches, no flush delay.
+pub(crate) fn committer_config() -> CommitterConfig {
+    CommitterConfig {
+        base_url: BASE.into(),
+        limits: limits(),
+        enforce_task_state_machine: false,
+        retention: Retention { keep: 1000, max_age: Duration::from_secs(3600), interval: Duration::from_secs(3600), batch: 2 },
+        entities: Default::default(),
+        flush_delay: Duration::ZERO,
+        store_lost: CancellationToken::new(),
+        data_dir: std::path::PathBuf::new(),
+        flush_timeout: Duration::from_secs(30),
+        min_free_bytes: 0,
+        record_commits: None,
+    }
+}
+
 impl Writer {
     fn start() -> Writer {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (ingest, queue) = ingest::channel(64);
-        let cfg = CommitterConfig {
-            base_url: BASE.into(),
-            limits: limits(),
-            enforce_task_state_machine: false,
-            retention: Retention { keep: 1000, max_age: Duration::from_secs(3600), interval: Duration::from_secs(3600), batch: 2 },
-            entities: Default::default(),
-            flush_delay: Duration::ZERO,
-            store_lost: CancellationToken::new(),
-            data_dir: std::path::PathBuf::new(),
-            flush_timeout: Duration::from_secs(30),
-            min_free_bytes: 0,
-            record_commits: None,
-        };
+        let cfg = committer_config();
         let log = Arc::new(MemoryLog::new());
         let lanes = Arc::new(Lanes::default());
         let tracker = TaskTracker::new();
@@ -281,7 +287,7 @@ impl Writer {
     }
 }
 
-fn entry(method: WriteMethod, resource: Value) -> WriteEntry {
+pub(crate) fn entry(method: WriteMethod, resource: Value) -> WriteEntry {
     WriteEntry {
         method,
         resource_type: resource["resourceType"].as_str().unwrap().to_string(),
@@ -293,7 +299,7 @@ fn entry(method: WriteMethod, resource: Value) -> WriteEntry {
     }
 }
 
-fn delete(ty: &str, id: &str) -> WriteEntry {
+pub(crate) fn delete(ty: &str, id: &str) -> WriteEntry {
     WriteEntry {
         method: WriteMethod::Delete,
         resource_type: ty.into(),
@@ -331,7 +337,7 @@ async fn a_write_is_acknowledged_only_once_the_log_says_it_is_durable() {
     w.stop().await;
 }
 
-fn topic(id: &str, url: &str) -> Value {
+pub(crate) fn topic(id: &str, url: &str) -> Value {
     json!({
         "resourceType": "SubscriptionTopic", "id": id, "url": url, "status": "active",
         "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create", "update", "delete"] }],
@@ -340,7 +346,7 @@ fn topic(id: &str, url: &str) -> Value {
     })
 }
 
-fn subscription(id: &str, topic: &str, filter: Option<(&str, &str)>) -> Value {
+pub(crate) fn subscription(id: &str, topic: &str, filter: Option<(&str, &str)>) -> Value {
     let mut sub = json!({
         "resourceType": "Subscription", "id": id, "status": "requested", "topic": topic,
         "channelType": { "system": "http://terminology.hl7.org/CodeSystem/subscription-channel-type", "code": "rest-hook" },
@@ -352,7 +358,7 @@ fn subscription(id: &str, topic: &str, filter: Option<(&str, &str)>) -> Value {
     sub
 }
 
-fn task(id: &str, owner: &str, status: &str) -> Value {
+pub(crate) fn task(id: &str, owner: &str, status: &str) -> Value {
     json!({ "resourceType": "Task", "id": id, "status": status, "intent": "order", "owner": { "reference": owner },
             "focus": { "reference": "ServiceRequest/sr" }, "note": [{ "authorString": owner, "text": "n" }] })
 }
@@ -467,7 +473,7 @@ async fn mixed_workload(w: &Writer) {
 }
 
 /// A store as comparable rows: every key and value except the namespaces `except`.
-fn rows(store: &Store, except: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn rows(store: &Store, except: &[u8]) -> Vec<(String, String)> {
     store
         .contents(except)
         .unwrap()
@@ -476,7 +482,7 @@ fn rows(store: &Store, except: &[u8]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn assert_same_rows(a: &[(String, String)], b: &[(String, String)], what: &str) {
+pub(crate) fn assert_same_rows(a: &[(String, String)], b: &[(String, String)], what: &str) {
     let diff: Vec<_> = a.iter().filter(|r| !b.contains(r)).chain(b.iter().filter(|r| !a.contains(r))).take(5).collect();
     assert!(diff.is_empty() && a.len() == b.len(), "{what}: {} vs {} rows; first differences: {diff:?}", a.len(), b.len());
 }
