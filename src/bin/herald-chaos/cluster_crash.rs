@@ -124,6 +124,20 @@ impl Member {
     }
 }
 
+/// Starts every node that exited on its own again; counts them in `died` and their startup
+/// times in `restarts`.
+async fn restart_dead(members: &mut [Member], client: &reqwest::Client, died: &mut u32, restarts: &mut Vec<Duration>) -> Result<()> {
+    for m in members {
+        if !m.alive() {
+            *died += 1;
+            let (h, took) = m.launch.start(client).await?;
+            m.process = Some(h);
+            restarts.push(took);
+        }
+    }
+    Ok(())
+}
+
 fn member(members: &mut [Member], i: usize) -> Result<&mut Member> {
     members.get_mut(i).ok_or_else(|| format!("no node {i}").into())
 }
@@ -216,14 +230,7 @@ pub async fn run(s: &Settings, found: &mut Findings) -> Result<Ran> {
     for cycle in 1..=s.cluster_cycles {
         tokio::time::sleep(Duration::from_secs_f64(rng.gen_range(pause.clone()))).await;
         // A node that exited on its own is counted and started again before the kill.
-        for m in &mut members {
-            if !m.alive() {
-                died += 1;
-                let (h, took) = m.launch.start(&client).await?;
-                m.process = Some(h);
-                restarts.push(took);
-            }
-        }
+        restart_dead(&mut members, &client, &mut died, &mut restarts).await?;
         let holder = writer(&leases, &members).await;
         let target = match holder {
             Some(w) if cycle % 2 == 1 => w,
@@ -269,14 +276,7 @@ pub async fn run(s: &Settings, found: &mut Findings) -> Result<Ran> {
     for r in &receivers {
         r.fixed(Behaviour::Ok);
     }
-    for m in &mut members {
-        if !m.alive() {
-            died += 1;
-            let (h, took) = m.launch.start(&client).await?;
-            m.process = Some(h);
-            restarts.push(took);
-        }
-    }
+    restart_dead(&mut members, &client, &mut died, &mut restarts).await?;
     let Some(w) = await_writer(&leases, &members, Duration::from_secs(30)).await else {
         return Err("no node holds the writer lease 30 s after the last restart".into());
     };
@@ -340,9 +340,6 @@ pub async fn run(s: &Settings, found: &mut Findings) -> Result<Ran> {
     }
     drop(nats);
 
-    let c = found.counters;
-    let n = |v: Option<u64>| v.unwrap_or(0);
-    let ex = if examples.is_empty() { String::new() } else { format!(" (e.g. {})", examples.join("; ")) };
     found.info(
         "load",
         format!(
@@ -360,21 +357,7 @@ pub async fn run(s: &Settings, found: &mut Findings) -> Result<Ran> {
         "what the receivers did with event notifications",
         answers.iter().map(|(a, n)| format!("{n} × {a}")).collect::<Vec<_>>().join(", "),
     );
-    found.row(
-        "every acknowledged write delivered to every subscription",
-        "0 lost",
-        format!("{} lost of {} write × subscription pairs{ex}", n(c.lost), acked.len() * SUBSCRIPTIONS),
-        Verdict::of(n(c.lost) == 0),
-    );
-    found.row(
-        "first deliveries gap-free and in order",
-        "0 out of order",
-        format!("{} out of order, {received} event notifications received", n(c.out_of_order)),
-        Verdict::of(n(c.out_of_order) == 0),
-    );
-    found.row("no event number used for two Tasks", "0 reused", format!("{} reused", n(c.reused)), Verdict::of(n(c.reused) == 0));
-    found.row("one event number per write", "0 Tasks under two numbers", format!("{two_numbers}"), Verdict::of(two_numbers == 0));
-    found.info("duplicates (at least once allows them)", format!("{} accepted more than once", n(c.duplicates)));
+    found.delivery_rows(acked.len() * SUBSCRIPTIONS, received, two_numbers, &examples);
     found.row(
         "delivery caught up after the last restart",
         "each subscription accepted 1..=eventsSinceSubscriptionStart (the writer's)",

@@ -106,9 +106,6 @@ pub async fn run(s: &Settings, found: &mut Findings) -> Result<Ran> {
     }
     let stop = h.terminate().await?;
 
-    let c = found.counters;
-    let n = |v: Option<u64>| v.unwrap_or(0);
-    let ex = if examples.is_empty() { String::new() } else { format!(" (e.g. {})", examples.join("; ")) };
     found.info(
         "load",
         format!(
@@ -124,21 +121,7 @@ pub async fn run(s: &Settings, found: &mut Findings) -> Result<Ran> {
         "what the receivers did with event notifications",
         answers.iter().map(|(a, n)| format!("{n} × {a}")).collect::<Vec<_>>().join(", "),
     );
-    found.row(
-        "every acknowledged write delivered to every subscription",
-        "0 lost",
-        format!("{} lost of {} write × subscription pairs{ex}", n(c.lost), acked.len() * SUBSCRIPTIONS),
-        Verdict::of(n(c.lost) == 0),
-    );
-    found.row(
-        "first deliveries gap-free and in order",
-        "0 out of order",
-        format!("{} out of order, {received} event notifications received", n(c.out_of_order)),
-        Verdict::of(n(c.out_of_order) == 0),
-    );
-    found.row("no event number used for two Tasks", "0 reused", format!("{} reused", n(c.reused)), Verdict::of(n(c.reused) == 0));
-    found.row("one event number per write", "0 Tasks under two numbers", format!("{two_numbers}"), Verdict::of(two_numbers == 0));
-    found.info("duplicates (at least once allows them)", format!("{} accepted more than once", n(c.duplicates)));
+    found.delivery_rows(acked.len() * SUBSCRIPTIONS, received, two_numbers, &examples);
     found.row(
         "delivery caught up after the last restart",
         "each subscription accepted 1..=eventsSinceSubscriptionStart",

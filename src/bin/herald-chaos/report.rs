@@ -96,6 +96,30 @@ impl Findings {
         self.rows.push((check.into(), expected.into(), observed.into(), result));
     }
 
+    /// The delivery rows of a crash loop, from the ledgers' `counters`: `pairs` write ×
+    /// subscription pairs checked, `received` event notifications, `two_numbers` Tasks under
+    /// two numbers, a few `examples` of what went wrong.
+    pub fn delivery_rows(&mut self, pairs: usize, received: u64, two_numbers: u64, examples: &[String]) {
+        let c = self.counters;
+        let n = |v: Option<u64>| v.unwrap_or(0);
+        let ex = if examples.is_empty() { String::new() } else { format!(" (e.g. {})", examples.join("; ")) };
+        self.row(
+            "every acknowledged write delivered to every subscription",
+            "0 lost",
+            format!("{} lost of {pairs} write × subscription pairs{ex}", n(c.lost)),
+            Verdict::of(n(c.lost) == 0),
+        );
+        self.row(
+            "first deliveries gap-free and in order",
+            "0 out of order",
+            format!("{} out of order, {received} event notifications received", n(c.out_of_order)),
+            Verdict::of(n(c.out_of_order) == 0),
+        );
+        self.row("no event number used for two Tasks", "0 reused", format!("{} reused", n(c.reused)), Verdict::of(n(c.reused) == 0));
+        self.row("one event number per write", "0 Tasks under two numbers", format!("{two_numbers}"), Verdict::of(two_numbers == 0));
+        self.info("duplicates (at least once allows them)", format!("{} accepted more than once", n(c.duplicates)));
+    }
+
     pub fn info(&mut self, check: impl Into<String>, observed: impl Into<String>) {
         self.row(check, "", observed, Verdict::Info);
     }
