@@ -168,8 +168,10 @@ async fn tail_inner(t: Tail, applied: watch::Sender<u64>, stop: &CancellationTok
             Ok(c) => c,
             Err(LogError::Corrupt(why)) => return Err(LogError::Corrupt(why).into()),
             Err(e) => {
-                if reader.first_seq().await.is_ok_and(|first| next < first) {
-                    return Err(FollowError::Trimmed { store: next - 1, first: reader.first_seq().await.unwrap_or(next) });
+                if let Ok(first) = reader.first_seq().await {
+                    if next < first {
+                        return Err(FollowError::Trimmed { store: next - 1, first });
+                    }
                 }
                 tracing::warn!(error = %e, "reading the commit log; retrying");
                 tokio::select! {

@@ -50,6 +50,9 @@ use tokio::sync::mpsc;
 
 use super::{format, CommitLog, LogCommit, LogError};
 
+/// How many direct gets a reader keeps in flight.
+const READ_AHEAD: usize = 64;
+
 /// How many publishes may wait for their acknowledgement at once (the client allows 5,000).
 const MAX_IN_FLIGHT: usize = 1024;
 
@@ -228,16 +231,24 @@ impl LogReader {
     /// sequence, or that does not decode, is `Corrupt`.
     pub async fn read(&self, from_seq: u64, max: usize) -> Result<Vec<LogCommit>, LogError> {
         let last = self.last_seq().await?;
+        let from = from_seq.max(1);
+        if from > last || max == 0 {
+            return Ok(Vec::new());
+        }
+        let through = last.min(from.saturating_add(max as u64 - 1));
+        // Up to READ_AHEAD direct gets in flight, answered in order: one round trip per batch
+        // rather than per commit.
+        let stream = &self.stream;
+        let mut gets =
+            futures_util::stream::iter(from..=through).map(|seq| async move { (seq, stream.direct_get(seq).await) }).buffered(READ_AHEAD);
         let mut out = Vec::new();
-        let mut seq = from_seq.max(1);
-        while seq <= last && out.len() < max {
-            let message = self.stream.direct_get(seq).await.map_err(|e| failed(format!("reading commit {seq}: {e}")))?;
+        while let Some((seq, got)) = gets.next().await {
+            let message = got.map_err(|e| failed(format!("reading commit {seq}: {e}")))?;
             let commit = format::decode(&message.payload)?;
             if commit.seq != seq {
                 return Err(LogError::Corrupt(format!("stream sequence {seq} holds commit {}", commit.seq)));
             }
             out.push(commit);
-            seq += 1;
         }
         Ok(out)
     }
