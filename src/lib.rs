@@ -42,6 +42,8 @@ pub mod outbox;
 pub mod registry;
 pub mod secret;
 pub mod store;
+mod watchdog;
+pub use watchdog::EXIT_STORE_STUCK;
 
 #[cfg(test)]
 mod fuzz;
@@ -94,6 +96,10 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     msg
 }
 
+/// After the shutdown grace, how long a failed store may take to be released (its handles
+/// dropped) before the process exits for a restart (`watchdog`).
+const STORE_RELEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How a `serve` run ended (its shutdown sequence ran in every case).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ended {
@@ -128,6 +134,21 @@ pub(crate) async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     role: Option<cluster::Role>,
+) -> Result<Ended, RunError> {
+    // Armed if the store fails while serving; disarmed here, once everything `serve_with`
+    // held (every handle on the store) has been dropped.
+    let watchdog = watchdog::Watchdog::default();
+    let ended = serve_with(cfg, listener, shutdown, role, &watchdog).await;
+    drop(watchdog);
+    ended
+}
+
+async fn serve_with(
+    cfg: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    role: Option<cluster::Role>,
+    watchdog: &watchdog::Watchdog,
 ) -> Result<Ended, RunError> {
     let role_ended = role.as_ref().map(|r| r.ended().clone()).unwrap_or_default();
     let bound = listener.local_addr()?;
@@ -226,11 +247,12 @@ pub(crate) async fn serve(
         // the caller open the store again from what is durable (`main` does, after a pause).
         tracing::error!("the store failed to write; stopping to reopen it from what is durable");
         stop.cancel();
+        watchdog.arm(grace + STORE_RELEASE_TIMEOUT, "the failed store was not released");
     }
     let stopping = Instant::now();
     gate.stopping();
     tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: no new connections, delivery stopped, open requests finishing");
-    running.stop(stopping + grace, server).await;
+    running.stop(stopping + grace, server, lost).await;
     tracing::info!(millis = stopping.elapsed().as_millis() as u64, "Herald stopped");
     Ok(ended)
 }

@@ -345,7 +345,10 @@ impl Running {
     /// The shutdown sequence; `server` is the HTTP server, already told to stop accepting.
     /// Each step gets what is left until `deadline`; a step that overruns is logged and left
     /// behind (whatever it had not finished was not acknowledged, or is retried after restart).
-    pub(crate) async fn stop(self, deadline: Instant, server: JoinHandle<std::io::Result<()>>) {
+    /// `store_lost`: the store failed to write, so there is no final flush (what was
+    /// acknowledged is durable already, and sled may never answer a flush after an IO error:
+    /// the thread left waiting would keep the store's lock, and it could not be reopened).
+    pub(crate) async fn stop(self, deadline: Instant, server: JoinHandle<std::io::Result<()>>, store_lost: bool) {
         // Delivery first: nothing it does must hold up the rest.
         self.delivery.cancel();
         // Open requests finish; the committer and flusher still run for them.
@@ -374,6 +377,9 @@ impl Running {
             tracing::warn!("the committer did not stop within server.shutdown_grace");
         }
         let store = self.store;
+        if store_lost {
+            return;
+        }
         // The last flush also records its count in herald.ack at once (not throttled), so a
         // store stopped cleanly is vouched for whole.
         match tokio::time::timeout_at(deadline, tokio::task::spawn_blocking(move || store.flush_and_record())).await {

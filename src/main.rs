@@ -365,6 +365,7 @@ fn main() -> ExitCode {
         // pause that grows while it keeps failing; it ends only on a signal.
         let mut pause = Duration::from_millis(500);
         let mut recovering = false;
+        let mut recovering_since = std::time::Instant::now();
         let outcome = loop {
             let serving = match listener.try_clone().and_then(tokio::net::TcpListener::from_std) {
                 Ok(l) => l,
@@ -377,6 +378,14 @@ fn main() -> ExitCode {
                 // still holding the old files): keep trying.
                 Err(herald::RunError::Store(herald::store::StoreError::Engine(e))) if recovering => {
                     tracing::warn!(error = %e, "the store cannot be opened yet");
+                    // A thread of the failed run still holding the store's lock (a flush sled
+                    // never finished) would hold it for good: past a minute, restart instead.
+                    let locked = matches!(&e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock);
+                    if locked && recovering_since.elapsed() > Duration::from_secs(60) {
+                        tracing::error!("the failed store is still locked by this process; exiting for a restart");
+                        eprintln!("herald: the failed store is still locked; exiting (status {}) for a restart", herald::EXIT_STORE_STUCK);
+                        return ExitCode::from(herald::EXIT_STORE_STUCK as u8);
+                    }
                     true
                 }
                 other => break other,
@@ -384,8 +393,10 @@ fn main() -> ExitCode {
             if !lost || stop.is_cancelled() {
                 break Ok(());
             }
-            if began.elapsed() > Duration::from_secs(60) {
-                pause = Duration::from_millis(500); // it had recovered: a new failure starts over
+            if !recovering || began.elapsed() > Duration::from_secs(60) {
+                // The first failure, or it had recovered: a new failure starts over.
+                pause = Duration::from_millis(500);
+                recovering_since = std::time::Instant::now();
             }
             recovering = true;
             tracing::warn!(pause_ms = pause.as_millis() as u64, "reopening the store");

@@ -59,7 +59,7 @@ impl Flusher {
                     "herald: the store did not finish a flush within {} s; exiting (status 4) for a restart",
                     flush_timeout.as_secs()
                 );
-                std::process::exit(4);
+                std::process::exit(crate::EXIT_STORE_STUCK);
             };
             let ok = match flushed {
                 Ok(Ok(_)) => {
