@@ -376,12 +376,11 @@ fn main() -> ExitCode {
                 Err(herald::RunError::StoreLost) => true,
                 // While recovering, the store may not open yet either (still full, or sled
                 // still holding the old files): keep trying.
-                Err(herald::RunError::Store(herald::store::StoreError::Engine(e))) if recovering => {
-                    tracing::warn!(error = %e, "the store cannot be opened yet");
+                Err(herald::RunError::Store(e @ herald::store::StoreError::Engine(_))) if recovering => {
+                    tracing::warn!(error = %herald::error_chain(&e), "the store cannot be opened yet");
                     // A thread of the failed run still holding the store's lock (a flush sled
                     // never finished) would hold it for good: past a minute, restart instead.
-                    let locked = matches!(&e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock);
-                    if locked && recovering_since.elapsed() > Duration::from_secs(60) {
+                    if e.is_locked() && recovering_since.elapsed() > Duration::from_secs(60) {
                         tracing::error!("the failed store is still locked by this process; exiting for a restart");
                         eprintln!("herald: the failed store is still locked; exiting (status {}) for a restart", herald::EXIT_STORE_STUCK);
                         return ExitCode::from(herald::EXIT_STORE_STUCK as u8);

@@ -63,6 +63,13 @@ pub enum StoreError {
     ScanLimit { resource_type: String, code: String, limit: usize },
 }
 
+impl StoreError {
+    /// The store's files are locked by another handle (in this process or another).
+    pub fn is_locked(&self) -> bool {
+        matches!(self, StoreError::Engine(sled::Error::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Most version heads `Store::version_by_id` reads looking for a foreign version id.
