@@ -200,7 +200,17 @@ pub(crate) async fn start(
     let delivery_runtime = DeliveryRuntime::start(cfg.delivery.threads)?;
     let (ingest, queue) = ingest::channel(cfg.ingest.queue_depth);
     let client = channels::rest_hook::RestHookClient::new(policy.clone())?;
-    let dispatcher = Arc::new(Dispatcher::new(
+    // In a cluster: rest-hook lanes of the delivery shards this node holds, websocket lanes
+    // on the writer (`cluster::shards`).
+    let filter = role.as_ref().map(|r| {
+        let shards = r.node().shards.clone();
+        channels::LaneFilter {
+            rest_hook: Box::new(move |sub: &str| shards.owns(sub)),
+            websockets: matches!(r, crate::cluster::Role::Writer { .. }),
+        }
+    });
+    let shard_changes = role.as_ref().map(|r| r.node().shards.held.clone());
+    let dispatcher = Dispatcher::new(
         Arc::new(crate::outbox::SledOutbox::new(store.clone())),
         ingest.clone(),
         client,
@@ -212,7 +222,11 @@ pub(crate) async fn start(
         delivery_log.clone(),
         auth.clone(),
         delivery_runtime.handle(),
-    ));
+    );
+    let dispatcher = Arc::new(match filter {
+        Some(filter) => dispatcher.with_filter(filter),
+        None => dispatcher,
+    });
     let committer_cfg = CommitterConfig {
         base_url: base_url.to_owned(),
         limits: SubscriptionLimits {
@@ -251,15 +265,16 @@ pub(crate) async fn start(
             crate::cluster::follow::catch_up(&store, &node.reader, log.last_seq(), base_url, &committer_cfg.limits)
                 .await
                 .map_err(|e| RunError::Cluster(e.to_string()))?;
+            load_core.spawn(crate::cluster::reports::receive(node.clone(), cfg.cluster.shards, ingest.clone(), load_stop.clone()));
             let log: Arc<dyn crate::commitlog::CommitLog> = log;
             tokio::task::spawn_blocking(move || ingest::spawn_with_log(load_store, log, committer_cfg, queue, sink, &load_core, load_stop))
                 .await??;
         }
-        // A follower: no committer (the queue is dropped, so a write that reaches a handler
-        // answers 503); the stream applied up to its end, then as it grows; writes forwarded
-        // to the writer.
+        // A follower: no committer (its queue carries only its lanes' reports, sent to the
+        // writer; a write that reaches a handler answers 503); the stream applied up to its
+        // end, then as it grows; writes forwarded to the writer.
         Some(crate::cluster::Role::Follower { node, ended }) => {
-            drop(queue);
+            load_core.spawn(crate::cluster::reports::send(node.clone(), node.shards.clone(), queue, load_stop.clone()));
             // Ready only once the stream as it is now is applied: a rejoining node does not
             // answer reads from a stale copy.
             let through = node.reader.last_seq().await.map_err(|e| RunError::Cluster(e.to_string()))?;
@@ -273,6 +288,7 @@ pub(crate) async fn start(
                 node: node.clone(),
                 base_url: base_url.to_owned(),
                 limits: committer_cfg.limits.clone(),
+                sink,
             };
             load_core.spawn(crate::cluster::follow::tail(tail, applied_tx, load_stop, ended.clone()));
             forward = Some(Arc::new(crate::cluster::forward::Forwarder {
@@ -285,6 +301,22 @@ pub(crate) async fn start(
         }
     }
     lanes.spawn(crate::ops::audit::trim(store.clone(), cfg.admin.audit_keep, delivery.clone()));
+    if let Some(mut changes) = shard_changes {
+        let (d, until) = (dispatcher.clone(), delivery.clone());
+        lanes.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = until.cancelled() => break,
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        d.rebalance();
+                    }
+                }
+            }
+        });
+    }
     let state = Arc::new(api::AppState {
         store: store.clone(),
         ingest,

@@ -110,14 +110,31 @@ pub(crate) fn screen_batch(
     (withheld, report)
 }
 
+/// Which lanes run on this node, in a cluster (`cluster::shards`); a single node runs all.
+pub struct LaneFilter {
+    /// Whether the lane of rest-hook subscription `id` runs here (its shard is held here).
+    pub rest_hook: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Whether websocket lanes run here (the writer, where bound sockets are relayed).
+    pub websockets: bool,
+}
+
 /// One lane per subscription, created on first publish, stopped on removal, and restarted
 /// as the other kind when an update switches the subscription's channel. Lanes run on the
-/// delivery runtime (`runtime`), apart from the tasks that serve requests.
+/// delivery runtime (`runtime`), apart from the tasks that serve requests. With a `filter`,
+/// the views of subscriptions delivered elsewhere are kept (`parked`) and their lanes start
+/// when `rebalance` finds them due here.
 pub struct Dispatcher {
-    lanes: Mutex<HashMap<String, (ChannelType, watch::Sender<LaneView>)>>,
+    lanes: Mutex<Lanes>,
     ctx: Arc<LaneContext>,
     tracker: TaskTracker,
     runtime: tokio::runtime::Handle,
+    filter: Option<LaneFilter>,
+}
+
+#[derive(Default)]
+struct Lanes {
+    running: HashMap<String, (ChannelType, watch::Sender<LaneView>)>,
+    parked: HashMap<String, LaneView>,
 }
 
 impl Dispatcher {
@@ -137,15 +154,90 @@ impl Dispatcher {
     ) -> Self {
         let permits = Semaphore::new(config.max_concurrent.max(1));
         Dispatcher {
-            lanes: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(Lanes::default()),
             ctx: Arc::new(LaneContext { outbox, ingest, client, config, base_url, shutdown, permits, hub, log, auth }),
             tracker,
             runtime,
+            filter: None,
         }
     }
 
+    /// Runs only the lanes `filter` says are this node's.
+    pub fn with_filter(mut self, filter: LaneFilter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Lanes running on this node.
     pub fn lane_count(&self) -> usize {
-        self.lanes.lock().map(|l| l.len()).unwrap_or(0)
+        self.lanes.lock().map(|l| l.running.len()).unwrap_or(0)
+    }
+
+    fn here(&self, sub: &str, channel: ChannelType) -> bool {
+        match (&self.filter, channel) {
+            (None, _) => true,
+            (Some(f), ChannelType::RestHook) => (f.rest_hook)(sub),
+            (Some(f), ChannelType::Websocket) => f.websockets,
+        }
+    }
+
+    // A poisoned lock means a lane registry update panicked; keep serving with its data.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        match self.lanes.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Stops the lanes that are no longer this node's (keeping their views) and starts those
+    /// that now are: called when the delivery shards held here change. A stopped lane's
+    /// attempt in flight may still finish; its report is refused if the shard moved on.
+    pub fn rebalance(&self) {
+        if self.ctx.shutdown.is_cancelled() {
+            return;
+        }
+        let mut lanes = self.lock();
+        let leaving: Vec<String> = lanes.running.iter().filter(|(sub, (c, _))| !self.here(sub, *c)).map(|(s, _)| s.clone()).collect();
+        for sub in leaving {
+            if let Some((channel, tx)) = lanes.running.remove(&sub) {
+                if channel == ChannelType::Websocket {
+                    self.ctx.hub.forget(&sub);
+                }
+                let view = tx.borrow().clone();
+                lanes.parked.insert(sub, view);
+            }
+        }
+        let arriving: Vec<String> =
+            lanes.parked.iter().filter(|(sub, v)| self.here(sub, v.entry.spec.channel)).map(|(s, _)| s.clone()).collect();
+        if !arriving.is_empty() {
+            tracing::info!(lanes = arriving.len(), "starting the lanes of delivery shards taken over");
+        }
+        for sub in arriving {
+            if let Some(view) = lanes.parked.remove(&sub) {
+                self.start(&mut lanes, &sub, view);
+            }
+        }
+    }
+
+    /// Starts `sub`'s lane on `view`, replacing (ending) a running one.
+    fn start(&self, lanes: &mut Lanes, sub: &str, view: LaneView) {
+        let channel = view.entry.spec.channel;
+        // Replacing the entry drops the old sender, which ends the old lane.
+        if channel != ChannelType::Websocket && lanes.running.get(sub).is_some_and(|(c, _)| *c == ChannelType::Websocket) {
+            self.ctx.hub.forget(sub);
+        }
+        let (tx, rx) = watch::channel(view);
+        lanes.running.insert(sub.to_string(), (channel, tx));
+        let ctx = self.ctx.clone();
+        match channel {
+            ChannelType::RestHook => self.tracker.spawn_on(lane::run(ctx, sub.to_string(), rx), &self.runtime),
+            ChannelType::Websocket => {
+                // Registered before the task runs, so a bind right after the subscription's
+                // creation is answered finds the lane.
+                let registration = self.ctx.hub.register(sub);
+                self.tracker.spawn_on(websocket::lane::run(ctx, sub.to_string(), rx, registration), &self.runtime)
+            }
+        };
     }
 }
 
@@ -155,46 +247,36 @@ impl LaneSink for Dispatcher {
         if self.ctx.shutdown.is_cancelled() {
             return;
         }
-        // A poisoned lock means a lane registry update panicked; keep serving with its data.
-        let mut lanes = match self.lanes.lock() {
-            Ok(l) => l,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut lanes = self.lock();
         match view {
             None => {
+                lanes.parked.remove(sub);
                 // Dropping the sender ends the lane.
-                if let Some((ChannelType::Websocket, _)) = lanes.remove(sub) {
+                if let Some((ChannelType::Websocket, _)) = lanes.running.remove(sub) {
                     self.ctx.hub.forget(sub);
                 }
                 self.ctx.log.forget(sub);
             }
+            Some(view) if !self.here(sub, view.entry.spec.channel) => {
+                // Delivered by another node: kept for when it is this node's.
+                if let Some((channel, _)) = lanes.running.remove(sub) {
+                    if channel == ChannelType::Websocket {
+                        self.ctx.hub.forget(sub);
+                    }
+                }
+                lanes.parked.insert(sub.to_string(), view);
+            }
             Some(view) => {
+                lanes.parked.remove(sub);
                 let channel = view.entry.spec.channel;
-                match lanes.get(sub) {
+                match lanes.running.get(sub) {
                     // The same channel and incarnation: the running lane takes the new view.
                     Some((running, tx))
                         if *running == channel && !tx.is_closed() && tx.borrow().state.incarnation == view.state.incarnation =>
                     {
                         tx.send_replace(view);
                     }
-                    _ => {
-                        // Replacing the entry drops the old sender, which ends the old lane.
-                        if channel != ChannelType::Websocket && lanes.get(sub).is_some_and(|(c, _)| *c == ChannelType::Websocket) {
-                            self.ctx.hub.forget(sub);
-                        }
-                        let (tx, rx) = watch::channel(view);
-                        lanes.insert(sub.to_string(), (channel, tx));
-                        let ctx = self.ctx.clone();
-                        match channel {
-                            ChannelType::RestHook => self.tracker.spawn_on(lane::run(ctx, sub.to_string(), rx), &self.runtime),
-                            ChannelType::Websocket => {
-                                // Registered before the task runs, so a bind right after the
-                                // subscription's creation is answered finds the lane.
-                                let registration = self.ctx.hub.register(sub);
-                                self.tracker.spawn_on(websocket::lane::run(ctx, sub.to_string(), rx, registration), &self.runtime)
-                            }
-                        };
-                    }
+                    _ => self.start(&mut lanes, sub, view),
                 }
             }
         }

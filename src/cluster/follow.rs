@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commitlog::{LogCommit, LogError, LogReader};
 use crate::fhir::subscription::SubscriptionLimits;
-use crate::ingest::{IngestError, Replica};
+use crate::ingest::{IngestError, LaneSink, LaneView, Replica};
 use crate::store::{Store, StoreError};
 
 /// Takes a snapshot of `store` at `seq` if no other follower is taking one and the newest is
@@ -75,15 +75,24 @@ pub enum FollowError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Applies `commits` on a blocking thread and gives the replica back.
-async fn apply(mut replica: Replica, commits: Vec<LogCommit>) -> Result<Replica, FollowError> {
+/// Applies `commits` on a blocking thread and gives the replica back, with the lanes they
+/// told (each once, as it is after the last commit; `None`: gone).
+async fn apply(mut replica: Replica, commits: Vec<LogCommit>) -> Result<(Replica, Vec<(String, Option<LaneView>)>), FollowError> {
     tokio::task::spawn_blocking(move || {
+        let mut told = std::collections::HashSet::new();
         for commit in &commits {
-            replica.apply(commit)?;
+            for (sub, _) in replica.apply(commit)? {
+                told.insert(sub);
+            }
         }
         let store = replica.store();
         store.mark_durable(store.applied_mark());
-        Ok(replica)
+        let lanes = told.into_iter().map(|sub| {
+            let view = replica.lane_view(&sub);
+            (sub, view)
+        });
+        let lanes = lanes.collect();
+        Ok((replica, lanes))
     })
     .await?
 }
@@ -116,7 +125,7 @@ pub async fn catch_up(
         let mut commits = reader.read(next, BATCH).await?;
         commits.retain(|c| c.seq <= through);
         let Some(last) = commits.last().map(|c| c.seq) else { break };
-        replica = apply(replica, commits).await?;
+        replica = apply(replica, commits).await?.0;
         next = last + 1;
     }
     let flushed = store.clone();
@@ -131,6 +140,8 @@ pub struct Tail {
     pub node: std::sync::Arc<super::Node>,
     pub base_url: String,
     pub limits: SubscriptionLimits,
+    /// Where the lanes of this node hear of their subscriptions (`channels::Dispatcher`).
+    pub sink: std::sync::Arc<dyn LaneSink>,
 }
 
 /// A follower's loop: applies every commit the stream gets, in order, until `stop`; `applied`
@@ -146,7 +157,7 @@ pub async fn tail(t: Tail, applied: watch::Sender<u64>, stop: CancellationToken,
 }
 
 async fn tail_inner(t: Tail, applied: watch::Sender<u64>, stop: &CancellationToken) -> Result<(), FollowError> {
-    let Tail { store, node, base_url, limits } = t;
+    let Tail { store, node, base_url, limits, sink } = t;
     let reader = node.reader.clone();
     let mut wake = node.client.subscribe(format!("{}.>", node.log_subject)).await.ok();
     let mut last_snapshot = store.log_seq();
@@ -157,6 +168,11 @@ async fn tail_inner(t: Tail, applied: watch::Sender<u64>, stop: &CancellationTok
     let opened = store.clone();
     let mut replica = tokio::task::spawn_blocking(move || Replica::open(opened, &base_url, limits)).await??;
     applied.send_replace(store.log_seq());
+    // Every subscription's lane as the store has it (the writer's committer does the same at
+    // its start); the dispatcher runs those of the shards this node holds.
+    for (sub, view) in replica.lane_views() {
+        sink.publish(&sub, Some(view));
+    }
     let mut flushed_at = Instant::now();
     let mut unflushed = false;
     loop {
@@ -182,8 +198,12 @@ async fn tail_inner(t: Tail, applied: watch::Sender<u64>, stop: &CancellationTok
             }
         };
         if let Some(last) = commits.last().map(|c| c.seq) {
-            replica = apply(replica, commits).await?;
+            let lanes;
+            (replica, lanes) = apply(replica, commits).await?;
             applied.send_replace(last);
+            for (sub, view) in lanes {
+                sink.publish(&sub, view);
+            }
             unflushed = true;
             if node.snapshot_every > 0 && last - last_snapshot >= node.snapshot_every {
                 // Between two applies: the store is exactly the state after `last`.

@@ -133,6 +133,24 @@ impl LeaseBucket {
         }
     }
 
+    /// Writes `key` (a presence mark that lasts the TTL unless written again).
+    pub async fn announce(&self, key: &str, value: &str) -> Result<(), LeaseError> {
+        self.kv.put(key, Bytes::from(value.to_string())).await.map(drop).map_err(bucket_error)
+    }
+
+    /// How many live keys start with `prefix`.
+    pub async fn count(&self, prefix: &str) -> Result<usize, LeaseError> {
+        use futures_util::StreamExt;
+        let mut keys = self.kv.keys().await.map_err(bucket_error)?;
+        let mut n = 0;
+        while let Some(key) = keys.next().await {
+            if key.map_err(bucket_error)?.starts_with(prefix) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Who holds `key` now, as the bucket says (`None`: nobody, or the lease expired).
     pub async fn holder(&self, key: &str) -> Result<Option<String>, LeaseError> {
         match self.kv.entry(key).await.map_err(bucket_error)? {

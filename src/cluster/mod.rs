@@ -5,8 +5,12 @@
 //!   bucket (`lease`) runs the committer, whose commits go to the stream and are acknowledged
 //!   to clients only once JetStream acknowledged them. Before accepting writes it applies the
 //!   stream up to its last sequence (`follow::catch_up`); a deposed writer is fenced by the
-//!   stream itself. It delivers every subscription's notifications (its lanes), and its
-//!   websocket endpoint is the one binding tokens name.
+//!   stream itself. It runs the websocket lanes (its websocket endpoint is the one binding
+//!   tokens name) and records the lane reports of other nodes (`reports`).
+//! - **Delivery is spread** (`shards`): rest-hook subscriptions fall in `cluster.shards`
+//!   shards, each node delivers the shards whose lease it holds (a fair share), from its own
+//!   store's outbox, and reports results to the writer; a dead node's shards are taken over
+//!   once their leases expire.
 //! - **Every node materializes** (`follow`): the others apply the stream, in order, to their
 //!   own sled store through `ingest::Replica`, and serve reads, search, `$status` and `$events`
 //!   from it. They forward writes (and binding-token requests) to the writer over HTTP
@@ -23,6 +27,8 @@ pub mod follow;
 pub mod forward;
 pub mod lease;
 pub mod node;
+pub mod reports;
+pub mod shards;
 pub mod snapshot;
 
 use std::sync::Arc;
@@ -59,6 +65,8 @@ pub struct Node {
     pub snapshots: snapshot::Snapshots,
     /// `cluster.snapshot_every` (0: no snapshots).
     pub snapshot_every: u64,
+    /// The delivery shards this node holds (`shards`).
+    pub shards: shards::Shards,
 }
 
 /// The role a `crate::serve` run plays; `ended` is cancelled when the role must end (a

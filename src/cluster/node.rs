@@ -229,6 +229,10 @@ pub async fn serve(cfg: Config, listener: std::net::TcpListener, stop: Cancellat
     if cfg.cluster.advertise_url.is_empty() && bound.ip().is_unspecified() {
         tracing::warn!(%advertise, "cluster.advertise_url is empty and Herald listens on every address: other nodes cannot forward writes to it; set it");
     }
+    let (shards_tx, shards_rx) = watch::channel(super::shards::Held::default());
+    let shard_stop = CancellationToken::new();
+    let shard_keeper =
+        tokio::spawn(super::shards::keep(leases.clone(), cfg.cluster.node_id.clone(), cfg.cluster.shards, shards_tx, shard_stop.clone()));
     let node = Arc::new(Node {
         node_id: cfg.cluster.node_id.clone(),
         client: client.clone(),
@@ -239,6 +243,7 @@ pub async fn serve(cfg: Config, listener: std::net::TcpListener, stop: Cancellat
         forward_timeout: cfg.duration("cluster.forward_timeout"),
         snapshots,
         snapshot_every: cfg.cluster.snapshot_every,
+        shards: super::shards::Shards { count: cfg.cluster.shards, held: shards_rx },
     });
     let dir = cfg.store.data_dir.clone();
     if dir.join(WRITER_MARKER).exists() {
@@ -328,7 +333,9 @@ pub async fn serve(cfg: Config, listener: std::net::TcpListener, stop: Cancellat
         pause = (pause * 2).min(Duration::from_secs(5));
     };
     keeper_stop.cancel();
+    shard_stop.cancel();
     let _ = keeper.await;
+    let _ = shard_keeper.await;
     client.flush().await.ok();
     outcome
 }

@@ -335,6 +335,9 @@ impl Config {
         if !(1..=5).contains(&c.replicas) {
             return bad("cluster.replicas", "must be between 1 and 5 (3 for a three-server NATS cluster)");
         }
+        if !(1..=1024).contains(&c.shards) {
+            return bad("cluster.shards", "must be between 1 and 1024");
+        }
         if c.stream.is_empty() || !c.stream.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_') {
             return bad("cluster.stream", "must be a JetStream stream name: letters, digits, '-' or '_'");
         }

@@ -364,4 +364,7 @@ pub struct ClusterSettings {
     /// A follower uploads a snapshot of its store every this many commits, and the stream is
     /// trimmed below the snapshot before it (`cluster::snapshot`); 0: never.
     pub snapshot_every: u64,
+    /// Rest-hook subscriptions are spread over this many delivery shards; each node delivers
+    /// the shards whose lease it holds (`cluster::shards`). Every node of a cluster must agree.
+    pub shards: u32,
 }

@@ -99,6 +99,19 @@ impl Replica {
         &self.states
     }
 
+    /// The lane view of `sub` as it is now (`None`: gone).
+    pub fn lane_view(&self, sub: &str) -> Option<LaneView> {
+        match (self.registry.subscription(sub), self.states.get(sub)) {
+            (Some(entry), Some(state)) => Some(LaneView { entry: entry.clone(), state: state.clone() }),
+            _ => None,
+        }
+    }
+
+    /// Every subscription's lane view.
+    pub fn lane_views(&self) -> Vec<(String, LaneView)> {
+        self.states.keys().filter_map(|sub| self.lane_view(sub).map(|v| (sub.clone(), v))).collect()
+    }
+
     /// Applies `commit` (module doc) and returns the lanes it tells, as they now are (`None`:
     /// the subscription is gone).
     pub fn apply(&mut self, commit: &LogCommit) -> Result<Vec<(String, Option<LaneView>)>, IngestError> {
@@ -117,18 +130,7 @@ impl Replica {
         for effect in &commit.effects {
             self.reload(effect)?;
         }
-        let lanes = commit
-            .lanes
-            .iter()
-            .map(|sub| {
-                let view = match (self.registry.subscription(sub), self.states.get(sub)) {
-                    (Some(entry), Some(state)) => Some(LaneView { entry: entry.clone(), state: state.clone() }),
-                    _ => None,
-                };
-                (sub.clone(), view)
-            })
-            .collect();
-        Ok(lanes)
+        Ok(commit.lanes.iter().map(|sub| (sub.clone(), self.lane_view(sub))).collect())
     }
 
     /// Reloads the registry entry `effect` names from the store.

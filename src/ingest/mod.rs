@@ -153,8 +153,9 @@ pub struct ExternalSummary {
     pub events: usize,
 }
 
-/// Results reported by delivery lanes.
-#[derive(Clone, Debug)]
+/// Results reported by delivery lanes (serialized when a cluster node reports to the writer).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
 pub enum LaneCommand {
     Delivered {
         sub: String,
