@@ -130,7 +130,10 @@ pub(crate) async fn start(
     let interrupt = stop.clone();
     // `store.dangerous_flush_delay` (crash tests) also stops sled's own timer, so that only
     // the group flush makes anything durable.
-    let background_flush = cfg.duration("store.dangerous_flush_delay").is_zero();
+    let options = crate::store::OpenOptions {
+        background_flush: cfg.duration("store.dangerous_flush_delay").is_zero(),
+        cache_mib: cfg.store.cache_mib,
+    };
     let opened = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
         fhir::search::SearchParams::current()?;
         let started = std::time::Instant::now();
@@ -143,7 +146,7 @@ pub(crate) async fn start(
                 ControlFlow::Continue(())
             }
         };
-        let (store, rebuilt) = Store::open_indexed_opts(&dir, index_set, &base, Some(&mut progress), background_flush)?;
+        let (store, rebuilt) = Store::open_indexed_opts(&dir, index_set, &base, Some(&mut progress), options)?;
         if let Some(check) = rebuilt {
             tracing::info!(
                 resources = check.resources,

@@ -195,6 +195,10 @@ pub struct StoreConfig {
     /// Writes are refused (503) while less than this many MiB are free where the store lives.
     #[serde(default = "default_min_free_mib")]
     pub min_free_mib: u64,
+    /// The storage engine's cache of database pages, in MiB (sled's `cache_capacity`; its
+    /// own default is 1 GiB). The largest single term of Herald's memory under load.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
     /// Testing only: holds every group flush this long and turns off sled's background flush,
     /// so that a crash test can land between a commit being applied and being flushed.
     #[serde(default = "zero_duration")]
@@ -215,6 +219,10 @@ fn default_flush_timeout() -> String {
 
 fn default_min_free_mib() -> u64 {
     16
+}
+
+fn default_cache_mib() -> u64 {
+    crate::store::DEFAULT_CACHE_MIB
 }
 
 fn zero_duration() -> String {

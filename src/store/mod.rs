@@ -63,6 +63,26 @@ pub enum StoreError {
     ScanLimit { resource_type: String, code: String, limit: usize },
 }
 
+/// `store.cache_mib` unless configured: sled's own default (1 GiB) made the page cache the
+/// largest term of peak memory under load.
+pub const DEFAULT_CACHE_MIB: u64 = 128;
+
+/// How a store is opened.
+#[derive(Clone, Copy, Debug)]
+pub struct OpenOptions {
+    /// sled's background flush timer (`store.dangerous_flush_delay` turns it off, so that only
+    /// the group flush makes anything durable).
+    pub background_flush: bool,
+    /// sled's page cache, in MiB (`store.cache_mib`).
+    pub cache_mib: u64,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { background_flush: true, cache_mib: DEFAULT_CACHE_MIB }
+    }
+}
+
 impl StoreError {
     /// The store's files are locked by another handle (in this process or another).
     pub fn is_locked(&self) -> bool {
@@ -253,17 +273,20 @@ impl Store {
     /// Opens (or creates) the database under `dir`, with the index set it was built with (the
     /// default set for a new store). The server opens with `open_indexed` instead.
     pub fn open(dir: &Path) -> Result<Store> {
-        Self::open_with(dir, true)
+        Self::open_with(dir, OpenOptions::default())
     }
 
-    /// `open`, with sled's background flush timer on or off (`store.dangerous_flush_delay`
-    /// turns it off so that only the group flush makes anything durable).
-    pub fn open_with(path: &Path, background_flush: bool) -> Result<Store> {
+    /// `open`, with `options`.
+    pub fn open_with(path: &Path, options: OpenOptions) -> Result<Store> {
         // A foreign, newer or damaged directory is refused before sled writes anything in it.
         let found = dir::inspect(path)?;
         // Background flushing stays on as a safety net; durability of acknowledged writes comes
         // from the explicit group flush, never from this timer.
-        let db = sled::Config::new().path(path).flush_every_ms(background_flush.then_some(1000)).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(options.background_flush.then_some(1000))
+            .cache_capacity(options.cache_mib.max(1).saturating_mul(1024 * 1024))
+            .open()?;
         if matches!(found, dir::Found::Unmarked) && !db.tree_names().iter().any(|n| n.as_ref() == b"herald") {
             return Err(StoreError::Refused(format!(
                 "data directory {}: holds a sled database that is not Herald's; refusing to start rather than write into it",

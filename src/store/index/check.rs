@@ -168,18 +168,18 @@ impl Store {
         base_url: &str,
         progress: Option<Progress<'_>>,
     ) -> Result<(Store, Option<IndexCheck>)> {
-        Self::open_indexed_opts(dir, set, base_url, progress, true)
+        Self::open_indexed_opts(dir, set, base_url, progress, crate::store::OpenOptions::default())
     }
 
-    /// `open_indexed_with`, with sled's background flush on or off (`Store::open_with`).
+    /// `open_indexed_with`, with `options` (`Store::open_with`).
     pub fn open_indexed_opts(
         dir: &Path,
         set: IndexSet,
         base_url: &str,
         progress: Option<Progress<'_>>,
-        background_flush: bool,
+        options: crate::store::OpenOptions,
     ) -> Result<(Store, Option<IndexCheck>)> {
-        let mut store = Store::open_with(dir, background_flush)?;
+        let mut store = Store::open_with(dir, options)?;
         let wanted = set.fingerprint();
         store.index = Arc::new(IndexConfig { set, base_url: base_url.to_owned(), scan_limit: store.index.scan_limit });
         let meta = keys::meta(SET_RECORD);
