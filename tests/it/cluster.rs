@@ -619,3 +619,87 @@ async fn delivery_is_spread_over_the_nodes_and_a_killed_delivery_nodes_shards_mo
     }
     println!("figures: node {} killed; every subscription had all 45 events {:?} later", nodes.ids[d], killed.elapsed());
 }
+
+/// Sends a lane report as a delivery node would (`herald::cluster::reports`); the writer's answer.
+async fn report_as(client: &async_nats::Client, node: &str, sub: &str, incarnation: u64, through: u64) -> String {
+    let report = json!({ "node": node, "incarnation": incarnation,
+        "command": { "kind": "delivered", "sub": sub, "through": through, "at": 0 } });
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(herald::cluster::reports::SUBJECT, serde_json::to_vec(&report).unwrap().into()),
+    )
+    .await
+    .expect("the writer answers lane reports")
+    .expect("a writer takes lane reports");
+    String::from_utf8_lossy(&answer.payload).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_report_from_a_node_that_does_not_hold_the_shard_is_refused_and_moves_no_cursor() {
+    let Some(nats) = NatsCluster::single() else { return };
+    let nodes = Nodes::start_with(&nats, 2, &[("HERALD_CLUSTER__SHARDS", "2")]).await;
+    let first = wait_writer(&nats, None, Duration::from_secs(20)).await;
+    let w = nodes.ids.iter().position(|id| *id == first).unwrap();
+    let rx = Receiver::start().await;
+    let sub = setup(nodes.node(w), &rx.url).await;
+    rx.next_of("handshake", Duration::from_secs(30)).await;
+    let client = reqwest::Client::new();
+    let base = nodes.node(w).base.clone();
+    let mut given = std::collections::HashMap::new();
+    let ids: HashSet<String> = (0..3).map(|i| format!("f{i}")).collect();
+    for id in &ids {
+        put_until_acked(&client, &base, id, Duration::from_secs(30)).await;
+    }
+    let mut numbers = receive(&rx, &ids, &mut given, Duration::from_secs(30)).await;
+    // The receiver fails from now on: events 4 and 5 wait, retried.
+    rx.set_status(503);
+    let later: HashSet<String> = (3..5).map(|i| format!("f{i}")).collect(); // events 4 and 5
+    for id in &later {
+        put_until_acked(&client, &base, id, Duration::from_secs(30)).await;
+    }
+    // Event 4 was tried (and refused) at least once before anyone reports anything.
+    loop {
+        let r = rx.next_of("event-notification", Duration::from_secs(30)).await;
+        if r.event_numbers().contains(&4) {
+            break;
+        }
+    }
+    let nats_client = crate::cluster_log::connect(&nats).await;
+    // A node that holds no shard of this subscription says 4 and 5 were delivered, under every
+    // incarnation the subscription may have (the version seq that created it, not exposed).
+    for incarnation in 1..=200 {
+        assert_eq!(report_as(&nats_client, "ghost", &sub, incarnation, 5).await, "stale");
+    }
+    // The holder's own report is taken (the same request, from the node the lease names).
+    let js = async_nats::jetstream::new(nats_client.clone());
+    let leases = herald::cluster::LeaseBucket::open(&js, herald::cluster::LEASE_BUCKET, Duration::from_secs(2), 1).await.unwrap();
+    let key = herald::cluster::shards::shard_key(herald::cluster::shards::shard_of(&sub, 2));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let holder = loop {
+        if let Some(h) = leases.holder(&key).await.unwrap() {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "nobody holds {key}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(report_as(&nats_client, &holder, &sub, 1, 3).await, "ok");
+    // A write after the reports: the writer's one queue took the reports first, so once the
+    // write is acknowledged, the writer's record of the subscription shows what they did.
+    put_until_acked(&client, &base, "f5", Duration::from_secs(30)).await;
+    let detail: Value =
+        client.get(format!("{}/admin/api/subscriptions/{sub}", nodes.node(w).root)).send().await.unwrap().json().await.unwrap();
+    let row = if detail["subscription"].is_object() { &detail["subscription"] } else { &detail };
+    assert_eq!(row["deliveredThrough"], 3, "{detail}");
+    // Nothing was skipped: once the receiver answers again, 4 and 5 are accepted, in order.
+    rx.set_status(200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(numbers.contains(&4) && numbers.contains(&5)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "events 4 and 5 were never accepted: {numbers:?}");
+        let r = rx.next_of("event-notification", left).await;
+        if r.answered == 200 {
+            numbers.extend(r.event_numbers());
+        }
+    }
+    assert_gapless_in_order(&numbers);
+}

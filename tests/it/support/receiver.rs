@@ -22,6 +22,8 @@ pub struct Received {
     /// The body's bytes as they arrived (what a signature covers).
     pub raw: Bytes,
     pub at: Instant,
+    /// The status the receiver answered it with.
+    pub answered: u16,
 }
 
 impl Received {
@@ -86,7 +88,7 @@ async fn hook(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let refused = shared.refuse.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
     let status = if refused { 500 } else { shared.status.load(Ordering::SeqCst) };
-    let _ = shared.tx.send(Received { headers, body: parsed, raw: body, at: Instant::now() });
+    let _ = shared.tx.send(Received { headers, body: parsed, raw: body, at: Instant::now(), answered: status });
     StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
 }
 
