@@ -103,7 +103,10 @@ pub(super) async fn run<L: Lane>(ctx: Arc<LaneContext>, sub: String, mut rx: wat
                 }
             }
 
-            match lane.work(&view, ended == Some(state.generation)).await {
+            // Boxed: an idle lane (most of them, most of the time) then holds only this loop's
+            // small state, not room for a whole delivery attempt (rendering, the HTTP request),
+            // which a future reserves for its largest await point for as long as it lives.
+            match Box::pin(lane.work(&view, ended == Some(state.generation))).await {
                 Step::Again => continue,
                 Step::Wait(Some(at)) => wake = earliest(wake, at),
                 Step::Wait(None) => {}
@@ -112,7 +115,7 @@ pub(super) async fn run<L: Lane>(ctx: Arc<LaneContext>, sub: String, mut rx: wat
             if let Some(period) = lane.heartbeat_period(&view) {
                 let due = lane.last_sent() + period;
                 if due <= Instant::now() {
-                    lane.heartbeat(&view).await;
+                    Box::pin(lane.heartbeat(&view)).await;
                     continue;
                 }
                 wake = earliest(wake, due);
