@@ -38,19 +38,6 @@ struct Report {
 const OK: &[u8] = b"ok";
 const STALE: &[u8] = b"stale";
 
-/// The subscription a command is about.
-fn subject_of(cmd: &LaneCommand) -> &str {
-    match cmd {
-        LaneCommand::Delivered { sub, .. }
-        | LaneCommand::Retry { sub, .. }
-        | LaneCommand::Dead { sub, .. }
-        | LaneCommand::Status { sub, .. }
-        | LaneCommand::Resent { sub, .. }
-        | LaneCommand::ResendAbandoned { sub, .. }
-        | LaneCommand::Withheld { sub, .. } => sub,
-    }
-}
-
 /// A node that is not the writer: sends its lanes' reports (the queue its `Ingest` feeds) to
 /// the writer; everything else on the queue is refused (writes are forwarded before they
 /// reach it, `forward`).
@@ -60,7 +47,7 @@ pub async fn send(node: Arc<Node>, shards: Shards, mut queue: IngestQueue, stop:
             req.refuse(IngestError::Unavailable);
             continue;
         };
-        let sub = subject_of(&command).to_owned();
+        let sub = command.sub().to_owned();
         let Ok(body) = serde_json::to_vec(&Report { node: node.node_id.clone(), incarnation, command }) else { continue };
         loop {
             if stop.is_cancelled() || !shards.owns(&sub) {
@@ -99,7 +86,7 @@ pub async fn receive(node: Arc<Node>, shard_count: u32, ingest: Ingest, stop: Ca
         let Some(reply) = msg.reply.clone() else { continue };
         let answer = match serde_json::from_slice::<Report>(&msg.payload) {
             Ok(report) => {
-                let shard = shard_of(subject_of(&report.command), shard_count);
+                let shard = shard_of(report.command.sub(), shard_count);
                 match node.leases.holder(&shard_key(shard)).await {
                     Ok(Some(holder)) if holder == report.node => {
                         ingest.lane(report.incarnation, report.command).await;

@@ -90,15 +90,7 @@ pub(super) fn plan_resend(
 }
 
 pub(super) fn plan_lane_result(view: &View<'_>, incarnation: u64, cmd: LaneCommand) -> Option<Plan> {
-    let sub = match &cmd {
-        LaneCommand::Delivered { sub, .. }
-        | LaneCommand::Retry { sub, .. }
-        | LaneCommand::Dead { sub, .. }
-        | LaneCommand::Resent { sub, .. }
-        | LaneCommand::ResendAbandoned { sub, .. }
-        | LaneCommand::Status { sub, .. }
-        | LaneCommand::Withheld { sub, .. } => sub.clone(),
-    };
+    let sub = cmd.sub().to_owned();
     let Some(mut lane) = view.states.get(&sub).cloned() else {
         return None; // deleted meanwhile
     };

@@ -201,6 +201,21 @@ pub enum LaneCommand {
     },
 }
 
+impl LaneCommand {
+    /// The subscription the report is about.
+    pub fn sub(&self) -> &str {
+        match self {
+            LaneCommand::Delivered { sub, .. }
+            | LaneCommand::Retry { sub, .. }
+            | LaneCommand::Dead { sub, .. }
+            | LaneCommand::Status { sub, .. }
+            | LaneCommand::Resent { sub, .. }
+            | LaneCommand::ResendAbandoned { sub, .. }
+            | LaneCommand::Withheld { sub, .. } => sub,
+        }
+    }
+}
+
 /// Which stored events a resend covers (inclusive bounds; absent = open).
 #[derive(Clone, Copy, Debug)]
 pub enum ResendRange {
