@@ -21,7 +21,10 @@ pub mod audit;
 pub mod ceiling;
 mod dir;
 pub use dir::CLUSTER_WRITER;
+mod entries;
 pub mod index;
+mod options;
+pub use options::{OpenOptions, DEFAULT_CACHE_MIB};
 mod keys;
 pub mod records;
 pub mod space;
@@ -61,26 +64,6 @@ pub enum StoreError {
     /// Answering a lookup on an unindexed parameter would read more resources than allowed.
     #[error("answering {resource_type}.{code} without an index would read more than {limit} resources")]
     ScanLimit { resource_type: String, code: String, limit: usize },
-}
-
-/// `store.cache_mib` unless configured: sled's own default (1 GiB) made the page cache the
-/// largest term of peak memory under load.
-pub const DEFAULT_CACHE_MIB: u64 = 128;
-
-/// How a store is opened.
-#[derive(Clone, Copy, Debug)]
-pub struct OpenOptions {
-    /// sled's background flush timer (`store.dangerous_flush_delay` turns it off, so that only
-    /// the group flush makes anything durable).
-    pub background_flush: bool,
-    /// sled's page cache, in MiB (`store.cache_mib`).
-    pub cache_mib: u64,
-}
-
-impl Default for OpenOptions {
-    fn default() -> Self {
-        OpenOptions { background_flush: true, cache_mib: DEFAULT_CACHE_MIB }
-    }
 }
 
 impl StoreError {
@@ -417,39 +400,6 @@ impl Store {
             }
             advanced
         });
-    }
-
-    /// Every key and value in key order, except under the namespace prefixes `except` (the
-    /// replay tests compare two stores with it; `keys` names the prefixes).
-    /// Calls `f` with every key and value in key order (but those whose first byte is in
-    /// `except`) without collecting them; `f` returning `false` stops early.
-    pub fn for_each_entry<E: From<StoreError>>(
-        &self,
-        except: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<bool, E>,
-    ) -> std::result::Result<(), E> {
-        for item in self.tree.iter() {
-            let (k, v) = item.map_err(StoreError::from)?;
-            if k.first().is_some_and(|p| except.contains(p)) {
-                continue;
-            }
-            if !f(&k, &v)? {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    pub fn contents(&self, except: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::new();
-        for item in self.tree.iter() {
-            let (k, v) = item?;
-            if k.first().is_some_and(|p| except.contains(p)) {
-                continue;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-        }
-        Ok(out)
     }
 
     /// A mark covering every commit applied so far (and so everything a read made now sees).
