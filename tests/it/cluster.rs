@@ -149,6 +149,29 @@ async fn put_until_acked(client: &reqwest::Client, base: &str, id: &str, d: Dura
     }
 }
 
+/// Starts PUTting `Task/<prefix>0..n` through `base`, each retried until acknowledged, and
+/// returns once `Task/<prefix><landed>` is readable there (the burst is under way); the task
+/// yields the ids acknowledged.
+async fn burst(client: &reqwest::Client, base: &str, prefix: &str, n: usize, landed: usize) -> tokio::task::JoinHandle<HashSet<String>> {
+    let (c, b, p) = (client.clone(), base.to_owned(), prefix.to_owned());
+    let handle = tokio::spawn(async move {
+        let mut ids = HashSet::new();
+        for i in 0..n {
+            let id = format!("{p}{i}");
+            put_until_acked(&c, &b, &id, Duration::from_secs(60)).await;
+            ids.insert(id);
+        }
+        ids
+    });
+    let probe = format!("{base}/Task/{prefix}{landed}");
+    crate::support::until("the burst's first writes acknowledged", || {
+        let (client, probe) = (client.clone(), probe.clone());
+        async move { client.get(&probe).send().await.is_ok_and(|r| r.status() == StatusCode::OK) }
+    })
+    .await;
+    handle
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_on_any_node_are_delivered_in_order_and_survive_kill_9_of_the_writer() {
     let Some(nats) = NatsCluster::single() else { return };
@@ -185,30 +208,13 @@ async fn writes_on_any_node_are_delivered_in_order_and_survive_kill_9_of_the_wri
 
     // kill -9 of the writer mid-burst: writes go on through a follower.
     let survivor = nodes.node(follower).base.clone();
-    let burst = {
-        let (client, survivor) = (client.clone(), survivor.clone());
-        tokio::spawn(async move {
-            let mut ids = Vec::new();
-            for i in 0..40 {
-                let id = format!("b{i}");
-                put_until_acked(&client, &survivor, &id, Duration::from_secs(60)).await;
-                ids.push(id);
-            }
-            ids
-        })
-    };
     // Let some of the burst land first.
-    crate::support::until("10 burst writes acknowledged", || {
-        let client = client.clone();
-        let base = survivor.clone();
-        async move { client.get(format!("{base}/Task/b9")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) }
-    })
-    .await;
+    let burst = burst(&client, &survivor, "b", 40, 9).await;
     let killed = Instant::now();
     nodes.nodes[w].take().unwrap().kill9();
     let second = wait_writer(&nats, Some(&first), Duration::from_secs(30)).await;
     let failover = killed.elapsed();
-    let ids: HashSet<String> = burst.await.unwrap().into_iter().collect();
+    let ids: HashSet<String> = burst.await.unwrap();
     acked.extend(ids.iter().cloned());
     let all = receive(&rx, &ids, &mut given, Duration::from_secs(60)).await;
     let mut numbers = numbers;
@@ -590,24 +596,7 @@ async fn delivery_is_spread_over_the_nodes_and_a_killed_delivery_nodes_shards_mo
     // kill -9 of a node that delivers (not the writer) mid-burst: its shards move, and its
     // subscriptions' events arrive in order, none missing.
     let d = (0..3).find(|&i| i != w && by_node[i] > 0.0).expect("a follower delivers");
-    let writer_base = nodes.node(w).base.clone();
-    let burst = {
-        let (client, base) = (client.clone(), writer_base.clone());
-        tokio::spawn(async move {
-            let mut ids = HashSet::new();
-            for i in 0..30 {
-                let id = format!("t{i}");
-                put_until_acked(&client, &base, &id, Duration::from_secs(60)).await;
-                ids.insert(id);
-            }
-            ids
-        })
-    };
-    crate::support::until("some burst writes acknowledged", || {
-        let (client, base) = (client.clone(), writer_base.clone());
-        async move { client.get(format!("{base}/Task/t5")).send().await.is_ok_and(|r| r.status() == StatusCode::OK) }
-    })
-    .await;
+    let burst = burst(&client, &nodes.node(w).base, "t", 30, 5).await;
     let killed = Instant::now();
     nodes.nodes[d].take().unwrap().kill9();
     let later = burst.await.unwrap();
