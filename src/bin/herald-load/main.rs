@@ -18,6 +18,7 @@ mod ceiling;
 mod client;
 mod cluster;
 mod herald;
+mod lane;
 mod matching;
 mod nats;
 mod proc;
@@ -44,6 +45,8 @@ pub enum Scenario {
     S4,
     S5,
     S6,
+    /// One subscription's lane draining a backlog alone, next to a serial POST loop's ceiling.
+    Lane,
     /// S1's workload on cluster mode: 1 node on 1 NATS server (R1), 3 nodes on 1 (R1), 3 nodes
     /// on 3 (R3), next to S1 on single-node sled.
     Cluster,
@@ -65,7 +68,7 @@ struct Args {
     /// Scenarios to run, comma-separated. S6 also runs S1 (for its rate) unless --open-rate is
     /// given; `cluster` runs S1 too (its reference) and needs `nats-server` on PATH (without it
     /// its rows are skipped with a note).
-    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "S1,S2,S3,S4,S5,S6,cluster")]
+    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "S1,S2,S3,S4,S5,S6,lane,cluster")]
     scenarios: Vec<Scenario>,
     /// Measured seconds per ceiling and scenario [default: 20; --quick: 1].
     #[arg(long, value_name = "SECS", value_parser = seconds)]
@@ -99,6 +102,9 @@ struct Args {
     /// one event per notification).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
     max_count: Option<u64>,
+    /// lane: seconds of writes while the receiver holds the first notification [default: 5; --quick: 0.5].
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    lane_fill: Option<Duration>,
     /// Also write the table as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -128,6 +134,7 @@ pub struct Settings {
     pub drain: Duration,
     pub open_rate: Option<f64>,
     pub max_count: Option<u64>,
+    pub lane_fill: Duration,
     pub quick: bool,
 }
 
@@ -152,10 +159,11 @@ impl Settings {
             drain: pick(a.drain, 60.0, 30.0),
             open_rate: a.open_rate,
             max_count: a.max_count,
+            lane_fill: pick(a.lane_fill, 5.0, 0.5),
             quick: q,
         };
-        if s.duration.is_zero() {
-            return Err("--duration must be more than 0".into());
+        if s.duration.is_zero() || s.lane_fill.is_zero() {
+            return Err("--duration and --lane-fill must be more than 0".into());
         }
         if s.subscriptions == 0 || s.fanout == 0 || s.matching_sizes.contains(&0) {
             return Err("--subscriptions, --fanout and --matching-sizes must be at least 1".into());

@@ -4,6 +4,9 @@
 //! (from the payload entry's `fullUrl`) and the version (its `response.etag`), so that
 //! latency = arrival - the write's send time (`scenarios::join`). It also checks that each
 //! subscription's `eventNumber`s arrive as 1, 2, 3, ... and counts the exceptions.
+//!
+//! A gated receiver (`Receiver::start_gated`, the `lane` scenario) holds every
+//! event-notification unanswered until its gate opens, and keeps a copy of the first one's body.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +19,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use crate::workload::{etag_version, key, task_number};
 use crate::Result;
@@ -40,6 +44,8 @@ pub struct Receipts {
     out_of_order: AtomicU64,
     log: Mutex<Vec<Receipt>>,
     last_number: Mutex<HashMap<String, u64>>,
+    /// The first event-notification body received.
+    sample: Mutex<Option<Bytes>>,
 }
 
 impl Receipts {
@@ -68,28 +74,43 @@ impl Receipts {
         self.log.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// The body of the first event-notification received, if any.
+    pub fn sample(&self) -> Option<Bytes> {
+        self.sample.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// When the last keyed event arrived.
+    pub fn last_at(&self) -> Option<Instant> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|r| r.at).max()
+    }
+
     /// Events that arrived in `[from, until)`.
     pub fn events_between(&self, from: Instant, until: Instant) -> u64 {
         let log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         log.iter().filter(|r| (from..until).contains(&r.at)).count() as u64
     }
 
-    fn take(&self, body: &[u8], at: Instant) {
+    /// Takes one body in; true when it was an event-notification.
+    fn take(&self, body: &[u8], at: Instant) -> bool {
         let Ok(bundle) = serde_json::from_slice::<Bundle>(body) else {
             self.unparsed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         };
         let mut entries = bundle.entry.into_iter();
         let Some(head) = entries.next().and_then(|e| e.resource) else {
             self.unparsed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         };
         match head.kind.as_deref() {
             Some("handshake") => {
                 self.handshakes.fetch_add(1, Ordering::Relaxed);
+                false
             }
-            Some("event-notification") => self.take_events(head, entries, at),
-            _ => {}
+            Some("event-notification") => {
+                self.take_events(head, entries, at);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -170,9 +191,27 @@ struct EntryResponse {
     etag: Option<String>,
 }
 
-async fn hook(State(receipts): State<Arc<Receipts>>, body: Bytes) -> StatusCode {
+#[derive(Clone)]
+struct Hook {
+    receipts: Arc<Receipts>,
+    /// Gated receivers: event-notifications wait until this reads true.
+    gate: Option<watch::Receiver<bool>>,
+}
+
+async fn hook(State(hook): State<Hook>, body: Bytes) -> StatusCode {
     let at = Instant::now();
-    receipts.take(&body, at);
+    if hook.receipts.take(&body, at) {
+        {
+            let mut sample = hook.receipts.sample.lock().unwrap_or_else(PoisonError::into_inner);
+            if sample.is_none() {
+                *sample = Some(body.clone());
+            }
+        }
+        if let Some(mut gate) = hook.gate {
+            // A closed sender (the receiver is going away) opens the gate too.
+            let _ = gate.wait_for(|open| *open).await;
+        }
+    }
     StatusCode::OK
 }
 
@@ -185,10 +224,21 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Result<Receiver> {
+        Self::serve(None).await
+    }
+
+    /// A receiver that answers event-notifications only once the returned gate is set to true
+    /// (handshakes and heartbeats are answered at once).
+    pub async fn start_gated() -> Result<(Receiver, watch::Sender<bool>)> {
+        let (open, gate) = watch::channel(false);
+        Ok((Self::serve(Some(gate)).await?, open))
+    }
+
+    async fn serve(gate: Option<watch::Receiver<bool>>) -> Result<Receiver> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let receipts = Arc::new(Receipts::default());
-        let app = Router::new().route("/hook", post(hook)).with_state(receipts.clone());
+        let app = Router::new().route("/hook", post(hook)).with_state(Hook { receipts: receipts.clone(), gate });
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("herald-load: receiver stopped: {e}");

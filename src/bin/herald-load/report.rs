@@ -219,7 +219,7 @@ impl Report {
     pub fn silent_scenarios(&self) -> Vec<String> {
         self.rows
             .iter()
-            .filter(|r| r.scenario.starts_with('S'))
+            .filter(|r| r.scenario.starts_with('S') || r.scenario == "lane")
             .filter(|r| r.notifications_total.unwrap_or(0) == 0 && r.matches.unwrap_or(0) == 0)
             .map(|r| format!("{} ({})", r.scenario, r.what))
             .collect()

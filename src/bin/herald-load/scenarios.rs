@@ -19,7 +19,7 @@ use crate::receiver::{Receipt, Receiver};
 use crate::report::{count, num, Latency, Report, Row};
 use crate::setup::{self, Filter, Plan};
 use crate::workload::{Owners, TaskWrites};
-use crate::{cluster, matching, proc, Result, Scenario, Settings};
+use crate::{cluster, lane, matching, proc, Result, Scenario, Settings};
 
 /// The owner of every Task written, except in S2.
 pub const OWNER: &str = "load";
@@ -79,6 +79,11 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
         if s.runs(Scenario::Cluster) {
             cluster::run(&client, s, &scratch, &sled, &small_ceilings, report).await?;
         }
+    }
+    if s.runs(Scenario::Lane) {
+        let (ceiling, lane) = lane::run(&client, s, &scratch).await?;
+        report.push(ceiling);
+        report.push(lane);
     }
     if s.runs(Scenario::S2) {
         let n = s.subscriptions;

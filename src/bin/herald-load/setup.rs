@@ -12,7 +12,7 @@ use crate::Result;
 
 pub const TOPIC: &str = "http://example.org/herald-load/SubscriptionTopic/task-written";
 
-async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {
+pub async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Result<Value> {
     let resp = client.post(url).header("content-type", "application/fhir+json").json(body).send().await?;
     let status = resp.status();
     let text = resp.text().await?;
@@ -55,7 +55,7 @@ pub enum Filter<'a> {
     OwnOwner,
 }
 
-fn subscription(plan: &Plan<'_>, endpoint: &str, i: usize) -> Value {
+pub fn subscription(plan: &Plan<'_>, endpoint: &str, i: usize) -> Value {
     let owner = match plan.filter {
         Filter::Owner(name) => format!("Organization/{name}"),
         Filter::OwnOwner => format!("Organization/o{i}"),
