@@ -42,6 +42,8 @@ pub(crate) struct Running {
     clustered: bool,
     dispatcher: Arc<Dispatcher>,
     max_body_bytes: usize,
+    /// `server.max_body_memory_mib`, in bytes.
+    body_memory_bytes: usize,
     /// Stops the delivery lanes.
     delivery: CancellationToken,
     /// Stops the committer once what is queued is committed.
@@ -250,6 +252,7 @@ pub(crate) async fn start(
         store_lost: store_lost.clone(),
         data_dir: cfg.store.data_dir.clone(),
         flush_timeout: cfg.duration("store.flush_timeout"),
+        ack_linger: cfg.duration("delivery.ack_linger"),
         min_free_bytes: cfg.store.min_free_mib.saturating_mul(1024 * 1024),
         record_commits: (!cfg.store.record_commits.is_empty()).then(|| std::path::PathBuf::from(&cfg.store.record_commits)),
     };
@@ -351,6 +354,7 @@ pub(crate) async fn start(
         clustered,
         dispatcher,
         max_body_bytes: cfg.server.max_body_bytes,
+        body_memory_bytes: cfg.server.max_body_memory_mib.saturating_mul(1024 * 1024),
         delivery,
         ingest_stop,
         sockets,
@@ -363,7 +367,7 @@ pub(crate) async fn start(
 impl Running {
     /// The full router (`Gate::open` serves it).
     pub(crate) fn router(&self) -> axum::Router {
-        let router = api::router(self.state.clone(), self.max_body_bytes);
+        let router = api::router(self.state.clone(), self.max_body_bytes, self.body_memory_bytes);
         match &self.forward {
             Some(f) => router.layer(axum::middleware::from_fn_with_state(f.clone(), crate::cluster::forward::forward)),
             None if self.clustered => {

@@ -170,6 +170,7 @@ impl Config {
             ("store.dangerous_flush_delay", &self.store.dangerous_flush_delay),
             ("store.flush_timeout", &self.store.flush_timeout),
             ("delivery.handshake_delay", &self.delivery.handshake_delay),
+            ("delivery.ack_linger", &self.delivery.ack_linger),
             ("cluster.lease_ttl", &self.cluster.lease_ttl),
             ("cluster.forward_timeout", &self.cluster.forward_timeout),
         ] {
@@ -222,6 +223,9 @@ impl Config {
         self.delivery.signing_secrets.keys()?;
         if self.delivery.max_attempts == 0 {
             return Err(ConfigError::Invalid { key: "delivery.max_attempts", message: "must be at least 1".into() });
+        }
+        if self.server.max_body_memory_mib == 0 {
+            return Err(ConfigError::Invalid { key: "server.max_body_memory_mib", message: "must be at least 1".into() });
         }
         if self.server.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid { key: "server.max_body_bytes", message: "must be at least 1024".into() });
@@ -371,6 +375,7 @@ impl Config {
             "store.dangerous_flush_delay" => &self.store.dangerous_flush_delay,
             "store.flush_timeout" => &self.store.flush_timeout,
             "delivery.handshake_delay" => &self.delivery.handshake_delay,
+            "delivery.ack_linger" => &self.delivery.ack_linger,
             "cluster.lease_ttl" => &self.cluster.lease_ttl,
             "cluster.forward_timeout" => &self.cluster.forward_timeout,
             _ => return Duration::ZERO,

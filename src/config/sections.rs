@@ -171,6 +171,10 @@ pub struct ServerConfig {
     /// Public base URL of the FHIR endpoint; empty = `http://{listen}/fhir`.
     pub base_url: String,
     pub max_body_bytes: usize,
+    /// What the bodies of requests being served may hold at once, in MiB (`api::budget`);
+    /// further requests wait for room before their bodies are read.
+    #[serde(default = "default_max_body_memory_mib")]
+    pub max_body_memory_mib: usize,
     pub max_bundle_entries: usize,
     pub shutdown_grace: String,
     /// PEM certificate chain (leaf first) for TLS on `listen`; empty with `tls_key`: plain HTTP.
@@ -264,10 +268,22 @@ pub struct DeliverySettings {
     /// Delays before each retry of a refused handshake; empty: a refused handshake is final.
     #[serde(default = "default_handshake_retry_schedule")]
     pub handshake_retry_schedule: Vec<String>,
+    /// How long the committer gathers delivery results (acknowledgements, retry notes) that
+    /// nobody waits for before writing them as one batch; "0s": each at once.
+    #[serde(default = "default_ack_linger")]
+    pub ack_linger: String,
 }
 
 fn default_handshake_delay() -> String {
     "250ms".into()
+}
+
+fn default_max_body_memory_mib() -> usize {
+    64
+}
+
+fn default_ack_linger() -> String {
+    "10ms".into()
 }
 
 fn default_handshake_retry_schedule() -> Vec<String> {

@@ -181,13 +181,20 @@ impl Committer {
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Nothing more queued (or the group is full): apply what was planned, so that the
-            // flusher can make it durable and answer it.
-            if rx.is_empty() || self.group.requests >= group::MAX_REQUESTS {
+            // flusher can make it durable and answer it. A group of delivery results alone
+            // waits up to `delivery.ack_linger` for more: one lane's acknowledgements then cost
+            // one batch and one flush per linger, not one each.
+            if (rx.is_empty() && self.lingers_until().is_none()) || self.group.requests >= group::MAX_REQUESTS {
                 self.apply_group();
             }
+            let linger = self.lingers_until();
             let req = tokio::select! {
                 biased;
                 req = rx.recv() => req,
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(linger.unwrap_or_else(std::time::Instant::now))), if linger.is_some() => {
+                    self.apply_group();
+                    continue;
+                }
                 _ = prune.tick() => {
                     self.apply_group();
                     self.prune(now_millis());
@@ -216,6 +223,17 @@ impl Committer {
         tracing::debug!("committer stopped");
     }
 
+    /// Until when the open group may wait for more: only a group nobody waits for (delivery
+    /// results), only for `delivery.ack_linger` from its first item. `None`: apply it when
+    /// the queue is empty.
+    fn lingers_until(&self) -> Option<std::time::Instant> {
+        if self.cfg.ack_linger.is_zero() || self.group.is_empty() || self.group.awaited() {
+            return None;
+        }
+        let due = self.group.since? + self.cfg.ack_linger;
+        (due > std::time::Instant::now()).then_some(due)
+    }
+
     fn handle(&mut self, req: Request) {
         let joins = group::joins(&req);
         let provenance = matches!(&req, Request::Write { entries, .. } if entries.iter().any(|e| e.resource_type == "Provenance"));
@@ -228,6 +246,9 @@ impl Committer {
         self.group.requests += usize::from(joins);
         self.dispatch(req);
         self.group.open = false;
+        if self.group.since.is_none() && !self.group.is_empty() {
+            self.group.since = Some(std::time::Instant::now());
+        }
     }
 
     /// Applies the planned group (`ingest::group`); a refusal has been answered to its requests.

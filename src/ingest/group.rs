@@ -55,6 +55,8 @@ pub(super) struct Group {
     pub requests: usize,
     /// Set while a request that may join the group is being planned.
     pub open: bool,
+    /// When the group got its first commit or item (`delivery.ack_linger` counts from it).
+    pub since: Option<std::time::Instant>,
 }
 
 /// Whether `req` may be planned into a group (see the module doc for the others).
@@ -72,6 +74,13 @@ pub(super) fn joins(req: &Request) -> bool {
 impl Group {
     pub(super) fn is_empty(&self) -> bool {
         self.commit.is_empty() && self.items.is_empty()
+    }
+
+    /// Whether a client waits for something of the group (a write's answer). A group of
+    /// delivery results only is waited for by nobody: a result lost to a crash before its
+    /// flush means that notification is sent again (at least once), never that one is lost.
+    pub(super) fn awaited(&self) -> bool {
+        self.items.iter().any(|i| i.reply.is_some())
     }
 
     /// Whether the group writes `Type/id`.

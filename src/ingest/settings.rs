@@ -25,6 +25,9 @@ pub struct CommitterConfig {
     /// Cancelled when the store fails to apply or flush: sled keeps failing after an IO error
     /// (a full disk), so Herald reopens it from what is durable (`herald::run`).
     pub store_lost: CancellationToken,
+    /// `delivery.ack_linger`: how long a group holding only delivery results (nobody waits
+    /// for them) may stay open for more before it is applied and flushed.
+    pub ack_linger: std::time::Duration,
     /// `store.record_commits`: a file every commit is copied to (`commitlog::recording`).
     pub record_commits: Option<std::path::PathBuf>,
 }

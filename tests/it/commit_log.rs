@@ -255,6 +255,7 @@ pub(crate) fn committer_config() -> CommitterConfig {
         store_lost: CancellationToken::new(),
         data_dir: std::path::PathBuf::new(),
         flush_timeout: Duration::from_secs(30),
+        ack_linger: Duration::ZERO,
         min_free_bytes: 0,
         record_commits: None,
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald::fhir::subscription::SubscriptionLimits;
-use herald::ingest::{self, CommitterConfig, Ingest, LaneSink, LaneView, Retention, WriteEntry, WriteMethod};
+use herald::ingest::{self, CommitterConfig, Ingest, LaneCommand, LaneSink, LaneView, Retention, WriteEntry, WriteMethod};
 use herald::store::Store;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,11 @@ struct Committer {
 
 impl Committer {
     fn start(sink: Arc<Published>) -> Committer {
+        Self::start_lingering(sink, Duration::ZERO)
+    }
+
+    /// With `delivery.ack_linger` set to `ack_linger`.
+    fn start_lingering(sink: Arc<Published>, ack_linger: Duration) -> Committer {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let (ingest, queue) = ingest::channel(64);
@@ -48,6 +53,7 @@ impl Committer {
             store_lost: CancellationToken::new(),
             data_dir: std::path::PathBuf::new(),
             flush_timeout: Duration::from_secs(30),
+            ack_linger,
             min_free_bytes: 0,
             record_commits: None,
         };
@@ -181,4 +187,35 @@ async fn without_criteria_or_shapes_a_group_keeps_only_keys_and_still_numbers_ev
     assert_eq!(seen, vec![(1, "t", 1, "create"), (2, "u", 1, "create"), (3, "t", 2, "update"), (4, "t", 3, "update")]);
     assert_eq!(c.store.sub_state("s").unwrap().unwrap().events_since_start, 4);
     c.stop().await;
+}
+
+/// `delivery.ack_linger`: delivery results nobody waits for are held for more, but they never
+/// hold a write (it is answered at once and carries them into the store), and the ones still
+/// held when the committer stops are written then. The linger here is an hour, so a write held
+/// by it, or results dropped at the stop, fail the test.
+#[tokio::test]
+async fn held_delivery_results_never_hold_a_write_and_are_written_with_it_or_at_the_stop() {
+    let sink = Arc::new(Published::default());
+    let c = Committer::start_lingering(sink.clone(), Duration::from_secs(3600));
+    let topic = json!({
+        "resourceType": "SubscriptionTopic", "id": "any", "url": "http://example.org/topics/any-task", "status": "active",
+        "resourceTrigger": [{ "resource": "Task", "supportedInteraction": ["create", "update"] }]
+    });
+    let sub = subscribe_to(&c, topic).await;
+    for n in 1..=3 {
+        c.ingest.write(put(task(&format!("t{n}"), "requested", "ServiceRequest/x"))).await.unwrap();
+    }
+    let state = || c.store.sub_state(&sub).unwrap().unwrap();
+    let incarnation = state().incarnation;
+    assert_eq!((state().events_since_start, state().delivered_through), (3, 0));
+
+    c.ingest.lane(incarnation, LaneCommand::Delivered { sub: sub.clone(), through: 1, at: 1 }).await;
+    let answered = tokio::time::timeout(Duration::from_secs(10), c.ingest.write(put(task("t4", "requested", "ServiceRequest/x")))).await;
+    answered.expect("a write waited for held delivery results").unwrap();
+    assert_eq!((state().events_since_start, state().delivered_through), (4, 1), "the held result went in with the write");
+
+    c.ingest.lane(incarnation, LaneCommand::Delivered { sub: sub.clone(), through: 3, at: 2 }).await;
+    let store = c.store.clone();
+    c.stop().await;
+    assert_eq!(store.sub_state(&sub).unwrap().unwrap().delivered_through, 3, "a result held at the stop was written");
 }
