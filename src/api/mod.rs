@@ -20,6 +20,7 @@
 
 mod access;
 mod admin;
+mod budget;
 mod bundle;
 mod capability;
 mod committed;
@@ -210,7 +211,7 @@ pub fn route_for(matched: &str) -> Option<&'static Route> {
 }
 
 /// The full router, served through the `Gate` once Herald is ready (see `health`).
-pub fn router(state: Shared, max_body_bytes: usize) -> Router {
+pub fn router(state: Shared, max_body_bytes: usize, body_memory_bytes: usize) -> Router {
     let mut fhir = Router::new();
     for route in ROUTES {
         fhir = fhir.route(route.path, (route.handler)());
@@ -235,6 +236,7 @@ pub fn router(state: Shared, max_body_bytes: usize) -> Router {
         .merge(fhir)
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(budget::BodyBudget::new(body_memory_bytes, max_body_bytes), budget::body_budget))
         .layer(middleware::from_fn(fhir_errors))
         .layer(middleware::from_fn(request_span))
         .with_state(state)

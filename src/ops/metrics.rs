@@ -115,6 +115,10 @@ pub struct Metrics {
     /// Connections the listener holds (plain or TLS, websockets included).
     pub connections_open: Gauge,
     pub connections_rejected: Family<RejectLabels, Counter>,
+    /// Bytes of `server.max_body_memory_mib` taken by requests being served (`api::budget`).
+    pub body_memory_bytes: Gauge,
+    /// Requests waiting for room in that budget before their bodies are read.
+    pub body_memory_waiting: Gauge,
     // Computed at scrape time.
     pub subscriptions: Family<StatusLabels, Gauge>,
     pub pending_events: Gauge,
@@ -148,6 +152,8 @@ impl Metrics {
             http_duration: Family::new_with_constructor(attempt_histogram),
             connections_open: Gauge::default(),
             connections_rejected: Family::default(),
+            body_memory_bytes: Gauge::default(),
+            body_memory_waiting: Gauge::default(),
             subscriptions: Family::default(),
             pending_events: Gauge::default(),
             dead_letters_held: Gauge::default(),
@@ -188,6 +194,16 @@ impl Metrics {
             "connections_rejected",
             "Connections closed before being served: per_client (server.max_connections_per_client), tls_handshake",
             m.connections_rejected.clone(),
+        );
+        registry.register(
+            "body_memory_bytes",
+            "Bytes of server.max_body_memory_mib held by the bodies of requests being served",
+            m.body_memory_bytes.clone(),
+        );
+        registry.register(
+            "body_memory_waiting",
+            "Requests waiting for room in server.max_body_memory_mib before their bodies are read",
+            m.body_memory_waiting.clone(),
         );
         registry.register("flush_duration_seconds", "Group commit: duration of one store flush", m.flush_duration.clone());
         registry.register("flush_batch_commits", "Group commit: commits made durable by one flush", m.flush_batch.clone());

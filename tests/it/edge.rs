@@ -272,3 +272,55 @@ async fn json_nested_1000_deep_gets_400_and_the_server_keeps_serving() {
     let (s, _) = server.get("metadata").await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// A gauge of `/metrics` (loopback needs no token); 0 when absent.
+async fn gauge(server: &TestServer, name: &str) -> i64 {
+    let text = server.client.get(server.base.replace("/fhir", "/metrics")).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// `server.max_body_memory_mib`: a request whose body does not fit in what is left of the
+/// budget waits, its body unread, until an earlier request is answered; then it goes through
+/// (slowed, never refused), and the budget is whole again.
+#[tokio::test]
+async fn a_body_that_does_not_fit_the_body_memory_budget_waits_for_room_then_goes_through() {
+    let server = TestServer::start_with(|c| {
+        c.server.max_body_memory_mib = 1;
+        c.server.max_body_bytes = 2 * 1024 * 1024;
+    })
+    .await;
+    let task = |id: &str, pad: usize| json!({ "resourceType": "Task", "id": id, "status": "requested", "intent": "order", "description": "x".repeat(pad) });
+    // A client declares a body of about 900 KiB and sends its headers and a first part only.
+    let big = serde_json::to_vec(&task("slow", 900 * 1024)).unwrap();
+    let mut slow = TcpStream::connect(addr_of(&server)).await.unwrap();
+    let head = format!(
+        "PUT /fhir/Task/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&big[..1000]).await.unwrap();
+    let share = i64::try_from(big.len().div_ceil(1024) * 1024).unwrap();
+    crate::support::until("the slow body holds its share", || async { gauge(&server, "herald_body_memory_bytes").await == share }).await;
+
+    // A second write of 200 KiB does not fit in what is left: it waits.
+    let (client, url, body) = (server.client.clone(), format!("{}/Task/quick", server.base), task("quick", 200 * 1024));
+    let quick = tokio::spawn(async move { client.put(url).header("content-type", "application/fhir+json").json(&body).send().await });
+    crate::support::until("the second write waits for room", || async { gauge(&server, "herald_body_memory_waiting").await == 1 }).await;
+    assert!(!quick.is_finished(), "the second write was answered while the budget was spent");
+
+    // The first body completes: both writes are answered, and the budget is whole again.
+    slow.write_all(&big[1000..]).await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(T, slow.read(&mut answer)).await.unwrap().unwrap();
+    let status_line = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(status_line.starts_with("HTTP/1.1 201"), "{status_line}");
+    let quick = tokio::time::timeout(T, quick).await.unwrap().unwrap().unwrap();
+    assert_eq!(quick.status(), StatusCode::CREATED);
+    crate::support::until("the budget is whole again", || async {
+        gauge(&server, "herald_body_memory_bytes").await == 0 && gauge(&server, "herald_body_memory_waiting").await == 0
+    })
+    .await;
+    let (status, stored) = server.get("/Task/slow").await;
+    assert_eq!((status, stored["description"].as_str().map(str::len)), (StatusCode::OK, Some(900 * 1024)));
+}

@@ -127,9 +127,7 @@ async fn drain(
         notifications_total: Some(got),
         ..Row::default()
     };
-    row.notes.push(format!(
-        "{delivered} events in {secs:.2} s after the gate opened; herald-load (receiver) CPU is the receiver's share"
-    ));
+    row.notes.push(format!("{delivered} events in {secs:.2} s after the gate opened; herald-load (receiver) CPU is the receiver's share"));
     row.details.insert("fill_writes".into(), expected.into());
     row.details.insert("drain_s".into(), secs.into());
     row.details.insert("notification_bundles".into(), receipts.bundles().into());
