@@ -18,6 +18,7 @@
 //! - signing: with signing keys (the subscription's, else `delivery.signing_secrets`) every
 //!   POST is signed (`signing`); an event batch keeps its `webhook-id` on every attempt.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,24 +40,69 @@ use crate::ingest::{LaneCommand, LaneView};
 use crate::notify::{notification_bytes, EventView, NotificationType, StatusContext};
 use crate::ops::delivery_log::AttemptEntry;
 use crate::ops::metrics::{metrics, Metrics};
-use crate::store::{EventRecord, StoredError, SubState, SubStatus};
+use crate::store::{EventRecord, StoreError, StoredError, SubState, SubStatus};
+
+/// Accepted events a lane may leave unreported to the committer while it keeps delivering
+/// (it reports at once when it runs out of pending events, before any other result, and
+/// whenever it waits). A crash loses at most these reports: the events are sent again.
+const REPORT_EVERY: u64 = 64;
+
+/// Events read from the outbox in one go, ahead of the one being sent (never past the
+/// published, durable event count).
+const READ_AHEAD: usize = 32;
 
 /// The lane's view of its own progress; ahead of the published state between publications.
 struct Cursor {
     through: u64,
+    /// What the committer was last told was accepted (`LaneCommand::Delivered`).
+    reported: u64,
     attempts: u32,
     next_attempt_at: Option<Millis>,
     first_failure_at: Option<Millis>,
+    /// Events after `through` already read from the outbox, in order.
+    ahead: VecDeque<EventRecord>,
 }
 
 impl Cursor {
     fn merge(&mut self, state: &SubState) {
         if state.delivered_through > self.through {
             self.through = state.delivered_through;
+            self.reported = state.delivered_through;
             self.attempts = state.attempts;
             self.next_attempt_at = state.next_attempt_at;
             self.first_failure_at = state.first_failure_at;
         }
+    }
+
+    /// Tells the committer what was accepted and not yet reported.
+    async fn report(&mut self, ctx: &LaneContext, sub: &str, incarnation: u64) {
+        if self.through > self.reported {
+            self.reported = self.through;
+            ctx.ingest.lane(incarnation, LaneCommand::Delivered { sub: sub.to_string(), through: self.through, at: now_millis() }).await;
+        }
+    }
+
+    /// The next batch of at most `max` events after `through`, none past `durable` (the
+    /// published event count): from what was read ahead, reading more when that runs short.
+    fn next_batch(
+        &mut self,
+        ctx: &LaneContext,
+        sub: &str,
+        incarnation: u64,
+        max: usize,
+        durable: u64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let through = self.through;
+        self.ahead.retain(|e| e.number > through && e.incarnation == incarnation);
+        if self.ahead.front().is_some_and(|e| e.number != through + 1) {
+            self.ahead.clear();
+        }
+        if self.ahead.len() < max {
+            let room = usize::try_from(durable.saturating_sub(through)).unwrap_or(usize::MAX);
+            self.ahead = ctx.outbox.claim(sub, incarnation, through, max.max(READ_AHEAD).min(room).max(1))?.into();
+        }
+        let take = self.ahead.iter().take(max).take_while(|e| e.number <= durable).count();
+        Ok(self.ahead.drain(..take).collect())
     }
 }
 
@@ -92,9 +138,11 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, rx: watch::Receiver<
         sub: sub.clone(),
         cursor: Cursor {
             through: first.delivered_through,
+            reported: first.delivered_through,
             attempts: first.attempts,
             next_attempt_at: first.next_attempt_at,
             first_failure_at: first.first_failure_at,
+            ahead: VecDeque::new(),
         },
         handshakes: Handshakes::default(),
         paused: None,
@@ -104,14 +152,9 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, rx: watch::Receiver<
     driver::run(ctx, sub, rx, lane, span).await;
 }
 
-impl driver::Lane for RestHook {
-    type Signal = Infallible;
-
-    fn observe(&mut self, view: &LaneView) {
-        self.cursor.merge(&view.state);
-    }
-
-    async fn work(&mut self, view: &LaneView, ended: bool) -> Step {
+impl RestHook {
+    /// One turn's work (`driver::Lane::work` reports acceptances before a wait).
+    async fn step(&mut self, view: &LaneView, ended: bool) -> Step {
         let (ctx, sub) = (&*self.ctx, self.sub.as_str());
         let state = &view.state;
         let now = now_millis();
@@ -165,6 +208,23 @@ impl driver::Lane for RestHook {
             }
             _ => Step::Wait(None),
         }
+    }
+}
+
+impl driver::Lane for RestHook {
+    type Signal = Infallible;
+
+    fn observe(&mut self, view: &LaneView) {
+        self.cursor.merge(&view.state);
+    }
+
+    async fn work(&mut self, view: &LaneView, ended: bool) -> Step {
+        let step = self.step(view, ended).await;
+        if matches!(step, Step::Wait(_)) {
+            // Nothing more to send now: what was accepted is reported before the lane sleeps.
+            self.cursor.report(&self.ctx, &self.sub, view.state.incarnation).await;
+        }
+        step
     }
 
     fn heartbeat_period(&self, view: &LaneView) -> Option<Duration> {
@@ -332,7 +392,7 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
     let state = &view.state;
     let pending = state.events_since_start.saturating_sub(cursor.through);
     let max = usize::try_from(spec.max_count.min(pending)).unwrap_or(1).max(1);
-    let events = match ctx.outbox.claim(sub, view.state.incarnation, cursor.through, max) {
+    let events = match cursor.next_batch(ctx, sub, view.state.incarnation, max, state.events_since_start) {
         Ok(events) => events,
         Err(err) => {
             tracing::error!(error = %err, "cannot read the outbox; retrying in a second");
@@ -347,9 +407,7 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
             "outbox has no records for pending events; skipping to the counter"
         );
         cursor.through = state.events_since_start;
-        ctx.ingest
-            .lane(view.state.incarnation, LaneCommand::Delivered { sub: sub.to_string(), through: cursor.through, at: now_millis() })
-            .await;
+        cursor.report(ctx, sub, view.state.incarnation).await;
         return false;
     };
     let body = event_body(ctx, sub, view, &events, state.status).await;
@@ -370,10 +428,15 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
             cursor.attempts = 0;
             cursor.next_attempt_at = None;
             cursor.first_failure_at = None;
-            ctx.ingest.lane(view.state.incarnation, LaneCommand::Delivered { sub: sub.to_string(), through: last, at: now }).await;
+            // Reported in batches while more is pending (`REPORT_EVERY`), at once when caught up.
+            if last >= state.events_since_start || last - cursor.reported >= REPORT_EVERY {
+                cursor.report(ctx, sub, view.state.incarnation).await;
+            }
             true
         }
         Verdict::Retry { code, reason, retry_after } => {
+            // The committer learns of what was accepted before it hears of this failure.
+            cursor.report(ctx, sub, view.state.incarnation).await;
             let first_failure = *cursor.first_failure_at.get_or_insert(now);
             cursor.attempts = attempt_no;
             if ctx.config.retry.exhausted(attempt_no, first_failure, now) {
@@ -384,7 +447,10 @@ async fn deliver_next(ctx: &LaneContext, sub: &str, view: &LaneView, cursor: &mu
                     text: format!("delivery of events through {last} failed {attempt_no} times: {reason}"),
                     at: now,
                 };
+                // Parked through `last` by the committer: nothing left to report up to it.
                 cursor.through = last;
+                cursor.reported = last;
+                cursor.ahead.clear();
                 cursor.attempts = 0;
                 cursor.next_attempt_at = None;
                 cursor.first_failure_at = None;
