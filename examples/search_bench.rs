@@ -119,7 +119,7 @@ fn main() {
         size_idx as f64 / 1048576.0
     );
 
-    let limits = Limits { max_scan: usize::MAX, max_include: 1000, cheap_total: 1000, max_params: usize::MAX };
+    let limits = Limits { max_scan: usize::MAX, max_include: 1000, cheap_total: 1000, max_total: 10_000, max_params: usize::MAX };
     let ctx = StoreContext::new(&store, BASE);
     let mut lat = Vec::with_capacity(queries);
     let mut matched = 0usize;
