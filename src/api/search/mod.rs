@@ -4,9 +4,11 @@
 //! In: the query string (raw, so `+` in a time zone stays `+`, as in topic criteria) and the
 //! form body, and `Prefer: handling=strict|lenient`. Out: matches paged by a (sort key, id)
 //! cursor, included resources, and an `outcome` entry listing what was ignored. Semantics are
-//! `fhir::search` (parse, then `clause_matches` on every candidate); `plan` finds candidates
-//! through the store's index; `page` reads result-control parameters; `render` shapes the
-//! Bundle. Searches run on a blocking thread: they read sled and may read many resources.
+//! `fhir::search` (parse, then `clause_matches` on every candidate). In id order `walk` reads a
+//! page from the index from the cursor and `total` counts only when asked; for another
+//! `_sort`, `plan` finds every candidate (at most `max_scan`). `page` reads result-control
+//! parameters; `render` shapes the Bundle. docs/search.md is the client's view. Searches run on
+//! a blocking thread: they read sled and may read many resources.
 //!
 //! Unknown parameters are ignored and reported under `lenient` (the default, R5) and refused
 //! with 400 under `strict`; an invalid value is always 400. More than `search.max_params`

@@ -5,7 +5,8 @@
 //! handler took out first). Out: `Options`, and the problems found, each marked as an unknown
 //! or unsupported parameter (which `Prefer: handling=lenient` may ignore) or an invalid value.
 //! The cursor is the (sort key, id) of the last (or first) entry of a page, not an offset, so a
-//! page link keeps meaning the same place in the order while resources are written.
+//! page link keeps meaning the same place in the order while resources are written; `_page`
+//! carries it opaque (`encode_cursor`), and anything Herald did not make is 400.
 
 use std::cmp::Ordering;
 

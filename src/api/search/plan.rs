@@ -14,6 +14,9 @@
 //!   drop candidates by key lookups before any resource is read;
 //! - with no indexable clause the type's resources are scanned, up to `max_scan`; beyond it,
 //!   and for a driving clause with more than `max_scan` entries, the answer is `too-costly`.
+//!
+//! `candidates` serves searches sorted by anything but id (`_sort`), which need every match;
+//! id-order searches page through `walk` instead, with no such bound.
 
 use std::collections::BTreeSet;
 
