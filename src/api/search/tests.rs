@@ -65,3 +65,12 @@ fn a_page_examines_the_same_candidates_for_200_or_20000_matches() {
         assert_eq!((both.rows.len(), both.examined), (10, 11), "{n} matches, two clauses");
     }
 }
+
+#[test]
+fn the_smaller_clause_drives_whatever_the_parameter_order() {
+    let (_dir, store) = store(20_000, 20);
+    let (q, _) = Query::parse("Task", "status=requested&owner=Organization/rare", SearchParams::current().unwrap());
+    let ctx = StoreContext::new(&store, BASE);
+    let walk = walk::plan(&ctx, &q, &LIMITS).unwrap();
+    assert_eq!(walk.driver, super::plan::Driver::Index("owner".into()), "the smaller clause drives");
+}

@@ -25,6 +25,8 @@ use crate::store::StoreError;
 /// Most entries planning counts of a clause the index walks in id order: past it, any such
 /// clause drives well enough (each page stops once full).
 const PLAN_COUNT: usize = 10_000;
+/// Entries of each clause counted in planning's first round.
+const FIRST_COUNT: usize = 256;
 /// Most driving keys counted for an estimated total.
 pub const ESTIMATE_KEYS: usize = 10_000_000;
 
@@ -76,7 +78,8 @@ fn walkable(a: &Access) -> bool {
 }
 
 /// Plans `query` for an id-order walk. Counting clauses to choose the driver stops at the
-/// best so far, at `PLAN_COUNT` for walkable clauses and `max_scan` for the others.
+/// best so far, at `FIRST_COUNT` in a first round, then at `PLAN_COUNT` for walkable clauses
+/// and `max_scan` for the others; a lone walkable clause is not counted.
 pub fn plan<'q>(ctx: &StoreContext<'_>, query: &'q Query, limits: &Limits) -> Result<Walk<'q>, SearchFailure> {
     let ty = query.resource_type.as_str();
     let answered = |a: &Access| match a {
@@ -91,26 +94,42 @@ pub fn plan<'q>(ctx: &StoreContext<'_>, query: &'q Query, limits: &Limits) -> Re
         _ => 2,
     });
     let mut best: Option<(usize, usize)> = None;
-    for (i, a) in accesses.iter().enumerate() {
-        let limit = if walkable(a) { PLAN_COUNT } else { limits.max_scan }.saturating_add(1);
-        if accesses.len() == 1 && walkable(a) {
-            best = Some((0, i));
+    if let [a] = accesses.as_slice() {
+        if walkable(a) {
+            best = Some((0, 0));
+        }
+    }
+    // A first round counts each clause only up to `FIRST_COUNT`: when one is that small, no
+    // large clause is counted far whatever the order of the query's parameters.
+    for round in [FIRST_COUNT, usize::MAX] {
+        if best.is_some() {
             break;
         }
-        let cap = best.map_or(limit, |(n, _)| n.min(limit));
-        let n = match a {
-            Access::Ids(ids) => ids.len(),
-            _ => {
-                let mut n = 0usize;
-                scan(ctx, ty, a, |_| {
-                    n += 1;
-                    n < cap
-                })?;
-                n
+        let mut found: Option<(usize, usize)> = None;
+        for (i, a) in accesses.iter().enumerate() {
+            let limit = if walkable(a) { PLAN_COUNT } else { limits.max_scan }.saturating_add(1).min(round);
+            let cap = found.map_or(limit, |(n, _)| n.min(limit));
+            let n = match a {
+                Access::Ids(ids) => ids.len(),
+                _ => {
+                    let mut n = 0usize;
+                    scan(ctx, ty, a, |_| {
+                        n += 1;
+                        n < cap
+                    })?;
+                    n
+                }
+            };
+            if found.is_none_or(|(b, _)| n < b) {
+                found = Some((n, i));
             }
-        };
-        if best.is_none_or(|(b, _)| n < b) {
-            best = Some((n, i));
+        }
+        match found {
+            Some((n, _)) if n >= round => {}
+            other => best = other.or(best),
+        }
+        if found.is_none() {
+            break;
         }
     }
     let Some((count, chosen)) = best else { return Ok(Walk { stream: Stream::Scan, filters: Vec::new(), query, driver: Driver::Scan }) };
