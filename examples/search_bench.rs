@@ -4,6 +4,7 @@
 //! without, then measures `owner=X&status=requested`:
 //! - through the planner (index), 1,000 queries over random owners, p50/p99;
 //! - through the planner with the index disabled (a full scan of the type), a few queries;
+//! - cursor paging: `status=requested&_count=10` at page 1 and after 90 % of the ids;
 //! - through HTTP (`GET /fhir/Task?...` on `herald::run` over the indexed store), 1,000 queries.
 //!
 //! Run: `cargo run --release --example search_bench -- [N]`. No assertions: figures only.
@@ -14,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use herald::api::search::context::StoreContext;
 use herald::api::search::plan::{all_matches, Limits};
+use herald::api::search::walk;
 use herald::fhir::search::query::Query;
 use herald::fhir::search::SearchParams;
+use herald::store::index::Position;
 use herald::store::{records, Commit, Store, VersionRecord};
 use serde_json::json;
 
@@ -119,7 +122,7 @@ fn main() {
         size_idx as f64 / 1048576.0
     );
 
-    let limits = Limits { max_scan: usize::MAX, max_include: 1000, cheap_total: 1000, max_params: usize::MAX };
+    let limits = Limits { max_scan: usize::MAX, max_include: 1000, cheap_total: 1000, max_total: 10_000, max_params: usize::MAX };
     let ctx = StoreContext::new(&store, BASE);
     let mut lat = Vec::with_capacity(queries);
     let mut matched = 0usize;
@@ -139,6 +142,22 @@ fn main() {
         p50,
         p99
     );
+
+    // Cursor paging (issue #23): a page of 10 `status=requested` (a fifth of the Tasks) costs
+    // the same at the start and deep in the result, whatever the number of matches.
+    let (query, _) = Query::parse("Task", "status=requested", params);
+    for (name, after) in [("page 1", None), ("after 90 % of the ids", Some(format!("t{:07}", n * 9 / 10)))] {
+        let mut lat = Vec::with_capacity(queries);
+        for _ in 0..queries {
+            let started = Instant::now();
+            let walk = walk::plan(&ctx, &query, &limits).unwrap();
+            let page = walk.page(&ctx, Position { after: after.as_deref(), back: false }, 10, limits.max_scan, &mut 0).unwrap();
+            lat.push(started.elapsed());
+            assert_eq!(page.rows.len(), 10);
+        }
+        let (p50, p99) = percentiles(lat);
+        println!("walk, status=requested&_count=10, {name}: {queries} pages: p50 {p50:.2?}, p99 {p99:.2?}");
+    }
 
     let scans = 5;
     let mut lat = Vec::new();

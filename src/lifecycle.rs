@@ -333,6 +333,7 @@ pub(crate) async fn start(
             max_scan: cfg.search.max_scan,
             max_include: cfg.search.max_include,
             cheap_total: cfg.search.cheap_total,
+            max_total: cfg.search.max_total,
             max_params: cfg.search.max_params,
         },
         hub,

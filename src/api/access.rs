@@ -194,6 +194,13 @@ impl<'a> Access<'a> {
         self.who.may_see(resource_type, resource) && (resource_type != "Subscription" || self.manages(id))
     }
 
+    /// Whether the caller may be shown every resource of `resource_type` (a scope without a
+    /// compartment; never Subscriptions, which are per client): then counts from the index
+    /// tell it nothing it could not read.
+    pub fn sees_whole_type(&self, resource_type: &str) -> bool {
+        self.who.is_anonymous() || (resource_type != "Subscription" && self.who.may_see(resource_type, None))
+    }
+
     /// Whether the caller may see, change and use `Subscription/{id}`. Authenticated callers
     /// manage only live subscriptions (a deleted one has no owner left to compare with).
     pub fn manages(&self, id: &str) -> bool {

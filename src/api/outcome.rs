@@ -3,7 +3,7 @@
 //! | case | status | issue code |
 //! |---|---|---|
 //! | unparsable body, wrong `resourceType`, bad id, bad search parameter | 400 | `structure`, `invalid`, `value` |
-//! | search that would read more than `search.max_scan` candidates | 400 | `too-costly` |
+//! | `_sort` search over more than `search.max_scan` candidates; `_total=accurate` past `search.max_total` | 400 | `too-costly` |
 //! | search Herald cannot decide (ValueSet needing a terminology server) | 422 | `not-supported` |
 //! | valid FHIR refused by a rule (unknown topic, unsupported channel or filter) | 422 | `business-rule`, `not-supported` |
 //! | unknown type or id | 404 | `not-found` |

@@ -131,12 +131,17 @@ pub struct WebsocketSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SearchSettings {
-    /// Most candidates one search reads; beyond it the answer is 400 `too-costly`.
+    /// Most candidates one page of an id-order search examines (a page may come back short,
+    /// with a `next` link); for any other `_sort`, most candidates the whole search reads,
+    /// beyond which the answer is 400 `too-costly`.
     pub max_scan: usize,
     /// Most resources `_include`/`_revinclude` add to one page.
     pub max_include: usize,
     /// Up to this many candidates, searches give an accurate `total` by default.
     pub cheap_total: usize,
+    /// Most candidates checked to count `_total=accurate|estimate` and `_summary=count`;
+    /// beyond it accurate is 400 `too-costly` and the others are estimated.
+    pub max_total: usize,
     /// Most `name=value` parameters one search may have (query string and form body,
     /// `_include`s and result parameters included); more: 400 `too-costly`.
     pub max_params: usize,

@@ -1,7 +1,8 @@
 //! `herald-load --quick` end to end (issue #9): the load tool's own ceilings, then every
 //! scenario against the debug `herald` binary, cluster rows included (issue #22: 1 and 3 nodes
-//! on real `nats-server`s, R1 and R3). It checks only that each scenario delivered events (S5:
-//! matched them); speed belongs in BENCHMARKS.md, not in a test. Without `nats-server` the
+//! on real `nats-server`s, R1 and R3), and `scale` (issue #23) with 2,000 Tasks. It checks only
+//! that each scenario delivered events (S5: matched them; scale: its searches answered, which
+//! the tool checks); speed belongs in BENCHMARKS.md, not in a test. Without `nats-server` the
 //! cluster rows must say they were skipped (and under `CI=true` the test fails, as the cluster
 //! tests do). Built only with
 //! `--features load` (CI runs the tests with it); it runs alone (`.config/nextest.toml`), since
@@ -35,6 +36,11 @@ fn herald_load_quick_mode_delivers_in_every_scenario() {
         assert!(row["notifications_total"].as_u64().unwrap() > 0, "nothing delivered: {row}");
     }
     assert!(stdout.contains("| S6 |"), "the table is printed:\n{stdout}");
+    // scale (issue #23): loaded, searched (every answer checked by the tool) and restarted.
+    let scale = rows.iter().find(|r| r["scenario"] == "scale").unwrap_or_else(|| panic!("no scale row in {scenarios:?}\n{stdout}"));
+    assert!(scale["matches"].as_u64().unwrap() > 0, "Task?_summary=count counted nothing: {scale}");
+    assert!(scale["details"]["ready_after_kill9_s"].as_f64().is_some(), "{scale}");
+    assert!(stdout.contains("Scale:"), "the scale table is printed:\n{stdout}");
     if NatsCluster::available() {
         for expected in ["S1-1n-R1", "S1-3n-R1", "S1-3n-R3"] {
             let row =

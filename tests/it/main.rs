@@ -39,6 +39,7 @@ mod rest_hook;
 mod scenarios;
 mod search;
 mod search_crash;
+mod search_paging;
 mod secrets;
 mod security;
 mod sidecar;

@@ -4,9 +4,11 @@
 //! In: the query string (raw, so `+` in a time zone stays `+`, as in topic criteria) and the
 //! form body, and `Prefer: handling=strict|lenient`. Out: matches paged by a (sort key, id)
 //! cursor, included resources, and an `outcome` entry listing what was ignored. Semantics are
-//! `fhir::search` (parse, then `clause_matches` on every candidate); `plan` finds candidates
-//! through the store's index; `page` reads result-control parameters; `render` shapes the
-//! Bundle. Searches run on a blocking thread: they read sled and may read many resources.
+//! `fhir::search` (parse, then `clause_matches` on every candidate). In id order `walk` reads a
+//! page from the index from the cursor and `total` counts only when asked; for another
+//! `_sort`, `plan` finds every candidate (at most `max_scan`). `page` reads result-control
+//! parameters; `render` shapes the Bundle. docs/search.md is the client's view. Searches run on
+//! a blocking thread: they read sled and may read many resources.
 //!
 //! Unknown parameters are ignored and reported under `lenient` (the default, R5) and refused
 //! with 400 under `strict`; an invalid value is always 400. More than `search.max_params`
@@ -16,8 +18,8 @@ pub mod context;
 pub mod page;
 pub mod plan;
 pub mod render;
-
-use std::ops::Bound;
+pub mod total;
+pub mod walk;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -35,6 +37,7 @@ use crate::fhir::outcome::operation_outcome;
 use crate::fhir::search::query::{decode, Query};
 use crate::fhir::search::SearchParams;
 use crate::fhir::{Issue, IssueType};
+use crate::store::index::Position;
 use context::StoreContext;
 use page::{compare, encode_cursor, sort_key, Cursor, Options, SortValue, Total};
 use plan::{Limits, SearchFailure};
@@ -177,7 +180,15 @@ fn clause_name(e: &crate::fhir::search::query::QueryError) -> String {
     }
 }
 
-/// Runs the search: candidates, matches, the page, includes.
+/// A page of matches with its total and links, before includes and shaping.
+struct Matches {
+    page: Vec<Found>,
+    total: Option<usize>,
+    next: Option<Cursor>,
+    previous: Option<Cursor>,
+}
+
+/// Runs the search: the page (`walked` in id order, `sorted` otherwise), includes.
 fn execute(
     state: &super::AppState,
     principal: &Principal,
@@ -186,95 +197,124 @@ fn execute(
     limits: &Limits,
 ) -> Result<Outcome, SearchFailure> {
     let mut ctx = StoreContext::new(&state.store, &state.base_url);
+    // An estimate counts index keys of the searched type: only for a caller who sees all of it.
+    let estimable = Access::new(state, principal).sees_whole_type(&query.resource_type);
     if !principal.is_anonymous() {
         let access = Access::new(state, principal);
         ctx = ctx.restricted(Box::new(move |ty, id, resource| access.sees(ty, id, Some(resource))));
     }
-    let ty = query.resource_type.as_str();
-    let found = plan::candidates(&ctx, query, limits, true)?;
     let mut errors = 0usize;
-    // A restricted caller's totals and paging come from checked matches only: a count of
-    // index candidates would include what it may not see.
-    let complete = opts.summary_count
-        || ctx.is_restricted()
-        || opts.total == Total::Accurate
-        || !opts.id_order()
-        || (opts.total == Total::Default && found.ids.len() <= limits.cheap_total);
     let mut notes = Vec::new();
-    let (page, total, next, previous) = if complete {
-        // Every candidate checked: exact total, any order.
-        let mut all: Vec<(Vec<SortValue>, String, Value)> = Vec::new();
-        for id in &found.ids {
-            if let Some(r) = plan::check(&ctx, query, id, &mut errors)? {
-                all.push((sort_key(&opts.sort, ty, id, &r), id.clone(), r));
-            }
-        }
-        all.sort_by(|a, b| compare(&opts.sort, (&a.0, &a.1), (&b.0, &b.1)));
-        let position = |c: &Cursor| all.partition_point(|(k, id, _)| compare(&opts.sort, (k, id), (&c.key, &c.id)).is_le());
-        let before = |c: &Cursor| all.partition_point(|(k, id, _)| compare(&opts.sort, (k, id), (&c.key, &c.id)).is_lt());
-        let (start, end) = match &opts.cursor {
-            Some(c) if c.before => {
-                let end = before(c);
-                (end.saturating_sub(opts.count), end)
-            }
-            Some(c) => {
-                let start = position(c);
-                (start, start.saturating_add(opts.count).min(all.len()))
-            }
-            None => (0, opts.count.min(all.len())),
-        };
-        let total = all.len();
-        let cursor_at = |i: usize, before: bool| all.get(i).map(|(k, id, _)| Cursor { before, key: k.clone(), id: id.clone() });
-        let next = if end < total && end > start { cursor_at(end - 1, false) } else { None };
-        let previous = if start > 0 && end > start { cursor_at(start, true) } else { None };
-        let page: Vec<Found> = if opts.summary_count {
-            Vec::new()
-        } else {
-            all.into_iter().skip(start).take(end - start).map(|(_, id, r)| (ty.to_owned(), id, r)).collect()
-        };
-        let shown_total = (opts.total != Total::None || opts.summary_count).then_some(total);
-        (page, shown_total, next, previous)
+    let found = if opts.id_order() {
+        walked(&ctx, query, opts, &total::Counting { limits, estimable }, &mut errors, &mut notes)?
     } else {
-        // Id order: walk the candidates from the cursor and stop once the page is full.
-        let (back, from) = match &opts.cursor {
-            Some(c) => (c.before, Bound::Excluded(c.id.clone())),
-            None => (false, Bound::Unbounded),
-        };
-        let range: Box<dyn Iterator<Item = &String>> = if back {
-            Box::new(found.ids.range::<String, _>((Bound::Unbounded, from)).rev())
-        } else {
-            Box::new(found.ids.range::<String, _>((from, Bound::Unbounded)))
-        };
-        let mut page = Vec::new();
-        let mut more = false;
-        for id in range {
-            if let Some(r) = plan::check(&ctx, query, id, &mut errors)? {
-                if page.len() == opts.count {
-                    more = true;
-                    break;
-                }
-                page.push((ty.to_owned(), id.clone(), r));
-            }
-        }
-        if back {
-            page.reverse();
-        }
-        let key =
-            |f: Option<&Found>, before: bool| f.map(|(_, id, r)| Cursor { before, key: sort_key(&opts.sort, ty, id, r), id: id.clone() });
-        let (has_next, has_prev) = if back { (true, more) } else { (more, opts.cursor.is_some()) };
-        let next = if has_next { key(page.last(), false) } else { None };
-        let previous = if has_prev { key(page.first(), true) } else { None };
-        let total = (opts.total == Total::Estimate).then_some(found.ids.len());
-        (page, total, next, previous)
+        sorted(&ctx, query, opts, limits, &mut errors)?
     };
     if errors > 0 {
         notes.push(Issue::info(format!("{errors} resource(s) could not be evaluated against this search and were left out")));
     }
-    let page: Vec<Found> = page;
-    let included = render::includes(&ctx, opts, &page, limits.max_include, &mut notes)?;
-    let page = page.into_iter().map(|(t, i, r)| (t, i, render::shape(opts, r))).collect();
-    tracing::debug!(driver = ?found.driver, candidates = found.ids.len(), "search.execute");
-    Ok(Outcome { page, included, total, next, previous, notes })
+    let included = render::includes(&ctx, opts, &found.page, limits.max_include, &mut notes)?;
+    let page = found.page.into_iter().map(|(t, i, r)| (t, i, render::shape(opts, r))).collect();
+    Ok(Outcome { page, included, total: found.total, next: found.next, previous: found.previous, notes })
+}
+
+/// Id order: the page is walked from the cursor (`walk`), the total counted only when asked
+/// (`total`).
+fn walked(
+    ctx: &StoreContext<'_>,
+    query: &Query,
+    opts: &Options,
+    counting: &total::Counting<'_>,
+    errors: &mut usize,
+    notes: &mut Vec<Issue>,
+) -> Result<Matches, SearchFailure> {
+    let ty = query.resource_type.as_str();
+    let limits = counting.limits;
+    let walk = walk::plan(ctx, query, limits)?;
+    if opts.summary_count {
+        let total = total::summary_count(&walk, ctx, opts, counting, errors, notes)?;
+        return Ok(Matches { page: Vec::new(), total: Some(total), next: None, previous: None });
+    }
+    let back = opts.cursor.as_ref().is_some_and(|c| c.before);
+    let from = Position { after: opts.cursor.as_ref().map(|c| c.id.as_str()), back };
+    let mut found = walk.page(ctx, from, opts.count, limits.max_scan, errors)?;
+    tracing::debug!(driver = ?walk.driver, examined = found.examined, "search.walk");
+    if back {
+        found.rows.reverse();
+    }
+    if let Some(at) = &found.stopped_at {
+        notes.push(Issue::info(format!(
+            "this page stopped after examining {} candidates (search.max_scan) at {ty}/{at}; follow the links for the rest",
+            limits.max_scan
+        )));
+    }
+    let cursor = |id: &str, before: bool| Cursor {
+        before,
+        key: opts.sort.iter().map(|_| SortValue::Str(id.to_owned())).collect(),
+        id: id.to_owned(),
+    };
+    let first = found.rows.first().map(|(_, id, _)| id.as_str());
+    let last = found.rows.last().map(|(_, id, _)| id.as_str());
+    let here = opts.cursor.as_ref().map(|c| c.id.as_str());
+    // A page ends at its last row when a match beyond it was seen, or where the walk stopped
+    // (`max_scan`); the other end is its first row (the cursor itself on an empty page).
+    let stopped = found.stopped_at.as_deref();
+    let far = if found.more {
+        if back {
+            first
+        } else {
+            last
+        }
+    } else {
+        stopped
+    };
+    let near = if back { last } else { first }.or(here);
+    let (next, previous) = if back {
+        (near.map(|id| cursor(id, false)), far.map(|id| cursor(id, true)))
+    } else {
+        (far.map(|id| cursor(id, false)), here.and(near).map(|id| cursor(id, true)))
+    };
+    let total = total::of_page(&walk, ctx, opts, counting, &found, errors, notes)?;
+    Ok(Matches { page: found.rows, total, next, previous })
+}
+
+/// Any other order: every candidate (at most `max_scan`) is checked and sorted, so the total
+/// is exact and free.
+fn sorted(ctx: &StoreContext<'_>, query: &Query, opts: &Options, limits: &Limits, errors: &mut usize) -> Result<Matches, SearchFailure> {
+    let ty = query.resource_type.as_str();
+    let found = plan::candidates(ctx, query, limits, true)?;
+    tracing::debug!(driver = ?found.driver, candidates = found.ids.len(), "search.sorted");
+    let mut all: Vec<(Vec<SortValue>, String, Value)> = Vec::new();
+    for id in &found.ids {
+        if let Some(r) = plan::check(ctx, query, id, errors)? {
+            all.push((sort_key(&opts.sort, ty, id, &r), id.clone(), r));
+        }
+    }
+    all.sort_by(|a, b| compare(&opts.sort, (&a.0, &a.1), (&b.0, &b.1)));
+    let position = |c: &Cursor| all.partition_point(|(k, id, _)| compare(&opts.sort, (k, id), (&c.key, &c.id)).is_le());
+    let before = |c: &Cursor| all.partition_point(|(k, id, _)| compare(&opts.sort, (k, id), (&c.key, &c.id)).is_lt());
+    let (start, end) = match &opts.cursor {
+        Some(c) if c.before => {
+            let end = before(c);
+            (end.saturating_sub(opts.count), end)
+        }
+        Some(c) => {
+            let start = position(c);
+            (start, start.saturating_add(opts.count).min(all.len()))
+        }
+        None => (0, opts.count.min(all.len())),
+    };
+    let total = all.len();
+    let cursor_at = |i: usize, before: bool| all.get(i).map(|(k, id, _)| Cursor { before, key: k.clone(), id: id.clone() });
+    let next = if end < total && end > start { cursor_at(end - 1, false) } else { None };
+    let previous = if start > 0 && end > start { cursor_at(start, true) } else { None };
+    let page: Vec<Found> = if opts.summary_count {
+        Vec::new()
+    } else {
+        all.into_iter().skip(start).take(end - start).map(|(_, id, r)| (ty.to_owned(), id, r)).collect()
+    };
+    let shown_total = (opts.total != Total::None || opts.summary_count).then_some(total);
+    Ok(Matches { page, total: shown_total, next, previous })
 }
 
 fn link(base: &str, ty: &str, params: &[(String, String)], cursor: Option<&Cursor>) -> String {
@@ -323,3 +363,6 @@ fn bundle(base: &str, ty: &str, opts: &Options, params: &[(String, String)], out
     }
     b
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,10 +5,13 @@
 //! handler took out first). Out: `Options`, and the problems found, each marked as an unknown
 //! or unsupported parameter (which `Prefer: handling=lenient` may ignore) or an invalid value.
 //! The cursor is the (sort key, id) of the last (or first) entry of a page, not an offset, so a
-//! page link keeps meaning the same place in the order while resources are written.
+//! page link keeps meaning the same place in the order while resources are written; `_page`
+//! carries it opaque (`encode_cursor`), and anything Herald did not make is 400.
 
 use std::cmp::Ordering;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::fhir::search::date::parse_range;
@@ -285,6 +288,13 @@ pub fn compare(fields: &[SortField], a: (&[SortValue], &str), b: (&[SortValue], 
     a.1.cmp(b.1)
 }
 
+/// Version tag of the cursor format.
+const CURSOR_FORMAT: &str = "c1";
+
+/// The `_page` value of a cursor: opaque to clients (base64url of `["c1", "a"|"b", key, id]`).
+/// It is only a position: the query comes from the link's other parameters, and every row is
+/// checked against that query and the caller's access, so an edited cursor can only move the
+/// position inside the same query's results.
 pub fn encode_cursor(c: &Cursor) -> String {
     let key: Vec<Value> = c
         .key
@@ -295,19 +305,30 @@ pub fn encode_cursor(c: &Cursor) -> String {
             SortValue::Missing => Value::Null,
         })
         .collect();
-    json!([if c.before { "b" } else { "a" }, key, c.id]).to_string()
+    let text = json!([CURSOR_FORMAT, if c.before { "b" } else { "a" }, key, c.id]).to_string();
+    URL_SAFE_NO_PAD.encode(text)
 }
 
+/// Longest `_page` value accepted (ids are at most 64 characters; sort keys are short).
+const MAX_CURSOR_BYTES: usize = 4096;
+
 fn decode_cursor(text: &str) -> Option<Cursor> {
-    let v: Value = serde_json::from_str(text).ok()?;
+    if text.len() > MAX_CURSOR_BYTES {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
     let parts = v.as_array()?;
-    let before = match parts.first()?.as_str()? {
+    if parts.first()?.as_str()? != CURSOR_FORMAT || parts.len() != 4 {
+        return None;
+    }
+    let before = match parts.get(1)?.as_str()? {
         "a" => false,
         "b" => true,
         _ => return None,
     };
     let mut key = Vec::new();
-    for k in parts.get(1)?.as_array()? {
+    for k in parts.get(2)?.as_array()? {
         key.push(match k {
             Value::Null => SortValue::Missing,
             Value::String(s) => SortValue::Str(s.clone()),
@@ -315,6 +336,6 @@ fn decode_cursor(text: &str) -> Option<Cursor> {
             _ => return None,
         });
     }
-    let id = parts.get(2)?.as_str()?.to_owned();
-    (parts.len() == 3).then_some(Cursor { before, key, id })
+    let id = parts.get(3)?.as_str()?.to_owned();
+    crate::fhir::types::is_valid_id(&id).then_some(Cursor { before, key, id })
 }

@@ -14,6 +14,9 @@
 //!   drop candidates by key lookups before any resource is read;
 //! - with no indexable clause the type's resources are scanned, up to `max_scan`; beyond it,
 //!   and for a driving clause with more than `max_scan` entries, the answer is `too-costly`.
+//!
+//! `candidates` serves searches sorted by anything but id (`_sort`), which need every match;
+//! id-order searches page through `walk` instead, with no such bound.
 
 use std::collections::BTreeSet;
 
@@ -37,6 +40,8 @@ pub struct Limits {
     pub max_include: usize,
     /// Up to this many candidates, an accurate `total` is given by default.
     pub cheap_total: usize,
+    /// Most candidates checked to count a total (`_total`, `_summary=count`).
+    pub max_total: usize,
     /// Most `name=value` parameters one search may have.
     pub max_params: usize,
 }
@@ -54,7 +59,7 @@ pub enum SearchFailure {
 
 /// How a clause reaches the index.
 #[derive(Debug, Clone)]
-enum Access {
+pub(super) enum Access {
     Ids(Vec<String>),
     Probes { code: String, probes: Vec<Probe> },
 }
@@ -86,7 +91,7 @@ fn date_probe(prefix: Prefix, start: i64, end: i64) -> Option<Probe> {
 }
 
 /// How `clause` on `resource_type` can use the index, if it can.
-fn access(clause: &Clause, resource_type: &str, base_url: &str) -> Option<Access> {
+pub(super) fn access(clause: &Clause, resource_type: &str, base_url: &str) -> Option<Access> {
     let ClauseKind::Param { param, modifier, values } = &clause.kind else { return None };
     if resource_type == "Subscription" && param.code == "status" {
         return None;
@@ -124,7 +129,7 @@ fn access(clause: &Clause, resource_type: &str, base_url: &str) -> Option<Access
 }
 
 /// Does `access` select `id` by key lookups alone? `None` when it cannot say (not equality).
-fn admits(ctx: &StoreContext<'_>, resource_type: &str, access: &Access, id: &str) -> Result<Option<bool>, StoreError> {
+pub(super) fn admits(ctx: &StoreContext<'_>, resource_type: &str, access: &Access, id: &str) -> Result<Option<bool>, StoreError> {
     match access {
         Access::Ids(ids) => Ok(Some(ids.iter().any(|i| i == id))),
         Access::Probes { code, probes } => {
@@ -140,7 +145,12 @@ fn admits(ctx: &StoreContext<'_>, resource_type: &str, access: &Access, id: &str
 }
 
 /// Visits the ids `access` selects, until `visit` says stop.
-fn scan(ctx: &StoreContext<'_>, resource_type: &str, access: &Access, mut visit: impl FnMut(&str) -> bool) -> Result<(), StoreError> {
+pub(super) fn scan(
+    ctx: &StoreContext<'_>,
+    resource_type: &str,
+    access: &Access,
+    mut visit: impl FnMut(&str) -> bool,
+) -> Result<(), StoreError> {
     match access {
         Access::Ids(ids) => {
             for id in ids {

@@ -11,6 +11,9 @@
 //! 1 node on one NATS server, 3 nodes on one, 3 nodes on three (R3), each NATS server and node
 //! started and removed by herald-load.
 //!
+//! The `scale` scenario (`scale`) loads a million Tasks and 100,000 subscriptions through the
+//! REST API, then times searches, reads RSS and data dir size, and restarts Herald.
+//!
 //! `--quick` (CI) runs each scenario for about a second with tiny numbers and checks only that
 //! events were delivered in each one; it never checks a speed.
 
@@ -24,6 +27,7 @@ mod nats;
 mod proc;
 mod receiver;
 mod report;
+mod scale;
 mod scenarios;
 mod setup;
 mod workload;
@@ -50,6 +54,9 @@ pub enum Scenario {
     /// S1's workload on cluster mode: 1 node on 1 NATS server (R1), 3 nodes on 1 (R1), 3 nodes
     /// on 3 (R3), next to S1 on single-node sled.
     Cluster,
+    /// Search and storage at queue-server scale (`scale`): Tasks and subscriptions loaded
+    /// through the REST API, then search latencies, RSS, data directory size, restart times.
+    Scale,
 }
 
 #[derive(Parser)]
@@ -68,7 +75,7 @@ struct Args {
     /// Scenarios to run, comma-separated. S6 also runs S1 (for its rate) unless --open-rate is
     /// given; `cluster` runs S1 too (its reference) and needs `nats-server` on PATH (without it
     /// its rows are skipped with a note).
-    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "S1,S2,S3,S4,S5,S6,lane,cluster")]
+    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "S1,S2,S3,S4,S5,S6,lane,cluster,scale")]
     scenarios: Vec<Scenario>,
     /// Measured seconds per ceiling and scenario [default: 20; --quick: 1].
     #[arg(long, value_name = "SECS", value_parser = seconds)]
@@ -105,6 +112,12 @@ struct Args {
     /// lane: seconds of writes while the receiver holds the first notification [default: 5; --quick: 0.5].
     #[arg(long, value_name = "SECS", value_parser = seconds)]
     lane_fill: Option<Duration>,
+    /// scale: Tasks loaded [default: 1000000; --quick: 2000].
+    #[arg(long, value_name = "N")]
+    scale_tasks: Option<u64>,
+    /// scale: subscriptions created [default: 100000; --quick: 50].
+    #[arg(long, value_name = "N")]
+    scale_subscriptions: Option<usize>,
     /// Also write the table as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -135,6 +148,8 @@ pub struct Settings {
     pub open_rate: Option<f64>,
     pub max_count: Option<u64>,
     pub lane_fill: Duration,
+    pub scale_tasks: u64,
+    pub scale_subscriptions: usize,
     pub quick: bool,
 }
 
@@ -160,6 +175,8 @@ impl Settings {
             open_rate: a.open_rate,
             max_count: a.max_count,
             lane_fill: pick(a.lane_fill, 5.0, 0.5),
+            scale_tasks: a.scale_tasks.unwrap_or(if q { 2_000 } else { 1_000_000 }),
+            scale_subscriptions: a.scale_subscriptions.unwrap_or(if q { 50 } else { 100_000 }),
             quick: q,
         };
         if s.duration.is_zero() || s.lane_fill.is_zero() {

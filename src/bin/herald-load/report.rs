@@ -264,6 +264,7 @@ impl Report {
             );
         }
         self.cluster_table(&mut t);
+        crate::scale::table(&self.rows, &mut t);
         t
     }
 

@@ -20,11 +20,13 @@
 //! result), so `_has`, `_revinclude` and chains stay correct on unindexed parameters.
 
 pub mod extract;
+pub mod ordered;
 pub mod set;
 
 mod check;
 
 pub use check::{IndexCheck, Progress, RebuildProgress, RebuildStep, PROGRESS_EVERY};
+pub use ordered::Position;
 pub use set::IndexSet;
 
 use std::collections::HashMap;

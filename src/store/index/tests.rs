@@ -370,3 +370,46 @@ fn each_version_has_its_own_default_index_set_and_reads_it_back() {
     assert!(IndexSet::from_spec_for(FhirVersion::R5, &["DeviceUseStatement.subject"]).is_err());
     assert!(IndexSet::from_spec_for(FhirVersion::R4, &["DeviceUseStatement.subject"]).is_ok());
 }
+
+#[test]
+fn an_equality_walk_merges_values_in_id_order_from_a_position_either_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = Commit::new();
+    for (id, status) in
+        [("a", "requested"), ("b", "accepted"), ("c", "completed"), ("d", "requested"), ("e", "accepted"), ("f", "requested")]
+    {
+        let t = task(id, 1, "Organization/lab-1", status, "2026-01-05");
+        c.put_version(&t).unwrap();
+        c.index_version(&store, &t, BASE).unwrap();
+    }
+    store.apply(c).unwrap();
+    let probes = [Probe::Equal("requested".into()), Probe::Equal("accepted".into()), Probe::Equal("requested".into())];
+    let walk = |after: Option<&str>, back: bool| {
+        let mut out = Vec::new();
+        let walked = store
+            .index_walk("Task", "status", &probes, Position { after, back }, |id| {
+                out.push(id.to_owned());
+                true
+            })
+            .unwrap();
+        assert!(walked);
+        out
+    };
+    assert_eq!(walk(None, false), ["a", "b", "d", "e", "f"], "each id once, a repeated value too");
+    assert_eq!(walk(Some("b"), false), ["d", "e", "f"]);
+    assert_eq!(walk(Some("e"), true), ["d", "b", "a"]);
+    assert_eq!(walk(None, true), ["f", "e", "d", "b", "a"]);
+    let mut current = Vec::new();
+    store
+        .current_walk("Task", Position { after: Some("c"), back: false }, |id| {
+            current.push(id.to_owned());
+            current.len() < 2
+        })
+        .unwrap();
+    assert_eq!(current, ["d", "e"], "stops when told");
+    // A date range is ordered by date first: not walked in id order.
+    let jan = crate::fhir::search::date::parse_range("2026-01").unwrap();
+    let range = [Probe::Start { lo: jan.start, hi: jan.end }];
+    assert!(!store.index_walk("Task", "authored-on", &range, Position { after: None, back: false }, |_| true).unwrap());
+}
