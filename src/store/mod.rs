@@ -28,6 +28,8 @@ pub use options::{OpenOptions, DEFAULT_CACHE_MIB};
 mod keys;
 pub mod records;
 pub mod space;
+mod usage;
+pub use usage::{Family, Usage};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

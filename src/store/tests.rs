@@ -178,3 +178,48 @@ fn a_version_is_found_by_its_id_without_reading_every_resource() {
     assert!(store.version_by_id("Task", "a", "7").unwrap().is_none());
     assert!(store.version_by_id("Task", "b", "1").unwrap().is_none());
 }
+
+#[test]
+fn usage_by_family_adds_up_to_exactly_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = Commit::new();
+    for (id, seq) in [("a", 1), ("a", 2), ("b", 1)] {
+        let mut v = version(id, seq);
+        v.resource = Some(json!({ "resourceType": "Task", "id": id, "status": "ready", "owner": { "reference": "Organization/o1" } }));
+        c.put_version(&v).unwrap();
+        c.index_version(&store, &v, "http://h/fhir").unwrap();
+    }
+    c.put_sub_state("s1", &SubState::new(SubStatus::Active)).unwrap();
+    c.put_event("s1", &event(1)).unwrap();
+    c.put_dead("s1", &DeadRecord { v: 1, number: 1, parked_at: 0, attempts: 3, reason: "410".into() }).unwrap();
+    c.put_audit(store.next_audit_seq(), &json!({ "action": "create" })).unwrap();
+    let ops = c.into_ops();
+    // What the store should hold: the last write of each key.
+    let mut written = std::collections::BTreeMap::new();
+    for (k, v) in &ops {
+        written.insert(k.clone(), v.clone());
+    }
+    store.apply_logged(1, &ops).unwrap();
+    store.flush().unwrap();
+
+    let usage = store.usage().unwrap();
+    for prefix in [b'r', b'h', b'i', b'x', b's', b'e', b'd', b'a'] {
+        let (mut n, mut key_bytes, mut value_bytes) = (0, 0, 0);
+        for (k, v) in written.iter().filter(|(k, _)| k.first() == Some(&prefix)) {
+            if let Some(v) = v {
+                n += 1;
+                key_bytes += k.len() as u64;
+                value_bytes += v.len() as u64;
+            }
+        }
+        let f = usage.family(prefix).unwrap_or_else(|| panic!("no {} family", prefix as char));
+        assert_eq!((f.keys, f.key_bytes, f.value_bytes), (n, key_bytes, value_bytes), "{}", f.name);
+        assert!(n > 0, "the test writes every family");
+    }
+    let meta: u64 =
+        store.contents(&[]).unwrap().iter().filter(|(k, _)| k.first() == Some(&b'm')).map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    assert_eq!(usage.family(b'm').map(Family::bytes), Some(meta));
+    let all: u64 = store.contents(&[]).unwrap().iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    assert_eq!(usage.logical_bytes(), all, "no other tree holds anything");
+}

@@ -1,6 +1,6 @@
 //! `herald-load --quick` end to end (issue #9): the load tool's own ceilings, then every
 //! scenario against the debug `herald` binary, cluster rows included (issue #22: 1 and 3 nodes
-//! on real `nats-server`s, R1 and R3). It checks only that each scenario delivered events (S5:
+//! on real `nats-server`s, R1 and R3), and the storage rows (issue #23: bytes per version). It checks only that each scenario delivered events (S5:
 //! matched them); speed belongs in BENCHMARKS.md, not in a test. Without `nats-server` the
 //! cluster rows must say they were skipped (and under `CI=true` the test fails, as the cluster
 //! tests do). Built only with
@@ -35,6 +35,13 @@ fn herald_load_quick_mode_delivers_in_every_scenario() {
         assert!(row["notifications_total"].as_u64().unwrap() > 0, "nothing delivered: {row}");
     }
     assert!(stdout.contains("| S6 |"), "the table is printed:\n{stdout}");
+    for expected in ["storage-small", "storage-large"] {
+        let row = rows.iter().find(|r| r["scenario"] == expected).unwrap_or_else(|| panic!("no {expected} row in {scenarios:?}\n{stdout}"));
+        assert!(row["details"]["file_bytes_per_version"].as_f64().unwrap() > 0.0, "nothing measured: {row}");
+        assert!(row["details"]["history_bytes_per_version"].as_f64().unwrap() > 0.0, "no breakdown: {row}");
+        assert!(row["notifications_total"].as_u64().unwrap() > 0, "nothing delivered: {row}");
+    }
+    assert!(stdout.contains("Storage: bytes per stored version"), "the storage table is printed:\n{stdout}");
     if NatsCluster::available() {
         for expected in ["S1-1n-R1", "S1-3n-R1", "S1-3n-R3"] {
             let row =

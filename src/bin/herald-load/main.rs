@@ -25,6 +25,7 @@ mod receiver;
 mod report;
 mod scenarios;
 mod setup;
+mod storage;
 mod workload;
 
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ pub enum Scenario {
     /// S1's workload on cluster mode: 1 node on 1 NATS server (R1), 3 nodes on 1 (R1), 3 nodes
     /// on 3 (R3), next to S1 on single-node sled.
     Cluster,
+    /// Bytes on disk per stored version, by key family, for a small and a large Task.
+    Storage,
 }
 
 #[derive(Parser)]
@@ -65,7 +68,7 @@ struct Args {
     /// Scenarios to run, comma-separated. S6 also runs S1 (for its rate) unless --open-rate is
     /// given; `cluster` runs S1 too (its reference) and needs `nats-server` on PATH (without it
     /// its rows are skipped with a note).
-    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "S1,S2,S3,S4,S5,S6,cluster")]
+    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "S1,S2,S3,S4,S5,S6,cluster,storage")]
     scenarios: Vec<Scenario>,
     /// Measured seconds per ceiling and scenario [default: 20; --quick: 1].
     #[arg(long, value_name = "SECS", value_parser = seconds)]
@@ -99,6 +102,10 @@ struct Args {
     /// one event per notification).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1000))]
     max_count: Option<u64>,
+    /// storage: versions of the small Task written; the large one gets a quarter as many
+    /// [default: 20000; --quick: 200].
+    #[arg(long, value_name = "N")]
+    storage_versions: Option<usize>,
     /// Also write the table as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -128,6 +135,7 @@ pub struct Settings {
     pub drain: Duration,
     pub open_rate: Option<f64>,
     pub max_count: Option<u64>,
+    pub storage_versions: usize,
     pub quick: bool,
 }
 
@@ -152,6 +160,7 @@ impl Settings {
             drain: pick(a.drain, 60.0, 30.0),
             open_rate: a.open_rate,
             max_count: a.max_count,
+            storage_versions: a.storage_versions.unwrap_or(if q { 200 } else { 20_000 }),
             quick: q,
         };
         if s.duration.is_zero() {

@@ -264,6 +264,7 @@ impl Report {
             );
         }
         self.cluster_table(&mut t);
+        crate::storage::table(&self.rows, &mut t);
         t
     }
 

@@ -154,6 +154,9 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
         row.notes.push("latency from the scheduled send time (coordinated omission corrected)".into());
         report.push(row);
     }
+    if s.runs(Scenario::Storage) {
+        crate::storage::run(&client, s, &scratch, report).await?;
+    }
     Ok(())
 }
 
