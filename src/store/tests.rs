@@ -223,3 +223,43 @@ fn usage_by_family_adds_up_to_exactly_what_was_written() {
     let all: u64 = store.contents(&[]).unwrap().iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
     assert_eq!(usage.logical_bytes(), all, "no other tree holds anything");
 }
+
+fn marker_format(dir: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("herald-store.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["format"].as_u64().unwrap()
+}
+
+#[test]
+fn an_uncompressed_format_1_store_opens_and_stays_format_1_and_new_stores_are_compressed_format_2() {
+    // A store as every release before issue #23 wrote it: pages uncompressed, format 1.
+    let old = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(old.path(), OpenOptions { compression: None, ..OpenOptions::default() }).unwrap();
+        let mut c = Commit::new();
+        c.put_version(&version("a", 1)).unwrap();
+        store.apply(c).unwrap();
+        store.flush().unwrap();
+    }
+    assert_eq!(marker_format(old.path()), 1);
+    assert_eq!(dir::sled_compression(old.path()).unwrap(), Some(false));
+    // This build, configured to compress new stores, opens it as it is and reads it.
+    let store = when_unlocked(|| Store::open(old.path())).unwrap();
+    assert_eq!(store.latest("Task", "a").unwrap().map(|v| v.seq), Some(1));
+    drop(store);
+    assert_eq!(marker_format(old.path()), 1, "an existing store keeps its format");
+    assert_eq!(dir::sled_compression(old.path()).unwrap(), Some(false));
+
+    let new = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(new.path()).unwrap();
+        let mut c = Commit::new();
+        c.put_version(&version("b", 1)).unwrap();
+        store.apply(c).unwrap();
+        store.flush().unwrap();
+    }
+    assert_eq!(marker_format(new.path()), u64::from(dir::FORMAT));
+    assert_eq!(dir::sled_compression(new.path()).unwrap(), Some(true));
+    // Configured not to compress, this build still opens a compressed store as it is.
+    let store = when_unlocked(|| Store::open_with(new.path(), OpenOptions { compression: None, ..OpenOptions::default() })).unwrap();
+    assert_eq!(store.latest("Task", "b").unwrap().map(|v| v.seq), Some(1));
+}
