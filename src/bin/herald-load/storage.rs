@@ -7,10 +7,12 @@
 //! written as Tasks of four versions each (a PUT that creates, three that update), `--concurrency`
 //! Tasks at a time. Once every event is delivered Herald is stopped with SIGTERM, and the data
 //! directory is measured: the sum of file sizes and the blocks allocated (`st_blocks` × 512),
-//! each divided by the versions written. The store is then opened here, read only, for its
+//! each divided by the versions written. Then the store is opened in this process (its files
+//! already measured; an R5 store, the version this process opens stores in) and read for its
 //! logical bytes by key family (`Store::usage`); "engine" is file bytes minus logical bytes
-//! (sled's page headers and log framing, page versions not yet cleaned, free segment space).
-//! Bytes on disk do not depend on the build profile; the CPU column does.
+//! (sled's page headers and log framing, page versions not yet cleaned, free segment space,
+//! less what compression saved). Bytes on disk do not depend on the build profile; the CPU
+//! column does.
 
 use std::fmt::Write as _;
 use std::path::Path;
