@@ -135,6 +135,7 @@ pub(crate) async fn start(
     let options = crate::store::OpenOptions {
         background_flush: cfg.duration("store.dangerous_flush_delay").is_zero(),
         cache_mib: cfg.store.cache_mib,
+        compression: (cfg.store.compression_level > 0).then_some(i32::from(cfg.store.compression_level)),
     };
     let opened = tokio::task::spawn_blocking(move || -> Result<_, RunError> {
         fhir::search::SearchParams::current()?;

@@ -181,6 +181,12 @@ impl Config {
         if self.duration("websocket.token_lifetime").is_zero() {
             return Err(ConfigError::Invalid { key: "websocket.token_lifetime", message: "must be longer than zero".into() });
         }
+        if self.store.compression_level > 22 {
+            return Err(ConfigError::Invalid {
+                key: "store.compression_level",
+                message: "must be 0 (off) or a zstd level from 1 to 22".into(),
+            });
+        }
         if self.websocket.send_buffer < 2 {
             return Err(ConfigError::Invalid { key: "websocket.send_buffer", message: "must be at least 2".into() });
         }

@@ -208,6 +208,10 @@ pub struct StoreConfig {
     /// own default is 1 GiB). The largest single term of Herald's memory under load.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
+    /// zstd level (1-22) of the storage engine's pages in a store created with this setting;
+    /// 0: uncompressed. An existing store keeps what it was created with.
+    #[serde(default = "default_compression_level")]
+    pub compression_level: u8,
     /// Testing only: holds every group flush this long and turns off sled's background flush,
     /// so that a crash test can land between a commit being applied and being flushed.
     #[serde(default = "zero_duration")]
@@ -232,6 +236,10 @@ fn default_min_free_mib() -> u64 {
 
 fn default_cache_mib() -> u64 {
     crate::store::DEFAULT_CACHE_MIB
+}
+
+fn default_compression_level() -> u8 {
+    crate::store::DEFAULT_COMPRESSION_LEVEL as u8
 }
 
 fn zero_duration() -> String {

@@ -1,10 +1,16 @@
 //! The data directory's identity, and what it vouches for, kept beside sled's files so that a
 //! damaged, foreign or newer store is refused at start instead of served (issue #18).
 //!
-//! - `herald-store.json`: `{ "format": 1, "store": "<uuid>", "fhir_version": "5.0.0" }`, written
+//! - `herald-store.json`: `{ "format": 2, "store": "<uuid>", "fhir_version": "5.0.0" }`, written
 //!   when Herald creates a store, or adopts one written before the marker existed. A store is
 //!   refused by an instance serving another FHIR version (a marker without `fhir_version` is R5). `format` is the layout and record
-//!   format of the store; a build refuses a format newer than its own. The store holds the same
+//!   format of the store; a build refuses a format newer than its own. Format 1: sled's pages as
+//!   written; format 2 (since issue #23): the same keys and records, sled's pages compressed
+//!   with zstd (sled's `use_compression`, which sled records in its own `conf` and will not
+//!   open with the other setting). This build writes 2 for a new store (1 when
+//!   `store.compression_level` is 0) and reads both; a store keeps its format, so a format 1
+//!   store stays readable by older builds, and a format 2 one is refused by them as newer
+//!   instead of failing inside sled. The store holds the same
 //!   id under its `store-id` meta key, so that a marker and a store of different origins (a
 //!   directory assembled from two backups) are refused too.
 //! - `herald.ack`: `{ "store": "<uuid>", "durable": N }`, replaced (temporary file, fsync,
@@ -28,8 +34,10 @@ use serde::{Deserialize, Serialize};
 use super::{Result, StoreError};
 use crate::fhir::FhirVersion;
 
-/// The store format this build writes and reads.
-pub const FORMAT: u32 = 1;
+/// The newest store format this build writes and reads: sled's pages compressed.
+pub const FORMAT: u32 = 2;
+/// The store format of pages stored as written (every store before issue #23).
+pub const FORMAT_PLAIN: u32 = 1;
 
 const MARKER: &str = "herald-store.json";
 const ACK: &str = "herald.ack";
@@ -163,11 +171,25 @@ fn replace(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Writes the marker for store `store` (a new store, or one adopted from before markers).
-pub(super) fn mark(dir: &Path, store: &str) -> Result<()> {
+/// Writes the marker for store `store` in `format` (a new store, or one adopted from before
+/// markers).
+pub(super) fn mark(dir: &Path, store: &str, format: u32) -> Result<()> {
     let fhir_version = crate::fhir::version::instance().number().to_owned();
-    let bytes = serde_json::to_vec(&Marker { format: FORMAT, store: store.to_owned(), fhir_version }).map_err(StoreError::Encode)?;
+    let bytes = serde_json::to_vec(&Marker { format, store: store.to_owned(), fhir_version }).map_err(StoreError::Encode)?;
     replace(dir, MARKER, &bytes).map_err(|e| refused(dir, format!("cannot write {MARKER}: {e}")))
+}
+
+/// Whether the sled files in `dir` were created with compression, as sled's own `conf` file
+/// records it (`use_compression: true`); `None` when there is no such file yet (a new store).
+pub(super) fn sled_compression(dir: &Path) -> Result<Option<bool>> {
+    let bytes = match std::fs::read(dir.join("conf")) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(refused(dir, format!("sled's conf cannot be read: {e}"))),
+    };
+    // Text lines then a CRC; sled checks the CRC itself when it opens the store.
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(Some(text.lines().any(|l| l.trim() == "use_compression: true")))
 }
 
 /// Checks that the store (`store` id, `commits` held) holds everything `herald.ack` vouches
@@ -245,11 +267,11 @@ mod tests {
         std::fs::remove_file(dir.path().join("notes.txt")).unwrap();
         std::fs::write(dir.path().join("db"), "x").unwrap();
         assert!(matches!(inspect(dir.path()).unwrap(), Found::Unmarked));
-        std::fs::write(dir.path().join(MARKER), r#"{"format":2,"store":"s"}"#).unwrap();
+        std::fs::write(dir.path().join(MARKER), r#"{"format":3,"store":"s"}"#).unwrap();
         assert!(inspect(dir.path()).err().unwrap().to_string().contains("newer Herald"));
         std::fs::write(dir.path().join(MARKER), "{nope").unwrap();
         assert!(inspect(dir.path()).err().unwrap().to_string().contains("damaged"));
-        mark(dir.path(), "s1").unwrap();
+        mark(dir.path(), "s1", FORMAT).unwrap();
         assert!(matches!(inspect(dir.path()).unwrap(), Found::Marked { store } if store == "s1"));
         // A kill -9 while the ack file was being replaced leaves its temporary copy behind.
         std::fs::write(dir.path().join("herald.ack.tmp"), "{\"store\":").unwrap();

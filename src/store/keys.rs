@@ -12,6 +12,7 @@
 //! | `i` | type NUL param code NUL kind escaped-value NUL id | empty: one search index entry |
 //! | `x` | type NUL id | the resource's index entries (`index::Entries`), to remove them on change |
 //! | `a` | sequence number | `AuditEntry`: one entry of the audit trail (`ops::audit`) |
+//! | `p` | subscription id | empty: a deleted subscription whose events are still being removed |
 //! | `m` | name | store metadata: `index-set`, the fingerprint of the index set (`index::set`) |
 //!
 //! Index values are escaped (`00` as `01 01`, `01` as `01 02`) so that the NUL after them ends
@@ -112,6 +113,23 @@ pub fn audit_prefix() -> Vec<u8> {
 /// `m` name: one metadata record.
 pub fn meta(name: &str) -> Vec<u8> {
     join(b'm', &[name.as_bytes()])
+}
+
+/// What the namespace under `prefix` holds, as the table above names it (`Store::usage`).
+pub fn family(prefix: u8) -> &'static str {
+    match prefix {
+        b'r' => "current records",
+        b'h' => "version history",
+        b's' => "subscription state",
+        b'p' => "purges",
+        b'e' => "events",
+        b'd' => "dead letters",
+        b'i' => "search index entries",
+        b'x' => "search index entry lists",
+        b'a' => "audit",
+        b'm' => "metadata",
+        _ => "unknown",
+    }
 }
 
 /// A key for error messages: printable bytes kept, the rest hex-escaped.

@@ -24,10 +24,12 @@ pub use dir::CLUSTER_WRITER;
 mod entries;
 pub mod index;
 mod options;
-pub use options::{OpenOptions, DEFAULT_CACHE_MIB};
+pub use options::{OpenOptions, DEFAULT_CACHE_MIB, DEFAULT_COMPRESSION_LEVEL};
 mod keys;
 pub mod records;
 pub mod space;
+mod usage;
+pub use usage::{Family, Usage};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -263,12 +265,20 @@ impl Store {
     pub fn open_with(path: &Path, options: OpenOptions) -> Result<Store> {
         // A foreign, newer or damaged directory is refused before sled writes anything in it.
         let found = dir::inspect(path)?;
+        // Compression is fixed when sled creates its files (it refuses to open them with the
+        // other setting): an existing store keeps its own, a new one takes the configured one.
+        let compressed = match dir::sled_compression(path)? {
+            Some(compressed) => compressed,
+            None => options.compression.is_some(),
+        };
         // Background flushing stays on as a safety net; durability of acknowledged writes comes
         // from the explicit group flush, never from this timer.
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(options.background_flush.then_some(1000))
             .cache_capacity(options.cache_mib.max(1).saturating_mul(1024 * 1024))
+            .use_compression(compressed)
+            .compression_factor(options.compression.unwrap_or(DEFAULT_COMPRESSION_LEVEL))
             .open()?;
         if matches!(found, dir::Found::Unmarked) && !db.tree_names().iter().any(|n| n.as_ref() == b"herald") {
             return Err(StoreError::Refused(format!(
@@ -291,7 +301,7 @@ impl Store {
                 let id = recorded.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
                 tree.insert(keys::meta(STORE_ID), id.as_bytes())?;
                 db.flush()?;
-                dir::mark(path, &id)?;
+                dir::mark(path, &id, if compressed { dir::FORMAT } else { dir::FORMAT_PLAIN })?;
                 id
             }
         };

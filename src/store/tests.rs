@@ -178,3 +178,88 @@ fn a_version_is_found_by_its_id_without_reading_every_resource() {
     assert!(store.version_by_id("Task", "a", "7").unwrap().is_none());
     assert!(store.version_by_id("Task", "b", "1").unwrap().is_none());
 }
+
+#[test]
+fn usage_by_family_adds_up_to_exactly_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut c = Commit::new();
+    for (id, seq) in [("a", 1), ("a", 2), ("b", 1)] {
+        let mut v = version(id, seq);
+        v.resource = Some(json!({ "resourceType": "Task", "id": id, "status": "ready", "owner": { "reference": "Organization/o1" } }));
+        c.put_version(&v).unwrap();
+        c.index_version(&store, &v, "http://h/fhir").unwrap();
+    }
+    c.put_sub_state("s1", &SubState::new(SubStatus::Active)).unwrap();
+    c.put_event("s1", &event(1)).unwrap();
+    c.put_dead("s1", &DeadRecord { v: 1, number: 1, parked_at: 0, attempts: 3, reason: "410".into() }).unwrap();
+    c.put_audit(store.next_audit_seq(), &json!({ "action": "create" })).unwrap();
+    let ops = c.into_ops();
+    // What the store should hold: the last write of each key.
+    let mut written = std::collections::BTreeMap::new();
+    for (k, v) in &ops {
+        written.insert(k.clone(), v.clone());
+    }
+    store.apply_logged(1, &ops).unwrap();
+    store.flush().unwrap();
+
+    let usage = store.usage().unwrap();
+    for prefix in [b'r', b'h', b'i', b'x', b's', b'e', b'd', b'a'] {
+        let (mut n, mut key_bytes, mut value_bytes) = (0, 0, 0);
+        for (k, v) in written.iter().filter(|(k, _)| k.first() == Some(&prefix)) {
+            if let Some(v) = v {
+                n += 1;
+                key_bytes += k.len() as u64;
+                value_bytes += v.len() as u64;
+            }
+        }
+        let f = usage.family(prefix).unwrap_or_else(|| panic!("no {} family", prefix as char));
+        assert_eq!((f.keys, f.key_bytes, f.value_bytes), (n, key_bytes, value_bytes), "{}", f.name);
+        assert!(n > 0, "the test writes every family");
+    }
+    let meta: u64 =
+        store.contents(&[]).unwrap().iter().filter(|(k, _)| k.first() == Some(&b'm')).map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    assert_eq!(usage.family(b'm').map(Family::bytes), Some(meta));
+    let all: u64 = store.contents(&[]).unwrap().iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    assert_eq!(usage.logical_bytes(), all, "no other tree holds anything");
+}
+
+fn marker_format(dir: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(dir.join("herald-store.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["format"].as_u64().unwrap()
+}
+
+#[test]
+fn an_uncompressed_format_1_store_opens_and_stays_format_1_and_new_stores_are_compressed_format_2() {
+    // A store as every release before issue #23 wrote it: pages uncompressed, format 1.
+    let old = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(old.path(), OpenOptions { compression: None, ..OpenOptions::default() }).unwrap();
+        let mut c = Commit::new();
+        c.put_version(&version("a", 1)).unwrap();
+        store.apply(c).unwrap();
+        store.flush().unwrap();
+    }
+    assert_eq!(marker_format(old.path()), 1);
+    assert_eq!(dir::sled_compression(old.path()).unwrap(), Some(false));
+    // This build, configured to compress new stores, opens it as it is and reads it.
+    let store = when_unlocked(|| Store::open(old.path())).unwrap();
+    assert_eq!(store.latest("Task", "a").unwrap().map(|v| v.seq), Some(1));
+    drop(store);
+    assert_eq!(marker_format(old.path()), 1, "an existing store keeps its format");
+    assert_eq!(dir::sled_compression(old.path()).unwrap(), Some(false));
+
+    let new = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(new.path()).unwrap();
+        let mut c = Commit::new();
+        c.put_version(&version("b", 1)).unwrap();
+        store.apply(c).unwrap();
+        store.flush().unwrap();
+    }
+    assert_eq!(marker_format(new.path()), u64::from(dir::FORMAT));
+    assert_eq!(dir::sled_compression(new.path()).unwrap(), Some(true));
+    // Configured not to compress, this build still opens a compressed store as it is.
+    let store = when_unlocked(|| Store::open_with(new.path(), OpenOptions { compression: None, ..OpenOptions::default() })).unwrap();
+    assert_eq!(store.latest("Task", "b").unwrap().map(|v| v.seq), Some(1));
+}

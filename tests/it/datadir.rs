@@ -150,11 +150,11 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns(
     let port = free_port();
     let h = Herald::start(&dir, port).await;
     let client = reqwest::Client::new();
-    let task = json!({ "resourceType": "Task", "status": "requested", "intent": "order", "description": "x".repeat(8000) });
+    let task = |n: usize| json!({ "resourceType": "Task", "status": "requested", "intent": "order", "description": incompressible(n as u64, 8000) });
     let mut acked = Vec::new();
     let refusal = loop {
         assert!(acked.len() < 20_000, "the disk never filled");
-        let r = client.post(format!("{}/Task", h.base)).json(&task).send().await.unwrap();
+        let r = client.post(format!("{}/Task", h.base)).json(&task(acked.len())).send().await.unwrap();
         if r.status() == StatusCode::CREATED {
             let body: serde_json::Value = r.json().await.unwrap();
             acked.push(body["id"].as_str().unwrap().to_owned());
@@ -217,12 +217,12 @@ async fn a_store_that_fails_to_write_is_reopened_from_what_is_durable() {
     let env = [("HERALD_STORE__MIN_FREE_MIB", "0"), ("HERALD_STORE__FLUSH_TIMEOUT", "5s"), ("HERALD_SERVER__SHUTDOWN_GRACE", "2s")];
     let mut h = Herald::start_with(&dir, port, &env, Some(&log)).await;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-    let task = json!({ "resourceType": "Task", "status": "requested", "intent": "order", "description": "x".repeat(8000) });
+    let task = |n: usize| json!({ "resourceType": "Task", "status": "requested", "intent": "order", "description": incompressible(n as u64, 8000) });
     let mut acked = Vec::new();
     let mut refusals = 0;
     while refusals < 3 {
         assert!(acked.len() < 20_000, "the disk never filled");
-        match client.post(format!("{}/Task", h.base)).json(&task).send().await {
+        match client.post(format!("{}/Task", h.base)).json(&task(acked.len() + refusals)).send().await {
             Ok(r) if r.status() == StatusCode::CREATED => {
                 let body: serde_json::Value = r.json().await.unwrap();
                 acked.push(body["id"].as_str().unwrap().to_owned());
@@ -255,4 +255,18 @@ async fn a_store_that_fails_to_write_is_reopened_from_what_is_durable() {
         assert_eq!(status, StatusCode::OK, "acknowledged Task/{id} is gone");
     }
     drop(h);
+}
+
+/// `len` pseudo-random letters and digits, different for each `seed`: filler that fills a disk,
+/// since the store compresses its pages (a run of one letter would take almost no room).
+fn incompressible(seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_".get((x >> 58) as usize).copied().unwrap_or(b'a'))
+        })
+        .collect()
 }

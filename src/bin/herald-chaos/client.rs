@@ -101,12 +101,26 @@ pub fn created_id(a: &Answer, resource_type: &str) -> Option<String> {
     v.get("location").and_then(Value::as_str).and_then(|l| segment_after(l, resource_type))
 }
 
-/// A Task to create; `note_bytes` of filler make it as large as a scenario needs.
+/// A Task to create; `note_bytes` of filler make it as large as a scenario needs. The filler
+/// is pseudo-random and differs from Task to Task: the store compresses its pages, and a run
+/// of one letter would take almost no room on disk (the disk-full scenario needs it to).
 pub fn task(note_bytes: usize) -> Value {
+    static TASKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let mut t = json!({ "resourceType": "Task", "status": "requested", "intent": "order" });
     if note_bytes > 0 {
+        let mut x = TASKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let filler: String = (0..note_bytes)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(
+                    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_".get((x >> 58) as usize).copied().unwrap_or(b'a'),
+                )
+            })
+            .collect();
         if let Some(obj) = t.as_object_mut() {
-            obj.insert("note".into(), json!([{ "text": "x".repeat(note_bytes) }]));
+            obj.insert("note".into(), json!([{ "text": filler }]));
         }
     }
     t

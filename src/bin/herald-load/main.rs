@@ -30,6 +30,7 @@ mod report;
 mod scale;
 mod scenarios;
 mod setup;
+mod storage;
 mod workload;
 
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ pub enum Scenario {
     /// Search and storage at queue-server scale (`scale`): Tasks and subscriptions loaded
     /// through the REST API, then search latencies, RSS, data directory size, restart times.
     Scale,
+    /// Bytes on disk per stored version, by key family, for a small and a large Task.
+    Storage,
 }
 
 #[derive(Parser)]
@@ -75,7 +78,7 @@ struct Args {
     /// Scenarios to run, comma-separated. S6 also runs S1 (for its rate) unless --open-rate is
     /// given; `cluster` runs S1 too (its reference) and needs `nats-server` on PATH (without it
     /// its rows are skipped with a note).
-    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "S1,S2,S3,S4,S5,S6,lane,cluster,scale")]
+    #[arg(long, value_enum, value_delimiter = ',', ignore_case = true, default_value = "S1,S2,S3,S4,S5,S6,lane,cluster,scale,storage")]
     scenarios: Vec<Scenario>,
     /// Measured seconds per ceiling and scenario [default: 20; --quick: 1].
     #[arg(long, value_name = "SECS", value_parser = seconds)]
@@ -118,6 +121,10 @@ struct Args {
     /// scale: subscriptions created [default: 100000; --quick: 50].
     #[arg(long, value_name = "N")]
     scale_subscriptions: Option<usize>,
+    /// storage: versions of the small Task written; the large one gets a quarter as many
+    /// [default: 20000; --quick: 200].
+    #[arg(long, value_name = "N")]
+    storage_versions: Option<usize>,
     /// Also write the table as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -150,6 +157,7 @@ pub struct Settings {
     pub lane_fill: Duration,
     pub scale_tasks: u64,
     pub scale_subscriptions: usize,
+    pub storage_versions: usize,
     pub quick: bool,
 }
 
@@ -177,6 +185,7 @@ impl Settings {
             lane_fill: pick(a.lane_fill, 5.0, 0.5),
             scale_tasks: a.scale_tasks.unwrap_or(if q { 2_000 } else { 1_000_000 }),
             scale_subscriptions: a.scale_subscriptions.unwrap_or(if q { 50 } else { 100_000 }),
+            storage_versions: a.storage_versions.unwrap_or(if q { 200 } else { 20_000 }),
             quick: q,
         };
         if s.duration.is_zero() || s.lane_fill.is_zero() {

@@ -265,6 +265,7 @@ impl Report {
         }
         self.cluster_table(&mut t);
         crate::scale::table(&self.rows, &mut t);
+        crate::storage::table(&self.rows, &mut t);
         t
     }
 

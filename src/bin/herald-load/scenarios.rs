@@ -162,6 +162,9 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
     if s.runs(Scenario::Scale) {
         crate::scale::run(&client, s, &scratch, report).await?;
     }
+    if s.runs(Scenario::Storage) {
+        crate::storage::run(&client, s, &scratch, report).await?;
+    }
     Ok(())
 }
 
