@@ -239,7 +239,7 @@ fn default_cache_mib() -> u64 {
 }
 
 fn default_compression_level() -> u8 {
-    crate::store::DEFAULT_COMPRESSION_LEVEL as u8
+    0
 }
 
 fn zero_duration() -> String {

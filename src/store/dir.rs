@@ -7,8 +7,8 @@
 //!   format of the store; a build refuses a format newer than its own. Format 1: sled's pages as
 //!   written; format 2 (since issue #23): the same keys and records, sled's pages compressed
 //!   with zstd (sled's `use_compression`, which sled records in its own `conf` and will not
-//!   open with the other setting). This build writes 2 for a new store (1 when
-//!   `store.compression_level` is 0) and reads both; a store keeps its format, so a format 1
+//!   open with the other setting). This build writes 1 for a new store (2 when
+//!   `store.compression_level` asks for compression) and reads both; a store keeps its format, so a format 1
 //!   store stays readable by older builds, and a format 2 one is refused by them as newer
 //!   instead of failing inside sled. The store holds the same
 //!   id under its `store-id` meta key, so that a marker and a store of different origins (a

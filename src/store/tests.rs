@@ -230,7 +230,8 @@ fn marker_format(dir: &std::path::Path) -> u64 {
 }
 
 #[test]
-fn an_uncompressed_format_1_store_opens_and_stays_format_1_and_new_stores_are_compressed_format_2() {
+fn an_uncompressed_format_1_store_opens_and_stays_format_1_and_new_compressed_stores_are_format_2() {
+    let compressing = OpenOptions { compression: Some(crate::store::DEFAULT_COMPRESSION_LEVEL), ..OpenOptions::default() };
     // A store as every release before issue #23 wrote it: pages uncompressed, format 1.
     let old = tempfile::tempdir().unwrap();
     {
@@ -243,7 +244,7 @@ fn an_uncompressed_format_1_store_opens_and_stays_format_1_and_new_stores_are_co
     assert_eq!(marker_format(old.path()), 1);
     assert_eq!(dir::sled_compression(old.path()).unwrap(), Some(false));
     // This build, configured to compress new stores, opens it as it is and reads it.
-    let store = when_unlocked(|| Store::open(old.path())).unwrap();
+    let store = when_unlocked(|| Store::open_with(old.path(), compressing)).unwrap();
     assert_eq!(store.latest("Task", "a").unwrap().map(|v| v.seq), Some(1));
     drop(store);
     assert_eq!(marker_format(old.path()), 1, "an existing store keeps its format");
@@ -251,7 +252,7 @@ fn an_uncompressed_format_1_store_opens_and_stays_format_1_and_new_stores_are_co
 
     let new = tempfile::tempdir().unwrap();
     {
-        let store = Store::open(new.path()).unwrap();
+        let store = Store::open_with(new.path(), compressing).unwrap();
         let mut c = Commit::new();
         c.put_version(&version("b", 1)).unwrap();
         store.apply(c).unwrap();
@@ -262,4 +263,18 @@ fn an_uncompressed_format_1_store_opens_and_stays_format_1_and_new_stores_are_co
     // Configured not to compress, this build still opens a compressed store as it is.
     let store = when_unlocked(|| Store::open_with(new.path(), OpenOptions { compression: None, ..OpenOptions::default() })).unwrap();
     assert_eq!(store.latest("Task", "b").unwrap().map(|v| v.seq), Some(1));
+}
+
+#[test]
+fn stores_are_created_uncompressed_format_1_unless_compression_is_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut c = Commit::new();
+        c.put_version(&version("c", 1)).unwrap();
+        store.apply(c).unwrap();
+        store.flush().unwrap();
+    }
+    assert_eq!(marker_format(dir.path()), 1);
+    assert_eq!(dir::sled_compression(dir.path()).unwrap(), Some(false));
 }
