@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tokio::sync::Semaphore;
 
-use crate::ops::metrics::metrics;
+use crate::ops::metrics::{metrics, Held};
 
 /// The shared budget, in bytes (tokio's semaphore counts at most `u32::MAX >> 3` permits,
 /// so one permit is one KiB).
@@ -62,34 +62,15 @@ pub(super) async fn body_budget(State(budget): State<BodyBudget>, req: Request, 
     let permit = match budget.permits.clone().try_acquire_many_owned(share) {
         Ok(permit) => permit,
         Err(_) => {
-            let _waiting = Counted::new(&metrics().body_memory_waiting, 1);
+            let _waiting = Held::add(&metrics().body_memory_waiting, 1);
             // The semaphore is never closed.
             let Ok(permit) = budget.permits.clone().acquire_many_owned(share).await else { return next.run(req).await };
             permit
         }
     };
     // Given back when the answer is ready, or when the request is dropped (client gone).
-    let _held = (permit, Counted::new(&metrics().body_memory_bytes, i64::from(share) * KIB as i64));
+    let _held = (permit, Held::add(&metrics().body_memory_bytes, i64::from(share) * KIB as i64));
     next.run(req).await
-}
-
-/// Adds to a gauge for as long as it lives.
-struct Counted<'a> {
-    gauge: &'a prometheus_client::metrics::gauge::Gauge,
-    by: i64,
-}
-
-impl<'a> Counted<'a> {
-    fn new(gauge: &'a prometheus_client::metrics::gauge::Gauge, by: i64) -> Self {
-        gauge.inc_by(by);
-        Counted { gauge, by }
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.gauge.dec_by(self.by);
-    }
 }
 
 #[cfg(test)]

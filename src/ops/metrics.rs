@@ -267,6 +267,25 @@ impl Metrics {
 }
 
 /// The process-wide metrics.
+/// Adds to a gauge for as long as it lives (an open socket, a request's share of a budget).
+pub struct Held {
+    gauge: &'static Gauge,
+    by: i64,
+}
+
+impl Held {
+    pub fn add(gauge: &'static Gauge, by: i64) -> Held {
+        gauge.inc_by(by);
+        Held { gauge, by }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.by);
+    }
+}
+
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)

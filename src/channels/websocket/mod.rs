@@ -30,6 +30,8 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ops::metrics::{metrics, Held};
+
 pub use tokens::Tokens;
 
 /// One text frame (a notification Bundle or an OperationOutcome, UTF-8 JSON), shared by
@@ -90,23 +92,8 @@ pub struct Socket {
     pub kicked: CancellationToken,
     /// One of `max_connections`, released when the socket is dropped.
     _slot: OwnedSemaphorePermit,
-    _counted: Counted,
-}
-
-/// Counts an open connection in `herald_websocket_connections` while it lives.
-struct Counted;
-
-impl Counted {
-    fn new() -> Counted {
-        crate::ops::metrics::metrics().websocket_connections.inc();
-        Counted
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        crate::ops::metrics::metrics().websocket_connections.dec();
-    }
+    /// Counted in `herald_websocket_connections` while it lives.
+    _counted: Held,
 }
 
 /// Messages from sockets to a subscription's lane.
@@ -185,7 +172,13 @@ impl Hub {
         let (tx, frames) = mpsc::channel(self.config.send_buffer.max(2));
         let kicked = CancellationToken::new();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Some(Socket { handle: SocketHandle { id, tx, kicked: kicked.clone() }, frames, kicked, _slot: slot, _counted: Counted::new() })
+        Some(Socket {
+            handle: SocketHandle { id, tx, kicked: kicked.clone() },
+            frames,
+            kicked,
+            _slot: slot,
+            _counted: Held::add(&metrics().websocket_connections, 1),
+        })
     }
 
     /// Asks `sub`'s lane to bind `socket` (the lane sends the handshake).
