@@ -176,24 +176,38 @@ pub(super) fn scan(
     }
 }
 
-/// Candidate ids for `query`: every resource that may match, and no more than `max_scan`.
-pub fn candidates(ctx: &StoreContext<'_>, query: &Query, limits: &Limits, use_index: bool) -> Result<Candidates, SearchFailure> {
+/// The index accesses of `query`'s clauses that the index can answer.
+pub(super) fn indexed_accesses(ctx: &StoreContext<'_>, query: &Query) -> Vec<Access> {
     let ty = query.resource_type.as_str();
     let answered = |a: &Access| match a {
         Access::Ids(_) => true,
         Access::Probes { code, probes } => probes.iter().all(|p| ctx.store.index_answers(ty, code, p)),
     };
-    let accesses: Vec<Access> =
-        if use_index { query.clauses.iter().filter_map(|c| access(c, ty, ctx.base_url)).filter(answered).collect() } else { Vec::new() };
+    query.clauses.iter().filter_map(|c| access(c, ty, ctx.base_url)).filter(answered).collect()
+}
+
+/// How many ids `a` yields, counted only up to `cap`.
+pub(super) fn count_up_to(ctx: &StoreContext<'_>, ty: &str, a: &Access, cap: usize) -> Result<usize, StoreError> {
+    if let Access::Ids(ids) = a {
+        return Ok(ids.len());
+    }
+    let mut n = 0usize;
+    scan(ctx, ty, a, |_| {
+        n += 1;
+        n < cap
+    })?;
+    Ok(n)
+}
+
+/// Candidate ids for `query`: every resource that may match, and no more than `max_scan`.
+pub fn candidates(ctx: &StoreContext<'_>, query: &Query, limits: &Limits, use_index: bool) -> Result<Candidates, SearchFailure> {
+    let ty = query.resource_type.as_str();
+    let accesses: Vec<Access> = if use_index { indexed_accesses(ctx, query) } else { Vec::new() };
     // Pick the smallest, counting each only up to the best so far.
     let mut best: Option<(usize, usize)> = None;
     for (i, a) in accesses.iter().enumerate() {
         let cap = best.map_or(limits.max_scan.saturating_add(1), |(n, _)| n);
-        let mut n = 0usize;
-        scan(ctx, ty, a, |_| {
-            n += 1;
-            n < cap
-        })?;
+        let n = count_up_to(ctx, ty, a, cap)?;
         if best.is_none_or(|(b, _)| n < b) {
             best = Some((n, i));
         }

@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use super::context::StoreContext;
-use super::plan::{access, admits, check, scan, Access, Driver, Limits, SearchFailure};
+use super::plan::{admits, check, count_up_to, indexed_accesses, scan, Access, Driver, Limits, SearchFailure};
 use super::render::Found;
 use crate::fhir::search::query::Query;
 use crate::store::index::{Position, Probe};
@@ -82,11 +82,7 @@ fn walkable(a: &Access) -> bool {
 /// and `max_scan` for the others; a lone walkable clause is not counted.
 pub fn plan<'q>(ctx: &StoreContext<'_>, query: &'q Query, limits: &Limits) -> Result<Walk<'q>, SearchFailure> {
     let ty = query.resource_type.as_str();
-    let answered = |a: &Access| match a {
-        Access::Ids(_) => true,
-        Access::Probes { code, probes } => probes.iter().all(|p| ctx.store.index_answers(ty, code, p)),
-    };
-    let mut accesses: Vec<Access> = query.clauses.iter().filter_map(|c| access(c, ty, ctx.base_url)).filter(answered).collect();
+    let mut accesses = indexed_accesses(ctx, query);
     // `_id` first, then walkable clauses: their counts are cheap and lower the cap for the rest.
     accesses.sort_by_key(|a| match a {
         Access::Ids(_) => 0,
@@ -109,17 +105,7 @@ pub fn plan<'q>(ctx: &StoreContext<'_>, query: &'q Query, limits: &Limits) -> Re
         for (i, a) in accesses.iter().enumerate() {
             let limit = if walkable(a) { PLAN_COUNT } else { limits.max_scan }.saturating_add(1).min(round);
             let cap = found.map_or(limit, |(n, _)| n.min(limit));
-            let n = match a {
-                Access::Ids(ids) => ids.len(),
-                _ => {
-                    let mut n = 0usize;
-                    scan(ctx, ty, a, |_| {
-                        n += 1;
-                        n < cap
-                    })?;
-                    n
-                }
-            };
+            let n = count_up_to(ctx, ty, a, cap)?;
             if found.is_none_or(|(b, _)| n < b) {
                 found = Some((n, i));
             }
