@@ -72,12 +72,9 @@ impl Shared {
 /// Runs `spec` on a new sled database under `dir` (which should be empty) and reports the
 /// window. `on_ack` gets the latency of each write counted (insert to durable).
 pub fn sled_insert_flush(dir: &Path, spec: &InsertFlush, on_ack: &(dyn Fn(Duration) + Sync)) -> Result<InsertFlushReport> {
-    let db = sled::Config::new()
-        .path(dir)
-        .flush_every_ms(Some(1000))
-        .use_compression(true)
-        .compression_factor(super::DEFAULT_COMPRESSION_LEVEL)
-        .open()?;
+    // Herald's defaults (`OpenOptions::default`), so that the ceiling is the same engine.
+    let options = super::OpenOptions::default();
+    let db = super::sled_config(dir, &options, options.compression.is_some()).open()?;
     let tree = db.open_tree("herald")?;
     let shared = Shared { progress: Mutex::new(Progress::default()), inserted: Condvar::new(), flushed: Condvar::new() };
     let writes = AtomicU64::new(0);

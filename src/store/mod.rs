@@ -254,6 +254,19 @@ pub(crate) fn when_unlocked<T>(mut open: impl FnMut() -> Result<T>) -> Result<T>
     }
 }
 
+/// sled's settings for a store at `path` (`compressed`: pages compressed, which sled fixes
+/// when it creates its files). The durable ceiling (`ceiling`) opens with the same.
+fn sled_config(path: &Path, options: &OpenOptions, compressed: bool) -> sled::Config {
+    // Background flushing stays on as a safety net; durability of acknowledged writes comes
+    // from the explicit group flush, never from this timer.
+    sled::Config::new()
+        .path(path)
+        .flush_every_ms(options.background_flush.then_some(1000))
+        .cache_capacity(options.cache_mib.max(1).saturating_mul(1024 * 1024))
+        .use_compression(compressed)
+        .compression_factor(options.compression.unwrap_or(DEFAULT_COMPRESSION_LEVEL))
+}
+
 impl Store {
     /// Opens (or creates) the database under `dir`, with the index set it was built with (the
     /// default set for a new store). The server opens with `open_indexed` instead.
@@ -271,15 +284,7 @@ impl Store {
             Some(compressed) => compressed,
             None => options.compression.is_some(),
         };
-        // Background flushing stays on as a safety net; durability of acknowledged writes comes
-        // from the explicit group flush, never from this timer.
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(options.background_flush.then_some(1000))
-            .cache_capacity(options.cache_mib.max(1).saturating_mul(1024 * 1024))
-            .use_compression(compressed)
-            .compression_factor(options.compression.unwrap_or(DEFAULT_COMPRESSION_LEVEL))
-            .open()?;
+        let db = sled_config(path, &options, compressed).open()?;
         if matches!(found, dir::Found::Unmarked) && !db.tree_names().iter().any(|n| n.as_ref() == b"herald") {
             return Err(StoreError::Refused(format!(
                 "data directory {}: holds a sled database that is not Herald's; refusing to start rather than write into it",
