@@ -217,7 +217,7 @@ pub(crate) async fn start(
     });
     let shard_changes = role.as_ref().map(|r| r.node().shards.held.clone());
     let dispatcher = Dispatcher::new(
-        Arc::new(crate::outbox::SledOutbox::new(store.clone())),
+        Arc::new(crate::outbox::SledOutbox::with_version_cache(store.clone(), cfg.delivery.version_cache_mib.saturating_mul(1024 * 1024))),
         ingest.clone(),
         client,
         delivery_cfg,

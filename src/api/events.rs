@@ -110,7 +110,8 @@ fn run(state: &Shared, principal: &Principal, id: &str, pairs: &[(String, String
             e.screen(Some(&grant));
         }
     }
-    let with_versions: Vec<_> = events.iter().map(Replayed::as_notify).collect();
+    // Built as a `Value` (`notification_bundle`), so resources are not written ahead.
+    let with_versions: Vec<_> = events.iter().map(|e| e.as_notify(false)).collect();
     let ctx = StatusContext {
         version,
         base_url: &state.base_url,

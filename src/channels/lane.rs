@@ -352,14 +352,15 @@ async fn post(
 async fn event_body(ctx: &LaneContext, sub: &str, view: &LaneView, events: &[EventRecord], status: SubStatus) -> Vec<u8> {
     let grant = ctx.send_grant(&view.state);
     // Screening a grant reads the resources; otherwise only full-resource needs them.
-    let mut versions = ctx.outbox.versions(events, view.entry.spec.content == ContentLevel::FullResource || grant.is_some());
+    let full = view.entry.spec.content == ContentLevel::FullResource;
+    let mut versions = ctx.outbox.versions(events, full || grant.is_some());
     let (withheld, report) = screen_batch(grant.as_ref(), events, &mut versions);
     ctx.report_withheld(sub, view.state.incarnation, report).await;
     let with_versions: Vec<EventView<'_>> = events
         .iter()
         .zip(&versions)
         .zip(withheld)
-        .map(|((event, (v, context)), withheld)| event_view(event, v.as_ref(), context, withheld))
+        .map(|((event, (v, context)), withheld)| event_view(event, v.as_ref(), context, withheld, full))
         .collect();
     notification_bytes(&status_context(ctx, view, status), NotificationType::EventNotification, &with_versions, now_millis())
 }

@@ -6,8 +6,8 @@
 
 use crate::auth::{Authenticator, Scopes, SendGrant};
 use crate::notify::{self, ContextView, ErrorView, EventView, VersionView};
-use crate::outbox::StoredEvent;
-use crate::store::{EventRecord, GrantSource, StoredError, StoredGrant, SubStatus, VersionRecord};
+use crate::outbox::{Cached, StoredEvent, Version};
+use crate::store::{EventRecord, GrantSource, StoredError, StoredGrant, SubStatus};
 
 /// What the subscription's owner may read now; `None`: nothing to check. `owner` is the
 /// subscription's owner (`SubState.owner`); `auth` the server's authenticator (`None`: no
@@ -27,7 +27,7 @@ pub fn send_grant(owner: Option<&str>, stored: Option<&StoredGrant>, auth: Optio
 /// Checks one event against `grant`. Returns true when the event is withheld (its context is
 /// then cleared too); otherwise sets to `None` each context version the grant cannot read
 /// (`notify` is then not given those).
-pub fn screen(grant: &SendGrant, event: &EventRecord, focus: Option<&VersionRecord>, context: &mut [Option<VersionRecord>]) -> bool {
+pub fn screen(grant: &SendGrant, event: &EventRecord, focus: Option<&Version>, context: &mut [Option<Version>]) -> bool {
     if !grant.may_read(&event.focus_type, focus.and_then(|v| v.resource.as_ref())) {
         context.iter_mut().for_each(|c| *c = None);
         return true;
@@ -40,18 +40,28 @@ pub fn screen(grant: &SendGrant, event: &EventRecord, focus: Option<&VersionReco
     false
 }
 
-/// A stored version as `notify` shows it (borrowed, resource included).
-pub fn version_view(v: &VersionRecord) -> VersionView<'_> {
-    VersionView { version_id: &v.version_id, last_updated: v.last_updated, full_url: v.full_url.as_deref(), resource: v.resource.as_ref() }
+/// A stored version as `notify` shows it (borrowed, resource included). `full`: the
+/// subscription is sent at `full-resource`, so its resource's JSON is written here, once for
+/// every subscriber of the version (`Cached::rendered`).
+pub fn version_view(v: &Cached, full: bool) -> VersionView<'_> {
+    VersionView {
+        version_id: &v.version_id,
+        last_updated: v.last_updated,
+        full_url: v.full_url.as_deref(),
+        resource: v.resource.as_ref(),
+        rendered: if full { v.rendered(notify::resource_json) } else { None },
+    }
 }
 
 /// A stored event as `notify` renders it: `focus` and `context` are the versions it saw
-/// (`context` in the order of `event.context`; a `None` or missing one is left out).
+/// (`context` in the order of `event.context`; a `None` or missing one is left out); `full`
+/// as for [`version_view`].
 pub fn event_view<'a>(
     event: &'a EventRecord,
-    focus: Option<&'a VersionRecord>,
-    context: &'a [Option<VersionRecord>],
+    focus: Option<&'a Version>,
+    context: &'a [Option<Version>],
     withheld: bool,
+    full: bool,
 ) -> EventView<'a> {
     EventView {
         number: event.number,
@@ -59,12 +69,12 @@ pub fn event_view<'a>(
         interaction: &event.interaction,
         focus_type: &event.focus_type,
         focus_id: &event.focus_id,
-        focus: focus.map(version_view),
+        focus: focus.map(|v| version_view(v, full)),
         context: event
             .context
             .iter()
             .zip(context)
-            .filter_map(|(r, v)| Some(ContextView { resource_type: &r.resource_type, id: &r.id, version: version_view(v.as_ref()?) }))
+            .filter_map(|(r, v)| Some(ContextView { resource_type: &r.resource_type, id: &r.id, version: version_view(v.as_ref()?, full) }))
             .collect(),
         withheld,
     }
@@ -105,10 +115,10 @@ impl Replayed {
         self.stored.event.number
     }
 
-    /// The event as `notify` takes it.
-    pub fn as_notify(&self) -> EventView<'_> {
+    /// The event as `notify` takes it (`full`: sent at `full-resource`, see [`version_view`]).
+    pub fn as_notify(&self, full: bool) -> EventView<'_> {
         let s = &self.stored;
-        event_view(&s.event, s.version.as_ref(), &s.context, self.withheld)
+        event_view(&s.event, s.version.as_ref(), &s.context, self.withheld, full)
     }
 
     /// Applies the subscriber's grant (`None`: nothing to check); true when withheld.

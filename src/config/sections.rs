@@ -285,6 +285,15 @@ pub struct DeliverySettings {
     /// nobody waits for before writing them as one batch; "0s": each at once.
     #[serde(default = "default_ack_linger")]
     pub ack_linger: String,
+    /// MiB of recently read resource versions kept for the lanes, so that the subscribers of
+    /// one write share one read of each version it saw, and at `full-resource` one written
+    /// copy of its JSON (`outbox::versions`); 0: every lane reads its own.
+    #[serde(default = "default_version_cache_mib")]
+    pub version_cache_mib: usize,
+}
+
+fn default_version_cache_mib() -> usize {
+    16
 }
 
 fn default_handshake_delay() -> String {

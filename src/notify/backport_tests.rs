@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::channels::render::{error_view, status as status_of};
-use crate::notify::tests::{version_of, view_of, view_with};
+use crate::notify::tests::{record_of, shared as share_version, version_of, view_of, view_with};
+use crate::outbox::Version;
 use crate::store::records::FORMAT;
-use crate::store::{ContextRef, EventRecord, StoredError, SubStatus, VersionRecord};
+use crate::store::{ContextRef, EventRecord, StoredError, SubStatus};
 
 const IG_BASE: &str = "https://example.org/fhir";
 const IG_SUB: &str = "admission";

@@ -11,11 +11,12 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::parameters::MetaOut;
 use super::status::{status_resource, StatusResource};
-use super::{new_id, resource_url, ContextView, EventView, NotificationType, StatusContext};
+use super::{new_id, resource_url, ContextView, EventView, NotificationType, StatusContext, VersionView};
 use crate::fhir::instant::{format_millis, Millis};
 use crate::fhir::subscription::{secrets, ContentLevel};
 use crate::fhir::version::FhirVersion;
@@ -59,7 +60,7 @@ enum EntryOut<'a> {
     Resource {
         full_url: String,
         #[serde(skip_serializing_if = "Option::is_none")]
-        resource: Option<Cow<'a, Value>>,
+        resource: Option<Carried<'a>>,
         request: RequestOut,
         response: ResponseOut,
     },
@@ -78,10 +79,27 @@ pub(super) struct BundleOut<'a> {
     entry: Vec<EntryOut<'a>>,
 }
 
+/// A resource in an entry: as stored (`shown`), or already written (`resource_json`).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Carried<'a> {
+    Value(Cow<'a, Value>),
+    Written(&'a RawValue),
+}
+
+/// The resource of a `full-resource` entry for version `v`: its written JSON when a subscriber
+/// wrote it already, else the resource itself.
+fn carried<'a>(v: &VersionView<'a>) -> Option<Carried<'a>> {
+    match v.rendered {
+        Some(json) => Some(Carried::Written(json)),
+        None => v.resource.map(|r| Carried::Value(shown(r))),
+    }
+}
+
 /// A resource as a notification carries it: a Subscription (a topic may be about
 /// Subscriptions) with its secrets redacted, since the subscriber need not be its owner;
 /// any other resource borrowed as stored.
-fn shown(resource: &Value) -> Cow<'_, Value> {
+pub(super) fn shown(resource: &Value) -> Cow<'_, Value> {
     if resource.get("resourceType").and_then(Value::as_str) != Some("Subscription") {
         return Cow::Borrowed(resource);
     }
@@ -95,7 +113,7 @@ fn context_entry<'a>(ctx: &StatusContext<'_>, c: &ContextView<'a>) -> EntryOut<'
     let (r, v) = (c, c.version);
     EntryOut::Resource {
         full_url: resource_url(ctx.base_url, r.resource_type, r.id, v.full_url),
-        resource: v.resource.filter(|_| ctx.content == ContentLevel::FullResource).map(shown),
+        resource: if ctx.content == ContentLevel::FullResource { carried(&v) } else { None },
         request: RequestOut { method: "GET", url: format!("{}/{}", r.resource_type, r.id) },
         response: ResponseOut {
             status: "200",
@@ -116,7 +134,7 @@ fn payload_entry<'a>(ctx: &StatusContext<'_>, e: &EventView<'a>) -> EntryOut<'a>
     };
     EntryOut::Resource {
         full_url: resource_url(ctx.base_url, ev.focus_type, ev.focus_id, e.focus.and_then(|v| v.full_url)),
-        resource: e.focus.and_then(|v| v.resource).filter(|_| ctx.content == ContentLevel::FullResource).map(shown),
+        resource: e.focus.filter(|_| ctx.content == ContentLevel::FullResource).and_then(|v| carried(&v)),
         request: RequestOut { method, url },
         response: ResponseOut {
             status,

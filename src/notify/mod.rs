@@ -28,12 +28,15 @@
 //!
 //! `notification_bytes` (the delivery lanes' hot path) writes the `Serialize` shapes of
 //! `bundle`, `status` and `parameters` straight out; the `Value` builders serialize the same.
+//! What is the same for every subscriber of an event, a full resource's JSON, is written once
+//! (`resource_json`) and spliced into each bundle (`VersionView.rendered`).
 
 mod bundle;
 mod parameters;
 mod status;
 pub mod withhold;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::fhir::instant::Millis;
@@ -137,6 +140,16 @@ pub struct VersionView<'a> {
     /// Where the resource lives when not on this server (side-car ingest).
     pub full_url: Option<&'a str>,
     pub resource: Option<&'a Value>,
+    /// `resource` already written by [`resource_json`], shared by every subscriber of the
+    /// event (`outbox::versions`); at `full-resource` the entry carries these bytes as they
+    /// are instead of writing `resource` again.
+    pub rendered: Option<&'a RawValue>,
+}
+
+/// `resource` as a notification carries it (a Subscription's secrets redacted), written once
+/// for every subscriber that sends it (`VersionView.rendered`).
+pub fn resource_json(resource: &Value) -> Option<Box<RawValue>> {
+    serde_json::value::to_raw_value(&bundle::shown(resource)).ok()
 }
 
 /// One additional-context resource of an event, with the version it saw.

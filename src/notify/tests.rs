@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::channels::render::{error_view, event_view, status as status_of};
+use crate::outbox::{Cached, Version};
 use crate::store::records::FORMAT;
 use crate::store::{ContextRef, EventRecord, StoredError, SubStatus, VersionRecord};
 
@@ -75,18 +76,20 @@ fn ctx(status: SubStatus, count: u64, content: ContentLevel, error: Option<&Stor
 }
 
 /// A stored event as the lanes hand it to notify, without additional context.
-pub(super) fn view_of<'a>(e: &'a EventRecord, focus: Option<&'a VersionRecord>) -> EventView<'a> {
-    event_view(e, focus, &[], false)
+/// Resources are written ahead as the lanes write them (`full`), so every bundle test also
+/// covers the spliced JSON.
+pub(super) fn view_of<'a>(e: &'a EventRecord, focus: Option<&'a Version>) -> EventView<'a> {
+    event_view(e, focus, &[], false, true)
 }
 
 /// A stored event as the lanes hand it to notify, with the context versions it saw.
 pub(super) fn view_with<'a>(
     e: &'a EventRecord,
-    focus: Option<&'a VersionRecord>,
-    context: &'a [Option<VersionRecord>],
+    focus: Option<&'a Version>,
+    context: &'a [Option<Version>],
     withheld: bool,
 ) -> EventView<'a> {
-    event_view(e, focus, context, withheld)
+    event_view(e, focus, context, withheld, true)
 }
 
 /// Builds the bundle and compares it with the example; skips (with a note) without shared/.
@@ -185,8 +188,19 @@ fn counters_are_json_strings_and_highest_event_equals_count() {
     assert_eq!(bundle["entry"][2]["request"], json!({ "method": "DELETE", "url": "Encounter/b" }));
 }
 
-/// A stored version `seq` (versionId the same) of `ty/id`; shared with `withhold::tests`.
-pub(super) fn version_of(ty: &str, id: &str, seq: u64, resource: Value) -> VersionRecord {
+/// A stored version `seq` (versionId the same) of `ty/id` as the lanes share it; shared with
+/// `withhold::tests`.
+pub(super) fn version_of(ty: &str, id: &str, seq: u64, resource: Value) -> Version {
+    shared(record_of(ty, id, seq, resource))
+}
+
+/// A read version as the outbox's cache hands it out.
+pub(super) fn shared(record: VersionRecord) -> Version {
+    std::sync::Arc::new(Cached::new(record, true))
+}
+
+/// The record of `version_of`, to change before sharing it.
+pub(super) fn record_of(ty: &str, id: &str, seq: u64, resource: Value) -> VersionRecord {
     VersionRecord {
         v: FORMAT,
         resource_type: ty.into(),
@@ -413,8 +427,9 @@ fn without_ids(v: &Value) -> String {
 #[test]
 fn bundles_and_bytes_are_what_the_value_builder_wrote() {
     let patient = version_of("Patient", "p", 3, json!({ "resourceType": "Patient", "id": "p", "active": true, "n": 1.50 }));
-    let mut elsewhere = version_of("Patient", "q", 2, json!({ "resourceType": "Patient", "id": "q" }));
+    let mut elsewhere = record_of("Patient", "q", 2, json!({ "resourceType": "Patient", "id": "q" }));
     elsewhere.full_url = Some("http://other.example/fhir/Patient/q".into());
+    let elsewhere = shared(elsewhere);
     // A topic may be about Subscriptions: their secrets are redacted in every bundle.
     let subscription = version_of(
         "Subscription",

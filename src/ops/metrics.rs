@@ -14,7 +14,8 @@
 //! - `route`: the router's matched paths (a fixed list), `method`, `status` class (`2xx`...).
 //! - `subscription`: only on the queue gauges, and only for the `metrics.top_subscriptions`
 //!   subscriptions with the most pending events (0 turns them off).
-//! - `channel` (`rest-hook`, `websocket`), `outcome`, `status`: fixed code lists.
+//! - `channel` (`rest-hook`, `websocket`), `outcome`, `status`, `from` (`cache`, `store`):
+//!   fixed code lists.
 //!
 //! No label or value ever carries a header value, a token or a payload.
 
@@ -52,6 +53,12 @@ pub struct TopicLabels {
 pub struct DeliveryLabels {
     pub channel: String,
     pub outcome: String,
+}
+
+/// Where a lane's read of a resource version was served from: `cache` or `store`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub from: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +110,8 @@ pub struct Metrics {
     pub delivery_retries: Family<ChannelLabels, Counter>,
     pub dead_letters: Counter,
     pub events_withheld: Family<ResourceTypeLabels, Counter>,
+    /// Versions events saw, read for sending (`outbox::versions`), by source.
+    pub version_reads: Family<SourceLabels, Counter>,
     pub delivery_latency: Family<ChannelLabels, Histogram, fn() -> Histogram>,
     pub attempt_duration: Family<ChannelLabels, Histogram, fn() -> Histogram>,
     pub criteria_errors: Counter,
@@ -141,6 +150,7 @@ impl Metrics {
             delivery_retries: Family::default(),
             dead_letters: Counter::default(),
             events_withheld: Family::default(),
+            version_reads: Family::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram),
             attempt_duration: Family::new_with_constructor(attempt_histogram),
             criteria_errors: Counter::default(),
@@ -171,6 +181,11 @@ impl Metrics {
             "events_withheld",
             "Events sent without their focus because the subscriber's grant does not cover it, by focus type",
             m.events_withheld.clone(),
+        );
+        registry.register(
+            "version_reads",
+            "Resource versions read to send events (from: cache, shared by every subscriber of a write; store)",
+            m.version_reads.clone(),
         );
         registry.register(
             "delivery_latency_seconds",

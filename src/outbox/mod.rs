@@ -16,19 +16,22 @@
 //! deployment can put another queue behind without touching matching or channels, which hold
 //! an `Arc<dyn Outbox>` and no `Store`.
 //!
-//! `replay` has the stored-event-with-versions shape the read verbs return; `contract` is the
+//! `replay` has the stored-event-with-versions shape the read verbs return; `versions` is the
+//! cache that reads each version once for every subscriber that sends it; `contract` is the
 //! test suite every implementation must pass.
 //! **Invariant:** the outbox imports nothing from `notify` or `channels` (they sit above it).
 
 #[cfg(test)]
 mod contract;
 pub mod replay;
+pub mod versions;
 
 use crate::fhir::instant::Millis;
 use crate::store::records::FORMAT;
-use crate::store::{Commit, ContextRef, DeadRecord, EventRecord, Store, StoreError, StoredError, SubState, VersionRecord};
+use crate::store::{Commit, ContextRef, DeadRecord, EventRecord, Store, StoreError, StoredError, SubState};
 
 pub use replay::StoredEvent;
+pub use versions::{Cached, Version, VersionCache};
 
 /// What a matched event records, before it has a number.
 pub struct EventDraft<'a> {
@@ -96,14 +99,25 @@ pub trait Outbox: Send + Sync {
     }
 }
 
+/// The version cache of an outbox made with [`SledOutbox::new`] (lanes get
+/// `delivery.version_cache_mib` instead).
+pub const DEFAULT_VERSION_CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 /// The outbox in Herald's own store.
 pub struct SledOutbox {
     store: Store,
+    /// The versions events saw, read once for all their subscribers (`versions`).
+    versions: VersionCache,
 }
 
 impl SledOutbox {
     pub fn new(store: Store) -> Self {
-        SledOutbox { store }
+        Self::with_version_cache(store, DEFAULT_VERSION_CACHE_BYTES)
+    }
+
+    /// An outbox whose version cache holds about `bytes` (0: none).
+    pub fn with_version_cache(store: Store, bytes: usize) -> Self {
+        SledOutbox { store, versions: VersionCache::new(bytes) }
     }
 }
 
@@ -150,12 +164,7 @@ impl Outbox for SledOutbox {
     }
 
     fn versions(&self, events: &[EventRecord], with_resources: bool) -> Vec<EventVersions> {
-        let store = &self.store;
-        let read = |number: u64, ty: &str, id: &str, seq: u64| match if with_resources {
-            store.version(ty, id, seq)
-        } else {
-            store.version_without_resource(ty, id, seq)
-        } {
+        let read = |number: u64, ty: &str, id: &str, seq: u64| match self.versions.get(&self.store, ty, id, seq, with_resources) {
             Ok(v) => v,
             Err(err) => {
                 tracing::error!(event.number = number, error = %err, "could not read a resource version the event saw; sending without it");
@@ -222,4 +231,4 @@ impl Outbox for SledOutbox {
 }
 
 /// The versions each event saw: its focus, and its additional context in order.
-pub type EventVersions = (Option<VersionRecord>, Vec<Option<VersionRecord>>);
+pub type EventVersions = (Option<Version>, Vec<Option<Version>>);

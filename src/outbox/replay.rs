@@ -4,12 +4,14 @@
 //! delivery, so this covers delivered events too. Screening and rendering happen above the
 //! outbox (`channels::render`).
 
-use crate::store::{EventRecord, VersionRecord};
+use super::Version;
+use crate::store::EventRecord;
 
 /// A stored event and the versions it saw: its focus (`None` if that version cannot be
-/// read) and its additional context, in order.
+/// read) and its additional context, in order; shared with the other subscribers of the same
+/// write (`versions`).
 pub struct StoredEvent {
     pub event: EventRecord,
-    pub version: Option<VersionRecord>,
-    pub context: Vec<Option<VersionRecord>>,
+    pub version: Option<Version>,
+    pub context: Vec<Option<Version>>,
 }

@@ -578,3 +578,55 @@ async fn the_operator_default_max_count_batches_subscriptions_that_give_none() {
         assert_eq!(numbers, (1..=7).collect::<Vec<_>>());
     }
 }
+
+/// `herald_version_reads_total{from}`: versions lanes read to send events, by source.
+async fn version_reads(server: &TestServer) -> (u64, u64) {
+    let text = server.client.get(server.base.replace("/fhir", "/metrics")).send().await.unwrap().text().await.unwrap();
+    let count = |from: &str| {
+        let prefix = format!("herald_version_reads_total{{from=\"{from}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    (count("store"), count("cache"))
+}
+
+/// One write, `fanout` full-resource subscribers on one delivery thread: each gets the same
+/// resource; returns the version reads the write cost (store, cache).
+async fn fan_out_one_write(version_cache_mib: usize, fanout: usize) -> (u64, u64) {
+    let server = TestServer::start_with(|cfg| {
+        cfg.delivery.threads = 1;
+        cfg.delivery.version_cache_mib = version_cache_mib;
+    })
+    .await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let mut ids = Vec::new();
+    for _ in 0..fanout {
+        ids.push(server.subscribe(TOPIC, &rx.url, json!({ "content": "full-resource" })).await);
+    }
+    for id in &ids {
+        server.wait_status(id, "active", T).await;
+    }
+    let before = version_reads(&server).await;
+    let task = server.create_task("requested", "Organization/lab").await;
+    let got = rx.events(fanout, T).await;
+    let mut to: Vec<String> = got.iter().map(|r| r.subscription_id()).collect();
+    to.sort();
+    ids.sort();
+    assert_eq!(to, ids, "one event-notification to each subscriber");
+    let resources: Vec<String> = got.iter().map(|r| r.body["entry"][1]["resource"].to_string()).collect();
+    assert!(resources.iter().all(|r| r == &resources[0]), "every subscriber gets the same resource: {resources:?}");
+    let first: serde_json::Value = serde_json::from_str(&resources[0]).unwrap();
+    assert_eq!((first["id"].as_str(), first["status"].as_str()), (Some(task.as_str()), Some("requested")));
+    assert_eq!(first["meta"]["versionId"], "1");
+    let after = version_reads(&server).await;
+    (after.0 - before.0, after.1 - before.1)
+}
+
+#[tokio::test]
+async fn one_write_to_many_subscribers_is_read_once_and_each_gets_the_same_resource() {
+    // With the cache (the default), the first lane reads the version from the store and the
+    // other seven share that read (and its written JSON).
+    assert_eq!(fan_out_one_write(16, 8).await, (1, 7));
+    // Without it, every lane reads its own: what the cache saves.
+    assert_eq!(fan_out_one_write(0, 8).await, (8, 0));
+}

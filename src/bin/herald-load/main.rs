@@ -96,6 +96,9 @@ struct Args {
     /// S3: subscriptions matching every event [default: 1000; --quick: 20].
     #[arg(long, value_name = "N")]
     fanout: Option<usize>,
+    /// S3: the subscriptions' content level (`empty`, `id-only`, `full-resource`).
+    #[arg(long, value_name = "LEVEL", default_value = "id-only", value_parser = ["empty", "id-only", "full-resource"])]
+    fanout_content: String,
     /// S5: registry sizes, comma-separated [default: 1000,10000,100000; --quick: 50,200,1000].
     #[arg(long, value_name = "N,N,..", value_delimiter = ',')]
     matching_sizes: Option<Vec<usize>>,
@@ -149,6 +152,7 @@ pub struct Settings {
     pub concurrency: usize,
     pub subscriptions: usize,
     pub fanout: usize,
+    pub fanout_content: String,
     pub matching_sizes: Vec<usize>,
     pub large_bytes: usize,
     pub drain: Duration,
@@ -177,6 +181,7 @@ impl Settings {
             concurrency: usize::try_from(a.concurrency)?,
             subscriptions: a.subscriptions.unwrap_or(if q { 50 } else { 10_000 }),
             fanout: a.fanout.unwrap_or(if q { 20 } else { 1_000 }),
+            fanout_content: a.fanout_content.clone(),
             matching_sizes: a.matching_sizes.clone().unwrap_or(if q { vec![50, 200, 1_000] } else { vec![1_000, 10_000, 100_000] }),
             large_bytes: a.large_bytes,
             drain: pick(a.drain, 60.0, 30.0),

@@ -106,10 +106,11 @@ pub async fn run_all(s: &Settings, report: &mut Report) -> Result<()> {
         let spec = Spec {
             id: "S3",
             what: format!(
-                "fan-out: each event matches {} subscriptions; 1 writer, at most {FANOUT_AHEAD} events' fan-out outstanding",
-                count(n)
+                "fan-out: each event matches {} subscriptions ({}); 1 writer, at most {FANOUT_AHEAD} events' fan-out outstanding",
+                count(n),
+                s.fanout_content
             ),
-            plan: Plan { count: n, content: "id-only", filter: Filter::Owner(OWNER), max_count: s.max_count },
+            plan: Plan { count: n, content: &s.fanout_content, filter: Filter::Owner(OWNER), max_count: s.max_count },
             owners: Owners::One(OWNER),
             body_bytes: 0,
             drive: Drive::Closed { concurrency: 1, gate_ahead: Some(FANOUT_AHEAD) },

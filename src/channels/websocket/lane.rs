@@ -24,6 +24,7 @@ use crate::channels::driver::{self, Step};
 use crate::channels::render::{error_view, status as status_view, Replayed};
 use crate::channels::LaneContext;
 use crate::fhir::instant::now_millis;
+use crate::fhir::subscription::ContentLevel;
 use crate::ingest::{LaneCommand, LaneView};
 use crate::notify::{notification_bytes, NotificationType, StatusContext};
 use crate::store::SubStatus;
@@ -74,7 +75,8 @@ fn status_context<'a>(base_url: &'a str, view: &'a LaneView) -> StatusContext<'a
 }
 
 fn render(base_url: &str, view: &LaneView, kind: NotificationType, events: &[Replayed]) -> Frame {
-    let with_versions: Vec<_> = events.iter().map(Replayed::as_notify).collect();
+    let full = view.entry.spec.content == ContentLevel::FullResource;
+    let with_versions: Vec<_> = events.iter().map(|e| e.as_notify(full)).collect();
     Frame::from(notification_bytes(&status_context(base_url, view), kind, &with_versions, now_millis()))
 }
 

@@ -172,8 +172,8 @@ fn check_like_inferno(
 /// Four events: a create with a Patient as context, an update, a delete, and a withheld one.
 struct Fixture {
     events: Vec<EventRecord>,
-    focus: Vec<Option<VersionRecord>>,
-    context: Vec<Vec<Option<VersionRecord>>>,
+    focus: Vec<Option<Version>>,
+    context: Vec<Vec<Option<Version>>>,
 }
 
 fn fixture() -> Fixture {
@@ -194,9 +194,10 @@ fn fixture() -> Fixture {
         .collect();
     events[0].context = vec![ContextRef { resource_type: "Patient".into(), id: "p".into(), seq: 1 }];
     let encounter = |id: &str| Some(version_of("Encounter", id, 1, json!({ "resourceType": "Encounter", "id": id, "status": "planned" })));
-    let mut deleted = version_of("Encounter", "c", 2, json!({}));
+    let mut deleted = record_of("Encounter", "c", 2, json!({}));
     deleted.deleted = true;
     deleted.resource = None;
+    let deleted = share_version(deleted);
     Fixture {
         focus: vec![encounter("a"), encounter("b"), Some(deleted), encounter("d")],
         context: vec![vec![Some(version_of("Patient", "p", 1, json!({ "resourceType": "Patient", "id": "p" })))], vec![], vec![], vec![]],

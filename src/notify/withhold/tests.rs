@@ -6,12 +6,13 @@ use crate::channels::render::{screen, send_grant};
 use crate::fhir::subscription::ContentLevel;
 use crate::notify::tests::view_with;
 use crate::notify::{notification_bundle, EventView, NotificationType, Status, StatusContext};
+use crate::outbox::Version;
 use crate::store::records::FORMAT;
-use crate::store::{ContextRef, EventRecord, GrantSource, StoredGrant, VersionRecord};
+use crate::store::{ContextRef, EventRecord, GrantSource, StoredGrant};
 
 const BASE: &str = "http://herald.test/fhir";
 
-fn version(ty: &str, id: &str, resource: Value) -> VersionRecord {
+fn version(ty: &str, id: &str, resource: Value) -> Version {
     crate::notify::tests::version_of(ty, id, 1, resource)
 }
 
@@ -30,7 +31,7 @@ fn task_event(number: u64, context: Vec<ContextRef>) -> EventRecord {
     }
 }
 
-fn task_for(patient: &str) -> VersionRecord {
+fn task_for(patient: &str) -> Version {
     version("Task", "t", json!({ "resourceType": "Task", "id": "t", "for": { "reference": format!("Patient/{patient}") } }))
 }
 
@@ -59,7 +60,7 @@ fn an_uncovered_focus_is_withheld_with_its_number_and_without_focus_context_or_e
     let patient = ContextRef { resource_type: "Patient".into(), id: "p2".into(), seq: 1 };
     let (mine, theirs) = (task_event(1, Vec::new()), task_event(2, vec![patient]));
     let (v1, v2) = (task_for("p1"), task_for("p2"));
-    let mut c1: Vec<Option<VersionRecord>> = Vec::new();
+    let mut c1: Vec<Option<Version>> = Vec::new();
     let mut c2 = vec![Some(version("Patient", "p2", json!({ "resourceType": "Patient", "id": "p2" })))];
     assert!(!screen(&g, &mine, Some(&v1), &mut c1));
     assert!(screen(&g, &theirs, Some(&v2), &mut c2));
