@@ -7,6 +7,8 @@
 //! **Invariant:** the lane stops before doing anything more once the dispatcher dropped it
 //! (the subscription was deleted, or its id names another incarnation), and on shutdown it
 //! abandons whatever it is doing: what was not acknowledged stays pending in the outbox.
+//! Either way it then tells the committer what was accepted and not yet reported
+//! ([`Lane::stop`]), so a clean stop sends again only an attempt that was in flight.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +60,10 @@ pub(super) trait Lane {
 
     /// A signal already queued, if any.
     fn queued_signal(&mut self) -> Option<Self::Signal>;
+
+    /// The lane stops (shutdown, or the dispatcher dropped it): reports what it did and has
+    /// not told the committer yet. Sends nothing to the endpoint.
+    async fn stop(&mut self) {}
 }
 
 pub(super) fn instant_in(ms: Millis) -> Instant {
@@ -71,7 +77,7 @@ pub(super) fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
 /// Runs `lane` for `sub` until the dispatcher drops it or the server stops, in `span`.
 pub(super) async fn run<L: Lane>(ctx: Arc<LaneContext>, sub: String, mut rx: watch::Receiver<LaneView>, mut lane: L, span: Span) {
     let shutdown = ctx.shutdown.clone();
-    let driven = async move {
+    let driven = async {
         // The generation this lane last turned `off` at its end.
         let mut ended: Option<u64> = None;
         loop {
@@ -136,10 +142,12 @@ pub(super) async fn run<L: Lane>(ctx: Arc<LaneContext>, sub: String, mut rx: wat
             }
         }
     }
-    .instrument(span);
+    .instrument(span.clone());
     tokio::select! {
         biased;
         () = shutdown.cancelled() => {}
         () = driven => {}
     }
+    // The turn in progress, if any, was dropped above; the lane's own state is intact.
+    lane.stop().instrument(span).await;
 }

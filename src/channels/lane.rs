@@ -43,8 +43,9 @@ use crate::ops::metrics::{metrics, Metrics};
 use crate::store::{EventRecord, StoreError, StoredError, SubState, SubStatus};
 
 /// Accepted events a lane may leave unreported to the committer while it keeps delivering
-/// (it reports at once when it runs out of pending events, before any other result, and
-/// whenever it waits). A crash loses at most these reports: the events are sent again.
+/// (it reports at once when it runs out of pending events, before any other result, whenever
+/// it waits, and when it stops). A crash loses at most these reports: the events are sent
+/// again.
 const REPORT_EVERY: u64 = 64;
 
 /// Events read from the outbox in one go, ahead of the one being sent (never past the
@@ -75,10 +76,12 @@ impl Cursor {
     }
 
     /// Tells the committer what was accepted and not yet reported.
+    /// Marked reported once sent: a report cut off by a stop is made again by `Lane::stop`.
     async fn report(&mut self, ctx: &LaneContext, sub: &str, incarnation: u64) {
-        if self.through > self.reported {
-            self.reported = self.through;
-            ctx.ingest.lane(incarnation, LaneCommand::Delivered { sub: sub.to_string(), through: self.through, at: now_millis() }).await;
+        let through = self.through;
+        if through > self.reported {
+            ctx.ingest.lane(incarnation, LaneCommand::Delivered { sub: sub.to_string(), through, at: now_millis() }).await;
+            self.reported = self.reported.max(through);
         }
     }
 
@@ -126,6 +129,8 @@ struct RestHook {
     paused: Option<u64>,
     last_sent: Instant,
     resend: Option<ResendCursor>,
+    /// The incarnation of the newest view (what a report at the stop names).
+    incarnation: u64,
 }
 
 pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, rx: watch::Receiver<LaneView>) {
@@ -148,6 +153,7 @@ pub(super) async fn run(ctx: Arc<LaneContext>, sub: String, rx: watch::Receiver<
         paused: None,
         last_sent: Instant::now(),
         resend: None,
+        incarnation: first.incarnation,
     };
     driver::run(ctx, sub, rx, lane, span).await;
 }
@@ -216,6 +222,14 @@ impl driver::Lane for RestHook {
 
     fn observe(&mut self, view: &LaneView) {
         self.cursor.merge(&view.state);
+        self.incarnation = view.state.incarnation;
+    }
+
+    async fn stop(&mut self) {
+        // Acceptances since the last report (up to REPORT_EVERY) would otherwise be sent again
+        // after a restart, or on the new channel after a switch to websocket. A stale
+        // incarnation's report is refused by the committer.
+        self.cursor.report(&self.ctx, &self.sub, self.incarnation).await;
     }
 
     async fn work(&mut self, view: &LaneView, ended: bool) -> Step {

@@ -630,3 +630,45 @@ async fn one_write_to_many_subscribers_is_read_once_and_each_gets_the_same_resou
     // Without it, every lane reads its own: what the cache saves.
     assert_eq!(fan_out_one_write(0, 8).await, (8, 0));
 }
+
+#[tokio::test]
+async fn a_clean_stop_mid_drain_sends_again_at_most_the_attempt_in_flight() {
+    const N: u64 = 150;
+    let server = TestServer::start().await;
+    let rx = Receiver::start().await;
+    server.task_topic(TOPIC).await;
+    let id = server.subscribe(TOPIC, &rx.url, json!({})).await;
+    server.wait_status(&id, "active", T).await;
+    // One transaction: all N events are durable before the first is sent, so the lane drains a
+    // backlog (reporting every 64 acceptances, never "caught up") when the stop comes.
+    let entries: Vec<serde_json::Value> = (0..N)
+        .map(|_| {
+            json!({
+                "resource": { "resourceType": "Task", "status": "requested", "intent": "order", "owner": { "reference": "Organization/lab" } },
+                "request": { "method": "POST", "url": "Task" }
+            })
+        })
+        .collect();
+    rx.set_delay(Duration::from_millis(2));
+    let (s, b) = server.post("", &json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let mut numbers: Vec<u64> = rx.events(100, T).await.iter().flat_map(|r| r.event_numbers()).collect();
+    let dir = server.stop_keeping().await;
+    // What arrived while it stopped, the attempt in flight included.
+    numbers.extend(rx.drain().await.iter().filter(|r| r.kind() == "event-notification").flat_map(|r| r.event_numbers()));
+    let before_restart = numbers.len();
+    assert!(before_restart < N as usize, "the stop came after the drain ({before_restart} of {N}): nothing was tested");
+    assert_eq!(numbers, (1..=before_restart as u64).collect::<Vec<_>>(), "in order, no gap, before the stop");
+    rx.set_delay(Duration::ZERO);
+    let server = TestServer::start_in(dir, |_| {}).await;
+    while numbers.last() != Some(&N) {
+        numbers.extend(rx.next_of("event-notification", T).await.event_numbers());
+    }
+    // After the restart: in order from where the committer's cursor was, through N.
+    let after = &numbers[before_restart..];
+    assert_eq!(after.to_vec(), (after[0]..=N).collect::<Vec<_>>(), "in order, no gap, after the restart");
+    assert!(after[0] <= before_restart as u64 + 1, "events lost across the stop: {numbers:?}");
+    let resent = before_restart as u64 + 1 - after[0];
+    assert!(resent <= 1, "{resent} accepted events sent again after a clean stop ({before_restart} before it): {numbers:?}");
+    server.stop().await;
+}
