@@ -78,8 +78,10 @@ pub trait Outbox: Send + Sync {
     fn events(&self, sub: &str, incarnation: Option<u64>, from: u64, until: u64, max: usize) -> Result<Vec<EventRecord>, StoreError>;
     /// Dead letters of `sub` numbered `from..=until`, in number order, at most `max`.
     fn dead_letters(&self, sub: &str, from: u64, until: u64, max: usize) -> Result<Vec<DeadRecord>, StoreError>;
-    /// The versions each of `events` saw, in order; `with_resources: false` leaves their
-    /// resources out (enough for every content level but `full-resource`). A version that
+    /// The versions each of `events` saw, in order; `with_resources: false` need not read
+    /// their resources (enough for every content level but `full-resource`; one already read
+    /// for another subscriber may come with its resource, so callers decide by content level,
+    /// never by the resource being there). A version that
     /// cannot be read is logged and `None`; the event keeps its place.
     fn versions(&self, events: &[EventRecord], with_resources: bool) -> Vec<EventVersions>;
 
