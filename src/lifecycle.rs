@@ -369,14 +369,16 @@ pub(crate) async fn start(
 impl Running {
     /// The full router (`Gate::open` serves it).
     pub(crate) fn router(&self) -> axum::Router {
-        let router = api::router(self.state.clone(), self.max_body_bytes, self.body_memory_bytes);
-        match &self.forward {
+        let router = api::router(self.state.clone(), self.max_body_bytes);
+        let router = match &self.forward {
             Some(f) => router.layer(axum::middleware::from_fn_with_state(f.clone(), crate::cluster::forward::forward)),
             None if self.clustered => {
                 router.layer(axum::middleware::from_fn_with_state(self.store.clone(), crate::cluster::forward::stamp))
             }
             None => router,
-        }
+        };
+        // Outermost: a follower's forwarded writes hold their bodies in its memory too.
+        api::with_body_budget(router, self.body_memory_bytes, self.max_body_bytes)
     }
 
     pub(crate) fn lane_count(&self) -> usize {

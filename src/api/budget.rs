@@ -3,7 +3,9 @@
 //! Each request that carries a body takes a share of one budget before its body is read: its
 //! `Content-Length`, or `server.max_body_bytes` when the length is not declared (chunked), and
 //! never more than the whole budget. It keeps that share until its answer is ready, which for a
-//! write covers the body, its parsed form and its place in the committer's queue. A request
+//! write covers the body, its parsed form and its place in the committer's queue, and on a
+//! cluster follower a forwarded write's body until the writer answered (the budget is the
+//! outermost layer, `api::with_body_budget`). A request
 //! that finds the budget spent waits for earlier ones to finish (its body stays unread in the
 //! socket, so the client is slowed, not refused). Bodies over `server.max_body_bytes` are still
 //! answered 413 by the body limit once read. What request bodies hold is therefore bounded by

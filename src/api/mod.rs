@@ -210,8 +210,10 @@ pub fn route_for(matched: &str) -> Option<&'static Route> {
     ROUTES.iter().find(|r| r.path == matched)
 }
 
-/// The full router, served through the `Gate` once Herald is ready (see `health`).
-pub fn router(state: Shared, max_body_bytes: usize, body_memory_bytes: usize) -> Router {
+/// The full router, served through the `Gate` once Herald is ready (see `health`); the
+/// caller puts [`with_body_budget`] around it and around whatever else it layers on (a
+/// follower's forwarding reads bodies too).
+pub fn router(state: Shared, max_body_bytes: usize) -> Router {
     let mut fhir = Router::new();
     for route in ROUTES {
         fhir = fhir.route(route.path, (route.handler)());
@@ -236,10 +238,15 @@ pub fn router(state: Shared, max_body_bytes: usize, body_memory_bytes: usize) ->
         .merge(fhir)
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(budget::BodyBudget::new(body_memory_bytes, max_body_bytes), budget::body_budget))
         .layer(middleware::from_fn(fhir_errors))
         .layer(middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// `router` (and any layer around it) with request bodies bounded by `server.max_body_memory_mib`
+/// (`budget`): the outermost layer, so that every body read in this process is counted.
+pub fn with_body_budget(router: Router, body_memory_bytes: usize, max_body_bytes: usize) -> Router {
+    router.layer(middleware::from_fn_with_state(budget::BodyBudget::new(body_memory_bytes, max_body_bytes), budget::body_budget))
 }
 
 async fn unknown_route(req: Request) -> ApiError {

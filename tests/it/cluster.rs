@@ -692,3 +692,64 @@ async fn a_lane_report_from_a_node_that_does_not_hold_the_shard_is_refused_and_m
     }
     assert_gapless_in_order(&numbers);
 }
+
+/// A gauge from a node's `/metrics`.
+async fn node_gauge(client: &reqwest::Client, h: &Herald, name: &str) -> i64 {
+    let text = client.get(format!("{}/metrics", h.root)).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// `server.max_body_memory_mib` on a follower: the writes it forwards hold their bodies in its
+/// memory too, so they take from its budget, and one that does not fit waits, then goes
+/// through (as `edge::a_body_that_does_not_fit_the_body_memory_budget_waits_for_room_then_goes_through`
+/// on one node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_holds_forwarded_bodies_within_its_body_memory_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(nats) = NatsCluster::single() else { return };
+    let nodes =
+        Nodes::start_with(&nats, 2, &[("HERALD_SERVER__MAX_BODY_MEMORY_MIB", "1"), ("HERALD_SERVER__MAX_BODY_BYTES", "2097152")]).await;
+    let first = wait_writer(&nats, None, Duration::from_secs(20)).await;
+    let f = 1 - nodes.ids.iter().position(|id| *id == first).unwrap();
+    let follower = nodes.node(f);
+    let client = reqwest::Client::new();
+    let task = |id: &str, pad: usize| json!({ "resourceType": "Task", "id": id, "status": "requested", "intent": "order", "description": "x".repeat(pad) });
+    // A client declares a body of about 900 KiB to the follower and sends a first part only.
+    let big = serde_json::to_vec(&task("slow", 900 * 1024)).unwrap();
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", nodes.ports[f])).await.unwrap();
+    let head = format!(
+        "PUT /fhir/Task/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&big[..1000]).await.unwrap();
+    let share = i64::try_from(big.len().div_ceil(1024) * 1024).unwrap();
+    crate::support::until("the forwarded body holds its share of the follower's budget", || async {
+        node_gauge(&client, follower, "herald_body_memory_bytes").await == share
+    })
+    .await;
+    // A second write of 200 KiB to the follower does not fit: it waits, unread.
+    let (c, url, body) = (client.clone(), format!("{}/Task/quick", follower.base), task("quick", 200 * 1024));
+    let quick = tokio::spawn(async move { c.put(url).header("content-type", "application/fhir+json").json(&body).send().await });
+    crate::support::until("the second forwarded write waits for room", || async {
+        node_gauge(&client, follower, "herald_body_memory_waiting").await == 1
+    })
+    .await;
+    assert!(!quick.is_finished(), "the second write was answered while the follower's budget was spent");
+    // The first body completes: both are forwarded, written and answered; the budget is whole.
+    slow.write_all(&big[1000..]).await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), slow.read(&mut answer)).await.unwrap().unwrap();
+    let status_line = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(status_line.starts_with("HTTP/1.1 201"), "{status_line}");
+    let quick = tokio::time::timeout(Duration::from_secs(20), quick).await.unwrap().unwrap().unwrap();
+    assert_eq!(quick.status(), StatusCode::CREATED);
+    crate::support::until("the follower's budget is whole again", || async {
+        node_gauge(&client, follower, "herald_body_memory_bytes").await == 0
+            && node_gauge(&client, follower, "herald_body_memory_waiting").await == 0
+    })
+    .await;
+    let stored: Value = client.get(format!("{}/Task/slow", nodes.node(1 - f).base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stored["description"].as_str().map(str::len), Some(900 * 1024));
+}
