@@ -12,12 +12,12 @@
 //! Why this is safe: a stored version never changes (history is keyed by type, id and
 //! sequence, and written once), and the cache lives and dies with the outbox of one open store.
 //! It is bounded by [`VersionCache::new`]'s byte budget (a weight per entry: the stored
-//! record's length times [`DECODED_FACTOR`], plus the rendered JSON once written), evicting
-//! the oldest first: lanes read versions in commit order, so the newest are the hot ones.
+//! record's length, times [`DECODED_FACTOR`] when read with its resource), evicting the
+//! oldest first: lanes read versions in commit order, so the newest are the hot ones.
 //!
-//! What it does not do: read ahead, or share what a subscriber may see. Screening against a
-//! subscriber's grant (`channels::render::screen`) happens after, on the lane's own copy of
-//! the `Arc`s, so one subscriber's grant never decides what another is sent.
+//! What stays per subscriber: which of the shared versions it may see. Screening against its
+//! grant (`channels::render::screen`) happens after, on the lane's own list of `Arc`s, so one
+//! subscriber's grant never decides what another is sent. The cache does not read ahead.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Deref;
@@ -32,9 +32,10 @@ use crate::store::{Store, StoreError, VersionRecord};
 /// A stored version as lanes share it.
 pub type Version = Arc<Cached>;
 
-/// How much larger a decoded resource is than its stored JSON (serde_json's `Value` with
-/// `preserve_order`: a map entry, a key `String` and a `Value` per field). An estimate used
-/// only to weigh entries against the budget.
+/// The memory of a version read with its resource, per byte stored: its decoded `Value`
+/// (serde_json with `preserve_order`: a map entry, a key `String` and a `Value` per field,
+/// about 3 times the JSON) and its JSON once written for notifications (once). An estimate
+/// used only to weigh entries against the budget.
 pub const DECODED_FACTOR: usize = 4;
 
 /// One version, read once.
@@ -147,23 +148,13 @@ impl VersionCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::records::FORMAT;
     use crate::store::Commit;
     use serde_json::json;
 
     fn task(id: &str, seq: u64, note: &str) -> VersionRecord {
-        VersionRecord {
-            v: FORMAT,
-            resource_type: "Task".into(),
-            id: id.into(),
-            seq,
-            version_id: seq.to_string(),
-            last_updated: 1,
-            method: "PUT".into(),
-            deleted: false,
-            resource: Some(json!({ "resourceType": "Task", "id": id, "note": [{ "text": note }] })),
-            full_url: None,
-        }
+        let mut v = crate::store::tests::version(id, seq);
+        v.resource = Some(json!({ "resourceType": "Task", "id": id, "note": [{ "text": note }] }));
+        v
     }
 
     fn stored(versions: &[VersionRecord]) -> (tempfile::TempDir, Store) {

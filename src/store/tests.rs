@@ -4,7 +4,8 @@ use serde_json::json;
 
 use super::*;
 
-fn version(id: &str, seq: u64) -> VersionRecord {
+/// Version `seq` of `Task/id` (shared with `outbox::versions::tests`).
+pub(crate) fn version(id: &str, seq: u64) -> VersionRecord {
     VersionRecord {
         v: records::FORMAT,
         resource_type: "Task".into(),

@@ -717,13 +717,7 @@ async fn a_follower_holds_forwarded_bodies_within_its_body_memory_budget() {
     let task = |id: &str, pad: usize| json!({ "resourceType": "Task", "id": id, "status": "requested", "intent": "order", "description": "x".repeat(pad) });
     // A client declares a body of about 900 KiB to the follower and sends a first part only.
     let big = serde_json::to_vec(&task("slow", 900 * 1024)).unwrap();
-    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", nodes.ports[f])).await.unwrap();
-    let head = format!(
-        "PUT /fhir/Task/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\n\r\n",
-        big.len()
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&big[..1000]).await.unwrap();
+    let mut slow = crate::edge::half_sent_put(([127, 0, 0, 1], nodes.ports[f]).into(), "Task/slow", &big).await;
     let share = i64::try_from(big.len().div_ceil(1024) * 1024).unwrap();
     crate::support::until("the forwarded body holds its share of the follower's budget", || async {
         node_gauge(&client, follower, "herald_body_memory_bytes").await == share

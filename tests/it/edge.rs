@@ -274,6 +274,19 @@ async fn json_nested_1000_deep_gets_400_and_the_server_keeps_serving() {
 }
 
 /// A gauge of `/metrics` (loopback needs no token); 0 when absent.
+/// A `PUT /fhir/<path>` of `body` on a raw connection, its headers and first 1,000 bytes sent;
+/// the caller sends the rest (`body[1000..]`) when it chooses.
+pub(crate) async fn half_sent_put(addr: SocketAddr, path: &str, body: &[u8]) -> TcpStream {
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /fhir/{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..1000]).await.unwrap();
+    slow
+}
+
 async fn gauge(server: &TestServer, name: &str) -> i64 {
     let text = server.client.get(server.base.replace("/fhir", "/metrics")).send().await.unwrap().text().await.unwrap();
     let prefix = format!("{name} ");
@@ -293,13 +306,7 @@ async fn a_body_that_does_not_fit_the_body_memory_budget_waits_for_room_then_goe
     let task = |id: &str, pad: usize| json!({ "resourceType": "Task", "id": id, "status": "requested", "intent": "order", "description": "x".repeat(pad) });
     // A client declares a body of about 900 KiB and sends its headers and a first part only.
     let big = serde_json::to_vec(&task("slow", 900 * 1024)).unwrap();
-    let mut slow = TcpStream::connect(addr_of(&server)).await.unwrap();
-    let head = format!(
-        "PUT /fhir/Task/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\nContent-Length: {}\r\n\r\n",
-        big.len()
-    );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&big[..1000]).await.unwrap();
+    let mut slow = half_sent_put(addr_of(&server), "Task/slow", &big).await;
     let share = i64::try_from(big.len().div_ceil(1024) * 1024).unwrap();
     crate::support::until("the slow body holds its share", || async { gauge(&server, "herald_body_memory_bytes").await == share }).await;
 
