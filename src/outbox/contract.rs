@@ -311,7 +311,8 @@ macro_rules! contract_tests {
 
 fn sled(dir: &Path) -> Result<(Box<dyn Outbox>, Store), StoreError> {
     let store = Store::open(dir)?;
-    Ok((Box::new(SledOutbox::new(store.clone())), store))
+    // With the version cache the lanes have (`delivery.version_cache_mib`).
+    Ok((Box::new(SledOutbox::with_version_cache(store.clone(), 1 << 20)), store))
 }
 
 // Every implementation in the repository, one line each.

@@ -101,10 +101,6 @@ pub trait Outbox: Send + Sync {
     }
 }
 
-/// The version cache of an outbox made with [`SledOutbox::new`] (lanes get
-/// `delivery.version_cache_mib` instead).
-pub const DEFAULT_VERSION_CACHE_BYTES: usize = 16 * 1024 * 1024;
-
 /// The outbox in Herald's own store.
 pub struct SledOutbox {
     store: Store,
@@ -113,8 +109,10 @@ pub struct SledOutbox {
 }
 
 impl SledOutbox {
+    /// An outbox without a version cache: for the committer (which reads no versions) and
+    /// one-off reads such as `$events`.
     pub fn new(store: Store) -> Self {
-        Self::with_version_cache(store, DEFAULT_VERSION_CACHE_BYTES)
+        Self::with_version_cache(store, 0)
     }
 
     /// An outbox whose version cache holds about `bytes` (0: none).

@@ -23,10 +23,11 @@ use std::collections::{HashMap, VecDeque};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use prometheus_client::metrics::counter::Counter;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::ops::metrics::metrics;
+use crate::ops::metrics::{metrics, SourceLabels};
 use crate::store::{Store, StoreError, VersionRecord};
 
 /// A stored version as lanes share it.
@@ -83,28 +84,39 @@ struct Entries {
 pub struct VersionCache {
     entries: Mutex<Entries>,
     budget: usize,
+    /// `herald_version_reads_total{from="cache"}` and `{from="store"}`, looked up once.
+    from_cache: Counter,
+    from_store: Counter,
 }
 
 impl VersionCache {
-    /// A cache holding at most about `budget` bytes (0: keeps nothing).
+    /// A cache holding at most about `budget` bytes (0: keeps nothing, and every read goes to
+    /// the store).
     pub fn new(budget: usize) -> VersionCache {
-        VersionCache { entries: Mutex::new(Entries { map: HashMap::new(), order: VecDeque::new(), weight: 0 }), budget }
+        let reads = |from: &str| metrics().version_reads.get_or_create(&SourceLabels { from: from.to_owned() }).clone();
+        VersionCache {
+            entries: Mutex::new(Entries { map: HashMap::new(), order: VecDeque::new(), weight: 0 }),
+            budget,
+            from_cache: reads("cache"),
+            from_store: reads("store"),
+        }
     }
 
     /// The version `seq` of `resource_type/id`, with its resource when `with_resource`; from
     /// the cache when it holds it (read with the resource, if that is asked for), else read
     /// from `store` and kept.
     pub fn get(&self, store: &Store, resource_type: &str, id: &str, seq: u64, with_resource: bool) -> Result<Option<Version>, StoreError> {
-        let key = (format!("{resource_type}/{id}"), seq);
-        let m = metrics();
-        if let Some(hit) = self.lookup(&key, with_resource) {
-            m.version_reads.get_or_create(&crate::ops::metrics::SourceLabels { from: "cache".into() }).inc();
+        let key = (self.budget > 0).then(|| (format!("{resource_type}/{id}"), seq));
+        if let Some(hit) = key.as_ref().and_then(|key| self.lookup(key, with_resource)) {
+            self.from_cache.inc();
             return Ok(Some(hit));
         }
-        m.version_reads.get_or_create(&crate::ops::metrics::SourceLabels { from: "store".into() }).inc();
+        self.from_store.inc();
         let Some((record, stored_len)) = store.version_sized(resource_type, id, seq, with_resource)? else { return Ok(None) };
         let version = Arc::new(Cached::new(record, with_resource));
-        self.keep(key, version.clone(), stored_len.saturating_mul(if with_resource { DECODED_FACTOR } else { 1 }));
+        if let Some(key) = key {
+            self.keep(key, version.clone(), stored_len.saturating_mul(if with_resource { DECODED_FACTOR } else { 1 }));
+        }
         Ok(Some(version))
     }
 
