@@ -445,18 +445,13 @@ impl Store {
         self.get(&keys::history(resource_type, id, seq))
     }
 
-    /// `version` (with its resource when `with_resource`, else as `version_without_resource`),
-    /// and the length of its stored record.
+    /// `version`, with its resource only when `with_resource` (else `resource` is `None` and
+    /// never built), and the length of its stored record.
     pub fn version_sized(&self, resource_type: &str, id: &str, seq: u64, with_resource: bool) -> Result<Option<(VersionRecord, usize)>> {
         let key = keys::history(resource_type, id, seq);
         let Some(bytes) = self.tree.get(&key)? else { return Ok(None) };
         let record = if with_resource { decode(&key, &bytes)? } else { decode::<records::VersionHead>(&key, &bytes)?.into() };
         Ok(Some((record, bytes.len())))
-    }
-
-    /// `version` with `resource` left out (`None`), without building it.
-    pub fn version_without_resource(&self, resource_type: &str, id: &str, seq: u64) -> Result<Option<VersionRecord>> {
-        Ok(self.get::<records::VersionHead>(&keys::history(resource_type, id, seq))?.map(VersionRecord::from))
     }
 
     /// The latest version record (possibly a deletion).

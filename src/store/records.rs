@@ -51,7 +51,7 @@ pub struct VersionRecord {
 }
 
 /// A `VersionRecord` read without its resource, which is skipped rather than built: what
-/// notifications below `full-resource` need (`Store::version_without_resource`).
+/// notifications below `full-resource` need (`Store::version_sized`).
 #[derive(Deserialize)]
 pub(super) struct VersionHead {
     #[serde(deserialize_with = "format_v1")]

@@ -230,18 +230,22 @@ fn marker_format(dir: &std::path::Path) -> u64 {
     serde_json::from_str::<serde_json::Value>(&text).unwrap()["format"].as_u64().unwrap()
 }
 
+/// Creates (or opens) the store at `path` with `options`, writes version 1 of `Task/id`, flushes
+/// and closes it.
+fn write_one(path: &std::path::Path, options: OpenOptions, id: &str) {
+    let store = Store::open_with(path, options).unwrap();
+    let mut c = Commit::new();
+    c.put_version(&version(id, 1)).unwrap();
+    store.apply(c).unwrap();
+    store.flush().unwrap();
+}
+
 #[test]
 fn an_uncompressed_format_1_store_opens_and_stays_format_1_and_new_compressed_stores_are_format_2() {
     let compressing = OpenOptions { compression: Some(crate::store::DEFAULT_COMPRESSION_LEVEL), ..OpenOptions::default() };
     // A store as every release before issue #23 wrote it: pages uncompressed, format 1.
     let old = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open_with(old.path(), OpenOptions { compression: None, ..OpenOptions::default() }).unwrap();
-        let mut c = Commit::new();
-        c.put_version(&version("a", 1)).unwrap();
-        store.apply(c).unwrap();
-        store.flush().unwrap();
-    }
+    write_one(old.path(), OpenOptions { compression: None, ..OpenOptions::default() }, "a");
     assert_eq!(marker_format(old.path()), 1);
     assert_eq!(dir::sled_compression(old.path()).unwrap(), Some(false));
     // This build, configured to compress new stores, opens it as it is and reads it.
@@ -252,13 +256,7 @@ fn an_uncompressed_format_1_store_opens_and_stays_format_1_and_new_compressed_st
     assert_eq!(dir::sled_compression(old.path()).unwrap(), Some(false));
 
     let new = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open_with(new.path(), compressing).unwrap();
-        let mut c = Commit::new();
-        c.put_version(&version("b", 1)).unwrap();
-        store.apply(c).unwrap();
-        store.flush().unwrap();
-    }
+    write_one(new.path(), compressing, "b");
     assert_eq!(marker_format(new.path()), u64::from(dir::FORMAT));
     assert_eq!(dir::sled_compression(new.path()).unwrap(), Some(true));
     // Configured not to compress, this build still opens a compressed store as it is.
@@ -269,13 +267,7 @@ fn an_uncompressed_format_1_store_opens_and_stays_format_1_and_new_compressed_st
 #[test]
 fn stores_are_created_uncompressed_format_1_unless_compression_is_asked_for() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open(dir.path()).unwrap();
-        let mut c = Commit::new();
-        c.put_version(&version("c", 1)).unwrap();
-        store.apply(c).unwrap();
-        store.flush().unwrap();
-    }
+    write_one(dir.path(), OpenOptions::default(), "c");
     assert_eq!(marker_format(dir.path()), 1);
     assert_eq!(dir::sled_compression(dir.path()).unwrap(), Some(false));
 }

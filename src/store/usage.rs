@@ -21,6 +21,13 @@ pub struct Family {
 }
 
 impl Family {
+    /// Counts one entry.
+    fn add(&mut self, key: &[u8], value: &[u8]) {
+        self.keys += 1;
+        self.key_bytes += key.len() as u64;
+        self.value_bytes += value.len() as u64;
+    }
+
     pub fn bytes(&self) -> u64 {
         self.key_bytes + self.value_bytes
     }
@@ -51,11 +58,10 @@ impl Store {
         for item in self.tree.iter() {
             let (k, v) = item?;
             let Some(&prefix) = k.first() else { continue };
-            let f =
-                by_prefix.entry(prefix).or_insert_with(|| Family { prefix: Some(prefix), name: keys::family(prefix), ..Family::default() });
-            f.keys += 1;
-            f.key_bytes += k.len() as u64;
-            f.value_bytes += v.len() as u64;
+            by_prefix
+                .entry(prefix)
+                .or_insert_with(|| Family { prefix: Some(prefix), name: keys::family(prefix), ..Family::default() })
+                .add(&k, &v);
         }
         let mut families: Vec<Family> = by_prefix.into_values().collect();
         let mut other = Family { prefix: None, name: "other sled trees", ..Family::default() };
@@ -65,9 +71,7 @@ impl Store {
             }
             for item in self.db.open_tree(&name)?.iter() {
                 let (k, v) = item?;
-                other.keys += 1;
-                other.key_bytes += k.len() as u64;
-                other.value_bytes += v.len() as u64;
+                other.add(&k, &v);
             }
         }
         if other.keys > 0 {
