@@ -1,4 +1,4 @@
-//! Engine-only estimate of what sled's zstd page compression (level 1, Herald's default) costs
+//! Engine-only estimate of what sled's zstd page compression (level 1, Herald's level when `store.compression_level` turns it on) costs
 //! on the write path: one `Batch` per stored version shaped like Herald's (a 470 B history
 //! record, the current pointer, a 200 B event, two index inserts and one removal, the entry
 //! list, a 317 B subscription state), a group flush every 10 commits, 4 versions per Task.
